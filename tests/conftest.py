@@ -1,0 +1,50 @@
+"""Shared fixtures: a local HTTP server and an environment with no dataset roots."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+
+class _QuietFiles(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def http_server(monkeypatch) -> Iterator[Callable]:
+    """``serve(directory or handler class) -> base URL`` of a ThreadingHTTPServer on 127.0.0.1."""
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    servers = []
+
+    def serve(what: str | Path | type) -> str:
+        if isinstance(what, type):
+            handler = what
+        else:
+            handler = functools.partial(_QuietFiles, directory=str(what))
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}/"
+
+    yield serve
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def no_roots(tmp_path, monkeypatch) -> Path:
+    """No ``$ZOO_DATA_ROOT``, no mirror, no offline flag, and an empty home cache."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    for var in ("ZOO_DATA_ROOT", "ZOO_DATA_MIRROR", "ZOO_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    return home

@@ -1,0 +1,266 @@
+"""The `zoo` command line: list, data, train, sample, nll.
+
+Every error a user can cause prints one line (``zoo: error: ...``) and exits non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from . import data as zdata
+from . import registry
+from .core import ConfigError, LikelihoodUnavailable, ZooError
+from .images import save_grid
+from .train import TrainConfig, Trainer, load_run, resolve_device, run_info
+
+
+def _parse_sets(items: list[str]) -> list[tuple[str, str]]:
+    pairs = []
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set takes key=value, got {item!r}")
+        pairs.append((key.strip().replace("-", "_"), value.strip()))
+    return pairs
+
+
+def _literal(text: str):
+    """A --set value of an option without a declared type: int, float, bool, None or str."""
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("none", "null"):
+        return None
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+# -- commands ----------------------------------------------------------------------------------
+def cmd_list(args) -> int:
+    print("models:")
+    for name in registry.available():
+        s = registry.spec(name)
+        kind = s.cls.likelihood or "none"
+        print(f"  {name:<16} {s.cls.family:<15} nll: {kind:<6} {s.description}")
+    print("datasets:")
+    for name, info in zdata.DATASETS.items():
+        where = zdata.find(name, root=args.root)
+        place = str(where) if where else "not found (downloaded on first use when online)"
+        shape = "x".join(map(str, info.image_shape))
+        print(f"  {name:<16} {shape:<9} {place}")
+    print("searched: " + ", ".join(str(p) for p in zdata.data_roots(args.root)))
+    return 0
+
+
+def cmd_data_check(args) -> int:
+    rows = zdata.check(root=args.root)
+    if not rows:
+        roots = ", ".join(str(p) for p in zdata.data_roots(args.root))
+        print(f"no dataset files found in {roots}")
+        return 1
+    bad = 0
+    for r in rows:
+        status = "ok" if r["ok"] else "FAILED"
+        bad += not r["ok"]
+        detail = f"  {r['detail']}" if r.get("detail") and not r["ok"] else ""
+        print(f"{status:<7} {r['dataset']:<14} {r['path']}{detail}")
+    print(f"{len(rows) - bad} of {len(rows)} files verified")
+    return 1 if bad else 0
+
+
+def cmd_train(args) -> int:
+    options = {
+        "steps": args.steps, "seconds": args.seconds, "batch_size": args.batch_size,
+        "seed": args.seed, "device": args.device,
+    }
+    options = {k: v for k, v in options.items() if v is not None}
+    model_fields = registry.config_fields(args.model)
+    train_fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    overrides = {}
+    for key, text in _parse_sets(args.set):
+        if key in model_fields:
+            overrides[key] = registry.parse_value(args.model, key, text)
+        elif key in train_fields:
+            options[key] = registry.coerce(text, train_fields[key].type, f"training option {key}")
+        else:
+            raise ConfigError(
+                f"unknown option {key!r} for {args.model}; model options: "
+                f"{', '.join(model_fields)}; training options: {', '.join(train_fields)}"
+            )
+    out = Path(args.out or f"runs/{args.model}-{args.dataset}")
+    if args.resume:
+        info = run_info(out)
+        if info and (info.get("model"), info.get("dataset")) != (args.model, args.dataset):
+            raise ConfigError(
+                f"{out} holds a run of {info.get('model')} on {info.get('dataset')}, "
+                f"not {args.model} on {args.dataset}"
+            )
+        if overrides:
+            raise ConfigError("a resumed run keeps its model options; drop the --set model keys")
+        trainer = Trainer.resume(out, data_root=args.root, **options)
+    else:
+        if "steps" not in options and "seconds" not in options:
+            raise ConfigError("give a training budget: --steps N and/or --seconds S")
+        model = registry.create(args.model, dataset=args.dataset, **overrides)
+        trainer = Trainer(model, args.dataset, out, data_root=args.root, **options)
+    params = trainer.model.num_parameters()
+    print(f"training {trainer.model.name} ({params / 1e6:.2f}M parameters) on {args.dataset} "
+          f"[{trainer.device}] -> {out}", file=sys.stderr)
+    try:
+        s = trainer.fit()
+    except KeyboardInterrupt:
+        print(f"\ninterrupted at step {trainer.step}; the checkpoint in {out} is saved. "
+              f"Continue with: zoo train {args.model} --dataset {args.dataset} --out {out} "
+              "--resume", file=sys.stderr)
+        return 130
+    print(f"trained {s['model']} for {s['steps']} steps in {s['seconds']:.1f} s "
+          f"({s['images_per_s']:.0f} images/s); model: {out / 'model.pt'}")
+    return 0
+
+
+def _load(run: str, device: str):
+    model = load_run(run, map_location=resolve_device(device))
+    model.eval()
+    return model
+
+
+def cmd_sample(args) -> int:
+    model = _load(args.run, args.device)
+    options = {k: _literal(v) for k, v in _parse_sets(args.set)}
+    if args.n < 1:
+        raise ConfigError(f"-n must be >= 1, got {args.n}")
+    gen = torch.Generator(device=model.device).manual_seed(args.seed)
+    images = model.sample(args.n, generator=gen, **options)
+    path = save_grid(images, args.output, nrow=args.nrow, scale=args.scale)
+    if args.npy:
+        import numpy as np
+
+        np.save(args.npy, images.cpu().numpy())
+    desc = ", ".join(f"{k}={v}" for k, v in options.items())
+    print(f"wrote {images.shape[0]} samples of {model.name}{f' ({desc})' if desc else ''} "
+          f"to {path}")
+    return 0
+
+
+def cmd_nll(args) -> int:
+    model = _load(args.run, args.device)
+    dataset = args.dataset or run_info(args.run).get("dataset")
+    if not dataset:
+        raise ConfigError("give --dataset: the run does not say what it was trained on")
+    options = {k: _literal(v) for k, v in _parse_sets(args.set)}
+    images, _ = zdata.load(dataset, args.split, root=args.root)
+    if args.n:
+        images = images[: args.n]
+    if model.likelihood is None:
+        raise LikelihoodUnavailable(
+            f"{model.name} is a {model.family}: it defines no likelihood, so it has no NLL"
+        )
+    torch.manual_seed(args.seed)
+    values = []
+    with tqdm(total=images.shape[0], unit="img", desc=f"nll {model.name}", disable=None) as bar:
+        for start in range(0, images.shape[0], args.batch_size):
+            batch = images[start:start + args.batch_size]
+            values.append(model.nll(batch, **options).double().cpu())
+            bar.update(batch.shape[0])
+    nll = torch.cat(values)
+    mean = nll.mean().item()
+    stderr = nll.std().item() / math.sqrt(len(nll)) if len(nll) > 1 else float("nan")
+    kind = model.likelihood
+    desc = ", ".join(f"{k}={v}" for k, v in options.items())
+    print(f"{model.name} on {dataset} {args.split} ({len(nll)} images): "
+          f"{mean:.4f} ± {stderr:.4f} bits/dim ({kind}{f', {desc}' if desc else ''})")
+    if args.json:
+        Path(args.json).write_text(json.dumps({
+            "model": model.name, "dataset": dataset, "split": args.split, "n": len(nll),
+            "nll_bpd": mean, "stderr": stderr, "kind": kind, "options": options,
+        }, indent=2))
+    return 0
+
+
+# -- parser ------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="zoo", description="Generative model zoo: train, sample and score models."
+    )
+    p.add_argument("--root", help="dataset root (default: $ZOO_DATA_ROOT, ~/.cache/zoo/data)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("list", help="models, datasets and where the data was found")
+    s.set_defaults(func=cmd_list)
+
+    s = sub.add_parser("data", help="dataset files")
+    dsub = s.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    c = dsub.add_parser("check", help="verify the checksum of every dataset file found")
+    c.set_defaults(func=cmd_data_check)
+
+    s = sub.add_parser("train", help="train a model into a run directory")
+    s.add_argument("model", help="model name (see `zoo list`)")
+    s.add_argument("--dataset", required=True)
+    s.add_argument("--steps", type=int)
+    s.add_argument("--seconds", type=float)
+    s.add_argument("--out", help="run directory (default runs/MODEL-DATASET)")
+    s.add_argument("--resume", action="store_true", help="continue the run in --out")
+    s.add_argument("--batch-size", type=int)
+    s.add_argument("--seed", type=int)
+    s.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a model or training option, e.g. --set lr=2e-4 (repeatable)")
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("sample", help="draw samples from a trained run into a PNG grid")
+    s.add_argument("run", help="run directory or model file")
+    s.add_argument("-n", type=int, default=64)
+    s.add_argument("-o", "--output", default="samples.png")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--nrow", type=int)
+    s.add_argument("--scale", type=int, default=2, help="enlarge the grid (default 2)")
+    s.add_argument("--npy", help="also save the uint8 samples as a .npy array")
+    s.add_argument("--device", default="auto")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="sampler option, e.g. --set sampler=ddim --set steps=50")
+    s.set_defaults(func=cmd_sample)
+
+    s = sub.add_parser("nll", help="negative log-likelihood in bits/dim on a dataset split")
+    s.add_argument("run", help="run directory or model file")
+    s.add_argument("--dataset", help="default: the dataset the run was trained on")
+    s.add_argument("--split", default="test")
+    s.add_argument("--n", type=int, help="only the first N images")
+    s.add_argument("--batch-size", type=int, default=500)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--device", default="auto")
+    s.add_argument("--json", help="also write the result as JSON")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="likelihood option, e.g. --set k=100 (VAE importance samples)")
+    s.set_defaults(func=cmd_nll)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ZooError as e:
+        print(f"zoo: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("zoo: interrupted", file=sys.stderr)
+        return 130
+    except (OSError, torch.cuda.OutOfMemoryError) as e:
+        print(f"zoo: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

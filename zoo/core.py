@@ -1,0 +1,263 @@
+"""The GenerativeModel interface, the error hierarchy and the checkpoint format.
+
+Every public tensor is uint8 ``[N, C, H, W]``; each model maps to its own space inside.
+A checkpoint is one file: a dict of plain data (config as a JSON string, the image shape,
+the class's import path) and the state dict, loaded with ``weights_only=True`` so that
+loading one never runs code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+CHECKPOINT_FORMAT = "zoo-model"
+CHECKPOINT_VERSION = 1
+
+
+class ZooError(Exception):
+    """Base class of every error a user of zoo can cause."""
+
+
+class DataError(ZooError):
+    """A dataset file is missing, corrupt or malformed."""
+
+
+class ConfigError(ZooError):
+    """An unknown model, option or value."""
+
+
+class CheckpointError(ZooError):
+    """A checkpoint is truncated, foreign, unsafe or does not match."""
+
+
+class LikelihoodUnavailable(ZooError):
+    """The model defines no likelihood (a GAN)."""
+
+
+class TrainingDiverged(ZooError):
+    """A loss became NaN or infinite."""
+
+
+def atomic_write(path: str | os.PathLike, write) -> None:
+    """Call ``write(tmp_path)`` and rename the result onto ``path``; readers never see half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def torch_load(path: str | os.PathLike, what: str = "checkpoint") -> dict:
+    """``torch.load`` with ``weights_only=True``, turning every failure into CheckpointError."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{what} {path} does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises many types here
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if "weights_only" in str(e) or "Unsupported global" in str(e):
+            raise CheckpointError(
+                f"{what} {path} holds Python objects that would run code when loaded; "
+                "zoo refuses to load it (only tensors and plain data are accepted)"
+            ) from None
+        raise CheckpointError(
+            f"{what} {path} cannot be read ({msg}); it is truncated or not a torch file"
+        ) from None
+
+
+def config_to_dict(config: Any) -> dict:
+    return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+def config_from_dict(cls: type, data: dict) -> Any:
+    """Build the dataclass ``cls`` from ``data``; unknown keys are a ConfigError."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"unknown option(s) {', '.join(unknown)} for {cls.__qualname__}; "
+            f"valid options: {', '.join(fields)}"
+        )
+    kwargs = {}
+    for k, v in data.items():
+        default = getattr(cls(), k) if _has_default(fields[k]) else None
+        kwargs[k] = tuple(v) if isinstance(default, tuple) and isinstance(v, list) else v
+    return cls(**kwargs)
+
+
+def _has_default(f: dataclasses.Field) -> bool:
+    return f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+
+
+class GenerativeModel(nn.Module):
+    """One interface for every family: uint8 images in, uint8 images out.
+
+    Subclasses set ``family``, ``likelihood`` and ``Config`` (a dataclass with defaults)
+    and implement ``configure_optimizers``, ``train_step``, ``sample`` and (unless
+    ``likelihood`` is None) ``nll``.
+    """
+
+    family: ClassVar[str]
+    likelihood: ClassVar[str | None] = None
+    Config: ClassVar[type]
+
+    def __init__(self, config: Any, image_shape: Iterable[int]):
+        super().__init__()
+        image_shape = tuple(int(s) for s in image_shape)
+        if len(image_shape) != 3 or min(image_shape) < 1:
+            raise ConfigError(f"image_shape must be (C, H, W) of positive ints, got {image_shape}")
+        self.config = config
+        self.image_shape = image_shape
+        self.name = type(self).__name__.lower()
+        #: set by the Trainer: max gradient norm applied in ``optimize`` (None = off)
+        self.grad_clip: float | None = None
+
+    # -- the interface -------------------------------------------------------------------
+    def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        raise NotImplementedError
+
+    def train_step(self, x: Tensor, optimizers: dict[str, torch.optim.Optimizer]) -> dict:
+        """One full update on a uint8 batch; returns the losses as floats."""
+        raise NotImplementedError
+
+    def sample(self, n: int, *, generator: torch.Generator | None = None, **options) -> Tensor:
+        raise NotImplementedError
+
+    def nll(self, x: Tensor, **options) -> Tensor:
+        """Negative log-likelihood in bits per dimension of 8-bit data, one value per image."""
+        raise LikelihoodUnavailable(
+            f"{self.name} ({self.family}) defines no likelihood, so it has no NLL"
+        )
+
+    def ema_module(self) -> nn.Module:
+        """The part whose weights the Trainer averages (EMA) and uses for sampling."""
+        return self
+
+    # -- helpers shared by the families ----------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def dims(self) -> int:
+        c, h, w = self.image_shape
+        return c * h * w
+
+    def check_images(self, x: Tensor) -> Tensor:
+        """Validate a public uint8 batch and move it to the model's device."""
+        if not isinstance(x, Tensor) or x.dtype != torch.uint8:
+            raise ConfigError(
+                f"{self.name} takes uint8 image tensors [N, C, H, W] with values 0..255, "
+                f"got {getattr(x, 'dtype', type(x).__name__)}"
+            )
+        if x.dim() != 4 or tuple(x.shape[1:]) != self.image_shape:
+            raise ConfigError(
+                f"{self.name} was built for images of shape {self.image_shape}, "
+                f"got a batch of shape {tuple(x.shape)}"
+            )
+        return x.to(self.device, non_blocking=True)
+
+    def optimize(self, loss: Tensor, optimizer: torch.optim.Optimizer, params=None) -> None:
+        """zero_grad, backward, clip (the Trainer's ``grad_clip``) and step; refuses NaN/Inf."""
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(f"{self.name}: loss became {loss.item()}")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.grad_clip:
+            if params is None:
+                params = [p for g in optimizer.param_groups for p in g["params"]]
+            torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
+        optimizer.step()
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    # -- checkpoints ---------------------------------------------------------------------
+    def checkpoint_dict(self) -> dict:
+        cls = type(self)
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "version": CHECKPOINT_VERSION,
+            "class": f"{cls.__module__}:{cls.__qualname__}",
+            "name": self.name,
+            "config": json.dumps(config_to_dict(self.config)),
+            "image_shape": list(self.image_shape),
+            "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
+        }
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write config (JSON) and weights to one file, atomically."""
+        ckpt = self.checkpoint_dict()
+        atomic_write(path, lambda tmp: torch.save(ckpt, tmp))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu"):
+        return from_checkpoint_dict(torch_load(path), source=str(path), expect=cls).to(
+            map_location
+        )
+
+
+def from_checkpoint_dict(
+    ckpt: dict, source: str = "checkpoint", expect: type | None = None
+) -> GenerativeModel:
+    """Rebuild a model from ``checkpoint_dict()`` output, checking every part."""
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{source} is not a zoo model checkpoint")
+    if ckpt.get("version") != CHECKPOINT_VERSION:
+        raise CheckpointError(
+            f"{source} has checkpoint version {ckpt.get('version')}; "
+            f"this zoo reads version {CHECKPOINT_VERSION}"
+        )
+    module_name, _, qualname = str(ckpt.get("class", "")).partition(":")
+    if not module_name.startswith("zoo.models."):
+        raise CheckpointError(f"{source} names class {ckpt.get('class')!r}, not a zoo model")
+    try:
+        model_cls = getattr(importlib.import_module(module_name), qualname)
+    except (ImportError, AttributeError):
+        raise CheckpointError(
+            f"{source} was written for {ckpt['class']}, which this zoo does not have"
+        ) from None
+    if expect is not None and expect is not GenerativeModel and not issubclass(model_cls, expect):
+        raise CheckpointError(f"{source} holds a {qualname}, not a {expect.__qualname__}")
+    try:
+        config = config_from_dict(model_cls.Config, json.loads(ckpt["config"]))
+        model = model_cls(config, tuple(ckpt["image_shape"]))
+    except (ConfigError, KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{source} has an invalid config: {e}") from None
+    model.name = ckpt.get("name", model.name)
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except (RuntimeError, KeyError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(f"{source} does not match its model's weights: {first}") from None
+    return model
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """A registered model name: its class, config overrides, and per-dataset overrides.
+
+    Each family module lists its names in a module-level ``MODELS`` dict; the registry
+    collects them.
+    """
+
+    cls: type
+    description: str
+    defaults: dict = dataclasses.field(default_factory=dict)
+    dataset_defaults: dict = dataclasses.field(default_factory=dict)

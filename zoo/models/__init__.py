@@ -1,0 +1,1 @@
+"""One module per family; each lists its model names in ``MODELS``."""

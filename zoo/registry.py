@@ -1,0 +1,117 @@
+"""Model names -> classes and default configs (per dataset); ``create`` builds one."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import pkgutil
+import types
+import typing
+from functools import cache
+
+from . import models as _models_pkg
+from .core import ConfigError, GenerativeModel, ModelSpec, config_from_dict
+
+
+@cache
+def _specs() -> dict[str, ModelSpec]:
+    specs: dict[str, ModelSpec] = {}
+    for info in sorted(pkgutil.iter_modules(_models_pkg.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"{_models_pkg.__name__}.{info.name}")
+        specs.update(getattr(module, "MODELS", {}))
+    return specs
+
+
+def available() -> list[str]:
+    """The registered model names."""
+    return sorted(_specs())
+
+
+def spec(name: str) -> ModelSpec:
+    specs = _specs()
+    if name not in specs:
+        raise ConfigError(f"unknown model {name!r}; available models: {', '.join(sorted(specs))}")
+    return specs[name]
+
+
+def config_fields(name: str) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(spec(name).cls.Config)}
+
+
+def parse_value(name: str, key: str, text: str):
+    """Turn the string of ``--set key=value`` into the type of config field ``key``."""
+    fields = config_fields(name)
+    if key not in fields:
+        raise ConfigError(
+            f"unknown option {key!r} for {name}; valid options: {', '.join(fields)}"
+        )
+    return coerce(text, fields[key].type, f"{name} option {key}")
+
+
+def coerce(text: str, annotation, what: str):
+    """Parse ``text`` as a value of the (possibly string) type ``annotation``."""
+    tp = _resolve(annotation)
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if text.lower() in ("none", "null") and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return coerce(text, arg, what)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(f"{what}: cannot parse {text!r} ({'; '.join(errors)})")
+    if origin is typing.Literal:
+        if text not in [str(a) for a in args]:
+            raise ConfigError(f"{what} must be one of {', '.join(map(str, args))}, got {text!r}")
+        return next(a for a in args if str(a) == text)
+    if origin is tuple:
+        inner = args[0] if args else str
+        return tuple(coerce(t.strip(), inner, what) for t in text.strip("()[]").split(",") if t)
+    try:
+        if tp is bool:
+            low = text.lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if tp in (int, float, str):
+            return tp(text)
+    except ValueError:
+        raise ConfigError(f"{what} must be {tp.__name__}, got {text!r}") from None
+    return text
+
+
+def _resolve(annotation):
+    if isinstance(annotation, str):
+        return eval(annotation, {**vars(typing), "tuple": tuple}, {})  # noqa: S307 - our own
+    return annotation
+
+
+def create(
+    name: str,
+    dataset: str | None = None,
+    image_shape: tuple[int, int, int] | None = None,
+    **overrides,
+) -> GenerativeModel:
+    """Build model ``name`` for ``dataset`` (or an explicit ``image_shape``).
+
+    Config = class defaults < the name's defaults < the dataset's defaults < ``overrides``.
+    """
+    s = spec(name)
+    if image_shape is None:
+        if dataset is None:
+            raise ConfigError("create() needs dataset=... or image_shape=(C, H, W)")
+        from .data import dataset_info
+
+        image_shape = dataset_info(dataset).image_shape
+    values = {**s.defaults, **s.dataset_defaults.get(dataset, {}), **overrides}
+    config = config_from_dict(s.cls.Config, values)
+    model = s.cls(config, image_shape)
+    model.name = name
+    return model

@@ -1,0 +1,365 @@
+"""The Trainer: budget, device, bf16 autocast, EMA, clipping, atomic checkpoints, resume.
+
+A run directory holds ``run.json`` (what was trained, on what, with which options),
+``checkpoint.pt`` (everything needed to resume: weights, EMA, optimizers, RNG, step),
+``model.pt`` (the weights used for sampling: the EMA weights when EMA is on) and
+``losses.csv``. Resuming restores the data order and every RNG, so a resumed run ends
+with the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from . import data as zdata
+from .core import (
+    CheckpointError,
+    ConfigError,
+    GenerativeModel,
+    TrainingDiverged,
+    ZooError,
+    atomic_write,
+    config_from_dict,
+    config_to_dict,
+    from_checkpoint_dict,
+    torch_load,
+)
+from .nn.ema import EMA
+
+RUN_FILE = "run.json"
+CHECKPOINT_FILE = "checkpoint.pt"
+MODEL_FILE = "model.pt"
+LOSSES_FILE = "losses.csv"
+
+
+@dataclass
+class TrainConfig:
+    """Options of the training loop (the model's own options live in its Config)."""
+
+    batch_size: int = 128
+    steps: int | None = None
+    seconds: float | None = None
+    seed: int = 0
+    device: str = "auto"
+    amp: bool | None = None  # None: bf16 autocast on CUDA, off on CPU
+    ema_decay: float | None = 0.999  # None or 0: no EMA
+    grad_clip: float | None = 1.0
+    checkpoint_every: int = 1000
+    log_every: int = 25
+
+    def validate(self) -> None:
+        if self.steps is None and self.seconds is None:
+            raise ConfigError("give a training budget: steps and/or seconds")
+        if self.steps is not None and self.steps < 0:
+            raise ConfigError(f"steps must be >= 0, got {self.steps}")
+        if self.seconds is not None and self.seconds <= 0:
+            raise ConfigError(f"seconds must be > 0, got {self.seconds}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.checkpoint_every < 1 or self.log_every < 1:
+            raise ConfigError("checkpoint_every and log_every must be >= 1")
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device cuda was asked for but torch sees no CUDA GPU")
+    return dev
+
+
+class Trainer:
+    """Trains a GenerativeModel on a dataset into a run directory."""
+
+    def __init__(
+        self,
+        model: GenerativeModel,
+        dataset: str,
+        out: str | Path,
+        config: TrainConfig | None = None,
+        *,
+        images: torch.Tensor | None = None,
+        progress: bool | None = None,
+        data_root: str | None = None,
+        **options,
+    ):
+        self.config = config or TrainConfig()
+        for k, v in options.items():
+            if not hasattr(self.config, k):
+                valid = ", ".join(f.name for f in dataclasses.fields(TrainConfig))
+                raise ConfigError(f"unknown training option {k!r}; valid options: {valid}")
+            setattr(self.config, k, v)
+        self.config.validate()
+        self.model = model
+        self.dataset = dataset
+        self.out = Path(out)
+        self.progress = progress
+        self.device = resolve_device(self.config.device)
+        self.amp = self.config.amp if self.config.amp is not None else self.device.type == "cuda"
+        if images is None:
+            images, _ = zdata.load(dataset, "train", root=data_root)
+        if tuple(images.shape[1:]) != model.image_shape:
+            raise ConfigError(
+                f"{model.name} was built for images {model.image_shape}, "
+                f"but {dataset} has {tuple(images.shape[1:])}"
+            )
+        self.images = images
+        self.step = 0
+        self.elapsed = 0.0
+        self.hook = None  # test hook: called as hook(trainer) after every step
+
+    # -- run directory ---------------------------------------------------------------------
+    def _run_info(self) -> dict:
+        return {
+            "model": self.model.name,
+            "family": self.model.family,
+            "dataset": self.dataset,
+            "image_shape": list(self.model.image_shape),
+            "model_config": config_to_dict(self.model.config),
+            "train_config": dataclasses.asdict(self.config),
+            "params": self.model.num_parameters(),
+        }
+
+    @classmethod
+    def resume(
+        cls,
+        out: str | Path,
+        *,
+        progress: bool | None = None,
+        data_root: str | None = None,
+        images: torch.Tensor | None = None,
+        **options,
+    ) -> Trainer:
+        """Rebuild the Trainer of the run in ``out`` from its checkpoint; ``options`` may
+        extend the budget (steps, seconds) or change non-numerical options like device."""
+        out = Path(out)
+        info_path = out / RUN_FILE
+        if not info_path.is_file():
+            raise CheckpointError(f"{out} holds no zoo run ({RUN_FILE} is missing)")
+        info = json.loads(info_path.read_text())
+        state = torch_load(out / CHECKPOINT_FILE, "training checkpoint")
+        model = from_checkpoint_dict(state.get("model"), source=str(out / CHECKPOINT_FILE))
+        config = config_from_dict(TrainConfig, info["train_config"])
+        trainer = cls(
+            model, info["dataset"], out, config, images=images, progress=progress,
+            data_root=data_root, **options,
+        )
+        trainer._state_to_restore = state
+        return trainer
+
+    def _save(self, ema: EMA | None, optimizers: dict) -> None:
+        """Write checkpoint.pt and model.pt atomically (checkpoint last: it marks success)."""
+        if ema is not None:
+            with ema.swapped():
+                self.model.save(self.out / MODEL_FILE)
+        else:
+            self.model.save(self.out / MODEL_FILE)
+        state = {
+            "model": self.model.checkpoint_dict(),
+            "ema": ema.state_dict() if ema is not None else None,
+            "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
+            "step": self.step,
+            "elapsed": self.elapsed,
+            "rng_cpu": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
+        atomic_write(self.out / CHECKPOINT_FILE, lambda tmp: torch.save(state, tmp))
+
+    def _restore(self, state: dict, ema: EMA | None, optimizers: dict) -> None:
+        try:
+            for k, opt in optimizers.items():
+                opt.load_state_dict(state["optimizers"][k])
+            if ema is not None and state.get("ema") is not None:
+                ema.load_state_dict(state["ema"])
+            self.step = int(state["step"])
+            self.elapsed = float(state["elapsed"])
+            torch.set_rng_state(state["rng_cpu"])
+            if state.get("rng_cuda") and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(state["rng_cuda"])
+        except (KeyError, ValueError, RuntimeError) as e:
+            raise CheckpointError(f"{self.out / CHECKPOINT_FILE} cannot be resumed: {e}") from None
+
+    # -- the loop --------------------------------------------------------------------------
+    def _done(self, start: float) -> bool:
+        c = self.config
+        if c.steps is not None and self.step >= c.steps:
+            return True
+        return c.seconds is not None and self.elapsed + (time.perf_counter() - start) >= c.seconds
+
+    def fit(self) -> dict:
+        """Train until the budget is spent; returns a summary of the run."""
+        c = self.config
+        state = getattr(self, "_state_to_restore", None)
+        if state is None:
+            if (self.out / CHECKPOINT_FILE).exists():
+                raise ConfigError(
+                    f"{self.out} already holds a run; resume it (zoo train ... --resume) "
+                    "or choose another --out"
+                )
+            torch.manual_seed(c.seed)
+        self.out.mkdir(parents=True, exist_ok=True)
+        model = self.model.to(self.device)
+        model.train()
+        model.grad_clip = c.grad_clip
+        optimizers = model.configure_optimizers()
+        ema = EMA(model.ema_module(), c.ema_decay) if c.ema_decay else None
+        if state is not None:
+            self._restore(state, ema, optimizers)
+        info = self._run_info()
+        text = json.dumps(info, indent=2)
+        atomic_write(self.out / RUN_FILE, lambda tmp: Path(tmp).write_text(text))
+
+        batches = iter(zdata.BatchIterator(
+            self.images, c.batch_size, seed=c.seed, device=self.device, start_step=self.step
+        ))
+        log = _LossLog(self.out / LOSSES_FILE, append=state is not None)
+        autocast = (
+            torch.autocast(self.device.type, dtype=torch.bfloat16)
+            if self.amp else contextlib.nullcontext()
+        )
+        bar = tqdm(
+            total=c.steps if c.steps is not None else c.seconds,
+            initial=self.step if c.steps is not None else min(self.elapsed, c.seconds),
+            unit="step" if c.steps is not None else "s",
+            desc=f"train {model.name}",
+            disable=None if self.progress is None else not self.progress,
+            dynamic_ncols=True,
+        )
+        start = time.perf_counter()
+        last_saved = self.step
+        window_t, window_n = time.perf_counter(), 0
+        try:
+            while not self._done(start):
+                x = next(batches)
+                with autocast:
+                    losses = model.train_step(x, optimizers)
+                bad = [k for k, v in losses.items() if not math.isfinite(v)]
+                if bad:
+                    raise TrainingDiverged(f"{model.name}: {', '.join(bad)} became non-finite")
+                if ema is not None:
+                    ema.update()
+                self.step += 1
+                window_n += x.shape[0]
+                log.add(losses)
+                if self.step % c.log_every == 0:
+                    now = time.perf_counter()
+                    ips = window_n / max(now - window_t, 1e-9)
+                    window_t, window_n = now, 0
+                    row = log.flush(self.step, self.elapsed + now - start, ips)
+                    bar.set_postfix({k: f"{v:.4g}" for k, v in row.items()}, refresh=False)
+                if c.steps is not None:
+                    bar.update(1)
+                else:
+                    bar.n = round(min(self.elapsed + time.perf_counter() - start, c.seconds), 1)
+                    bar.refresh()
+                if self.step % c.checkpoint_every == 0:
+                    self.elapsed += time.perf_counter() - start
+                    start = time.perf_counter()
+                    self._save(ema, optimizers)
+                    last_saved = self.step
+                if self.hook is not None:
+                    self.hook(self)
+        except TrainingDiverged as e:
+            bar.close()
+            log.close()
+            kept = (
+                f"the last good checkpoint (step {last_saved}) is kept in {self.out}"
+                if (self.out / CHECKPOINT_FILE).exists() else "no checkpoint had been written yet"
+            )
+            raise TrainingDiverged(
+                f"{e} at step {self.step + 1}; training stopped and {kept}. "
+                "Lower the learning rate or enable gradient clipping (grad_clip)."
+            ) from None
+        except KeyboardInterrupt:
+            self.elapsed += time.perf_counter() - start
+            bar.close()
+            log.close()
+            self._save(ema, optimizers)
+            raise
+        self.elapsed += time.perf_counter() - start
+        bar.close()
+        log.close()
+        self._save(ema, optimizers)
+        return {
+            "model": model.name,
+            "out": str(self.out),
+            "steps": self.step,
+            "seconds": self.elapsed,
+            "images_per_s": self.step * c.batch_size / max(self.elapsed, 1e-9),
+        }
+
+
+class _LossLog:
+    """Averages the losses between log points and appends them to losses.csv."""
+
+    def __init__(self, path: Path, append: bool):
+        self.path = path
+        self.sums: dict[str, float] = {}
+        self.count = 0
+        self.fields: list[str] | None = None
+        if append and path.exists():
+            with path.open() as f:
+                self.fields = next(csv.reader(f), None)
+        elif path.exists():
+            path.unlink()
+
+    def add(self, losses: dict) -> None:
+        for k, v in losses.items():
+            self.sums[k] = self.sums.get(k, 0.0) + float(v)
+        self.count += 1
+
+    def flush(self, step: int, seconds: float, images_per_s: float) -> dict:
+        means = {k: v / max(self.count, 1) for k, v in self.sums.items()}
+        row = {"step": step, "seconds": round(seconds, 3), "images_per_s": round(images_per_s, 1)}
+        row.update(means)
+        new = self.fields is None
+        if new:
+            self.fields = list(row)
+        with self.path.open("a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self.fields, extrasaction="ignore")
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+        self.sums, self.count = {}, 0
+        return means
+
+    def close(self) -> None:
+        self.sums, self.count = {}, 0
+
+
+def load_run(path: str | Path, map_location="cpu") -> GenerativeModel:
+    """Load the model of a run directory (its EMA weights) or of a model file."""
+    path = Path(path)
+    if path.is_dir():
+        if not (path / MODEL_FILE).is_file():
+            raise CheckpointError(
+                f"{path} holds no trained model ({MODEL_FILE} is missing); "
+                "train one with `zoo train MODEL --dataset D --out DIR`"
+            )
+        path = path / MODEL_FILE
+    return GenerativeModel.load(path, map_location=map_location)
+
+
+def run_info(path: str | Path) -> dict:
+    """The run.json of a run directory ({} for a bare model file)."""
+    p = Path(path) / RUN_FILE
+    return json.loads(p.read_text()) if p.is_file() else {}
+
+
+__all__ = ["TrainConfig", "Trainer", "load_run", "run_info", "resolve_device", "ZooError"]

@@ -113,6 +113,7 @@ def cmd_train(args) -> int:
     else:
         if "steps" not in options and "seconds" not in options:
             raise ConfigError("give a training budget: --steps N and/or --seconds S")
+        torch.manual_seed(options.get("seed", TrainConfig.seed))
         model = registry.create(args.model, dataset=args.dataset, **overrides)
         trainer = Trainer(model, args.dataset, out, data_root=args.root, **options)
     params = trainer.model.num_parameters()

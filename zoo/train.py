@@ -346,6 +346,10 @@ class _LossLog:
 def load_run(path: str | Path, map_location="cpu") -> GenerativeModel:
     """Load the model of a run directory (its EMA weights) or of a model file."""
     path = Path(path)
+    if not path.exists():
+        raise CheckpointError(
+            f"{path} does not exist; give a run directory (zoo train ... --out DIR) or a model file"
+        )
     if path.is_dir():
         if not (path / MODEL_FILE).is_file():
             raise CheckpointError(

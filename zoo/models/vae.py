@@ -87,7 +87,7 @@ class VAE(GenerativeModel):
     def _init_output(self) -> None:
         """Start near the uniform distribution: a flat mean, and a logistic scale of e^-1
         (8.28 bits/dim on uniform data, the closest a logistic gets to uniform's 8)."""
-        last = next(m for m in reversed(self.decoder) if isinstance(m, nn.Linear | nn.Conv2d))
+        last = next(m for m in reversed(self.decoder) if isinstance(m, nn.Linear | nn.ConvTranspose2d))
         last.weight.mul_(0.01)
         last.bias.zero_()
         if self.config.likelihood == "discretized-logistic":
@@ -121,9 +121,9 @@ class VAE(GenerativeModel):
             nn.Unflatten(1, (prev, h // f, w // f)),
         ]
         rev = list(reversed(config.channels))
-        for ch, nxt in zip(rev, rev[1:] + rev[-1:], strict=True):
+        for ch, nxt in zip(rev, rev[1:], strict=False):
             dec += [nn.ConvTranspose2d(ch, nxt, 4, 2, 1), nn.SiLU()]
-        dec.append(nn.Conv2d(rev[-1], self.out_channels, 3, 1, 1))
+        dec.append(nn.ConvTranspose2d(rev[-1], self.out_channels, 4, 2, 1))
         return nn.Sequential(*enc), nn.Sequential(*dec)
 
     # -- pieces ------------------------------------------------------------------------------
@@ -209,7 +209,7 @@ class VAE(GenerativeModel):
         return from_unit(mean)
 
     @torch.no_grad()
-    def nll(self, x, k: int | None = None, batch_size: int = 20000, **opts) -> Tensor:
+    def nll(self, x, k: int | None = None, batch_size: int = 4096, **opts) -> Tensor:
         """IWAE bound on -log p(x) in bits/dim, one value per image (k=1: the ELBO).
 
         For the Bernoulli likelihood this is the NLL of the binarized images.

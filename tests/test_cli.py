@@ -1,0 +1,98 @@
+"""The `zoo` command as a user runs it: train, resume, sample, nll, list, data check, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+
+def zoo(*args, check=True, cwd=None):
+    proc = subprocess.run(
+        [sys.executable, "-m", "zoo", *args], capture_output=True, text=True, cwd=cwd,
+        env={**os.environ, "ZOO_OFFLINE": "1"}, timeout=600,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"zoo {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def assert_one_line_error(proc, *needles):
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("zoo: error:")]
+    assert len(lines) == 1, proc.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "vae"
+    zoo("train", "vae-mlp", "--dataset", "mnist", "--steps", "30", "--out", str(out),
+        "--set", "hidden=64", "--set", "checkpoint_every=10")
+    return out
+
+
+def test_train_writes_a_run(run):
+    assert {"run.json", "checkpoint.pt", "model.pt", "losses.csv"} <= {p.name for p in run.iterdir()}
+    info = json.loads((run / "run.json").read_text())
+    assert info["model"] == "vae-mlp" and info["dataset"] == "mnist"
+    assert info["model_config"]["hidden"] == 64 and info["train_config"]["steps"] == 30
+
+
+def test_resume_extends_the_budget(run, tmp_path):
+    proc = zoo("train", "vae-mlp", "--dataset", "mnist", "--steps", "40", "--out", str(run),
+               "--resume")
+    assert "40 steps" in proc.stdout
+    again = zoo("train", "vae-mlp", "--dataset", "mnist", "--steps", "5", "--out", str(run),
+                check=False)
+    assert_one_line_error(again, "already holds a run", "--resume")
+
+
+def test_sample_writes_a_png_grid(run, tmp_path):
+    png = tmp_path / "grid.png"
+    proc = zoo("sample", str(run), "-n", "16", "-o", str(png), "--seed", "1", "--scale", "1",
+               "--npy", str(tmp_path / "s.npy"))
+    assert "16 samples" in proc.stdout
+    img = Image.open(png)
+    assert img.size == (4 * 30 + 2, 4 * 30 + 2) and img.mode == "L"
+    bad = zoo("sample", str(run), "--set", "decode=median", "-o", str(png), check=False)
+    assert_one_line_error(bad, "decode")
+
+
+def test_nll_prints_bits_per_dim(run, tmp_path):
+    proc = zoo("nll", str(run), "--n", "50", "--set", "k=5", "--json", str(tmp_path / "n.json"))
+    assert "bits/dim (bound, k=5)" in proc.stdout and "mnist test (50 images)" in proc.stdout
+    result = json.loads((tmp_path / "n.json").read_text())
+    assert 0.5 < result["nll_bpd"] < 9 and result["kind"] == "bound"
+
+
+def test_list_and_data_check():
+    listing = zoo("list").stdout
+    assert "vae-conv" in listing and "mnist" in listing and "searched:" in listing
+    check = zoo("data", "check")
+    assert "ok" in check.stdout and "files verified" in check.stdout
+
+
+def test_user_errors_are_one_line(tmp_path):
+    assert_one_line_error(zoo("train", "vae-huge", "--dataset", "mnist", "--steps", "1",
+                              check=False), "unknown model", "vae-mlp")
+    assert_one_line_error(zoo("train", "vae-mlp", "--dataset", "mnist", "--steps", "1",
+                              "--set", "widht=3", "--out", str(tmp_path / "x"), check=False),
+                          "unknown option 'widht'", "hidden")
+    assert_one_line_error(zoo("train", "vae-mlp", "--dataset", "mnist", "--out",
+                              str(tmp_path / "y"), check=False), "budget")
+    assert_one_line_error(zoo("sample", str(tmp_path / "nothing"), check=False), "does not exist", "run directory")
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    assert_one_line_error(zoo("sample", str(bad), check=False), "bad.pt")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert_one_line_error(zoo("--root", str(empty), "train", "vae-mlp", "--dataset", "cifar10",
+                              "--steps", "1", "--out", str(tmp_path / "c"), check=False),
+                          "cifar-10-python.tar.gz")

@@ -39,7 +39,8 @@ def run(tmp_path_factory):
 
 
 def test_train_writes_a_run(run):
-    assert {"run.json", "checkpoint.pt", "model.pt", "losses.csv"} <= {p.name for p in run.iterdir()}
+    names = {p.name for p in run.iterdir()}
+    assert {"run.json", "checkpoint.pt", "model.pt", "losses.csv"} <= names
     info = json.loads((run / "run.json").read_text())
     assert info["model"] == "vae-mlp" and info["dataset"] == "mnist"
     assert info["model_config"]["hidden"] == 64 and info["train_config"]["steps"] == 30
@@ -87,7 +88,8 @@ def test_user_errors_are_one_line(tmp_path):
                           "unknown option 'widht'", "hidden")
     assert_one_line_error(zoo("train", "vae-mlp", "--dataset", "mnist", "--out",
                               str(tmp_path / "y"), check=False), "budget")
-    assert_one_line_error(zoo("sample", str(tmp_path / "nothing"), check=False), "does not exist", "run directory")
+    missing = zoo("sample", str(tmp_path / "nothing"), check=False)
+    assert_one_line_error(missing, "does not exist", "run directory")
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
     assert_one_line_error(zoo("sample", str(bad), check=False), "bad.pt")

@@ -87,14 +87,13 @@ class VAE(GenerativeModel):
     def _init_output(self) -> None:
         """Start near the uniform distribution: a flat mean, and a logistic scale of e^-1
         (8.28 bits/dim on uniform data, the closest a logistic gets to uniform's 8)."""
-        last = next(m for m in reversed(self.decoder) if isinstance(m, nn.Linear | nn.ConvTranspose2d))
+        layers = (nn.Linear, nn.ConvTranspose2d)
+        last = next(m for m in reversed(self.decoder) if isinstance(m, layers))
         last.weight.mul_(0.01)
         last.bias.zero_()
         if self.config.likelihood == "discretized-logistic":
-            c, h, w = self.image_shape
-            bias = last.bias.view(self.out_channels, -1) if isinstance(last, nn.Linear) else (
-                last.bias.view(self.out_channels, 1))
-            bias[c:] = -1.0
+            c = self.image_shape[0]
+            last.bias.view(self.out_channels, -1)[c:] = -1.0
 
     def _conv_nets(self, config: VAEConfig) -> tuple[nn.Module, nn.Module]:
         c, h, w = self.image_shape

@@ -59,7 +59,7 @@ def bench_vae(repeats: int, batch: int = 128) -> list[dict]:
     peer_params = sum(p.numel() for p in peer.parameters())
     rows = []
     for label, overrides in [("vae-mlp (default, hidden 400)", {}),
-                             ("vae-mlp (hidden 343, params matched)", {"hidden": 343})]:
+                             ("vae-mlp (hidden 512, params matched)", {"hidden": 512})]:
         model = zoo.create("vae-mlp", dataset="mnist", **overrides)
         opts = model.configure_optimizers()
         t_zoo, t_peer, ratio = interleaved(lambda m=model, o=opts: m.train_step(x, o),

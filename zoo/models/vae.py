@@ -36,6 +36,9 @@ class VAEConfig:
     channels: tuple[int, ...] = (32, 64)  # conv: channels of the stride-2 stages
     conv_hidden: int = 256  # conv: width of the dense layer between conv stack and latent
     likelihood: Literal["discretized-logistic", "bernoulli"] = "discretized-logistic"
+    # discretized-logistic: the logistic's scale is an output of the decoder per image and
+    # pixel ("decoder"), or one learned parameter per pixel shared by all images ("learned")
+    pixel_scale: Literal["decoder", "learned"] = "decoder"
     lr: float = 1e-3
     nll_samples: int = 100  # k of the IWAE bound used by nll()
     binarize_threshold: int = 128  # bernoulli: x >= threshold is a 1
@@ -65,7 +68,15 @@ class VAE(GenerativeModel):
         if config.latent_dim < 1 or config.nll_samples < 1:
             raise ConfigError("latent_dim and nll_samples must be >= 1")
         c, h, w = self.image_shape
-        self.out_channels = 2 * c if config.likelihood == "discretized-logistic" else c
+        if config.pixel_scale not in ("decoder", "learned"):
+            raise ConfigError(f"pixel_scale must be decoder or learned, got {config.pixel_scale!r}")
+        decoder_scale = config.likelihood == "discretized-logistic" and (
+            config.pixel_scale == "decoder")
+        self.out_channels = 2 * c if decoder_scale else c
+        self.log_scale = (
+            nn.Parameter(torch.full(self.image_shape, -1.0))
+            if config.likelihood == "discretized-logistic" and not decoder_scale else None
+        )
         zd = config.latent_dim
         if config.arch == "mlp":
             self.encoder = nn.Sequential(
@@ -91,8 +102,8 @@ class VAE(GenerativeModel):
         last = next(m for m in reversed(self.decoder) if isinstance(m, layers))
         last.weight.mul_(0.01)
         last.bias.zero_()
-        if self.config.likelihood == "discretized-logistic":
-            c = self.image_shape[0]
+        c = self.image_shape[0]
+        if self.out_channels == 2 * c:
             last.bias.view(self.out_channels, -1)[c:] = -1.0
 
     def _conv_nets(self, config: VAEConfig) -> tuple[nn.Module, nn.Module]:
@@ -144,13 +155,20 @@ class VAE(GenerativeModel):
         if self.config.likelihood == "bernoulli":
             lp = bernoulli_log_prob(target, out)
         else:
-            mean, log_scale = out.chunk(2, dim=1)
-            lp = discretized_logistic_log_prob(target, mean, log_scale.clamp(min=LOG_SCALE_MIN))
+            mean, log_scale = self._split(out)
+            lp = discretized_logistic_log_prob(target, mean, log_scale)
         return lp.flatten(1).sum(-1)
+
+    def _split(self, out: Tensor) -> tuple[Tensor, Tensor]:
+        """The decoder's output -> (logistic mean, log scale >= LOG_SCALE_MIN)."""
+        if self.log_scale is not None:
+            return out, self.log_scale.float().clamp(min=LOG_SCALE_MIN).unsqueeze(0)
+        mean, log_scale = out.chunk(2, dim=1)
+        return mean, log_scale.clamp(min=LOG_SCALE_MIN)
 
     # -- interface ---------------------------------------------------------------------------
     def configure_optimizers(self):
-        return {"vae": torch.optim.Adam(self.parameters(), lr=self.config.lr)}
+        return {"vae": torch.optim.Adam(self.parameters(), lr=self.config.lr, fused=True)}
 
     def train_step(self, x, optimizers):
         x_in, target = self._inputs(self.check_images(x))
@@ -200,11 +218,11 @@ class VAE(GenerativeModel):
             if decode == "sample":
                 p = torch.bernoulli(p.to(gdev), generator=generator).to(out.device)
             return (p * 255).round().to(torch.uint8)
-        mean, log_scale = out.chunk(2, dim=1)
+        mean, log_scale = self._split(out)
         if decode == "sample":
             u = torch.rand(mean.shape, generator=generator, device=gdev).to(out.device)
             u = u.clamp(1e-5, 1 - 1e-5)
-            mean = mean + log_scale.clamp(min=LOG_SCALE_MIN).exp() * (u.log() - (-u).log1p())
+            mean = mean + log_scale.exp() * (u.log() - (-u).log1p())
         return from_unit(mean)
 
     @torch.no_grad()
@@ -244,7 +262,7 @@ MODELS = {
     "vae-mlp": ModelSpec(
         VAE,
         "MLP VAE of Kingma & Welling (784-400-20), any image size",
-        defaults={"arch": "mlp"},
+        defaults={"arch": "mlp", "pixel_scale": "learned"},
     ),
     "vae-conv": ModelSpec(
         VAE,

@@ -39,27 +39,25 @@ def bpd_to_nats(bpd: Tensor, dims: int) -> Tensor:
     return bpd * (dims * LN2)
 
 
-def _log_diff_exp(a: Tensor, b: Tensor) -> Tensor:
-    """log(exp(a) - exp(b)) for a >= b, stable."""
-    return a + torch.log(-torch.expm1(b - a).clamp(max=-1e-38))
-
-
 def discretized_logistic_log_prob(x_unit: Tensor, mean: Tensor, log_scale: Tensor) -> Tensor:
     """Elementwise log P(bin of x) under a logistic(mean, exp(log_scale)) on [-1, 1].
 
     ``x_unit`` holds data already mapped by ``to_unit``. Edge bins take the tails.
     """
-    centered = x_unit - mean
+    # With a = (x - mean + h) / s and b = (x - mean - h) / s, the bin's mass is
+    # sigmoid(a) - sigmoid(b) = sigmoid(a) * sigmoid(-b) * (1 - exp(-2h / s)), so its log is
+    # logsig(a) + logsig(-b) + log(-expm1(-2h / s)): no cancellation, two logsigmoids.
+    # The lowest bin keeps only logsig(a) (mass below), the highest only logsig(-b).
     inv_s = torch.exp(-log_scale)
-    plus = inv_s * (centered + BIN_HALF_WIDTH)
-    minus = inv_s * (centered - BIN_HALF_WIDTH)
-    log_cdf_plus = F.logsigmoid(plus)  # log sigmoid(plus)
-    log_one_minus_cdf_minus = F.logsigmoid(-minus)  # log(1 - sigmoid(minus))
-    # log(sigmoid(plus) - sigmoid(minus)) written to avoid cancellation:
-    # = log_cdf_plus + log(1 - exp(logsig(minus) - logsig(plus)))
-    log_mid = _log_diff_exp(log_cdf_plus, F.logsigmoid(minus))
-    return torch.where(
-        x_unit < -0.999, log_cdf_plus, torch.where(x_unit > 0.999, log_one_minus_cdf_minus, log_mid)
+    centered = (x_unit - mean) * inv_s
+    below_top = (x_unit < 0.999).to(centered.dtype)
+    above_bottom = (x_unit > -0.999).to(centered.dtype)
+    width = inv_s * (2 * BIN_HALF_WIDTH)
+    log_width = torch.log(-torch.expm1(-width))
+    return (
+        below_top * F.logsigmoid(centered + BIN_HALF_WIDTH * inv_s)
+        + above_bottom * F.logsigmoid(BIN_HALF_WIDTH * inv_s - centered)
+        + below_top * above_bottom * log_width
     )
 
 

@@ -190,6 +190,32 @@ def cmd_nll(args) -> int:
     return 0
 
 
+def cmd_eval(args) -> int:
+    """Sample quality of a run: FID/KID/IS/PR against a dataset split, as a table and JSON."""
+    from . import metrics  # imported here: torch-fidelity is slow to import
+
+    model = _load(args.run, args.device)
+    dataset = args.dataset or run_info(args.run).get("dataset")
+    if not dataset:
+        raise ConfigError("give --dataset: the run does not say what it was trained on")
+    options = {k: _literal(v) for k, v in _parse_sets(args.set)}
+    result = metrics.evaluate(
+        model, dataset, args.split, args.extractor, n=args.n, metrics=args.metrics,
+        batch_size=args.batch_size, seed=args.seed, device=model.device,
+        inception_weights=args.inception_weights, cache=not args.no_cache, root=args.root,
+        progress=sys.stderr.isatty(), **options,
+    )
+    run = Path(args.run)
+    path = Path(args.json) if args.json else (
+        run / "eval.json" if run.is_dir() else run.with_suffix(".eval.json")
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(metrics.format_result(result))
+    print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
 # -- parser ------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -245,6 +271,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="likelihood option, e.g. --set k=100 (VAE importance samples)")
     s.set_defaults(func=cmd_nll)
+
+    s = sub.add_parser("eval", help="FID, KID, IS and precision/recall of a run's samples")
+    s.add_argument("run", help="run directory or model file")
+    s.add_argument("--dataset", help="reference dataset (default: the run's)")
+    s.add_argument("--split", default="test", help="reference split (default test)")
+    s.add_argument("--n", type=int, default=10000, help="number of samples (default 10000)")
+    s.add_argument("--extractor", help="inception-v3-compat, <dataset>-classifier or classifier "
+                   "(default: InceptionV3 if its weights are on disk, else the dataset's "
+                   "classifier)")
+    s.add_argument("--inception-weights", metavar="PATH",
+                   help="torch-fidelity's InceptionV3 weights (or $ZOO_INCEPTION_WEIGHTS)")
+    s.add_argument("--metrics", default="fid,kid,is,pr", help="comma-separated (default all)")
+    s.add_argument("--batch-size", type=int, default=500)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--device", default="auto")
+    s.add_argument("--json", help="write the result here (default RUN/eval.json)")
+    s.add_argument("--no-cache", action="store_true", help="recompute the reference features")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="sampler option, e.g. --set sampler=ddim --set steps=50")
+    s.set_defaults(func=cmd_eval)
     return p
 
 

@@ -40,6 +40,7 @@ RUN_FILE = "run.json"
 CHECKPOINT_FILE = "checkpoint.pt"
 MODEL_FILE = "model.pt"
 LOSSES_FILE = "losses.csv"
+EVAL_FILE = "eval.csv"
 
 
 @dataclass
@@ -56,6 +57,9 @@ class TrainConfig:
     grad_clip: float | None = 1.0
     checkpoint_every: int = 1000
     log_every: int = 25
+    eval_every: int | None = None  # steps between streaming FID evaluations (None: off)
+    eval_n: int = 1000  # generated images per evaluation
+    eval_extractor: str | None = None  # None: the dataset's default extractor (announced)
 
     def validate(self) -> None:
         if self.steps is None and self.seconds is None:
@@ -70,6 +74,8 @@ class TrainConfig:
             raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.checkpoint_every < 1 or self.log_every < 1:
             raise ConfigError("checkpoint_every and log_every must be >= 1")
+        if self.eval_every is not None and (self.eval_every < 1 or self.eval_n < 2):
+            raise ConfigError("eval_every must be >= 1 (or None) and eval_n >= 2")
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -120,6 +126,7 @@ class Trainer:
                 f"but {dataset} has {tuple(images.shape[1:])}"
             )
         self.images = images
+        self.data_root = data_root
         self.step = 0
         self.elapsed = 0.0
         self.hook = None  # test hook: called as hook(trainer) after every step
@@ -229,6 +236,7 @@ class Trainer:
             self.images, c.batch_size, seed=c.seed, device=self.device, start_step=self.step
         ))
         log = _LossLog(self.out / LOSSES_FILE, append=state is not None)
+        evaluator = self._evaluator() if c.eval_every else None
         autocast = (
             torch.autocast(self.device.type, dtype=torch.bfloat16)
             if self.amp else contextlib.nullcontext()
@@ -268,6 +276,11 @@ class Trainer:
                 else:
                     bar.n = round(min(self.elapsed + time.perf_counter() - start, c.seconds), 1)
                     bar.refresh()
+                if evaluator is not None and self.step % c.eval_every == 0:
+                    t_eval = time.perf_counter()
+                    fid = self._evaluate(model, ema, evaluator)
+                    bar.set_postfix({"fid": f"{fid:.4g}"}, refresh=False)
+                    start += time.perf_counter() - t_eval  # evaluation is not training time
                 if self.step % c.checkpoint_every == 0:
                     self.elapsed += time.perf_counter() - start
                     start = time.perf_counter()
@@ -303,6 +316,35 @@ class Trainer:
             "seconds": self.elapsed,
             "images_per_s": self.step * c.batch_size / max(self.elapsed, 1e-9),
         }
+
+    def _evaluator(self):
+        """A StreamingFID against the test split (imported here: metrics sits beside train)."""
+        from .metrics import StreamingFID
+
+        return StreamingFID(self.dataset, "test", self.config.eval_extractor,
+                            device=self.device, root=self.data_root)
+
+    def _evaluate(self, model: GenerativeModel, ema: EMA | None, evaluator) -> float:
+        """FID of ``eval_n`` samples drawn with the EMA weights; appended to eval.csv.
+
+        Sampling uses its own generator (seeded with the run's seed) and runs before the
+        step's checkpoint, so a resumed run still matches an uninterrupted one.
+        """
+        c = self.config
+        gen = torch.Generator(device=self.device).manual_seed(c.seed)
+        model.eval()
+        with (ema.swapped() if ema is not None else contextlib.nullcontext()), torch.no_grad():
+            for i in range(0, c.eval_n, c.batch_size):
+                evaluator.update(model.sample(min(c.batch_size, c.eval_n - i), generator=gen))
+        model.train()
+        fid = evaluator.compute()
+        evaluator.reset()
+        path = self.out / EVAL_FILE
+        header = "" if path.exists() else "step,fid,n,extractor,extractor_sha256\n"
+        with path.open("a") as f:
+            f.write(f"{header}{self.step},{fid:.6g},{c.eval_n},{evaluator.extractor.name},"
+                    f"{evaluator.extractor.sha256}\n")
+        return fid
 
 
 class _LossLog:

@@ -1,0 +1,528 @@
+"""FID, KID, IS and precision/recall of uint8 images or a model, through torch-fidelity.
+
+``evaluate`` draws ``n`` samples (or takes a uint8 batch), feeds them and the reference
+split to ``torch_fidelity.calculate_metrics`` with one feature extractor for all metrics,
+and returns the figures together with what makes them comparable: the extractor and the
+sha256 of its weights, the reference dataset and split, and both image counts.
+
+The reference side is cached on disk (``$ZOO_CACHE/metrics`` or ``~/.cache/zoo/metrics``)
+as torch-fidelity's per-layer *features* (KID and precision/recall need the features, not
+only FID's mean and covariance) under a key made of the dataset, split, the MD5s of its
+files, the number of images, the extractor, its weights' sha256 and the torch-fidelity
+version; any change of a part is a new key, so a stale entry is never read.
+``StreamingFID`` is the torchmetrics version for evaluation during training.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch_fidelity
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from .. import data as zdata
+from ..core import ConfigError, GenerativeModel, atomic_write
+from .features import Extractor, MetricsError, resolve_extractor
+
+CACHE_FORMAT = 1
+METRICS = ("fid", "kid", "is", "pr")
+_ALIASES = {"isc": "is", "prc": "pr", "precision": "pr", "recall": "pr"}
+_TF_FLAG = {"fid": "fid", "kid": "kid", "is": "isc", "pr": "prc"}
+KID_SUBSET_SIZE = 1000
+IS_SPLITS = 10
+PR_NEIGHBORHOOD = 3
+
+
+class _Images(Dataset):
+    """A uint8 ``[N, C, H, W]`` tensor as the Dataset torch-fidelity reads (items [C, H, W])."""
+
+    def __init__(self, images: Tensor):
+        self.images = images
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, i: int) -> Tensor:
+        return self.images[i]
+
+
+def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
+    """Where reference features live: ``cache_dir`` > ``$ZOO_CACHE/metrics`` > ~/.cache/zoo."""
+    if cache_dir is not None:
+        return Path(cache_dir).expanduser()
+    env = os.environ.get("ZOO_CACHE", "").strip()
+    return (Path(env) if env else Path("~/.cache/zoo")).expanduser() / "metrics"
+
+
+def normalize_metrics(metrics: str | Sequence[str]) -> tuple[str, ...]:
+    """``"fid,kid"`` or a sequence -> canonical names in METRICS order; unknown is an error."""
+    items = metrics.split(",") if isinstance(metrics, str) else list(metrics)
+    names = set()
+    for m in items:
+        key = str(m).strip().lower()
+        key = _ALIASES.get(key, key)
+        if key not in METRICS:
+            raise ConfigError(f"unknown metric {m!r}; choose from {', '.join(METRICS)}")
+        names.add(key)
+    if not names:
+        raise ConfigError(f"no metric asked for; choose from {', '.join(METRICS)}")
+    return tuple(m for m in METRICS if m in names)
+
+
+def _check_batch(x, what: str) -> Tensor:
+    if not isinstance(x, Tensor) or x.dtype != torch.uint8 or x.dim() != 4:
+        raise ConfigError(
+            f"{what} must be a uint8 tensor [N, C, H, W] with values 0..255, got "
+            f"{getattr(x, 'dtype', type(x).__name__)} {tuple(getattr(x, 'shape', ()))}"
+        )
+    return x.detach().cpu().contiguous()
+
+
+def reference_key(dataset: str, split: str, n_reference: int, extractor: Extractor) -> tuple:
+    """(cache name, parts) of a dataset split's features under ``extractor``."""
+    info = zdata.dataset_info(dataset)
+    files = zdata.DATASETS[info.name].split_files.get(split)
+    if files is None:
+        raise ConfigError(f"unknown split {split!r} for {info.name}; valid splits: "
+                          f"{', '.join(info.split_files)}")
+    parts = {
+        "format": CACHE_FORMAT,
+        "dataset": info.name,
+        "split": split,
+        "files": {f: info.files[f].md5 for f in files},
+        "n_reference": int(n_reference),
+        "extractor": extractor.name,
+        "weights_sha256": extractor.sha256,
+        "torch_fidelity": torch_fidelity.__version__,
+    }
+    digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
+    return f"{info.name}-{split}-{digest}", parts
+
+
+_NUMPY_GLOBALS = [np.dtype, np.ndarray, np._core.multiarray._reconstruct,
+                  type(np.dtype(np.float64)), type(np.dtype(np.float32))]
+
+
+def _vet_cache(root: Path, key: str) -> None:
+    """Drop a cache entry any of whose files cannot be read as tensors/arrays."""
+    for p in sorted(root.glob(f"{key}-*.pt")):
+        try:
+            with torch.serialization.safe_globals(_NUMPY_GLOBALS):
+                torch.load(p, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - a bad file can fail in many ways
+            print(f"zoo.metrics: cache file {p} is unreadable ({type(e).__name__}); "
+                  "recomputing the reference features", file=sys.stderr)
+            for q in root.glob(f"{key}-*"):
+                q.unlink(missing_ok=True)
+            return
+
+
+def _reference_cached(root: Path, key: str, extractor: Extractor, metrics: tuple) -> bool:
+    layers = {extractor.layers[_TF_FLAG[m]] for m in metrics}
+    prefix = f"{key}-{extractor.tf_name}"
+    if metrics == ("fid",) and (root / f"{prefix}-stat-fid-{extractor.layers['fid']}.pt").is_file():
+        return True
+    return all((root / f"{prefix}-features-{layer}.pt").is_file() for layer in layers)
+
+
+def _device(device) -> torch.device:
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type not in ("cpu", "cuda"):
+        raise ConfigError(f"metrics run on cpu or cuda, got device {device!r}")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device cuda was asked for but torch sees no CUDA GPU")
+    return dev
+
+
+def _tf_common(device: torch.device, batch_size: int, seed: int, progress: bool) -> dict:
+    return {
+        "cuda": device.type == "cuda",
+        "batch_size": int(batch_size),
+        "rng_seed": int(seed),
+        "verbose": bool(progress),
+        "save_cpu_ram": True,  # no DataLoader worker processes; batched precision/recall
+    }
+
+
+def compute_metrics(
+    generated: Tensor,
+    reference: Tensor,
+    extractor: Extractor,
+    metrics: str | Sequence[str] = METRICS,
+    *,
+    cache_key: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    batch_size: int = 500,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    progress: bool = False,
+) -> tuple[dict, str]:
+    """The figures of ``generated`` against ``reference`` (both uint8) with one extractor.
+
+    Returns (figures, reference cache status: "hit", "miss" or "off"). The reference's
+    features are cached under ``cache_key`` when one is given.
+    """
+    metrics = normalize_metrics(metrics)
+    generated = _check_batch(generated, "generated images")
+    reference = _check_batch(reference, "reference images")
+    if generated.shape[1:] != reference.shape[1:]:
+        raise ConfigError(f"generated images are {tuple(generated.shape[1:])} but the "
+                          f"reference images are {tuple(reference.shape[1:])}")
+    n1, n2 = generated.shape[0], reference.shape[0]
+    need = {"fid": 2, "kid": 2, "is": 2, "pr": PR_NEIGHBORHOOD + 1}
+    for m in metrics:
+        if min(n1, n2 if m != "is" else n1) < need[m]:
+            raise ConfigError(f"{m} needs at least {need[m]} images on each side, "
+                              f"got {n1} generated and {n2} reference")
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    dev = _device(device)
+    binary = any(m != "is" for m in metrics)  # IS alone never looks at the reference
+    kwargs = {
+        "input1": _Images(generated),
+        "input2": _Images(reference) if binary else None,
+        **{_TF_FLAG[m]: True for m in metrics},
+        **extractor.tf_kwargs(),
+        **_tf_common(dev, batch_size, seed, progress),
+        "kid_subset_size": min(KID_SUBSET_SIZE, n1, n2),
+        "isc_splits": min(IS_SPLITS, n1),
+        "prc_neighborhood": PR_NEIGHBORHOOD,
+        "prc_batch_size": 2000,
+    }
+    status = "off"
+    if cache_key is not None and binary:
+        root = cache_root(cache_dir)
+        root.mkdir(parents=True, exist_ok=True)
+        _vet_cache(root, cache_key)
+        status = "hit" if _reference_cached(root, cache_key, extractor, metrics) else "miss"
+        kwargs.update(cache=True, cache_root=str(root), input2_cache_name=cache_key)
+    else:
+        kwargs["cache"] = False
+    ctx = torch.cuda.device(dev) if dev.type == "cuda" else contextlib.nullcontext()
+    with ctx:
+        raw = torch_fidelity.calculate_metrics(**kwargs)
+    out: dict = {}
+    if "fid" in metrics:
+        out["fid"] = raw[torch_fidelity.KEY_METRIC_FID]
+    if "kid" in metrics:
+        out["kid"] = raw[torch_fidelity.KEY_METRIC_KID_MEAN]
+        out["kid_std"] = raw[torch_fidelity.KEY_METRIC_KID_STD]
+        out["kid_subset_size"] = kwargs["kid_subset_size"]
+    if "is" in metrics:
+        out["is"] = raw[torch_fidelity.KEY_METRIC_ISC_MEAN]
+        out["is_std"] = raw[torch_fidelity.KEY_METRIC_ISC_STD]
+    if "pr" in metrics:
+        out["precision"] = raw[torch_fidelity.KEY_METRIC_PRECISION]
+        out["recall"] = raw[torch_fidelity.KEY_METRIC_RECALL]
+        out["f_score"] = raw[torch_fidelity.KEY_METRIC_F_SCORE]
+    return {k: float(v) if not isinstance(v, int) else v for k, v in out.items()}, status
+
+
+def _reference_images(dataset: str, split: str, n_reference: int | None, root) -> Tensor:
+    images, _ = zdata.load(dataset, split, root=root)
+    if n_reference is not None:
+        if n_reference < 2 or n_reference > images.shape[0]:
+            raise ConfigError(f"n_reference must be in 2..{images.shape[0]} for {dataset} "
+                              f"{split}, got {n_reference}")
+        images = images[:n_reference]
+    return images
+
+
+def draw_samples(
+    model: GenerativeModel, n: int, batch_size: int = 500, seed: int = 0,
+    progress: bool = False, generator: torch.Generator | None = None, **sampler_options,
+) -> Tensor:
+    """``n`` uint8 samples of ``model`` in batches, from ``generator`` (default: one on the
+    model's device seeded with ``seed``)."""
+    if n < 1:
+        raise ConfigError(f"n must be >= 1, got {n}")
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    was_training = model.training
+    model.eval()
+    gen = generator or torch.Generator(device=model.device).manual_seed(int(seed))
+    out = []
+    from tqdm.auto import tqdm
+
+    with torch.no_grad(), tqdm(total=n, unit="img", desc=f"sample {model.name}",
+                               disable=not progress) as bar:
+        for start in range(0, n, batch_size):
+            b = min(batch_size, n - start)
+            x = model.sample(b, generator=gen, **sampler_options)
+            if not isinstance(x, Tensor) or x.dtype != torch.uint8 or x.shape[0] != b:
+                raise MetricsError(f"{model.name}.sample({b}) returned "
+                                   f"{getattr(x, 'dtype', type(x))} {tuple(x.shape)}")
+            out.append(x.cpu())
+            bar.update(b)
+    model.train(was_training)
+    return torch.cat(out)
+
+
+def evaluate(
+    samples_or_model: Tensor | GenerativeModel | str | os.PathLike,
+    dataset: str,
+    split: str = "test",
+    extractor: str | None = None,
+    n: int | None = None,
+    metrics: str | Sequence[str] = METRICS,
+    *,
+    batch_size: int = 500,
+    seed: int = 0,
+    generator: torch.Generator | None = None,
+    device: str | torch.device | None = None,
+    n_reference: int | None = None,
+    inception_weights: str | os.PathLike | None = None,
+    cache: bool = True,
+    cache_dir: str | os.PathLike | None = None,
+    root: str | os.PathLike | None = None,
+    progress: bool = False,
+    announce: bool = True,
+    **sampler_options,
+) -> dict:
+    """Sample quality of generated images against a dataset split, as one result row.
+
+    ``samples_or_model``: a uint8 ``[N, C, H, W]`` batch (all of it is used, or its first
+    ``n``), a GenerativeModel, or a run directory / model file; a model draws ``n`` samples
+    (default 10000) with ``sampler_options`` and ``generator`` (default: seeded with
+    ``seed``; ``seed`` also seeds KID's subsets and IS's shuffle).
+    ``extractor``: None (the default of ``dataset``, announced and recorded), a name
+    (``inception-v3-compat``, ``<dataset>-classifier``, ``classifier``) or a classifier
+    ``.pt`` path. The reference is the whole split unless ``n_reference`` is given.
+
+    Returns the figures (``fid``, ``kid``/``kid_std``, ``is``/``is_std``,
+    ``precision``/``recall``/``f_score``) and the metadata that every result row carries:
+    ``extractor``, ``extractor_weights_sha256``, ``extractor_choice``, ``dataset``,
+    ``split``, ``n_generated``, ``n_reference``, the reference cache status and timings.
+    """
+    metrics = normalize_metrics(metrics)
+    dev = _device(device)
+    reference = _reference_images(dataset, split, n_reference, root)
+    ext = resolve_extractor(extractor, dataset, inception_weights, announce=announce)
+    meta: dict = {}
+    t0 = time.perf_counter()
+    if isinstance(samples_or_model, (str, os.PathLike)):
+        from ..train import load_run
+
+        samples_or_model = load_run(samples_or_model, map_location=dev)
+    if isinstance(samples_or_model, GenerativeModel):
+        model = samples_or_model
+        if tuple(model.image_shape) != tuple(reference.shape[1:]):
+            raise ConfigError(f"{model.name} makes {tuple(model.image_shape)} images but "
+                              f"{dataset} has {tuple(reference.shape[1:])}")
+        generated = draw_samples(model, 10000 if n is None else int(n), batch_size, seed,
+                                 progress, generator, **sampler_options)
+        meta.update(model=model.name, family=model.family, sampler_options=sampler_options,
+                    seconds_sampling=round(time.perf_counter() - t0, 3))
+    else:
+        if sampler_options or generator is not None:
+            given = [*sampler_options, *(["generator"] if generator is not None else [])]
+            raise ConfigError(f"sampler options ({', '.join(given)}) need a model, "
+                              "not a batch of images")
+        generated = _check_batch(samples_or_model, "samples")
+        if n is not None:
+            if not 1 <= n <= generated.shape[0]:
+                raise ConfigError(f"n={n} but only {generated.shape[0]} samples were given")
+            generated = generated[:n]
+    if tuple(generated.shape[1:]) != tuple(reference.shape[1:]):
+        raise ConfigError(f"the samples are {tuple(generated.shape[1:])} images but {dataset} "
+                          f"has {tuple(reference.shape[1:])}")
+    key = reference_key(dataset, split, reference.shape[0], ext)[0] if cache else None
+    t1 = time.perf_counter()
+    figures, status = compute_metrics(
+        generated, reference, ext, metrics, cache_key=key, cache_dir=cache_dir,
+        batch_size=batch_size, seed=seed, device=dev, progress=progress,
+    )
+    if status != "off":
+        _write_key_card(cache_root(cache_dir), dataset, split, reference.shape[0], ext)
+    return {
+        **figures,
+        **ext.record(),
+        "dataset": zdata.dataset_info(dataset).name,
+        "split": split,
+        "n_generated": int(generated.shape[0]),
+        "n_reference": int(reference.shape[0]),
+        "metrics": list(metrics),
+        "seed": int(seed),
+        **meta,
+        "reference_cache": status,
+        "seconds_metrics": round(time.perf_counter() - t1, 3),
+        "device": str(dev),
+        "torch_fidelity": torch_fidelity.__version__,
+    }
+
+
+def _write_key_card(root: Path, dataset: str, split: str, n: int, ext: Extractor) -> None:
+    """A readable JSON beside the cache files saying what the key stands for."""
+    key, parts = reference_key(dataset, split, n, ext)
+    path = root / f"{key}.json"
+    if not path.is_file():
+        text = json.dumps(parts, indent=2)
+        atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def fid(
+    samples: Tensor,
+    dataset: str,
+    split: str = "test",
+    extractor: str | None = None,
+    **options,
+) -> float:
+    """FID of a uint8 batch against a dataset split (reference features cached), one float.
+
+    Quick for N of 1000-2000 with a classifier extractor: the tests' per-family check.
+    """
+    options.setdefault("announce", False)
+    return evaluate(samples, dataset, split, extractor, metrics=("fid",), **options)["fid"]
+
+
+def reference_features(
+    dataset: str,
+    split: str,
+    extractor: Extractor,
+    layers: Sequence[str] = ("features",),
+    *,
+    n_reference: int | None = None,
+    cache: bool = True,
+    cache_dir: str | os.PathLike | None = None,
+    root: str | os.PathLike | None = None,
+    batch_size: int = 500,
+    device: str | torch.device | None = None,
+) -> Tensor:
+    """``{layer: features [N, D]}`` of a split, from (or into) the cache ``evaluate`` uses.
+
+    Layers are extracted (and cached) as one group, like torch-fidelity does for a metric
+    call that needs them all.
+    """
+    from torch_fidelity.utils import (
+        create_feature_extractor,
+        extract_featuresdict_from_input_id_cached,
+    )
+
+    reference = _reference_images(dataset, split, n_reference, root)
+    dev = _device(device)
+    kwargs = {"input2": _Images(reference), **extractor.tf_kwargs(),
+              **_tf_common(dev, batch_size, 0, False)}
+    if cache:
+        key = reference_key(dataset, split, reference.shape[0], extractor)[0]
+        croot = cache_root(cache_dir)
+        croot.mkdir(parents=True, exist_ok=True)
+        _vet_cache(croot, key)
+        kwargs.update(cache=True, cache_root=str(croot), input2_cache_name=key)
+        _write_key_card(croot, dataset, split, reference.shape[0], extractor)
+    else:
+        kwargs["cache"] = False
+    module = create_feature_extractor(extractor.tf_name, list(layers), **kwargs)
+    ctx = torch.cuda.device(dev) if dev.type == "cuda" else contextlib.nullcontext()
+    with ctx:
+        return extract_featuresdict_from_input_id_cached(2, module, **kwargs)
+
+
+class _LayerOutput(nn.Module):
+    """One layer of a torch-fidelity extractor as the plain module torchmetrics expects."""
+
+    def __init__(self, extractor: nn.Module, num_features: int):
+        super().__init__()
+        self.extractor = extractor
+        self.num_features = num_features
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.extractor(x)[0]
+
+
+class StreamingFID:
+    """FID during training: torchmetrics' FrechetInceptionDistance over a zoo extractor.
+
+    The reference statistics come from the same cached features ``evaluate`` uses (added on
+    rank 0 only, so a DDP sync sums them exactly once); ``update`` adds generated uint8
+    batches on any rank and ``compute`` syncs across ranks. ``reset`` keeps the reference.
+    """
+
+    def __init__(
+        self,
+        dataset: str,
+        split: str = "test",
+        extractor: str | None = None,
+        *,
+        device: str | torch.device | None = None,
+        n_reference: int | None = None,
+        inception_weights: str | os.PathLike | None = None,
+        cache: bool = True,
+        cache_dir: str | os.PathLike | None = None,
+        root: str | os.PathLike | None = None,
+        announce: bool = True,
+    ):
+        from torchmetrics.image.fid import FrechetInceptionDistance
+
+        self.device = _device(device)
+        self.extractor = resolve_extractor(extractor, dataset, inception_weights, announce)
+        layer = self.extractor.layers["fid"]
+        real = reference_features(
+            dataset, split, self.extractor, (layer,), n_reference=n_reference, cache=cache,
+            cache_dir=cache_dir, root=root, device=self.device,
+        )[layer].double()
+        self.dataset, self.split, self.n_reference = dataset, split, real.shape[0]
+        module = _LayerOutput(self.extractor.build([layer]), real.shape[1])
+        self.metric = FrechetInceptionDistance(feature=module, reset_real_features=False)
+        self.metric = self.metric.to(self.device)
+        dist = torch.distributed
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0:
+            m = self.metric
+            m.real_features_sum = real.sum(0).to(self.device)
+            m.real_features_cov_sum = (real.T @ real).to(self.device)
+            m.real_features_num_samples = torch.tensor(real.shape[0], device=self.device)
+
+    def update(self, fake: Tensor) -> None:
+        """Add a uint8 batch of generated images."""
+        fake = _check_batch(fake, "generated images")
+        with torch.no_grad():
+            self.metric.update(fake.to(self.device), real=False)
+
+    def compute(self) -> float:
+        if int(self.metric.fake_features_num_samples) < 2:
+            raise MetricsError("StreamingFID needs at least 2 generated images before compute()")
+        return float(self.metric.compute())
+
+    def reset(self) -> None:
+        """Forget the generated images; the reference statistics stay."""
+        self.metric.reset()
+
+    def record(self) -> dict:
+        return {**self.extractor.record(), "dataset": self.dataset, "split": self.split,
+                "n_reference": self.n_reference,
+                "n_generated": int(self.metric.fake_features_num_samples)}
+
+
+# -- presentation ------------------------------------------------------------------------
+
+_ROWS = (("fid", "FID", "{:.3f}"), ("kid", "KID", "{:.5f}"), ("is", "IS", "{:.3f}"),
+         ("precision", "precision", "{:.4f}"), ("recall", "recall", "{:.4f}"))
+
+
+def format_result(result: dict) -> str:
+    """A small text table of an ``evaluate`` result, with what it was measured against."""
+    lines = []
+    for key, label, fmt in _ROWS:
+        if key in result:
+            value = fmt.format(result[key])
+            spread = result.get(f"{key}_std")
+            if spread is not None and math.isfinite(spread):
+                value += " ± " + fmt.format(spread)
+            lines.append(f"  {label:<10} {value}")
+    head = (f"{result.get('model', 'samples')} vs {result['dataset']} {result['split']}: "
+            f"{result['n_generated']} generated, {result['n_reference']} reference images")
+    ext = (f"extractor {result['extractor']} (weights sha256 "
+           f"{result['extractor_weights_sha256'][:12]}); {result['extractor_choice']}")
+    return "\n".join([head, *lines, ext])

@@ -115,3 +115,15 @@ def test_trained_samples_look_like_digits(trained_conv):
     # mean-image distance (0..255 scale): measured 7.1 for trained samples, 94 for noise
     assert (fake_mean - real_mean).abs().mean() < 25
     assert (noise - real_mean).abs().mean() > 80
+
+
+def test_trained_vae_fid_with_the_mnist_classifier(trained_conv):
+    from zoo import metrics
+
+    torch.manual_seed(0)
+    untrained = zoo.create("vae-conv", dataset="mnist")
+    fid = {name: metrics.fid(m.sample(2000, generator=torch.Generator().manual_seed(0)),
+                             "mnist", extractor="mnist-classifier")
+           for name, m in (("untrained", untrained), ("trained", trained_conv))}
+    # measured (2000 samples vs the test split): untrained 100.0, trained 22.2; floor 0.09
+    assert fid["untrained"] > 80 and fid["trained"] < 40, fid

@@ -1,0 +1,370 @@
+"""The autoregressive family: a decoder-only Transformer over subpixels in raster order.
+
+An image becomes a sequence of D = C*H*W tokens in 0..255, row by row, pixel by pixel,
+and within a pixel channel by channel (R, G, B). A start token (id 256) shifts the
+sequence right, so the logits at position i give p(x_i | x_<i) and the cross-entropy is
+the exact negative log-likelihood. Sampling decodes one token per step with a
+preallocated key/value cache; ``use_cache=False`` recomputes the prefix every step and is
+kept as the reference.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..core import ConfigError, GenerativeModel, ModelSpec
+from ..nn.attention import TransformerBlock, new_kv_cache
+from ..nn.likelihood import LN2
+
+VOCAB = 256
+START = VOCAB  # id of the start token; the embedding table has VOCAB + 1 rows
+POS_EMBEDDINGS = ("learned", "factorized")
+
+
+@dataclass
+class ARTransformerConfig:
+    """Size and optimiser of the Transformer; the defaults train in minutes on a CPU at 28x28."""
+
+    dim: int = 128
+    depth: int = 4
+    heads: int = 4
+    mlp_ratio: float = 4.0
+    dropout: float = 0.0
+    # learned: one free vector per position; factorized: row + column + channel embeddings
+    pos_embedding: Literal["learned", "factorized"] = "learned"
+    lr: float = 2e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 20
+    betas: tuple[float, ...] = (0.9, 0.95)
+
+
+def _number(value, name: str, kind: type) -> float | int:
+    """``value`` (a number, or a string from the command line) as ``kind``, else ConfigError."""
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise ConfigError(f"{name} must be a number, got {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ConfigError(f"{name} must be a number, got {value!r}")
+    if kind is int:
+        if not float(value).is_integer():
+            raise ConfigError(f"{name} must be an integer, got {value!r}")
+        return int(value)
+    return float(value)
+
+
+def _flag(value, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no",
+                                                     "off"):
+        return value.lower() in ("1", "true", "yes", "on")
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    raise ConfigError(f"{name} must be true or false, got {value!r}")
+
+
+class _TokenPicker:
+    """Draws the next token from logits: greedy, or Gumbel-max with temperature and top-k.
+
+    The Gumbel noise goes into one buffer allocated up front (on the generator's device),
+    so a step allocates nothing for randomness and never syncs with the host.
+    """
+
+    def __init__(self, batch: int, temperature: float, top_k: int | None, generator,
+                 device: torch.device):
+        self.greedy = temperature == 0.0 or top_k == 1
+        self.inv_t = 1.0 / temperature if temperature > 0 else 0.0
+        self.top_k = top_k if top_k is not None and top_k < VOCAB else None
+        self.generator = generator
+        self.noise = torch.empty(
+            batch, VOCAB, device=generator.device if generator is not None else device
+        )
+
+    def __call__(self, logits: Tensor) -> Tensor:
+        if self.greedy:
+            return logits.argmax(-1)
+        if self.top_k is not None:
+            kth = logits.topk(self.top_k, dim=-1).values[:, -1:]
+            logits = logits.masked_fill(logits < kth, -math.inf)
+        g = self.noise.exponential_(generator=self.generator)
+        if g.device != logits.device:
+            g = g.to(logits.device, non_blocking=True)
+        return (logits * self.inv_t - g.log()).argmax(-1)
+
+
+class ARTransformer(GenerativeModel):
+    """Decoder-only Transformer with 256-way softmax per subpixel (exact likelihood)."""
+
+    family = "autoregressive"
+    likelihood = "exact"
+    Config = ARTransformerConfig
+
+    def __init__(self, config: ARTransformerConfig, image_shape):
+        super().__init__(config, image_shape)
+        cfg = config
+        for key, least in (("dim", 1), ("depth", 1), ("heads", 1), ("warmup_steps", 0)):
+            value = getattr(cfg, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ConfigError(f"{key} must be an integer >= {least}, got {value!r}")
+        if cfg.dim % cfg.heads:
+            raise ConfigError(f"dim ({cfg.dim}) must be divisible by heads ({cfg.heads})")
+        if not 0.0 <= cfg.dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {cfg.dropout}")
+        if cfg.pos_embedding not in POS_EMBEDDINGS:
+            raise ConfigError(
+                f"unknown pos_embedding {cfg.pos_embedding!r}; valid: {', '.join(POS_EMBEDDINGS)}"
+            )
+        if not cfg.lr > 0 or cfg.weight_decay < 0 or len(cfg.betas) != 2:
+            raise ConfigError("lr must be > 0, weight_decay >= 0 and betas a pair")
+        c, h, w = self.image_shape
+        self.seq_len = c * h * w
+        self.tok_emb = nn.Embedding(VOCAB + 1, cfg.dim)
+        if cfg.pos_embedding == "learned":
+            self.pos_emb = nn.Parameter(torch.zeros(self.seq_len, cfg.dim))
+        else:
+            self.row_emb = nn.Embedding(h, cfg.dim)
+            self.col_emb = nn.Embedding(w, cfg.dim)
+            self.chan_emb = nn.Embedding(c, cfg.dim)
+            i = torch.arange(self.seq_len)
+            self.register_buffer("_rows", i // (w * c), persistent=False)
+            self.register_buffer("_cols", (i // c) % w, persistent=False)
+            self.register_buffer("_chans", i % c, persistent=False)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(
+            TransformerBlock(cfg.dim, cfg.heads, cfg.mlp_ratio, cfg.dropout, causal=True)
+            for _ in range(cfg.depth)
+        )
+        self.ln_f = nn.LayerNorm(cfg.dim)
+        self.head = nn.Linear(cfg.dim, VOCAB)
+        self._init_weights()
+
+    @torch.no_grad()
+    def _init_weights(self) -> None:
+        """GPT-2 init: N(0, 0.02), residual projections scaled by 1/sqrt(2 depth)."""
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Embedding):
+                nn.init.normal_(m.weight, std=0.02)
+        if self.config.pos_embedding == "learned":
+            nn.init.normal_(self.pos_emb, std=0.02)
+        for blk in self.blocks:
+            for proj in (blk.attn.proj, blk.fc2):
+                proj.weight.mul_(1.0 / math.sqrt(2 * self.config.depth))
+
+    # -- tokens --------------------------------------------------------------------------
+    def to_tokens(self, x: Tensor) -> Tensor:
+        """uint8 [N, C, H, W] -> int64 [N, D] in raster order, channels innermost."""
+        return x.permute(0, 2, 3, 1).reshape(x.shape[0], -1).long()
+
+    def to_images(self, tokens: Tensor) -> Tensor:
+        """int64 [N, D] -> uint8 [N, C, H, W] (inverse of ``to_tokens``)."""
+        c, h, w = self.image_shape
+        return tokens.view(-1, h, w, c).permute(0, 3, 1, 2).to(torch.uint8).contiguous()
+
+    def _shifted(self, tokens: Tensor) -> Tensor:
+        """The decoder input: the start token, then ``tokens`` (whose last is dropped by the
+        caller when it wants predictions for exactly ``tokens``)."""
+        start = torch.full((tokens.shape[0], 1), START, dtype=tokens.dtype, device=tokens.device)
+        return torch.cat([start, tokens], dim=1)
+
+    def position_table(self) -> Tensor:
+        """[D, dim]: the embedding of input position i, which predicts token i."""
+        if self.config.pos_embedding == "learned":
+            return self.pos_emb
+        return self.row_emb(self._rows) + self.col_emb(self._cols) + self.chan_emb(self._chans)
+
+    # -- the network ---------------------------------------------------------------------
+    def hidden(self, inp: Tensor, cache: Tensor | None = None, start: int = 0) -> Tensor:
+        """Final-LN features [B, T, dim] of input tokens ``inp`` at positions start..start+T-1."""
+        t = inp.shape[1]
+        x = self.drop(self.tok_emb(inp) + self.position_table()[start:start + t])
+        for i, blk in enumerate(self.blocks):
+            x = blk(x, None if cache is None else cache[i], start)
+        return self.ln_f(x)
+
+    def logits(self, x: Tensor) -> Tensor:
+        """Logits [N, D, 256] of every subpixel of the uint8 batch ``x`` given the ones before."""
+        tokens = self.to_tokens(self.check_images(x))
+        return self.head(self.hidden(self._shifted(tokens[:, :-1])))
+
+    def _step(self, tok: Tensor, pos: int, cache: Tensor, table: Tensor) -> Tensor:
+        """Logits for position pos + 1 after feeding token ``tok`` [B] at input position pos."""
+        x = F.embedding(tok, self.tok_emb.weight) + table[pos]
+        for i, blk in enumerate(self.blocks):
+            x = blk.step(x, cache[i], pos)
+        ln = self.ln_f
+        x = F.layer_norm(x, ln.normalized_shape, ln.weight, ln.bias, ln.eps)
+        return F.linear(x, self.head.weight, self.head.bias)
+
+    # -- interface -----------------------------------------------------------------------
+    def configure_optimizers(self):
+        decay = [p for n, p in self.named_parameters() if p.dim() == 2 and "emb" not in n]
+        no_decay = [p for n, p in self.named_parameters() if not (p.dim() == 2 and "emb" not in n)]
+        opt = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": self.config.weight_decay},
+             {"params": no_decay, "weight_decay": 0.0}],
+            lr=self.config.lr, betas=tuple(self.config.betas),
+        )
+        return {"transformer": opt}
+
+    def _warmup(self, opt: torch.optim.Optimizer) -> None:
+        """Linear LR warm-up, keyed on the optimizer's own step count (so resume is exact)."""
+        state = opt.state.get(opt.param_groups[0]["params"][0])
+        done = int(state["step"]) if state and "step" in state else 0
+        scale = min(1.0, (done + 1) / max(1, self.config.warmup_steps))
+        for group in opt.param_groups:
+            group["lr"] = self.config.lr * scale
+
+    def train_step(self, x, optimizers):
+        tokens = self.to_tokens(self.check_images(x))
+        logits = self.head(self.hidden(self._shifted(tokens[:, :-1])))
+        loss = F.cross_entropy(logits.float().reshape(-1, VOCAB), tokens.reshape(-1))
+        opt = optimizers["transformer"]
+        self._warmup(opt)
+        self.optimize(loss, opt)
+        return {"loss_bpd": loss.item() / LN2}
+
+    @torch.no_grad()
+    def nll(self, x, batch_size: int = 256, **opts) -> Tensor:
+        """Exact NLL in bits/dim, one value per image: the summed token cross-entropy / (D ln 2)."""
+        if opts:
+            raise ConfigError(
+                f"unknown nll option(s) {', '.join(opts)} for {self.name}; valid: batch_size"
+            )
+        batch_size = _number(batch_size, "batch_size", int)
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        x = self.check_images(x)
+        was_training = self.training
+        self.eval()
+        out = []
+        for i in range(0, x.shape[0], batch_size):
+            xb = x[i:i + batch_size]
+            logits = self.logits(xb).float()
+            ce = F.cross_entropy(logits.transpose(1, 2), self.to_tokens(xb), reduction="none")
+            out.append(ce.sum(1) / (self.seq_len * LN2))
+        self.train(was_training)
+        return torch.cat(out) if out else torch.empty(0, device=self.device)
+
+    @torch.no_grad()
+    def sample(
+        self,
+        n: int,
+        *,
+        generator: torch.Generator | None = None,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        prefix: Tensor | None = None,
+        use_cache: bool = True,
+        batch_size: int = 64,
+        **opts,
+    ) -> Tensor:
+        """n uint8 images decoded token by token.
+
+        ``temperature`` scales the logits (0 = greedy), ``top_k`` keeps the k likeliest
+        values per subpixel, ``prefix`` (uint8 [n, C, r, W]) fixes the first r rows and the
+        model fills in the rest, ``use_cache=False`` recomputes the prefix every step.
+        """
+        if opts:
+            raise ConfigError(
+                f"unknown sampler option(s) {', '.join(opts)} for {self.name}; valid: "
+                "temperature, top_k, prefix, use_cache, batch_size"
+            )
+        n = _number(n, "n", int)
+        if n < 0:
+            raise ConfigError(f"n must be >= 0, got {n}")
+        temperature = _number(temperature, "temperature", float)
+        if not (temperature >= 0 and math.isfinite(temperature)):
+            raise ConfigError(f"temperature must be a finite number >= 0 (0 = greedy), "
+                              f"got {temperature}")
+        if isinstance(top_k, str) and top_k.lower() in ("none", "null", ""):
+            top_k = None
+        if top_k is not None:
+            top_k = _number(top_k, "top_k", int)
+            if not 1 <= top_k <= VOCAB:
+                raise ConfigError(f"top_k must be in 1..{VOCAB} (or None for all), got {top_k}")
+        use_cache = _flag(use_cache, "use_cache")
+        batch_size = _number(batch_size, "batch_size", int)
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        prefix_tokens = self._check_prefix(prefix, n)
+
+        was_training = self.training
+        self.eval()
+        try:
+            out = [
+                self._generate(
+                    min(batch_size, n - i),
+                    None if prefix_tokens is None else prefix_tokens[i:i + batch_size],
+                    temperature, top_k, use_cache, generator,
+                )
+                for i in range(0, n, batch_size)
+            ]
+        finally:
+            self.train(was_training)
+        c, h, w = self.image_shape
+        if not out:
+            return torch.empty(0, c, h, w, dtype=torch.uint8, device=self.device)
+        return torch.cat(out)
+
+    def _check_prefix(self, prefix, n: int) -> Tensor | None:
+        if prefix is None:
+            return None
+        c, h, w = self.image_shape
+        expected = (f"prefix must be a uint8 tensor [n, C, r, W] = [{n}, {c}, r, {w}] holding "
+                    f"the first r rows (0 <= r <= {h}) of each image")
+        if not isinstance(prefix, Tensor):
+            raise ConfigError(f"{expected}, got {type(prefix).__name__}")
+        if prefix.dtype != torch.uint8:
+            raise ConfigError(f"{expected}, got dtype {prefix.dtype}")
+        if prefix.dim() != 4 or prefix.shape[0] != n or prefix.shape[1] != c \
+                or prefix.shape[3] != w or prefix.shape[2] > h:
+            raise ConfigError(f"{expected}, got shape {tuple(prefix.shape)}")
+        return self.to_tokens(prefix.to(self.device))
+
+    def _generate(self, b: int, prefix: Tensor | None, temperature: float, top_k: int | None,
+                  use_cache: bool, generator) -> Tensor:
+        dev = self.device
+        length = self.seq_len
+        tokens = torch.empty(b, length, dtype=torch.long, device=dev)
+        p = 0 if prefix is None else prefix.shape[1]
+        if p:
+            tokens[:, :p] = prefix
+        if p == length:
+            return self.to_images(tokens)
+        pick = _TokenPicker(b, temperature, top_k, generator, dev)
+        if use_cache:
+            cfg = self.config
+            cache = new_kv_cache(cfg.depth, b, cfg.heads, length, cfg.dim // cfg.heads,
+                                 device=dev, dtype=self.head.weight.dtype)
+            table = self.position_table()
+            logits = self.head(self.hidden(self._shifted(tokens[:, :p]), cache)[:, -1])
+            for t in range(p, length):
+                tok = pick(logits)
+                tokens[:, t] = tok
+                if t + 1 < length:
+                    logits = self._step(tok, t + 1, cache, table)
+        else:
+            for t in range(p, length):
+                logits = self.head(self.hidden(self._shifted(tokens[:, :t]))[:, -1])
+                tokens[:, t] = pick(logits)
+        return self.to_images(tokens)
+
+
+MODELS = {
+    "ar-transformer": ModelSpec(
+        ARTransformer,
+        "decoder-only Transformer over subpixels in raster order, exact NLL (256-way softmax)",
+    ),
+}

@@ -1,0 +1,116 @@
+"""Multi-head self-attention and the pre-LN Transformer block, with a preallocated KV cache.
+
+Attention runs through ``F.scaled_dot_product_attention`` (flash / memory-efficient kernels
+where the device has them). Autoregressive decoding keeps one cache tensor per layer, shaped
+``[B, 2, heads, max_len, head_dim]`` (keys at index 0, values at 1), allocated once and written
+in place, so a decode step costs one new token's work and no concatenation.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..core import ConfigError
+
+
+def new_kv_cache(
+    depth: int,
+    batch: int,
+    heads: int,
+    max_len: int,
+    head_dim: int,
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> Tensor:
+    """An empty cache for ``depth`` layers: ``[depth, batch, 2, heads, max_len, head_dim]``."""
+    return torch.empty(depth, batch, 2, heads, max_len, head_dim, device=device, dtype=dtype)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention over ``[B, T, dim]``; causal (decoder) or not (encoder)."""
+
+    def __init__(self, dim: int, heads: int, dropout: float = 0.0, causal: bool = True):
+        super().__init__()
+        if dim < 1 or heads < 1 or dim % heads:
+            raise ConfigError(
+                f"attention needs dim divisible by heads (both >= 1), got dim={dim}, heads={heads}"
+            )
+        self.dim, self.heads, self.head_dim = dim, heads, dim // heads
+        self.causal = causal
+        self.dropout = dropout
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.resid_drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, cache: Tensor | None = None, start: int = 0) -> Tensor:
+        """Attend over ``x`` [B, T, dim]. With ``cache`` ([B, 2, heads, L, head_dim]) the keys
+        and values of ``x`` are written at positions ``start .. start+T-1`` and the queries
+        attend to everything cached up to there (prefill of a decoder)."""
+        b, t, _ = x.shape
+        qkv = self.qkv(x).view(b, t, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        mask = None
+        is_causal = self.causal and t > 1
+        if cache is not None:
+            end = start + t
+            cache[:, :, :, start:end] = qkv[1:].transpose(0, 1)
+            k, v = cache[:, 0, :, :end], cache[:, 1, :, :end]
+            if is_causal and start > 0:
+                rows = torch.arange(start, end, device=x.device).unsqueeze(1)
+                mask = rows >= torch.arange(end, device=x.device)
+                is_causal = False
+        a = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=is_causal,
+            dropout_p=self.dropout if self.training else 0.0,
+        )
+        return self.resid_drop(self.proj(a.transpose(1, 2).reshape(b, t, self.dim)))
+
+    def step(self, x: Tensor, cache: Tensor, pos: int) -> Tensor:
+        """One decode step: ``x`` [B, dim] is the token at ``pos``; its key and value are
+        written into ``cache`` in place and it attends to positions ``0 .. pos``."""
+        b = x.shape[0]
+        qkv = F.linear(x, self.qkv.weight, self.qkv.bias).view(b, 3, self.heads, self.head_dim)
+        cache[:, :, :, pos] = qkv[:, 1:]
+        a = F.scaled_dot_product_attention(
+            qkv[:, 0].unsqueeze(2), cache[:, 0, :, : pos + 1], cache[:, 1, :, : pos + 1]
+        )
+        return F.linear(a.view(b, self.dim), self.proj.weight, self.proj.bias)
+
+
+class TransformerBlock(nn.Module):
+    """Pre-LN block: ``x + attn(ln(x))`` then ``x + mlp(ln(x))`` (GPT-2 layout)."""
+
+    def __init__(
+        self, dim: int, heads: int, mlp_ratio: float = 4.0, dropout: float = 0.0,
+        causal: bool = True,
+    ):
+        super().__init__()
+        hidden = int(round(dim * mlp_ratio))
+        if hidden < 1:
+            raise ConfigError(f"mlp_ratio must give a hidden width >= 1, got {mlp_ratio}")
+        self.ln1 = nn.LayerNorm(dim)
+        self.attn = SelfAttention(dim, heads, dropout, causal)
+        self.ln2 = nn.LayerNorm(dim)
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+        self.mlp_drop = nn.Dropout(dropout)
+
+    def mlp(self, x: Tensor) -> Tensor:
+        return self.mlp_drop(self.fc2(F.gelu(self.fc1(x))))
+
+    def forward(self, x: Tensor, cache: Tensor | None = None, start: int = 0) -> Tensor:
+        x = x + self.attn(self.ln1(x), cache, start)
+        return x + self.mlp(self.ln2(x))
+
+    def step(self, x: Tensor, cache: Tensor, pos: int) -> Tensor:
+        """Decode one token ``x`` [B, dim] at ``pos`` (eval only: no dropout, no hooks)."""
+        ln1, ln2 = self.ln1, self.ln2
+        x = x + self.attn.step(
+            F.layer_norm(x, ln1.normalized_shape, ln1.weight, ln1.bias, ln1.eps), cache, pos
+        )
+        h = F.layer_norm(x, ln2.normalized_shape, ln2.weight, ln2.bias, ln2.eps)
+        h = F.gelu(F.linear(h, self.fc1.weight, self.fc1.bias))
+        return x + F.linear(h, self.fc2.weight, self.fc2.bias)

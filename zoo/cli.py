@@ -179,13 +179,14 @@ def cmd_nll(args) -> int:
     mean = nll.mean().item()
     stderr = nll.std().item() / math.sqrt(len(nll)) if len(nll) > 1 else float("nan")
     kind = model.likelihood
-    desc = ", ".join(f"{k}={v}" for k, v in options.items())
+    detail = model.describe_nll(**options)
     print(f"{model.name} on {dataset} {args.split} ({len(nll)} images): "
-          f"{mean:.4f} ± {stderr:.4f} bits/dim ({kind}{f', {desc}' if desc else ''})")
+          f"{mean:.4f} ± {stderr:.4f} bits/dim ({detail})")
     if args.json:
         Path(args.json).write_text(json.dumps({
             "model": model.name, "dataset": dataset, "split": args.split, "n": len(nll),
-            "nll_bpd": mean, "stderr": stderr, "kind": kind, "options": options,
+            "nll_bpd": mean, "stderr": stderr, "kind": kind, "detail": detail,
+            "options": options,
         }, indent=2))
     return 0
 

@@ -145,6 +145,10 @@ class GenerativeModel(nn.Module):
             f"{self.name} ({self.family}) defines no likelihood, so it has no NLL"
         )
 
+    def describe_nll(self, **options) -> str:
+        """What ``nll(x, **options)`` computes, in words (printed beside the figure)."""
+        return self.likelihood or "none"
+
     def ema_module(self) -> nn.Module:
         """The part whose weights the Trainer averages (EMA) and uses for sampling."""
         return self

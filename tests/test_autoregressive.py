@@ -299,7 +299,18 @@ def test_learns_mnist(tmp_path):
     x, _ = zoo.data.load("mnist", "test")
     nll = trained.nll(x[:200]).mean().item()
     assert nll < 1.6, nll
-    s = trained.sample(4, generator=torch.Generator().manual_seed(0))
+    s = trained.sample(200, generator=torch.Generator().manual_seed(0), batch_size=200)
     black = (s == 0).float().mean().item()
     bright = (s >= 128).float().mean().item()
     assert 0.6 < black < 0.98 and 0.01 < bright < 0.4, (black, bright)
+
+    # FID with the project's MNIST classifier, 200 samples vs the test split: measured 61.7
+    # for these 60 steps and 352.8 for the untrained model
+    from zoo import metrics
+
+    torch.manual_seed(0)
+    untrained = zoo.create("ar-transformer", dataset="mnist")
+    base = untrained.sample(200, generator=torch.Generator().manual_seed(0), batch_size=200)
+    fid = {name: metrics.fid(images, "mnist", extractor="mnist-classifier")
+           for name, images in (("trained", s), ("untrained", base))}
+    assert fid["untrained"] > 250 and fid["trained"] < 120, fid

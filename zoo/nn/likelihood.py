@@ -48,23 +48,57 @@ def log_sigmoid(z: Tensor) -> Tensor:
 def discretized_logistic_log_prob(x_unit: Tensor, mean: Tensor, log_scale: Tensor) -> Tensor:
     """Elementwise log P(bin of x) under a logistic(mean, exp(log_scale)) on [-1, 1].
 
-    ``x_unit`` holds data already mapped by ``to_unit``. Edge bins take the tails.
+    ``x_unit`` holds data already mapped by ``to_unit`` (no gradient flows to it); ``mean``
+    and ``log_scale`` broadcast against it. Edge bins take the tails.
     """
-    # With a = (x - mean + h) / s and b = (x - mean - h) / s, the bin's mass is
-    # sigmoid(a) - sigmoid(b) = sigmoid(a) * sigmoid(-b) * (1 - exp(-2h / s)), so its log is
-    # logsig(a) + logsig(-b) + log(-expm1(-2h / s)): no cancellation, two logsigmoids.
-    # The lowest bin keeps only logsig(a) (mass below), the highest only logsig(-b).
-    inv_s = torch.exp(-log_scale)
-    centered = (x_unit - mean) * inv_s
-    below_top = (x_unit < 0.999).to(centered.dtype)
-    above_bottom = (x_unit > -0.999).to(centered.dtype)
-    width = inv_s * (2 * BIN_HALF_WIDTH)
-    log_width = torch.log(-torch.expm1(-width))
-    return (
-        below_top * log_sigmoid(centered + BIN_HALF_WIDTH * inv_s)
-        + above_bottom * log_sigmoid(BIN_HALF_WIDTH * inv_s - centered)
-        + below_top * above_bottom * log_width
-    )
+    return _DiscretizedLogistic.apply(x_unit, mean, log_scale)
+
+
+class _DiscretizedLogistic(torch.autograd.Function):
+    """The bin's log-mass with a hand-written backward: a third of the elementwise kernels
+    autograd would run through the same formula, which matters on CPU where a VAE step is
+    small.
+
+    With s = exp(log_scale), c = (x - mean) / s, k = h / s (h the bin's half width), the
+    bin's mass is sigmoid(c + k) - sigmoid(c - k) = sigmoid(c + k) sigmoid(k - c)
+    (1 - exp(-2k)), so its log is logsig(c + k) + logsig(k - c) + log(-expm1(-2k)): no
+    cancellation. The lowest bin keeps only logsig(c + k) (the mass below), the highest only
+    logsig(k - c). Derivatives: d/dc = sigmoid(-(c + k)) - sigmoid(-(k - c)) on the kept
+    terms; d/dk = their sum plus 2 / expm1(2k) for the width term; c and k scale as 1/s, so
+    d/dlog_scale = -(c d/dc + k d/dk) and d/dmean = -d/dc / s.
+    """
+
+    @staticmethod
+    def forward(ctx, x, mean, log_scale):
+        inv_s = torch.exp(-log_scale)
+        k = inv_s * BIN_HALF_WIDTH
+        c = (x - mean) * inv_s
+        # float masks: multiplying by them is 10x faster than masked_fill on CPU
+        keep_a = (x < 0.999).to(c.dtype)  # not the top bin: the mass below the bin counts
+        keep_b = (x > -0.999).to(c.dtype)  # not the bottom bin: the mass above counts
+        interior = keep_a * keep_b
+        a, b = c + k, k - c
+        out = log_sigmoid(a).mul_(keep_a)
+        out.addcmul_(log_sigmoid(b), keep_b)
+        out.addcmul_(torch.log(-torch.expm1(-2.0 * k)), interior)
+        ctx.save_for_backward(a, b, c, k, inv_s, keep_a, keep_b, interior)
+        ctx.shapes = (mean.shape, log_scale.shape)
+        ctx.needs = ctx.needs_input_grad[1:]
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, b, c, k, inv_s, keep_a, keep_b, interior = ctx.saved_tensors
+        mean_shape, scale_shape = ctx.shapes
+        ga = torch.sigmoid(-a).mul_(keep_a).mul_(grad)
+        gb = torch.sigmoid(-b).mul_(keep_b).mul_(grad)
+        grad_mean = grad_scale = None
+        if ctx.needs[0]:
+            grad_mean = ((gb - ga) * inv_s).sum_to_size(mean_shape)
+        if ctx.needs[1]:
+            dk = (ga + gb).addcmul_(interior * grad, 2.0 / torch.expm1(2.0 * k))
+            grad_scale = -(c * (ga - gb)).addcmul_(k, dk).sum_to_size(scale_shape)
+        return None, grad_mean, grad_scale
 
 
 def discretized_gaussian_log_prob(x_unit: Tensor, mean: Tensor, log_scale: Tensor) -> Tensor:

@@ -464,3 +464,15 @@ def test_trained_samples_look_like_mnist(trained, tmp_path):
     # measured: trained 26.9, untrained 566; 200 s of GPU training reach 0.96 at n=10000
     # (README)
     assert fid["untrained"] > 300 and fid["trained"] < 60, fid
+
+
+def test_cuda_graph_option_is_checked():
+    m = tiny(timesteps=10)
+    with pytest.raises(ConfigError, match="CUDA"):
+        m.sample(1, sampler="ddim", steps=2, cuda_graph=True)
+    with pytest.raises(ConfigError, match="true or false"):
+        m.sample(1, sampler="ddim", steps=2, cuda_graph="maybe")
+    a = m.sample(2, sampler="ddim", steps=2, cuda_graph="false",
+                 generator=torch.Generator().manual_seed(0))
+    b = m.sample(2, sampler="ddim", steps=2, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(a, b)  # "auto" is eager on the CPU

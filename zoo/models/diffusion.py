@@ -36,6 +36,7 @@ NLL_MODES = ("estimate", "exact")
 PROPOSALS = ("importance", "uniform")
 COSINE_S = 0.008
 MAX_BETA = 0.999
+GRAPH_NOISE_BYTES = 1 << 30  # a captured sampler pre-draws its noise; beyond this, eager
 
 
 @dataclass
@@ -354,26 +355,30 @@ class DDPM(GenerativeModel):
     def sample(self, n, *, generator=None, sampler: str = "ddpm", steps: int | None = None,
                eta: float | None = None, spacing: str | None = None,
                variance: str | None = None, clip_x0: bool = True, batch_size: int = 256,
-               **opts) -> Tensor:
+               cuda_graph="auto", **opts) -> Tensor:
         """n uint8 images from x_T ~ N(0, I).
 
         ``sampler="ddpm"``: ancestral, all T steps, ``variance="beta_tilde"`` (default) or
         ``"beta"``. ``sampler="ddim"``: ``steps`` S (default 50), ``eta`` (default 0:
         deterministic), ``spacing`` ``"trailing"`` (default), ``"leading"`` or
         ``"linspace"``. ``clip_x0`` clips each predicted x0 to [-1, 1]; ``batch_size``
-        images are denoised at a time.
+        images are denoised at a time. ``cuda_graph`` replays the whole sampling loop as one
+        captured CUDA graph: the same samples for the same generator, without a kernel
+        launch from Python per operation; ``"auto"`` (default) does so on CUDA from the
+        second batch of the same shape and options on (the first runs eagerly).
         """
         return from_unit(self.sample_unit(
             n, generator=generator, sampler=sampler, steps=steps, eta=eta, spacing=spacing,
-            variance=variance, clip_x0=clip_x0, batch_size=batch_size, **opts))
+            variance=variance, clip_x0=clip_x0, batch_size=batch_size, cuda_graph=cuda_graph,
+            **opts))
 
     @torch.inference_mode()
     def sample_unit(self, n, *, generator=None, sampler: str = "ddpm", steps=None, eta=None,
                     spacing=None, variance=None, clip_x0=True, batch_size=256,
-                    **opts) -> Tensor:
+                    cuda_graph="auto", **opts) -> Tensor:
         """Like ``sample`` but returns the float samples in [-1, 1] (before quantization)."""
         if opts:
-            valid = "sampler, steps, eta, spacing, variance, clip_x0, batch_size"
+            valid = "sampler, steps, eta, spacing, variance, clip_x0, batch_size, cuda_graph"
             raise ConfigError(
                 f"unknown sampler option(s) {', '.join(sorted(opts))} for {self.name}; "
                 f"valid: {valid}"
@@ -383,19 +388,34 @@ class DDPM(GenerativeModel):
         if n < 0 or batch_size < 1:
             raise ConfigError(f"need n >= 0 and batch_size >= 1, got {n=}, {batch_size=}")
         clip_x0 = _as_bool(clip_x0, "clip_x0")
+        on_cuda = self.device.type == "cuda"
+        auto = cuda_graph == "auto"
+        graph = on_cuda if auto else _as_bool(cuda_graph, "cuda_graph")
+        if graph and not on_cuda:
+            raise ConfigError(
+                f"cuda_graph=true needs the model on a CUDA device, not {self.device}")
+        key = (sampler, steps, eta, spacing, variance, clip_x0)
         plan = self.make_plan(sampler, steps, eta, spacing, variance)
         was_training = self.training
         self.eval()
         try:
             dev = self.device
             gen = self._generator_for(generator, dev)
-            out = [self._denoise(plan, min(batch_size, n - s), gen, clip_x0)
-                   for s in range(0, n, batch_size)]
+            out = []
+            for start in range(0, n, batch_size):
+                b = min(batch_size, n - start)
+                # "auto" captures a loop the second time it runs (in this call or an
+                # earlier one): a one-off batch is not worth a capture
+                seen = self.__dict__.setdefault("_graph_seen", set())
+                use_graph = graph and (not auto or (*key, b) in seen)
+                seen.add((*key, b))
+                denoise = self._denoise_graphed if use_graph else self._denoise
+                out.append(denoise(plan, b, gen, clip_x0, key))
         finally:
             self.train(was_training)
         return torch.cat(out) if out else torch.empty(0, *self.image_shape)
 
-    def _denoise(self, plan: SamplingPlan, b: int, gen, clip_x0: bool) -> Tensor:
+    def _denoise(self, plan: SamplingPlan, b: int, gen, clip_x0: bool, key=None) -> Tensor:
         dev = self.device
         x = torch.randn((b, *self.image_shape), generator=gen, device=dev)
         for i in range(len(plan)):
@@ -403,6 +423,48 @@ class DDPM(GenerativeModel):
             z = torch.randn(x.shape, generator=gen, device=dev) if plan.noisy[i] else None
             x, _ = self.step(plan, i, x, eps, z, clip_x0)
         return x
+
+    def _loop(self, plan: SamplingPlan, x: Tensor, zs: Tensor, clip_x0: bool) -> Tensor:
+        """The sampling loop over given initial noise and per-step noise (for capture)."""
+        j = 0
+        for i in range(len(plan)):
+            eps = self.net(x, plan.t[i:i + 1]).float()
+            z = zs[j] if plan.noisy[i] else None
+            j += plan.noisy[i]
+            x, _ = self.step(plan, i, x, eps, z, clip_x0)
+        return x
+
+    def _denoise_graphed(self, plan: SamplingPlan, b: int, gen, clip_x0: bool, key) -> Tensor:
+        """``_denoise`` as one CUDA graph, captured once per (sampler options, batch size,
+        autocast state, weights) and replayed. The noise is drawn before the replay in the
+        order ``_denoise`` draws it, so both give the same samples for the same generator."""
+        dev = self.device
+        if sum(plan.noisy) * b * self.dims * 4 > GRAPH_NOISE_BYTES:
+            return self._denoise(plan, b, gen, clip_x0)  # the noise would not fit comfortably
+        params = tuple(p.data_ptr() for p in self.net.parameters())
+        key = (*key, b, torch.is_autocast_enabled("cuda"), params)
+        cache = self.__dict__.setdefault("_graphs", {})
+        if key not in cache:
+            while len(cache) >= 4:  # each graph holds its own memory pool
+                cache.pop(next(iter(cache)))
+            x_in = torch.zeros((b, *self.image_shape), device=dev)
+            zs = torch.zeros((sum(plan.noisy), b, *self.image_shape), device=dev)
+            side = torch.cuda.Stream(dev)
+            side.wait_stream(torch.cuda.current_stream(dev))
+            with torch.cuda.stream(side):  # warm-up, one step: lazy inits outside the capture
+                self._loop(SamplingPlan(plan.t[:1], plan.r1, plan.r2, plan.a, plan.b,
+                                        plan.sigma, plan.noisy[:1]), x_in, zs, clip_x0)
+            torch.cuda.current_stream(dev).wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                x_out = self._loop(plan, x_in, zs, clip_x0)
+            cache[key] = (graph, plan, x_in, zs, x_out)
+        graph, _, x_in, zs, x_out = cache[key]
+        x_in.copy_(torch.randn(x_in.shape, generator=gen, device=dev))
+        for j in range(zs.shape[0]):
+            zs[j].copy_(torch.randn(x_in.shape, generator=gen, device=dev))
+        graph.replay()
+        return x_out.clone()
 
     # -- likelihood ----------------------------------------------------------------------
     def prior_nats(self, x0: Tensor) -> Tensor:

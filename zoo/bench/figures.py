@@ -93,6 +93,10 @@ def quality_vs_speed(ds: str, rows: list[dict], path: Path) -> Path | None:
     if min(fids) > 0 and max(fids) / min(fids) > 20:
         ax.set_yscale("log")
         _plain_ticks(ax, "y")
+        ax.set_ylim(min(fids) / 1.3, max(fids) * 1.6)  # room for the labels above the points
+    else:
+        span = max(max(fids) - min(fids), 0.1 * max(abs(max(fids)), 1e-6))
+        ax.set_ylim(min(fids) - 0.08 * span, max(fids) + 0.15 * span)
     _plain_ticks(ax, "x")
     lo, hi = min(s for *_, s in pts), max(s for *_, s in pts)
     ax.set_xlim(lo / 1.6, hi * 4)  # room for the labels right of the points
@@ -104,6 +108,8 @@ def quality_vs_speed(ds: str, rows: list[dict], path: Path) -> Path | None:
     handles += [Line2D([], [], color="black", marker=m, ls="", label=f"sampler {k}")
                 for k, m in SAMPLER_MARKERS.items()
                 if any(str(r.get("sampler")) == k for r, *_ in pts)]
+    if any(str(r.get("sampler")) not in SAMPLER_MARKERS for r, *_ in pts):
+        handles.append(Line2D([], [], color="black", marker="^", ls="", label="other sampler"))
     if len(front) > 1:
         handles.append(Line2D([], [], color="gray", ls="--", label="Pareto front"))
     ax.legend(handles=handles, loc="best", fontsize=8, title="family / sampler",
@@ -226,7 +232,10 @@ def training_curves(ds: str, rows: list[dict], run_dir: Path, path: Path) -> Pat
         ax.set_title(f"{r.get('model')} ({r.get('family')})", fontsize=10)
         ax.set_xlabel("training step")
         bpd = all(k.endswith("_bpd") for k in curves)
-        ax.set_ylabel("loss (bits per dim)" if bpd else "loss, as logged")
+        ax.set_ylabel("loss (bits per dim)" if bpd else "logged value (losses, scores)")
+        ys = [y for _, v in curves.values() for y in v]
+        if min(ys) > 0 and max(ys) / min(ys) > 20:
+            ax.set_yscale("log")
         ax.legend(fontsize=7)
         ax.grid(True, alpha=0.3)
     for ax in list(axes.flat)[len(runs):]:

@@ -160,7 +160,8 @@ def fmt_params(v) -> str:
     return f"{v:.0f}"
 
 
-def fmt_nll(row: dict) -> str:
+def fmt_nll(row: dict, unit: str = "") -> str:
+    """"1.234 ± 0.004 (exact)", "≤ 1.300 (bound)" (an upper bound), or n/a."""
     v = row.get("nll_bpd")
     if not present(v):
         return NA
@@ -168,7 +169,7 @@ def fmt_nll(row: dict) -> str:
     text = f"{'≤ ' if kind == 'bound' else ''}{v:.3f}"
     if present(row.get("nll_stderr")):
         text += f" ± {row['nll_stderr']:.3f}"
-    return f"{text} ({kind})"
+    return f"{text}{unit} ({kind})"
 
 
 def by_dataset(rows: Iterable[dict]) -> dict[str, list[dict]]:
@@ -309,13 +310,14 @@ def summary(rows: list[dict]) -> list[str]:
             out.append(f"| sample quality: lowest FID | {NA} | no row has a FID |")
         models = per_model(ds_rows)
         nll_rows = [r for r in models if present(r.get("nll_bpd"))]
-        kinds = sorted({r.get("nll_kind") or "?" for r in nll_rows})
+        kinds = sorted({r.get("nll_kind") or "?" for r in nll_rows},
+                       key=lambda k: (k != "exact", k != "bound", k))
         for kind in kinds:
             kr = [r for r in nll_rows if (r.get("nll_kind") or "?") == kind]
             b = min(kr, key=lambda r: r["nll_bpd"])
             what = {"exact": "exact", "bound": "upper bound"}.get(kind, kind)
             out.append(
-                f"| likelihood: lowest NLL ({what}) | {b['model']} | {fmt_nll(b)} bpd |"
+                f"| likelihood: lowest NLL ({what}) | {b['model']} | {fmt_nll(b, ' bpd')} |"
             )
         if not nll_rows:
             out.append(f"| likelihood: lowest NLL | {NA} | no model has an NLL |")
@@ -433,10 +435,17 @@ def environment(rows: list[dict]) -> list[str]:
           ("timestamp", "measured")]
     for col, what in ev:
         vals = _distinct(rows, col)
-        if col == "timestamp":
-            ts = sorted(v for v in vals if v != NA)
-            vals = [f"{ts[0]} to {ts[-1]}"] if ts else [NA]
-        out.append(f"- {what}: {', '.join(vals)}")
+        if len(vals) > 1 and NA in vals:  # e.g. no NLL images for a GAN
+            vals.remove(NA)
+        if col == "timestamp" and len(vals) > 1:
+            text = f"{min(vals)} to {max(vals)}"
+        elif len(vals) > 1:  # say which dataset has which (an extractor per dataset)
+            per = {v: [ds for ds, rs in by_dataset(rows).items() if v in _distinct(rs, col)]
+                   for v in vals}
+            text = "; ".join(f"{v} ({', '.join(ds)})" for v, ds in per.items())
+        else:
+            text = vals[0]
+        out.append(f"- {what}: {text}")
     out.append("")
     return out
 

@@ -292,6 +292,24 @@ def test_report_of_a_missing_or_corrupt_run(tmp_path):
     (tmp_path / "results.jsonl").write_text(json.dumps(make_rows()[0]) + "\n{\"dataset\": \n")
     with pytest.raises(ConfigError, match="line 2"):
         write_report(tmp_path)
+    (tmp_path / "results.jsonl").write_text("[1, 2]\n")
+    with pytest.raises(ConfigError, match="not a JSON object"):
+        write_report(tmp_path)
+
+
+def test_report_of_a_run_killed_mid_write(tmp_path):
+    """A partial unterminated last line is left out of the report (and said so), but the
+    CI gate refuses it."""
+    rows = make_rows()
+    write_run(tmp_path, rows, grids=False, losses=False)
+    with (tmp_path / "results.jsonl").open("a") as f:
+        f.write(json.dumps(rows[0])[:40])
+    md = write_report(tmp_path).read_text()
+    assert "line 13 of `results.jsonl` is a partial row" in md
+    with (tmp_path / "results.csv").open() as f:
+        assert len(list(csv.DictReader(f))) == 12
+    with pytest.raises(ConfigError, match="line 13 is not valid JSON"):
+        compare_dirs(tmp_path, tmp_path)
 
 
 # ----------------------------------------------------------------------------- compare

@@ -12,9 +12,10 @@ import math
 import re
 from pathlib import Path
 
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FuncFormatter, NullFormatter
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
 from .report import (
     by_dataset,
@@ -70,6 +71,48 @@ def _save(fig: Figure, path: Path) -> Path:
     return path
 
 
+# where a point's label may go, in points from the point: right above, right below, left
+# above, left below, then further out
+_LABEL_SPOTS = [(7, 4, "left", "bottom"), (7, -4, "left", "top"), (-7, 4, "right", "bottom"),
+                (-7, -4, "right", "top"), (7, 16, "left", "bottom"), (7, -16, "left", "top"),
+                (-7, 16, "right", "bottom"), (-7, -16, "right", "top"),
+                (7, 30, "left", "bottom"), (7, -30, "left", "top")]
+
+
+def _place_labels(fig: Figure, ax, items: list[tuple[tuple[float, float], str]]) -> None:
+    """Label points without overlapping each other or the points: for each label, the
+    first spot of _LABEL_SPOTS whose box is free and inside the axes (else the first)."""
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    taken = []
+    for xy, _ in items:  # the markers
+        x, y = ax.transData.transform(xy)
+        taken.append((x - 6, y - 6, x + 6, y + 6))
+    frame = ax.get_window_extent(renderer)
+    for xy, text in items:
+        best = None
+        for dx, dy, ha, va in _LABEL_SPOTS:
+            ann = ax.annotate(text, xy, xytext=(dx, dy), textcoords="offset points",
+                              fontsize=8, ha=ha, va=va, zorder=4,
+                              bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none",
+                                    "alpha": 0.75})
+            bb = ann.get_window_extent(renderer)
+            box = (bb.x0, bb.y0, bb.x1, bb.y1)
+            inside = (bb.x0 >= frame.x0 and bb.x1 <= frame.x1 and bb.y0 >= frame.y0
+                      and bb.y1 <= frame.y1)
+            free = not any(box[0] < t[2] and t[0] < box[2] and box[1] < t[3] and t[1] < box[3]
+                           for t in taken)
+            if free and inside:
+                if best is not None:
+                    best[0].remove()
+                best = (ann, box)
+                break
+            if best is None:
+                best = (ann, box)
+            else:
+                ann.remove()
+        taken.append(best[1])
+
+
 def quality_vs_speed(ds: str, rows: list[dict], path: Path) -> Path | None:
     bs, common = speed_batch(rows)
     pts = [(r, float(r["fid"]), speed(r, bs)) for r in rows if present(r.get("fid"))]
@@ -81,9 +124,6 @@ def quality_vs_speed(ds: str, rows: list[dict], path: Path) -> Path | None:
     for r, f, s in pts:
         ax.scatter(s, f, color=_color(r), marker=_marker(r), s=60, zorder=3,
                    edgecolor="black", linewidth=0.5)
-    for i, (r, f, s) in enumerate(sorted(pts, key=lambda t: (t[2], t[1]))):
-        ax.annotate(f"{r.get('model')}\n{variant(r)}", (s, f), fontsize=8,
-                    xytext=(7, 6 if i % 2 == 0 else -16), textcoords="offset points")
     front = sorted((speed(r, bs), float(r["fid"])) for r in pareto_front(rows, bs))
     if len(front) > 1:
         ax.plot([s for s, _ in front], [f for _, f in front], color="gray",
@@ -100,6 +140,7 @@ def quality_vs_speed(ds: str, rows: list[dict], path: Path) -> Path | None:
     _plain_ticks(ax, "x")
     lo, hi = min(s for *_, s in pts), max(s for *_, s in pts)
     ax.set_xlim(lo / 1.6, hi * 4)  # room for the labels right of the points
+    _place_labels(fig, ax, [((s, f), f"{r.get('model')}\n{variant(r)}") for r, f, s in pts])
     at = f"at batch size {bs}" if common else "at each row's largest batch size"
     ax.set_xlabel(f"sampling throughput {at} (images/s, log scale)")
     ax.set_ylabel("FID (lower is better)")
@@ -231,6 +272,11 @@ def training_curves(ds: str, rows: list[dict], run_dir: Path, path: Path) -> Pat
                     marker="." if len(xs) < 20 else None, label=k)
         ax.set_title(f"{r.get('model')} ({r.get('family')})", fontsize=10)
         ax.set_xlabel("training step")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        steps = {x for xs, _ in curves.values() for x in xs}
+        if len(steps) == 1:  # one log point: a window around it, integer ticks
+            (x,) = steps
+            ax.set_xlim(x - 1, x + 1)
         bpd = all(k.endswith("_bpd") for k in curves)
         ax.set_ylabel("loss (bits per dim)" if bpd else "logged value (losses, scores)")
         ys = [y for _, v in curves.values() for y in v]

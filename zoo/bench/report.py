@@ -37,11 +37,14 @@ def results_path(path: Path | str) -> Path:
     return path / RESULTS_FILE if path.is_dir() else path
 
 
-def read_results(path: Path | str) -> list[dict]:
+def read_results(path: Path | str, partial_tail: list | None = None) -> list[dict]:
     """The rows of a run directory's ``results.jsonl`` (or of that file given directly).
 
     Raises ConfigError naming the file (and line) when it is missing, empty or corrupt.
-    A key measured twice (a row appended again) keeps its last row.
+    A key measured twice (a row appended again) keeps its last row. With ``partial_tail``
+    (a list), an unterminated invalid last line (a run killed mid-write; rerunning zoo bench
+    measures that row again) is left out and its line number appended to the list;
+    without it, that is an error too.
     """
     file = results_path(path)
     if not file.exists():
@@ -57,12 +60,16 @@ def read_results(path: Path | str) -> list[dict]:
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"cannot read {file}: {e}") from e
     rows: dict[tuple, dict] = {}
-    for lineno, line in enumerate(text.splitlines(), 1):
+    lines = text.splitlines()
+    for lineno, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError as e:
+            if partial_tail is not None and lineno == len(lines) and not text.endswith("\n"):
+                partial_tail.append(lineno)
+                continue
             raise ConfigError(
                 f"{file} line {lineno} is not valid JSON ({e.msg}); the file is corrupt "
                 "(an interrupted write leaves a partial last line: delete that line and rerun "
@@ -478,12 +485,17 @@ def write_report(run_dir: Path | str) -> Path:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ConfigError(f"{run_dir} is not a directory; give a zoo bench output directory")
-    rows = read_results(run_dir)
+    partial: list[int] = []
+    rows = read_results(run_dir, partial_tail=partial)
     write_csv(rows, run_dir / CSV_FILE)
     figs = figures.write_figures(rows, run_dir, run_dir / FIGURES_DIR)
 
     suites = ", ".join(_distinct(rows, "suite"))
     md = [f"# Benchmark report: {suites}", ""]
+    if partial:
+        md += [f"Note: line {partial[0]} of `{RESULTS_FILE}` is a partial row (the run was "
+               "stopped mid-write) and is left out; rerun the same `zoo bench` command to "
+               "measure it and finish the suite.", ""]
     md += summary(rows)
     md += ["## Results", "",
            "One row per model and sampler variant; `n/a` where a figure does not exist "

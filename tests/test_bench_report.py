@@ -399,6 +399,19 @@ def test_compare_lists_rows_in_one_run_only(tmp_path):
     assert not regressed and "rows in NEW only" in text and "ddim, 100 steps" in text
 
 
+def test_compare_warns_when_the_evaluation_differs(tmp_path):
+    rows = make_rows()
+    base = write_run(tmp_path / "base", rows, grids=False, losses=False)
+    new_rows = copy.deepcopy(rows)
+    for r in new_rows:
+        r["n_samples"] = 5000
+    text, regressed = compare_dirs(base, write_run(tmp_path / "new", new_rows, grids=False,
+                                                   losses=False))
+    assert not regressed
+    assert "warning: n_samples differs between the runs in 12 row(s)" in text
+    assert "warning" not in compare_dirs(base, base)[0]
+
+
 def test_compare_a_metric_that_vanished_is_a_regression(tmp_path):
     rows = make_rows()
     base = write_run(tmp_path / "base", rows, grids=False, losses=False)
@@ -451,3 +464,17 @@ def test_read_results_keeps_the_last_row_of_a_key(tmp_path):
     got = read_results(tmp_path)
     assert len(got) == 12
     assert next(r for r in got if schema.row_key(r) == schema.row_key(again))["fid"] == 1.0
+
+
+def test_pareto_front_ties():
+    from zoo.bench.report import pareto_front
+
+    def row(name, fid, speed):
+        return {"model": name, "fid": fid, "sample_images_per_s": {"8": speed}}
+
+    rows = [row("a", 10.0, 100.0), row("b", 10.0, 50.0),  # b: same FID, slower
+            row("c", 20.0, 100.0),  # c: same speed, worse FID
+            row("d", 5.0, 10.0), row("e", 30.0, 1000.0), row("f", None, 5000.0)]
+    assert [r["model"] for r in pareto_front(rows, 8)] == ["d", "a", "e"]
+    assert [r["model"] for r in pareto_front(rows + [row("g", 10.0, 100.0)], 8)] == \
+        ["d", "a", "g", "e"]  # an identical point is not beaten: both stay

@@ -36,6 +36,10 @@ DEFAULT_TOLERANCES: dict[str, Tolerance] = {
     "nll_bpd": ("abs", 0.02),
 }
 
+# settings under which quality figures are measured: a change makes them incomparable
+EVAL_SETTINGS = ("extractor", "extractor_hash", "ref_split", "n_samples", "n_reference",
+                 "nll_images")
+
 _NUMBER = re.compile(r"^[+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?$")
 
 
@@ -204,6 +208,16 @@ def compare_dirs(base, new, tolerances: dict | None = None) -> tuple[str, bool]:
            f"new:  {new}", f"  {_env(list(new_rows.values()))}",
            "gated: " + (", ".join(f"{m} {_fmt_tol(t)}" for m, t in tol.items()) or "nothing"),
            ""]
+    differ = {}
+    for k in common:
+        for col in EVAL_SETTINGS:
+            if base_rows[k].get(col) != new_rows[k].get(col):
+                differ.setdefault(col, []).append(_row_name(base_rows[k]))
+    for col, names in differ.items():
+        out.append(f"warning: {col} differs between the runs in {len(names)} row(s) (e.g. "
+                   f"{names[0]}): their quality figures are not measured the same way")
+    if differ:
+        out.append("")
     if len(lines) > 1:
         out += _table(lines)
     else:

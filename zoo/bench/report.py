@@ -492,6 +492,10 @@ def write_report(run_dir: Path | str) -> Path:
 
     suites = ", ".join(_distinct(rows, "suite"))
     md = [f"# Benchmark report: {suites}", ""]
+    if (run_dir / "suite.toml").is_file():
+        md += ["Suite: [`suite.toml`](suite.toml) (a copy of the suite that was run; "
+               "`zoo bench suite.toml --out DIR` measures it again, and "
+               "`zoo compare THIS_DIR DIR` compares the two).", ""]
     if partial:
         md += [f"Note: line {partial[0]} of `{RESULTS_FILE}` is a partial row (the run was "
                "stopped mid-write) and is left out; rerun the same `zoo bench` command to "

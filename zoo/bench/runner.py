@@ -179,10 +179,10 @@ def measure_variant(
     """Sample quality, a sample grid and sampling speed of one sampler variant."""
     from .. import metrics
 
-    ev, tm = entry.evaluation, entry.timing
+    ev, tm = entry.evaluation, variant.timing or entry.timing
+    n = variant.n_samples or ev.n_samples
     gen = torch.Generator(device=model.device).manual_seed(seed)
-    samples = metrics.draw_samples(model, ev.n_samples, ev.batch_size, generator=gen,
-                                   **variant.options)
+    samples = metrics.draw_samples(model, n, ev.batch_size, generator=gen, **variant.options)
     result = metrics.evaluate(
         samples, dataset, ev.ref_split, ev.extractor, metrics=ev.metrics,
         batch_size=ev.batch_size, seed=seed, device=model.device, n_reference=ev.n_reference,

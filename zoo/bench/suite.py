@@ -37,7 +37,10 @@ id = "ddpm-tiny"               # the row's model name (default: name); must be u
 config = { timesteps = 20 }    # model config overrides
 budget = { steps = 5 }
 nll = { mode = "estimate", K = 4 }   # options of model.nll
-samplers = [{ sampler = "ddpm" }, { sampler = "ddim", steps = 5, eta = 0.0 }]
+samplers = [                   # sampler options, plus n_samples / timing for this variant
+    { sampler = "ddpm", n_samples = 50, timing = { batch_sizes = [1] } },
+    { sampler = "ddim", steps = 5, eta = 0.0 },
+]
 timing = { repeats = 2 }       # overrides [timing] for this model
 ```
 """
@@ -94,6 +97,8 @@ class Variant:
     steps: int | None
     eta: float | None
     temperature: float | None
+    n_samples: int | None = None  # overrides the model's evaluation.n_samples
+    timing: Timing | None = None  # overrides the model's timing
 
     @property
     def key(self) -> tuple:
@@ -273,11 +278,22 @@ def _train_options(ctx: _Ctx, table: dict, where: str) -> dict:
     return table
 
 
-def _variant(ctx: _Ctx, raw, family: str, where: str) -> Variant:
+def _variant(ctx: _Ctx, raw, family: str, where: str, ev: Evaluation,
+             tm: Timing) -> Variant:
     if not isinstance(raw, dict):
         raise ctx.error(where, f"must be a table like {{sampler = \"ddim\", steps = 50}}, "
                         f"got {raw!r}")
     opts = dict(raw)
+    n_samples = _get(ctx, opts, "n_samples", int, f"{where}.n_samples")
+    opts.pop("n_samples", None)
+    if n_samples is not None:
+        _check_evaluation(ctx, dataclasses.replace(ev, n_samples=n_samples), where)
+    vtiming = None
+    if "timing" in opts:
+        vtiming = _dataclass_from(ctx, Timing, _table(ctx, opts, "timing", f"{where}.timing"),
+                                  f"{where}.timing", tm)
+        _check_timing(ctx, vtiming, f"{where}.timing")
+        opts.pop("timing")
     keys = SAMPLER_KEYS.get(family, ())
     for k in ("sampler", "steps", "eta", "temperature"):
         if k in opts and k not in keys:
@@ -299,7 +315,7 @@ def _variant(ctx: _Ctx, raw, family: str, where: str) -> Variant:
     if extra:
         name += "(" + ",".join(f"{k}={v}" for k, v in sorted(extra.items())) + ")"
     return Variant(opts, name, steps, None if eta is None else float(eta),
-                   None if temperature is None else float(temperature))
+                   None if temperature is None else float(temperature), n_samples, vtiming)
 
 
 def _check_model(ctx: _Ctx, entry: ModelEntry, dataset: str, where: str) -> None:
@@ -403,21 +419,21 @@ def load_suite(path: str | Path) -> Suite:
                           f"{where}.batch_size")
         train = {**d_train, **_train_options(ctx, _table(ctx, m, "train", f"{where}.train"),
                                              f"{where}.train")}
-        samplers = _get(ctx, m, "samplers", list, f"{where}.samplers", [{}])
-        if not samplers:
-            raise ctx.error(f"{where}.samplers", "give at least one variant (or leave it out)")
-        variants = [_variant(ctx, s, family, f"{where}.samplers[{j}]")
-                    for j, s in enumerate(samplers)]
-        keys = [v.key for v in variants]
-        for j, k in enumerate(keys):
-            if k in keys[:j]:
-                raise ctx.error(f"{where}.samplers[{j}]", "repeats an earlier variant")
         ev = _dataclass_from(ctx, Evaluation, _table(ctx, m, "evaluation", f"{where}.evaluation"),
                              f"{where}.evaluation", evaluation)
         _check_evaluation(ctx, ev, f"{where}.evaluation")
         tm = _dataclass_from(ctx, Timing, _table(ctx, m, "timing", f"{where}.timing"),
                              f"{where}.timing", timing)
         _check_timing(ctx, tm, f"{where}.timing")
+        samplers = _get(ctx, m, "samplers", list, f"{where}.samplers", [{}])
+        if not samplers:
+            raise ctx.error(f"{where}.samplers", "give at least one variant (or leave it out)")
+        variants = [_variant(ctx, s, family, f"{where}.samplers[{j}]", ev, tm)
+                    for j, s in enumerate(samplers)]
+        keys = [v.key for v in variants]
+        for j, k in enumerate(keys):
+            if k in keys[:j]:
+                raise ctx.error(f"{where}.samplers[{j}]", "repeats an earlier variant")
         entry = ModelEntry(
             name=mname, id=mid, family=family,
             config=_table(ctx, m, "config", f"{where}.config"), budget=budget,

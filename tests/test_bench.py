@@ -213,7 +213,7 @@ def test_partial_training_run_is_resumed_and_changed_config_retrained(tmp_path):
     Trainer(model, "mnist", run_dir, progress=False, steps=2, batch_size=16, seed=suite.seed,
             device="cpu", ema_decay=0.0, checkpoint_every=2).fit()
     run_dir.joinpath(MARKER_FILE).write_text(json.dumps(
-        {"config_hash": config_hash(suite, entry, "mnist"), "finished": False}))
+        {"config_hash": config_hash(suite, entry, "mnist", "cpu"), "finished": False}))
     events = Events()
     run_suite(suite_path, out, progress=False, hook=events)
     assert [e for e, _ in events.log] == ["resume", "evaluate", "row"]
@@ -289,6 +289,7 @@ name = "vae-mlp"
 
 @pytest.mark.parametrize("text, key, what", [
     ("colour = 1\n" + GOOD, "colour", "unknown key"),
+    ("device = 'gpu'\n" + GOOD, "device", "must be auto, cpu, cuda or cuda:N"),
     (GOOD.replace('name = "vae-mlp"', 'name = "vae-mlp"\nbudgt = { steps = 1 }'),
      "models[1].budgt", "unknown key"),
     (GOOD.replace('name = "vae-mlp"', 'name = "vae-mlp"\nbudget = { steps = "ten" }'),
@@ -316,6 +317,10 @@ name = "vae-mlp"
     (GOOD + "[evaluation]\nn_samples = 2.5\n", "evaluation.n_samples", "must be int"),
     (GOOD.replace('name = "vae-mlp"', 'name = "gan-mlp"\nnll = { k = 5 }'), "models[1].nll",
      "defines no likelihood"),
+    (GOOD.replace('name = "vae-mlp"', 'name = "vae-mlp"\nnll = { k = 0 }'), "models[1].nll",
+     "must be >= 1"),
+    (GOOD.replace('name = "vae-mlp"', 'name = "vae-mlp"\nnll = { K = 5 }'), "models[1].nll",
+     "unknown nll option"),
     (GOOD.replace('name = "vae-mlp"', 'name = "vae-mlp"\ntrain = { steps = 5 }'),
      "models[1].train.steps", "unknown key"),
     (GOOD + "[[models]]\nname = \"ddpm\"\n", "models[2].id", "appears twice"),

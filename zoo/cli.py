@@ -221,10 +221,15 @@ def cmd_bench(args) -> int:
     """Run a benchmark suite into --out (resuming an interrupted run), then write its report."""
     from .bench.runner import run_suite
 
-    results = run_suite(
-        args.suite, args.out, device=args.device, only_model=args.only_model,
-        only_dataset=args.only_dataset, data_root=args.root,
-    )
+    try:
+        results = run_suite(
+            args.suite, args.out, device=args.device, only_model=args.only_model,
+            only_dataset=args.only_dataset, data_root=args.root,
+        )
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; the finished rows are in {Path(args.out) / 'results.jsonl'}. "
+              "Run the same command again to continue where it stopped.", file=sys.stderr)
+        return 130
     print(f"wrote {results}", file=sys.stderr)
     if args.no_report:
         return 0

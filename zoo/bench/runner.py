@@ -93,10 +93,11 @@ def _clean(value):
 
 
 # -- training ----------------------------------------------------------------------------------
-def config_hash(suite: Suite, entry: ModelEntry, dataset: str) -> str:
-    """What decides the trained weights: model, overrides, dataset, budget, options, seed."""
+def config_hash(suite: Suite, entry: ModelEntry, dataset: str, device: str) -> str:
+    """What decides the trained weights: model, overrides, dataset, budget, options, seed
+    and the device type (a CPU run is not reused on a GPU)."""
     blob = json.dumps({
-        "model": entry.name, "config": entry.config, "dataset": dataset,
+        "model": entry.name, "config": entry.config, "dataset": dataset, "device": device,
         "budget": {"steps": entry.budget.steps, "seconds": entry.budget.seconds},
         "batch_size": entry.batch_size, "train": entry.train, "seed": suite.seed,
     }, sort_keys=True, default=str)
@@ -110,7 +111,7 @@ def train_model(
     """The trained model (EMA weights, eval mode) on ``device``, its training summary and
     config hash: reused when ``run_dir`` holds a finished run of the same hash, resumed when
     it holds an unfinished one, trained from scratch otherwise."""
-    h = config_hash(suite, entry, dataset)
+    h = config_hash(suite, entry, dataset, device.type)
     marker_path = run_dir / MARKER_FILE
     marker = json.loads(marker_path.read_text()) if marker_path.is_file() else {}
     same = marker.get("config_hash") == h

@@ -48,6 +48,7 @@ timing = { repeats = 2 }       # overrides [timing] for this model
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -334,6 +335,12 @@ def _check_model(ctx: _Ctx, entry: ModelEntry, dataset: str, where: str) -> None
                 model.sample(0, generator=torch.Generator().manual_seed(0), **v.options)
         except ConfigError as e:
             raise ctx.error(f"{where}.samplers[{i}]", str(e)) from None
+    if entry.nll and entry.family != "diffusion":  # cheap: one blank image
+        try:
+            with torch.no_grad():
+                model.nll(torch.zeros(1, *model.image_shape, dtype=torch.uint8), **entry.nll)
+        except (ConfigError, TypeError, ValueError) as e:
+            raise ctx.error(f"{where}.nll", str(e)) from None
     if entry.family == "diffusion" and entry.nll:
         unknown = set(entry.nll) - {"mode", "K", "proposal", "batch_size", "clip_x0"}
         if unknown:
@@ -364,6 +371,8 @@ def load_suite(path: str | Path) -> Suite:
     name = _get(ctx, raw, "name", str, "name", path.stem)
     seed = _get(ctx, raw, "seed", int, "seed", 0)
     device = _get(ctx, raw, "device", str, "device", "auto")
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
+        raise ctx.error("device", f"must be auto, cpu, cuda or cuda:N, got {device!r}")
     datasets = _get(ctx, raw, "datasets", list, "datasets")
     if not datasets:
         raise ctx.error("datasets", "give a non-empty list of dataset names")

@@ -319,16 +319,18 @@ def _variant(ctx: _Ctx, raw, family: str, where: str, ev: Evaluation,
                    None if temperature is None else float(temperature), n_samples, vtiming)
 
 
-def _check_model(ctx: _Ctx, entry: ModelEntry, dataset: str, where: str) -> None:
-    """Build the model (checks the config overrides) and dry-run each sampler variant."""
+def _check_model(ctx: _Ctx, entry: ModelEntry, datasets: list[str], where: str) -> None:
+    """Build the model for each dataset (checks the config overrides) and dry-run each
+    sampler variant and the NLL options."""
     import torch
 
     from .. import registry
 
-    try:
-        model = registry.create(entry.name, dataset=dataset, **entry.config)
-    except ConfigError as e:
-        raise ctx.error(f"{where}.config", str(e)) from None
+    for dataset in datasets:
+        try:
+            model = registry.create(entry.name, dataset=dataset, **entry.config)
+        except (ConfigError, TypeError, ValueError) as e:
+            raise ctx.error(f"{where}.config", f"{e} (for {dataset})") from None
     for i, v in enumerate(entry.variants):
         try:
             with torch.no_grad():
@@ -451,7 +453,7 @@ def load_suite(path: str | Path) -> Suite:
         )
         if entry.nll and registry.spec(mname).cls.likelihood is None:
             raise ctx.error(f"{where}.nll", f"{mname} defines no likelihood; drop the nll table")
-        _check_model(ctx, entry, datasets[0], where)
+        _check_model(ctx, entry, datasets, where)
         models.append(entry)
     return Suite(name=name, path=path, seed=seed, device=device, datasets=datasets,
                  models=models)

@@ -1,4 +1,4 @@
-"""The `zoo` command line: list, data, train, sample, nll.
+"""The `zoo` command line: list, data, train, sample, nll, eval, bench, report, compare.
 
 Every error a user can cause prints one line (``zoo: error: ...``) and exits non-zero.
 """
@@ -217,6 +217,51 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    """Run a benchmark suite into --out (resuming an interrupted run), then write its report."""
+    from .bench.runner import run_suite
+
+    try:
+        results = run_suite(
+            args.suite, args.out, device=args.device, only_model=args.only_model,
+            only_dataset=args.only_dataset, data_root=args.root,
+        )
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; the finished rows are in {Path(args.out) / 'results.jsonl'}. "
+              "Run the same command again to continue where it stopped.", file=sys.stderr)
+        return 130
+    print(f"wrote {results}", file=sys.stderr)
+    if args.no_report:
+        return 0
+    from .bench.report import write_report
+
+    print(f"wrote {write_report(Path(args.out))}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .bench.report import write_report
+
+    run = Path(args.dir)
+    if not (run / "results.jsonl").is_file():
+        raise ConfigError(f"{run} holds no results.jsonl; run `zoo bench SUITE --out {run}` first")
+    print(f"wrote {write_report(run)}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    """Deltas of NEW against BASE; exit 1 when a metric regresses past its tolerance."""
+    from .bench.compare import compare_dirs, parse_tolerances
+
+    for d in (args.base, args.new):
+        if not (Path(d) / "results.jsonl").is_file():
+            raise ConfigError(f"{d} holds no results.jsonl (a `zoo bench --out` directory)")
+    tolerances = parse_tolerances(args.tolerance or [])
+    table, regressed = compare_dirs(Path(args.base), Path(args.new), tolerances)
+    print(table)
+    return 1 if regressed else 0
+
+
 # -- parser ------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -292,6 +337,28 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="sampler option, e.g. --set sampler=ddim --set steps=50")
     s.set_defaults(func=cmd_eval)
+
+    s = sub.add_parser("bench", help="run a benchmark suite: train, evaluate and time every "
+                       "model and sampler; rows to DIR/results.jsonl, then the report")
+    s.add_argument("suite", help="suite TOML file, e.g. benchmarks/smoke.toml")
+    s.add_argument("--out", required=True, help="output directory (rerun to resume)")
+    s.add_argument("--device", help="override the suite's device: auto, cpu, cuda, cuda:N")
+    s.add_argument("--only-model", help="run only this model (its id or name)")
+    s.add_argument("--only-dataset", help="run only this dataset")
+    s.add_argument("--no-report", action="store_true", help="skip writing the report")
+    s.set_defaults(func=cmd_bench)
+
+    s = sub.add_parser("report", help="results.csv, report.md and figures of a bench directory")
+    s.add_argument("dir", help="a `zoo bench --out` directory")
+    s.set_defaults(func=cmd_report)
+
+    s = sub.add_parser("compare", help="compare two bench directories; exit 1 on a regression")
+    s.add_argument("base", help="baseline bench directory")
+    s.add_argument("new", help="bench directory to check")
+    s.add_argument("--tolerance", nargs="+", action="extend", metavar="METRIC=TOL",
+                   help="allowed regression per metric, absolute or relative: fid=10%% "
+                   "nll_bpd=0.02")
+    s.set_defaults(func=cmd_compare)
     return p
 
 

@@ -1,0 +1,425 @@
+"""The benchmark runner: the smoke suite end to end, resuming after a kill, reuse and resume
+of training runs, suite errors that name the key, timing, and the CLI wiring."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+import zoo
+from zoo.bench import timing
+from zoo.bench.runner import (
+    MARKER_FILE,
+    config_hash,
+    read_rows,
+    run_suite,
+)
+from zoo.bench.schema import COLUMNS, DETERMINISTIC, NLL_KINDS, row_key
+from zoo.bench.suite import load_suite
+from zoo.cli import main
+from zoo.core import ConfigError
+from zoo.train import Trainer
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "benchmarks" / "smoke.toml"
+SUITES = [ROOT / "benchmarks" / f"{n}.toml" for n in ("smoke", "ci", "full")]
+
+
+class Stop(Exception):
+    """Raised by a test hook to kill a run midway."""
+
+
+class Events:
+    def __init__(self, stop_after_rows: int | None = None):
+        self.log: list[tuple[str, dict]] = []
+        self.stop_after_rows = stop_after_rows
+
+    def __call__(self, event: str, **info) -> None:
+        self.log.append((event, info))
+        if event == "row" and self.stop_after_rows is not None:
+            if self.count("row") >= self.stop_after_rows:
+                raise Stop
+
+    def count(self, event: str) -> int:
+        return sum(e == event for e, _ in self.log)
+
+    def models(self, event: str) -> list[str]:
+        return [info["model"] for e, info in self.log if e == event]
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """The smoke suite run once, uninterrupted: (out dir, rows, events)."""
+    out = tmp_path_factory.mktemp("smoke")
+    events = Events()
+    run_suite(SMOKE, out, progress=False, hook=events)
+    return out, read_rows(out / "results.jsonl"), events
+
+
+def test_smoke_suite_end_to_end(smoke):
+    out, rows, events = smoke
+    suite = load_suite(SMOKE)
+    assert len(rows) == len(list(suite.rows())) == 7
+    for row in rows:
+        assert list(row) == list(COLUMNS)
+    assert len({row_key(r) for r in rows}) == len(rows)
+    assert {r["family"] for r in rows} == {"vae", "gan", "autoregressive", "diffusion"}
+    kinds = {(r["family"], r["sampler"], r["steps"], r["eta"], r["temperature"]) for r in rows}
+    assert kinds == {
+        ("vae", "default", None, None, None),
+        ("gan", "default", None, None, None),
+        ("autoregressive", "default", None, None, 1.0),
+        ("autoregressive", "default", None, None, 0.8),
+        ("diffusion", "ddpm", 8, None, None),  # ancestral: all T=8 steps
+        ("diffusion", "ddim", 4, 0.0, None),
+        ("diffusion", "ddim", 4, 1.0, None),
+    }
+    assert events.count("train") == 4 and events.count("evaluate") == 7
+    for r in rows:
+        assert r["suite"] == "smoke" and r["dataset"] == "mnist"
+        for k in ("fid", "kid", "is", "precision", "recall"):
+            assert isinstance(r[k], float) and math.isfinite(r[k]), (r["model"], k)
+        assert r["fid"] > 0 and r["is"] >= 1.0 and 0 <= r["precision"] <= 1
+        assert r["extractor"] == "mnist-classifier" and len(r["extractor_hash"]) == 64
+        n = 100 if r["sampler"] == "ddpm" else 200  # a variant's own n_samples
+        assert (r["ref_split"], r["n_samples"], r["n_reference"]) == ("test", n, 1000)
+        assert r["train_steps"] == (2 if r["family"] == "autoregressive" else 4)
+        assert r["train_seconds"] > 0 and r["train_images_per_s"] > 0
+        assert r["params"] == zoo.create(
+            r["model"], dataset="mnist", **_config(suite, r["model"])).num_parameters()
+        assert r["nll_kind"] in NLL_KINDS
+        sizes = ["2"] if r["sampler"] == "ddpm" else ["1", "8"]  # a variant's own timing
+        assert list(r["sample_images_per_s"]) == list(r["latency_ms_p50"]) == sizes
+        for b in sizes:
+            p50, p95 = r["latency_ms_p50"][b], r["latency_ms_p95"][b]
+            assert 0 < p50 <= p95
+            assert r["sample_images_per_s"][b] == pytest.approx(int(b) / p50 * 1000)
+        assert r["latency_batch_size"] == int(sizes[-1])
+        assert r["peak_mem_mb"] > 0 and r["memory_kind"] == "cpu peak rss"
+        assert r["device"].startswith("cpu") and r["dtype"] == "float32"
+        assert r["versions"]["torch"] == torch.__version__
+        assert r["versions"]["zoo"] == zoo.__version__
+        assert r["seed"] == 0 and re.fullmatch(r"[0-9a-f]{16}", r["config_hash"])
+        grid = out / r["grid"]
+        assert grid.is_file() and grid.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    by_family = {r["family"]: r for r in rows}
+    # a GAN has no likelihood: n/a, never 0
+    gan = by_family["gan"]
+    assert (gan["nll_bpd"], gan["nll_stderr"], gan["nll_kind"], gan["nll_images"]) == (
+        None, None, "none", None)
+    assert by_family["autoregressive"]["nll_kind"] == "exact"
+    assert by_family["vae"]["nll_kind"] == by_family["diffusion"]["nll_kind"] == "bound"
+    for fam in ("vae", "autoregressive", "diffusion"):
+        r = by_family[fam]
+        assert r["nll_images"] == 64 and 0 < r["nll_bpd"] < 100 and r["nll_stderr"] > 0
+    # NLL belongs to the model: one figure in every sampler row of a model
+    ddpm = [r for r in rows if r["family"] == "diffusion"]
+    assert len({r["nll_bpd"] for r in ddpm}) == 1
+    assert len({r["fid"] for r in ddpm}) == 3
+    # the run directories hold the trained models and their config hashes
+    for r in rows:
+        marker = json.loads((out / "runs" / "mnist" / r["model"] / MARKER_FILE).read_text())
+        assert marker["finished"] and marker["config_hash"] == r["config_hash"]
+    assert (out / "suite.toml").read_text() == SMOKE.read_text()
+
+
+def _config(suite, model_id: str) -> dict:
+    return next(m.config for m in suite.models if m.id == model_id)
+
+
+def test_killed_run_resumes_without_recomputing(smoke, tmp_path):
+    _, full_rows, _ = smoke
+    out = tmp_path / "run"
+    first = Events(stop_after_rows=3)
+    with pytest.raises(Stop):
+        run_suite(SMOKE, out, progress=False, hook=first)
+    done = read_rows(out / "results.jsonl")
+    assert len(done) == 3
+    assert first.models("train") == ["vae-mlp", "gan-mlp", "ar-transformer"]
+    # the rerun (the same command) measures only the four missing rows; the transformer
+    # finished training before the kill, so it is loaded, not retrained
+    second = Events()
+    run_suite(SMOKE, out, progress=False, hook=second)
+    assert second.models("train") == ["ddpm"] and second.count("resume") == 0
+    assert second.count("evaluate") == 4 and second.count("row") == 4
+    rows = read_rows(out / "results.jsonl")
+    assert len(rows) == 7 and len({row_key(r) for r in rows}) == 7
+    assert rows[:3] == done
+    # and nothing is lost or changed: the figures equal those of the uninterrupted run
+    full = {row_key(r): r for r in full_rows}
+    for r in rows:
+        base = full[row_key(r)]
+        for k in (*DETERMINISTIC, "config_hash", "train_steps", "params", "nll_kind"):
+            assert r[k] == base[k], (r["model"], r["sampler"], k)
+    # a third run has nothing to do
+    third = Events()
+    run_suite(SMOKE, out, progress=False, hook=third)
+    assert third.log == [] and len(read_rows(out / "results.jsonl")) == 7
+
+
+TINY = """
+name = "tiny"
+seed = 3
+device = "cpu"
+datasets = ["mnist"]
+[evaluation]
+n_samples = 50
+extractor = "classifier"
+metrics = ["fid", "kid"]
+n_reference = 200
+nll_images = 16
+batch_size = 50
+grid_images = 4
+[timing]
+batch_sizes = [2]
+repeats = 2
+warmup = 0
+[[models]]
+name = "vae-mlp"
+config = {{ hidden = 32, latent_dim = 4, nll_samples = 2 }}
+budget = {{ steps = {steps} }}
+batch_size = 16
+train = {{ ema_decay = 0.0, checkpoint_every = 2 }}
+"""
+
+
+def _tiny(tmp_path: Path, steps: int = 6, name: str = "tiny.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(TINY.format(steps=steps))
+    return path
+
+
+def test_partial_training_run_is_resumed_and_changed_config_retrained(tmp_path):
+    suite_path = _tiny(tmp_path)
+    suite = load_suite(suite_path)
+    entry = suite.models[0]
+    ref = tmp_path / "ref"
+    run_suite(suite_path, ref, progress=False)
+    ref_row = read_rows(ref / "results.jsonl")[0]
+    assert ref_row["kid"] is not None and ref_row["is"] is None  # not asked for: n/a
+    assert ref_row["precision"] is None and ref_row["recall"] is None
+
+    # a run killed after 2 of its 6 steps: a checkpoint, and a marker that is not finished
+    out = tmp_path / "out"
+    run_dir = out / "runs" / "mnist" / "vae-mlp"
+    torch.manual_seed(suite.seed)
+    model = zoo.create("vae-mlp", dataset="mnist", **entry.config)
+    Trainer(model, "mnist", run_dir, progress=False, steps=2, batch_size=16, seed=suite.seed,
+            device="cpu", ema_decay=0.0, checkpoint_every=2).fit()
+    run_dir.joinpath(MARKER_FILE).write_text(json.dumps(
+        {"config_hash": config_hash(suite, entry, "mnist", "cpu"), "finished": False}))
+    events = Events()
+    run_suite(suite_path, out, progress=False, hook=events)
+    assert [e for e, _ in events.log] == ["resume", "evaluate", "row"]
+    row = read_rows(out / "results.jsonl")[0]
+    assert row["train_steps"] == 6
+    for k in ("fid", "kid", "nll_bpd", "config_hash"):  # resuming is exact
+        assert row[k] == ref_row[k], k
+
+    # a new budget is a new configuration: the old run is not reused
+    bigger = _tiny(tmp_path, steps=8, name="tiny8.toml")
+    (out / "results.jsonl").unlink()
+    events = Events()
+    run_suite(bigger, out, progress=False, hook=events)
+    row8 = read_rows(out / "results.jsonl")[0]
+    assert events.models("train") == ["vae-mlp"]
+    assert row8["train_steps"] == 8 and row8["config_hash"] != row["config_hash"]
+
+    # the results file survives a kill in the middle of a line
+    with (out / "results.jsonl").open("a") as f:
+        f.write('{"suite": "tiny", "dataset": "mni')
+    events = Events()
+    run_suite(bigger, out, progress=False, hook=events)
+    assert events.log == []
+    assert read_rows(out / "results.jsonl") == [row8]
+
+
+def test_only_model_and_dataset_filters(tmp_path):
+    suite_path = _tiny(tmp_path)
+    with pytest.raises(ConfigError, match="--only-model gan-mlp: the suite has vae-mlp"):
+        run_suite(suite_path, tmp_path / "o", only_model="gan-mlp", progress=False)
+    with pytest.raises(ConfigError, match="--only-dataset cifar10"):
+        run_suite(suite_path, tmp_path / "o", only_dataset="cifar10", progress=False)
+
+
+@pytest.mark.parametrize("suite_path", SUITES, ids=lambda p: p.name)
+def test_shipped_suites_load(suite_path):
+    suite = load_suite(suite_path)
+    rows = list(suite.rows())
+    assert rows and len({(d, m.id, v.key) for d, m, v in rows}) == len(rows)
+    families = {m.family for m in suite.models}
+    assert families == {"vae", "gan", "autoregressive", "diffusion"}
+    for m in suite.models:
+        assert m.budget.steps is not None or m.budget.seconds is not None
+    samplers = {(m.family, v.sampler, v.eta) for _, m, v in rows}
+    assert ("diffusion", "ddpm", None) in samplers
+    assert ("diffusion", "ddim", 0.0) in samplers and ("diffusion", "ddim", 1.0) in samplers
+
+
+def test_ci_suite_covers_the_issue_and_fits_the_budget():
+    suite = load_suite(SUITES[1])
+    assert suite.datasets == ["mnist", "fashion-mnist"]
+    ddpm = next(m for m in suite.models if m.family == "diffusion")
+    variants = {(v.sampler, v.steps, v.eta) for v in ddpm.variants}
+    assert {("ddim", s, 0.0) for s in (10, 20, 50, 100)} <= variants
+    assert ("ddim", 50, 1.0) in variants and any(v[0] == "ddpm" for v in variants)
+    training = sum(m.budget.seconds for m in suite.models) * len(suite.datasets)
+    assert training <= 15 * 60  # the rest of the 25 minutes is sampling and evaluation
+
+
+# -- malformed suites --------------------------------------------------------------------------
+GOOD = """
+datasets = ["mnist"]
+[defaults]
+budget = { steps = 1 }
+[[models]]
+name = "ddpm"
+config = { timesteps = 10 }
+samplers = [{ sampler = "ddpm" }, { sampler = "ddim", steps = 5 }]
+[[models]]
+name = "vae-mlp"
+"""
+
+
+@pytest.mark.parametrize("text, key, what", [
+    ("colour = 1\n" + GOOD, "colour", "unknown key"),
+    ("device = 'gpu'\n" + GOOD, "device", "must be auto, cpu, cuda or cuda:N"),
+    (GOOD.replace('name = "vae-mlp"', 'name = "vae-mlp"\nbudgt = { steps = 1 }'),
+     "models[1].budgt", "unknown key"),
+    (GOOD.replace('name = "vae-mlp"', 'name = "vae-mlp"\nbudget = { steps = "ten" }'),
+     "models[1].budget.steps", "must be int"),
+    (GOOD.replace('name = "vae-mlp"', 'name = "vae-mlp"\nbudget = { steps = -1 }'),
+     "models[1].budget.steps", "must be > 0"),
+    (GOOD.replace('"vae-mlp"', '"vae-xl"'), "models[1].name", "unknown model 'vae-xl'"),
+    (GOOD.replace('["mnist"]', '["mnist", "svhn"]'), "datasets[1]", "unknown dataset 'svhn'"),
+    (GOOD.replace("budget = { steps = 1 }", "batch_size = 8"), "models[0].budget",
+     "no training budget"),
+    (GOOD.replace("steps = 5", "steps = 50"), "models[0].samplers[1]",
+     "steps must be in 1..10"),
+    (GOOD.replace('{ sampler = "ddpm" }', '{ sampler = "ddpm", temperature = 0.9 }'),
+     "models[0].samplers[0].temperature", "not a sampler option of the diffusion family"),
+    (GOOD.replace('{ sampler = "ddpm" }', '{ sampler = "euler" }'), "models[0].samplers[0]",
+     "euler"),
+    (GOOD.replace('name = "vae-mlp"', 'name = "vae-mlp"\nsamplers = [{ decode = "median" }]'),
+     "models[1].samplers[0]", "decode must be"),
+    (GOOD.replace("timesteps = 10", "timestep = 10"), "models[0].config", "timestep"),
+    (GOOD.replace('sampler = "ddpm" }, ', 'sampler = "ddpm" }, { sampler = "ddpm" }, '),
+     "models[0].samplers[1]", "repeats an earlier variant"),
+    (GOOD + "[evaluation]\nmetrics = ['fid', 'sharpness']\n", "evaluation.metrics",
+     "sharpness"),
+    (GOOD + "[timing]\nbatch_sizes = [0, 4]\n", "timing.batch_sizes", "must be > 0"),
+    (GOOD + "[evaluation]\nn_samples = 2.5\n", "evaluation.n_samples", "must be int"),
+    (GOOD.replace('name = "vae-mlp"', 'name = "gan-mlp"\nnll = { k = 5 }'), "models[1].nll",
+     "defines no likelihood"),
+    (GOOD.replace('name = "vae-mlp"', 'name = "vae-mlp"\nnll = { k = 0 }'), "models[1].nll",
+     "must be >= 1"),
+    (GOOD.replace('name = "vae-mlp"', 'name = "vae-mlp"\nnll = { K = 5 }'), "models[1].nll",
+     "unknown nll option"),
+    (GOOD.replace('name = "vae-mlp"', 'name = "vae-mlp"\ntrain = { steps = 5 }'),
+     "models[1].train.steps", "unknown key"),
+    (GOOD + "[[models]]\nname = \"ddpm\"\n", "models[2].id", "appears twice"),
+    ("datasets = ['mnist']\n", "models", "give at least one [[models]] table"),
+    ("datasets = ['mnist']\nmodels = 3\n", "models", "must be list"),
+    (GOOD.replace('["mnist"]', '"mnist"'), "datasets", "must be list"),
+])
+def test_malformed_suite_names_the_key(tmp_path, text, key, what):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load_suite(path)
+    msg = str(e.value)
+    assert msg.startswith(f"{path}: {key}:"), msg
+    assert what in msg, msg
+
+
+def test_good_suite_and_not_toml(tmp_path):
+    path = tmp_path / "good.toml"
+    path.write_text(GOOD)
+    suite = load_suite(path)
+    assert suite.name == "good" and suite.seed == 0
+    assert [v.steps for v in suite.models[0].variants] == [10, 5]  # ddim's eta defaults to 0
+    assert suite.models[0].variants[1].eta == 0.0
+    path.write_text("datasets = [mnist")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_suite(path)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_suite(tmp_path / "missing.toml")
+
+
+# -- timing --------------------------------------------------------------------------------------
+def test_percentile_closed_forms():
+    assert timing.percentile([3.0], 95) == 3.0
+    assert timing.percentile([4.0, 1.0, 3.0, 2.0], 50) == 2.5
+    assert timing.percentile([1.0, 2.0, 3.0, 4.0], 95) == pytest.approx(3.85)
+    assert timing.percentile(list(range(101)), 95) == 95
+
+
+def test_time_call_runs_warmup_then_repeats():
+    calls = []
+    times = timing.time_call(lambda: calls.append(1), torch.device("cpu"), repeats=4, warmup=2)
+    assert len(calls) == 6 and len(times) == 4 and all(t >= 0 for t in times)
+
+
+def test_sampling_speed_on_a_tiny_model():
+    torch.manual_seed(0)
+    model = zoo.create("vae-mlp", dataset="mnist", hidden=16, latent_dim=4)
+    model.train()
+    out = timing.sampling_speed(model, [1, 32], repeats=3, warmup=1)
+    assert model.training  # restored
+    assert set(out["sample_images_per_s"]) == {"1", "32"}
+    for b in ("1", "32"):
+        assert len(out["latency_ms"][b]) == 3
+        assert 0 < out["latency_ms_p50"][b] <= out["latency_ms_p95"][b]
+        assert out["latency_ms_p95"][b] <= max(out["latency_ms"][b])
+        assert out["sample_images_per_s"][b] == pytest.approx(
+            int(b) * 1000 / out["latency_ms_p50"][b])
+    assert out["memory_kind"] == "cpu peak rss" and 10 < out["peak_mem_mb"] < 1e6
+    speed = timing.training_speed({"steps": 10, "seconds": 2.0}, batch_size=32)
+    assert speed == {"train_steps": 10, "train_seconds": 2.0, "train_images_per_s": 160.0}
+
+
+def test_environment_columns():
+    env = timing.environment(torch.device("cpu"), seed=7)
+    assert env["seed"] == 7 and env["dtype"] == "float32" and env["device"].startswith("cpu: ")
+    assert env["versions"]["torch"] == torch.__version__
+    assert env["commit"] is None or re.fullmatch(r"[0-9a-f]{40}(\+dirty)?", env["commit"])
+    if (ROOT / ".git").exists():
+        assert env["commit"] is not None
+
+
+# -- the command line ----------------------------------------------------------------------------
+def test_cli_bench_report_compare(smoke, tmp_path, capsys):
+    out, rows, _ = smoke
+    run = tmp_path / "cli"
+    shutil.copytree(out, run)
+    assert main(["bench", str(SMOKE), "--out", str(run)]) == 0  # all rows done: report only
+    assert len(read_rows(run / "results.jsonl")) == 7
+    assert (run / "report.md").is_file() and (run / "results.csv").is_file()
+    assert main(["report", str(run)]) == 0
+    assert main(["compare", str(out), str(run)]) == 0
+    # an injected regression: a worse FID in one row
+    worse = tmp_path / "worse"
+    worse.mkdir()
+    bad = [dict(r) for r in rows]
+    bad[0]["fid"] = bad[0]["fid"] * 2 + 10
+    (worse / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in bad))
+    capsys.readouterr()
+    assert main(["compare", str(out), str(worse), "--tolerance", "fid=10%"]) == 1
+    assert "fid" in capsys.readouterr().out
+
+
+def test_cli_errors(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(GOOD.replace('"vae-mlp"', '"vae-xl"'))
+    assert main(["bench", str(bad), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("zoo: error: ") and "models[1].name" in err
+    assert main(["report", str(tmp_path / "nothing")]) == 2
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b")]) == 2
+    assert "holds no results.jsonl" in capsys.readouterr().err

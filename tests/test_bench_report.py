@@ -1,0 +1,480 @@
+"""zoo.bench.report (results.csv, report.md, figures) and zoo.bench.compare (the CI gate) on
+synthetic but realistic rows: no training, the answers are known by construction."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from zoo.bench import schema
+from zoo.bench.compare import DEFAULT_TOLERANCES, compare_dirs, parse_tolerances
+from zoo.bench.report import read_results, write_report
+from zoo.core import ConfigError, ZooError
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+ENV = {"device": "cpu (2 threads)", "dtype": "float32",
+       "versions": {"python": "3.11.7", "torch": "2.5.1", "zoo": "0.1.0"},
+       "commit": "1698fb1", "seed": 0}
+
+# (model, family, sampler, steps, eta, nll_bpd, nll_kind)
+VARIANTS = [
+    ("vae-conv", "vae", "mean", None, None, "bound"),
+    ("gan-dcgan", "gan", "default", None, None, "none"),
+    ("ar-transformer", "autoregressive", "ancestral", None, None, "exact"),
+    ("ddpm", "diffusion", "ddpm", 1000, None, "bound"),
+    ("ddpm", "diffusion", "ddim", 10, 0.0, "bound"),
+    ("ddpm", "diffusion", "ddim", 50, 0.0, "bound"),
+]
+
+
+def _row(dataset, model, family, sampler, steps, eta, kind, *, fid, speed, nll, train,
+         batches=(1, 16, 64)):
+    row = dict.fromkeys(schema.COLUMNS)
+    row.update(ENV)
+    row.update(
+        suite="test", dataset=dataset, model=model, family=family, sampler=sampler,
+        steps=steps, eta=eta, temperature=1.0 if family == "autoregressive" else None,
+        params={"vae": 310_000, "gan": 1_200_000, "autoregressive": 820_000,
+                "diffusion": 2_100_000}[family],
+        config_hash="abc123", train_steps=500, train_seconds=60.5,
+        train_images_per_s=train, fid=fid, kid=fid / 1000, kid_std=0.001,
+        is_=None, precision=0.6, recall=0.4, extractor="zoo-mnist-classifier",
+        extractor_hash="e0e0", ref_split="test", n_samples=1000, n_reference=10000,
+        nll_bpd=nll, nll_stderr=0.004 if nll is not None else None,
+        nll_kind=kind, nll_images=1000 if nll is not None else None,
+        # speed grows with the batch; the figure at the largest batch is `speed`
+        sample_images_per_s={str(b): speed * (b / max(batches)) ** 0.3 for b in batches},
+        latency_ms_p50={str(b): 1000 * b / speed for b in batches},
+        latency_ms_p95={str(b): 1100 * b / speed for b in batches},
+        latency_batch_size=max(batches), peak_mem_mb=512.0, memory_kind="cpu peak rss",
+        grid=f"grids/{dataset}/{model}-{sampler}{steps or ''}.png",
+        timestamp="2026-11-22T18:00:00Z",
+    )
+    row["is"] = 2.0 + 5.0 / fid
+    del row["is_"]
+    return row
+
+
+# mnist: best FID ddpm ancestral; fastest sampler and trainer gan-dcgan; lowest exact NLL
+# ar-transformer, lowest bound ddpm; Pareto front ddpm, ddim 50, ddim 10, gan-dcgan.
+MNIST = {  # model/sampler/steps: (fid, images/s at batch 64, nll, train images/s)
+    ("vae-conv", "mean", None): (40.0, 20000.0, 1.50, 4000.0),
+    ("gan-dcgan", "default", None): (25.0, 30000.0, None, 5000.0),
+    ("ar-transformer", "ancestral", None): (30.0, 50.0, 1.10, 300.0),
+    ("ddpm", "ddpm", 1000): (8.0, 2.0, 1.30, 800.0),
+    ("ddpm", "ddim", 10): (20.0, 200.0, 1.30, 800.0),
+    ("ddpm", "ddim", 50): (10.0, 40.0, 1.30, 800.0),
+}
+MNIST_FRONT = ["ddpm · ddpm, 1000 steps", "ddpm · ddim, 50 steps, eta 0",
+               "ddpm · ddim, 10 steps, eta 0", "gan-dcgan · default"]
+# fashion-mnist: best FID ddim 50; ar-transformer timed at batches 1 and 16 only, so the
+# largest common batch is 16; fastest there vae-conv; the lowest NLL is a bound (vae) below
+# the exact one; fastest trainer vae-conv.
+FASHION = {
+    ("vae-conv", "mean", None): (60.0, 9000.0, 0.90, 6000.0),
+    ("gan-dcgan", "default", None): (35.0, 8000.0, None, 5500.0),
+    ("ar-transformer", "ancestral", None): (45.0, 60.0, 1.20, 250.0),
+    ("ddpm", "ddpm", 1000): (14.0, 2.5, 1.40, 700.0),
+    ("ddpm", "ddim", 10): (22.0, 220.0, 1.40, 700.0),
+    ("ddpm", "ddim", 50): (12.0, 45.0, 1.40, 700.0),
+}
+
+
+def make_rows() -> list[dict]:
+    rows = []
+    for dataset, table in (("mnist", MNIST), ("fashion-mnist", FASHION)):
+        for model, family, sampler, steps, eta, kind in VARIANTS:
+            fid, speed, nll, train = table[(model, sampler, steps)]
+            batches = (1, 16) if (dataset, model) == ("fashion-mnist", "ar-transformer") \
+                else (1, 16, 64)
+            rows.append(_row(dataset, model, family, sampler, steps, eta, kind, fid=fid,
+                             speed=speed, nll=nll, train=train, batches=batches))
+    return rows
+
+
+def write_run(d: Path, rows: list[dict], *, grids=True, losses=True) -> Path:
+    d.mkdir(parents=True, exist_ok=True)
+    with (d / "results.jsonl").open("w") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+    if grids:
+        from PIL import Image
+        for r in rows[:-1]:  # the last row's grid is missing on disk
+            p = d / r["grid"]
+            p.parent.mkdir(parents=True, exist_ok=True)
+            Image.new("L", (32, 32), 128).save(p)
+    if losses:
+        for ds, model, cols in (("mnist", "vae-conv", ("loss_bpd", "recon_bpd", "kl_bpd")),
+                                ("mnist", "gan-dcgan", ("loss_d", "loss_g", "d_real")),
+                                ("mnist", "ddpm", ("loss",))):
+            p = d / "runs" / ds / model / "losses.csv"
+            p.parent.mkdir(parents=True, exist_ok=True)
+            with p.open("w", newline="") as f:
+                w = csv.writer(f)
+                w.writerow(["step", "seconds", "images_per_s", *cols])
+                for i, step in enumerate(range(50, 1001, 50)):
+                    w.writerow([step, step * 0.1, 1234.5,
+                                *[round(2.0 / (1 + 0.1 * i) + j * 0.3, 4)
+                                  for j in range(len(cols))]])
+    return d
+
+
+@pytest.fixture
+def run(tmp_path) -> Path:
+    return write_run(tmp_path / "run", make_rows())
+
+
+def section(md: str, title: str) -> str:
+    """The text of a '## title' section of report.md."""
+    m = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)", md, re.M | re.S)
+    assert m, f"no section {title!r} in report.md"
+    return m.group(1)
+
+
+def subsection(text: str, title: str) -> str:
+    m = re.search(rf"^### {re.escape(title)}\n(.*?)(?=^### |\Z)", text, re.M | re.S)
+    assert m, f"no subsection {title!r}"
+    return m.group(1)
+
+
+def summary_table(text: str) -> dict[str, tuple[str, str]]:
+    out = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("|") and len(cells) == 3 and cells[0] not in ("axis", "---"):
+            out[cells[0]] = (cells[1], cells[2])
+    return out
+
+
+def table_rows(text: str) -> list[list[str]]:
+    lines = [ln for ln in text.splitlines() if ln.startswith("|")]
+    return [[c.strip() for c in ln.strip().strip("|").split("|")] for ln in lines[2:]], \
+        [c.strip() for c in lines[0].strip().strip("|").split("|")]
+
+
+# ----------------------------------------------------------------------------- results.csv
+
+
+def test_csv_has_a_row_per_result_and_flattened_columns(run):
+    write_report(run)
+    with (run / "results.csv").open(newline="") as f:
+        reader = csv.DictReader(f)
+        recs = list(reader)
+        cols = reader.fieldnames
+    assert len(recs) == 12
+    for c in ("sample_images_per_s@1", "sample_images_per_s@16", "sample_images_per_s@64",
+              "latency_ms_p50@64", "latency_ms_p95@1", "versions.torch", "fid", "nll_kind"):
+        assert c in cols
+    assert "sample_images_per_s" not in cols and "versions" not in cols
+    gan = next(r for r in recs if r["dataset"] == "mnist" and r["model"] == "gan-dcgan")
+    assert gan["nll_bpd"] == "" and gan["nll_kind"] == "none"
+    assert float(gan["sample_images_per_s@64"]) == pytest.approx(30000.0)
+    assert gan["versions.torch"] == "2.5.1"
+    ar = next(r for r in recs if r["dataset"] == "fashion-mnist"
+              and r["model"] == "ar-transformer")
+    assert ar["sample_images_per_s@64"] == ""  # not timed there: empty, never 0
+    assert float(ar["nll_bpd"]) == pytest.approx(1.20)
+    # a missing figure is an empty cell, never 0 (seed 0 and eta 0 are real zeros)
+    assert not any(v in ("0", "0.0") for r in recs for k, v in r.items()
+                   if k not in ("seed", "eta"))
+
+
+# ----------------------------------------------------------------------------- report.md
+
+
+def test_summary_names_the_best_model_per_axis(run):
+    path = write_report(run)
+    assert path == run / "report.md"
+    md = path.read_text()
+    assert md.index("## Summary") < md.index("## Results")
+    summ = section(md, "Summary")
+
+    mnist = subsection(summ, "mnist")
+    t = summary_table(mnist)
+    assert t["sample quality: lowest FID"] == ("ddpm · ddpm, 1000 steps", "FID 8.000")
+    assert t["likelihood: lowest NLL (exact)"][0] == "ar-transformer"
+    assert "1.100" in t["likelihood: lowest NLL (exact)"][1]
+    assert t["likelihood: lowest NLL (upper bound)"][0] == "ddpm"
+    assert t["likelihood: lowest NLL (upper bound)"][1].startswith("≤ 1.300")
+    assert t["sampling speed at batch 64"] == ("gan-dcgan · default", "30,000 images/s")
+    assert t["training speed"] == ("gan-dcgan", "5,000 images/s")
+    assert "may still have a lower true NLL" in mnist
+    front = re.findall(r"^- (.+?): FID", mnist, re.M)
+    assert front == MNIST_FRONT
+
+    fashion = subsection(summ, "fashion-mnist")
+    t = summary_table(fashion)
+    assert t["sample quality: lowest FID"][0] == "ddpm · ddim, 50 steps, eta 0"
+    # ar-transformer was not timed at 64: the largest common batch is 16
+    assert t["sampling speed at batch 16"][0] == "vae-conv · mean"
+    assert t["training speed"][0] == "vae-conv"
+    assert t["likelihood: lowest NLL (upper bound)"][0] == "vae-conv"
+    assert "ranks first for certain" in fashion
+    front = re.findall(r"^- (.+?): FID", fashion, re.M)
+    assert front[0] == "ddpm · ddim, 50 steps, eta 0" and front[-1] == "vae-conv · mean"
+    assert "ar-transformer · ancestral, T 1" not in front  # dominated
+
+
+def test_summary_is_computed_from_the_rows(tmp_path):
+    rows = make_rows()
+    for r in rows:
+        if r["dataset"] == "mnist" and r["model"] == "vae-conv":
+            r["fid"], r["train_images_per_s"] = 3.0, 9999.0
+    md = write_report(write_run(tmp_path / "r", rows)).read_text()
+    t = summary_table(subsection(section(md, "Summary"), "mnist"))
+    assert t["sample quality: lowest FID"] == ("vae-conv · mean", "FID 3.000")
+    assert t["training speed"] == ("vae-conv", "9,999 images/s")
+    front = re.findall(r"^- (.+?): FID", subsection(section(md, "Summary"), "mnist"), re.M)
+    assert front == ["vae-conv · mean", "gan-dcgan · default"]
+
+
+def test_one_table_per_dataset_with_na_never_zero(run):
+    md = write_report(run).read_text()
+    results = section(md, "Results")
+    for ds, n in (("mnist", 6), ("fashion-mnist", 6)):
+        rows, head = table_rows(subsection(results, ds))
+        assert len(rows) == n
+        assert all(len(r) == len(head) for r in rows)
+        nll = head.index("NLL bpd")
+        gan = next(r for r in rows if r[0] == "gan-dcgan")
+        assert gan[nll] == "n/a"
+        ar = next(r for r in rows if r[0] == "ar-transformer")
+        assert ar[nll].endswith("(exact)")
+        vae = next(r for r in rows if r[0] == "vae-conv")
+        assert vae[nll].startswith("≤ ") and vae[nll].endswith("(bound)")
+        for r in rows:
+            for cell in r:
+                assert cell not in ("0", "0.0", "None", "nan", "")
+    rows, head = table_rows(subsection(results, "fashion-mnist"))
+    ar = next(r for r in rows if r[0] == "ar-transformer")
+    assert ar[head.index("sample img/s @64")] == "n/a"
+    assert len(re.findall(r"^\| model \|", results, re.M)) == 2
+
+
+def test_environment_and_grids(run):
+    md = write_report(run).read_text()
+    env = section(md, "Environment")
+    assert "cpu (2 threads)" in env and "float32" in env and "1698fb1" in env
+    assert "torch 2.5.1" in env and "zoo-mnist-classifier" in env
+    grids = section(md, "Sample grids")
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", grids)
+    assert len(links) == 11 and all((run / p).is_file() for p in links)
+    assert "ddim50.png` is missing" in grids  # the last row's grid is not on disk
+
+
+def test_figures_exist_and_are_pngs(run):
+    md = write_report(run).read_text()
+    figs = sorted((run / "figures").glob("*.png"))
+    names = {p.name for p in figs}
+    for ds in ("mnist", "fashion-mnist"):
+        for kind in ("quality_vs_speed", "fid_vs_ddim_steps", "throughput_vs_batch"):
+            assert f"{kind}_{ds}.png" in names
+    assert "training_curves_mnist.png" in names  # losses.csv only for mnist
+    assert "training_curves_fashion-mnist.png" not in names
+    for p in figs:
+        data = p.read_bytes()
+        assert data[:8] == PNG_MAGIC and len(data) > 10_000
+        assert f"(figures/{p.name})" in section(md, "Figures")
+
+
+def test_report_of_a_missing_or_corrupt_run(tmp_path):
+    with pytest.raises(ConfigError, match="results.jsonl"):
+        write_report(tmp_path)
+    (tmp_path / "results.jsonl").write_text("")
+    with pytest.raises(ConfigError, match="empty"):
+        write_report(tmp_path)
+    (tmp_path / "results.jsonl").write_text(json.dumps(make_rows()[0]) + "\n{\"dataset\": \n")
+    with pytest.raises(ConfigError, match="line 2"):
+        write_report(tmp_path)
+    (tmp_path / "results.jsonl").write_text("[1, 2]\n")
+    with pytest.raises(ConfigError, match="not a JSON object"):
+        write_report(tmp_path)
+
+
+def test_report_of_a_run_killed_mid_write(tmp_path):
+    """A partial unterminated last line is left out of the report (and said so), but the
+    CI gate refuses it."""
+    rows = make_rows()
+    write_run(tmp_path, rows, grids=False, losses=False)
+    with (tmp_path / "results.jsonl").open("a") as f:
+        f.write(json.dumps(rows[0])[:40])
+    md = write_report(tmp_path).read_text()
+    assert "line 13 of `results.jsonl` is a partial row" in md
+    with (tmp_path / "results.csv").open() as f:
+        assert len(list(csv.DictReader(f))) == 12
+    with pytest.raises(ConfigError, match="line 13 is not valid JSON"):
+        compare_dirs(tmp_path, tmp_path)
+
+
+# ----------------------------------------------------------------------------- compare
+
+
+def _variant_of(rows, dataset, model, sampler, steps=None):
+    return next(r for r in rows if (r["dataset"], r["model"], r["sampler"], r["steps"])
+                == (dataset, model, sampler, steps))
+
+
+def test_compare_identical_runs_pass(tmp_path):
+    base = write_run(tmp_path / "base", make_rows(), grids=False, losses=False)
+    text, regressed = compare_dirs(base, base)
+    assert not regressed
+    assert "RESULT: OK" in text and "REGRESSED" not in text
+    # a results.jsonl path works as well as its directory
+    text2, regressed2 = compare_dirs(base / "results.jsonl", base)
+    assert not regressed2 and "12 rows compared" in text2
+
+
+def test_compare_flags_a_regression_past_tolerance(tmp_path):
+    rows = make_rows()
+    base = write_run(tmp_path / "base", rows, grids=False, losses=False)
+    new_rows = copy.deepcopy(rows)
+    _variant_of(new_rows, "mnist", "ddpm", "ddim", 10)["fid"] = 20.0 * 1.25  # +25% > 10%
+    new = write_run(tmp_path / "new", new_rows, grids=False, losses=False)
+    text, regressed = compare_dirs(base, new)
+    assert regressed
+    line = next(ln for ln in text.splitlines() if "ddim, 10 steps" in ln and " fid " in ln)
+    assert "REGRESSED" in line and "+25.0%" in line and "10%" in line
+    assert "RESULT: REGRESSED" in text
+    # a looser tolerance lets it pass, as "worse"
+    text, regressed = compare_dirs(base, new, parse_tolerances(["fid=30%"]))
+    assert not regressed
+    line = next(ln for ln in text.splitlines() if "ddim, 10 steps" in ln and " fid " in ln)
+    assert line.rstrip().endswith("worse")
+
+
+def test_compare_improvements_and_timings_do_not_fail_the_gate(tmp_path):
+    rows = make_rows()
+    base = write_run(tmp_path / "base", rows, grids=False, losses=False)
+    new_rows = copy.deepcopy(rows)
+    r = _variant_of(new_rows, "mnist", "vae-conv", "mean")
+    r["fid"] = 20.0  # better
+    r["nll_bpd"] = 1.40  # better
+    r["is"] = r["is"] * 2  # higher is better
+    slow = _variant_of(new_rows, "mnist", "gan-dcgan", "default")
+    slow["sample_images_per_s"] = {k: v / 2 for k, v in slow["sample_images_per_s"].items()}
+    slow["train_images_per_s"] = 10.0
+    new = write_run(tmp_path / "new", new_rows, grids=False, losses=False)
+    text, regressed = compare_dirs(base, new)
+    assert not regressed, text
+    lines = text.splitlines()
+    vae = [ln for ln in lines if ln.startswith("mnist / vae-conv")]
+    for metric in (" fid ", " nll_bpd ", " is "):
+        line = next(ln for ln in vae if metric in ln)
+        assert line.rstrip().endswith("better"), line
+    gan = next(ln for ln in lines
+               if ln.startswith("mnist / gan-dcgan") and "sample_images_per_s@64" in ln)
+    assert gan.rstrip().endswith("worse")
+    # gated only when asked
+    text, regressed = compare_dirs(base, new, parse_tolerances(["sample_images_per_s=20%"]))
+    assert regressed
+    gan = next(ln for ln in text.splitlines()
+               if ln.startswith("mnist / gan-dcgan") and "sample_images_per_s@64" in ln)
+    assert gan.rstrip().endswith("REGRESSED")
+
+
+def test_compare_lists_rows_in_one_run_only(tmp_path):
+    rows = make_rows()
+    base = write_run(tmp_path / "base", rows, grids=False, losses=False)
+    extra = copy.deepcopy(_variant_of(rows, "mnist", "ddpm", "ddim", 50))
+    extra["steps"] = 100
+    dropped = _variant_of(rows, "fashion-mnist", "gan-dcgan", "default")
+    new = write_run(tmp_path / "new", [r for r in rows if r is not dropped] + [extra],
+                    grids=False, losses=False)
+    text, regressed = compare_dirs(base, new)
+    assert "rows in BASE only" in text and "fashion-mnist / gan-dcgan / default" in text
+    assert "rows in NEW only" in text and "mnist / ddpm / ddim, 100 steps, eta 0" in text
+    assert regressed  # a measurement that vanished fails the gate
+    # the other way round only adds a row: that passes
+    text, regressed = compare_dirs(new, new)
+    assert not regressed
+    text, regressed = compare_dirs(tmp_path / "base" / "results.jsonl",
+                                   write_run(tmp_path / "more", rows + [extra],
+                                             grids=False, losses=False))
+    assert not regressed and "rows in NEW only" in text and "ddim, 100 steps" in text
+
+
+def test_compare_warns_when_the_evaluation_differs(tmp_path):
+    rows = make_rows()
+    base = write_run(tmp_path / "base", rows, grids=False, losses=False)
+    new_rows = copy.deepcopy(rows)
+    for r in new_rows:
+        r["n_samples"] = 5000
+    text, regressed = compare_dirs(base, write_run(tmp_path / "new", new_rows, grids=False,
+                                                   losses=False))
+    assert not regressed
+    assert "warning: n_samples differs between the runs in 12 row(s)" in text
+    assert "warning" not in compare_dirs(base, base)[0]
+
+
+def test_compare_a_metric_that_vanished_is_a_regression(tmp_path):
+    rows = make_rows()
+    base = write_run(tmp_path / "base", rows, grids=False, losses=False)
+    new_rows = copy.deepcopy(rows)
+    _variant_of(new_rows, "mnist", "ar-transformer", "ancestral")["nll_bpd"] = None
+    _variant_of(new_rows, "mnist", "ddpm", "ddpm", 1000)["fid"] = float("nan")
+    text, regressed = compare_dirs(base, write_run(tmp_path / "new", new_rows, grids=False,
+                                                   losses=False))
+    assert regressed
+    bad = [ln for ln in text.splitlines()
+           if ln.rstrip().endswith("REGRESSED") and not ln.startswith("RESULT")]
+    assert len(bad) == 2
+
+
+def test_compare_missing_empty_or_corrupt_file(tmp_path):
+    good = write_run(tmp_path / "good", make_rows(), grids=False, losses=False)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ZooError, match="results.jsonl"):
+        compare_dirs(tmp_path / "empty", good)
+    with pytest.raises(ZooError, match="does not exist"):
+        compare_dirs(good, tmp_path / "nowhere")
+    (tmp_path / "empty" / "results.jsonl").write_text("\n")
+    with pytest.raises(ZooError, match="empty"):
+        compare_dirs(good, tmp_path / "empty")
+    (tmp_path / "empty" / "results.jsonl").write_text("not json\n")
+    with pytest.raises(ZooError, match="line 1 is not valid JSON"):
+        compare_dirs(tmp_path / "empty", good)
+
+
+def test_parse_tolerances():
+    tol = parse_tolerances([])
+    assert tol == DEFAULT_TOLERANCES
+    assert set(tol) == set(schema.DETERMINISTIC)  # timings are not gated by default
+    tol = parse_tolerances(["fid=10%", "nll_bpd=0.02", "latency_ms_p50=50%", "kid=off"])
+    assert tol["fid"] == ("rel", pytest.approx(0.10))
+    assert tol["nll_bpd"] == ("abs", pytest.approx(0.02))
+    assert tol["latency_ms_p50"] == ("rel", pytest.approx(0.5))
+    assert "kid" not in tol and tol["is"] == DEFAULT_TOLERANCES["is"]
+    for bad in ("fdi=10%", "fid", "fid=", "fid=abc", "fid=-1", "fid=10%%", "=3",
+                "sampler=1"):
+        with pytest.raises(ConfigError, match=re.escape(repr(bad))):
+            parse_tolerances([bad])
+
+
+def test_read_results_keeps_the_last_row_of_a_key(tmp_path):
+    rows = make_rows()
+    again = copy.deepcopy(rows[0])
+    again["fid"] = 1.0
+    write_run(tmp_path, rows + [again], grids=False, losses=False)
+    got = read_results(tmp_path)
+    assert len(got) == 12
+    assert next(r for r in got if schema.row_key(r) == schema.row_key(again))["fid"] == 1.0
+
+
+def test_pareto_front_ties():
+    from zoo.bench.report import pareto_front
+
+    def row(name, fid, speed):
+        return {"model": name, "fid": fid, "sample_images_per_s": {"8": speed}}
+
+    rows = [row("a", 10.0, 100.0), row("b", 10.0, 50.0),  # b: same FID, slower
+            row("c", 20.0, 100.0),  # c: same speed, worse FID
+            row("d", 5.0, 10.0), row("e", 30.0, 1000.0), row("f", None, 5000.0)]
+    assert [r["model"] for r in pareto_front(rows, 8)] == ["d", "a", "e"]
+    assert [r["model"] for r in pareto_front(rows + [row("g", 10.0, 100.0)], 8)] == \
+        ["d", "a", "g", "e"]  # an identical point is not beaten: both stay

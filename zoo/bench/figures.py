@@ -1,0 +1,309 @@
+"""The report's figures (PNG, matplotlib without pyplot: no global backend state).
+
+Per dataset: quality vs speed (FID against sampling images/s, one point per model and
+sampler, log x, the Pareto front drawn), FID against DDIM steps, sampling throughput against
+batch size, and the training curves of ``runs/<dataset>/<model>/losses.csv`` when present.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+from pathlib import Path
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
+
+from .report import (
+    by_dataset,
+    label,
+    pareto_front,
+    per_batch,
+    per_model,
+    present,
+    speed,
+    speed_batch,
+    variant,
+)
+
+FAMILY_COLORS = {"vae": "#1f77b4", "gan": "#d62728", "autoregressive": "#2ca02c",
+                 "diffusion": "#9467bd"}
+OTHER_COLOR = "#7f7f7f"
+SAMPLER_MARKERS = {"ddpm": "o", "ddim": "s"}
+LINESTYLES = ("-", "--", ":", "-.")
+DPI = 120
+# losses.csv columns that are not losses
+NOT_LOSSES = ("step", "seconds", "images_per_s")
+
+
+def _color(row: dict) -> str:
+    return FAMILY_COLORS.get(str(row.get("family")), OTHER_COLOR)
+
+
+def _marker(row: dict) -> str:
+    return SAMPLER_MARKERS.get(str(row.get("sampler")), "^")
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^\w.-]+", "_", str(text)).strip("_") or "dataset"
+
+
+def _plain_ticks(ax, axis: str) -> None:
+    """Log axes labelled 10, 100, 1,000 rather than 10^1, 10^2, 10^3."""
+    fmt = FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}")
+    a = ax.xaxis if axis == "x" else ax.yaxis
+    a.set_major_formatter(fmt)
+    a.set_minor_formatter(NullFormatter())
+
+
+def _family_legend(rows: list[dict]) -> list[Line2D]:
+    fams = dict.fromkeys(str(r.get("family")) for r in rows)
+    return [Line2D([], [], color=FAMILY_COLORS.get(f, OTHER_COLOR), marker="o", ls="",
+                   label=f) for f in fams]
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    return path
+
+
+# where a point's label may go, in points from the point: right above, right below, left
+# above, left below, then further out
+_LABEL_SPOTS = [(7, 4, "left", "bottom"), (7, -4, "left", "top"), (-7, 4, "right", "bottom"),
+                (-7, -4, "right", "top"), (7, 16, "left", "bottom"), (7, -16, "left", "top"),
+                (-7, 16, "right", "bottom"), (-7, -16, "right", "top"),
+                (7, 30, "left", "bottom"), (7, -30, "left", "top")]
+
+
+def _place_labels(fig: Figure, ax, items: list[tuple[tuple[float, float], str]]) -> None:
+    """Label points without overlapping each other or the points: for each label, the
+    first spot of _LABEL_SPOTS whose box is free and inside the axes (else the first)."""
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    taken = []
+    for xy, _ in items:  # the markers
+        x, y = ax.transData.transform(xy)
+        taken.append((x - 6, y - 6, x + 6, y + 6))
+    frame = ax.get_window_extent(renderer)
+    for xy, text in items:
+        best = None
+        for dx, dy, ha, va in _LABEL_SPOTS:
+            ann = ax.annotate(text, xy, xytext=(dx, dy), textcoords="offset points",
+                              fontsize=8, ha=ha, va=va, zorder=4,
+                              bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none",
+                                    "alpha": 0.75})
+            bb = ann.get_window_extent(renderer)
+            box = (bb.x0, bb.y0, bb.x1, bb.y1)
+            inside = (bb.x0 >= frame.x0 and bb.x1 <= frame.x1 and bb.y0 >= frame.y0
+                      and bb.y1 <= frame.y1)
+            free = not any(box[0] < t[2] and t[0] < box[2] and box[1] < t[3] and t[1] < box[3]
+                           for t in taken)
+            if free and inside:
+                if best is not None:
+                    best[0].remove()
+                best = (ann, box)
+                break
+            if best is None:
+                best = (ann, box)
+            else:
+                ann.remove()
+        taken.append(best[1])
+
+
+def quality_vs_speed(ds: str, rows: list[dict], path: Path) -> Path | None:
+    bs, common = speed_batch(rows)
+    pts = [(r, float(r["fid"]), speed(r, bs)) for r in rows if present(r.get("fid"))]
+    pts = [(r, f, s) for r, f, s in pts if s is not None and s > 0]
+    if not pts:
+        return None
+    fig = Figure(figsize=(9, 6))
+    ax = fig.add_subplot()
+    for r, f, s in pts:
+        ax.scatter(s, f, color=_color(r), marker=_marker(r), s=60, zorder=3,
+                   edgecolor="black", linewidth=0.5)
+    front = sorted((speed(r, bs), float(r["fid"])) for r in pareto_front(rows, bs))
+    if len(front) > 1:
+        ax.plot([s for s, _ in front], [f for _, f in front], color="gray",
+                ls="--", lw=1, zorder=2)
+    ax.set_xscale("log")
+    fids = [f for _, f, _ in pts]
+    if min(fids) > 0 and max(fids) / min(fids) > 20:
+        ax.set_yscale("log")
+        _plain_ticks(ax, "y")
+        ax.set_ylim(min(fids) / 1.3, max(fids) * 1.6)  # room for the labels above the points
+    else:
+        span = max(max(fids) - min(fids), 0.1 * max(abs(max(fids)), 1e-6))
+        ax.set_ylim(min(fids) - 0.08 * span, max(fids) + 0.15 * span)
+    _plain_ticks(ax, "x")
+    lo, hi = min(s for *_, s in pts), max(s for *_, s in pts)
+    ax.set_xlim(lo / 1.6, hi * 4)  # room for the labels right of the points
+    _place_labels(fig, ax, [((s, f), f"{r.get('model')}\n{variant(r)}") for r, f, s in pts])
+    at = f"at batch size {bs}" if common else "at each row's largest batch size"
+    ax.set_xlabel(f"sampling throughput {at} (images/s, log scale)")
+    ax.set_ylabel("FID (lower is better)")
+    ax.set_title(f"{ds}: sample quality vs sampling speed (better: lower right)")
+    handles = _family_legend([r for r, *_ in pts])
+    handles += [Line2D([], [], color="black", marker=m, ls="", label=f"sampler {k}")
+                for k, m in SAMPLER_MARKERS.items()
+                if any(str(r.get("sampler")) == k for r, *_ in pts)]
+    if any(str(r.get("sampler")) not in SAMPLER_MARKERS for r, *_ in pts):
+        handles.append(Line2D([], [], color="black", marker="^", ls="", label="other sampler"))
+    if len(front) > 1:
+        handles.append(Line2D([], [], color="gray", ls="--", label="Pareto front"))
+    ax.legend(handles=handles, loc="best", fontsize=8, title="family / sampler",
+              title_fontsize=8)
+    ax.grid(True, which="major", alpha=0.3)
+    return _save(fig, path)
+
+
+def fid_vs_ddim_steps(ds: str, rows: list[dict], path: Path) -> Path | None:
+    ddim = [r for r in rows if str(r.get("sampler")) == "ddim" and present(r.get("steps"))
+            and present(r.get("fid"))]
+    if not ddim:
+        return None
+    fig = Figure(figsize=(8, 5.5))
+    ax = fig.add_subplot()
+    groups: dict[tuple, list[dict]] = {}
+    for r in ddim:
+        groups.setdefault((str(r.get("model")), r.get("eta")), []).append(r)
+    all_steps = set()
+    for i, ((model, eta), rs) in enumerate(sorted(groups.items(), key=lambda t: str(t[0]))):
+        rs.sort(key=lambda r: r["steps"])
+        xs, ys = [r["steps"] for r in rs], [float(r["fid"]) for r in rs]
+        all_steps.update(xs)
+        name = f"{model} DDIM" + (f", eta {eta:g}" if present(eta) else "")
+        ax.plot(xs, ys, marker="s", ls=LINESTYLES[i % len(LINESTYLES)], label=name,
+                color=_color(rs[0]) if len(groups) == 1 else None)
+    models = {m for m, _ in groups}
+    for r in rows:
+        if str(r.get("model")) in models and str(r.get("sampler")) == "ddpm" \
+                and present(r.get("fid")):
+            steps = f", {r['steps']} steps" if present(r.get("steps")) else ""
+            ax.axhline(float(r["fid"]), color="gray", ls=":",
+                       label=f"{r.get('model')} DDPM ancestral{steps}")
+    ax.set_xscale("log")
+    ax.set_xticks(sorted(all_steps))
+    _plain_ticks(ax, "x")
+    ax.set_xlabel("DDIM sampling steps (network evaluations per image, log scale)")
+    ax.set_ylabel("FID (lower is better)")
+    ax.set_title(f"{ds}: FID against DDIM steps")
+    ax.legend(fontsize=8)
+    ax.grid(True, alpha=0.3)
+    return _save(fig, path)
+
+
+def throughput_vs_batch(ds: str, rows: list[dict], path: Path) -> Path | None:
+    timed = [r for r in rows if per_batch(r, "sample_images_per_s")]
+    if not timed:
+        return None
+    fig = Figure(figsize=(9, 5.5))
+    ax = fig.add_subplot()
+    sizes = set()
+    n_in_family: dict[str, int] = {}
+    for r in timed:
+        d = per_batch(r, "sample_images_per_s")
+        xs = sorted(d)
+        sizes.update(xs)
+        fam = str(r.get("family"))
+        i = n_in_family[fam] = n_in_family.get(fam, -1) + 1
+        ax.plot(xs, [d[x] for x in xs], marker=_marker(r), color=_color(r),
+                ls=LINESTYLES[i % len(LINESTYLES)], label=label(r))
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xticks(sorted(sizes))
+    _plain_ticks(ax, "x")
+    _plain_ticks(ax, "y")
+    ax.set_xlabel("batch size (images per sampling call, log scale)")
+    ax.set_ylabel("sampling throughput (images/s, log scale)")
+    ax.set_title(f"{ds}: sampling throughput against batch size")
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    ax.grid(True, which="major", alpha=0.3)
+    return _save(fig, path)
+
+
+def read_losses(path: Path) -> dict[str, tuple[list[float], list[float]]]:
+    """{loss column: (steps, values)} of a losses.csv written by zoo.train."""
+    curves: dict[str, tuple[list[float], list[float]]] = {}
+    try:
+        with path.open(newline="") as f:
+            for rec in csv.DictReader(f):
+                try:
+                    step = float(rec.get("step") or "nan")
+                except ValueError:
+                    continue
+                if not math.isfinite(step):
+                    continue
+                for k, v in rec.items():
+                    if k is None or k in NOT_LOSSES:
+                        continue
+                    try:
+                        x = float(v)
+                    except (TypeError, ValueError):
+                        continue
+                    if math.isfinite(x):
+                        xs, ys = curves.setdefault(k, ([], []))
+                        xs.append(step)
+                        ys.append(x)
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return {}
+    return curves
+
+
+def training_curves(ds: str, rows: list[dict], run_dir: Path, path: Path) -> Path | None:
+    runs = []
+    for r in per_model(rows):
+        f = run_dir / "runs" / str(r.get("dataset")) / str(r.get("model")) / "losses.csv"
+        if f.is_file():
+            curves = read_losses(f)
+            if curves:
+                runs.append((r, curves))
+    if not runs:
+        return None
+    ncols = min(len(runs), 3)
+    nrows = math.ceil(len(runs) / ncols)
+    fig = Figure(figsize=(4.6 * ncols, 3.6 * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for ax, (r, curves) in zip(axes.flat, runs, strict=False):
+        for i, (k, (xs, ys)) in enumerate(curves.items()):
+            ax.plot(xs, ys, ls=LINESTYLES[(i // 10) % len(LINESTYLES)],
+                    marker="." if len(xs) < 20 else None, label=k)
+        ax.set_title(f"{r.get('model')} ({r.get('family')})", fontsize=10)
+        ax.set_xlabel("training step")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        steps = {x for xs, _ in curves.values() for x in xs}
+        if len(steps) == 1:  # one log point: a window around it, integer ticks
+            (x,) = steps
+            ax.set_xlim(x - 1, x + 1)
+        bpd = all(k.endswith("_bpd") for k in curves)
+        ax.set_ylabel("loss (bits per dim)" if bpd else "logged value (losses, scores)")
+        ys = [y for _, v in curves.values() for y in v]
+        if min(ys) > 0 and max(ys) / min(ys) > 20:
+            ax.set_yscale("log")
+        ax.legend(fontsize=7)
+        ax.grid(True, alpha=0.3)
+    for ax in list(axes.flat)[len(runs):]:
+        ax.set_visible(False)
+    fig.suptitle(f"{ds}: training curves (losses averaged between log points)")
+    return _save(fig, path)
+
+
+def write_figures(rows: list[dict], run_dir: Path, fig_dir: Path) -> list[tuple[str, Path]]:
+    """Write every figure the rows allow; return [(title, path)] in report order."""
+    out = []
+    for ds, ds_rows in by_dataset(rows).items():
+        s = _slug(ds)
+        made = [
+            (f"{ds}: quality vs speed", quality_vs_speed(
+                ds, ds_rows, fig_dir / f"quality_vs_speed_{s}.png")),
+            (f"{ds}: FID vs DDIM steps", fid_vs_ddim_steps(
+                ds, ds_rows, fig_dir / f"fid_vs_ddim_steps_{s}.png")),
+            (f"{ds}: throughput vs batch size", throughput_vs_batch(
+                ds, ds_rows, fig_dir / f"throughput_vs_batch_{s}.png")),
+            (f"{ds}: training curves", training_curves(
+                ds, ds_rows, run_dir, fig_dir / f"training_curves_{s}.png")),
+        ]
+        out += [(t, p) for t, p in made if p is not None]
+    return out

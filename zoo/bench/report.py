@@ -1,0 +1,524 @@
+"""``zoo report DIR``: turn ``DIR/results.jsonl`` into ``results.csv``, ``report.md`` and
+figures (``DIR/figures/*.png``).
+
+Everything in the report is computed from the rows: the summary that opens it (per dataset,
+the best model on each axis and the quality-vs-speed Pareto front), one table per dataset,
+the environment the rows were measured in, the sample grids and the figures. A figure that
+does not exist for a row is ``n/a``, never 0.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Iterable
+from pathlib import Path
+
+from ..core import ConfigError
+from . import schema
+
+RESULTS_FILE = "results.jsonl"
+CSV_FILE = "results.csv"
+REPORT_FILE = "report.md"
+FIGURES_DIR = "figures"
+NA = "n/a"
+
+# columns holding {batch size (str): value}; flattened to ``column@batch`` in results.csv
+PER_BATCH = ("sample_images_per_s", "latency_ms_p50", "latency_ms_p95")
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def results_path(path: Path | str) -> Path:
+    """``DIR/results.jsonl`` for a run directory, or the path itself for a file."""
+    path = Path(path)
+    return path / RESULTS_FILE if path.is_dir() else path
+
+
+def read_results(path: Path | str, partial_tail: list | None = None) -> list[dict]:
+    """The rows of a run directory's ``results.jsonl`` (or of that file given directly).
+
+    Raises ConfigError naming the file (and line) when it is missing, empty or corrupt.
+    A key measured twice (a row appended again) keeps its last row. With ``partial_tail``
+    (a list), an unterminated invalid last line (a run killed mid-write; rerunning zoo bench
+    measures that row again) is left out and its line number appended to the list;
+    without it, that is an error too.
+    """
+    file = results_path(path)
+    if not file.exists():
+        where = f"{file} does not exist"
+        raise ConfigError(
+            f"{where}; give a benchmark output directory "
+            f"(zoo bench SUITE --out DIR) or its {RESULTS_FILE}"
+        )
+    if not file.is_file():
+        raise ConfigError(f"{file} is not a file")
+    try:
+        text = file.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read {file}: {e}") from e
+    rows: dict[tuple, dict] = {}
+    lines = text.splitlines()
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            if partial_tail is not None and lineno == len(lines) and not text.endswith("\n"):
+                partial_tail.append(lineno)
+                continue
+            raise ConfigError(
+                f"{file} line {lineno} is not valid JSON ({e.msg}); the file is corrupt "
+                "(an interrupted write leaves a partial last line: delete that line and rerun "
+                "zoo bench to measure the row again)"
+            ) from e
+        if not isinstance(row, dict):
+            raise ConfigError(f"{file} line {lineno} is not a JSON object (a results row)")
+        missing = [k for k in ("dataset", "model") if k not in row]
+        if missing:
+            raise ConfigError(
+                f"{file} line {lineno} is not a results row: it lacks {', '.join(missing)}"
+            )
+        rows[schema.row_key(row)] = row
+    if not rows:
+        raise ConfigError(f"{file} holds no results rows (it is empty)")
+    return list(rows.values())
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def present(v) -> bool:
+    """Whether a figure exists: not None and not NaN."""
+    if v is None:
+        return False
+    if isinstance(v, float) and not math.isfinite(v):
+        return False
+    return not (isinstance(v, (dict, list, str)) and len(v) == 0)
+
+
+def per_batch(row: dict, column: str) -> dict[int, float]:
+    """A per-batch-size column as {int batch size: value}, absent values left out."""
+    d = row.get(column)
+    if not isinstance(d, dict):
+        return {}
+    out = {}
+    for k, v in d.items():
+        try:
+            bs = int(k)
+        except (TypeError, ValueError):
+            continue
+        if present(v):
+            out[bs] = float(v)
+    return out
+
+
+def variant(row: dict) -> str:
+    """The sampler variant of a row: "ddim, 50 steps, eta 0"."""
+    parts = [str(row.get("sampler") or "default")]
+    if present(row.get("steps")):
+        parts.append(f"{row['steps']} steps")
+    if present(row.get("eta")):
+        parts.append(f"eta {_num(row['eta'])}")
+    if present(row.get("temperature")):
+        parts.append(f"T {_num(row['temperature'])}")
+    return ", ".join(parts)
+
+
+def label(row: dict) -> str:
+    return f"{row.get('model')} · {variant(row)}"
+
+
+def _num(v) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def fmt(v, digits: int = 4) -> str:
+    """A figure for a table, to ``digits`` significant digits (thousands without decimals):
+    ``n/a`` when it does not exist, never 0."""
+    if not present(v):
+        return NA
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return str(v)
+    if isinstance(v, int):
+        return f"{v:,}"
+    a = abs(v)
+    if a >= 10 ** (digits - 1):
+        return f"{v:,.0f}"
+    if a == 0:
+        return "0"
+    if a < 1e-4:
+        return f"{v:.{digits - 1}e}"
+    decimals = max(digits - 1 - math.floor(math.log10(a)), 0)
+    return f"{v:.{decimals}f}"
+
+
+def fmt_params(v) -> str:
+    if not present(v):
+        return NA
+    v = float(v)
+    if v >= 1e6:
+        return f"{v / 1e6:.2f}M"
+    if v >= 1e3:
+        return f"{v / 1e3:.1f}k"
+    return f"{v:.0f}"
+
+
+def fmt_nll(row: dict, unit: str = "") -> str:
+    """"1.234 ± 0.004 (exact)", "≤ 1.300 (bound)" (an upper bound), or n/a."""
+    v = row.get("nll_bpd")
+    if not present(v):
+        return NA
+    kind = row.get("nll_kind") or "?"
+    text = f"{'≤ ' if kind == 'bound' else ''}{v:.3f}"
+    if present(row.get("nll_stderr")):
+        text += f" ± {row['nll_stderr']:.3f}"
+    return f"{text}{unit} ({kind})"
+
+
+def by_dataset(rows: Iterable[dict]) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for row in rows:
+        out.setdefault(str(row.get("dataset")), []).append(row)
+    for ds in out.values():
+        ds.sort(key=_sort_key)
+    return out
+
+
+def _sort_key(row: dict):
+    def k(v):
+        return (v is None, v if isinstance(v, (int, float)) else str(v))
+    return (str(row.get("family")), str(row.get("model")), str(row.get("sampler")),
+            k(row.get("steps")), k(row.get("eta")), k(row.get("temperature")))
+
+
+def per_model(rows: list[dict]) -> list[dict]:
+    """One row per model (the first of its sampler variants): for per-model figures
+    (NLL, training speed) repeated in each sampler row."""
+    seen: dict[str, dict] = {}
+    for row in rows:
+        seen.setdefault(str(row.get("model")), row)
+    return list(seen.values())
+
+
+# ----------------------------------------------------------------------------- speed axis
+
+
+def speed_batch(rows: list[dict]) -> tuple[int | None, bool]:
+    """The batch size to compare sampling speed at: the largest one every row with a speed
+    was timed at, (bs, True); when there is none in common, (None, False) and each row is
+    taken at its own largest batch."""
+    sets = [set(per_batch(r, "sample_images_per_s")) for r in rows]
+    sets = [s for s in sets if s]
+    if not sets:
+        return None, False
+    common = set.intersection(*sets)
+    return (max(common), True) if common else (None, False)
+
+
+def speed(row: dict, bs: int | None) -> float | None:
+    d = per_batch(row, "sample_images_per_s")
+    if not d:
+        return None
+    if bs is None:
+        return d[max(d)]
+    return d.get(bs)
+
+
+def pareto_front(rows: list[dict], bs: int | None) -> list[dict]:
+    """The rows no other row beats on both FID (lower) and sampling speed (higher), sorted
+    from the best FID to the fastest."""
+    pts = [(r, float(r["fid"]), speed(r, bs)) for r in rows if present(r.get("fid"))]
+    pts = [(r, f, s) for r, f, s in pts if s is not None]
+    front = []
+    for r, f, s in pts:
+        dominated = any(
+            (f2 <= f and s2 >= s) and (f2 < f or s2 > s) for _, f2, s2 in pts
+        )
+        if not dominated:
+            front.append((r, f, s))
+    front.sort(key=lambda t: (t[1], -t[2]))
+    return [r for r, _, _ in front]
+
+
+# ----------------------------------------------------------------------------- results.csv
+
+
+def csv_columns(rows: list[dict]) -> list[str]:
+    """schema.COLUMNS in order, per-batch columns flattened to ``column@batch`` (ascending
+    batch sizes), dict-valued columns (versions) to ``column.key``, then any extra keys."""
+    cols: list[str] = []
+    extra = [k for r in rows for k in r if k not in schema.COLUMNS]
+    for col in list(schema.COLUMNS) + list(dict.fromkeys(extra)):
+        if col in PER_BATCH:
+            sizes = sorted({bs for r in rows for bs in per_batch(r, col)})
+            cols += [f"{col}@{bs}" for bs in sizes]
+        elif any(isinstance(r.get(col), dict) for r in rows):
+            keys = dict.fromkeys(k for r in rows if isinstance(r.get(col), dict) for k in r[col])
+            cols += [f"{col}.{k}" for k in keys]
+        else:
+            cols.append(col)
+    return cols
+
+
+def flatten(row: dict) -> dict:
+    out = {}
+    for col, v in row.items():
+        if col in PER_BATCH:
+            for bs, x in per_batch(row, col).items():
+                out[f"{col}@{bs}"] = x
+        elif isinstance(v, dict):
+            for k, x in v.items():
+                out[f"{col}.{k}"] = x
+        elif isinstance(v, list):
+            out[col] = json.dumps(v)
+        else:
+            out[col] = v
+    return out
+
+
+def write_csv(rows: list[dict], path: Path) -> Path:
+    """results.csv: one line per row; a figure that does not exist is an empty cell."""
+    cols = csv_columns(rows)
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
+        w.writeheader()
+        for row in sorted(rows, key=lambda r: (str(r.get("dataset")), _sort_key(r))):
+            flat = flatten(row)
+            w.writerow({c: ("" if not present(flat.get(c)) else flat[c]) for c in cols})
+    return path
+
+
+# ----------------------------------------------------------------------------- report.md
+
+
+def summary(rows: list[dict]) -> list[str]:
+    """The opening of report.md: per dataset, the best model on each axis and the Pareto
+    front of quality against sampling speed."""
+    out = ["## Summary", ""]
+    datasets = by_dataset(rows)
+    out.append(
+        f"Computed from the {len(rows)} rows of `{RESULTS_FILE}` "
+        f"({len(datasets)} dataset{'s' if len(datasets) != 1 else ''}). FID: lower is better; "
+        "NLL in bits per dimension on the test split, lower is better (exact, or an upper "
+        "bound); speeds in images/s, higher is better."
+    )
+    out.append("")
+    for ds, ds_rows in datasets.items():
+        out += [f"### {ds}", "", "| axis | best | figure |", "|---|---|---|"]
+        scored = [r for r in ds_rows if present(r.get("fid"))]
+        if scored:
+            b = min(scored, key=lambda r: r["fid"])
+            out.append(f"| sample quality: lowest FID | {label(b)} | FID {fmt(b['fid'])} |")
+        else:
+            out.append(f"| sample quality: lowest FID | {NA} | no row has a FID |")
+        models = per_model(ds_rows)
+        nll_rows = [r for r in models if present(r.get("nll_bpd"))]
+        kinds = sorted({r.get("nll_kind") or "?" for r in nll_rows},
+                       key=lambda k: (k != "exact", k != "bound", k))
+        for kind in kinds:
+            kr = [r for r in nll_rows if (r.get("nll_kind") or "?") == kind]
+            b = min(kr, key=lambda r: r["nll_bpd"])
+            what = {"exact": "exact", "bound": "upper bound"}.get(kind, kind)
+            out.append(
+                f"| likelihood: lowest NLL ({what}) | {b['model']} | {fmt_nll(b, ' bpd')} |"
+            )
+        if not nll_rows:
+            out.append(f"| likelihood: lowest NLL | {NA} | no model has an NLL |")
+        bs, common = speed_batch(ds_rows)
+        fast = [r for r in ds_rows if speed(r, bs) is not None]
+        at = f"at batch {bs}" if common else "at each row's largest batch (none in common)"
+        if fast:
+            b = max(fast, key=lambda r: speed(r, bs))
+            out.append(
+                f"| sampling speed {at} | {label(b)} | {fmt(speed(b, bs))} images/s |"
+            )
+        else:
+            out.append(f"| sampling speed | {NA} | no row was timed |")
+        trained = [r for r in models if present(r.get("train_images_per_s"))]
+        if trained:
+            b = max(trained, key=lambda r: r["train_images_per_s"])
+            out.append(
+                f"| training speed | {b['model']} | {fmt(b['train_images_per_s'])} images/s |"
+            )
+        else:
+            out.append(f"| training speed | {NA} | no model has a training speed |")
+        out.append("")
+        if len(kinds) > 1 and "bound" in kinds:
+            best = min(nll_rows, key=lambda r: r["nll_bpd"])
+            if best.get("nll_kind") == "bound":
+                out.append(
+                    f"Lowest NLL overall: {best['model']} (its upper bound is below every "
+                    "exact figure, so it ranks first for certain)."
+                )
+            else:
+                out.append(
+                    f"Lowest NLL overall: {best['model']} ({best.get('nll_kind')}); a bound is "
+                    "only an upper bound, so a model whose bound is higher may still have a "
+                    "lower true NLL."
+                )
+            out.append("")
+        front = pareto_front(ds_rows, bs)
+        if front:
+            out.append(
+                f"Pareto front of quality against sampling speed (FID vs images/s {at}; no "
+                "other row has both a lower FID and a higher speed), best FID first:"
+            )
+            out.append("")
+            for r in front:
+                out.append(f"- {label(r)}: FID {fmt(r['fid'])}, {fmt(speed(r, bs))} images/s")
+        else:
+            out.append("Pareto front: n/a (no row has both a FID and a sampling speed).")
+        out.append("")
+    return out
+
+
+def dataset_table(rows: list[dict]) -> list[str]:
+    sizes = sorted({bs for r in rows for bs in per_batch(r, "sample_images_per_s")})
+    head = ["model", "family", "sampler", "params", "FID", "KID", "IS", "precision", "recall",
+            "NLL bpd", *[f"sample img/s @{bs}" for bs in sizes],
+            "latency ms p50 / p95", "train steps", "train s", "train img/s", "peak mem MB"]
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        sp = per_batch(r, "sample_images_per_s")
+        p50, p95 = per_batch(r, "latency_ms_p50"), per_batch(r, "latency_ms_p95")
+        lbs = r.get("latency_batch_size")
+        if not present(lbs) or int(lbs) not in p50:
+            lbs = max(p50) if p50 else None
+        if lbs is None:
+            lat = NA
+        else:
+            lat = f"{fmt(p50.get(int(lbs)))} / {fmt(p95.get(int(lbs)))} @{int(lbs)}"
+        kid = fmt(r.get("kid"))
+        if kid != NA and present(r.get("kid_std")):
+            kid += f" ± {fmt(r['kid_std'], 2)}"
+        is_ = fmt(r.get("is"))
+        if is_ != NA and present(r.get("is_std")):
+            is_ += f" ± {fmt(r['is_std'], 2)}"
+        cells = [str(r.get("model")), str(r.get("family") or NA), variant(r),
+                 fmt_params(r.get("params")), fmt(r.get("fid")), kid, is_,
+                 fmt(r.get("precision")), fmt(r.get("recall")), fmt_nll(r),
+                 *[fmt(sp.get(bs)) for bs in sizes], lat,
+                 fmt(r.get("train_steps")), fmt(r.get("train_seconds")),
+                 fmt(r.get("train_images_per_s")), fmt(r.get("peak_mem_mb"))]
+        out.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return out
+
+
+def _distinct(rows: list[dict], col: str) -> list[str]:
+    vals = []
+    for r in rows:
+        v = r.get(col)
+        if isinstance(v, dict):
+            v = ", ".join(f"{k} {x}" for k, x in v.items())
+        v = NA if not present(v) else str(v)
+        if v not in vals:
+            vals.append(v)
+    return vals
+
+
+def environment(rows: list[dict]) -> list[str]:
+    out = ["## Environment", ""]
+    combos: dict[tuple, list[dict]] = {}
+    for r in rows:
+        key = tuple(_distinct([r], c)[0] for c in ("device", "dtype", "versions", "commit"))
+        combos.setdefault(key, []).append(r)
+    if len(combos) > 1:
+        out += [f"The rows were measured in {len(combos)} environments; timings are "
+                "comparable only within one.", ""]
+    for (device, dtype, versions, commit), rs in combos.items():
+        ds = ", ".join(dict.fromkeys(str(r.get("dataset")) for r in rs))
+        out += [f"- device: {device}; dtype: {dtype}; commit: {commit}",
+                f"  - versions: {versions}",
+                f"  - {len(rs)} rows ({ds})"]
+    out.append("")
+    ev = [("suite", "suite"), ("seed", "seed"), ("extractor", "FID/KID/IS/PR feature extractor"),
+          ("extractor_hash", "extractor hash"), ("ref_split", "reference split"),
+          ("n_samples", "samples per row"), ("n_reference", "reference images"),
+          ("nll_images", "NLL test images"), ("memory_kind", "peak memory"),
+          ("timestamp", "measured")]
+    for col, what in ev:
+        vals = _distinct(rows, col)
+        if len(vals) > 1 and NA in vals:  # e.g. no NLL images for a GAN
+            vals.remove(NA)
+        if col == "timestamp" and len(vals) > 1:
+            text = f"{min(vals)} to {max(vals)}"
+        elif len(vals) > 1:  # say which dataset has which (an extractor per dataset)
+            per = {v: [ds for ds, rs in by_dataset(rows).items() if v in _distinct(rs, col)]
+                   for v in vals}
+            text = "; ".join(f"{v} ({', '.join(ds)})" for v, ds in per.items())
+        else:
+            text = vals[0]
+        out.append(f"- {what}: {text}")
+    out.append("")
+    return out
+
+
+def grids(rows: list[dict], run_dir: Path) -> list[str]:
+    out = ["## Sample grids", ""]
+    any_grid = False
+    for ds, ds_rows in by_dataset(rows).items():
+        with_grid = [r for r in ds_rows if present(r.get("grid"))]
+        if not with_grid:
+            continue
+        any_grid = True
+        out += [f"### {ds}", ""]
+        for r in with_grid:
+            rel = Path(r["grid"]).as_posix()
+            if (run_dir / rel).is_file():
+                out += [f"{label(r)}", "", f"![{label(r)}]({rel})", ""]
+            else:
+                out += [f"{label(r)}: grid `{rel}` is missing", ""]
+    if not any_grid:
+        out += ["No row has a sample grid.", ""]
+    return out
+
+
+def write_report(run_dir: Path | str) -> Path:
+    """Read ``run_dir/results.jsonl``; write ``results.csv``, ``report.md`` and the figures
+    (``run_dir/figures/*.png``); return the path of report.md."""
+    from . import figures  # matplotlib is imported only when a report is written
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ConfigError(f"{run_dir} is not a directory; give a zoo bench output directory")
+    partial: list[int] = []
+    rows = read_results(run_dir, partial_tail=partial)
+    write_csv(rows, run_dir / CSV_FILE)
+    figs = figures.write_figures(rows, run_dir, run_dir / FIGURES_DIR)
+
+    suites = ", ".join(_distinct(rows, "suite"))
+    md = [f"# Benchmark report: {suites}", ""]
+    if (run_dir / "suite.toml").is_file():
+        md += ["Suite: [`suite.toml`](suite.toml) (a copy of the suite that was run; "
+               "`zoo bench suite.toml --out DIR` measures it again, and "
+               "`zoo compare THIS_DIR DIR` compares the two).", ""]
+    if partial:
+        md += [f"Note: line {partial[0]} of `{RESULTS_FILE}` is a partial row (the run was "
+               "stopped mid-write) and is left out; rerun the same `zoo bench` command to "
+               "measure it and finish the suite.", ""]
+    md += summary(rows)
+    md += ["## Results", "",
+           "One row per model and sampler variant; `n/a` where a figure does not exist "
+           "(a GAN has no likelihood; a metric not measured). NLL per model, repeated on each "
+           "of its sampler rows; `≤` marks an upper bound. All rows: "
+           f"[`{CSV_FILE}`]({CSV_FILE}).", ""]
+    for ds, ds_rows in by_dataset(rows).items():
+        md += [f"### {ds}", ""]
+        md += dataset_table(ds_rows)
+        md.append("")
+    md += ["## Figures", ""]
+    if figs:
+        for title, path in figs:
+            rel = path.relative_to(run_dir).as_posix()
+            md += [f"### {title}", "", f"![{title}]({rel})", ""]
+    else:
+        md += ["No figures (no row has the figures they plot).", ""]
+    md += environment(rows)
+    md += grids(rows, run_dir)
+    path = run_dir / REPORT_FILE
+    path.write_text("\n".join(md).rstrip() + "\n")
+    return path

@@ -1,0 +1,311 @@
+"""The benchmark runner: train, evaluate, time; one row per dataset x model x sampler.
+
+Layout of an output directory::
+
+    results.jsonl               one row per line (zoo.bench.schema.COLUMNS), appended and
+                                fsynced as each row finishes
+    suite.toml                  a copy of the suite that was run
+    runs/<dataset>/<model>/     the Trainer's run directory, plus bench.json (config hash,
+                                finished or not, the training summary)
+    grids/<dataset>/<model>/<sampler>.png
+
+Restarting the same command skips every row already in results.jsonl; a model whose
+finished run has the same config hash is loaded rather than retrained, and a run that was
+interrupted is resumed from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from .. import data as zdata
+from .. import registry
+from ..core import GenerativeModel, atomic_write
+from ..images import save_grid
+from ..train import CHECKPOINT_FILE, MODEL_FILE, Trainer, load_run, resolve_device
+from . import timing
+from .schema import COLUMNS, KEY, row_key
+from .suite import ModelEntry, Suite, Variant, load_suite
+
+RESULTS_FILE = "results.jsonl"
+MARKER_FILE = "bench.json"
+CHECKPOINT_EVERY = 250  # default of the runner's Trainer (train.checkpoint_every overrides)
+
+Hook = Callable[..., None]
+
+
+# -- results.jsonl -----------------------------------------------------------------------------
+def read_rows(path: str | Path) -> list[dict]:
+    """The rows of a results.jsonl; a last line cut short by a kill is dropped."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+def _repair_tail(path: Path) -> None:
+    """Cut a partial last line (the process was killed mid-write) so appends stay valid."""
+    if not path.is_file():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        atomic_write(path, lambda tmp: Path(tmp).write_bytes(data[: data.rfind(b"\n") + 1]))
+
+
+def append_row(path: Path, row: dict) -> None:
+    """Append one row as a JSON line, flushed and fsynced before returning."""
+    line = json.dumps(row, allow_nan=False) + "\n"
+    with path.open("a") as f:
+        f.write(line)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _clean(value):
+    """JSON-safe: non-finite floats become None (n/a), tensors and numpy scalars plain."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+# -- training ----------------------------------------------------------------------------------
+def config_hash(suite: Suite, entry: ModelEntry, dataset: str, device: str) -> str:
+    """What decides the trained weights: model, overrides, dataset, budget, options, seed
+    and the device type (a CPU run is not reused on a GPU)."""
+    blob = json.dumps({
+        "model": entry.name, "config": entry.config, "dataset": dataset, "device": device,
+        "budget": {"steps": entry.budget.steps, "seconds": entry.budget.seconds},
+        "batch_size": entry.batch_size, "train": entry.train, "seed": suite.seed,
+    }, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def train_model(
+    suite: Suite, entry: ModelEntry, dataset: str, run_dir: Path, device: torch.device,
+    data_root: str | None = None, hook: Hook | None = None,
+) -> tuple[GenerativeModel, dict, str]:
+    """The trained model (EMA weights, eval mode) on ``device``, its training summary and
+    config hash: reused when ``run_dir`` holds a finished run of the same hash, resumed when
+    it holds an unfinished one, trained from scratch otherwise."""
+    h = config_hash(suite, entry, dataset, device.type)
+    marker_path = run_dir / MARKER_FILE
+    marker = json.loads(marker_path.read_text()) if marker_path.is_file() else {}
+    same = marker.get("config_hash") == h
+    if same and marker.get("finished") and (run_dir / MODEL_FILE).is_file():
+        model = load_run(run_dir, map_location=device)
+        model.eval()
+        return model, marker["summary"], h
+    options = {"steps": entry.budget.steps, "seconds": entry.budget.seconds,
+               "device": str(device)}
+    if same and (run_dir / CHECKPOINT_FILE).is_file():
+        trainer = Trainer.resume(run_dir, progress=None, data_root=data_root, **options)
+        what = "resume"
+    else:
+        if run_dir.exists():
+            shutil.rmtree(run_dir)  # another configuration's run, or one that never saved
+        torch.manual_seed(suite.seed)
+        model = registry.create(entry.name, dataset=dataset, **entry.config)
+        train = {"checkpoint_every": CHECKPOINT_EVERY, **entry.train}
+        trainer = Trainer(model, dataset, run_dir, progress=None, data_root=data_root,
+                          batch_size=entry.batch_size, seed=suite.seed, **options, **train)
+        what = "train"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    text = json.dumps({"config_hash": h, "finished": False, "model": entry.name,
+                       "id": entry.id, "dataset": dataset, "config": entry.config}, indent=2)
+    atomic_write(marker_path, lambda tmp: Path(tmp).write_text(text))
+    if hook is not None:
+        hook(what, dataset=dataset, model=entry.id)
+    summary = trainer.fit()
+    summary = {k: summary[k] for k in ("steps", "seconds", "images_per_s")}
+    text = json.dumps({**json.loads(text), "finished": True, "summary": summary}, indent=2)
+    atomic_write(marker_path, lambda tmp: Path(tmp).write_text(text))
+    model = load_run(run_dir, map_location=device)
+    model.eval()
+    return model, summary, h
+
+
+# -- measuring -----------------------------------------------------------------------------------
+def measure_nll(model: GenerativeModel, dataset: str, entry: ModelEntry, seed: int,
+                data_root: str | None = None) -> dict:
+    """NLL in bits/dim on the first ``nll_images`` images of the reference split: mean and
+    standard error over the images; kind exact or bound; all None for a model without one."""
+    ev = entry.evaluation
+    if model.likelihood is None or ev.nll_images == 0:
+        return {"nll_bpd": None, "nll_stderr": None, "nll_kind": "none", "nll_images": None}
+    images, _ = zdata.load(dataset, ev.ref_split, root=data_root)
+    images = images[: ev.nll_images]
+    torch.manual_seed(seed)  # the VAE's importance samples and the VLB's timesteps
+    values = []
+    with torch.no_grad():
+        for i in range(0, images.shape[0], ev.nll_batch_size):
+            values.append(model.nll(images[i:i + ev.nll_batch_size], **entry.nll).double().cpu())
+    nll = torch.cat(values)
+    n = nll.numel()
+    return {
+        "nll_bpd": nll.mean().item(),
+        "nll_stderr": nll.std().item() / math.sqrt(n) if n > 1 else None,
+        "nll_kind": model.likelihood,
+        "nll_images": n,
+    }
+
+
+def measure_variant(
+    model: GenerativeModel, dataset: str, entry: ModelEntry, variant: Variant, seed: int,
+    grid_path: Path, data_root: str | None = None, announce: bool = True,
+) -> dict:
+    """Sample quality, a sample grid and sampling speed of one sampler variant."""
+    from .. import metrics
+
+    ev, tm = entry.evaluation, variant.timing or entry.timing
+    n = variant.n_samples or ev.n_samples
+    gen = torch.Generator(device=model.device).manual_seed(seed)
+    samples = metrics.draw_samples(model, n, ev.batch_size, generator=gen, **variant.options)
+    result = metrics.evaluate(
+        samples, dataset, ev.ref_split, ev.extractor, metrics=ev.metrics,
+        batch_size=ev.batch_size, seed=seed, device=model.device, n_reference=ev.n_reference,
+        root=data_root, announce=announce,
+    )
+    grid = None
+    if ev.grid_images:
+        save_grid(samples[: ev.grid_images], grid_path)
+        grid = grid_path
+    speed = timing.sampling_speed(model, tm.batch_sizes, tm.repeats, tm.warmup, seed,
+                                  **variant.options)
+    latency_bs = tm.latency_batch_size or max(tm.batch_sizes)
+    return {
+        **{k: result.get(k) for k in ("fid", "kid", "kid_std", "is", "is_std",
+                                      "precision", "recall")},
+        "extractor": result["extractor"],
+        "extractor_hash": result["extractor_weights_sha256"],
+        "ref_split": result["split"],
+        "n_samples": result["n_generated"],
+        "n_reference": result["n_reference"],
+        "sample_images_per_s": speed["sample_images_per_s"],
+        "latency_ms_p50": speed["latency_ms_p50"],
+        "latency_ms_p95": speed["latency_ms_p95"],
+        "latency_batch_size": latency_bs,
+        "peak_mem_mb": speed["peak_mem_mb"],
+        "memory_kind": speed["memory_kind"],
+        "grid": grid,
+    }
+
+
+# -- the suite -----------------------------------------------------------------------------------
+def run_suite(
+    suite_path: str | Path,
+    out_dir: str | Path,
+    *,
+    device: str | None = None,
+    only_model: str | None = None,
+    only_dataset: str | None = None,
+    data_root: str | None = None,
+    progress: bool | None = None,
+    hook: Hook | None = None,
+) -> Path:
+    """Run every row of a suite that ``out_dir/results.jsonl`` lacks; returns its path.
+
+    ``hook(event, **info)`` (for tests) is called with ``"train"``/``"resume"`` before a
+    model trains, ``"evaluate"`` before a row is measured and ``"row"`` after it is written.
+    """
+    suite = load_suite(suite_path)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    dev = resolve_device(device or suite.device)
+    if only_model is not None and not any(only_model in (m.id, m.name) for m in suite.models):
+        from ..core import ConfigError
+
+        raise ConfigError(f"--only-model {only_model}: the suite has "
+                          f"{', '.join(m.id for m in suite.models)}")
+    if only_dataset is not None and only_dataset not in suite.datasets:
+        from ..core import ConfigError
+
+        raise ConfigError(f"--only-dataset {only_dataset}: the suite has "
+                          f"{', '.join(suite.datasets)}")
+    if suite.path.resolve() != (out / "suite.toml").resolve():
+        shutil.copyfile(suite.path, out / "suite.toml")
+    results = out / RESULTS_FILE
+    _repair_tail(results)
+    done = {row_key(r) for r in read_rows(results)}
+    rows = list(suite.rows(only_model, only_dataset))
+
+    def key_of(dataset: str, entry: ModelEntry, v: Variant) -> tuple:
+        ident = {"suite": suite.name, "dataset": dataset, "model": entry.id,
+                 "sampler": v.sampler, "steps": v.steps, "eta": v.eta,
+                 "temperature": v.temperature}
+        return tuple(ident[k] for k in KEY)
+
+    initial = sum(key_of(*r) in done for r in rows)
+    bar = tqdm(total=len(rows), initial=initial, unit="row", desc=f"bench {suite.name}",
+               disable=None if progress is None else not progress, dynamic_ncols=True,
+               file=sys.stderr)
+    announced: set[str] = set()
+    try:
+        for dataset in suite.datasets:
+            for entry in suite.models:
+                todo = [v for d, m, v in rows
+                        if d == dataset and m is entry and key_of(d, m, v) not in done]
+                if not todo:
+                    continue
+                bar.set_postfix_str(f"{dataset}/{entry.id}: training", refresh=True)
+                run_dir = out / "runs" / dataset / entry.id
+                model, summary, h = train_model(suite, entry, dataset, run_dir, dev,
+                                                data_root, hook)
+                bar.set_postfix_str(f"{dataset}/{entry.id}: nll", refresh=True)
+                nll = measure_nll(model, dataset, entry, suite.seed, data_root)
+                train_speed = timing.training_speed(summary, entry.batch_size)
+                for v in todo:
+                    bar.set_postfix_str(f"{dataset}/{entry.id} {v.sampler}", refresh=True)
+                    if hook is not None:
+                        hook("evaluate", dataset=dataset, model=entry.id, sampler=v.sampler)
+                    grid_rel = Path("grids") / dataset / entry.id / f"{v.slug}.png"
+                    measured = measure_variant(
+                        model, dataset, entry, v, suite.seed, out / grid_rel, data_root,
+                        announce=dataset not in announced,
+                    )
+                    announced.add(dataset)
+                    if measured["grid"] is not None:
+                        measured["grid"] = grid_rel.as_posix()
+                    dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+                    row = {
+                        "suite": suite.name, "dataset": dataset, "model": entry.id,
+                        "family": model.family, "sampler": v.sampler, "steps": v.steps,
+                        "eta": v.eta, "temperature": v.temperature,
+                        "params": model.num_parameters(), "config_hash": h,
+                        **train_speed, **measured, **nll,
+                        **timing.environment(dev, suite.seed, dtype),
+                    }
+                    missing = set(COLUMNS) - set(row)
+                    assert not missing, f"row lacks {missing}"
+                    row = _clean({k: row[k] for k in COLUMNS})
+                    append_row(results, row)
+                    done.add(row_key(row))
+                    bar.update(1)
+                    if hook is not None:
+                        hook("row", row=row)
+    finally:
+        bar.close()
+    return results

@@ -1,0 +1,47 @@
+"""The results schema: one row per dataset x model x sampler variant, as written to
+``results.jsonl`` (one JSON object per line) and flattened into ``results.csv``.
+
+A figure that does not exist for a row (a GAN's NLL, a metric not asked for) is ``None``
+in JSON and ``n/a`` in tables, never 0.
+"""
+
+from __future__ import annotations
+
+# every row carries every column, in this order
+COLUMNS: tuple[str, ...] = (
+    # identity
+    "suite", "dataset", "model", "family", "sampler", "steps", "eta", "temperature",
+    # the model and its training
+    "params", "config_hash", "train_steps", "train_seconds", "train_images_per_s",
+    # sample quality (through zoo.metrics.evaluate) and likelihood
+    "fid", "kid", "kid_std", "is", "is_std", "precision", "recall",
+    "extractor", "extractor_hash", "ref_split", "n_samples", "n_reference",
+    "nll_bpd", "nll_stderr", "nll_kind", "nll_images",
+    # speed and memory
+    "sample_images_per_s",  # {batch size (str): images/s}
+    "latency_ms_p50", "latency_ms_p95",  # {batch size (str): ms per sampling call}
+    "latency_batch_size",
+    "peak_mem_mb", "memory_kind",  # "cuda max_memory_allocated" or "cpu peak rss"
+    # where it ran
+    "device", "dtype", "versions", "commit", "seed", "grid", "timestamp",
+)
+
+# a row's identity: two runs' rows with the same key are the same measurement
+KEY: tuple[str, ...] = ("suite", "dataset", "model", "sampler", "steps", "eta", "temperature")
+
+# the direction of each comparable figure (zoo compare): +1 higher is better, -1 lower is
+LOWER_IS_BETTER = ("fid", "kid", "nll_bpd", "latency_ms_p50", "latency_ms_p95", "peak_mem_mb")
+HIGHER_IS_BETTER = ("is", "precision", "recall", "sample_images_per_s", "train_images_per_s")
+DIRECTION: dict[str, int] = {**{k: -1 for k in LOWER_IS_BETTER},
+                             **{k: +1 for k in HIGHER_IS_BETTER}}
+
+# figures that are identical for identical code, seed and machine (safe to gate on in CI);
+# timings and memory vary with the machine's load and are reported, not gated, by default
+DETERMINISTIC = ("fid", "kid", "is", "precision", "recall", "nll_bpd")
+
+# nll_kind values
+NLL_KINDS = ("exact", "bound", "none")
+
+
+def row_key(row: dict) -> tuple:
+    return tuple(row.get(k) for k in KEY)

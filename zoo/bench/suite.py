@@ -1,0 +1,464 @@
+"""Benchmark suites: a TOML file read into dataclasses and checked before anything runs.
+
+A suite names its datasets and models; each model has config overrides, a training budget
+(steps and/or seconds), a batch size and a list of sampler variants. Suite-level tables
+(``[defaults]``, ``[evaluation]``, ``[timing]``) give defaults that a model overrides with
+tables of the same name. Every mistake is a ``ConfigError`` naming the file and the key
+path (``models[2].budget.steps``), raised before any training starts.
+
+```toml
+name = "smoke"                 # default: the file's stem
+seed = 0
+device = "auto"                # auto, cpu, cuda, cuda:N
+datasets = ["mnist"]
+
+[defaults]                     # per-model keys every model inherits
+batch_size = 32
+budget = { steps = 10 }        # steps and/or seconds (whichever ends first)
+train = { ema_decay = 0.0 }    # Trainer options (zoo.train.TrainConfig fields)
+
+[evaluation]
+n_samples = 200                # generated images per sampler variant
+ref_split = "test"
+extractor = "classifier"       # the dataset's classifier; or inception-v3-compat, None
+metrics = ["fid", "kid", "is", "pr"]
+nll_images = 100               # the first N images of ref_split
+batch_size = 500
+grid_images = 64
+
+[timing]
+batch_sizes = [1, 16]          # sampling throughput and latency at each
+repeats = 3
+warmup = 1
+
+[[models]]
+name = "ddpm"
+id = "ddpm-tiny"               # the row's model name (default: name); must be unique
+config = { timesteps = 20 }    # model config overrides
+budget = { steps = 5 }
+nll = { mode = "estimate", K = 4 }   # options of model.nll
+samplers = [                   # sampler options, plus n_samples / timing for this variant
+    { sampler = "ddpm", n_samples = 50, timing = { batch_sizes = [1] } },
+    { sampler = "ddim", steps = 5, eta = 0.0 },
+]
+timing = { repeats = 2 }       # overrides [timing] for this model
+```
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..core import ConfigError
+
+SAMPLER_KEYS = {  # the identity columns a sampler option fills (schema KEY)
+    "diffusion": ("sampler", "steps", "eta"),
+    "autoregressive": ("temperature",),
+}
+
+
+@dataclass
+class Budget:
+    steps: int | None = None
+    seconds: float | None = None
+
+
+@dataclass
+class Evaluation:
+    n_samples: int = 1000
+    ref_split: str = "test"
+    extractor: str | None = None  # None: the dataset's default (announced, recorded)
+    metrics: tuple[str, ...] = ("fid", "kid", "is", "pr")
+    n_reference: int | None = None  # None: the whole reference split
+    nll_images: int = 1000
+    nll_batch_size: int = 256
+    batch_size: int = 500
+    grid_images: int = 64
+
+
+@dataclass
+class Timing:
+    batch_sizes: tuple[int, ...] = (1, 64)
+    repeats: int = 5
+    warmup: int = 1
+    latency_batch_size: int | None = None  # the headline batch size (default: the largest)
+
+
+@dataclass
+class Variant:
+    """One sampler variant: the options passed to ``model.sample`` and the row's identity."""
+
+    options: dict
+    sampler: str
+    steps: int | None
+    eta: float | None
+    temperature: float | None
+    n_samples: int | None = None  # overrides the model's evaluation.n_samples
+    timing: Timing | None = None  # overrides the model's timing
+
+    @property
+    def key(self) -> tuple:
+        return (self.sampler, self.steps, self.eta, self.temperature)
+
+    @property
+    def slug(self) -> str:
+        parts = [self.sampler]
+        for name, v in (("steps", self.steps), ("eta", self.eta), ("t", self.temperature)):
+            if v is not None:
+                parts.append(f"{name}{v:g}")
+        return "-".join(parts).replace("(", "_").replace(")", "").replace("=", "").replace(",", "_")
+
+
+@dataclass
+class ModelEntry:
+    name: str  # registry name
+    id: str  # the row's model column
+    family: str
+    config: dict
+    budget: Budget
+    batch_size: int
+    train: dict
+    nll: dict
+    variants: list[Variant]
+    evaluation: Evaluation
+    timing: Timing
+
+
+@dataclass
+class Suite:
+    name: str
+    path: Path
+    seed: int
+    device: str
+    datasets: list[str]
+    models: list[ModelEntry]
+
+    def rows(self, only_model: str | None = None, only_dataset: str | None = None):
+        """(dataset, model entry, variant) of every row, in run order."""
+        for d in self.datasets:
+            if only_dataset is not None and d != only_dataset:
+                continue
+            for m in self.models:
+                if only_model is not None and only_model not in (m.id, m.name):
+                    continue
+                for v in m.variants:
+                    yield d, m, v
+
+
+# -- parsing ---------------------------------------------------------------------------------
+_TOP = {"name", "seed", "device", "datasets", "defaults", "evaluation", "timing", "models"}
+_MODEL = {"name", "id", "config", "budget", "batch_size", "train", "nll", "samplers",
+          "evaluation", "timing"}
+_DEFAULTS = {"budget", "batch_size", "train"}
+_RUNNER_TRAIN = {"steps", "seconds", "batch_size", "seed", "device"}  # set by the suite
+
+
+class _Ctx:
+    def __init__(self, path: Path):
+        self.path = path
+
+    def error(self, key: str, msg: str) -> ConfigError:
+        return ConfigError(f"{self.path}: {key}: {msg}")
+
+
+def _type_name(tp) -> str:
+    return " or ".join(t.__name__ for t in tp) if isinstance(tp, tuple) else tp.__name__
+
+
+def _get(ctx: _Ctx, table: dict, key: str, tp, where: str, default=None):
+    if key not in table:
+        return default
+    v = table[key]
+    ok = isinstance(v, tp) and not (isinstance(v, bool) and bool not in _as_tuple(tp))
+    if not ok:
+        raise ctx.error(where, f"must be {_type_name(tp)}, got {type(v).__name__} {v!r}")
+    return v
+
+
+def _as_tuple(tp):
+    return tp if isinstance(tp, tuple) else (tp,)
+
+
+def _unknown(ctx: _Ctx, table: dict, allowed, where: str) -> None:
+    extra = sorted(set(table) - set(allowed))
+    if extra:
+        at = f"{where}.{extra[0]}" if where else extra[0]
+        raise ctx.error(at, f"unknown key; valid keys here: {', '.join(sorted(allowed))}")
+
+
+def _table(ctx: _Ctx, table: dict, key: str, where: str) -> dict:
+    return dict(_get(ctx, table, key, dict, where, {}))
+
+
+def _positive(ctx: _Ctx, v, where: str, zero_ok: bool = False):
+    if v is not None and (v < 0 or (v == 0 and not zero_ok)):
+        raise ctx.error(where, f"must be {'>= 0' if zero_ok else '> 0'}, got {v}")
+    return v
+
+
+def _dataclass_from(ctx: _Ctx, cls, table: dict, where: str, base=None):
+    """Fill dataclass ``cls`` from ``table`` over ``base`` (an instance), checking types."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    _unknown(ctx, table, fields, where)
+    values = dataclasses.asdict(base) if base is not None else {}
+    for k, v in table.items():
+        at = f"{where}.{k}"
+        default = getattr(cls(), k)
+        ann = fields[k].type
+        if isinstance(default, tuple) or "tuple" in str(ann):
+            if not isinstance(v, list) or not v:
+                raise ctx.error(at, f"must be a non-empty list, got {v!r}")
+            inner = int if "int" in str(ann) else str
+            for item in v:
+                if not isinstance(item, inner) or isinstance(item, bool):
+                    raise ctx.error(at, f"items must be {inner.__name__}, got {item!r}")
+            values[k] = tuple(v)
+        elif isinstance(default, bool):
+            values[k] = _get(ctx, table, k, bool, at)
+        elif "float" in str(ann):
+            values[k] = _get(ctx, table, k, (int, float), at)
+        elif "int" in str(ann):
+            values[k] = _get(ctx, table, k, int, at)
+        else:
+            values[k] = _get(ctx, table, k, str, at)
+    return cls(**values)
+
+
+def _check_evaluation(ctx: _Ctx, e: Evaluation, where: str) -> None:
+    from ..metrics.fidelity import normalize_metrics
+
+    for k in ("n_samples", "nll_batch_size", "batch_size"):
+        _positive(ctx, getattr(e, k), f"{where}.{k}")
+    _positive(ctx, e.nll_images, f"{where}.nll_images", zero_ok=True)
+    _positive(ctx, e.grid_images, f"{where}.grid_images", zero_ok=True)
+    if e.n_samples < 4:
+        raise ctx.error(f"{where}.n_samples", f"must be >= 4 (precision/recall needs 4), "
+                        f"got {e.n_samples}")
+    if e.ref_split not in ("train", "test"):
+        raise ctx.error(f"{where}.ref_split", f"must be 'train' or 'test', got {e.ref_split!r}")
+    try:
+        normalize_metrics(e.metrics)
+    except ConfigError as err:
+        raise ctx.error(f"{where}.metrics", str(err)) from None
+
+
+def _check_timing(ctx: _Ctx, t: Timing, where: str) -> None:
+    for b in t.batch_sizes:
+        _positive(ctx, b, f"{where}.batch_sizes")
+    _positive(ctx, t.repeats, f"{where}.repeats")
+    _positive(ctx, t.warmup, f"{where}.warmup", zero_ok=True)
+    if t.latency_batch_size is not None and t.latency_batch_size not in t.batch_sizes:
+        raise ctx.error(f"{where}.latency_batch_size",
+                        f"must be one of batch_sizes {list(t.batch_sizes)}")
+
+
+def _budget(ctx: _Ctx, table: dict, where: str, base: Budget | None) -> Budget:
+    _unknown(ctx, table, ("steps", "seconds"), where)
+    b = Budget(**dataclasses.asdict(base)) if base is not None and not table else Budget()
+    if table:
+        b.steps = _positive(ctx, _get(ctx, table, "steps", int, f"{where}.steps"),
+                            f"{where}.steps")
+        b.seconds = _positive(ctx, _get(ctx, table, "seconds", (int, float),
+                                        f"{where}.seconds"), f"{where}.seconds")
+    if b.steps is None and b.seconds is None:
+        raise ctx.error(where, "no training budget: give steps and/or seconds (here or in "
+                        "[defaults].budget)")
+    return b
+
+
+def _train_options(ctx: _Ctx, table: dict, where: str) -> dict:
+    from ..train import TrainConfig
+
+    fields = {f.name for f in dataclasses.fields(TrainConfig)} - _RUNNER_TRAIN
+    _unknown(ctx, table, fields, where)
+    return table
+
+
+def _variant(ctx: _Ctx, raw, family: str, where: str, ev: Evaluation,
+             tm: Timing) -> Variant:
+    if not isinstance(raw, dict):
+        raise ctx.error(where, f"must be a table like {{sampler = \"ddim\", steps = 50}}, "
+                        f"got {raw!r}")
+    opts = dict(raw)
+    n_samples = _get(ctx, opts, "n_samples", int, f"{where}.n_samples")
+    opts.pop("n_samples", None)
+    if n_samples is not None:
+        _check_evaluation(ctx, dataclasses.replace(ev, n_samples=n_samples), where)
+    vtiming = None
+    if "timing" in opts:
+        vtiming = _dataclass_from(ctx, Timing, _table(ctx, opts, "timing", f"{where}.timing"),
+                                  f"{where}.timing", tm)
+        _check_timing(ctx, vtiming, f"{where}.timing")
+        opts.pop("timing")
+    keys = SAMPLER_KEYS.get(family, ())
+    for k in ("sampler", "steps", "eta", "temperature"):
+        if k in opts and k not in keys:
+            raise ctx.error(f"{where}.{k}", f"is not a sampler option of the {family} family"
+                            + (f" (its options: {', '.join(keys)}, ...)" if keys else ""))
+    sampler = _get(ctx, opts, "sampler", str, f"{where}.sampler")
+    steps = _get(ctx, opts, "steps", int, f"{where}.steps")
+    eta = _get(ctx, opts, "eta", (int, float), f"{where}.eta")
+    temperature = _get(ctx, opts, "temperature", (int, float), f"{where}.temperature")
+    if family == "diffusion":
+        sampler = sampler or "ddpm"
+        if sampler == "ddim":
+            steps = 50 if steps is None else steps
+            eta = 0.0 if eta is None else eta
+    elif family == "autoregressive":
+        temperature = 1.0 if temperature is None else temperature
+    name = sampler or "default"
+    extra = {k: v for k, v in opts.items() if k not in ("sampler", "steps", "eta", "temperature")}
+    if extra:
+        name += "(" + ",".join(f"{k}={v}" for k, v in sorted(extra.items())) + ")"
+    return Variant(opts, name, steps, None if eta is None else float(eta),
+                   None if temperature is None else float(temperature), n_samples, vtiming)
+
+
+def _check_model(ctx: _Ctx, entry: ModelEntry, datasets: list[str], where: str) -> None:
+    """Build the model for each dataset (checks the config overrides) and dry-run each
+    sampler variant and the NLL options."""
+    import torch
+
+    from .. import registry
+
+    for dataset in datasets:
+        try:
+            model = registry.create(entry.name, dataset=dataset, **entry.config)
+        except (ConfigError, TypeError, ValueError) as e:
+            raise ctx.error(f"{where}.config", f"{e} (for {dataset})") from None
+    for i, v in enumerate(entry.variants):
+        try:
+            with torch.no_grad():
+                model.sample(0, generator=torch.Generator().manual_seed(0), **v.options)
+        except ConfigError as e:
+            raise ctx.error(f"{where}.samplers[{i}]", str(e)) from None
+    if entry.nll and entry.family != "diffusion":  # cheap: one blank image
+        try:
+            with torch.no_grad():
+                model.nll(torch.zeros(1, *model.image_shape, dtype=torch.uint8), **entry.nll)
+        except (ConfigError, TypeError, ValueError) as e:
+            raise ctx.error(f"{where}.nll", str(e)) from None
+    if entry.family == "diffusion" and entry.nll:
+        unknown = set(entry.nll) - {"mode", "K", "proposal", "batch_size", "clip_x0"}
+        if unknown:
+            raise ctx.error(f"{where}.nll", f"unknown option(s) {', '.join(sorted(unknown))}")
+        try:
+            model.describe_nll(**entry.nll)
+        except (ConfigError, TypeError) as e:
+            raise ctx.error(f"{where}.nll", str(e)) from None
+    for v in entry.variants:  # ancestral DDPM runs all T steps: record them
+        if entry.family == "diffusion" and v.sampler == "ddpm" and v.steps is None:
+            v.steps = int(model.timesteps)
+
+
+def load_suite(path: str | Path) -> Suite:
+    """Read and check a suite file (see the module docstring for its keys)."""
+    from .. import registry
+    from ..data import DATASETS
+
+    path = Path(path)
+    ctx = _Ctx(path)
+    if not path.is_file():
+        raise ConfigError(f"suite file {path} does not exist")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    _unknown(ctx, raw, _TOP, "")
+    name = _get(ctx, raw, "name", str, "name", path.stem)
+    seed = _get(ctx, raw, "seed", int, "seed", 0)
+    device = _get(ctx, raw, "device", str, "device", "auto")
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
+        raise ctx.error("device", f"must be auto, cpu, cuda or cuda:N, got {device!r}")
+    datasets = _get(ctx, raw, "datasets", list, "datasets")
+    if not datasets:
+        raise ctx.error("datasets", "give a non-empty list of dataset names")
+    for i, d in enumerate(datasets):
+        if d not in DATASETS:
+            raise ctx.error(f"datasets[{i}]", f"unknown dataset {d!r}; available: "
+                            f"{', '.join(DATASETS)}")
+    if len(set(datasets)) != len(datasets):
+        raise ctx.error("datasets", "lists a dataset twice")
+
+    defaults = _table(ctx, raw, "defaults", "defaults")
+    _unknown(ctx, defaults, _DEFAULTS, "defaults")
+    d_budget_t = _table(ctx, defaults, "budget", "defaults.budget")
+    _unknown(ctx, d_budget_t, ("steps", "seconds"), "defaults.budget")
+    d_budget = Budget(
+        _positive(ctx, _get(ctx, d_budget_t, "steps", int, "defaults.budget.steps"),
+                  "defaults.budget.steps"),
+        _positive(ctx, _get(ctx, d_budget_t, "seconds", (int, float),
+                            "defaults.budget.seconds"), "defaults.budget.seconds"),
+    )
+    d_batch = _positive(ctx, _get(ctx, defaults, "batch_size", int, "defaults.batch_size", 64),
+                        "defaults.batch_size")
+    d_train = _train_options(ctx, _table(ctx, defaults, "train", "defaults.train"),
+                             "defaults.train")
+    evaluation = _dataclass_from(ctx, Evaluation, _table(ctx, raw, "evaluation", "evaluation"),
+                                 "evaluation")
+    _check_evaluation(ctx, evaluation, "evaluation")
+    timing = _dataclass_from(ctx, Timing, _table(ctx, raw, "timing", "timing"), "timing")
+    _check_timing(ctx, timing, "timing")
+
+    models_raw = _get(ctx, raw, "models", list, "models")
+    if not models_raw:
+        raise ctx.error("models", "give at least one [[models]] table")
+    models: list[ModelEntry] = []
+    for i, m in enumerate(models_raw):
+        where = f"models[{i}]"
+        if not isinstance(m, dict):
+            raise ctx.error(where, "must be a table ([[models]])")
+        _unknown(ctx, m, _MODEL, where)
+        mname = _get(ctx, m, "name", str, f"{where}.name")
+        if mname is None:
+            raise ctx.error(f"{where}.name", "missing: the registered model name")
+        if mname not in registry.available():
+            raise ctx.error(f"{where}.name", f"unknown model {mname!r}; available: "
+                            f"{', '.join(registry.available())}")
+        family = registry.spec(mname).cls.family
+        mid = _get(ctx, m, "id", str, f"{where}.id", mname)
+        if any(e.id == mid for e in models):
+            raise ctx.error(f"{where}.id", f"model {mid!r} appears twice; give one an id")
+        budget_t = _table(ctx, m, "budget", f"{where}.budget")
+        budget = _budget(ctx, budget_t, f"{where}.budget", d_budget)
+        batch = _positive(ctx, _get(ctx, m, "batch_size", int, f"{where}.batch_size", d_batch),
+                          f"{where}.batch_size")
+        train = {**d_train, **_train_options(ctx, _table(ctx, m, "train", f"{where}.train"),
+                                             f"{where}.train")}
+        ev = _dataclass_from(ctx, Evaluation, _table(ctx, m, "evaluation", f"{where}.evaluation"),
+                             f"{where}.evaluation", evaluation)
+        _check_evaluation(ctx, ev, f"{where}.evaluation")
+        tm = _dataclass_from(ctx, Timing, _table(ctx, m, "timing", f"{where}.timing"),
+                             f"{where}.timing", timing)
+        _check_timing(ctx, tm, f"{where}.timing")
+        samplers = _get(ctx, m, "samplers", list, f"{where}.samplers", [{}])
+        if not samplers:
+            raise ctx.error(f"{where}.samplers", "give at least one variant (or leave it out)")
+        variants = [_variant(ctx, s, family, f"{where}.samplers[{j}]", ev, tm)
+                    for j, s in enumerate(samplers)]
+        keys = [v.key for v in variants]
+        for j, k in enumerate(keys):
+            if k in keys[:j]:
+                raise ctx.error(f"{where}.samplers[{j}]", "repeats an earlier variant")
+        entry = ModelEntry(
+            name=mname, id=mid, family=family,
+            config=_table(ctx, m, "config", f"{where}.config"), budget=budget,
+            batch_size=batch, train=train, nll=_table(ctx, m, "nll", f"{where}.nll"),
+            variants=variants, evaluation=ev, timing=tm,
+        )
+        if entry.nll and registry.spec(mname).cls.likelihood is None:
+            raise ctx.error(f"{where}.nll", f"{mname} defines no likelihood; drop the nll table")
+        _check_model(ctx, entry, datasets, where)
+        models.append(entry)
+    return Suite(name=name, path=path, seed=seed, device=device, datasets=datasets,
+                 models=models)
+
+
+def as_dict(obj: Any) -> Any:
+    """A suite part as plain JSON data (for config hashes)."""
+    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj

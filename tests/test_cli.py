@@ -68,7 +68,7 @@ def test_sample_writes_a_png_grid(run, tmp_path):
 
 def test_nll_prints_bits_per_dim(run, tmp_path):
     proc = zoo("nll", str(run), "--n", "50", "--set", "k=5", "--json", str(tmp_path / "n.json"))
-    assert "bits/dim (bound, k=5)" in proc.stdout and "mnist test (50 images)" in proc.stdout
+    assert "bits/dim (bound, IWAE k=5)" in proc.stdout and "mnist test (50 images)" in proc.stdout
     result = json.loads((tmp_path / "n.json").read_text())
     assert 0.5 < result["nll_bpd"] < 9 and result["kind"] == "bound"
 

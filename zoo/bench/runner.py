@@ -155,7 +155,8 @@ def measure_nll(model: GenerativeModel, dataset: str, entry: ModelEntry, seed: i
     standard error over the images; kind exact or bound; all None for a model without one."""
     ev = entry.evaluation
     if model.likelihood is None or ev.nll_images == 0:
-        return {"nll_bpd": None, "nll_stderr": None, "nll_kind": "none", "nll_images": None}
+        return {"nll_bpd": None, "nll_stderr": None, "nll_kind": "none", "nll_detail": None,
+                "nll_images": None}
     images, _ = zdata.load(dataset, ev.ref_split, root=data_root)
     images = images[: ev.nll_images]
     torch.manual_seed(seed)  # the VAE's importance samples and the VLB's timesteps
@@ -169,6 +170,7 @@ def measure_nll(model: GenerativeModel, dataset: str, entry: ModelEntry, seed: i
         "nll_bpd": nll.mean().item(),
         "nll_stderr": nll.std().item() / math.sqrt(n) if n > 1 else None,
         "nll_kind": model.likelihood,
+        "nll_detail": model.describe_nll(**entry.nll),
         "nll_images": n,
     }
 

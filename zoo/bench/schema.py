@@ -16,7 +16,7 @@ COLUMNS: tuple[str, ...] = (
     # sample quality (through zoo.metrics.evaluate) and likelihood
     "fid", "kid", "kid_std", "is", "is_std", "precision", "recall",
     "extractor", "extractor_hash", "ref_split", "n_samples", "n_reference",
-    "nll_bpd", "nll_stderr", "nll_kind", "nll_images",
+    "nll_bpd", "nll_stderr", "nll_kind", "nll_detail", "nll_images",
     # speed and memory
     "sample_images_per_s",  # {batch size (str): images/s}
     "latency_ms_p50", "latency_ms_p95",  # {batch size (str): ms per sampling call}

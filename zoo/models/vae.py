@@ -225,6 +225,10 @@ class VAE(GenerativeModel):
             mean = mean + log_scale.exp() * (u.log() - (-u).log1p())
         return from_unit(mean)
 
+    def describe_nll(self, k=None, **options) -> str:
+        k = self.config.nll_samples if k is None else int(k)
+        return "bound, ELBO" if k == 1 else f"bound, IWAE k={k}"
+
     @torch.no_grad()
     def nll(self, x, k: int | None = None, batch_size: int = 4096, **opts) -> Tensor:
         """IWAE bound on -log p(x) in bits/dim, one value per image (k=1: the ELBO).

@@ -262,15 +262,26 @@ def test_shipped_suites_load(suite_path):
     assert ("diffusion", "ddim", 0.0) in samplers and ("diffusion", "ddim", 1.0) in samplers
 
 
-def test_ci_suite_covers_the_issue_and_fits_the_budget():
+def test_ci_suite_covers_the_issue_and_is_reproducible():
     suite = load_suite(SUITES[1])
     assert suite.datasets == ["mnist", "fashion-mnist"]
+    assert {m.family for m in suite.models} == {"vae", "gan", "autoregressive", "diffusion"}
     ddpm = next(m for m in suite.models if m.family == "diffusion")
     variants = {(v.sampler, v.steps, v.eta) for v in ddpm.variants}
-    assert {("ddim", s, 0.0) for s in (10, 20, 50, 100)} <= variants
+    assert {("ddim", s, 0.0) for s in (10, 20, 50)} <= variants
     assert ("ddim", 50, 1.0) in variants and any(v[0] == "ddpm" for v in variants)
-    training = sum(m.budget.seconds for m in suite.models) * len(suite.datasets)
-    assert training <= 15 * 60  # the rest of the 25 minutes is sampling and evaluation
+    # step budgets, no seconds: the committed baseline is reproducible on any machine
+    assert all(m.budget.steps and m.budget.seconds is None for m in suite.models)
+
+
+def test_smoke_suite_matches_the_committed_baseline(smoke):
+    """The regression gate CI applies: this checkout's smoke run against
+    reports/smoke-baseline with the default tolerances (deterministic metrics only)."""
+    from zoo.bench.compare import compare_dirs
+
+    out, _, _ = smoke
+    table, regressed = compare_dirs(ROOT / "reports" / "smoke-baseline", out)
+    assert not regressed, table
 
 
 # -- malformed suites --------------------------------------------------------------------------

@@ -199,7 +199,8 @@ def test_bad_data_errors_name_the_file(tmp_path, mnist):
     np.save(tmp_path / "floats.npy", np.zeros((4, 8, 8), np.float32))
     with pytest.raises(DataError, match=r"floats\.npy.*must be uint8.*float32.*astype"):
         data.load(tmp_path / "floats.npy")
-    with pytest.raises(DataError, match=r"nowhere does not exist.*folder of images"):
+    with pytest.raises(ConfigError, match=r"unknown dataset .*nowhere: no such folder or file; "
+                       r"valid datasets: mnist, fashion-mnist, cifar10, or the path of a folder"):
         data.load(tmp_path / "nowhere")
     mixed = tmp_path / "loose"
     _save(x[0], mixed / "cats" / "0.png")

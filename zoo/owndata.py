@@ -223,9 +223,9 @@ def fingerprint(spec: DatasetSpec) -> tuple:
         return tuple((str(p), *_stat(p)) for p in files)
     if path.is_file():
         return ((str(path), *_stat(path)),)
-    raise DataError(
-        f"dataset {spec.source} does not exist: give a built-in name "
-        f"({_builtin_names()}), a folder of images or a .npy/.npz file"
+    raise ConfigError(
+        f"unknown dataset {spec.source}: no such folder or file; valid datasets: "
+        f"{_builtin_names()}, or the path of a folder of images or a .npy/.npz file"
     )
 
 

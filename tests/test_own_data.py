@@ -147,7 +147,7 @@ def test_channels_are_never_mixed_silently(tmp_path, mnist, capsys):
     gray, _ = data.load(root, test_size=0, channels=1)
     assert gray.shape == (4, 1, 28, 28)
     pil_l = np.asarray(Image.open(root / "c0.png").convert("L"))
-    assert torch.equal(gray[0, 0], torch.from_numpy(pil_l))
+    assert torch.equal(gray[0, 0], torch.from_numpy(pil_l.copy()))
 
 
 # -- arrays ----------------------------------------------------------------------------------

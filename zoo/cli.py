@@ -89,7 +89,8 @@ def cmd_train(args) -> int:
     options = {k: v for k, v in options.items() if v is not None}
     model_fields = registry.config_fields(args.model)
     train_fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
-    data_fields = (*zdata.DATA_OPTIONS, *zdata.DATA_OPTION_ALIASES)
+    data_fields = [k for k in (*zdata.DATA_OPTIONS, *zdata.DATA_OPTION_ALIASES)
+                   if k not in model_fields and k not in train_fields]
     overrides, data_options = {}, {}
     for key, text in _parse_sets(args.set):
         if key in model_fields:

@@ -326,11 +326,12 @@ def _read_folder(root: Path) -> tuple[dict, tuple[str, ...]]:
 
 
 def _read_image(path: Path) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
-            im.load()
+        with Image.open(path) as raw:
+            raw.load()
+            im = ImageOps.exif_transpose(raw)  # photos: upright as a viewer shows them
             gray = im.mode in _GRAY_MODES
             if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
                 raise DataError(f"{path} has {im.mode} pixels (more than 8 bits); zoo reads "

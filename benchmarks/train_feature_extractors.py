@@ -1,14 +1,18 @@
 """Train the metrics classifiers (``<dataset>-classifier``) that zoo ships for FID/KID/IS/PR.
 
     python benchmarks/train_feature_extractors.py --dataset mnist --dataset fashion-mnist
+    python benchmarks/train_feature_extractors.py --dataset ./my_images --out classifiers
 
 For each dataset: train ``zoo.metrics.features.ClassifierNet`` on the train split
 (deterministic: fixed seed, deterministic algorithms, fixed thread count; bf16 autocast,
 channels-last), measure the test accuracy in float32, and write
 ``<out>/<dataset>-classifier.pt`` (the state dict) and ``<dataset>-classifier.json``
 (architecture, accuracy, training options, sha256 of the weights). Works for any
-labelled dataset ``zoo.data.load`` returns, any channel count or image size. Mirror
-flips are used except for datasets whose classes they change (digits).
+labelled dataset ``zoo.data.load`` returns, any channel count or image size: a built-in
+name, or your own folder with one subfolder per class (or a .npz with labels), with
+options as in ``path?size=32``; its classifier is ``<folder name>-classifier``, used by
+``zoo eval RUN --extractor DIR/<folder name>-classifier.pt``. Mirror flips are used except
+for datasets whose classes they change (digits; ``--hflip off`` for yours if so).
 """
 
 from __future__ import annotations
@@ -95,14 +99,26 @@ def train(dataset: str, opts: TrainOptions, out: Path, root: str | None = None) 
 def _train(dataset: str, opts: TrainOptions, out: Path, root: str | None) -> dict:
     torch.manual_seed(opts.seed)
     device = torch.device(opts.device)
-    hflip = dataset not in NO_FLIP if opts.hflip is None else opts.hflip
-    x_train, y_train = zdata.load(dataset, "train", root=root)
-    x_test, y_test = zdata.load(dataset, "test", root=root)
+    ds = zdata.spec(dataset)
+    hflip = ds.name not in NO_FLIP if opts.hflip is None else opts.hflip
+    x_train, y_train = zdata.load(ds, "train", root=root)
+    x_test, y_test = zdata.load(ds, "test", root=root)
+    if min(int(y_train.min()), int(y_test.min())) < 0:
+        raise SystemExit(
+            f"{ds}: its images have no labels, and a classifier needs them. Put the images in "
+            "one subfolder per class (the folder names are the classes), or save the labels "
+            "with the images: numpy.savez(path, images=..., labels=...)"
+        )
+    own_sha256 = None if ds.builtin else zdata.tensor_sha256(x_train, y_train)
     if opts.limit is not None:
         x_train, y_train = x_train[:opts.limit], y_train[:opts.limit]
         x_test, y_test = x_test[:opts.limit], y_test[:opts.limit]
-    info = zdata.dataset_info(dataset)
-    config = ClassifierConfig(in_channels=x_train.shape[1], num_classes=info.num_classes,
+    num_classes = zdata.dataset_info(ds.source).num_classes if ds.builtin else \
+        max(int(y_train.max()), int(y_test.max())) + 1
+    if num_classes < 2:
+        raise SystemExit(f"{ds}: a classifier needs at least 2 classes, the labels have "
+                         f"{num_classes}")
+    config = ClassifierConfig(in_channels=x_train.shape[1], num_classes=num_classes,
                               channels=tuple(opts.channels), feature_dim=opts.feature_dim)
     net = ClassifierNet(config).to(device, memory_format=torch.channels_last)
     steps_per_epoch = len(x_train) // opts.batch_size
@@ -138,10 +154,11 @@ def _train(dataset: str, opts: TrainOptions, out: Path, root: str | None) -> dic
     acc = accuracy(net, x_test, y_test, device)
     blob = save_bytes(net.state_dict())
     sha = hashlib.sha256(blob).hexdigest()
-    name = f"{dataset}-classifier"
+    name = f"{ds.name}-classifier"
     card = {
         "name": name,
-        "dataset": dataset,
+        "dataset": str(ds),
+        **({"dataset_sha256": own_sha256} if own_sha256 else {}),
         "image_shape": list(x_train.shape[1:]),
         "config": {**dataclasses.asdict(config), "channels": list(config.channels)},
         "test_accuracy": round(acc, 5),
@@ -168,7 +185,9 @@ def _train(dataset: str, opts: TrainOptions, out: Path, root: str | None) -> dic
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--dataset", action="append", required=True, help="repeatable")
+    p.add_argument("--dataset", action="append", required=True,
+                   help="a built-in name or a labelled folder/.npz, with options as in "
+                   "'path?size=32' (repeatable)")
     p.add_argument("--out", type=Path, default=WEIGHTS_DIR)
     p.add_argument("--root", help="dataset root (default $ZOO_DATA_ROOT)")
     d = TrainOptions()

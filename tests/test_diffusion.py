@@ -321,7 +321,13 @@ def test_image_sizes():
         x = torch.randn(2, *shape)
         assert m.net(x, torch.tensor([3, 999])).shape == x.shape
     with pytest.raises(ConfigError, match="multiples of 4"):
-        zoo.create("ddpm", image_shape=(1, 30, 30))
+        zoo.create("ddpm", image_shape=(1, 30, 30), channel_mult=(1, 2, 2))
+    # without channel_mult the depth follows the size
+    for shape, mult in (((1, 30, 30), (1, 2)), ((1, 8, 8), (1, 2)), ((1, 28, 28), (1, 2, 2)),
+                        ((3, 64, 64), (1, 2, 2)), ((1, 7, 7), (1,))):
+        assert zoo.create("ddpm", image_shape=shape).config.channel_mult == mult
+    assert zoo.create("ddpm-full", image_shape=(3, 32, 32)).config.channel_mult == (1, 2, 2, 2)
+    assert zoo.create("ddpm-full", image_shape=(1, 28, 28)).config.channel_mult == (1, 2, 2)
     with pytest.raises(ConfigError, match="multiples of 8"):
         zoo.create("ddpm", image_shape=(1, 28, 28), channel_mult=(1, 2, 2, 2))
     assert zoo.create("ddpm", dataset="mnist").num_parameters() == 1_062_497

@@ -149,8 +149,10 @@ def test_generator_output_saturates_inside_unit_range(name):
 def test_dcgan_sizes():
     assert small("gan-dcgan", (3, 64, 64)).sample(2).shape == (2, 3, 64, 64)
     assert small("gan-dcgan", (3, 28, 28)).sample(2).shape == (2, 3, 28, 28)
-    for bad in [(1, 20, 20), (3, 28, 32), (1, 16, 16)]:
-        with pytest.raises(ConfigError, match="28x28, 32x32, 64x64"):
+    for ok in [(1, 8, 8), (3, 16, 16), (1, 20, 20), (3, 28, 32)]:
+        assert small("gan-dcgan", ok).sample(2).shape == (2, *ok)
+    for bad in [(1, 18, 18), (3, 30, 30), (1, 9, 9), (1, 7, 7)]:
+        with pytest.raises(ConfigError, match="sides 8, 10, 12, 14, 16, 20, 24, 28, 32"):
             small("gan-dcgan", bad)
     assert small("gan-mlp", (1, 20, 20)).sample(2).shape == (2, 1, 20, 20)
 

@@ -95,7 +95,10 @@ def test_bad_inputs_are_config_errors():
     with pytest.raises(ConfigError, match="k "):
         model.nll(torch.zeros(2, 1, 28, 28, dtype=torch.uint8), k=0)
     with pytest.raises(ConfigError, match="divisible"):
-        zoo.create("vae-conv", image_shape=(1, 30, 30))
+        zoo.create("vae-conv", image_shape=(1, 30, 30), channels=(32, 64))
+    assert zoo.create("vae-conv", image_shape=(1, 30, 30)).config.channels == (32,)
+    with pytest.raises(ConfigError, match="even height and width"):
+        zoo.create("vae-conv", image_shape=(1, 27, 27))
 
 
 def test_bernoulli_vae_and_cifar_shapes():

@@ -9,6 +9,7 @@ import argparse
 import dataclasses
 import json
 import math
+import shlex
 import sys
 from pathlib import Path
 
@@ -88,24 +89,30 @@ def cmd_train(args) -> int:
     options = {k: v for k, v in options.items() if v is not None}
     model_fields = registry.config_fields(args.model)
     train_fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
-    overrides = {}
+    data_fields = [k for k in (*zdata.DATA_OPTIONS, *zdata.DATA_OPTION_ALIASES)
+                   if k not in model_fields and k not in train_fields]
+    overrides, data_options = {}, {}
     for key, text in _parse_sets(args.set):
         if key in model_fields:
             overrides[key] = registry.parse_value(args.model, key, text)
         elif key in train_fields:
             options[key] = registry.coerce(text, train_fields[key].type, f"training option {key}")
+        elif key in data_fields:
+            data_options[key] = text
         else:
             raise ConfigError(
                 f"unknown option {key!r} for {args.model}; model options: "
-                f"{', '.join(model_fields)}; training options: {', '.join(train_fields)}"
+                f"{', '.join(model_fields)}; training options: {', '.join(train_fields)}; "
+                f"dataset options: {', '.join(data_fields)}"
             )
-    out = Path(args.out or f"runs/{args.model}-{args.dataset}")
+    dataset = str(zdata.spec(args.dataset, **data_options))
+    out = Path(args.out or f"runs/{args.model}-{zdata.spec(dataset).name}")
     if args.resume:
         info = run_info(out)
-        if info and (info.get("model"), info.get("dataset")) != (args.model, args.dataset):
+        if info and (info.get("model"), info.get("dataset")) != (args.model, dataset):
             raise ConfigError(
                 f"{out} holds a run of {info.get('model')} on {info.get('dataset')}, "
-                f"not {args.model} on {args.dataset}"
+                f"not {args.model} on {dataset}"
             )
         if overrides:
             raise ConfigError("a resumed run keeps its model options; drop the --set model keys")
@@ -114,16 +121,16 @@ def cmd_train(args) -> int:
         if "steps" not in options and "seconds" not in options:
             raise ConfigError("give a training budget: --steps N and/or --seconds S")
         torch.manual_seed(options.get("seed", TrainConfig.seed))
-        model = registry.create(args.model, dataset=args.dataset, **overrides)
-        trainer = Trainer(model, args.dataset, out, data_root=args.root, **options)
+        model = registry.create(args.model, dataset=dataset, **overrides)
+        trainer = Trainer(model, dataset, out, data_root=args.root, **options)
     params = trainer.model.num_parameters()
-    print(f"training {trainer.model.name} ({params / 1e6:.2f}M parameters) on {args.dataset} "
+    print(f"training {trainer.model.name} ({params / 1e6:.2f}M parameters) on {dataset} "
           f"[{trainer.device}] -> {out}", file=sys.stderr)
     try:
         s = trainer.fit()
     except KeyboardInterrupt:
         print(f"\ninterrupted at step {trainer.step}; the checkpoint in {out} is saved. "
-              f"Continue with: zoo train {args.model} --dataset {args.dataset} --out {out} "
+              f"Continue with: zoo train {args.model} --dataset {shlex.quote(dataset)} --out {out} "
               "--resume", file=sys.stderr)
         return 130
     print(f"trained {s['model']} for {s['steps']} steps in {s['seconds']:.1f} s "
@@ -280,7 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("train", help="train a model into a run directory")
     s.add_argument("model", help="model name (see `zoo list`)")
-    s.add_argument("--dataset", required=True)
+    s.add_argument("--dataset", required=True,
+                   help="a built-in name, a folder of images or a .npy/.npz file; dataset "
+                   "options via --set, e.g. --set image_size=32")
     s.add_argument("--steps", type=int)
     s.add_argument("--seconds", type=float)
     s.add_argument("--out", help="run directory (default runs/MODEL-DATASET)")

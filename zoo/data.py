@@ -4,7 +4,9 @@ Files live under ``<root>/<dataset>/`` where the roots are searched in the order
 ``root`` argument > ``$ZOO_DATA_ROOT`` > ``~/.cache/zoo/data``. Every file is checked
 against its official MD5 before it is parsed; a missing file is downloaded (unless
 ``download=False`` or ``$ZOO_OFFLINE`` is set) into the first root. Decoded tensors are
-cached in-process, so a second ``load`` is instant. ``BatchIterator`` keeps a whole
+cached in-process, so a second ``load`` is instant. Your own data (a folder of images or a
+``.npy``/``.npz`` array, with options such as ``size``) loads through the same ``load``;
+see ``zoo.owndata``. ``BatchIterator`` keeps a whole
 dataset as one tensor (on the GPU when training there) and draws batches by index gather.
 """
 
@@ -33,19 +35,32 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .core import ConfigError, DataError
+from .owndata import ALIASES as DATA_OPTION_ALIASES
+from .owndata import OPTIONS as DATA_OPTIONS
+from .owndata import UNLABELLED, DatasetSpec, OwnData, fit_tensor, tensor_sha256
+from .owndata import decode as decode_own
+from .owndata import fingerprint as own_fingerprint
 
 __all__ = [
     "DATASETS",
+    "DATA_OPTIONS",
+    "DATA_OPTION_ALIASES",
+    "UNLABELLED",
     "BatchIterator",
     "DatasetInfo",
+    "DatasetSpec",
     "FileSpec",
     "check",
     "clear_cache",
+    "content_hash",
     "data_roots",
     "dataset_info",
+    "describe",
     "download",
     "find",
+    "image_shape",
     "load",
+    "spec",
 ]
 
 DEFAULT_CACHE = "~/.cache/zoo/data"
@@ -565,27 +580,112 @@ def _decoded(name: str, split: str, fingerprints: tuple) -> tuple[Tensor, Tensor
 
 
 def load(
-    name: str,
+    name: str | os.PathLike | dict | DatasetSpec,
     split: str = "train",
     root: str | os.PathLike | None = None,
     download: bool | None = None,
+    **options,
 ) -> tuple[Tensor, Tensor]:
     """Images uint8 ``[N, C, H, W]`` (contiguous) and labels int64 ``[N]`` of one split.
 
-    The tensors are cached and shared between callers: treat them as read-only (clone
-    before modifying in place). ``download=None`` downloads missing files unless
-    ``$ZOO_OFFLINE`` is set; a corrupt file is always an error, never silently replaced.
+    ``name`` is a built-in dataset, a folder of images or a ``.npy``/``.npz`` file, or a
+    spec with options: a string ``path?size=32&channels=3``, a dict ``{"path": ...,
+    "size": 32}`` or a ``DatasetSpec``; ``options`` add spec options (see ``zoo.owndata``).
+    Unlabelled images have label -1. The tensors are cached and shared between callers:
+    treat them as read-only (clone before modifying in place). ``download=None`` downloads
+    missing built-in files unless ``$ZOO_OFFLINE`` is set; a corrupt file is always an
+    error, never silently replaced.
     """
-    info = dataset_info(name)
-    paths = _resolve(info, split, root, download)
-    return _decoded(info.name, split, tuple(_fingerprint(p) for p in paths))
+    s = spec(name, **options)
+    if s.builtin:
+        info = DATASETS[s.source]
+        paths = _resolve(info, split, root, download)
+        fps = tuple(_fingerprint(p) for p in paths)
+        if s.transformed:
+            return _fitted(s, split, fps)
+        return _decoded(info.name, split, fps)
+    own = _own(s)
+    if split not in own.splits:
+        raise ConfigError(f"unknown split {split!r} for {s.source}; valid splits: "
+                          f"{', '.join(own.splits)}")
+    x, y = own.splits[split]
+    if x.shape[0] == 0:
+        raise DataError(f"{s.source} has no {split} images (test_size=0); give test_size > 0")
+    return x, y
+
+
+def spec(name: str | os.PathLike | dict | DatasetSpec, **options) -> DatasetSpec:
+    """The DatasetSpec of a name, path, ``path?key=value&...`` string or dict, plus options;
+    ``str()`` of it is the canonical string (absolute path, options in a fixed order)."""
+    return DatasetSpec.parse(name, **options)
+
+
+def _own(s: DatasetSpec) -> OwnData:
+    return decode_own(s, own_fingerprint(s))
+
+
+@functools.lru_cache(maxsize=4)
+def _fitted(s: DatasetSpec, split: str, fingerprints: tuple) -> tuple[Tensor, Tensor]:
+    x, y = _decoded(s.source, split, fingerprints)
+    return fit_tensor(x, s), y
+
+
+_sha_cache: dict[tuple, str] = {}
+
+
+def content_hash(
+    name: str | os.PathLike | dict | DatasetSpec, split: str = "train",
+    root: str | os.PathLike | None = None,
+) -> str:
+    """sha256 of a split's shape, pixels and labels: what metrics' reference caches and
+    run.json key an own dataset by (it follows the content, not the path or file names)."""
+    s = spec(name)
+    if not s.builtin:
+        load(s, split)
+        return _own(s).sha256[split]
+    x, y = load(s, split, root)
+    key = (str(s), split, x.data_ptr(), tuple(x.shape))
+    if key not in _sha_cache:
+        _sha_cache[key] = tensor_sha256(x, y)
+    return _sha_cache[key]
+
+
+def image_shape(
+    name: str | os.PathLike | dict | DatasetSpec, root: str | os.PathLike | None = None
+) -> tuple[int, int, int]:
+    """(C, H, W) of a dataset's images (a built-in one's without reading its files)."""
+    s = spec(name)
+    if s.builtin:
+        c, h, w = DATASETS[s.source].image_shape
+        return (s.channels or c, *(s.size or (h, w)))
+    return tuple(load(s, "train", root)[0].shape[1:])
+
+
+def describe(
+    name: str | os.PathLike | dict | DatasetSpec, root: str | os.PathLike | None = None
+) -> dict:
+    """What a dataset is: its name, spec, image shape, classes and split sizes."""
+    s = spec(name)
+    if s.builtin:
+        info = DATASETS[s.source]
+        return {"name": s.name, "spec": str(s), "image_shape": list(image_shape(s)),
+                "classes": list(info.classes), "num_classes": info.num_classes,
+                "splits": dict(info.splits)}
+    own = _own(s)
+    return {"name": s.name, "spec": str(s), "image_shape": list(image_shape(s)),
+            "classes": list(own.classes), "num_classes": len(own.classes),
+            "splits": {k: int(x.shape[0]) for k, (x, _) in own.splits.items()},
+            "sha256": dict(own.sha256)}
 
 
 def clear_cache() -> None:
     """Forget decoded tensors and remembered checksums (frees memory; tests use it)."""
     _decoded.cache_clear()
     _read_cifar.cache_clear()
+    _fitted.cache_clear()
+    decode_own.cache_clear()
     _md5_cache.clear()
+    _sha_cache.clear()
 
 
 # -- batches -----------------------------------------------------------------------------

@@ -95,22 +95,29 @@ def _resolve(annotation):
 
 def create(
     name: str,
-    dataset: str | None = None,
+    dataset=None,
     image_shape: tuple[int, int, int] | None = None,
     **overrides,
 ) -> GenerativeModel:
     """Build model ``name`` for ``dataset`` (or an explicit ``image_shape``).
 
-    Config = class defaults < the name's defaults < the dataset's defaults < ``overrides``.
+    ``dataset`` is a built-in name, a folder or array file, or a spec with options
+    (``"path?size=32"``, ``{"path": ..., "size": 32}``): the model is built for the image
+    shape it loads as. Config = class defaults < the name's defaults < the built-in
+    dataset's defaults < ``overrides``.
     """
     s = spec(name)
-    if image_shape is None:
-        if dataset is None:
-            raise ConfigError("create() needs dataset=... or image_shape=(C, H, W)")
-        from .data import dataset_info
+    key = None
+    if dataset is not None:
+        from . import data as zdata
 
-        image_shape = dataset_info(dataset).image_shape
-    values = {**s.defaults, **s.dataset_defaults.get(dataset, {}), **overrides}
+        ds = zdata.spec(dataset)
+        key = ds.source if ds.builtin else None
+        if image_shape is None:
+            image_shape = zdata.image_shape(ds)
+    if image_shape is None:
+        raise ConfigError("create() needs dataset=... or image_shape=(C, H, W)")
+    values = {**s.defaults, **s.dataset_defaults.get(key, {}), **overrides}
     config = config_from_dict(s.cls.Config, values)
     model = s.cls(config, image_shape)
     model.name = name

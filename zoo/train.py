@@ -25,6 +25,7 @@ from . import data as zdata
 from .core import (
     CheckpointError,
     ConfigError,
+    DataError,
     GenerativeModel,
     TrainingDiverged,
     ZooError,
@@ -113,18 +114,28 @@ class Trainer:
             setattr(self.config, k, v)
         self.config.validate()
         self.model = model
-        self.dataset = dataset
+        ds = zdata.spec(dataset)
+        self.dataset = str(ds)  # canonical: built-in name, or absolute path and options
         self.out = Path(out)
         self.progress = progress
         self.device = resolve_device(self.config.device)
         self.amp = self.config.amp if self.config.amp is not None else self.device.type == "cuda"
+        own = images is None and not ds.builtin
         if images is None:
-            images, _ = zdata.load(dataset, "train", root=data_root)
+            images, _ = zdata.load(ds, "train", root=data_root)
         if tuple(images.shape[1:]) != model.image_shape:
             raise ConfigError(
                 f"{model.name} was built for images {model.image_shape}, "
-                f"but {dataset} has {tuple(images.shape[1:])}"
+                f"but {self.dataset} has {tuple(images.shape[1:])}"
             )
+        if images.shape[0] < self.config.batch_size:
+            raise DataError(
+                f"{self.dataset} has {images.shape[0]} training images, fewer than one batch "
+                f"of {self.config.batch_size}: add images or train with a batch size of at most "
+                f"{images.shape[0]} (--batch-size)"
+            )
+        #: sha256 of an own dataset's training split (run.json), None for a built-in one
+        self.dataset_sha256 = zdata.content_hash(ds, "train") if own else None
         self.images = images
         self.data_root = data_root
         self.step = 0
@@ -137,6 +148,7 @@ class Trainer:
             "model": self.model.name,
             "family": self.model.family,
             "dataset": self.dataset,
+            **({"dataset_sha256": self.dataset_sha256} if self.dataset_sha256 else {}),
             "image_shape": list(self.model.image_shape),
             "model_config": config_to_dict(self.model.config),
             "train_config": dataclasses.asdict(self.config),

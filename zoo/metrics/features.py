@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from torch_fidelity import FeatureExtractorBase, FeatureExtractorInceptionV3
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
 
+from .. import data as zdata
 from ..core import CheckpointError, ConfigError, ZooError, torch_load
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -381,6 +382,15 @@ def _inception(path: Path, choice: str) -> Extractor:
     )
 
 
+def train_classifier_hint(ds) -> str:
+    """How to train a metrics classifier on a (labelled) dataset and use it."""
+    import shlex
+
+    return (f"train a classifier on its labelled images with `python "
+            f"benchmarks/train_feature_extractors.py --dataset {shlex.quote(str(ds))} --out DIR` "
+            f"and pass --extractor DIR/{ds.name}{CLASSIFIER_SUFFIX}.pt (extractor= in Python)")
+
+
 def resolve_extractor(
     extractor: str | os.PathLike | None,
     dataset: str | None,
@@ -395,7 +405,10 @@ def resolve_extractor(
     the hub cache), else the dataset's classifier; the choice is printed to stderr (when
     ``announce``) and recorded in the Extractor, never silent.
     """
-    own = f"{dataset}{CLASSIFIER_SUFFIX}" if dataset else None
+    ds = zdata.spec(dataset) if dataset is not None else None
+    # a shipped classifier fits its built-in dataset as distributed (not resized copies)
+    own = f"{ds.name}{CLASSIFIER_SUFFIX}" if ds is not None and ds.builtin \
+        and not ds.transformed else None
     if extractor is not None:
         spec = str(extractor)
         if spec == INCEPTION:
@@ -403,7 +416,8 @@ def resolve_extractor(
         if spec == "classifier":
             if own not in classifier_names():
                 raise ConfigError(f"no classifier is shipped for dataset {dataset!r}; "
-                                  f"available: {', '.join(classifier_names())}")
+                                  f"available: {', '.join(classifier_names())}"
+                                  + (f". {train_classifier_hint(ds)}" if ds else ""))
             spec = own
         return _classifier(spec, "explicit")
     found = find_inception_weights(inception_weights_path)
@@ -414,8 +428,15 @@ def resolve_extractor(
                           "ZOO_INCEPTION_WEIGHTS or pass extractor='inception-v3-compat' to "
                           "download them), so the dataset's classifier is used")
     else:
-        ext = _inception(inception_weights(None), f"default: no classifier is shipped for "
-                         f"{dataset!r}, InceptionV3 weights downloaded")
+        try:
+            path = inception_weights(None)
+        except MetricsError as e:
+            if ds is None:
+                raise
+            raise MetricsError(f"no feature extractor for {ds}: zoo ships no classifier for "
+                               f"it and {e}. Or {train_classifier_hint(ds)}") from None
+        ext = _inception(path, f"default: no classifier is shipped for {dataset!r}, "
+                         "InceptionV3 weights downloaded")
     if announce:
         print(f"zoo.metrics: feature extractor {ext.name} (sha256 {ext.sha256[:12]}); "
               f"{ext.choice}", file=sys.stderr)

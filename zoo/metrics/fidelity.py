@@ -89,25 +89,35 @@ def _check_batch(x, what: str) -> Tensor:
     return x.detach().cpu().contiguous()
 
 
-def reference_key(dataset: str, split: str, n_reference: int, extractor: Extractor) -> tuple:
-    """(cache name, parts) of a dataset split's features under ``extractor``."""
-    info = zdata.dataset_info(dataset)
-    files = zdata.DATASETS[info.name].split_files.get(split)
-    if files is None:
-        raise ConfigError(f"unknown split {split!r} for {info.name}; valid splits: "
-                          f"{', '.join(info.split_files)}")
-    parts = {
-        "format": CACHE_FORMAT,
-        "dataset": info.name,
-        "split": split,
-        "files": {f: info.files[f].md5 for f in files},
+def reference_key(
+    dataset, split: str, n_reference: int, extractor: Extractor,
+    root: str | os.PathLike | None = None,
+) -> tuple:
+    """(cache name, parts) of a dataset split's features under ``extractor``.
+
+    A built-in dataset is keyed by the MD5s of its files; an own dataset (or a resized
+    built-in one) by the sha256 of the split's pixels and labels, so moving or renaming
+    its files keeps the cache and changing an image (or an option like size) does not.
+    """
+    ds = zdata.spec(dataset)
+    parts: dict = {"format": CACHE_FORMAT, "dataset": ds.name, "split": split}
+    if ds.builtin and not ds.transformed:
+        info = zdata.dataset_info(ds.source)
+        files = info.split_files.get(split)
+        if files is None:
+            raise ConfigError(f"unknown split {split!r} for {info.name}; valid splits: "
+                              f"{', '.join(info.split_files)}")
+        parts["files"] = {f: info.files[f].md5 for f in files}
+    else:
+        parts["content_sha256"] = zdata.content_hash(ds, split, root)
+    parts.update({
         "n_reference": int(n_reference),
         "extractor": extractor.name,
         "weights_sha256": extractor.sha256,
         "torch_fidelity": torch_fidelity.__version__,
-    }
+    })
     digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
-    return f"{info.name}-{split}-{digest}", parts
+    return f"{ds.name}-{split}-{digest}", parts
 
 
 _NUMPY_GLOBALS = [np.dtype, np.ndarray, np._core.multiarray._reconstruct,
@@ -339,18 +349,18 @@ def evaluate(
     if tuple(generated.shape[1:]) != tuple(reference.shape[1:]):
         raise ConfigError(f"the samples are {tuple(generated.shape[1:])} images but {dataset} "
                           f"has {tuple(reference.shape[1:])}")
-    key = reference_key(dataset, split, reference.shape[0], ext)[0] if cache else None
+    key = reference_key(dataset, split, reference.shape[0], ext, root)[0] if cache else None
     t1 = time.perf_counter()
     figures, status = compute_metrics(
         generated, reference, ext, metrics, cache_key=key, cache_dir=cache_dir,
         batch_size=batch_size, seed=seed, device=dev, progress=progress,
     )
     if status != "off":
-        _write_key_card(cache_root(cache_dir), dataset, split, reference.shape[0], ext)
+        _write_key_card(cache_root(cache_dir), dataset, split, reference.shape[0], ext, root)
     return {
         **figures,
         **ext.record(),
-        "dataset": zdata.dataset_info(dataset).name,
+        **_dataset_record(dataset, split, root),
         "split": split,
         "n_generated": int(generated.shape[0]),
         "n_reference": int(reference.shape[0]),
@@ -364,9 +374,18 @@ def evaluate(
     }
 
 
-def _write_key_card(root: Path, dataset: str, split: str, n: int, ext: Extractor) -> None:
+def _dataset_record(dataset, split: str, root=None) -> dict:
+    """How a result row names its dataset: the built-in name, or the spec and content hash."""
+    ds = zdata.spec(dataset)
+    if ds.builtin and not ds.transformed:
+        return {"dataset": ds.name}
+    return {"dataset": str(ds), "dataset_sha256": zdata.content_hash(ds, split, root)}
+
+
+def _write_key_card(root: Path, dataset, split: str, n: int, ext: Extractor,
+                    data_root=None) -> None:
     """A readable JSON beside the cache files saying what the key stands for."""
-    key, parts = reference_key(dataset, split, n, ext)
+    key, parts = reference_key(dataset, split, n, ext, data_root)
     path = root / f"{key}.json"
     if not path.is_file():
         text = json.dumps(parts, indent=2)
@@ -416,12 +435,12 @@ def reference_features(
     kwargs = {"input2": _Images(reference), **extractor.tf_kwargs(),
               **_tf_common(dev, batch_size, 0, False)}
     if cache:
-        key = reference_key(dataset, split, reference.shape[0], extractor)[0]
+        key = reference_key(dataset, split, reference.shape[0], extractor, root)[0]
         croot = cache_root(cache_dir)
         croot.mkdir(parents=True, exist_ok=True)
         _vet_cache(croot, key)
         kwargs.update(cache=True, cache_root=str(croot), input2_cache_name=key)
-        _write_key_card(croot, dataset, split, reference.shape[0], extractor)
+        _write_key_card(croot, dataset, split, reference.shape[0], extractor, root)
     else:
         kwargs["cache"] = False
     module = create_feature_extractor(extractor.tf_name, list(layers), **kwargs)

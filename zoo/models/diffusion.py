@@ -9,6 +9,7 @@ loop, so a step is one network call and five fused tensor ops, with no host sync
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
@@ -48,7 +49,8 @@ class DDPMConfig:
     beta_start: float = 1e-4  # linear schedule only
     beta_end: float = 0.02  # linear schedule only
     channels: int = 32
-    channel_mult: tuple[int, ...] = (1, 2, 2)
+    channel_mult: tuple[int, ...] | None = None  # None: depth from the image size (max_levels)
+    max_levels: int = 3
     num_res_blocks: int = 1
     attention_levels: tuple[int, ...] = ()
     mid_attention: bool = True
@@ -199,6 +201,8 @@ class DDPM(GenerativeModel):
         unet_config = UNetConfig(**{k: getattr(c, k) for k in unet_fields})
         ch, h, w = self.image_shape
         self.net = UNet(ch, (h, w), unet_config)
+        # the config records the depth chosen for this size, so run.json shows what was built
+        self.config = dataclasses.replace(c, channel_mult=tuple(self.net.config.channel_mult))
         self._register_schedule(make_betas(c.schedule, c.timesteps, c.beta_start, c.beta_end))
 
     def _register_schedule(self, betas: Tensor) -> None:
@@ -622,12 +626,8 @@ MODELS = {
         DDPM,
         "DDPM with the paper's CIFAR-10 U-Net (35.7M parameters at 32x32), for GPUs",
         defaults={
-            "channels": 128, "channel_mult": (1, 2, 2, 2), "num_res_blocks": 2,
+            "channels": 128, "max_levels": 4, "num_res_blocks": 2,
             "attention_levels": (1,), "dropout": 0.1, "lr": 2e-4, "norm_groups": 32,
-        },
-        dataset_defaults={
-            name: {"channel_mult": (1, 2, 2), "attention_levels": (1,)}
-            for name in ("mnist", "fashion-mnist")
         },
     ),
 }

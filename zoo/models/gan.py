@@ -36,8 +36,8 @@ from ..nn.likelihood import from_unit, to_unit
 LOSSES = ("ns", "hinge", "wgan-gp")
 ARCHS = ("mlp", "dcgan")
 D_NORMS = ("auto", "batch", "layer", "none")
-#: DCGAN: square image side -> side of the generator's first feature map
-DCGAN_SIZES = {28: 7, 32: 4, 64: 4}
+#: DCGAN: the generator's first feature map has a side in this range, doubled per stage
+DCGAN_START = (4, 8)
 #: latents used to re-estimate the generator's BatchNorm statistics when saving
 BN_CALIBRATION_SAMPLES = 2048
 BN_CALIBRATION_BATCH = 128
@@ -135,17 +135,30 @@ def _mlp_discriminator(cfg: GANConfig, image_shape: tuple[int, int, int]) -> nn.
     return nn.Sequential(*layers)
 
 
-def _dcgan_plan(image_shape: tuple[int, int, int]) -> tuple[int, int]:
-    """(first feature-map side, number of stride-2 stages) for a supported image size."""
+def dcgan_sides(limit: int = 128) -> list[int]:
+    """The image sides (up to ``limit``) a DCGAN handles: s * 2^k, 4 <= s <= 8, k >= 1."""
+    lo, hi = DCGAN_START
+    return sorted({s * 2**k for s in range(lo, hi + 1) for k in range(1, 8) if s * 2**k <= limit})
+
+
+def _dcgan_plan(image_shape: tuple[int, int, int]) -> tuple[tuple[int, int], int]:
+    """((first feature-map height, width), number of stride-2 stages) for an image size:
+    halve while both sides are even and stay >= 4 (28 -> 7 in 2 stages, 32 -> 4 in 3,
+    64 -> 4 in 4, 8 -> 4 in 1)."""
     c, h, w = image_shape
-    if h != w or h not in DCGAN_SIZES:
-        sizes = ", ".join(f"{s}x{s}" for s in DCGAN_SIZES)
+    sh, sw, stages = h, w, 0
+    lo, hi = DCGAN_START
+    while sh % 2 == 0 and sw % 2 == 0 and sh // 2 >= lo and sw // 2 >= lo:
+        sh, sw, stages = sh // 2, sw // 2, stages + 1
+    if stages < 1 or sh > hi or sw > hi:
+        sides = ", ".join(map(str, dcgan_sides()))
         raise ConfigError(
-            f"gan-dcgan handles square images of {sizes} (any channel count, e.g. 28x28x1 "
-            f"MNIST, 32x32x3 CIFAR-10), got {h}x{w}x{c}; use gan-mlp for other sizes"
+            f"gan-dcgan handles images whose height and width are s * 2^k with 4 <= s <= 8 "
+            f"and k >= 1 (the same k for both): sides {sides}, ... (e.g. 28x28x1 MNIST, "
+            f"32x32x3 CIFAR-10, any channel count); got {h}x{w}x{c}. Resize the images "
+            f"(--set image_size=32) or use gan-mlp, which takes any size"
         )
-    start = DCGAN_SIZES[h]
-    return start, int(math.log2(h // start))
+    return (sh, sw), stages
 
 
 def _dcgan_generator(cfg: GANConfig, image_shape: tuple[int, int, int]) -> nn.Module:
@@ -419,7 +432,8 @@ MODELS = {
     ),
     "gan-dcgan": ModelSpec(
         GAN,
-        "DCGAN of Radford et al. for 28x28, 32x32 and 64x64 images (loss ns|hinge|wgan-gp)",
+        "DCGAN of Radford et al., stages from the size (8, 16, 28, 32, 64, ...; loss "
+        "ns|hinge|wgan-gp)",
         defaults={"arch": "dcgan"},
     ),
 }

@@ -7,6 +7,7 @@ samples (k=1 is the ELBO), in bits/dim, with the log-mean-exp taken in float64.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -33,7 +34,9 @@ class VAEConfig:
     arch: Literal["mlp", "conv"] = "mlp"
     latent_dim: int = 20
     hidden: int = 400  # mlp: width of the one hidden layer of encoder and decoder
-    channels: tuple[int, ...] = (32, 64)  # conv: channels of the stride-2 stages
+    # conv: channels of the stride-2 stages; None: (32, 64), or (32,) for a size that
+    # can be halved only once (sides 2 mod 4, e.g. 30)
+    channels: tuple[int, ...] | None = None
     conv_hidden: int = 256  # conv: width of the dense layer between conv stack and latent
     likelihood: Literal["discretized-logistic", "bernoulli"] = "discretized-logistic"
     # discretized-logistic: the logistic's scale is an output of the decoder per image and
@@ -52,6 +55,17 @@ def gaussian_kl_standard(mu: Tensor, logvar: Tensor) -> Tensor:
 def gaussian_log_prob(z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
     """log N(z; mu, exp(logvar)) summed over the last dim."""
     return -0.5 * (LOG_2PI + logvar + (z - mu).pow(2) * torch.exp(-logvar)).sum(-1)
+
+
+def _auto_stages(h: int, w: int) -> tuple[int, ...]:
+    """Stage widths for vae-conv: (32, 64) when the size halves twice, (32,) when once."""
+    if h % 2 or w % 2:
+        raise ConfigError(
+            f"vae-conv halves the image at least once, so it needs an even height and width "
+            f"(e.g. 8, 10, 14, 16, 28, 30, 32, 64); got {h}x{w}. Resize the images "
+            "(--set image_size=28) or use vae-mlp, which takes any size"
+        )
+    return (32, 64) if h % 4 == 0 and w % 4 == 0 else (32,)
 
 
 class VAE(GenerativeModel):
@@ -89,6 +103,8 @@ class VAE(GenerativeModel):
                 nn.Unflatten(1, (self.out_channels, h, w)),
             )
         elif config.arch == "conv":
+            if config.channels is None:
+                config = self.config = dataclasses.replace(config, channels=_auto_stages(h, w))
             self.encoder, self.decoder = self._conv_nets(config)
         else:
             raise ConfigError(f"unknown VAE arch {config.arch!r}; valid: mlp, conv")
@@ -113,7 +129,8 @@ class VAE(GenerativeModel):
         if h % f or w % f or not config.channels:
             raise ConfigError(
                 f"vae-conv with {stages} stride-2 stages needs height and width divisible "
-                f"by {f} (e.g. 28x28 or 32x32), got {h}x{w}"
+                f"by {f} (e.g. 28x28 or 32x32), got {h}x{w}; leave channels unset to fit the "
+                "stages to the size"
             )
         enc: list[nn.Module] = []
         prev = c
@@ -270,7 +287,7 @@ MODELS = {
     ),
     "vae-conv": ModelSpec(
         VAE,
-        "convolutional VAE for 28x28 and 32x32 images",
+        "convolutional VAE, 1 or 2 stride-2 stages by the size (even sides: 8, 16, 28, 32, ...)",
         defaults={"arch": "conv", "latent_dim": 32},
         dataset_defaults={"cifar10": {"channels": (64, 128), "latent_dim": 128}},
     ),

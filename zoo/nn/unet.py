@@ -11,6 +11,7 @@ made the whole network slower (its GroupNorm kernel is 10-25x slower than NCHW's
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -27,8 +28,10 @@ class UNetConfig:
     """Width, depth and where to attend.
 
     ``channel_mult`` has one entry per resolution level (the image is halved between
-    levels); ``attention_levels`` indexes those levels (0 = full resolution); the middle
-    block at the lowest resolution always attends when ``mid_attention`` is set.
+    levels); None picks the depth from the image size (``auto_channel_mult``: up to
+    ``max_levels`` levels of widths 1, 2, 2, ...). ``attention_levels`` indexes those levels
+    (0 = full resolution); the middle block at the lowest resolution always attends when
+    ``mid_attention`` is set.
 
     ``norm_groups`` of 4 rather than DDPM's 32: at 32 channels, 32 groups normalise every
     channel on its own (instance norm), which erases each feature map's mean, i.e. the
@@ -39,13 +42,32 @@ class UNetConfig:
     """
 
     channels: int = 32
-    channel_mult: tuple[int, ...] = (1, 2, 2)
+    channel_mult: tuple[int, ...] | None = None
+    max_levels: int = 3
     num_res_blocks: int = 1
     attention_levels: tuple[int, ...] = ()
     mid_attention: bool = True
     attention_heads: int = 1
     dropout: float = 0.0
     norm_groups: int = 4
+
+
+#: the auto depth halves the image while its side stays even and at least this after halving
+MIN_SIDE = 4
+
+
+def auto_channel_mult(h: int, w: int, max_levels: int) -> tuple[int, ...]:
+    """Width multipliers (1, 2, 2, ...) of as many levels as the size allows: the image is
+    halved while height and width are even and stay >= MIN_SIDE, up to ``max_levels``
+    levels (28x28 -> 3 levels down to 7x7; 32x32 -> 3 levels, or 4 down to 4x4 with
+    ``max_levels=4``; 8x8 -> 2 levels; an odd size -> 1)."""
+    if max_levels < 1:
+        raise ConfigError(f"max_levels must be >= 1, got {max_levels}")
+    levels = 1
+    while (levels < max_levels and h % 2 == 0 and w % 2 == 0
+           and h // 2 >= MIN_SIDE and w // 2 >= MIN_SIDE):
+        h, w, levels = h // 2, w // 2, levels + 1
+    return (1,) + (2,) * (levels - 1)
 
 
 def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
@@ -165,6 +187,8 @@ class UNet(nn.Module):
     def __init__(self, in_channels: int, image_size: tuple[int, int], config: UNetConfig):
         super().__init__()
         c = config
+        if c.channel_mult is None:
+            c = dataclasses.replace(c, channel_mult=auto_channel_mult(*image_size, c.max_levels))
         levels = len(c.channel_mult)
         if c.channels < 1 or not c.channel_mult or min(c.channel_mult) < 1:
             raise ConfigError(
@@ -190,7 +214,8 @@ class UNet(nn.Module):
                 f"a U-Net with {levels} levels (channel_mult={c.channel_mult}) halves the image "
                 f"{levels - 1} times, so height and width must be multiples of {f} "
                 f"(e.g. {', '.join(str(f * k) for k in (7, 8, 16) if f * k <= 256)}); "
-                f"got {h}x{w}. Use fewer levels or pad the images"
+                f"got {h}x{w}. Use fewer levels, pad the images, or leave channel_mult unset "
+                "so the U-Net picks its depth from the size"
             )
         self.config = c
         self.image_size = (h, w)

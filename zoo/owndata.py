@@ -1,0 +1,528 @@
+"""Your own data as a dataset: a folder of images or a ``.npy``/``.npz`` array, with options.
+
+A dataset is named by a *spec*: a built-in name or a path, plus options. It is written as a
+string ``path?size=32&channels=3`` (the CLI's ``--dataset``, run.json), a dict
+``{"path": "...", "size": 32}`` (TOML suites, the bench) or a ``DatasetSpec``. Options:
+
+- ``size``: ``32`` or ``32x24`` (height x width); images of another size are fitted to it.
+  Without it, all images must share one size.
+- ``fit``: ``resize`` (default: scale to the size, bicubic) or ``crop`` (scale keeping the
+  aspect ratio until the image covers the size, then cut out the centre).
+- ``channels``: 1 or 3. Without it a dataset mixing grayscale and colour images uses the
+  most common kind and says so on stderr.
+- ``test_size``: the held-out test split of a dataset that has none of its own, a fraction
+  (< 1, default 0.1) or a count; ``split_seed`` (default 0) seeds which images it takes.
+- ``layout``: ``nhw``, ``nhwc`` or ``nchw`` for an array whose layout is ambiguous.
+
+A folder holds images (PNG, JPEG, BMP; grayscale or RGB) directly, or one subfolder per
+class (the sorted subfolder names are the labels 0, 1, ...), and optionally ``train/`` and
+``test/`` subfolders that are its splits. An array file holds uint8 images ``[N, H, W]``,
+``[N, H, W, C]`` or ``[N, C, H, W]``; a ``.npz`` may add ``labels`` (or ``y``), or hold the
+splits as ``x_train``/``y_train``/``x_test``/``y_test``. Unlabelled images get label
+``UNLABELLED`` (-1).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import os
+import re
+import sys
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .core import ConfigError, DataError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+ARRAY_SUFFIXES = (".npy", ".npz")
+UNLABELLED = -1
+FITS = ("resize", "crop")
+LAYOUTS = ("nhw", "nhwc", "nchw")
+DEFAULT_TEST_SIZE = 0.1
+#: option names accepted in a spec, and their aliases (``--set image_size=32`` on the CLI)
+OPTIONS = ("size", "channels", "fit", "test_size", "split_seed", "layout")
+ALIASES = {"image_size": "size", "image_channels": "channels", "resize": "fit"}
+_GRAY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """What to load: ``source`` (a built-in name or an absolute path) and its options."""
+
+    source: str
+    builtin: bool = False
+    size: tuple[int, int] | None = None
+    channels: int | None = None
+    fit: str | None = None
+    test_size: float | None = None
+    split_seed: int | None = None
+    layout: str | None = None
+
+    @classmethod
+    def parse(cls, value, **options) -> DatasetSpec:
+        """A spec from a string (``path?size=32``), a dict or a spec, plus ``options``."""
+        if isinstance(value, DatasetSpec):
+            base, opts = value, {}
+        elif isinstance(value, dict):
+            opts = dict(value)
+            source = opts.pop("path", None) or opts.pop("name", None)
+            if not source:
+                raise ConfigError(f"a dataset given as a table needs path = '...' (or name), "
+                                  f"got {value!r}")
+            base = cls._from_source(str(source))
+        elif isinstance(value, str | os.PathLike):
+            text = os.fspath(value).strip()
+            source, _, query = text.partition("?")
+            opts = {}
+            for item in filter(None, query.split("&")):
+                key, sep, val = item.partition("=")
+                if not sep:
+                    raise ConfigError(f"dataset option {item!r} in {text!r} is not key=value")
+                opts[key.strip()] = val.strip()
+            base = cls._from_source(source)
+        else:
+            raise ConfigError(f"a dataset is a name, a path or a table, got {value!r}")
+        opts.update(options)
+        changes = {}
+        for key, val in opts.items():
+            name = ALIASES.get(key.replace("-", "_"), key.replace("-", "_"))
+            if name not in OPTIONS:
+                raise ConfigError(f"unknown dataset option {key!r}; valid: {', '.join(OPTIONS)}")
+            changes[name] = None if val is None else _coerce(name, val)
+        spec = dataclasses.replace(base, **changes)
+        if spec.builtin:
+            bad = [k for k in ("test_size", "split_seed", "layout") if getattr(spec, k) is not None]
+            if bad:
+                raise ConfigError(f"{', '.join(bad)} do not apply to the built-in dataset "
+                                  f"{spec.source} (it has its own splits and format)")
+        return spec
+
+    @classmethod
+    def _from_source(cls, source: str) -> DatasetSpec:
+        from .data import _ALIASES, DATASETS  # data imports this module
+
+        key = source.strip().lower()
+        key = _ALIASES.get(key, key)
+        if key in DATASETS:
+            return cls(source=key, builtin=True)
+        if not source.strip():
+            raise ConfigError("empty dataset name; give a built-in name or a path")
+        return cls(source=str(Path(source.strip()).expanduser().absolute()))
+
+    @property
+    def transformed(self) -> bool:
+        return self.size is not None or self.channels is not None
+
+    @property
+    def name(self) -> str:
+        """A short name: the built-in name, or the file or folder name (run dirs, classifiers)."""
+        if self.builtin:
+            return self.source
+        stem = Path(self.source).name
+        stem = stem[: -len(Path(stem).suffix)] if Path(stem).suffix in ARRAY_SUFFIXES else stem
+        return re.sub(r"[^A-Za-z0-9._-]+", "_", stem) or "data"
+
+    def options(self) -> dict:
+        out = {}
+        for key in OPTIONS:
+            v = getattr(self, key)
+            if v is None:
+                continue
+            if key == "size":
+                v = str(v[0]) if v[0] == v[1] else f"{v[0]}x{v[1]}"
+            elif key == "test_size" and float(v).is_integer() and v >= 1:
+                v = int(v)
+            out[key] = v
+        return out
+
+    def __str__(self) -> str:
+        opts = self.options()
+        return self.source + ("?" + "&".join(f"{k}={v}" for k, v in opts.items()) if opts else "")
+
+
+def _coerce(name: str, value):
+    """An option value (typed, or a string from the command line) checked and normalized."""
+    text = str(value).strip()
+    try:
+        if name == "size":
+            if isinstance(value, list | tuple):
+                h, w = (int(v) for v in value)
+            else:
+                parts = re.split(r"[x,]", text.lower())
+                h, w = (int(parts[0]), int(parts[0])) if len(parts) == 1 else map(int, parts)
+            if h < 1 or w < 1:
+                raise ValueError
+            return (h, w)
+        if name == "channels":
+            c = int(text)
+            if c not in (1, 3):
+                raise ValueError
+            return c
+        if name == "fit":
+            if text not in FITS:
+                raise ValueError
+            return text
+        if name == "layout":
+            text = text.lower()
+            if text == "auto":
+                return None
+            if text not in LAYOUTS:
+                raise ValueError
+            return text
+        if name == "test_size":
+            v = float(text)
+            if not (0 <= v < 1 or (v >= 1 and v.is_integer())):
+                raise ValueError
+            return v
+        if name == "split_seed":
+            return int(text)
+    except ValueError:
+        pass
+    expected = {
+        "size": "a side like 32 or HxW like 32x24", "channels": "1 or 3",
+        "fit": " or ".join(FITS), "layout": "auto, " + ", ".join(LAYOUTS),
+        "test_size": "a fraction in [0, 1) or a whole count", "split_seed": "an integer",
+    }[name]
+    raise ConfigError(f"dataset option {name} must be {expected}, got {value!r}")
+
+
+# -- the pieces of a decoded dataset ------------------------------------------------------------
+
+
+@dataclass
+class OwnData:
+    """A decoded dataset: per split uint8 images [N, C, H, W] and int64 labels, the class
+    names (empty when unlabelled) and a sha256 of each split's pixels and labels."""
+
+    splits: dict[str, tuple[Tensor, Tensor]]
+    classes: tuple[str, ...]
+    sha256: dict[str, str]
+
+
+def tensor_sha256(images: Tensor, labels: Tensor) -> str:
+    """A stable hash of a split: its shape, pixels and labels (independent of file names)."""
+    h = hashlib.sha256()
+    h.update(repr(tuple(images.shape)).encode())
+    h.update(images.contiguous().numpy().tobytes())
+    h.update(labels.contiguous().numpy().astype("<i8").tobytes())
+    return h.hexdigest()
+
+
+def fingerprint(spec: DatasetSpec) -> tuple:
+    """What identifies the files of an own dataset on disk: (path, size, mtime) of each."""
+    path = Path(spec.source)
+    if path.is_dir():
+        files = [p for p in sorted(path.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES]
+        return tuple((str(p), *_stat(p)) for p in files)
+    if path.is_file():
+        return ((str(path), *_stat(path)),)
+    raise ConfigError(
+        f"unknown dataset {spec.source}: no such folder or file; valid datasets: "
+        f"{_builtin_names()}, or the path of a folder of images or a .npy/.npz file"
+    )
+
+
+def _stat(p: Path) -> tuple[int, int]:
+    st = p.stat()
+    return st.st_size, st.st_mtime_ns
+
+
+def _builtin_names() -> str:
+    from .data import DATASETS
+
+    return ", ".join(DATASETS)
+
+
+@functools.lru_cache(maxsize=8)
+def decode(spec: DatasetSpec, _fingerprint: tuple) -> OwnData:
+    """Read, fit and split an own dataset (cached per spec and file fingerprint)."""
+    path = Path(spec.source)
+    if path.is_dir():
+        if spec.layout is not None:
+            raise ConfigError("layout applies to .npy/.npz arrays, not to a folder of images")
+        parts, classes = _read_folder(path)
+    elif path.suffix.lower() in ARRAY_SUFFIXES:
+        parts, classes = _read_array(path, spec.layout), ()
+    else:
+        raise DataError(f"{path} is neither a folder of images nor a .npy/.npz array")
+    where = str(path)
+    all_images = [im for images, _ in parts.values() for im in images]
+    channels = _choose_channels(all_images, spec.channels, where)
+    size = _choose_size(parts, spec.size, where)
+    fitted = {}
+    for split, (images, labels) in parts.items():
+        x = _fit_all(images, channels, size, spec.fit or "resize")
+        fitted[split] = (x, torch.as_tensor(np.asarray(labels, dtype=np.int64)))
+    if set(fitted) == {"train", "test"}:
+        if spec.test_size is not None or spec.split_seed is not None:
+            raise ConfigError(f"{where} has its own train and test splits, so test_size and "
+                              "split_seed do not apply")
+    else:
+        fitted = _hold_out(fitted["all"], spec, where)
+    sha = {split: tensor_sha256(*xy) for split, xy in fitted.items()}
+    return OwnData(fitted, classes, sha)
+
+
+# -- folders ------------------------------------------------------------------------------------
+
+def _visible(d: Path) -> list[Path]:
+    return sorted(p for p in d.iterdir() if not p.name.startswith("."))
+
+
+def _images_in(d: Path, recursive: bool) -> list[Path]:
+    found = d.rglob("*") if recursive else d.iterdir()
+    return sorted(p for p in found if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                  and not any(part.startswith(".") for part in p.relative_to(d).parts))
+
+
+def _read_folder(root: Path) -> tuple[dict, tuple[str, ...]]:
+    """{"train"/"test" or "all": (images, label names)} and the sorted class names."""
+    subdirs = {p.name: p for p in _visible(root) if p.is_dir()}
+    parts = {"train": subdirs["train"], "test": subdirs["test"]} \
+        if "train" in subdirs and "test" in subdirs else {"all": root}
+    listed = {}
+    for split, d in parts.items():
+        classdirs = [p for p in _visible(d) if p.is_dir()]
+        loose = _images_in(d, recursive=False)
+        if classdirs and loose:
+            raise DataError(
+                f"{d} holds both images ({loose[0].name}, ...) and subfolders "
+                f"({', '.join(p.name for p in classdirs[:5])}); put every image in a class "
+                "subfolder, or remove the subfolders for unlabelled images"
+            )
+        if classdirs:
+            files = []
+            for cd in classdirs:
+                inside = _images_in(cd, recursive=True)
+                if not inside:
+                    raise DataError(f"class folder {cd} holds no images "
+                                    f"({', '.join(IMAGE_SUFFIXES)}); remove it or add images")
+                files += [(p, cd.name) for p in inside]
+        else:
+            if not loose:
+                raise DataError(f"{d} holds no images ({', '.join(IMAGE_SUFFIXES)} files, or "
+                                "one subfolder of them per class)")
+            files = [(p, None) for p in loose]
+        listed[split] = files
+    labelled = {split: any(c is not None for _, c in files) for split, files in listed.items()}
+    if len(set(labelled.values())) > 1:
+        raise DataError(f"{root}: one of train/ and test/ has class subfolders and the other "
+                        "does not; use the same structure in both")
+    classes = tuple(sorted({c for files in listed.values() for _, c in files if c is not None}))
+    index = {c: i for i, c in enumerate(classes)}
+    out = {}
+    for split, files in listed.items():
+        images = [(p, _read_image(p)) for p, _ in files]
+        labels = [index[c] if c is not None else UNLABELLED for _, c in files]
+        out[split] = (images, labels)
+    return out, classes
+
+
+def _read_image(path: Path) -> np.ndarray:
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as raw:
+            raw.load()
+            im = ImageOps.exif_transpose(raw)  # photos: upright as a viewer shows them
+            gray = im.mode in _GRAY_MODES
+            if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+                raise DataError(f"{path} has {im.mode} pixels (more than 8 bits); zoo reads "
+                                "8-bit grayscale or RGB images: convert it to 8 bits")
+            arr = np.asarray(im.convert("L" if gray else "RGB"))
+    except DataError:
+        raise
+    except (OSError, SyntaxError, ValueError, UnidentifiedImageError,
+            Image.DecompressionBombError) as e:
+        raise DataError(f"{path} cannot be read as an image ({e}); fix or remove it") from None
+    return arr
+
+
+# -- arrays -------------------------------------------------------------------------------------
+
+_SPLIT_KEYS = (("x_train", "y_train", "x_test", "y_test"),
+               ("train_images", "train_labels", "test_images", "test_labels"))
+
+
+def _read_array(path: Path, layout: str | None) -> dict:
+    try:
+        if path.suffix.lower() == ".npy":
+            arrays = {"images": np.load(path, allow_pickle=False)}
+        else:
+            with np.load(path, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+    except ValueError as e:
+        raise DataError(f"{path} cannot be read without running code ({e}); save plain "
+                        "uint8 arrays with numpy.save / numpy.savez") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as e:
+        raise DataError(f"{path} cannot be read as a numpy array file ({e})") from None
+    pairs = None
+    for xtr, ytr, xte, yte in _SPLIT_KEYS:
+        if xtr in arrays and xte in arrays:
+            pairs = {"train": (xtr, ytr), "test": (xte, yte)}
+    if pairs is None:
+        x_key = next((k for k in ("images", "x", "arr_0") if k in arrays), None)
+        if x_key is None and len(arrays) == 1:
+            x_key = next(iter(arrays))
+        if x_key is None:
+            raise DataError(f"{path} holds arrays {', '.join(arrays)}; name the images "
+                            "'images' (and the labels 'labels'), or give x_train/x_test")
+        pairs = {"all": (x_key, next((k for k in ("labels", "y") if k in arrays), None))}
+    out = {}
+    for split, (xk, yk) in pairs.items():
+        x = _to_nhwc(arrays[xk], layout, f"{path} ({xk})")
+        where = f"{path} ({yk})"
+        if yk is not None and yk in arrays:
+            y = np.asarray(arrays[yk])
+            if y.ndim != 1 or len(y) != len(x) or y.dtype.kind not in "iu":
+                raise DataError(f"{where}: labels must be integers [N] = [{len(x)}], got "
+                                f"{y.dtype} {y.shape}")
+            if len(y) and y.min() < 0:
+                raise DataError(f"{where}: labels must be >= 0, got {int(y.min())}")
+            labels = y.astype(np.int64).tolist()
+        else:
+            labels = [UNLABELLED] * len(x)
+        name = f"{path}[{xk}]"
+        out[split] = ([(f"{name}[{i}]", im) for i, im in enumerate(x)], labels)
+    return out
+
+
+def _to_nhwc(x: np.ndarray, layout: str | None, where: str) -> np.ndarray:
+    """A uint8 array of images -> [N, H, W] (grayscale) or [N, H, W, 3], by its layout."""
+    if x.dtype != np.uint8:
+        hint = (" e.g. (x * 255).round().clip(0, 255).astype(np.uint8) for floats in [0, 1]"
+                if x.dtype.kind == "f" else "")
+        raise DataError(f"{where}: images must be uint8 (0..255), got {x.dtype}; convert "
+                        f"them{hint}")
+    shape = x.shape
+    if layout is None:
+        if x.ndim == 3:
+            layout = "nhw"
+        elif x.ndim == 4:
+            last, second = shape[3] in (1, 3), shape[1] in (1, 3)
+            if last and second:
+                raise DataError(f"{where}: shape {shape} could be [N, H, W, C] or [N, C, H, W]; "
+                                "say which with layout=nhwc or layout=nchw")
+            if not (last or second):
+                raise DataError(f"{where}: shape {shape} has no channel axis of 1 or 3; "
+                                "expected [N, H, W], [N, H, W, C] or [N, C, H, W]")
+            layout = "nhwc" if last else "nchw"
+        else:
+            raise DataError(f"{where}: shape {shape} is not [N, H, W], [N, H, W, C] or "
+                            "[N, C, H, W]")
+    expected_ndim = 3 if layout == "nhw" else 4
+    if x.ndim != expected_ndim:
+        raise DataError(f"{where}: layout {layout} needs {expected_ndim} dimensions, got {shape}")
+    if layout == "nchw":
+        x = x.transpose(0, 2, 3, 1)
+    if x.ndim == 4:
+        if x.shape[3] not in (1, 3):
+            raise DataError(f"{where}: {x.shape[3]} channels; zoo takes 1 (grayscale) or 3 (RGB)")
+        if x.shape[3] == 1:
+            x = x[..., 0]
+    if len(x) == 0:
+        raise DataError(f"{where} holds no images")
+    return x
+
+
+# -- fitting: channels, size, splits ------------------------------------------------------------
+
+
+def _choose_channels(images: list, asked: int | None, where: str) -> int:
+    n_gray = sum(im.ndim == 2 for _, im in images)
+    n_rgb = len(images) - n_gray
+    if asked is not None:
+        return asked
+    if n_gray and n_rgb:
+        c = 1 if n_gray > n_rgb else 3
+        print(f"zoo.data: {where} mixes {n_rgb} RGB and {n_gray} grayscale images; using "
+              f"{c} channel{'s' if c > 1 else ''} (the most common kind). Set channels=1 or "
+              "channels=3 to choose", file=sys.stderr)
+        return c
+    return 1 if n_gray else 3
+
+
+def _choose_size(parts: dict, asked: tuple[int, int] | None, where: str) -> tuple[int, int] | None:
+    if asked is not None:
+        return asked
+    sizes: dict[tuple[int, int], list] = {}
+    for images, _ in parts.values():
+        for name, im in images:
+            sizes.setdefault(im.shape[:2], []).append(name)
+    if len(sizes) > 1:
+        common = sorted(sizes.items(), key=lambda kv: -len(kv[1]))
+        seen = "; ".join(f"{len(v)} of {h}x{w} (e.g. {v[0]})" for (h, w), v in common[:4])
+        (h, w), _ = common[0]
+        raise DataError(f"{where} has images of {len(sizes)} sizes: {seen}. Give one size to "
+                        f"fit them to, e.g. size={h}x{w} (--set image_size={h} on the command "
+                        "line), and fit=resize or fit=crop")
+    return None
+
+
+def _gray(rgb: np.ndarray) -> np.ndarray:
+    """ITU-R 601-2 luma, with the integer rounding of Pillow's convert("L")."""
+    r, g, b = (rgb[..., i].astype(np.uint32) for i in range(3))
+    return ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16).astype(np.uint8)
+
+
+def _fit(im: np.ndarray, size: tuple[int, int], fit: str) -> np.ndarray:
+    from PIL import Image
+
+    h, w = size
+    if im.shape[:2] == (h, w):
+        return im
+    pil = Image.fromarray(im)
+    if fit == "crop":
+        scale = max(h / im.shape[0], w / im.shape[1])
+        sh, sw = max(h, round(im.shape[0] * scale)), max(w, round(im.shape[1] * scale))
+        if (sh, sw) != im.shape[:2]:
+            pil = pil.resize((sw, sh), Image.Resampling.BICUBIC)
+        top, left = (sh - h) // 2, (sw - w) // 2
+        pil = pil.crop((left, top, left + w, top + h))
+    else:
+        pil = pil.resize((w, h), Image.Resampling.BICUBIC)
+    return np.asarray(pil)
+
+
+def _fit_all(images: list, channels: int, size: tuple[int, int] | None, fit: str) -> Tensor:
+    out = []
+    for _, im in images:
+        if channels == 1 and im.ndim == 3:
+            im = _gray(im)
+        elif channels == 3 and im.ndim == 2:
+            im = np.repeat(im[..., None], 3, axis=2)
+        if size is not None:
+            im = _fit(im, size, fit)
+        out.append(im if im.ndim == 3 else im[..., None])
+    x = np.stack(out).transpose(0, 3, 1, 2)
+    return torch.from_numpy(np.ascontiguousarray(x))
+
+
+def _hold_out(xy: tuple[Tensor, Tensor], spec: DatasetSpec, where: str) -> dict:
+    """A seeded random test split of ``test_size`` images; both parts keep the file order."""
+    x, y = xy
+    n = x.shape[0]
+    size = DEFAULT_TEST_SIZE if spec.test_size is None else spec.test_size
+    k = int(size) if size >= 1 else (max(1, round(n * size)) if size > 0 and n > 1 else 0)
+    if k >= n:
+        raise DataError(f"{where}: test_size={size:g} leaves no training images of {n}")
+    g = torch.Generator().manual_seed(spec.split_seed or 0)
+    perm = torch.randperm(n, generator=g)
+    test = perm[:k].sort().values
+    train = perm[k:].sort().values
+    return {"train": (x[train].contiguous(), y[train]), "test": (x[test].contiguous(), y[test])}
+
+
+def fit_tensor(images: Tensor, spec: DatasetSpec) -> Tensor:
+    """A built-in dataset's uint8 images fitted to the spec's channels and size."""
+    arrays = images.permute(0, 2, 3, 1).numpy()
+    items = [(i, a if a.shape[2] == 3 else a[..., 0]) for i, a in enumerate(arrays)]
+    c = spec.channels or images.shape[1]
+    return _fit_all(items, c, spec.size, spec.fit or "resize")

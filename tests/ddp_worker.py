@@ -18,6 +18,7 @@ import torch
 import zoo
 from zoo import data
 from zoo import distributed as zdist
+from zoo.core import TrainingDiverged
 from zoo.train import Trainer
 
 #: name -> (registered model, model options): tiny members of every family on 8x8 images
@@ -104,17 +105,25 @@ def main() -> int:
         elif mode == "eval":  # sharded evaluate(), then streaming FID during training
             sharded_eval(out)
             stream(out / "stream")
-        elif mode in ("fail", "hang"):
+        elif mode in ("fail", "hang", "nan"):
             def hook(trainer):
                 if trainer.step == 2 and zdist.rank() == 1:
                     if mode == "fail":
                         raise RuntimeError("rank 1 fails on purpose")
-                    time.sleep(300)  # alive but silent: rank 0 must time out
+                    if mode == "nan":  # a NaN weight on rank 1 only: its next loss is NaN
+                        with torch.no_grad():
+                            trainer.model.decoder[0].weight[0, 0] = float("nan")
+                    else:
+                        time.sleep(300)  # alive but silent: rank 0 must time out
 
             trainer = Trainer(make_model("vae"), "mnist", out / mode, images=small_images(),
                               progress=False, steps=50, **TRAIN)
             trainer.hook = hook
-            trainer.fit()
+            try:
+                trainer.fit()
+            except TrainingDiverged as e:
+                print(f"rank {zdist.rank()} stopped: {e}", flush=True)
+                return 3
         else:
             raise SystemExit(f"unknown mode {mode}")
     return 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -178,6 +179,17 @@ def test_a_failing_rank_brings_the_job_down(tmp_path):
     assert seconds < 120
     assert not (tmp_path / "fail" / ztrain.CHECKPOINT_FILE).exists() or \
         _checkpoint(tmp_path / "fail")["step"] == 2
+
+
+def test_nan_guard_stops_every_rank_together(tmp_path):
+    # rank 1 alone gets a NaN loss at step 3: both ranks must stop with the error there
+    proc, seconds = run_worker("nan", tmp_path)
+    assert proc.returncode != 0
+    for rank in (0, 1):
+        assert re.search(rf"rank {rank} stopped: .*non-finite on at least one rank\) at step 3; "
+                         r".*last good checkpoint \(step 2\)", proc.stdout), proc.stdout
+    assert _checkpoint(tmp_path / "nan")["step"] == 2
+    assert seconds < 120
 
 
 def test_a_silent_rank_times_out_instead_of_hanging(tmp_path):

@@ -145,13 +145,13 @@ def _reference_cached(root: Path, key: str, extractor: Extractor, metrics: tuple
 
 def _device(device) -> torch.device:
     if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return zdist.device_for_rank(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     dev = torch.device(device)
     if dev.type not in ("cpu", "cuda"):
         raise ConfigError(f"metrics run on cpu or cuda, got device {device!r}")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device cuda was asked for but torch sees no CUDA GPU")
-    return dev
+    return zdist.device_for_rank(dev)  # under torchrun a bare "cuda" is this rank's GPU
 
 
 def _tf_common(device: torch.device, batch_size: int, seed: int, progress: bool) -> dict:

@@ -216,6 +216,16 @@ def test_torchrun_zoo_train(tmp_path):
     assert json.loads((out / ztrain.RUN_FILE).read_text())["world_size"] == 2
     assert [r["step"] for r in _losses(out)] == ["1", "2", "3"]
     assert zoo.load_run(out).sample(2, steps=2, sampler="ddim").shape == (2, 1, 28, 28)
+    # zoo eval under torchrun: both ranks sample, rank 0 reports and writes once
+    proc, _ = torchrun(
+        "-m", "zoo", "eval", str(out), "-n", "12", "--extractor", "mnist-classifier",
+        "--metrics", "fid", "--batch-size", "4", "--device", "cpu", "--json",
+        str(tmp_path / "eval.json"), "--set", "sampler=ddim", "--set", "steps=2",
+    )
+    _ok(proc)
+    assert proc.stdout.count("FID") == 1, proc.stdout
+    result = json.loads((tmp_path / "eval.json").read_text())
+    assert result["n_generated"] == 12 and result["fid"] > 0
 
 
 # -- the pieces, in one process ------------------------------------------------------------------

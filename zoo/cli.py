@@ -284,7 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("run", help="run directory or model file")
     s.add_argument("--dataset", help="reference dataset (default: the run's)")
     s.add_argument("--split", default="test", help="reference split (default test)")
-    s.add_argument("--n", type=int, default=10000, help="number of samples (default 10000)")
+    s.add_argument("-n", "--n", type=int, default=10000,
+                   help="number of samples (default 10000; under torchrun write -n N)")
     s.add_argument("--extractor", help="inception-v3-compat, <dataset>-classifier or classifier "
                    "(default: InceptionV3 if its weights are on disk, else the dataset's "
                    "classifier)")

@@ -102,6 +102,7 @@ def main() -> int:
             for case in ("ddpm", "gan-wgan-gp"):
                 train(case, out / f"{case}-resumed", steps=STEPS // 2)
                 resume(out / f"{case}-resumed")
+            train("vae", out / "vae-half", steps=STEPS // 2)  # resumed by one process
         elif mode == "eval":  # sharded evaluate(), then streaming FID during training
             sharded_eval(out)
             stream(out / "stream")

@@ -13,6 +13,7 @@ import csv
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -126,6 +127,18 @@ def test_resume_under_ddp_continues_identically(case, ddp_runs):
     for key in full["ema"]["shadow"]:
         assert torch.equal(full["ema"]["shadow"][key], resumed["ema"]["shadow"][key])
     assert [r["step"] for r in _losses(ddp_runs / f"{case}-resumed")] == ["1", "2", "3", "4"]
+
+
+def test_a_ddp_run_resumes_on_one_process(ddp_runs, tmp_path):
+    # the data order and the batch noise are global, so the number of processes may change
+    half = tmp_path / "half"
+    shutil.copytree(ddp_runs / "vae-half", half)
+    assert _checkpoint(half)["step"] == worker.STEPS // 2
+    worker.resume(half)
+    one = worker.train("vae", tmp_path / "one")
+    resumed = _checkpoint(half)["model"]["state_dict"]
+    assert _max_diff(resumed, {k: v.cpu() for k, v in one.model.state_dict().items()}) < 2e-5
+    assert [r["step"] for r in _losses(half)] == ["1", "2", "3", "4"]
 
 
 # -- sharded evaluation --------------------------------------------------------------------

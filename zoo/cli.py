@@ -17,6 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import data as zdata
+from . import distributed as zdist
 from . import registry
 from .core import ConfigError, LikelihoodUnavailable, ZooError
 from .images import save_grid
@@ -124,8 +125,10 @@ def cmd_train(args) -> int:
         model = registry.create(args.model, dataset=dataset, **overrides)
         trainer = Trainer(model, dataset, out, data_root=args.root, **options)
     params = trainer.model.num_parameters()
-    print(f"training {trainer.model.name} ({params / 1e6:.2f}M parameters) on {dataset} "
-          f"[{trainer.device}] -> {out}", file=sys.stderr)
+    procs = f" x {trainer.world} processes" if trainer.world > 1 else ""
+    if zdist.is_main():
+        print(f"training {trainer.model.name} ({params / 1e6:.2f}M parameters) on "
+              f"{dataset} [{trainer.device}{procs}] -> {out}", file=sys.stderr)
     try:
         s = trainer.fit()
     except KeyboardInterrupt:
@@ -133,6 +136,8 @@ def cmd_train(args) -> int:
               f"Continue with: zoo train {args.model} --dataset {shlex.quote(dataset)} --out {out} "
               "--resume", file=sys.stderr)
         return 130
+    if not zdist.is_main():
+        return 0
     print(f"trained {s['model']} for {s['steps']} steps in {s['seconds']:.1f} s "
           f"({s['images_per_s']:.0f} images/s); model: {out / 'model.pt'}")
     return 0
@@ -213,6 +218,8 @@ def cmd_eval(args) -> int:
         inception_weights=args.inception_weights, cache=not args.no_cache, root=args.root,
         progress=sys.stderr.isatty(), **options,
     )
+    if not zdist.is_main():  # under torchrun: every rank sampled, rank 0 reports
+        return 0
     run = Path(args.run)
     path = Path(args.json) if args.json else (
         run / "eval.json" if run.is_dir() else run.with_suffix(".eval.json")
@@ -331,7 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("run", help="run directory or model file")
     s.add_argument("--dataset", help="reference dataset (default: the run's)")
     s.add_argument("--split", default="test", help="reference split (default test)")
-    s.add_argument("--n", type=int, default=10000, help="number of samples (default 10000)")
+    s.add_argument("-n", "--n", type=int, default=10000,
+                   help="number of samples (default 10000; under torchrun write -n N)")
     s.add_argument("--extractor", help="inception-v3-compat, <dataset>-classifier or classifier "
                    "(default: InceptionV3 if its weights are on disk, else the dataset's "
                    "classifier)")
@@ -374,7 +382,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        with zdist.launched():  # under torchrun: join the process group (a no-op otherwise)
+            return args.func(args)
     except ZooError as e:
         print(f"zoo: error: {e}", file=sys.stderr)
         return 2

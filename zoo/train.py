@@ -5,6 +5,14 @@ A run directory holds ``run.json`` (what was trained, on what, with which option
 ``model.pt`` (the weights used for sampling: the EMA weights when EMA is on) and
 ``losses.csv``. Resuming restores the data order and every RNG, so a resumed run ends
 with the same weights as an uninterrupted one.
+
+Under torchrun (a process group is initialized, see ``zoo.distributed``) the Trainer runs
+DistributedDataParallel: ``batch_size`` is the global batch, each of the N ranks takes
+every N-th image of it (rows rank, rank + N, ...) and the matching rows of the per-batch
+noise (``GenerativeModel.batch_randn``), the modules of ``model.ddp_modules()`` are
+wrapped so gradients are averaged in ``backward``, and rank 0 alone writes the run
+directory and shows progress. N ranks then compute what one process computes on the
+global batch, up to float rounding.
 """
 
 from __future__ import annotations
@@ -19,9 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from . import data as zdata
+from . import distributed as zdist
 from .core import (
     CheckpointError,
     ConfigError,
@@ -88,7 +98,20 @@ def resolve_device(device: str = "auto") -> torch.device:
         raise ConfigError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device cuda was asked for but torch sees no CUDA GPU")
-    return dev
+    return zdist.device_for_rank(dev)
+
+
+class _ShardedBatches(zdata.BatchIterator):
+    """This rank's images of each global batch of a ``BatchIterator``: rows rank, rank + N,
+    ... (strided, so any contiguous split of the local batch, such as the GAN's critic
+    chunks, is the same split of the global batch)."""
+
+    def __init__(self, images, global_batch: int, rank: int, world: int, **kwargs):
+        super().__init__(images, global_batch, **kwargs)
+        self.shard_rank, self.shard_world = rank, world
+
+    def indices(self, step: int) -> torch.Tensor:
+        return super().indices(step)[self.shard_rank::self.shard_world]
 
 
 class Trainer:
@@ -113,6 +136,13 @@ class Trainer:
                 raise ConfigError(f"unknown training option {k!r}; valid options: {valid}")
             setattr(self.config, k, v)
         self.config.validate()
+        self.rank, self.world = zdist.rank(), zdist.world_size()
+        b = self.config.batch_size
+        if b % self.world:
+            raise ConfigError(
+                f"batch_size {b} is the global batch and must be divisible by the number of "
+                f"processes ({self.world}); use e.g. {max(self.world, b - b % self.world)}"
+            )
         self.model = model
         ds = zdata.spec(dataset)
         self.dataset = str(ds)  # canonical: built-in name, or absolute path and options
@@ -153,6 +183,7 @@ class Trainer:
             "model_config": config_to_dict(self.model.config),
             "train_config": dataclasses.asdict(self.config),
             "params": self.model.num_parameters(),
+            "world_size": self.world,
         }
 
     @classmethod
@@ -182,8 +213,20 @@ class Trainer:
         trainer._state_to_restore = state
         return trainer
 
-    def _save(self, ema: EMA | None, optimizers: dict) -> None:
-        """Write checkpoint.pt and model.pt atomically (checkpoint last: it marks success)."""
+    def _rank_rng(self) -> dict:
+        rng = {"cpu": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return rng
+
+    def _save(self, ema: EMA | None, optimizers: dict, noise: torch.Generator) -> None:
+        """Write checkpoint.pt and model.pt atomically (checkpoint last: it marks success).
+
+        Under DDP every rank must call it (the RNG states of all ranks are gathered), and
+        rank 0 writes."""
+        rank_rng = zdist.all_gather_object(self._rank_rng())
+        if not zdist.is_main():
+            return
         if ema is not None:
             with ema.swapped():
                 self.model.save(self.out / MODEL_FILE)
@@ -197,10 +240,13 @@ class Trainer:
             "elapsed": self.elapsed,
             "rng_cpu": torch.get_rng_state(),
             "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "rng_noise": noise.get_state(),
+            "rng_ranks": rank_rng,
         }
         atomic_write(self.out / CHECKPOINT_FILE, lambda tmp: torch.save(state, tmp))
 
-    def _restore(self, state: dict, ema: EMA | None, optimizers: dict) -> None:
+    def _restore(self, state: dict, ema: EMA | None, optimizers: dict,
+                 noise: torch.Generator) -> None:
         try:
             for k, opt in optimizers.items():
                 opt.load_state_dict(state["optimizers"][k])
@@ -208,9 +254,22 @@ class Trainer:
                 ema.load_state_dict(state["ema"])
             self.step = int(state["step"])
             self.elapsed = float(state["elapsed"])
-            torch.set_rng_state(state["rng_cpu"])
-            if state.get("rng_cuda") and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all(state["rng_cuda"])
+            if state.get("rng_noise") is not None:
+                noise.set_state(state["rng_noise"])
+            ranks = state.get("rng_ranks") or []
+            if len(ranks) == self.world:
+                torch.set_rng_state(ranks[self.rank]["cpu"])
+                if "cuda" in ranks[self.rank] and self.device.type == "cuda":
+                    torch.cuda.set_rng_state(ranks[self.rank]["cuda"], self.device)
+            elif self.world == 1:
+                torch.set_rng_state(state["rng_cpu"])
+                if state.get("rng_cuda") and torch.cuda.is_available():
+                    torch.cuda.set_rng_state_all(state["rng_cuda"])
+            else:
+                # resumed on another number of processes: data order and batch noise carry
+                # over exactly; only in-network randomness (dropout) is reseeded
+                torch.manual_seed(zdist.mix_seed(self.config.seed, (self.step + 1) * 4096
+                                                 + self.rank))
         except (KeyError, ValueError, RuntimeError) as e:
             raise CheckpointError(f"{self.out / CHECKPOINT_FILE} cannot be resumed: {e}") from None
 
@@ -219,7 +278,10 @@ class Trainer:
         c = self.config
         if c.steps is not None and self.step >= c.steps:
             return True
-        return c.seconds is not None and self.elapsed + (time.perf_counter() - start) >= c.seconds
+        if c.seconds is None:
+            return False
+        # a time budget: ranks agree (any rank out of time stops all) so none is left waiting
+        return zdist.any_rank(self.elapsed + (time.perf_counter() - start) >= c.seconds)
 
     def fit(self) -> dict:
         """Train until the budget is spent; returns a summary of the run."""
@@ -231,24 +293,65 @@ class Trainer:
                     f"{self.out} already holds a run; resume it (zoo train ... --resume) "
                     "or choose another --out"
                 )
-            torch.manual_seed(c.seed)
-        self.out.mkdir(parents=True, exist_ok=True)
+            # in-network randomness (dropout) differs between ranks; batch noise does not
+            # come from here but from the shared noise generator below
+            rank_seed = zdist.mix_seed(c.seed, 1 + self.rank)
+            torch.manual_seed(c.seed if self.world == 1 else rank_seed)
+        main = zdist.is_main()
+        if main:
+            self.out.mkdir(parents=True, exist_ok=True)
         model = self.model.to(self.device)
         model.train()
         model.grad_clip = c.grad_clip
         optimizers = model.configure_optimizers()
         ema = EMA(model.ema_module(), c.ema_decay) if c.ema_decay else None
+        # per-batch noise (latents, timesteps, reparameterization): the same stream on every
+        # rank, drawn for the global batch and sliced like the data (GenerativeModel.batch_*)
+        noise = torch.Generator(device=self.device).manual_seed(zdist.mix_seed(c.seed, 0))
         if state is not None:
-            self._restore(state, ema, optimizers)
-        info = self._run_info()
-        text = json.dumps(info, indent=2)
-        atomic_write(self.out / RUN_FILE, lambda tmp: Path(tmp).write_text(text))
+            self._restore(state, ema, optimizers, noise)
+        if main:
+            text = json.dumps(self._run_info(), indent=2)
+            atomic_write(self.out / RUN_FILE, lambda tmp: Path(tmp).write_text(text))
+        model.attach_training(self._wrap(model, optimizers), noise, (self.rank, self.world))
+        try:
+            return self._loop(model, optimizers, ema, noise, state)
+        finally:
+            model.attach_training()
 
-        batches = iter(zdata.BatchIterator(
-            self.images, c.batch_size, seed=c.seed, device=self.device, start_step=self.step
-        ))
-        log = _LossLog(self.out / LOSSES_FILE, append=state is not None)
-        evaluator = self._evaluator() if c.eval_every else None
+    def _wrap(self, model: GenerativeModel, optimizers: dict) -> dict:
+        """DistributedDataParallel wrappers of ``model.ddp_modules()`` (none in one process)."""
+        if self.world == 1:
+            return {}
+        modules = model.ddp_modules()
+        covered = {id(p) for m in modules.values() for p in m.parameters()}
+        trained = [p for o in optimizers.values() for g in o.param_groups for p in g["params"]]
+        if any(id(p) not in covered for p in trained):
+            raise ConfigError(
+                f"{model.name}: ddp_modules() ({', '.join(modules)}) does not hold every "
+                "parameter its optimizers train, so DDP could not average their gradients"
+            )
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return {name: DistributedDataParallel(m, device_ids=ids) for name, m in modules.items()}
+
+    def _loop(self, model, optimizers, ema, noise, state) -> dict:
+        c = self.config
+        main = zdist.is_main()
+        if self.world == 1:
+            batches = iter(zdata.BatchIterator(
+                self.images, c.batch_size, seed=c.seed, device=self.device,
+                start_step=self.step,
+            ))
+        else:
+            batches = iter(_ShardedBatches(
+                self.images, c.batch_size, self.rank, self.world, seed=c.seed,
+                device=self.device, start_step=self.step,
+            ))
+        log = _LossLog(self.out / LOSSES_FILE, append=state is not None, write=main)
+        evaluator = None
+        if c.eval_every:
+            with zdist.main_first():  # rank 0 fills the reference-feature cache
+                evaluator = self._evaluator()
         autocast = (
             torch.autocast(self.device.type, dtype=torch.bfloat16)
             if self.amp else contextlib.nullcontext()
@@ -258,7 +361,7 @@ class Trainer:
             initial=self.step if c.steps is not None else min(self.elapsed, c.seconds),
             unit="step" if c.steps is not None else "s",
             desc=f"train {model.name}",
-            disable=None if self.progress is None else not self.progress,
+            disable=(None if self.progress is None else not self.progress) if main else True,
             dynamic_ncols=True,
         )
         start = time.perf_counter()
@@ -269,13 +372,18 @@ class Trainer:
                 x = next(batches)
                 with autocast:
                     losses = model.train_step(x, optimizers)
+                if self.world > 1:  # the mean over ranks: logged, and NaN-checked on all
+                    keys = list(losses)
+                    mean = zdist.all_reduce(torch.tensor([losses[k] for k in keys],
+                                                         dtype=torch.float64)) / self.world
+                    losses = dict(zip(keys, mean.tolist(), strict=True))
                 bad = [k for k, v in losses.items() if not math.isfinite(v)]
                 if bad:
                     raise TrainingDiverged(f"{model.name}: {', '.join(bad)} became non-finite")
                 if ema is not None:
                     ema.update()
                 self.step += 1
-                window_n += x.shape[0]
+                window_n += x.shape[0] * self.world
                 log.add(losses)
                 if self.step % c.log_every == 0:
                     now = time.perf_counter()
@@ -296,7 +404,7 @@ class Trainer:
                 if self.step % c.checkpoint_every == 0:
                     self.elapsed += time.perf_counter() - start
                     start = time.perf_counter()
-                    self._save(ema, optimizers)
+                    self._save(ema, optimizers, noise)
                     last_saved = self.step
                 if self.hook is not None:
                     self.hook(self)
@@ -315,12 +423,13 @@ class Trainer:
             self.elapsed += time.perf_counter() - start
             bar.close()
             log.close()
-            self._save(ema, optimizers)
+            if self.world == 1:  # under DDP the ranks stop at different points: the last
+                self._save(ema, optimizers, noise)  # periodic checkpoint is the one kept
             raise
         self.elapsed += time.perf_counter() - start
         bar.close()
         log.close()
-        self._save(ema, optimizers)
+        self._save(ema, optimizers, noise)
         return {
             "model": model.name,
             "out": str(self.out),
@@ -339,18 +448,24 @@ class Trainer:
     def _evaluate(self, model: GenerativeModel, ema: EMA | None, evaluator) -> float:
         """FID of ``eval_n`` samples drawn with the EMA weights; appended to eval.csv.
 
-        Sampling uses its own generator (seeded with the run's seed) and runs before the
-        step's checkpoint, so a resumed run still matches an uninterrupted one.
+        The samples are drawn in slices of ``batch_size``, slice i from its own generator
+        seeded with ``mix_seed(seed, i)`` (``zoo.metrics.sample_slices``); under DDP rank r
+        draws slices r, r + N, ... and the FID statistics are summed over ranks, so the
+        figure does not depend on the number of processes. Sampling runs before the step's
+        checkpoint, so a resumed run still matches an uninterrupted one.
         """
+        from .metrics.fidelity import sample_slices
+
         c = self.config
-        gen = torch.Generator(device=self.device).manual_seed(c.seed)
         model.eval()
         with (ema.swapped() if ema is not None else contextlib.nullcontext()), torch.no_grad():
-            for i in range(0, c.eval_n, c.batch_size):
-                evaluator.update(model.sample(min(c.batch_size, c.eval_n - i), generator=gen))
+            for _, images in sample_slices(model, c.eval_n, c.batch_size, c.seed):
+                evaluator.update(images)
         model.train()
         fid = evaluator.compute()
         evaluator.reset()
+        if not zdist.is_main():
+            return fid
         path = self.out / EVAL_FILE
         header = "" if path.exists() else "step,fid,n,extractor,extractor_sha256\n"
         with path.open("a") as f:
@@ -362,12 +477,15 @@ class Trainer:
 class _LossLog:
     """Averages the losses between log points and appends them to losses.csv."""
 
-    def __init__(self, path: Path, append: bool):
+    def __init__(self, path: Path, append: bool, write: bool = True):
         self.path = path
+        self.write = write  # False on the ranks other than 0: they only average
         self.sums: dict[str, float] = {}
         self.count = 0
         self.fields: list[str] | None = None
-        if append and path.exists():
+        if not write:
+            pass
+        elif append and path.exists():
             with path.open() as f:
                 self.fields = next(csv.reader(f), None)
         elif path.exists():
@@ -385,6 +503,9 @@ class _LossLog:
         new = self.fields is None
         if new:
             self.fields = list(row)
+        if not self.write:
+            self.sums, self.count = {}, 0
+            return means
         with self.path.open("a", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=self.fields, extrasaction="ignore")
             if new:

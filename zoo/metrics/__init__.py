@@ -33,6 +33,7 @@ from .fidelity import (
     format_result,
     reference_features,
     reference_key,
+    sample_slices,
 )
 
 __all__ = [
@@ -58,4 +59,5 @@ __all__ = [
     "reference_features",
     "reference_key",
     "resolve_extractor",
+    "sample_slices",
 ]

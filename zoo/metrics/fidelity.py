@@ -11,6 +11,12 @@ only FID's mean and covariance) under a key made of the dataset, split, the MD5s
 files, the number of images, the extractor, its weights' sha256 and the torch-fidelity
 version; any change of a part is a new key, so a stale entry is never read.
 ``StreamingFID`` is the torchmetrics version for evaluation during training.
+
+Under a process group (torchrun) ``evaluate`` shards the sampling: the ``n`` samples are
+cut into slices of ``batch_size``, slice i drawn with its own generator seeded from
+``(seed, i)``; rank r draws slices r, r + N, ..., the slices are gathered in order and
+rank 0 computes the figures once and sends them to every rank. The same slices are drawn
+in one process, so the result does not depend on the number of processes.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from .. import data as zdata
+from .. import distributed as zdist
 from ..core import ConfigError, GenerativeModel, atomic_write
 from .features import Extractor, MetricsError, resolve_extractor
 
@@ -148,13 +155,13 @@ def _reference_cached(root: Path, key: str, extractor: Extractor, metrics: tuple
 
 def _device(device) -> torch.device:
     if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return zdist.device_for_rank(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     dev = torch.device(device)
     if dev.type not in ("cpu", "cuda"):
         raise ConfigError(f"metrics run on cpu or cuda, got device {device!r}")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device cuda was asked for but torch sees no CUDA GPU")
-    return dev
+    return zdist.device_for_rank(dev)  # under torchrun a bare "cuda" is this rank's GPU
 
 
 def _tf_common(device: torch.device, batch_size: int, seed: int, progress: bool) -> dict:
@@ -251,34 +258,59 @@ def _reference_images(dataset: str, split: str, n_reference: int | None, root) -
     return images
 
 
-def draw_samples(
+def sample_slices(
     model: GenerativeModel, n: int, batch_size: int = 500, seed: int = 0,
-    progress: bool = False, generator: torch.Generator | None = None, **sampler_options,
-) -> Tensor:
-    """``n`` uint8 samples of ``model`` in batches, from ``generator`` (default: one on the
-    model's device seeded with ``seed``)."""
+    generator: torch.Generator | None = None, progress: bool = False, **sampler_options,
+):
+    """Yield ``(i, images)`` for this rank's slices of ``n`` samples: slice i holds samples
+    ``i * batch_size`` onwards (at most ``batch_size``) drawn with a generator seeded with
+    ``mix_seed(base, i)``, where base is ``seed`` or, when ``generator`` is given, one
+    number drawn from it. Rank r of N takes slices r, r + N, ...; one process takes all.
+    Slice i is the same images whichever process draws it."""
     if n < 1:
         raise ConfigError(f"n must be >= 1, got {n}")
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    base = int(seed)
+    if generator is not None:
+        base = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
+    rank, world = zdist.rank(), zdist.world_size()
+    slices = range(rank, -(-n // batch_size), world)
     was_training = model.training
     model.eval()
-    gen = generator or torch.Generator(device=model.device).manual_seed(int(seed))
-    out = []
     from tqdm.auto import tqdm
 
-    with torch.no_grad(), tqdm(total=n, unit="img", desc=f"sample {model.name}",
-                               disable=not progress) as bar:
-        for start in range(0, n, batch_size):
-            b = min(batch_size, n - start)
-            x = model.sample(b, generator=gen, **sampler_options)
-            if not isinstance(x, Tensor) or x.dtype != torch.uint8 or x.shape[0] != b:
-                raise MetricsError(f"{model.name}.sample({b}) returned "
-                                   f"{getattr(x, 'dtype', type(x))} {tuple(x.shape)}")
-            out.append(x.cpu())
-            bar.update(b)
-    model.train(was_training)
-    return torch.cat(out)
+    mine = sum(min(batch_size, n - i * batch_size) for i in slices)
+    try:
+        with torch.no_grad(), tqdm(total=mine, unit="img", desc=f"sample {model.name}",
+                                   disable=not progress or not zdist.is_main()) as bar:
+            for i in slices:
+                b = min(batch_size, n - i * batch_size)
+                gen = torch.Generator(device=model.device).manual_seed(zdist.mix_seed(base, i))
+                x = model.sample(b, generator=gen, **sampler_options)
+                if not isinstance(x, Tensor) or x.dtype != torch.uint8 or x.shape[0] != b:
+                    raise MetricsError(f"{model.name}.sample({b}) returned "
+                                       f"{getattr(x, 'dtype', type(x))} {tuple(x.shape)}")
+                bar.update(b)
+                yield i, x
+    finally:
+        model.train(was_training)
+
+
+def draw_samples(
+    model: GenerativeModel, n: int, batch_size: int = 500, seed: int = 0,
+    progress: bool = False, generator: torch.Generator | None = None, **sampler_options,
+) -> Tensor:
+    """``n`` uint8 samples of ``model`` (on the CPU) in slices of ``batch_size`` (see
+    ``sample_slices``; the seed of each slice comes from ``seed``, or from ``generator``
+    when given). Under a process group the ranks draw disjoint slices and every rank
+    returns all ``n``, in the same order as one process would draw them."""
+    mine = {i: x.cpu() for i, x in sample_slices(model, n, batch_size, seed, generator,
+                                                  progress, **sampler_options)}
+    if zdist.world_size() > 1:
+        for part in zdist.all_gather_object(mine):
+            mine.update(part)
+    return torch.cat([mine[i] for i in sorted(mine)])
 
 
 def evaluate(
@@ -320,7 +352,8 @@ def evaluate(
     metrics = normalize_metrics(metrics)
     dev = _device(device)
     reference = _reference_images(dataset, split, n_reference, root)
-    ext = resolve_extractor(extractor, dataset, inception_weights, announce=announce)
+    ext = resolve_extractor(extractor, dataset, inception_weights,
+                            announce=announce and zdist.is_main())
     meta: dict = {}
     t0 = time.perf_counter()
     if isinstance(samples_or_model, (str, os.PathLike)):
@@ -351,12 +384,15 @@ def evaluate(
                           f"has {tuple(reference.shape[1:])}")
     key = reference_key(dataset, split, reference.shape[0], ext, root)[0] if cache else None
     t1 = time.perf_counter()
-    figures, status = compute_metrics(
-        generated, reference, ext, metrics, cache_key=key, cache_dir=cache_dir,
-        batch_size=batch_size, seed=seed, device=dev, progress=progress,
-    )
-    if status != "off":
-        _write_key_card(cache_root(cache_dir), dataset, split, reference.shape[0], ext, root)
+    figures, status = None, None
+    if zdist.is_main():  # under a process group rank 0 computes, once, and tells the others
+        figures, status = compute_metrics(
+            generated, reference, ext, metrics, cache_key=key, cache_dir=cache_dir,
+            batch_size=batch_size, seed=seed, device=dev, progress=progress,
+        )
+        if status != "off":
+            _write_key_card(cache_root(cache_dir), dataset, split, reference.shape[0], ext, root)
+    figures, status = zdist.broadcast_object((figures, status))
     return {
         **figures,
         **ext.record(),
@@ -510,7 +546,10 @@ class StreamingFID:
             self.metric.update(fake.to(self.device), real=False)
 
     def compute(self) -> float:
-        if int(self.metric.fake_features_num_samples) < 2:
+        """The FID of the images added so far, on every rank of a process group (the
+        statistics of all ranks are summed)."""
+        count = zdist.all_reduce(self.metric.fake_features_num_samples.reshape(1).double())
+        if int(count.item()) < 2:
             raise MetricsError("StreamingFID needs at least 2 generated images before compute()")
         return float(self.metric.compute())
 

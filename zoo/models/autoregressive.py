@@ -226,9 +226,13 @@ class ARTransformer(GenerativeModel):
         for group in opt.param_groups:
             group["lr"] = self.config.lr * scale
 
+    def forward(self, tokens: Tensor) -> Tensor:
+        """Logits [N, D, 256] of every token of ``tokens`` [N, D] given the ones before."""
+        return self.head(self.hidden(self._shifted(tokens[:, :-1])))
+
     def train_step(self, x, optimizers):
         tokens = self.to_tokens(self.check_images(x))
-        logits = self.head(self.hidden(self._shifted(tokens[:, :-1])))
+        logits = self.wrapped("model")(tokens)
         loss = F.cross_entropy(logits.float().reshape(-1, VOCAB), tokens.reshape(-1))
         opt = optimizers["transformer"]
         self._warmup(opt)

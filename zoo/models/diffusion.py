@@ -255,12 +255,16 @@ class DDPM(GenerativeModel):
     def configure_optimizers(self):
         return {"ddpm": torch.optim.Adam(self.net.parameters(), lr=self.config.lr)}
 
+    def ddp_modules(self):
+        return {"net": self.net}
+
     def train_step(self, x, optimizers):
         """One step of L_simple: || eps - eps_theta(sqrt(abar) x0 + sqrt(1 - abar) eps, t) ||^2."""
         x0 = to_unit(self.check_images(x))
-        t = torch.randint(0, self.timesteps, (x0.shape[0],), device=x0.device)
-        noise = torch.randn_like(x0)
-        loss = F.mse_loss(self.net(self.q_sample(x0, t, noise), t).float(), noise)
+        t = self.batch_randint(self.timesteps, x0.shape[0])
+        noise = self.batch_randn(*x0.shape)
+        net = self.wrapped("net")
+        loss = F.mse_loss(net(self.q_sample(x0, t, noise), t).float(), noise)
         self.optimize(loss, optimizers["ddpm"])
         return {"loss": loss.item()}
 

@@ -100,12 +100,16 @@ def gradient_penalty(
     fake: Tensor,
     weight: float = 10.0,
     generator: torch.Generator | None = None,
+    mix: Tensor | None = None,
 ) -> Tensor:
     """WGAN-GP: ``weight * E[(||grad critic(x_hat)|| - 1)^2]`` at random interpolates
-    ``x_hat = e * real + (1 - e) * fake``, e ~ U[0, 1] per image (Gulrajani et al.)."""
+    ``x_hat = e * real + (1 - e) * fake``, e ~ U[0, 1] per image (Gulrajani et al.);
+    ``mix`` gives e (one value per image) instead of drawing it from ``generator``."""
     shape = (real.shape[0],) + (1,) * (real.dim() - 1)
-    gdev = generator.device if generator is not None else real.device
-    e = torch.rand(shape, generator=generator, device=gdev).to(real.device, real.dtype)
+    if mix is None:
+        gdev = generator.device if generator is not None else real.device
+        mix = torch.rand(shape, generator=generator, device=gdev)
+    e = mix.reshape(shape).to(real.device, real.dtype)
     x_hat = (e * real.detach() + (1.0 - e) * fake.detach()).requires_grad_(True)
     (grad,) = torch.autograd.grad(critic(x_hat).float().sum(), x_hat, create_graph=True)
     norm = (grad.float().flatten(1).pow(2).sum(1) + 1e-12).sqrt()
@@ -293,6 +297,10 @@ class GAN(GenerativeModel):
     def ema_module(self) -> nn.Module:
         return self.gen
 
+    def ddp_modules(self):
+        """Generator and discriminator, each its own DDP module (each has its optimizer)."""
+        return {"gen": self.gen, "disc": self.disc}
+
     def train_step(self, x, optimizers):
         """n_critic D updates, then one G update.
 
@@ -300,25 +308,32 @@ class GAN(GenerativeModel):
         critic update, so every real image is seen once and a train_step costs about one
         full-batch D update; a batch smaller than n_critic is reused whole. The G update
         draws a full batch of latents (with n_critic = 1 it reuses the D step's fakes).
+
+        Under DDP, G and D are called through their wrappers where their gradients are
+        needed; the G update scores its fakes with the bare D (frozen: no D gradients to
+        average). Latents and interpolation weights come from ``batch_randn``/``batch_rand``.
         """
         real_all = to_unit(self.check_images(x))
         b = real_all.shape[0]
         loss_kind = self.config.loss
         k = self.n_critic
         chunks = list(real_all.tensor_split(k)) if k > 1 and b >= k else [real_all] * k
+        gen, disc = self.wrapped("gen"), self.wrapped("disc")
+        latent = self.config.latent_dim
         sums: dict[str, Tensor] = {}
         fake = None
         for real in chunks:
             if k == 1:
-                fake = self.gen(self._latents(b))
+                fake = gen(self.batch_randn(b, latent))
                 fake_d = fake.detach()
             else:
                 with torch.no_grad():
-                    fake_d = self.gen(self._latents(real.shape[0]))
-            r, f = self.disc(real), self.disc(fake_d)
+                    fake_d = self.gen(self.batch_randn(real.shape[0], latent))
+            r, f = disc(real), disc(fake_d)
             loss_d = discriminator_loss(loss_kind, r, f)
             if loss_kind == "wgan-gp":
-                gp = gradient_penalty(self.disc, real, fake_d, self.config.gp_weight)
+                gp = gradient_penalty(disc, real, fake_d, self.config.gp_weight,
+                                      mix=self.batch_rand(real.shape[0]))
                 sums["gp"] = sums.get("gp", 0.0) + gp.detach()
                 loss_d = loss_d + gp
             self.optimize(loss_d, optimizers["d"])
@@ -326,7 +341,7 @@ class GAN(GenerativeModel):
                            ("loss_d", loss_d.detach())):
                 sums[key] = sums.get(key, 0.0) + v
         if fake is None:
-            fake = self.gen(self._latents(b))
+            fake = gen(self.batch_randn(b, latent))
         self.disc.requires_grad_(False)
         try:
             loss_g = generator_loss(loss_kind, self.disc(fake))

@@ -187,12 +187,16 @@ class VAE(GenerativeModel):
     def configure_optimizers(self):
         return {"vae": torch.optim.Adam(self.parameters(), lr=self.config.lr, fused=True)}
 
+    def forward(self, x_in: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+        """Per image: the reconstruction term -log p(x|z) with one reparameterized z ~ q(z|x)
+        (noise from ``batch_randn``) and KL(q(z|x) || p(z)), both in nats."""
+        mu, logvar = self.encode(x_in)
+        z = mu + self.batch_randn(*mu.shape) * torch.exp(0.5 * logvar)
+        return -self.log_px_given_z(target, z), gaussian_kl_standard(mu, logvar)
+
     def train_step(self, x, optimizers):
         x_in, target = self._inputs(self.check_images(x))
-        mu, logvar = self.encode(x_in)
-        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
-        recon = -self.log_px_given_z(target, z)
-        kl = gaussian_kl_standard(mu, logvar)
+        recon, kl = self.wrapped("model")(x_in, target)
         loss = (recon + kl).mean()
         self.optimize(loss, optimizers["vae"])
         scale = 1.0 / (self.dims * math.log(2))

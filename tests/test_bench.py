@@ -7,6 +7,7 @@ import json
 import math
 import re
 import shutil
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -434,3 +435,46 @@ def test_cli_errors(tmp_path, capsys):
     assert main(["report", str(tmp_path / "nothing")]) == 2
     assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b")]) == 2
     assert "holds no results.jsonl" in capsys.readouterr().err
+
+
+def test_suite_naming_a_folder_of_images(tmp_path):
+    """A suite may name a folder (here of real MNIST PNGs in class folders) as a table with
+    options, relative to the suite's folder; rows carry the folder's name as the dataset."""
+    from PIL import Image
+
+    from zoo import data
+
+    x, y = data.load("mnist", "test")
+    for i in range(120):
+        folder = tmp_path / "my_images" / f"digit{int(y[i])}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(x[i, 0].numpy()).save(folder / f"{i:04d}.png")
+    suite = tmp_path / "own.toml"
+    suite.write_text(textwrap.dedent("""
+        datasets = [{ path = "my_images", test_size = 20 }]
+        [defaults]
+        batch_size = 16
+        budget = { steps = 2 }
+        [evaluation]
+        n_samples = 40
+        nll_images = 8
+        extractor = "mnist-classifier"
+        [timing]
+        batch_sizes = [4]
+        repeats = 1
+        warmup = 0
+        [[models]]
+        name = "vae-mlp"
+        config = { hidden = 16, latent_dim = 4 }
+    """))
+    loaded = load_suite(suite)
+    assert loaded.datasets == ["my_images"]
+    assert loaded.source("my_images").startswith(str(tmp_path / "my_images"))
+    out = tmp_path / "out"
+    assert main(["bench", str(suite), "--out", str(out), "--no-report"]) == 0
+    (row,) = read_rows(out / "results.jsonl")
+    assert row["dataset"] == "my_images" and row["fid"] is not None and row["nll_images"] == 8
+    bad = tmp_path / "bad.toml"
+    bad.write_text(suite.read_text().replace('"my_images"', '"no_such_folder"'))
+    with pytest.raises(ConfigError, match=r"datasets\[0\].*unknown dataset"):
+        load_suite(bad)

@@ -97,7 +97,8 @@ def config_hash(suite: Suite, entry: ModelEntry, dataset: str, device: str) -> s
     """What decides the trained weights: model, overrides, dataset, budget, options, seed
     and the device type (a CPU run is not reused on a GPU)."""
     blob = json.dumps({
-        "model": entry.name, "config": entry.config, "dataset": dataset, "device": device,
+        "model": entry.name, "config": entry.config, "dataset": suite.source(dataset),
+        "device": device,
         "budget": {"steps": entry.budget.steps, "seconds": entry.budget.seconds},
         "batch_size": entry.batch_size, "train": entry.train, "seed": suite.seed,
     }, sort_keys=True, default=str)
@@ -128,9 +129,9 @@ def train_model(
         if run_dir.exists():
             shutil.rmtree(run_dir)  # another configuration's run, or one that never saved
         torch.manual_seed(suite.seed)
-        model = registry.create(entry.name, dataset=dataset, **entry.config)
+        model = registry.create(entry.name, dataset=suite.source(dataset), **entry.config)
         train = {"checkpoint_every": CHECKPOINT_EVERY, **entry.train}
-        trainer = Trainer(model, dataset, run_dir, progress=None, data_root=data_root,
+        trainer = Trainer(model, suite.source(dataset), run_dir, progress=None, data_root=data_root,
                           batch_size=entry.batch_size, seed=suite.seed, **options, **train)
         what = "train"
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -277,7 +278,7 @@ def run_suite(
                 model, summary, h = train_model(suite, entry, dataset, run_dir, dev,
                                                 data_root, hook)
                 bar.set_postfix_str(f"{dataset}/{entry.id}: nll", refresh=True)
-                nll = measure_nll(model, dataset, entry, suite.seed, data_root)
+                nll = measure_nll(model, suite.source(dataset), entry, suite.seed, data_root)
                 train_speed = timing.training_speed(summary, entry.batch_size)
                 for v in todo:
                     bar.set_postfix_str(f"{dataset}/{entry.id} {v.sampler}", refresh=True)
@@ -285,7 +286,8 @@ def run_suite(
                         hook("evaluate", dataset=dataset, model=entry.id, sampler=v.sampler)
                     grid_rel = Path("grids") / dataset / entry.id / f"{v.slug}.png"
                     measured = measure_variant(
-                        model, dataset, entry, v, suite.seed, out / grid_rel, data_root,
+                        model, suite.source(dataset), entry, v, suite.seed, out / grid_rel,
+                        data_root,
                         announce=dataset not in announced,
                     )
                     announced.add(dataset)

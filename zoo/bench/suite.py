@@ -135,8 +135,13 @@ class Suite:
     path: Path
     seed: int
     device: str
-    datasets: list[str]
+    datasets: list[str]  # labels: built-in names, or a folder's / array's name
     models: list[ModelEntry]
+    sources: dict[str, str] = dataclasses.field(default_factory=dict)  # label -> spec string
+
+    def source(self, label: str) -> str:
+        """What to load for a dataset label (``zoo.data.load`` takes it)."""
+        return self.sources.get(label, label)
 
     def rows(self, only_model: str | None = None, only_dataset: str | None = None):
         """(dataset, model entry, variant) of every row, in run order."""
@@ -359,7 +364,6 @@ def _check_model(ctx: _Ctx, entry: ModelEntry, datasets: list[str], where: str) 
 def load_suite(path: str | Path) -> Suite:
     """Read and check a suite file (see the module docstring for its keys)."""
     from .. import registry
-    from ..data import DATASETS
 
     path = Path(path)
     ctx = _Ctx(path)
@@ -375,15 +379,7 @@ def load_suite(path: str | Path) -> Suite:
     device = _get(ctx, raw, "device", str, "device", "auto")
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
         raise ctx.error("device", f"must be auto, cpu, cuda or cuda:N, got {device!r}")
-    datasets = _get(ctx, raw, "datasets", list, "datasets")
-    if not datasets:
-        raise ctx.error("datasets", "give a non-empty list of dataset names")
-    for i, d in enumerate(datasets):
-        if d not in DATASETS:
-            raise ctx.error(f"datasets[{i}]", f"unknown dataset {d!r}; available: "
-                            f"{', '.join(DATASETS)}")
-    if len(set(datasets)) != len(datasets):
-        raise ctx.error("datasets", "lists a dataset twice")
+    datasets, sources = _datasets(ctx, raw, path)
 
     defaults = _table(ctx, raw, "defaults", "defaults")
     _unknown(ctx, defaults, _DEFAULTS, "defaults")
@@ -453,10 +449,55 @@ def load_suite(path: str | Path) -> Suite:
         )
         if entry.nll and registry.spec(mname).cls.likelihood is None:
             raise ctx.error(f"{where}.nll", f"{mname} defines no likelihood; drop the nll table")
-        _check_model(ctx, entry, datasets, where)
+        _check_model(ctx, entry, [sources[d] for d in datasets], where)
         models.append(entry)
     return Suite(name=name, path=path, seed=seed, device=device, datasets=datasets,
-                 models=models)
+                 models=models, sources=sources)
+
+
+def _datasets(ctx: _Ctx, raw: dict, path: Path) -> tuple[list[str], dict[str, str]]:
+    """The ``datasets`` list: built-in names, paths (``"./my_images"``, ``"data.npz?size=32"``)
+    or tables (``{ path = "./my_images", size = 32 }``). A relative path is looked up from
+    the current directory, then from the suite file's folder. Returns the labels (the
+    built-in name, or the folder's / file's name) and label -> canonical spec string."""
+    from ..data import DATASETS, spec
+
+    items = _get(ctx, raw, "datasets", list, "datasets")
+    if not items:
+        raise ctx.error("datasets", "give a non-empty list of dataset names or paths")
+    labels, sources = [], {}
+    for i, item in enumerate(items):
+        where = f"datasets[{i}]"
+        if not isinstance(item, str | dict):
+            raise ctx.error(where, f"a dataset is a name, a path or a table, got {item!r}")
+        if isinstance(item, dict) and "path" in item:
+            item = dict(item)
+            item["path"] = str(_relative(Path(str(item["path"])), path))
+        elif isinstance(item, str) and item.strip().lower() not in DATASETS:
+            where_path, sep, query = item.partition("?")
+            item = str(_relative(Path(where_path), path)) + sep + query
+        try:
+            s = spec(item)
+        except ConfigError as e:
+            raise ctx.error(where, str(e)) from None
+        if not s.builtin and not Path(s.source).exists():
+            raise ctx.error(where, f"unknown dataset {items[i]!r}; available: "
+                            f"{', '.join(DATASETS)}, or a folder of images or a .npy/.npz "
+                            "file (not found from the current directory nor the suite's)")
+        label = s.name if not s.size else f"{s.name}-{s.options()['size']}"
+        if label in sources:
+            raise ctx.error("datasets", f"lists a dataset twice ({label})")
+        labels.append(label)
+        sources[label] = str(s)
+    return labels, sources
+
+
+def _relative(p: Path, suite_path: Path) -> Path:
+    p = p.expanduser()
+    if p.is_absolute() or p.exists():
+        return p
+    beside = suite_path.parent / p
+    return beside if beside.exists() else p
 
 
 def as_dict(obj: Any) -> Any:

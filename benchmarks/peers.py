@@ -139,7 +139,7 @@ def table(rows: list[dict]) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("which", nargs="*", default=list(BENCHES), choices=list(BENCHES))
+    p.add_argument("which", nargs="*", choices=[*BENCHES, []], help="default: all")
     p.add_argument("--repeats", type=int, default=30)
     p.add_argument("--out", help="write peers.md and peers.json into this folder")
     args = p.parse_args()
@@ -148,7 +148,7 @@ def main() -> None:
            "load_avg_1m_start": os.getloadavg()[0]}
     print(json.dumps(env))
     rows = []
-    for name in args.which:
+    for name in args.which or list(BENCHES):
         rows += BENCHES[name](args.repeats)
         print(table(rows), flush=True)
     env["load_avg_1m_end"] = os.getloadavg()[0]

@@ -167,11 +167,17 @@ def cmd_sample(args) -> int:
     return 0
 
 
-def cmd_nll(args) -> int:
-    model = _load(args.run, args.device)
+def _run_dataset(args) -> str:
+    """--dataset, or the dataset the run was trained on."""
     dataset = args.dataset or run_info(args.run).get("dataset")
     if not dataset:
         raise ConfigError("give --dataset: the run does not say what it was trained on")
+    return dataset
+
+
+def cmd_nll(args) -> int:
+    model = _load(args.run, args.device)
+    dataset = _run_dataset(args)
     options = {k: _literal(v) for k, v in _parse_sets(args.set)}
     images, _ = zdata.load(dataset, args.split, root=args.root)
     if args.n:
@@ -208,9 +214,7 @@ def cmd_eval(args) -> int:
     from . import metrics  # imported here: torch-fidelity is slow to import
 
     model = _load(args.run, args.device)
-    dataset = args.dataset or run_info(args.run).get("dataset")
-    if not dataset:
-        raise ConfigError("give --dataset: the run does not say what it was trained on")
+    dataset = _run_dataset(args)
     options = {k: _literal(v) for k, v in _parse_sets(args.set)}
     result = metrics.evaluate(
         model, dataset, args.split, args.extractor, n=args.n, metrics=args.metrics,

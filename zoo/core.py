@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
+import math
+import numbers
 import os
 import tempfile
 from collections.abc import Iterable
@@ -46,6 +48,41 @@ class LikelihoodUnavailable(ZooError):
 
 class TrainingDiverged(ZooError):
     """A loss became NaN or infinite."""
+
+
+def option_number(value, name: str, kind: type = float) -> float | int:
+    """A per-call option (a number, or a string from ``--set``) as ``kind`` (int or float),
+    else a ConfigError naming it."""
+    what = "an integer" if kind is int else "a number"
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise ConfigError(f"{name} must be {what}, got {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ConfigError(f"{name} must be {what}, got {value!r}")
+    if not math.isfinite(value):
+        raise ConfigError(f"{name} must be finite, got {value!r}")
+    if kind is int:
+        if not float(value).is_integer():
+            raise ConfigError(f"{name} must be an integer, got {value!r}")
+        return int(value)
+    return float(value)
+
+
+def option_flag(value, name: str) -> bool:
+    """A per-call boolean option: a bool, 0/1, or true/false/yes/no/on/off as a string."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in TRUE_WORDS + FALSE_WORDS:
+        return value.strip().lower() in TRUE_WORDS
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    raise ConfigError(f"{name} must be true or false, got {value!r}")
+
+
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off")
 
 
 def atomic_write(path: str | os.PathLike, write) -> None:

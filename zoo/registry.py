@@ -10,7 +10,7 @@ import typing
 from functools import cache
 
 from . import models as _models_pkg
-from .core import ConfigError, GenerativeModel, ModelSpec, config_from_dict
+from .core import FALSE_WORDS, TRUE_WORDS, ConfigError, GenerativeModel, ModelSpec, config_from_dict
 
 
 @cache
@@ -75,9 +75,9 @@ def coerce(text: str, annotation, what: str):
     try:
         if tp is bool:
             low = text.lower()
-            if low in ("1", "true", "yes", "on"):
+            if low in TRUE_WORDS:
                 return True
-            if low in ("0", "false", "no", "off"):
+            if low in FALSE_WORDS:
                 return False
             raise ValueError
         if tp in (int, float, str):

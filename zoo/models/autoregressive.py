@@ -11,7 +11,6 @@ kept as the reference.
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass
 from typing import Literal
 
@@ -19,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..core import ConfigError, GenerativeModel, ModelSpec
+from ..core import ConfigError, GenerativeModel, ModelSpec, option_flag, option_number
 from ..nn.attention import TransformerBlock, new_kv_cache
 from ..nn.likelihood import LN2
 
@@ -43,33 +42,6 @@ class ARTransformerConfig:
     weight_decay: float = 0.01
     warmup_steps: int = 20
     betas: tuple[float, ...] = (0.9, 0.95)
-
-
-def _number(value, name: str, kind: type) -> float | int:
-    """``value`` (a number, or a string from the command line) as ``kind``, else ConfigError."""
-    if isinstance(value, str):
-        try:
-            value = float(value)
-        except ValueError:
-            raise ConfigError(f"{name} must be a number, got {value!r}") from None
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ConfigError(f"{name} must be a number, got {value!r}")
-    if kind is int:
-        if not float(value).is_integer():
-            raise ConfigError(f"{name} must be an integer, got {value!r}")
-        return int(value)
-    return float(value)
-
-
-def _flag(value, name: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no",
-                                                     "off"):
-        return value.lower() in ("1", "true", "yes", "on")
-    if isinstance(value, int) and value in (0, 1):
-        return bool(value)
-    raise ConfigError(f"{name} must be true or false, got {value!r}")
 
 
 class _TokenPicker:
@@ -246,7 +218,7 @@ class ARTransformer(GenerativeModel):
             raise ConfigError(
                 f"unknown nll option(s) {', '.join(opts)} for {self.name}; valid: batch_size"
             )
-        batch_size = _number(batch_size, "batch_size", int)
+        batch_size = option_number(batch_size, "batch_size", int)
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
         x = self.check_images(x)
@@ -285,21 +257,21 @@ class ARTransformer(GenerativeModel):
                 f"unknown sampler option(s) {', '.join(opts)} for {self.name}; valid: "
                 "temperature, top_k, prefix, use_cache, batch_size"
             )
-        n = _number(n, "n", int)
+        n = option_number(n, "n", int)
         if n < 0:
             raise ConfigError(f"n must be >= 0, got {n}")
-        temperature = _number(temperature, "temperature", float)
+        temperature = option_number(temperature, "temperature", float)
         if not (temperature >= 0 and math.isfinite(temperature)):
             raise ConfigError(f"temperature must be a finite number >= 0 (0 = greedy), "
                               f"got {temperature}")
         if isinstance(top_k, str) and top_k.lower() in ("none", "null", ""):
             top_k = None
         if top_k is not None:
-            top_k = _number(top_k, "top_k", int)
+            top_k = option_number(top_k, "top_k", int)
             if not 1 <= top_k <= VOCAB:
                 raise ConfigError(f"top_k must be in 1..{VOCAB} (or None for all), got {top_k}")
-        use_cache = _flag(use_cache, "use_cache")
-        batch_size = _number(batch_size, "batch_size", int)
+        use_cache = option_flag(use_cache, "use_cache")
+        batch_size = option_number(batch_size, "batch_size", int)
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
         prefix_tokens = self._check_prefix(prefix, n)

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..core import ConfigError, GenerativeModel, ModelSpec
+from ..core import ConfigError, GenerativeModel, ModelSpec, option_flag, option_number
 from ..nn.likelihood import (
     discretized_gaussian_log_prob,
     from_unit,
@@ -130,40 +130,6 @@ class NLLResult:
     def stderr_of_mean(self) -> float:
         n = max(self.bpd.numel(), 1)
         return float(self.stderr.double().square().sum().sqrt() / n)
-
-
-def _as_int(value, name: str) -> int:
-    try:
-        if isinstance(value, bool):
-            raise ValueError
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        return int(value) if isinstance(value, int) else int(str(value).strip())
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be an integer, got {value!r}") from None
-
-
-def _as_float(value, name: str) -> float:
-    try:
-        if isinstance(value, bool):
-            raise ValueError
-        out = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be a number, got {value!r}") from None
-    if not math.isfinite(out):
-        raise ConfigError(f"{name} must be finite, got {value!r}")
-    return out
-
-
-def _as_bool(value, name: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(f"{name} must be true or false, got {value!r}")
 
 
 def _choice(value, valid: Sequence[str], name: str) -> str:
@@ -336,7 +302,7 @@ class DDPM(GenerativeModel):
         _choice(sampler, SAMPLERS, "sampler")
         T = self.timesteps
         if sampler == "ddpm":
-            if steps is not None and _as_int(steps, "steps") != T:
+            if steps is not None and option_number(steps, "steps", int) != T:
                 raise ConfigError(
                     f"sampler='ddpm' takes all {T} steps; for fewer use sampler='ddim' with "
                     f"steps=S (1..{T}) and eta=1.0 for DDPM-like stochastic sampling"
@@ -350,10 +316,10 @@ class DDPM(GenerativeModel):
                 "variance is an option of sampler='ddpm'; DDIM's noise is set by eta "
                 "(eta=1 gives the beta-tilde variance)"
             )
-        steps = min(50, T) if steps is None else _as_int(steps, "steps")
+        steps = min(50, T) if steps is None else option_number(steps, "steps", int)
         if not 1 <= steps <= T:
             raise ConfigError(f"steps must be in 1..{T} (the training timesteps), got {steps}")
-        eta = 0.0 if eta is None else _as_float(eta, "eta")
+        eta = 0.0 if eta is None else option_number(eta, "eta")
         if eta < 0:
             raise ConfigError(f"eta must be >= 0 (0: deterministic DDIM, 1: DDPM-like), got {eta}")
         spacing = _choice(spacing or "trailing", SPACINGS, "spacing")
@@ -391,14 +357,14 @@ class DDPM(GenerativeModel):
                 f"unknown sampler option(s) {', '.join(sorted(opts))} for {self.name}; "
                 f"valid: {valid}"
             )
-        n = _as_int(n, "n")
-        batch_size = _as_int(batch_size, "batch_size")
+        n = option_number(n, "n", int)
+        batch_size = option_number(batch_size, "batch_size", int)
         if n < 0 or batch_size < 1:
             raise ConfigError(f"need n >= 0 and batch_size >= 1, got {n=}, {batch_size=}")
-        clip_x0 = _as_bool(clip_x0, "clip_x0")
+        clip_x0 = option_flag(clip_x0, "clip_x0")
         on_cuda = self.device.type == "cuda"
         auto = cuda_graph == "auto"
-        graph = on_cuda if auto else _as_bool(cuda_graph, "cuda_graph")
+        graph = on_cuda if auto else option_flag(cuda_graph, "cuda_graph")
         if graph and not on_cuda:
             raise ConfigError(
                 f"cuda_graph=true needs the model on a CUDA device, not {self.device}")
@@ -552,13 +518,13 @@ class DDPM(GenerativeModel):
             )
         mode = _choice(mode or self.config.nll_mode, NLL_MODES, "nll mode")
         proposal = _choice(proposal, PROPOSALS, "proposal")
-        K = self.config.nll_samples if K is None else _as_int(K, "K")
+        K = self.config.nll_samples if K is None else option_number(K, "K", int)
         if mode == "estimate" and K < 2:
             raise ConfigError(f"K must be >= 2 (a standard error needs two draws), got {K}")
-        batch_size = _as_int(batch_size, "batch_size")
+        batch_size = option_number(batch_size, "batch_size", int)
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
-        clip_x0 = _as_bool(clip_x0, "clip_x0")
+        clip_x0 = option_flag(clip_x0, "clip_x0")
         x0 = to_unit(self.check_images(x))
         n, dev, T = x0.shape[0], x0.device, self.timesteps
         was_training = self.training

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import zoo
+from zoo import data
 from zoo.bench import timing
 from zoo.bench.runner import (
     MARKER_FILE,
@@ -393,7 +394,31 @@ def test_sampling_speed_on_a_tiny_model():
             int(b) * 1000 / out["latency_ms_p50"][b])
     assert out["memory_kind"] == "cpu peak rss" and 10 < out["peak_mem_mb"] < 1e6
     speed = timing.training_speed({"steps": 10, "seconds": 2.0}, batch_size=32)
-    assert speed == {"train_steps": 10, "train_seconds": 2.0, "train_images_per_s": 160.0}
+    assert speed == {"train_steps": 10, "train_seconds": 2.0, "train_images_per_s": 160.0,
+                     "train_first_step_s": None}
+    # a Trainer summary: the steady state after the first step is the training speed
+    speed = timing.training_speed({"steps": 10, "seconds": 2.0, "first_step_seconds": 1.5,
+                                   "steady_images_per_s": 500.0}, batch_size=32)
+    assert speed["train_images_per_s"] == 500.0 and speed["train_first_step_s"] == 1.5
+
+
+def test_flops_are_counted_exactly_for_mlps():
+    """The closed forms of an MLP VAE (784-16-8 encoder, 4-16-784 decoder): forward 2 x the
+    weights' multiply-adds; backward twice that, less the first layer's input gradient."""
+    torch.manual_seed(0)
+    model = zoo.create("vae-mlp", dataset="mnist", hidden=16, latent_dim=4)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    forward = 2 * (784 * 16 + 16 * 8 + 4 * 16 + 16 * 784)
+    backward = 2 * forward - 2 * 784 * 16
+    x, _ = data.load("mnist", "test")
+    assert timing.train_flops_per_image(model, x[:8]) == forward + backward
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())  # a copy
+    assert timing.sample_flops_per_image(model) == 2 * (4 * 16 + 16 * 784)
+    gan = zoo.create("gan-mlp", dataset="mnist", g_hidden=(32,), d_hidden=(32,), latent_dim=8)
+    assert timing.sample_flops_per_image(gan) == 2 * (8 * 32 + 32 * 784)
+    # MFU needs a CUDA peak: none on the CPU
+    assert timing.peak_flops(torch.device("cpu")) is None
+    assert timing.mfu(1e9, 100.0, torch.device("cpu")) is None
 
 
 def test_environment_columns():

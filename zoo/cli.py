@@ -85,7 +85,7 @@ def cmd_data_check(args) -> int:
 def cmd_train(args) -> int:
     options = {
         "steps": args.steps, "seconds": args.seconds, "batch_size": args.batch_size,
-        "seed": args.seed, "device": args.device,
+        "seed": args.seed, "device": args.device, "compile": args.compile,
     }
     options = {k: v for k, v in options.items() if v is not None}
     model_fields = registry.config_fields(args.model)
@@ -138,8 +138,14 @@ def cmd_train(args) -> int:
         return 130
     if not zdist.is_main():
         return 0
+    steady = s["steady_images_per_s"]
+    speed = f"{steady:.0f} images/s after the first step" if steady else \
+        f"{s['images_per_s']:.0f} images/s"
+    first = s["first_step_seconds"]
+    if first is not None and trainer.config.compile:
+        speed += f"; first step {first:.1f} s, compilation included"
     print(f"trained {s['model']} for {s['steps']} steps in {s['seconds']:.1f} s "
-          f"({s['images_per_s']:.0f} images/s); model: {out / 'model.pt'}")
+          f"({speed}); model: {out / 'model.pt'}")
     return 0
 
 
@@ -308,6 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch-size", type=int)
     s.add_argument("--seed", type=int)
     s.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
+    s.add_argument("--compile", action="store_true", default=None,
+                   help="torch.compile the networks; the compile time is reported apart")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="a model or training option, e.g. --set lr=2e-4 (repeatable)")
     s.set_defaults(func=cmd_train)

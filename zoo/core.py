@@ -85,6 +85,14 @@ TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("0", "false", "no", "off")
 
 
+def adam(params, *, decoupled: bool = False, **kwargs) -> torch.optim.Optimizer:
+    """Adam (AdamW when ``decoupled``) with torch's fused implementation: one kernel for all
+    parameters per step on CUDA, one fused loop on the CPU. Every family builds its
+    optimizers here, so all train with the fast path on every device."""
+    cls = torch.optim.AdamW if decoupled else torch.optim.Adam
+    return cls(params, fused=True, **kwargs)
+
+
 def atomic_write(path: str | os.PathLike, write) -> None:
     """Call ``write(tmp_path)`` and rename the result onto ``path``; readers never see half."""
     path = Path(path)
@@ -254,6 +262,23 @@ class GenerativeModel(nn.Module):
         return next(self.parameters()).device
 
     @property
+    def convolutional(self) -> bool:
+        """Whether the model has convolutions (then channels_last pays on CUDA)."""
+        return any(isinstance(m, nn.modules.conv._ConvNd) for m in self.modules())
+
+    def place(self, device: str | torch.device, channels_last: bool | None = None):
+        """Move to ``device``; 4-D weights go channels_last when ``channels_last`` is true,
+        or when it is None and the model is convolutional and ``device`` is CUDA (tensor
+        cores want NHWC; the results are the same up to float rounding). Returns self."""
+        device = torch.device(device)
+        self.to(device)
+        if channels_last is None:
+            channels_last = device.type == "cuda" and self.convolutional
+        if channels_last:
+            self.to(memory_format=torch.channels_last)
+        return self
+
+    @property
     def dims(self) -> int:
         c, h, w = self.image_shape
         return c * h * w
@@ -316,7 +341,9 @@ class GenerativeModel(nn.Module):
 
     @classmethod
     def load(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu"):
-        return from_checkpoint_dict(torch_load(path), source=str(path), expect=cls).to(
+        """Load a model file onto ``map_location`` (channels_last there when ``place``
+        chooses it: convolutional models on CUDA)."""
+        return from_checkpoint_dict(torch_load(path), source=str(path), expect=cls).place(
             map_location
         )
 

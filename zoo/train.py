@@ -64,6 +64,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     amp: bool | None = None  # None: bf16 autocast on CUDA, off on CPU
+    channels_last: bool | None = None  # None: on for convolutional models on CUDA
+    compile: bool = False  # torch.compile the networks (the first step pays the compile)
     ema_decay: float | None = 0.999  # None or 0: no EMA
     grad_clip: float | None = 1.0
     checkpoint_every: int = 1000
@@ -300,7 +302,7 @@ class Trainer:
         main = zdist.is_main()
         if main:
             self.out.mkdir(parents=True, exist_ok=True)
-        model = self.model.to(self.device)
+        model = self.model.place(self.device, self.config.channels_last)
         model.train()
         model.grad_clip = c.grad_clip
         optimizers = model.configure_optimizers()
@@ -313,6 +315,9 @@ class Trainer:
         if main:
             text = json.dumps(self._run_info(), indent=2)
             atomic_write(self.out / RUN_FILE, lambda tmp: Path(tmp).write_text(text))
+        if c.compile:
+            for module in model.ddp_modules().values():
+                module.compile()  # in place: state_dict keys and checkpoints are unchanged
         model.attach_training(self._wrap(model, optimizers), noise, (self.rank, self.world))
         try:
             return self._loop(model, optimizers, ema, noise, state)
@@ -367,6 +372,8 @@ class Trainer:
         start = time.perf_counter()
         last_saved = self.step
         window_t, window_n = time.perf_counter(), 0
+        first_step = self.step  # this call's first step pays compilation and warm-up
+        first_seconds, steady_from = None, None
         try:
             while not self._done(start):
                 x = next(batches)
@@ -383,6 +390,9 @@ class Trainer:
                 if ema is not None:
                     ema.update()
                 self.step += 1
+                if first_seconds is None:
+                    steady_from = time.perf_counter()
+                    first_seconds = steady_from - start
                 window_n += x.shape[0] * self.world
                 log.add(losses)
                 if self.step % c.log_every == 0:
@@ -400,7 +410,9 @@ class Trainer:
                     t_eval = time.perf_counter()
                     fid = self._evaluate(model, ema, evaluator)
                     bar.set_postfix({"fid": f"{fid:.4g}"}, refresh=False)
-                    start += time.perf_counter() - t_eval  # evaluation is not training time
+                    t_eval = time.perf_counter() - t_eval  # evaluation is not training time
+                    start += t_eval
+                    steady_from += t_eval
                 if self.step % c.checkpoint_every == 0:
                     self.elapsed += time.perf_counter() - start
                     start = time.perf_counter()
@@ -426,16 +438,23 @@ class Trainer:
             if self.world == 1:  # under DDP the ranks stop at different points: the last
                 self._save(ema, optimizers, noise)  # periodic checkpoint is the one kept
             raise
-        self.elapsed += time.perf_counter() - start
+        end = time.perf_counter()
+        self.elapsed += end - start
         bar.close()
         log.close()
         self._save(ema, optimizers, noise)
+        steady = self.step - first_step - 1
         return {
             "model": model.name,
             "out": str(self.out),
             "steps": self.step,
             "seconds": self.elapsed,
             "images_per_s": self.step * c.batch_size / max(self.elapsed, 1e-9),
+            # this call's first step alone (with --compile: compilation) and the steps
+            # after it, checkpoints included (None with fewer than 2 steps)
+            "first_step_seconds": first_seconds,
+            "steady_images_per_s": (steady * c.batch_size / (end - steady_from)
+                                    if steady > 0 else None),
         }
 
     def _evaluator(self):

@@ -408,6 +408,31 @@ def dataset_table(rows: list[dict]) -> list[str]:
     return out
 
 
+def compute_table(rows: list[dict]) -> list[str]:
+    """Counted model FLOPs per image and, on CUDA, the fraction of the bf16 peak achieved
+    (MFU); the first training step (compilation, warm-up) apart. Empty when no row has
+    FLOPs (results written before zoo counted them)."""
+    if not any(present(r.get(k)) for r in rows
+               for k in ("train_flops_per_image", "sample_flops_per_image")):
+        return []
+
+    def gflop(v):
+        return fmt(v / 1e9) if present(v) else NA
+
+    def pct(v):
+        return f"{100 * v:.1f}%" if present(v) else NA
+
+    head = ["model", "sampler", "train GFLOP/image", "train MFU", "first train step s",
+            "sample GFLOP/image", "sample MFU"]
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [str(r.get("model")), variant(r), gflop(r.get("train_flops_per_image")),
+                 pct(r.get("train_mfu")), fmt(r.get("train_first_step_s")),
+                 gflop(r.get("sample_flops_per_image")), pct(r.get("sample_mfu"))]
+        out.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return out
+
+
 def _distinct(rows: list[dict], col: str) -> list[str]:
     vals = []
     for r in rows:
@@ -510,6 +535,22 @@ def write_report(run_dir: Path | str) -> Path:
         md += [f"### {ds}", ""]
         md += dataset_table(ds_rows)
         md.append("")
+    computed = {ds: compute_table(rs) for ds, rs in by_dataset(rows).items()}
+    if any(computed.values()):
+        peaks = list(dict.fromkeys(f"{r['device_peak_tflops']:.0f}" for r in rows
+                                   if present(r.get("device_peak_tflops"))))
+        peak = (f" over the measured dense bf16 matmul peak ({', '.join(peaks)} TFLOP/s)"
+                if peaks else "; n/a on the CPU")
+        md += ["## Compute", "",
+               "Model FLOPs per image, counted with `torch.utils.flop_counter` (matmuls, "
+               "convolutions, attention; forward and backward for a training step, one "
+               "image's whole sampling call), and MFU: achieved model FLOP/s (training, and "
+               f"sampling at the fastest batch size){peak}. The first training step pays "
+               "compilation (`train.compile`) and warm-up and is kept out of the training "
+               "throughput.", ""]
+        for ds, table in computed.items():
+            if table:
+                md += [f"### {ds}", "", *table, ""]
     md += ["## Figures", ""]
     if figs:
         for title, path in figs:

@@ -185,6 +185,9 @@ def measure_variant(
 
     ev, tm = entry.evaluation, variant.timing or entry.timing
     n = variant.n_samples or ev.n_samples
+    # counted first: on CUDA a later call of the same shape may replay a CUDA graph, which
+    # the counter cannot see into
+    flops = timing.sample_flops_per_image(model, seed, **variant.options)
     gen = torch.Generator(device=model.device).manual_seed(seed)
     samples = metrics.draw_samples(model, n, ev.batch_size, generator=gen, **variant.options)
     result = metrics.evaluate(
@@ -199,6 +202,7 @@ def measure_variant(
     speed = timing.sampling_speed(model, tm.batch_sizes, tm.repeats, tm.warmup, seed,
                                   **variant.options)
     latency_bs = tm.latency_batch_size or max(tm.batch_sizes)
+    fastest = max(speed["sample_images_per_s"].values(), default=None)
     return {
         **{k: result.get(k) for k in ("fid", "kid", "kid_std", "is", "is_std",
                                       "precision", "recall")},
@@ -208,6 +212,8 @@ def measure_variant(
         "n_samples": result["n_generated"],
         "n_reference": result["n_reference"],
         "sample_images_per_s": speed["sample_images_per_s"],
+        "sample_flops_per_image": flops,
+        "sample_mfu": timing.mfu(flops, fastest, model.device),
         "latency_ms_p50": speed["latency_ms_p50"],
         "latency_ms_p95": speed["latency_ms_p95"],
         "latency_batch_size": latency_bs,
@@ -280,6 +286,12 @@ def run_suite(
                 bar.set_postfix_str(f"{dataset}/{entry.id}: nll", refresh=True)
                 nll = measure_nll(model, suite.source(dataset), entry, suite.seed, data_root)
                 train_speed = timing.training_speed(summary, entry.batch_size)
+                train_images, _ = zdata.load(suite.source(dataset), "train", root=data_root)
+                flops = timing.train_flops_per_image(
+                    model, train_images[: min(entry.batch_size, 128)])
+                del train_images
+                train_speed.update(train_flops_per_image=flops, train_mfu=timing.mfu(
+                    flops, train_speed["train_images_per_s"], dev))
                 for v in todo:
                     bar.set_postfix_str(f"{dataset}/{entry.id} {v.sampler}", refresh=True)
                     if hook is not None:

@@ -13,6 +13,9 @@ COLUMNS: tuple[str, ...] = (
     "suite", "dataset", "model", "family", "sampler", "steps", "eta", "temperature",
     # the model and its training
     "params", "config_hash", "train_steps", "train_seconds", "train_images_per_s",
+    "train_first_step_s",  # the first step alone: compilation (train.compile) and warm-up
+    # model FLOPs per image (counted) and, on CUDA, the fraction of the bf16 peak achieved
+    "train_flops_per_image", "train_mfu", "sample_flops_per_image", "sample_mfu",
     # sample quality (through zoo.metrics.evaluate) and likelihood
     "fid", "kid", "kid_std", "is", "is_std", "precision", "recall",
     "extractor", "extractor_hash", "ref_split", "n_samples", "n_reference",
@@ -23,7 +26,7 @@ COLUMNS: tuple[str, ...] = (
     "latency_batch_size",
     "peak_mem_mb", "memory_kind",  # "cuda max_memory_allocated" or "cpu peak rss"
     # where it ran
-    "device", "dtype", "versions", "commit", "seed", "grid", "timestamp",
+    "device", "device_peak_tflops", "dtype", "versions", "commit", "seed", "grid", "timestamp",
 )
 
 # a row's identity: two runs' rows with the same key are the same measurement
@@ -31,7 +34,8 @@ KEY: tuple[str, ...] = ("suite", "dataset", "model", "sampler", "steps", "eta", 
 
 # the direction of each comparable figure (zoo compare): +1 higher is better, -1 lower is
 LOWER_IS_BETTER = ("fid", "kid", "nll_bpd", "latency_ms_p50", "latency_ms_p95", "peak_mem_mb")
-HIGHER_IS_BETTER = ("is", "precision", "recall", "sample_images_per_s", "train_images_per_s")
+HIGHER_IS_BETTER = ("is", "precision", "recall", "sample_images_per_s", "train_images_per_s",
+                    "train_mfu", "sample_mfu")
 DIRECTION: dict[str, int] = {**{k: -1 for k in LOWER_IS_BETTER},
                              **{k: +1 for k in HIGHER_IS_BETTER}}
 

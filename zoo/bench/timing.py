@@ -5,10 +5,17 @@ Sampling is timed per call at each batch size after ``warmup`` untimed calls: on
 ``time.perf_counter``. Throughput is batch size / median latency. Peak memory is CUDA's
 ``max_memory_allocated`` since a reset, or on the CPU the process's peak RSS (which only
 grows over a process's life; ``memory_kind`` says which).
+
+Model FLOPs are counted, not estimated: ``torch.utils.flop_counter.FlopCounterMode`` adds
+up the matmuls, convolutions and attention of one training step and of one sampling call
+(forward and backward; elementwise work is not counted, as in every MFU figure). On CUDA
+the achieved FLOP/s over the device's measured dense bf16 matmul peak is the model FLOPs
+utilization (MFU).
 """
 
 from __future__ import annotations
 
+import copy
 import datetime
 import functools
 import platform
@@ -114,13 +121,71 @@ def sampling_speed(
 
 
 def training_speed(summary: dict, batch_size: int) -> dict:
-    """Training figures from a Trainer summary (``steps``, ``seconds``)."""
+    """Training figures from a Trainer summary: the steady-state images/s (after the first
+    step, which pays compilation and warm-up) when the summary has it, else the average."""
     steps, seconds = int(summary["steps"]), float(summary["seconds"])
+    steady = summary.get("steady_images_per_s")
     return {
         "train_steps": steps,
         "train_seconds": seconds,
-        "train_images_per_s": steps * batch_size / seconds if seconds > 0 else None,
+        "train_images_per_s": steady or (steps * batch_size / seconds if seconds > 0 else None),
+        "train_first_step_s": summary.get("first_step_seconds"),
     }
+
+
+# -- FLOPs and utilization ------------------------------------------------------------------
+def count_flops(fn) -> int | None:
+    """The FLOPs (multiply-adds count 2) of the matmuls, convolutions and attention that
+    ``fn()`` runs; None when it ran none that the counter sees (a replayed CUDA graph)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops() or None
+
+
+def train_flops_per_image(model: GenerativeModel, images: torch.Tensor) -> float | None:
+    """FLOPs of one ``train_step`` on ``images`` (uint8, a batch) per image, on a copy of
+    the model (the step updates weights and optimizer state)."""
+    twin = copy.deepcopy(model).train()
+    optimizers = twin.configure_optimizers()
+    twin.attach_training(noise_generator=torch.Generator(twin.device).manual_seed(0))
+    flops = count_flops(lambda: twin.train_step(images, optimizers))
+    return flops / images.shape[0] if flops else None
+
+
+def sample_flops_per_image(model: GenerativeModel, seed: int = 0, **sampler_options):
+    """FLOPs of sampling one image with ``sampler_options``."""
+    gen = torch.Generator(device=model.device).manual_seed(int(seed))
+    with torch.no_grad():
+        return count_flops(lambda: model.sample(1, generator=gen, **sampler_options))
+
+
+@functools.cache
+def _peak_flops(device: str) -> float | None:
+    dev = torch.device(device)
+    if dev.type != "cuda":
+        return None
+    n, calls = 8192, 20
+    a = torch.randn(n, n, device=dev, dtype=torch.bfloat16)
+    b = torch.randn(n, n, device=dev, dtype=torch.bfloat16)
+    times = time_call(lambda: a @ b, dev, repeats=calls, warmup=5)
+    return 2 * n**3 / (statistics.median(times) / 1000.0)
+
+
+def peak_flops(device: torch.device) -> float | None:
+    """The measured dense bf16 matmul FLOP/s of a CUDA device (8192^3, median of 20 after
+    warm-up), the denominator of MFU; None on the CPU, where MFU is not reported."""
+    return _peak_flops(str(device))
+
+
+def mfu(flops_per_image: float | None, images_per_s: float | None,
+        device: torch.device) -> float | None:
+    """Achieved model FLOP/s over the device's bf16 peak (CUDA only)."""
+    peak = peak_flops(device)
+    if not (peak and flops_per_image and images_per_s):
+        return None
+    return flops_per_image * images_per_s / peak
 
 
 # -- environment -------------------------------------------------------------------------------
@@ -182,8 +247,10 @@ def git_commit() -> str | None:
 
 def environment(device: torch.device, seed: int, dtype: str = "float32") -> dict:
     """The columns every row carries about where and how it was measured."""
+    peak = peak_flops(device)
     return {
         "device": device_name(device),
+        "device_peak_tflops": peak / 1e12 if peak else None,
         "dtype": dtype,
         "versions": versions(),
         "commit": git_commit(),

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..core import ConfigError, GenerativeModel, ModelSpec, option_flag, option_number
+from ..core import ConfigError, GenerativeModel, ModelSpec, adam, option_flag, option_number
 from ..nn.attention import TransformerBlock, new_kv_cache
 from ..nn.likelihood import LN2
 
@@ -183,10 +183,10 @@ class ARTransformer(GenerativeModel):
     def configure_optimizers(self):
         decay = [p for n, p in self.named_parameters() if p.dim() == 2 and "emb" not in n]
         no_decay = [p for n, p in self.named_parameters() if not (p.dim() == 2 and "emb" not in n)]
-        opt = torch.optim.AdamW(
+        opt = adam(
             [{"params": decay, "weight_decay": self.config.weight_decay},
              {"params": no_decay, "weight_decay": 0.0}],
-            lr=self.config.lr, betas=tuple(self.config.betas),
+            lr=self.config.lr, betas=tuple(self.config.betas), decoupled=True,
         )
         return {"transformer": opt}
 

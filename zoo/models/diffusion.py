@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..core import ConfigError, GenerativeModel, ModelSpec, option_flag, option_number
+from ..core import ConfigError, GenerativeModel, ModelSpec, adam, option_flag, option_number
 from ..nn.likelihood import (
     discretized_gaussian_log_prob,
     from_unit,
@@ -219,7 +219,7 @@ class DDPM(GenerativeModel):
 
     # -- training ------------------------------------------------------------------------
     def configure_optimizers(self):
-        return {"ddpm": torch.optim.Adam(self.net.parameters(), lr=self.config.lr)}
+        return {"ddpm": adam(self.net.parameters(), lr=self.config.lr)}
 
     def ddp_modules(self):
         return {"net": self.net}

@@ -29,6 +29,7 @@ from ..core import (
     GenerativeModel,
     LikelihoodUnavailable,
     ModelSpec,
+    adam,
     atomic_write,
 )
 from ..nn.likelihood import from_unit, to_unit
@@ -290,8 +291,8 @@ class GAN(GenerativeModel):
         c = self.config
         betas = tuple(c.betas)
         return {
-            "g": torch.optim.Adam(self.gen.parameters(), lr=c.lr, betas=betas),
-            "d": torch.optim.Adam(self.disc.parameters(), lr=c.lr, betas=betas),
+            "g": adam(self.gen.parameters(), lr=c.lr, betas=betas),
+            "d": adam(self.disc.parameters(), lr=c.lr, betas=betas),
         }
 
     def ema_module(self) -> nn.Module:

@@ -15,7 +15,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from ..core import ConfigError, GenerativeModel, ModelSpec
+from ..core import ConfigError, GenerativeModel, ModelSpec, adam
 from ..nn.likelihood import (
     bernoulli_log_prob,
     discretized_logistic_log_prob,
@@ -185,7 +185,7 @@ class VAE(GenerativeModel):
 
     # -- interface ---------------------------------------------------------------------------
     def configure_optimizers(self):
-        return {"vae": torch.optim.Adam(self.parameters(), lr=self.config.lr, fused=True)}
+        return {"vae": adam(self.parameters(), lr=self.config.lr)}
 
     def forward(self, x_in: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
         """Per image: the reconstruction term -log p(x|z) with one reparameterized z ~ q(z|x)

@@ -243,6 +243,64 @@ def test_torchrun_zoo_train(tmp_path):
     assert result["n_generated"] == 12 and result["fid"] > 0
 
 
+BENCH_SUITE = """
+name = "ddp"
+seed = 1
+device = "cpu"
+datasets = ["mnist"]
+[defaults]
+batch_size = 16
+budget = { steps = 3 }
+train = { ema_decay = 0.0 }
+[evaluation]
+n_samples = 40
+extractor = "classifier"
+metrics = ["fid", "kid", "is", "pr"]
+n_reference = 200
+nll_images = 30
+nll_batch_size = 8
+batch_size = 8
+grid_images = 4
+[timing]
+batch_sizes = [2]
+repeats = 1
+warmup = 0
+[[models]]
+name = "vae-mlp"
+config = { hidden = 32, latent_dim = 4, nll_samples = 3 }
+[[models]]
+name = "ddpm"
+config = { timesteps = 6, channels = 8, channel_mult = [1, 2], mid_attention = false }
+nll = { mode = "estimate", K = 2 }
+samplers = [{ sampler = "ddim", steps = 3 }]
+"""
+
+
+def test_torchrun_zoo_bench_equals_one_process(tmp_path):
+    """``zoo bench`` under torchrun: rank 0 alone writes the rows, the grids and the report,
+    and the figures are those of one process (training equal up to float rounding)."""
+    from zoo.bench.runner import read_rows, run_suite
+
+    suite = tmp_path / "ddp.toml"
+    suite.write_text(BENCH_SUITE)
+    proc, _ = torchrun("-m", "zoo", "bench", str(suite), "--out", str(tmp_path / "two"))
+    _ok(proc)
+    assert proc.stdout.count("report.md") == 1, proc.stdout
+    run_suite(suite, tmp_path / "one", progress=False)
+    two, one = read_rows(tmp_path / "two" / "results.jsonl"), read_rows(
+        tmp_path / "one" / "results.jsonl")
+    assert len(two) == len(one) == 2
+    for a, b in zip(two, one, strict=True):
+        assert (a["model"], a["train_steps"]) == (b["model"], b["train_steps"])
+        for key in ("fid", "kid", "is", "precision", "recall", "nll_bpd"):
+            assert a[key] == pytest.approx(b[key], rel=1e-3, abs=1e-4), (a["model"], key)
+        assert a["n_samples"] == 40 and a["nll_images"] == 30
+        assert (tmp_path / "two" / a["grid"]).is_file()
+    assert (tmp_path / "two" / "report.md").is_file()
+    run = tmp_path / "two" / "runs" / "mnist" / "vae-mlp" / ztrain.RUN_FILE
+    assert json.loads(run.read_text())["world_size"] == 2
+
+
 # -- the pieces, in one process ------------------------------------------------------------------
 
 

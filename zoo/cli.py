@@ -254,6 +254,8 @@ def cmd_bench(args) -> int:
         print(f"\ninterrupted; the finished rows are in {Path(args.out) / 'results.jsonl'}. "
               "Run the same command again to continue where it stopped.", file=sys.stderr)
         return 130
+    if not zdist.is_main():  # under torchrun rank 0 alone reports
+        return 0
     print(f"wrote {results}", file=sys.stderr)
     if args.no_report:
         return 0

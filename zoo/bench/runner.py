@@ -12,6 +12,13 @@ Layout of an output directory::
 Restarting the same command skips every row already in results.jsonl; a model whose
 finished run has the same config hash is loaded rather than retrained, and a run that was
 interrupted is resumed from its checkpoint.
+
+Under torchrun (``torchrun --nproc_per_node=N -m zoo bench SUITE --out DIR``) every rank
+runs the suite together: training is the Trainer's DDP, samples are drawn in slices shared
+out over the ranks (``zoo.metrics.draw_samples``) and the metrics computed once, the NLL
+images are shared out by batch, and rank 0 alone writes DIR. Each batch and slice has its
+own seed, so the figures do not depend on the number of processes (training up to float
+rounding). Timings are measured on every rank at once and rank 0's are reported.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import data as zdata
+from .. import distributed as zdist
 from .. import registry
 from ..core import GenerativeModel, atomic_write
 from ..images import save_grid
@@ -122,28 +130,34 @@ def train_model(
         return model, marker["summary"], h
     options = {"steps": entry.budget.steps, "seconds": entry.budget.seconds,
                "device": str(device)}
+    main = zdist.is_main()
     if same and (run_dir / CHECKPOINT_FILE).is_file():
         trainer = Trainer.resume(run_dir, progress=None, data_root=data_root, **options)
         what = "resume"
     else:
-        if run_dir.exists():
+        if run_dir.exists() and main:
             shutil.rmtree(run_dir)  # another configuration's run, or one that never saved
+        zdist.barrier()
         torch.manual_seed(suite.seed)
         model = registry.create(entry.name, dataset=suite.source(dataset), **entry.config)
         train = {"checkpoint_every": CHECKPOINT_EVERY, **entry.train}
         trainer = Trainer(model, suite.source(dataset), run_dir, progress=None, data_root=data_root,
                           batch_size=entry.batch_size, seed=suite.seed, **options, **train)
         what = "train"
-    run_dir.mkdir(parents=True, exist_ok=True)
     text = json.dumps({"config_hash": h, "finished": False, "model": entry.name,
                        "id": entry.id, "dataset": dataset, "config": entry.config}, indent=2)
-    atomic_write(marker_path, lambda tmp: Path(tmp).write_text(text))
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write(marker_path, lambda tmp: Path(tmp).write_text(text))
     if hook is not None:
         hook(what, dataset=dataset, model=entry.id)
     summary = trainer.fit()
-    summary = {k: summary[k] for k in ("steps", "seconds", "images_per_s")}
+    summary = {k: summary[k] for k in ("steps", "seconds", "images_per_s", "first_step_seconds",
+                                       "steady_images_per_s")}
     text = json.dumps({**json.loads(text), "finished": True, "summary": summary}, indent=2)
-    atomic_write(marker_path, lambda tmp: Path(tmp).write_text(text))
+    if main:
+        atomic_write(marker_path, lambda tmp: Path(tmp).write_text(text))
+    zdist.barrier()  # rank 0 has written model.pt
     model = load_run(run_dir, map_location=device)
     model.eval()
     return model, summary, h
@@ -160,12 +174,16 @@ def measure_nll(model: GenerativeModel, dataset: str, entry: ModelEntry, seed: i
                 "nll_images": None}
     images, _ = zdata.load(dataset, ev.ref_split, root=data_root)
     images = images[: ev.nll_images]
-    torch.manual_seed(seed)  # the VAE's importance samples and the VLB's timesteps
-    values = []
+    b = ev.nll_batch_size
+    batches = range(zdist.rank(), -(-images.shape[0] // b), zdist.world_size())
+    values = {}
     with torch.no_grad():
-        for i in range(0, images.shape[0], ev.nll_batch_size):
-            values.append(model.nll(images[i:i + ev.nll_batch_size], **entry.nll).double().cpu())
-    nll = torch.cat(values)
+        for i in batches:  # this rank's batches; each seeds its own importance samples
+            torch.manual_seed(zdist.mix_seed(seed, i))
+            values[i] = model.nll(images[i * b:(i + 1) * b], **entry.nll).double().cpu()
+    for part in zdist.all_gather_object(values) if zdist.world_size() > 1 else ():
+        values.update(part)
+    nll = torch.cat([values[i] for i in sorted(values)])
     n = nll.numel()
     return {
         "nll_bpd": nll.mean().item(),
@@ -197,7 +215,8 @@ def measure_variant(
     )
     grid = None
     if ev.grid_images:
-        save_grid(samples[: ev.grid_images], grid_path)
+        if zdist.is_main():
+            save_grid(samples[: ev.grid_images], grid_path)
         grid = grid_path
     speed = timing.sampling_speed(model, tm.batch_sizes, tm.repeats, tm.warmup, seed,
                                   **variant.options)
@@ -242,7 +261,7 @@ def run_suite(
     """
     suite = load_suite(suite_path)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    main = zdist.is_main()
     dev = resolve_device(device or suite.device)
     if only_model is not None and not any(only_model in (m.id, m.name) for m in suite.models):
         from ..core import ConfigError
@@ -254,10 +273,13 @@ def run_suite(
 
         raise ConfigError(f"--only-dataset {only_dataset}: the suite has "
                           f"{', '.join(suite.datasets)}")
-    if suite.path.resolve() != (out / "suite.toml").resolve():
-        shutil.copyfile(suite.path, out / "suite.toml")
     results = out / RESULTS_FILE
-    _repair_tail(results)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        if suite.path.resolve() != (out / "suite.toml").resolve():
+            shutil.copyfile(suite.path, out / "suite.toml")
+        _repair_tail(results)
+    zdist.barrier()
     done = {row_key(r) for r in read_rows(results)}
     rows = list(suite.rows(only_model, only_dataset))
 
@@ -269,8 +291,8 @@ def run_suite(
 
     initial = sum(key_of(*r) in done for r in rows)
     bar = tqdm(total=len(rows), initial=initial, unit="row", desc=f"bench {suite.name}",
-               disable=None if progress is None else not progress, dynamic_ncols=True,
-               file=sys.stderr)
+               disable=(None if progress is None else not progress) if main else True,
+               dynamic_ncols=True, file=sys.stderr)
     announced: set[str] = set()
     try:
         for dataset in suite.datasets:
@@ -317,7 +339,8 @@ def run_suite(
                     missing = set(COLUMNS) - set(row)
                     assert not missing, f"row lacks {missing}"
                     row = _clean({k: row[k] for k in COLUMNS})
-                    append_row(results, row)
+                    if main:
+                        append_row(results, row)
                     done.add(row_key(row))
                     bar.update(1)
                     if hook is not None:

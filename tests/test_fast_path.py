@@ -101,3 +101,17 @@ def test_compiled_training_matches_eager_and_reports_the_compile(tmp_path, capsy
     compiled = zoo.load_run(tmp_path / "compiled")
     assert compiled.state_dict().keys() == eager.state_dict().keys()  # no _orig_mod. keys
     assert _max_diff(compiled.state_dict(), zoo.load_run(tmp_path / "eager").state_dict()) < 1e-5
+
+
+@pytest.mark.parametrize("first, then", [(True, False), (False, True)])
+def test_resume_across_layouts_continues_exactly(first, then, tmp_path):
+    """A run trained channels_last (CUDA) resumed plain (CPU), or the other way round,
+    continues like an uninterrupted run: fused Adam reads parameters and moments as flat
+    memory, so the moments must follow the parameters' layout."""
+    name = "ddpm"
+    whole = _train(name, CONV[name], tmp_path / "whole", steps=4, channels_last=then)
+    _train(name, CONV[name], tmp_path / "split", steps=2, channels_last=first)
+    resumed = Trainer.resume(tmp_path / "split", images=small_images(), progress=False,
+                             steps=4, channels_last=then)
+    resumed.fit()
+    assert _max_diff(whole.model.state_dict(), resumed.model.state_dict()) < 1e-5

@@ -252,6 +252,7 @@ class Trainer:
         try:
             for k, opt in optimizers.items():
                 opt.load_state_dict(state["optimizers"][k])
+                _match_layouts(opt)
             if ema is not None and state.get("ema") is not None:
                 ema.load_state_dict(state["ema"])
             self.step = int(state["step"])
@@ -491,6 +492,19 @@ class Trainer:
             f.write(f"{header}{self.step},{fid:.6g},{c.eval_n},{evaluator.extractor.name},"
                     f"{evaluator.extractor.sha256}\n")
         return fid
+
+
+def _match_layouts(optimizer: torch.optim.Optimizer) -> None:
+    """Give each per-parameter state tensor (Adam's moments) its parameter's memory layout.
+
+    A checkpoint keeps the layout it was trained in (channels_last on CUDA), and a run may
+    resume in the other one; fused Adam reads parameter and state as flat memory, so a
+    state tensor in another layout would be updated against the wrong elements."""
+    for param, st in optimizer.state.items():
+        for key, value in st.items():
+            if (isinstance(value, torch.Tensor) and value.shape == param.shape
+                    and value.stride() != param.stride()):
+                st[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
 
 
 class _LossLog:

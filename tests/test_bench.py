@@ -416,9 +416,12 @@ def test_flops_are_counted_exactly_for_mlps():
     assert timing.sample_flops_per_image(model) == 2 * (4 * 16 + 16 * 784)
     gan = zoo.create("gan-mlp", dataset="mnist", g_hidden=(32,), d_hidden=(32,), latent_dim=8)
     assert timing.sample_flops_per_image(gan) == 2 * (8 * 32 + 32 * 784)
-    # MFU needs a CUDA peak: none on the CPU
-    assert timing.peak_flops(torch.device("cpu")) is None
-    assert timing.mfu(1e9, 100.0, torch.device("cpu")) is None
+    # MFU: over the CPU's measured float32 matmul peak (DESIGN.md: ~180 GFLOP/s here)
+    cpu = torch.device("cpu")
+    peak = timing.peak_flops(cpu)
+    assert 1e9 < peak < 1e13 and timing.peak_dtype(cpu) == "float32"
+    assert timing.mfu(1e9, 10.0, cpu) == pytest.approx(1e10 / peak)
+    assert timing.mfu(None, 10.0, cpu) is None
 
 
 def test_environment_columns():

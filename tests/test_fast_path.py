@@ -115,3 +115,26 @@ def test_resume_across_layouts_continues_exactly(first, then, tmp_path):
                              steps=4, channels_last=then)
     resumed.fit()
     assert _max_diff(whole.model.state_dict(), resumed.model.state_dict()) < 1e-5
+
+
+def test_a_failing_compile_is_a_clear_error(tmp_path, monkeypatch):
+    """torch.compile failing (here: inductor raising, as it does without a C++ compiler)
+    stops training with a ConfigError that says what to do, not a traceback from dynamo."""
+    import torch._inductor.compile_fx as compile_fx
+
+    from zoo.core import ConfigError
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no working C++ compiler found")
+
+    monkeypatch.setattr(compile_fx, "compile_fx", broken)
+    torch._dynamo.reset()
+    with pytest.raises(ConfigError, match="torch.compile failed.*without --compile"):
+        _train("vae-mlp", {"hidden": 16, "latent_dim": 2}, tmp_path / "run", compile=True)
+    torch._dynamo.reset()
+
+
+def test_place_returns_to_the_plain_layout():
+    model = zoo.create("vae-conv", image_shape=SHAPE, **CONV["vae-conv"])
+    model.place("cpu", channels_last=True).place("cpu", channels_last=False)
+    assert all(p.is_contiguous() for p in model.parameters())

@@ -9,6 +9,7 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -406,6 +407,13 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except (OSError, torch.cuda.OutOfMemoryError) as e:
         print(f"zoo: error: {e}", file=sys.stderr)
+        return 1
+    except torch.distributed.DistError as e:  # a peer under torchrun died or went silent
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        rank = os.environ.get("RANK", "?")
+        print(f"zoo: error: rank {rank} lost its peers ({first[:200]}); another process "
+              "of this torchrun job failed or stopped answering: its error says why",
+              file=sys.stderr)
         return 1
 
 

@@ -269,13 +269,13 @@ class GenerativeModel(nn.Module):
     def place(self, device: str | torch.device, channels_last: bool | None = None):
         """Move to ``device``; 4-D weights go channels_last when ``channels_last`` is true,
         or when it is None and the model is convolutional and ``device`` is CUDA (tensor
-        cores want NHWC; the results are the same up to float rounding). Returns self."""
+        cores want NHWC; the results are the same up to float rounding), and back to the
+        plain layout otherwise. Returns self."""
         device = torch.device(device)
         self.to(device)
         if channels_last is None:
             channels_last = device.type == "cuda" and self.convolutional
-        if channels_last:
-            self.to(memory_format=torch.channels_last)
+        self.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
         return self
 
     @property

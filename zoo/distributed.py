@@ -95,6 +95,10 @@ def launched() -> Iterator[None]:
     created = init_from_env()
     try:
         yield
+        if created and is_initialized():
+            # no rank tears the group down while a peer is still in a collective (a rare
+            # "terminate called without an active exception" in gloo at exit otherwise)
+            dist.barrier()
     finally:
         if created and is_initialized():
             dist.destroy_process_group()

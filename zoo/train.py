@@ -378,7 +378,7 @@ class Trainer:
         try:
             while not self._done(start):
                 x = next(batches)
-                with autocast:
+                with autocast, _compile_errors(c.compile):
                     losses = model.train_step(x, optimizers)
                 if self.world > 1:  # the mean over ranks: logged, and NaN-checked on all
                     keys = list(losses)
@@ -492,6 +492,26 @@ class Trainer:
             f.write(f"{header}{self.step},{fid:.6g},{c.eval_n},{evaluator.extractor.name},"
                     f"{evaluator.extractor.sha256}\n")
         return fid
+
+
+@contextlib.contextmanager
+def _compile_errors(compiling: bool):
+    """With ``compile`` on, a failure of torch.compile (no C compiler for inductor on the
+    CPU, an unsupported operation) as a ConfigError that says what to do."""
+    if not compiling:
+        yield
+        return
+    from torch._dynamo.exc import BackendCompilerFailed, TorchRuntimeError, Unsupported
+
+    try:
+        yield
+    except (BackendCompilerFailed, TorchRuntimeError, Unsupported) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(
+            f"torch.compile failed ({type(e).__name__}: {first[:300]}); train without "
+            "--compile (train.compile = false), or on the CPU install a C++ compiler "
+            "(inductor builds its kernels with one)"
+        ) from None
 
 
 def _match_layouts(optimizer: torch.optim.Optimizer) -> None:

@@ -537,17 +537,18 @@ def write_report(run_dir: Path | str) -> Path:
         md.append("")
     computed = {ds: compute_table(rs) for ds, rs in by_dataset(rows).items()}
     if any(computed.values()):
-        peaks = list(dict.fromkeys(f"{r['device_peak_tflops']:.0f}" for r in rows
-                                   if present(r.get("device_peak_tflops"))))
-        peak = (f" over the measured dense bf16 matmul peak ({', '.join(peaks)} TFLOP/s)"
-                if peaks else "; n/a on the CPU")
+        peaks = list(dict.fromkeys(
+            f"{r['device_peak_tflops'] * 1e3:.4g} GFLOP/s {r.get('device_peak_dtype') or ''}"
+            .strip() for r in rows if present(r.get("device_peak_tflops"))))
+        peak = (f" over the device's measured dense matmul peak ({'; '.join(peaks)})"
+                if peaks else "")
         md += ["## Compute", "",
                "Model FLOPs per image, counted with `torch.utils.flop_counter` (matmuls, "
                "convolutions, attention; forward and backward for a training step, one "
-               "image's whole sampling call), and MFU: achieved model FLOP/s (training, and "
-               f"sampling at the fastest batch size){peak}. The first training step pays "
-               "compilation (`train.compile`) and warm-up and is kept out of the training "
-               "throughput.", ""]
+               "image's whole sampling call), and MFU: achieved model FLOP/s per device "
+               f"(training, and sampling at the fastest batch size){peak}. The first "
+               "training step pays compilation (`train.compile`) and warm-up and is kept "
+               "out of the training throughput.", ""]
         for ds, table in computed.items():
             if table:
                 md += [f"### {ds}", "", *table, ""]

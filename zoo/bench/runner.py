@@ -106,7 +106,7 @@ def config_hash(suite: Suite, entry: ModelEntry, dataset: str, device: str) -> s
     and the device type (a CPU run is not reused on a GPU)."""
     blob = json.dumps({
         "model": entry.name, "config": entry.config, "dataset": suite.source(dataset),
-        "device": device,
+        "device": device, "world_size": zdist.world_size(),
         "budget": {"steps": entry.budget.steps, "seconds": entry.budget.seconds},
         "batch_size": entry.batch_size, "train": entry.train, "seed": suite.seed,
     }, sort_keys=True, default=str)
@@ -294,6 +294,7 @@ def run_suite(
                disable=(None if progress is None else not progress) if main else True,
                dynamic_ncols=True, file=sys.stderr)
     announced: set[str] = set()
+    flop_batches: dict = {}
     try:
         for dataset in suite.datasets:
             for entry in suite.models:
@@ -308,12 +309,14 @@ def run_suite(
                 bar.set_postfix_str(f"{dataset}/{entry.id}: nll", refresh=True)
                 nll = measure_nll(model, suite.source(dataset), entry, suite.seed, data_root)
                 train_speed = timing.training_speed(summary, entry.batch_size)
-                train_images, _ = zdata.load(suite.source(dataset), "train", root=data_root)
+                if dataset not in flop_batches:
+                    images, _ = zdata.load(suite.source(dataset), "train", root=data_root)
+                    flop_batches = {dataset: images[:128].clone()}  # one dataset at a time
                 flops = timing.train_flops_per_image(
-                    model, train_images[: min(entry.batch_size, 128)])
-                del train_images
+                    model, flop_batches[dataset][: entry.batch_size])
+                ips = train_speed["train_images_per_s"]  # the global batch's: per device
                 train_speed.update(train_flops_per_image=flops, train_mfu=timing.mfu(
-                    flops, train_speed["train_images_per_s"], dev))
+                    flops, ips / zdist.world_size() if ips else None, dev))
                 for v in todo:
                     bar.set_postfix_str(f"{dataset}/{entry.id} {v.sampler}", refresh=True)
                     if hook is not None:

@@ -14,7 +14,7 @@ COLUMNS: tuple[str, ...] = (
     # the model and its training
     "params", "config_hash", "train_steps", "train_seconds", "train_images_per_s",
     "train_first_step_s",  # the first step alone: compilation (train.compile) and warm-up
-    # model FLOPs per image (counted) and, on CUDA, the fraction of the bf16 peak achieved
+    # model FLOPs per image (counted) and the fraction of the device's matmul peak achieved
     "train_flops_per_image", "train_mfu", "sample_flops_per_image", "sample_mfu",
     # sample quality (through zoo.metrics.evaluate) and likelihood
     "fid", "kid", "kid_std", "is", "is_std", "precision", "recall",
@@ -26,7 +26,8 @@ COLUMNS: tuple[str, ...] = (
     "latency_batch_size",
     "peak_mem_mb", "memory_kind",  # "cuda max_memory_allocated" or "cpu peak rss"
     # where it ran
-    "device", "device_peak_tflops", "dtype", "versions", "commit", "seed", "grid", "timestamp",
+    "device", "device_peak_tflops", "device_peak_dtype", "world_size", "dtype", "versions",
+    "commit", "seed", "grid", "timestamp",
 )
 
 # a row's identity: two runs' rows with the same key are the same measurement

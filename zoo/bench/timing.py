@@ -15,7 +15,6 @@ utilization (MFU).
 
 from __future__ import annotations
 
-import copy
 import datetime
 import functools
 import platform
@@ -28,7 +27,8 @@ from pathlib import Path
 
 import torch
 
-from ..core import GenerativeModel
+from .. import distributed as zdist
+from ..core import GenerativeModel, from_checkpoint_dict
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -145,9 +145,9 @@ def count_flops(fn) -> int | None:
 
 
 def train_flops_per_image(model: GenerativeModel, images: torch.Tensor) -> float | None:
-    """FLOPs of one ``train_step`` on ``images`` (uint8, a batch) per image, on a copy of
-    the model (the step updates weights and optimizer state)."""
-    twin = copy.deepcopy(model).train()
+    """FLOPs of one ``train_step`` on ``images`` (uint8, a batch) per image, on a fresh
+    twin of the model (the step updates weights and optimizer state)."""
+    twin = from_checkpoint_dict(model.checkpoint_dict()).place(model.device).train()
     optimizers = twin.configure_optimizers()
     twin.attach_training(noise_generator=torch.Generator(twin.device).manual_seed(0))
     flops = count_flops(lambda: twin.train_step(images, optimizers))
@@ -161,27 +161,40 @@ def sample_flops_per_image(model: GenerativeModel, seed: int = 0, **sampler_opti
         return count_flops(lambda: model.sample(1, generator=gen, **sampler_options))
 
 
+#: the matmul that measures a device's peak: side and dtype (CUDA: bf16, what training
+#: runs in under autocast and what MFU figures are quoted against; CPU: float32, what zoo
+#: runs there, as DESIGN.md's ceilings: ~180 GFLOP/s fp32 on the 2-core CI machine)
+PEAK_MATMUL = {"cuda": (8192, torch.bfloat16), "cpu": (2048, torch.float32)}
+
+
 @functools.cache
 def _peak_flops(device: str) -> float | None:
     dev = torch.device(device)
-    if dev.type != "cuda":
+    if dev.type not in PEAK_MATMUL:
         return None
-    n, calls = 8192, 20
-    a = torch.randn(n, n, device=dev, dtype=torch.bfloat16)
-    b = torch.randn(n, n, device=dev, dtype=torch.bfloat16)
-    times = time_call(lambda: a @ b, dev, repeats=calls, warmup=5)
+    n, dtype = PEAK_MATMUL[dev.type]
+    a = torch.randn(n, n, device=dev, dtype=dtype)
+    b = torch.randn(n, n, device=dev, dtype=dtype)
+    times = time_call(lambda: a @ b, dev, repeats=10 if dev.type == "cpu" else 20, warmup=3)
     return 2 * n**3 / (statistics.median(times) / 1000.0)
 
 
 def peak_flops(device: torch.device) -> float | None:
-    """The measured dense bf16 matmul FLOP/s of a CUDA device (8192^3, median of 20 after
-    warm-up), the denominator of MFU; None on the CPU, where MFU is not reported."""
+    """The measured dense matmul FLOP/s of ``device`` (``PEAK_MATMUL``: bf16 8192^3 on
+    CUDA, float32 2048^3 on the CPU; median of the timed calls after warm-up), measured
+    once per process: the denominator of MFU."""
     return _peak_flops(str(device))
+
+
+def peak_dtype(device: torch.device) -> str | None:
+    entry = PEAK_MATMUL.get(torch.device(device).type)
+    return str(entry[1]).removeprefix("torch.") if entry else None
 
 
 def mfu(flops_per_image: float | None, images_per_s: float | None,
         device: torch.device) -> float | None:
-    """Achieved model FLOP/s over the device's bf16 peak (CUDA only)."""
+    """Achieved model FLOP/s (per device: divide a global throughput by the number of
+    processes first) over the device's measured matmul peak."""
     peak = peak_flops(device)
     if not (peak and flops_per_image and images_per_s):
         return None
@@ -251,6 +264,8 @@ def environment(device: torch.device, seed: int, dtype: str = "float32") -> dict
     return {
         "device": device_name(device),
         "device_peak_tflops": peak / 1e12 if peak else None,
+        "device_peak_dtype": peak_dtype(device),
+        "world_size": zdist.world_size(),
         "dtype": dtype,
         "versions": versions(),
         "commit": git_commit(),

@@ -72,7 +72,10 @@ class _DiscretizedLogistic(torch.autograd.Function):
     def forward(ctx, x, mean, log_scale):
         inv_s = torch.exp(-log_scale)
         k = inv_s * BIN_HALF_WIDTH
-        c = torch.sub(x, mean).mul_(inv_s)
+        c = torch.sub(x, mean)
+        c = c.mul_(inv_s) if inv_s.dim() <= c.dim() and all(
+            i in (1, d) for i, d in zip(inv_s.shape[::-1], c.shape[::-1], strict=False)
+        ) else c * inv_s  # in place unless log_scale broadcasts wider than x - mean
         # float masks, written by the comparison itself (no bool tensor to convert):
         # multiplying by them is 10x faster than masked_fill on CPU
         mask = torch.empty(x.shape, dtype=c.dtype, device=c.device)

@@ -327,6 +327,8 @@ name = "vae-mlp"
     (GOOD + "[evaluation]\nmetrics = ['fid', 'sharpness']\n", "evaluation.metrics",
      "sharpness"),
     (GOOD + "[timing]\nbatch_sizes = [0, 4]\n", "timing.batch_sizes", "must be > 0"),
+    (GOOD + "[timing]\nmax_batch = 'yes'\n", "timing.max_batch", "must be bool"),
+    (GOOD + "[timing]\nmax_batch_limit = 0\n", "timing.max_batch_limit", "must be > 0"),
     (GOOD + "[evaluation]\nn_samples = 2.5\n", "evaluation.n_samples", "must be int"),
     (GOOD.replace('name = "vae-mlp"', 'name = "gan-mlp"\nnll = { k = 5 }'), "models[1].nll",
      "defines no likelihood"),
@@ -400,6 +402,39 @@ def test_sampling_speed_on_a_tiny_model():
     speed = timing.training_speed({"steps": 10, "seconds": 2.0, "first_step_seconds": 1.5,
                                    "steady_images_per_s": 500.0}, batch_size=32)
     assert speed["train_images_per_s"] == 500.0 and speed["train_first_step_s"] == 1.5
+
+
+def test_largest_batch_doubles_then_bisects():
+    calls = []
+
+    def fits(b):
+        calls.append(b)
+        return b <= 5000
+
+    best = timing.largest_batch(fits, 64, 16384)
+    assert 5000 - 5000 // 16 <= best <= 5000 and fits(best)
+    assert calls[:8] == [64, 128, 256, 512, 1024, 2048, 4096, 8192]  # doubling first
+    assert len(calls) < 20
+    assert timing.largest_batch(lambda b: True, 64, 1000) == 1000  # the limit caps it
+    assert timing.largest_batch(lambda b: b < 64, 64, 1000) is None  # start does not fit
+
+
+def test_sampling_speed_gives_the_network_the_whole_batch(monkeypatch):
+    """Throughput at batch b means b images through the network at once: the sampler's
+    own batch_size (a VAE decodes 1000 at a time by default) is set to b; max_batch
+    is a CUDA-only search, nothing on the CPU."""
+    model = zoo.create("vae-mlp", dataset="mnist", hidden=16, latent_dim=4)
+    seen = []
+    original = model.sample
+
+    def sample(n, **kw):
+        seen.append((n, kw.get("batch_size")))
+        return original(n, **kw)
+
+    monkeypatch.setattr(model, "sample", sample)
+    out = timing.sampling_speed(model, [2, 8], repeats=1, warmup=0, max_batch=True)
+    assert seen == [(2, 2), (8, 8)]
+    assert out["max_batch_size"] is None and set(out["sample_images_per_s"]) == {"2", "8"}
 
 
 def test_flops_are_counted_exactly_for_mlps():

@@ -219,7 +219,7 @@ def measure_variant(
             save_grid(samples[: ev.grid_images], grid_path)
         grid = grid_path
     speed = timing.sampling_speed(model, tm.batch_sizes, tm.repeats, tm.warmup, seed,
-                                  **variant.options)
+                                  tm.max_batch, tm.max_batch_limit, **variant.options)
     latency_bs = tm.latency_batch_size or max(tm.batch_sizes)
     fastest = max(speed["sample_images_per_s"].values(), default=None)
     return {
@@ -236,6 +236,7 @@ def measure_variant(
         "latency_ms_p50": speed["latency_ms_p50"],
         "latency_ms_p95": speed["latency_ms_p95"],
         "latency_batch_size": latency_bs,
+        "max_batch_size": speed["max_batch_size"],
         "peak_mem_mb": speed["peak_mem_mb"],
         "memory_kind": speed["memory_kind"],
         "grid": grid,

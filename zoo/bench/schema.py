@@ -24,6 +24,7 @@ COLUMNS: tuple[str, ...] = (
     "sample_images_per_s",  # {batch size (str): images/s}
     "latency_ms_p50", "latency_ms_p95",  # {batch size (str): ms per sampling call}
     "latency_batch_size",
+    "max_batch_size",  # timing.max_batch on CUDA: the largest batch that fit in memory
     "peak_mem_mb", "memory_kind",  # "cuda max_memory_allocated" or "cpu peak rss"
     # where it ran
     "device", "device_peak_tflops", "device_peak_dtype", "world_size", "dtype", "versions",

@@ -87,6 +87,10 @@ class Timing:
     repeats: int = 5
     warmup: int = 1
     latency_batch_size: int | None = None  # the headline batch size (default: the largest)
+    # CUDA: also time the largest batch that fits in memory (doubling from the largest of
+    # batch_sizes, at most max_batch_limit); nothing on the CPU
+    max_batch: bool = False
+    max_batch_limit: int = 16384
 
 
 @dataclass
@@ -257,6 +261,7 @@ def _check_timing(ctx: _Ctx, t: Timing, where: str) -> None:
         _positive(ctx, b, f"{where}.batch_sizes")
     _positive(ctx, t.repeats, f"{where}.repeats")
     _positive(ctx, t.warmup, f"{where}.warmup", zero_ok=True)
+    _positive(ctx, t.max_batch_limit, f"{where}.max_batch_limit")
     if t.latency_batch_size is not None and t.latency_batch_size not in t.batch_sizes:
         raise ctx.error(f"{where}.latency_batch_size",
                         f"must be one of batch_sizes {list(t.batch_sizes)}")

@@ -81,16 +81,47 @@ def peak_memory(device: torch.device) -> tuple[float, str]:
     return rss / (2**20 if sys.platform == "darwin" else 2**10), "cpu peak rss"
 
 
+def largest_batch(fits, start: int, limit: int) -> int | None:
+    """The largest batch size in [start, limit] for which ``fits(b)`` holds, for a ``fits``
+    that is true up to some size and false beyond: doubling from ``start``, then bisecting
+    between the last size that fit and the first that did not, to within 1/16. None when
+    ``start`` itself does not fit."""
+    if start > limit or not fits(start):
+        return None
+    lo, hi = start, None
+    while hi is None:
+        nxt = min(lo * 2, limit)
+        if nxt == lo:
+            return lo
+        if fits(nxt):
+            lo = nxt
+        else:
+            hi = nxt
+    while hi - lo > max(1, lo // 16):
+        mid = (lo + hi) // 2
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
 def sampling_speed(
     model: GenerativeModel,
     batch_sizes,
     repeats: int = 5,
     warmup: int = 1,
     seed: int = 0,
+    max_batch: bool = False,
+    max_batch_limit: int = 16384,
     **sampler_options,
 ) -> dict:
-    """Throughput and per-call latency of ``model.sample`` at each batch size.
+    """Throughput and per-call latency of ``model.sample`` at each batch size, the network
+    taking the whole batch at once (``batch_size=b`` is passed unless the options set it).
 
+    With ``max_batch`` on CUDA, the largest batch that fits in memory (``largest_batch``
+    from the largest of ``batch_sizes`` up to ``max_batch_limit``, out-of-memory errors
+    caught) is timed too and returned as ``max_batch_size`` (None on the CPU).
     Returns ``sample_images_per_s``, ``latency_ms_p50`` and ``latency_ms_p95`` (dicts keyed
     by the batch size as a string), ``latency_ms`` (every timed call) and the peak memory.
     """
@@ -99,21 +130,37 @@ def sampling_speed(
     model.eval()
     gen = torch.Generator(device=device).manual_seed(int(seed))
     out: dict = {"sample_images_per_s": {}, "latency_ms_p50": {}, "latency_ms_p95": {},
-                 "latency_ms": {}}
+                 "latency_ms": {}, "max_batch_size": None}
+
+    def call(b: int) -> None:
+        with torch.no_grad():
+            model.sample(b, generator=gen, **{"batch_size": b, **sampler_options})
+
+    def fits(b: int) -> bool:
+        try:
+            call(b)
+            _sync(device)
+            return True
+        except torch.cuda.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            return False
+
+    sizes = [int(b) for b in batch_sizes]
     reset_peak_memory(device)
     try:
-        for b in batch_sizes:
-            def call(b=int(b)):
-                with torch.no_grad():
-                    model.sample(b, generator=gen, **sampler_options)
-
-            times = time_call(call, device, repeats, warmup)
+        if max_batch and device.type == "cuda":
+            out["max_batch_size"] = largest_batch(fits, max(sizes), int(max_batch_limit))
+            if out["max_batch_size"] and out["max_batch_size"] not in sizes:
+                sizes.append(out["max_batch_size"])
+            reset_peak_memory(device)
+        for b in sizes:
+            times = time_call(lambda b=b: call(b), device, repeats, warmup)
             p50 = statistics.median(times)
-            key = str(int(b))
+            key = str(b)
             out["latency_ms"][key] = [round(t, 4) for t in times]
             out["latency_ms_p50"][key] = p50
             out["latency_ms_p95"][key] = percentile(times, 95)
-            out["sample_images_per_s"][key] = int(b) / (p50 / 1000.0)
+            out["sample_images_per_s"][key] = b / (p50 / 1000.0)
     finally:
         model.train(was_training)
     out["peak_mem_mb"], out["memory_kind"] = peak_memory(device)

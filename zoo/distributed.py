@@ -157,6 +157,21 @@ def broadcast_object(obj, src: int = 0):
     return box[0]
 
 
+def my_share(n: int) -> range:
+    """This rank's items of n (rank, rank + N, ...; all of them in one process)."""
+    return range(rank(), n, world_size())
+
+
+def gather_dict(mine: dict) -> dict:
+    """The union of every rank's ``{index: value}`` (``my_share`` keys), on every rank."""
+    if world_size() == 1:
+        return mine
+    out: dict = {}
+    for part in all_gather_object(mine):
+        out.update(part)
+    return out
+
+
 def barrier() -> None:
     if is_initialized():
         dist.barrier()
@@ -194,6 +209,7 @@ __all__ = [
     "barrier",
     "broadcast_object",
     "device_for_rank",
+    "gather_dict",
     "init_from_env",
     "is_initialized",
     "is_main",
@@ -201,6 +217,7 @@ __all__ = [
     "local_rank",
     "main_first",
     "mix_seed",
+    "my_share",
     "rank",
     "world_size",
 ]

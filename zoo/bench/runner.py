@@ -175,14 +175,13 @@ def measure_nll(model: GenerativeModel, dataset: str, entry: ModelEntry, seed: i
     images, _ = zdata.load(dataset, ev.ref_split, root=data_root)
     images = images[: ev.nll_images]
     b = ev.nll_batch_size
-    batches = range(zdist.rank(), -(-images.shape[0] // b), zdist.world_size())
+    batches = zdist.my_share(-(-images.shape[0] // b))
     values = {}
     with torch.no_grad():
         for i in batches:  # this rank's batches; each seeds its own importance samples
             torch.manual_seed(zdist.mix_seed(seed, i))
             values[i] = model.nll(images[i * b:(i + 1) * b], **entry.nll).double().cpu()
-    for part in zdist.all_gather_object(values) if zdist.world_size() > 1 else ():
-        values.update(part)
+    values = zdist.gather_dict(values)
     nll = torch.cat([values[i] for i in sorted(values)])
     n = nll.numel()
     return {

@@ -274,8 +274,7 @@ def sample_slices(
     base = int(seed)
     if generator is not None:
         base = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
-    rank, world = zdist.rank(), zdist.world_size()
-    slices = range(rank, -(-n // batch_size), world)
+    slices = zdist.my_share(-(-n // batch_size))
     was_training = model.training
     model.eval()
     from tqdm.auto import tqdm
@@ -307,9 +306,7 @@ def draw_samples(
     returns all ``n``, in the same order as one process would draw them."""
     mine = {i: x.cpu() for i, x in sample_slices(model, n, batch_size, seed, generator,
                                                   progress, **sampler_options)}
-    if zdist.world_size() > 1:
-        for part in zdist.all_gather_object(mine):
-            mine.update(part)
+    mine = zdist.gather_dict(mine)
     return torch.cat([mine[i] for i in sorted(mine)])
 
 

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from . import data as zdata
 from . import distributed as zdist
 from . import registry
-from .core import ConfigError, LikelihoodUnavailable, ZooError
+from .core import ConfigError, LikelihoodUnavailable, ZooError, first_line
 from .images import save_grid
 from .train import TrainConfig, Trainer, load_run, resolve_device, run_info
 
@@ -409,9 +409,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"zoo: error: {e}", file=sys.stderr)
         return 1
     except torch.distributed.DistError as e:  # a peer under torchrun died or went silent
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         rank = os.environ.get("RANK", "?")
-        print(f"zoo: error: rank {rank} lost its peers ({first[:200]}); another process "
+        print(f"zoo: error: rank {rank} lost its peers ({first_line(e)[:200]}); another process "
               "of this torchrun job failed or stopped answering: its error says why",
               file=sys.stderr)
         return 1

@@ -85,6 +85,13 @@ TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("0", "false", "no", "off")
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message (its type name when it has none), for
+    one-line errors that wrap torch's multi-line ones."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def adam(params, *, decoupled: bool = False, **kwargs) -> torch.optim.Optimizer:
     """Adam (AdamW when ``decoupled``) with torch's fused implementation: one kernel for all
     parameters per step on CUDA, one fused loop on the CPU. Every family builds its
@@ -115,7 +122,7 @@ def torch_load(path: str | os.PathLike, what: str = "checkpoint") -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises many types here
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        msg = first_line(e)
         if "weights_only" in str(e) or "Unsupported global" in str(e):
             raise CheckpointError(
                 f"{what} {path} holds Python objects that would run code when loaded; "
@@ -379,8 +386,8 @@ def from_checkpoint_dict(
     try:
         model.load_state_dict(ckpt["state_dict"])
     except (RuntimeError, KeyError) as e:
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise CheckpointError(f"{source} does not match its model's weights: {first}") from None
+        raise CheckpointError(
+            f"{source} does not match its model's weights: {first_line(e)}") from None
     return model
 
 

@@ -42,6 +42,7 @@ from .core import (
     atomic_write,
     config_from_dict,
     config_to_dict,
+    first_line,
     from_checkpoint_dict,
     torch_load,
 )
@@ -506,9 +507,8 @@ def _compile_errors(compiling: bool):
     try:
         yield
     except (BackendCompilerFailed, TorchRuntimeError, Unsupported) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(
-            f"torch.compile failed ({type(e).__name__}: {first[:300]}); train without "
+            f"torch.compile failed ({type(e).__name__}: {first_line(e)[:300]}); train without "
             "--compile (train.compile = false), or on the CPU install a C++ compiler "
             "(inductor builds its kernels with one)"
         ) from None

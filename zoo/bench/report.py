@@ -381,7 +381,7 @@ def dataset_table(rows: list[dict]) -> list[str]:
     head = ["model", "family", "sampler", "params", "FID", "KID", "IS", "precision", "recall",
             "NLL bpd", *[f"sample img/s @{bs}" for bs in sizes],
             "latency ms p50 / p95", "train steps", "train s", "train img/s", "peak mem MB"]
-    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    body = []
     for r in rows:
         sp = per_batch(r, "sample_images_per_s")
         p50, p95 = per_batch(r, "latency_ms_p50"), per_batch(r, "latency_ms_p95")
@@ -404,14 +404,21 @@ def dataset_table(rows: list[dict]) -> list[str]:
                  *[fmt(sp.get(bs)) for bs in sizes], lat,
                  fmt(r.get("train_steps")), fmt(r.get("train_seconds")),
                  fmt(r.get("train_images_per_s")), fmt(r.get("peak_mem_mb"))]
-        out.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+        body.append(cells)
+    return md_table(head, body)
+
+
+def md_table(head: list[str], rows: list[list[str]]) -> list[str]:
+    """A markdown table, ``|`` inside cells escaped."""
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    out += ["| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |" for cells in rows]
     return out
 
 
 def compute_table(rows: list[dict]) -> list[str]:
-    """Counted model FLOPs per image and, on CUDA, the fraction of the bf16 peak achieved
-    (MFU); the first training step (compilation, warm-up) apart. Empty when no row has
-    FLOPs (results written before zoo counted them)."""
+    """Counted model FLOPs per image and the fraction of the device's measured matmul peak
+    achieved (MFU); the first training step (compilation, warm-up) apart. Empty when no row
+    has FLOPs (results written before zoo counted them)."""
     if not any(present(r.get(k)) for r in rows
                for k in ("train_flops_per_image", "sample_flops_per_image")):
         return []
@@ -424,13 +431,11 @@ def compute_table(rows: list[dict]) -> list[str]:
 
     head = ["model", "sampler", "train GFLOP/image", "train MFU", "first train step s",
             "sample GFLOP/image", "sample MFU"]
-    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        cells = [str(r.get("model")), variant(r), gflop(r.get("train_flops_per_image")),
-                 pct(r.get("train_mfu")), fmt(r.get("train_first_step_s")),
-                 gflop(r.get("sample_flops_per_image")), pct(r.get("sample_mfu"))]
-        out.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
-    return out
+    return md_table(head, [
+        [str(r.get("model")), variant(r), gflop(r.get("train_flops_per_image")),
+         pct(r.get("train_mfu")), fmt(r.get("train_first_step_s")),
+         gflop(r.get("sample_flops_per_image")), pct(r.get("sample_mfu"))]
+        for r in rows])
 
 
 def _distinct(rows: list[dict], col: str) -> list[str]:

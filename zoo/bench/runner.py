@@ -294,9 +294,9 @@ def run_suite(
                disable=(None if progress is None else not progress) if main else True,
                dynamic_ncols=True, file=sys.stderr)
     announced: set[str] = set()
-    flop_batches: dict = {}
     try:
         for dataset in suite.datasets:
+            flop_images = None  # a training batch to count FLOPs on, loaded when needed
             for entry in suite.models:
                 todo = [v for d, m, v in rows
                         if d == dataset and m is entry and key_of(d, m, v) not in done]
@@ -309,11 +309,10 @@ def run_suite(
                 bar.set_postfix_str(f"{dataset}/{entry.id}: nll", refresh=True)
                 nll = measure_nll(model, suite.source(dataset), entry, suite.seed, data_root)
                 train_speed = timing.training_speed(summary, entry.batch_size)
-                if dataset not in flop_batches:
+                if flop_images is None:
                     images, _ = zdata.load(suite.source(dataset), "train", root=data_root)
-                    flop_batches = {dataset: images[:128].clone()}  # one dataset at a time
-                flops = timing.train_flops_per_image(
-                    model, flop_batches[dataset][: entry.batch_size])
+                    flop_images = images[:128].clone()
+                flops = timing.train_flops_per_image(model, flop_images[: entry.batch_size])
                 ips = train_speed["train_images_per_s"]  # the global batch's: per device
                 train_speed.update(train_flops_per_image=flops, train_mfu=timing.mfu(
                     flops, ips / zdist.world_size() if ips else None, dev))

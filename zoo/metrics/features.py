@@ -34,7 +34,7 @@ from torch_fidelity import FeatureExtractorBase, FeatureExtractorInceptionV3
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
 
 from .. import data as zdata
-from ..core import CheckpointError, ConfigError, ZooError, torch_load
+from ..core import CheckpointError, ConfigError, ZooError, first_line, torch_load
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 INCEPTION = "inception-v3-compat"
@@ -180,9 +180,8 @@ def load_classifier(name_or_path: str | os.PathLike) -> tuple[ClassifierNet, dic
     try:
         net.load_state_dict(state)
     except (RuntimeError, TypeError) as e:
-        first = str(e).splitlines()[0]
         raise CheckpointError(
-            f"classifier weights {weights} do not match its card: {first}"
+            f"classifier weights {weights} do not match its card: {first_line(e)}"
         ) from None
     net.eval().requires_grad_(False)
     return net, card
@@ -293,9 +292,9 @@ class InceptionExtractor(FeatureExtractorInceptionV3):
         try:
             return super().load_state_dict(state_dict, strict=strict, assign=assign)
         except RuntimeError as e:
-            first = str(e).splitlines()[0]
             raise CheckpointError(
-                f"{self._weights_path} does not hold torch-fidelity's InceptionV3 weights: {first}"
+                f"{self._weights_path} does not hold torch-fidelity's InceptionV3 weights: "
+                f"{first_line(e)}"
             ) from None
 
     def forward(self, x):

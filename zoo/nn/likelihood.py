@@ -73,9 +73,9 @@ class _DiscretizedLogistic(torch.autograd.Function):
         inv_s = torch.exp(-log_scale)
         k = inv_s * BIN_HALF_WIDTH
         c = torch.sub(x, mean)
-        c = c.mul_(inv_s) if inv_s.dim() <= c.dim() and all(
-            i in (1, d) for i, d in zip(inv_s.shape[::-1], c.shape[::-1], strict=False)
-        ) else c * inv_s  # in place unless log_scale broadcasts wider than x - mean
+        # in place, unless log_scale broadcasts wider than x - mean
+        c = c.mul_(inv_s) if torch.broadcast_shapes(c.shape, inv_s.shape) == c.shape \
+            else c * inv_s
         # float masks, written by the comparison itself (no bool tensor to convert):
         # multiplying by them is 10x faster than masked_fill on CPU
         mask = torch.empty(x.shape, dtype=c.dtype, device=c.device)

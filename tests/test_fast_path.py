@@ -138,3 +138,80 @@ def test_place_returns_to_the_plain_layout():
     model = zoo.create("vae-conv", image_shape=SHAPE, **CONV["vae-conv"])
     model.place("cpu", channels_last=True).place("cpu", channels_last=False)
     assert all(p.is_contiguous() for p in model.parameters())
+
+
+# -- graph-captured sampling loops ------------------------------------------------------------
+class _ReplayedLoop:
+    """Stands in for a CUDA graph on the CPU: replay() runs the captured loop again on the
+    same static inputs and writes its result into the captured output's memory, which is
+    what a graph's replay does."""
+
+    def __init__(self, loop, out):
+        self.loop, self.out = loop, out
+
+    def replay(self):
+        self.out.copy_(self.loop())
+
+
+def _capture_on_cpu(loop, warmup, device):
+    warmup()
+    out = loop()
+    return _ReplayedLoop(loop, out), out
+
+
+GRAPHED = [
+    ("ar-transformer", {"dim": 16, "depth": 2, "heads": 2}, {"temperature": 1.0}),
+    ("ar-transformer", {"dim": 16, "depth": 2, "heads": 2}, {"temperature": 0.0}),
+    ("ar-transformer", {"dim": 16, "depth": 2, "heads": 2}, {"temperature": 0.8, "top_k": 5}),
+    ("ddpm", CONV["ddpm"], {"sampler": "ddim", "steps": 5, "eta": 1.0}),
+    ("ddpm", CONV["ddpm"], {"sampler": "ddpm"}),
+]
+
+
+@pytest.mark.parametrize("name,config,options", GRAPHED)
+def test_graphed_sampling_loop_draws_what_the_eager_loop_draws(name, config, options,
+                                                               monkeypatch):
+    # the capture machinery is CUDA's; what is checked here is everything around it: the
+    # static buffers, the noise drawn before the replay in the eager loop's order, the reuse
+    # of a captured loop for a second batch, a new capture when the weights change
+    module = __import__(zoo.registry.spec(name).cls.__module__, fromlist=["capture"])
+    monkeypatch.setattr(module, "capture", _capture_on_cpu)
+    monkeypatch.setattr(module, "graph_mode", lambda value, device: (value is True, False))
+    torch.manual_seed(0)
+    model = zoo.create(name, image_shape=SHAPE, **config).eval()
+
+    def draw(graph, seed):
+        return model.sample(3, generator=torch.Generator().manual_seed(seed), batch_size=3,
+                            cuda_graph=graph, **options)
+
+    for seed in (1, 2):  # the second replays the loop captured for the first
+        assert torch.equal(draw(True, seed), draw(False, seed))
+    assert len(model._loop_graphs.graphs) == 1
+    with torch.no_grad():  # new values in the same storage: the replay reads them
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    assert torch.equal(draw(True, 3), draw(False, 3))
+    assert len(model._loop_graphs.graphs) == 1
+    for p in model.parameters():  # new storage (as after moving the model): a new capture
+        p.data = p.data.clone()
+    assert torch.equal(draw(True, 4), draw(False, 4))
+    assert len(model._loop_graphs.graphs) == 2
+
+
+def test_auto_graphs_capture_from_the_second_batch_of_a_kind():
+    from zoo.nn.graphs import LoopGraphs
+
+    g = LoopGraphs()
+    assert not g.worth_it(("ddim", 64), auto=True)
+    assert g.worth_it(("ddim", 64), auto=True)
+    assert not g.worth_it(("ddim", 32), auto=True)
+    assert g.worth_it(("ddim", 16), auto=False)
+
+
+@pytest.mark.parametrize("name,config,options", GRAPHED[:1] + GRAPHED[3:4])
+def test_cuda_graph_needs_cuda(name, config, options):
+    model = zoo.create(name, image_shape=SHAPE, **config)
+    with pytest.raises(zoo.ConfigError, match="CUDA device"):
+        model.sample(1, cuda_graph=True, **options)
+    with pytest.raises(zoo.ConfigError, match="true or false"):
+        model.sample(1, cuda_graph="maybe", **options)

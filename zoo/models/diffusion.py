@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..core import ConfigError, GenerativeModel, ModelSpec, adam, option_flag, option_number
+from ..nn.graphs import NOISE_BYTES, capture, graph_mode, model_graphs, weights_key
 from ..nn.likelihood import (
     discretized_gaussian_log_prob,
     from_unit,
@@ -37,7 +38,6 @@ NLL_MODES = ("estimate", "exact")
 PROPOSALS = ("importance", "uniform")
 COSINE_S = 0.008
 MAX_BETA = 0.999
-GRAPH_NOISE_BYTES = 1 << 30  # a captured sampler pre-draws its noise; beyond this, eager
 
 
 @dataclass
@@ -362,12 +362,7 @@ class DDPM(GenerativeModel):
         if n < 0 or batch_size < 1:
             raise ConfigError(f"need n >= 0 and batch_size >= 1, got {n=}, {batch_size=}")
         clip_x0 = option_flag(clip_x0, "clip_x0")
-        on_cuda = self.device.type == "cuda"
-        auto = cuda_graph == "auto"
-        graph = on_cuda if auto else option_flag(cuda_graph, "cuda_graph")
-        if graph and not on_cuda:
-            raise ConfigError(
-                f"cuda_graph=true needs the model on a CUDA device, not {self.device}")
+        graph, auto = graph_mode(cuda_graph, self.device)
         key = (sampler, steps, eta, spacing, variance, clip_x0)
         plan = self.make_plan(sampler, steps, eta, spacing, variance)
         was_training = self.training
@@ -378,11 +373,7 @@ class DDPM(GenerativeModel):
             out = []
             for start in range(0, n, batch_size):
                 b = min(batch_size, n - start)
-                # "auto" captures a loop the second time it runs (in this call or an
-                # earlier one): a one-off batch is not worth a capture
-                seen = self.__dict__.setdefault("_graph_seen", set())
-                use_graph = graph and (not auto or (*key, b) in seen)
-                seen.add((*key, b))
+                use_graph = graph and model_graphs(self).worth_it((*key, b), auto)
                 denoise = self._denoise_graphed if use_graph else self._denoise
                 out.append(denoise(plan, b, gen, clip_x0, key))
         finally:
@@ -409,31 +400,23 @@ class DDPM(GenerativeModel):
         return x
 
     def _denoise_graphed(self, plan: SamplingPlan, b: int, gen, clip_x0: bool, key) -> Tensor:
-        """``_denoise`` as one CUDA graph, captured once per (sampler options, batch size,
-        autocast state, weights) and replayed. The noise is drawn before the replay in the
-        order ``_denoise`` draws it, so both give the same samples for the same generator."""
+        """``_denoise`` replayed as one CUDA graph (``zoo.nn.graphs``). The noise is drawn
+        before the replay in the order ``_denoise`` draws it: the same samples."""
         dev = self.device
-        if sum(plan.noisy) * b * self.dims * 4 > GRAPH_NOISE_BYTES:
+        if sum(plan.noisy) * b * self.dims * 4 > NOISE_BYTES:
             return self._denoise(plan, b, gen, clip_x0)  # the noise would not fit comfortably
-        params = tuple(p.data_ptr() for p in self.net.parameters())
-        key = (*key, b, torch.is_autocast_enabled("cuda"), params)
-        cache = self.__dict__.setdefault("_graphs", {})
-        if key not in cache:
-            while len(cache) >= 4:  # each graph holds its own memory pool
-                cache.pop(next(iter(cache)))
+
+        def build():
             x_in = torch.zeros((b, *self.image_shape), device=dev)
             zs = torch.zeros((sum(plan.noisy), b, *self.image_shape), device=dev)
-            side = torch.cuda.Stream(dev)
-            side.wait_stream(torch.cuda.current_stream(dev))
-            with torch.cuda.stream(side):  # warm-up, one step: lazy inits outside the capture
-                self._loop(SamplingPlan(plan.t[:1], plan.r1, plan.r2, plan.a, plan.b,
-                                        plan.sigma, plan.noisy[:1]), x_in, zs, clip_x0)
-            torch.cuda.current_stream(dev).wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                x_out = self._loop(plan, x_in, zs, clip_x0)
-            cache[key] = (graph, plan, x_in, zs, x_out)
-        graph, _, x_in, zs, x_out = cache[key]
+            first = SamplingPlan(plan.t[:1], plan.r1, plan.r2, plan.a, plan.b, plan.sigma,
+                                 plan.noisy[:1])
+            graph, x_out = capture(lambda: self._loop(plan, x_in, zs, clip_x0),
+                                   lambda: self._loop(first, x_in, zs, clip_x0), dev)
+            return graph, x_in, zs, x_out
+
+        graph, x_in, zs, x_out = model_graphs(self).get(
+            ("ddpm", *key, b, weights_key(self.net)), build)
         x_in.copy_(torch.randn(x_in.shape, generator=gen, device=dev))
         for j in range(zs.shape[0]):
             zs[j].copy_(torch.randn(x_in.shape, generator=gen, device=dev))

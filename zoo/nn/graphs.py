@@ -1,0 +1,80 @@
+"""Whole sampling loops replayed as CUDA graphs, shared by the diffusion and the
+autoregressive samplers.
+
+A sampler whose every step has static shapes (DDIM/DDPM over a fixed batch; the
+Transformer's cached decoding, whose step t always reads the same slice of its key/value
+cache) is captured once as one graph per (options, batch size, autocast state, weights) and
+replayed: one launch instead of one Python dispatch per kernel. Its randomness is drawn
+before the replay, in the order the eager loop draws it, so the graph gives the same
+samples as the eager loop for the same generator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+
+import torch
+from torch import nn
+
+from ..core import ConfigError, option_flag
+
+NOISE_BYTES = 1 << 30  # a captured sampler pre-draws its noise; beyond this it runs eagerly
+MAX_GRAPHS = 4  # each graph holds its own memory pool
+
+
+def graph_mode(value, device: torch.device) -> tuple[bool, bool]:
+    """Parse a ``cuda_graph`` option ("auto", or a flag) into (wanted, auto)."""
+    auto = isinstance(value, str) and value.strip().lower() == "auto"
+    wanted = device.type == "cuda" if auto else option_flag(value, "cuda_graph")
+    if wanted and device.type != "cuda":
+        raise ConfigError(f"cuda_graph=true needs the model on a CUDA device, not {device}")
+    return wanted, auto
+
+
+class LoopGraphs:
+    """The captured loops of one model, keyed by whatever fixes their shapes and weights."""
+
+    def __init__(self):
+        self.graphs: dict[Hashable, tuple] = {}
+        self.seen: set[Hashable] = set()
+
+    def worth_it(self, key: Hashable, auto: bool) -> bool:
+        """Whether to replay a graph for ``key``: always when asked for explicitly; in "auto"
+        mode from the second time the key comes up (a one-off batch is not worth a capture)."""
+        hit = not auto or key in self.seen
+        self.seen.add(key)
+        return hit
+
+    def get(self, key: Hashable, build: Callable[[], tuple]) -> tuple:
+        """The entry for ``key``, made by ``build()`` (which captures) the first time."""
+        if key not in self.graphs:
+            while len(self.graphs) >= MAX_GRAPHS:
+                self.graphs.pop(next(iter(self.graphs)))
+            self.graphs[key] = build()
+        return self.graphs[key]
+
+
+def model_graphs(model: nn.Module) -> LoopGraphs:
+    """The model's ``LoopGraphs`` (kept out of its state_dict and its submodules)."""
+    return model.__dict__.setdefault("_loop_graphs", LoopGraphs())
+
+
+def weights_key(module: nn.Module) -> tuple:
+    """What invalidates a capture besides the options: the weights' storage and autocast."""
+    return (torch.is_autocast_enabled("cuda"), *(p.data_ptr() for p in module.parameters()))
+
+
+def capture(loop: Callable[[], object], warmup: Callable[[], object],
+            device: torch.device) -> tuple[torch.cuda.CUDAGraph, object]:
+    """Capture ``loop()`` as a CUDA graph after running ``warmup()`` (a short piece of the
+    same work, so lazy initialisations happen outside the capture) on a side stream.
+    Returns the graph and what ``loop()`` returned (static tensors the replay rewrites)."""
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        warmup()
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = loop()
+    return graph, out

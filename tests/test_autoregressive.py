@@ -12,6 +12,7 @@ import zoo
 import zoo.data
 from zoo.core import ConfigError
 from zoo.models.autoregressive import ARTransformer, ARTransformerConfig
+from zoo.nn import attention
 from zoo.nn.attention import SelfAttention, TransformerBlock, new_kv_cache
 from zoo.train import Trainer, load_run
 
@@ -104,8 +105,11 @@ def test_cached_and_uncached_decoders_agree(options):
     assert torch.equal(a, b)
 
 
-def test_cached_step_logits_match_full_forward():
-    """Teacher-forced decoding through the cache reproduces the full forward's logits."""
+@pytest.mark.parametrize("matvec", [False, True])
+def test_cached_step_logits_match_full_forward(matvec, monkeypatch):
+    """Teacher-forced decoding through the cache reproduces the full forward's logits, with
+    the decode step's attention as SDPA (the CPU's) or as matrix-vector products (CUDA's)."""
+    monkeypatch.setattr(attention, "MATVEC_DECODE", ("cpu", "cuda") if matvec else ())
     m = small()
     x = images(2)
     full = m.logits(x)

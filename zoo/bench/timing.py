@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime
 import functools
+import inspect
 import platform
 import resource
 import statistics
@@ -202,7 +203,10 @@ def train_flops_per_image(model: GenerativeModel, images: torch.Tensor) -> float
 
 
 def sample_flops_per_image(model: GenerativeModel, seed: int = 0, **sampler_options):
-    """FLOPs of sampling one image with ``sampler_options``."""
+    """FLOPs of sampling one image with ``sampler_options``, counted on the eager loop (a
+    replayed CUDA graph runs nothing the counter sees)."""
+    if "cuda_graph" in inspect.signature(model.sample).parameters:
+        sampler_options = {**sampler_options, "cuda_graph": False}
     gen = torch.Generator(device=model.device).manual_seed(int(seed))
     with torch.no_grad():
         return count_flops(lambda: model.sample(1, generator=gen, **sampler_options))

@@ -378,9 +378,11 @@ class ARTransformer(GenerativeModel):
                 return tokens
 
             graph, _ = capture(lambda: run(length), lambda: run(2), dev)
-            return graph, tokens, noise
+            # the entry holds every tensor the graph reads or writes: a graph holds no
+            # reference to them, and freed memory would be reused under its replay
+            return graph, tokens, noise, cache
 
-        graph, tokens, noise = model_graphs(self).get(
+        graph, tokens, noise, _ = model_graphs(self).get(
             ("decode", b, pick.greedy, pick.inv_t, pick.top_k, weights_key(self)), build)
         if noise is not None:
             same = pick.noise.device == dev

@@ -46,7 +46,9 @@ class LoopGraphs:
         return hit
 
     def get(self, key: Hashable, build: Callable[[], tuple]) -> tuple:
-        """The entry for ``key``, made by ``build()`` (which captures) the first time."""
+        """The entry for ``key``, made by ``build()`` (which captures) the first time. The
+        entry must hold every tensor the graph reads or writes outside its own pool: the
+        graph keeps no reference to them."""
         if key not in self.graphs:
             while len(self.graphs) >= MAX_GRAPHS:
                 self.graphs.pop(next(iter(self.graphs)))

@@ -101,6 +101,9 @@ def bench_train(out: Path, dev: torch.device, only: list[str], steps_override=No
         steps = steps_override or steps
         flops = None
         for compiled in (False, True):
+            # compiled code of the models before (shared forwards such as Sequential's)
+            # counts towards Dynamo's recompile limit, past which it silently runs eagerly
+            torch._dynamo.reset()
             torch.manual_seed(0)
             model = zoo.create(name, dataset=DATASET)
             with tempfile.TemporaryDirectory() as tmp:

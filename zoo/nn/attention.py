@@ -8,16 +8,19 @@ in place, so a decode step costs one new token's work and no concatenation.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..core import ConfigError
 
-#: devices where a decode step's attention is written as two batched matrix-vector products:
-#: one query against the cache; CUDA's fused attention kernels tile 64 queries and spent
-#: 81% of a batch-256 decoding in them (H200, float32), the CPU's SDPA does well
-MATVEC_DECODE = ("cuda",)
+#: where a decode step's attention is two batched matrix-vector products (one query against
+#: the cache) instead of SDPA: device type -> least batch x heads. CUDA's fused attention
+#: kernels tile 64 queries and took 81% of the GPU time of a batch-256 decoding (H200,
+#: float32); at small batches the step is bound by kernel launches, which SDPA has fewer of.
+MATVEC_DECODE = {"cuda": 1024}
 
 
 def new_kv_cache(
@@ -80,7 +83,7 @@ class SelfAttention(nn.Module):
         qkv = F.linear(x, self.qkv.weight, self.qkv.bias).view(b, 3, self.heads, self.head_dim)
         cache[:, :, :, pos] = qkv[:, 1:]
         k, v = cache[:, 0, :, : pos + 1], cache[:, 1, :, : pos + 1]
-        if x.device.type in MATVEC_DECODE:
+        if b * self.heads >= MATVEC_DECODE.get(x.device.type, math.inf):
             q = qkv[:, 0].unsqueeze(-1) * self.head_dim**-0.5
             w = torch.softmax(torch.matmul(k, q).transpose(-1, -2), dim=-1)
             a = torch.matmul(w.to(v.dtype), v)

@@ -103,6 +103,20 @@ def test_compiled_training_matches_eager_and_reports_the_compile(tmp_path, capsy
     assert _max_diff(compiled.state_dict(), zoo.load_run(tmp_path / "eager").state_dict()) < 1e-5
 
 
+def test_compile_compiles_each_network_and_is_undone_after_fit(tmp_path):
+    """--compile really compiles (the GAN's networks are nn.Sequential, which
+    Module.compile() left eager with torch 2.11 on CUDA) and fit() leaves the plain modules."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    trainer = _train("gan-dcgan", CONV["gan-dcgan"], tmp_path / "run", compile=True, steps=2)
+    modules = trainer.model.ddp_modules()
+    assert counters["stats"]["unique_graphs"] >= len(modules) == 2
+    assert all("forward" not in m.__dict__ for m in modules.values())
+    torch._dynamo.reset()
+
+
 @pytest.mark.parametrize("first, then", [(True, False), (False, True)])
 def test_resume_across_layouts_continues_exactly(first, then, tmp_path):
     """A run trained channels_last (CUDA) resumed plain (CPU), or the other way round,

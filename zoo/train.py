@@ -317,14 +317,19 @@ class Trainer:
         if main:
             text = json.dumps(self._run_info(), indent=2)
             atomic_write(self.out / RUN_FILE, lambda tmp: Path(tmp).write_text(text))
-        if c.compile:
-            for module in model.ddp_modules().values():
-                module.compile()  # in place: state_dict keys and checkpoints are unchanged
+        compiled = list(model.ddp_modules().values()) if c.compile else []
+        for module in compiled:
+            # the module's own forward, compiled: state_dict keys and checkpoints are
+            # unchanged. (Module.compile() was silently a no-op for an nn.Sequential with
+            # torch 2.11 on CUDA: the GAN's networks trained eagerly.)
+            module.forward = torch.compile(module.forward)
         model.attach_training(self._wrap(model, optimizers), noise, (self.rank, self.world))
         try:
             return self._loop(model, optimizers, ema, noise, state)
         finally:
             model.attach_training()
+            for module in compiled:
+                del module.forward  # back to the class's forward after training
 
     def _wrap(self, model: GenerativeModel, optimizers: dict) -> dict:
         """DistributedDataParallel wrappers of ``model.ddp_modules()`` (none in one process)."""

@@ -17,10 +17,13 @@ from torch import Tensor, nn
 from ..core import ConfigError
 
 #: where a decode step's attention is two batched matrix-vector products (one query against
-#: the cache) instead of SDPA: device type -> least batch x heads. CUDA's fused attention
-#: kernels tile 64 queries and took 81% of the GPU time of a batch-256 decoding (H200,
-#: float32); at small batches the step is bound by kernel launches, which SDPA has fewer of.
-MATVEC_DECODE = {"cuda": 1024}
+#: the cache) instead of SDPA: device type -> least batch x heads. On CUDA always: the fused
+#: attention kernels tile 64 queries and took 81% of the GPU time of a batch-256 decoding;
+#: measured on an H200 (ar-transformer, float32, whole image, seconds SDPA -> matrix-vector):
+#: graph-captured batch 1 0.219 -> 0.122, 64 0.380 -> 0.324, 256 0.791 -> 0.632; eager
+#: batch 1024 2.55 -> 1.87, eager 64 0.70 -> 0.91 (more launches where launches bound the
+#: step). One choice for both keeps the captured and the eager decoding's samples equal.
+MATVEC_DECODE = {"cuda": 0}
 
 
 def new_kv_cache(

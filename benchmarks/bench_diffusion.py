@@ -9,7 +9,6 @@ of alternating runs holds.
     python benchmarks/bench_diffusion.py --only peer      # one part
     python benchmarks/bench_diffusion.py --threads 1
     python benchmarks/bench_diffusion.py --device cuda --bf16 --batches 1,64,256   # a GPU
-    python benchmarks/bench_diffusion.py --device cuda --only graph   # CUDA graph vs eager
 
 Parts:
   samplers  zoo's default MNIST model (``ddpm``, 1,062,497 parameters), batch 64: DDIM at
@@ -22,9 +21,8 @@ Parts:
             DDIM-50 images/s at batch 1 and 64 (trailing spacing, eta 0, x0 clipped on
             both), and one training step at batch 64 (L_simple, Adam, gradient clipping at
             1.0 on both). ratio = peer time / zoo time, so > 1 means zoo is faster.
-  graph     (CUDA; run by default there) DDIM-50 with the loop captured as one CUDA graph
-            against the eager loop: identical samples (checked), images/s, and the share of
-            the loop's time spent outside the network.
+
+CUDA graph against eager sampling is measured by benchmarks/bench_scale.py (sample).
 """
 
 from __future__ import annotations
@@ -138,52 +136,6 @@ def bench_samplers(model, pairs: int, ddpm_pairs: int) -> list[dict]:
     return rows
 
 
-def bench_graph(pairs: int, batches: list[int]) -> list[dict]:
-    """CUDA only: DDIM-50 with the loop captured as a CUDA graph against the eager loop
-    (same samples, checked), and the share of the loop's time spent outside the network
-    (the loop's time against 50 captured network calls alone)."""
-    torch.manual_seed(0)
-    model = zoo.create("ddpm", dataset="mnist").to(DEVICE).eval()
-    rows = []
-    for n in batches:
-        def run(graph: bool, n=n):
-            gen = torch.Generator(DEVICE).manual_seed(0)
-            return model.sample(n, sampler="ddim", steps=50, generator=gen, cuda_graph=graph)
-
-        for eta in (0.0, 1.0):
-            kw = dict(sampler="ddim", steps=50, eta=eta)
-            same = torch.equal(
-                model.sample(n, generator=torch.Generator(DEVICE).manual_seed(1), **kw,
-                             cuda_graph=True),
-                model.sample(n, generator=torch.Generator(DEVICE).manual_seed(1), **kw,
-                             cuda_graph=False))
-            rows.append({"part": "graph", "what": f"graphed == eager, DDIM-50 eta {eta}, "
-                         f"batch {n}", "identical": same})
-        r = interleaved(lambda: run(True), lambda: run(False), pairs, warmup=2)
-        x = torch.randn(n, *model.image_shape, device=DEVICE)
-        t = torch.tensor([500], device=DEVICE)
-        net_graph = torch.cuda.CUDAGraph()
-        with torch.inference_mode():
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                model.net(x, t)
-            torch.cuda.current_stream().wait_stream(side)
-            with torch.cuda.graph(net_graph):
-                for _ in range(50):
-                    model.net(x, t)
-        net_s = statistics.median(timed(net_graph.replay) for _ in range(5))
-        rows.append({
-            "part": "graph", "what": f"DDIM-50, batch {n}",
-            "graphed_images_per_s": n / r["a_s"], "eager_images_per_s": n / r["b_s"],
-            "graph_speedup": r["ratio_b_over_a"],
-            "network_only_images_per_s": n / net_s,
-            "outside_network_share_graphed": 1 - net_s / r["a_s"],
-            "outside_network_share_eager": 1 - net_s / r["b_s"], "pairs": pairs,
-        })
-    return rows
-
-
 def diffusers_peer():
     from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 
@@ -266,7 +218,7 @@ def bench_peer(pairs: int, train_pairs: int, batches: list[int]) -> list[dict]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--only", choices=("samplers", "peer", "graph"))
+    p.add_argument("--only", choices=("samplers", "peer"))
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--pairs", type=int, default=5, help="interleaved pairs per sampling figure")
     p.add_argument("--train-pairs", type=int, default=20)
@@ -299,11 +251,6 @@ def main() -> None:
             row["forward_mflop_per_image"] = flops / 1e6
         rows += sampler_rows
         for row in sampler_rows:
-            print(json.dumps(row))
-    if args.only == "graph" or (args.only is None and DEVICE.type == "cuda"):
-        graph_rows = bench_graph(args.pairs, [int(b) for b in args.batches.split(",")])
-        rows += graph_rows
-        for row in graph_rows:
             print(json.dumps(row))
     if args.only in (None, "peer"):
         batches = [int(b) for b in args.batches.split(",")]

@@ -235,21 +235,26 @@ def write_report(out: Path) -> None:
         peak = next((r["peak_tflops"] for r in train if r.get("peak_tflops")), None)
         lines += ["## Training (bf16 autocast, fused AdamW, channels_last for conv models)", "",
                   f"MFU: model FLOPs per image x steady images/s over the measured dense "
-                  f"bf16 matmul peak ({fmt(peak)} TFLOP/s).", "",
+                  f"bf16 matmul peak ({fmt(peak)} TFLOP/s); attention counted in full, as "
+                  "nanoGPT and PaLM count it (the causal mask skips about half of it).", "",
                   "| model | params | batch | compile | first step s | steady images/s "
                   "| GFLOP/image | TFLOP/s | MFU |", "|---|---|---|---|---|---|---|---|---|"]
+        notes = []
         for r in train:
             if "error" in r:
                 lines.append(f"| {r['model']} | | | {r['compile']} | {r['error']} | | | | |")
                 continue
+            if "note" in r:
+                notes.append(f"{r['model']} with compile: {r['note']}")
             lines.append(
                 f"| {r['model']} | {r['params']/1e6:.2f}M | {r['batch_size']} | "
-                f"{'yes' if r['compile'] else 'no'} | {fmt(r['first_step_s'], 2)} | "
+                f"{'yes' if r['compile'] else 'no'}{' (*)' if 'note' in r else ''} | "
+                f"{fmt(r['first_step_s'], 2)} | "
                 f"{fmt(r['steady_images_per_s'], 0)} | "
                 f"{fmt(r['train_flops_per_image'] and r['train_flops_per_image'] / 1e9, 2)} | "
                 f"{fmt(r['tflops_per_s'])} | "
                 f"{'n/a' if r['mfu'] is None else format(r['mfu'], '.1%')} |")
-        lines.append("")
+        lines += ["", *(f"(*) {n}" for n in notes), ""] if notes else [""]
     if sample:
         lines += ["## Sampling (float32), CUDA graph vs eager", "",
                   "| model | sampler | batch | graphed images/s | eager images/s | speedup "

@@ -40,6 +40,7 @@ import torch
 import zoo
 from zoo import data as zdata
 from zoo.bench import timing
+from zoo.nn.graphs import capture, release_graphs
 from zoo.train import Trainer
 
 # model, batch size (full.toml's), training steps timed (the first one apart)
@@ -168,7 +169,7 @@ def bench_sample(out: Path, dev: torch.device, only: list[str], pairs: int) -> N
                 r = interleaved(lambda b=b: draw(b, True), lambda b=b: draw(b, False), dev,
                                 n_pairs)
             except torch.cuda.OutOfMemoryError:  # the graph's own pool on top of the max
-                model.__dict__.pop("_loop_graphs", None)
+                release_graphs(model)
                 torch.cuda.empty_cache()
                 append(out, "sample", {"model": name, "batch": b, **options,
                                        "error": "graphed run out of memory"})
@@ -196,20 +197,11 @@ def network_only(model, b: int, calls: int, dev: torch.device) -> float:
     """Seconds of ``calls`` U-Net forwards at batch b captured alone in one graph."""
     x = torch.randn(b, *model.image_shape, device=dev)
     t = torch.tensor([500], device=dev)
-    graph = torch.cuda.CUDAGraph()
     with torch.inference_mode():
-        side = torch.cuda.Stream(dev)
-        side.wait_stream(torch.cuda.current_stream(dev))
-        with torch.cuda.stream(side):
-            model.net(x, t)
-        torch.cuda.current_stream(dev).wait_stream(side)
-        with torch.cuda.graph(graph):
-            for _ in range(calls):
-                model.net(x, t)
+        graph, _ = capture(lambda: [model.net(x, t) for _ in range(calls)],
+                           lambda: model.net(x, t), dev)
     graph.replay()
-    seconds = statistics.median(timed(graph.replay, dev) for _ in range(5))
-    del graph
-    return seconds
+    return statistics.median(timed(graph.replay, dev) for _ in range(5))
 
 
 def fmt(value, digits=1) -> str:

@@ -5,8 +5,12 @@ first step (compilation) apart from the steady-state throughput.
 
 from __future__ import annotations
 
+import weakref
+
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten, tree_map
 
 import zoo
 from zoo import cli, data, registry
@@ -155,44 +159,108 @@ def test_place_returns_to_the_plain_layout():
 
 
 # -- graph-captured sampling loops ------------------------------------------------------------
-class _ReplayedLoop:
-    """Stands in for a CUDA graph on the CPU: replay() runs the captured loop again on the
-    same static inputs and writes its result into the captured output's memory, which is
-    what a graph's replay does."""
+class _Slot:  # a tensor made inside the captured loop (the graph's own memory pool)
+    def __init__(self, i):
+        self.i = i
 
-    def __init__(self, loop, out):
-        self.loop, self.out = loop, out
+
+class _Outside:  # a tensor from outside, which a graph reads without holding a reference
+    def __init__(self, tensor):
+        self.ref = weakref.ref(tensor)
+
+
+class _StandInGraph(TorchDispatchMode):
+    """A CUDA graph's semantics on the CPU: the capture records every aten op with Python
+    scalars baked in, tensors made inside as slots of its own pool, and tensors from outside
+    by weak reference only; replay() re-runs the ops and fails when a tensor from outside
+    has been freed since the capture (a real graph would read reused memory there), and a
+    host synchronisation during the capture fails as it does on CUDA."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops, self.pool, self.slots = [], [], {}
+
+    def _ref(self, x):
+        if not isinstance(x, torch.Tensor):
+            return x
+        return _Slot(self.slots[id(x)]) if id(x) in self.slots else _Outside(x)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.ops.aten._local_scalar_dense.default:
+            raise AssertionError("a host synchronisation inside a captured loop")
+        out = func(*args, **kwargs)
+        inputs = [x for x in tree_flatten((args, kwargs))[0] if isinstance(x, torch.Tensor)]
+
+        def slot(x):
+            if not isinstance(x, torch.Tensor) or any(x is y for y in inputs):
+                return self._ref(x)  # an in-place op returns its input
+            self.slots[id(x)] = len(self.pool)
+            self.pool.append(x)
+            return _Slot(self.slots[id(x)])
+
+        self.ops.append((func, tree_map(self._ref, args), tree_map(self._ref, kwargs),
+                         tree_map(slot, out)))
+        return out
 
     def replay(self):
-        self.out.copy_(self.loop())
+        now = [None] * len(self.pool)
+
+        def resolve(x):
+            if isinstance(x, _Slot):
+                return now[x.i]
+            if isinstance(x, _Outside):
+                tensor = x.ref()
+                assert tensor is not None, "the graph reads a tensor freed since its capture"
+                return tensor
+            return x
+
+        for func, args, kwargs, out in self.ops:
+            result = func(*tree_map(resolve, args), **tree_map(resolve, kwargs))
+            for where, value in zip(tree_flatten(out)[0], tree_flatten(result)[0], strict=True):
+                if isinstance(where, _Slot):
+                    now[where.i] = value
+        if self.output_slot is not None:  # the graph writes its output where it was captured
+            self.pool[self.output_slot].copy_(now[self.output_slot])
 
 
 def _capture_on_cpu(loop, warmup, device):
     warmup()
-    out = loop()
-    return _ReplayedLoop(loop, out), out
+    graph = _StandInGraph()
+    with graph:
+        out = loop()
+    graph.output_slot = graph.slots.get(id(out))
+    # like a graph's pool, keep the memory made inside, not the Python objects (views keep
+    # their bases alive): only the output, which the replay writes back into
+    graph.pool = [out if i == graph.output_slot else None for i in range(len(graph.pool))]
+    graph.slots = {}
+    return graph, out
 
 
-GRAPHED = [
-    ("ar-transformer", {"dim": 16, "depth": 2, "heads": 2}, {"temperature": 1.0}),
-    ("ar-transformer", {"dim": 16, "depth": 2, "heads": 2}, {"temperature": 0.0}),
-    ("ar-transformer", {"dim": 16, "depth": 2, "heads": 2}, {"temperature": 0.8, "top_k": 5}),
-    ("ddpm", CONV["ddpm"], {"sampler": "ddim", "steps": 5, "eta": 1.0}),
-    ("ddpm", CONV["ddpm"], {"sampler": "ddpm"}),
+TINY_AR = {"dim": 16, "depth": 2, "heads": 2}
+TINY_DDPM = {**CONV["ddpm"], "timesteps": 6}
+GRAPHED = [  # (model, config, sampler options), small enough for ops replayed from Python
+    ("ar-transformer", TINY_AR, {"temperature": 1.0}),
+    ("ar-transformer", TINY_AR, {"temperature": 0.0}),
+    ("ar-transformer", TINY_AR, {"temperature": 0.8, "top_k": 5}),
+    ("ddpm", TINY_DDPM, {"sampler": "ddim", "steps": 3, "eta": 1.0}),
+    ("ddpm", TINY_DDPM, {"sampler": "ddpm"}),
 ]
 
 
 @pytest.mark.parametrize("name,config,options", GRAPHED)
 def test_graphed_sampling_loop_draws_what_the_eager_loop_draws(name, config, options,
                                                                monkeypatch):
-    # the capture machinery is CUDA's; what is checked here is everything around it: the
-    # static buffers, the noise drawn before the replay in the eager loop's order, the reuse
-    # of a captured loop for a second batch, a new capture when the weights change
+    # the capture is CUDA's; what is checked here is everything around it, with a stand-in
+    # that replays recorded ops: the static buffers and their lifetimes, the noise drawn
+    # before the replay in the eager loop's order, no host sync in the loop, the reuse of a
+    # captured loop for a second batch, a new capture when the weights' storage changes
     module = __import__(zoo.registry.spec(name).cls.__module__, fromlist=["capture"])
     monkeypatch.setattr(module, "capture", _capture_on_cpu)
     monkeypatch.setattr(module, "graph_mode", lambda value, device: (value is True, False))
     torch.manual_seed(0)
-    model = zoo.create(name, image_shape=SHAPE, **config).eval()
+    shape = (1, 4, 4) if name == "ar-transformer" else SHAPE  # 16 tokens
+    model = zoo.create(name, image_shape=shape, **config).eval()
 
     def draw(graph, seed):
         return model.sample(3, generator=torch.Generator().manual_seed(seed), batch_size=3,
@@ -206,10 +274,10 @@ def test_graphed_sampling_loop_draws_what_the_eager_loop_draws(name, config, opt
             p.add_(0.01 * torch.randn_like(p))
     assert torch.equal(draw(True, 3), draw(False, 3))
     assert len(model._loop_graphs.graphs) == 1
-    for p in model.parameters():  # new storage (as after moving the model): a new capture
-        p.data = p.data.clone()
+    for p in model.parameters():  # new storage (as after moving the model): a new capture,
+        p.data = p.data.clone()  # and the old one dropped
     assert torch.equal(draw(True, 4), draw(False, 4))
-    assert len(model._loop_graphs.graphs) == 2
+    assert len(model._loop_graphs.graphs) == 1
 
 
 def test_auto_graphs_capture_from_the_second_batch_of_a_kind():
@@ -222,6 +290,24 @@ def test_auto_graphs_capture_from_the_second_batch_of_a_kind():
     assert g.worth_it(("ddim", 16), auto=False)
 
 
+def test_captured_loops_are_kept_least_recently_used_and_per_weights():
+    from zoo.nn import graphs
+
+    g, built = graphs.LoopGraphs(), []
+
+    def get(key, weights="w"):
+        return g.get(key, weights, lambda: built.append(key) or (key,))
+
+    for key in range(graphs.MAX_GRAPHS):
+        get(key)
+    get(0)  # a hit: built once, now the most recently used
+    get("new")  # evicts 1, the least recently used
+    assert built == [*range(graphs.MAX_GRAPHS), "new"]
+    assert [k for k, _ in g.graphs] == [*range(2, graphs.MAX_GRAPHS), 0, "new"]
+    get(0, weights="moved")  # other weights: every entry of the old ones goes
+    assert list(g.graphs) == [(0, "moved")]
+
+
 @pytest.mark.parametrize("name,config,options", GRAPHED[:1] + GRAPHED[3:4])
 def test_cuda_graph_needs_cuda(name, config, options):
     model = zoo.create(name, image_shape=SHAPE, **config)
@@ -229,3 +315,22 @@ def test_cuda_graph_needs_cuda(name, config, options):
         model.sample(1, cuda_graph=True, **options)
     with pytest.raises(zoo.ConfigError, match="true or false"):
         model.sample(1, cuda_graph="maybe", **options)
+
+
+def test_gan_save_with_a_compiled_generator_estimates_the_saved_statistics(tmp_path):
+    """GAN.save re-estimates BatchNorm statistics on a copy of the generator; with the
+    Trainer's --compile the generator's forward is compiled and bound to the original, so
+    the copy must drop it (else the copy's statistics stay reset and model.pt samples
+    garbage, while the live generator's statistics move)."""
+    torch.manual_seed(0)
+    m = zoo.create("gan-dcgan", image_shape=SHAPE, **CONV["gan-dcgan"])
+    live = {k: v.clone() for k, v in m.gen.named_buffers()}
+    m.save(tmp_path / "plain.pt")
+    m.gen.forward = torch.compile(m.gen.forward, backend="eager")  # what --compile attaches
+    m.save(tmp_path / "compiled.pt")
+    plain = torch.load(tmp_path / "plain.pt")["state_dict"]
+    compiled = torch.load(tmp_path / "compiled.pt")["state_dict"]
+    stats = [k for k in plain if "running_mean" in k]
+    assert stats and all(plain[k].abs().sum() > 0 for k in stats)
+    assert all(torch.equal(plain[k], compiled[k]) for k in stats)
+    assert all(torch.equal(v, dict(m.gen.named_buffers())[k]) for k, v in live.items())

@@ -47,6 +47,7 @@ from .core import (
     torch_load,
 )
 from .nn.ema import EMA
+from .nn.graphs import release_graphs
 
 RUN_FILE = "run.json"
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -318,18 +319,19 @@ class Trainer:
             text = json.dumps(self._run_info(), indent=2)
             atomic_write(self.out / RUN_FILE, lambda tmp: Path(tmp).write_text(text))
         compiled = list(model.ddp_modules().values()) if c.compile else []
-        for module in compiled:
-            # the module's own forward, compiled: state_dict keys and checkpoints are
-            # unchanged. (Module.compile() was silently a no-op for an nn.Sequential with
-            # torch 2.11 on CUDA: the GAN's networks trained eagerly.)
-            module.forward = torch.compile(module.forward)
-        model.attach_training(self._wrap(model, optimizers), noise, (self.rank, self.world))
         try:
+            for module in compiled:
+                # the module's own forward, compiled: state_dict keys and checkpoints are
+                # unchanged. (Module.compile() was silently a no-op for an nn.Sequential with
+                # torch 2.11 on CUDA: the GAN's networks trained eagerly.)
+                module.forward = torch.compile(module.forward)
+            model.attach_training(self._wrap(model, optimizers), noise, (self.rank, self.world))
             return self._loop(model, optimizers, ema, noise, state)
         finally:
             model.attach_training()
             for module in compiled:
-                del module.forward  # back to the class's forward after training
+                module.__dict__.pop("forward", None)  # back to the class's forward
+            release_graphs(model)  # loops captured for evaluations during training
 
     def _wrap(self, model: GenerativeModel, optimizers: dict) -> dict:
         """DistributedDataParallel wrappers of ``model.ddp_modules()`` (none in one process)."""

@@ -383,7 +383,7 @@ class ARTransformer(GenerativeModel):
             return graph, tokens, noise, cache
 
         graph, tokens, noise, _ = model_graphs(self).get(
-            ("decode", b, pick.greedy, pick.inv_t, pick.top_k, weights_key(self)), build)
+            ("decode", b, pick.greedy, pick.inv_t, pick.top_k), weights_key(self), build)
         if noise is not None:
             same = pick.noise.device == dev
             for t in range(length):

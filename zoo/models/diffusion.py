@@ -413,10 +413,10 @@ class DDPM(GenerativeModel):
                                  plan.noisy[:1])
             graph, x_out = capture(lambda: self._loop(plan, x_in, zs, clip_x0),
                                    lambda: self._loop(first, x_in, zs, clip_x0), dev)
-            return graph, x_in, zs, x_out
+            return graph, x_in, zs, x_out, plan  # the plan's tables are read by the replay
 
-        graph, x_in, zs, x_out = model_graphs(self).get(
-            ("ddpm", *key, b, weights_key(self.net)), build)
+        graph, x_in, zs, x_out, _ = model_graphs(self).get(("ddpm", *key, b),
+                                                           weights_key(self.net), build)
         x_in.copy_(torch.randn(x_in.shape, generator=gen, device=dev))
         for j in range(zs.shape[0]):
             zs[j].copy_(torch.randn(x_in.shape, generator=gen, device=dev))

@@ -401,6 +401,8 @@ class GAN(GenerativeModel):
         ckpt = self.checkpoint_dict()
         if _batchnorms(self.gen):
             twin = copy.deepcopy(self.gen)
+            for m in twin.modules():  # the Trainer's --compile sets a compiled forward bound
+                m.__dict__.pop("forward", None)  # to the original: the copy would run that
             standing_batchnorm_stats(twin, self.config.latent_dim)
             ckpt["state_dict"].update(
                 {f"gen.{k}": v.detach().cpu() for k, v in twin.named_buffers()}

@@ -88,7 +88,7 @@ class SelfAttention(nn.Module):
         k, v = cache[:, 0, :, : pos + 1], cache[:, 1, :, : pos + 1]
         if b * self.heads >= MATVEC_DECODE.get(x.device.type, math.inf):
             q = qkv[:, 0].unsqueeze(-1) * self.head_dim**-0.5
-            w = torch.softmax(torch.matmul(k, q).transpose(-1, -2), dim=-1)
+            w = torch.softmax(torch.matmul(k, q).transpose(-1, -2), dim=-1, dtype=torch.float32)
             a = torch.matmul(w.to(v.dtype), v)
         else:
             a = F.scaled_dot_product_attention(qkv[:, 0].unsqueeze(2), k, v)

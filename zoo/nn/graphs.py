@@ -11,6 +11,7 @@ samples as the eager loop for the same generator.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Hashable
 
 import torch
@@ -25,7 +26,12 @@ MAX_GRAPHS = 4  # each graph holds its own memory pool
 def graph_mode(value, device: torch.device) -> tuple[bool, bool]:
     """Parse a ``cuda_graph`` option ("auto", or a flag) into (wanted, auto)."""
     auto = isinstance(value, str) and value.strip().lower() == "auto"
-    wanted = device.type == "cuda" if auto else option_flag(value, "cuda_graph")
+    if not auto:
+        try:
+            value = option_flag(value, "cuda_graph")
+        except ConfigError:
+            raise ConfigError(f"cuda_graph must be 'auto', true or false, got {value!r}") from None
+    wanted = device.type == "cuda" if auto else value
     if wanted and device.type != "cuda":
         raise ConfigError(f"cuda_graph=true needs the model on a CUDA device, not {device}")
     return wanted, auto
@@ -35,7 +41,7 @@ class LoopGraphs:
     """The captured loops of one model, keyed by whatever fixes their shapes and weights."""
 
     def __init__(self):
-        self.graphs: dict[Hashable, tuple] = {}
+        self.graphs: OrderedDict[Hashable, tuple] = OrderedDict()
         self.seen: set[Hashable] = set()
 
     def worth_it(self, key: Hashable, auto: bool) -> bool:
@@ -45,15 +51,22 @@ class LoopGraphs:
         self.seen.add(key)
         return hit
 
-    def get(self, key: Hashable, build: Callable[[], tuple]) -> tuple:
-        """The entry for ``key``, made by ``build()`` (which captures) the first time. The
-        entry must hold every tensor the graph reads or writes outside its own pool: the
-        graph keeps no reference to them."""
-        if key not in self.graphs:
-            while len(self.graphs) >= MAX_GRAPHS:
-                self.graphs.pop(next(iter(self.graphs)))
-            self.graphs[key] = build()
-        return self.graphs[key]
+    def get(self, key: Hashable, weights: Hashable, build: Callable[[], tuple]) -> tuple:
+        """The entry for ``key`` with the model's ``weights`` (``weights_key``), made by
+        ``build()`` (which captures) the first time. The entry must hold every tensor the
+        graph reads or writes outside its own pool: the graph keeps no reference to them.
+        Entries of other weights (a moved or reloaded model) are dropped, and beyond
+        ``MAX_GRAPHS`` the least recently used."""
+        full = (key, weights)
+        if full in self.graphs:
+            self.graphs.move_to_end(full)
+            return self.graphs[full]
+        for old in [k for k in self.graphs if k[1] != weights]:
+            del self.graphs[old]
+        while len(self.graphs) >= MAX_GRAPHS:
+            self.graphs.popitem(last=False)
+        self.graphs[full] = build()
+        return self.graphs[full]
 
 
 def model_graphs(model: nn.Module) -> LoopGraphs:
@@ -61,9 +74,16 @@ def model_graphs(model: nn.Module) -> LoopGraphs:
     return model.__dict__.setdefault("_loop_graphs", LoopGraphs())
 
 
+def release_graphs(model: nn.Module) -> None:
+    """Drop the model's captured loops and the memory they hold (e.g. after training)."""
+    model.__dict__.pop("_loop_graphs", None)
+
+
 def weights_key(module: nn.Module) -> tuple:
-    """What invalidates a capture besides the options: the weights' storage and autocast."""
-    return (torch.is_autocast_enabled("cuda"), *(p.data_ptr() for p in module.parameters()))
+    """What invalidates a capture besides the options: autocast, and the weights' storage
+    and dtypes."""
+    return (torch.is_autocast_enabled("cuda"), torch.get_autocast_dtype("cuda"),
+            *((p.data_ptr(), p.dtype) for p in module.parameters()))
 
 
 def capture(loop: Callable[[], object], warmup: Callable[[], object],

@@ -39,12 +39,6 @@ def bpd_to_nats(bpd: Tensor, dims: int) -> Tensor:
     return bpd * (dims * LN2)
 
 
-def log_sigmoid(z: Tensor) -> Tensor:
-    """log(sigmoid(z)), stable: torch's kernel, one pass (with torch 2.15 on a 2-core CPU,
-    83 us for 100k values against 143 us for min(z, 0) - log1p(exp(-|z|)) in four ops)."""
-    return F.logsigmoid(z)
-
-
 def discretized_logistic_log_prob(x_unit: Tensor, mean: Tensor, log_scale: Tensor) -> Tensor:
     """Elementwise log P(bin of x) under a logistic(mean, exp(log_scale)) on [-1, 1].
 
@@ -83,8 +77,10 @@ class _DiscretizedLogistic(torch.autograd.Function):
         keep_b = torch.gt(x, -0.999, out=torch.empty_like(mask))  # not the bottom bin
         interior = keep_a * keep_b
         a, b = c + k, k - c
-        out = log_sigmoid(a).mul_(keep_a)
-        out.addcmul_(log_sigmoid(b), keep_b)
+        # F.logsigmoid: one stable pass (torch 2.15, 2-core CPU: 83 us for 100k values
+        # against 143 us for min(z, 0) - log1p(exp(-|z|)) in four ops)
+        out = F.logsigmoid(a).mul_(keep_a)
+        out.addcmul_(F.logsigmoid(b), keep_b)
         out.addcmul_(torch.log(-torch.expm1(-2.0 * k)), interior)
         ctx.save_for_backward(a, b, c, k, inv_s, keep_a, keep_b, interior)
         ctx.shapes = (mean.shape, log_scale.shape)

@@ -17,13 +17,14 @@ import os
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
 CHECKPOINT_FORMAT = "zoo-model"
 CHECKPOINT_VERSION = 1
+UNLABELLED = -1  # the label of an image whose dataset has none
 
 
 class ZooError(Exception):
@@ -157,6 +158,20 @@ def _has_default(f: dataclasses.Field) -> bool:
     return f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
 
 
+class Batch(NamedTuple):
+    """A training batch: uint8 images [N, C, H, W] and int64 labels [N], -1 where the
+    dataset has none. What the data layer yields and ``train_step`` takes."""
+
+    images: Tensor
+    labels: Tensor
+
+    @classmethod
+    def unlabelled(cls, images: Tensor) -> Batch:
+        n = images.shape[0] if isinstance(images, Tensor) and images.dim() > 0 else 0
+        dev = images.device if isinstance(images, Tensor) else None
+        return cls(images, torch.full((n,), UNLABELLED, dtype=torch.long, device=dev))
+
+
 class GenerativeModel(nn.Module):
     """One interface for every family: uint8 images in, uint8 images out.
 
@@ -168,6 +183,10 @@ class GenerativeModel(nn.Module):
     family: ClassVar[str]
     likelihood: ClassVar[str | None] = None
     Config: ClassVar[type]
+    #: the family's samplers (``zoo.options.SamplerOptions`` classes), the first the default
+    samplers: ClassVar[tuple[type, ...]] = ()
+    #: the family's colour in the report's figures
+    color: ClassVar[str] = "#7f7f7f"
 
     def __init__(self, config: Any, image_shape: Iterable[int]):
         super().__init__()
@@ -194,8 +213,23 @@ class GenerativeModel(nn.Module):
         """One full update on a uint8 batch; returns the losses as floats."""
         raise NotImplementedError
 
-    def sample(self, n: int, *, generator: torch.Generator | None = None, **options) -> Tensor:
+    def sample(self, n: int, *, generator: torch.Generator | None = None,
+               labels: Tensor | None = None, **options) -> Tensor:
+        """n uint8 images; ``options`` are the sampler's (``parse_sampler``); ``labels``
+        (int64 [n]) asks a class-conditional model for those classes."""
         raise NotImplementedError
+
+    @property
+    def conditional(self) -> bool:
+        """Whether the model takes class labels (``sample(labels=...)``)."""
+        return bool(getattr(self.config, "conditional", False))
+
+    def parse_sampler(self, options, also=()):
+        """The sampler options of a ``sample`` call, parsed once into the sampler's class
+        (see ``zoo.options.choose_sampler``) and bound to this model."""
+        from .options import choose_sampler
+
+        return choose_sampler(self.samplers, options, self.name, also).bind(self)
 
     def nll(self, x: Tensor, **options) -> Tensor:
         """Negative log-likelihood in bits per dimension of 8-bit data, one value per image."""
@@ -289,6 +323,29 @@ class GenerativeModel(nn.Module):
     def dims(self) -> int:
         c, h, w = self.image_shape
         return c * h * w
+
+    def check_batch(self, batch) -> Batch:
+        """A training batch (a ``Batch``, or bare uint8 images: unlabelled) validated, on
+        the model's device."""
+        if not isinstance(batch, Batch):
+            batch = Batch.unlabelled(batch)
+        images = self.check_images(batch.images)
+        return Batch(images, batch.labels.to(images.device, non_blocking=True))
+
+    def check_labels(self, labels, n: int) -> Tensor | None:
+        """``sample``'s labels: refused by a model that is not class-conditional."""
+        if labels is None:
+            return None
+        if not self.conditional:
+            raise ConfigError(
+                f"{self.name} is not class-conditional, so sample() takes no labels; "
+                "sample without labels=, or use a model trained conditionally"
+            )
+        labels = torch.as_tensor(labels, device=self.device)
+        if labels.dim() != 1 or labels.shape[0] != n or labels.is_floating_point():
+            raise ConfigError(f"labels must be {n} integers (one per image), got "
+                              f"{labels.dtype} {tuple(labels.shape)}")
+        return labels.long()
 
     def check_images(self, x: Tensor) -> Tensor:
         """Validate a public uint8 batch and move it to the model's device."""

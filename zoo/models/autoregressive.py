@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +22,7 @@ from ..core import ConfigError, GenerativeModel, ModelSpec, adam, option_flag, o
 from ..nn.attention import TransformerBlock, new_kv_cache
 from ..nn.graphs import NOISE_BYTES, capture, graph_mode, model_graphs, weights_key
 from ..nn.likelihood import LN2
+from ..options import SamplerOptions
 
 VOCAB = 256
 START = VOCAB  # id of the start token; the embedding table has VOCAB + 1 rows
@@ -43,6 +44,26 @@ class ARTransformerConfig:
     weight_decay: float = 0.01
     warmup_steps: int = 20
     betas: tuple[float, ...] = (0.9, 0.95)
+
+
+@dataclass(frozen=True)
+class Tokens(SamplerOptions):
+    """Decoding token by token: ``temperature`` scales the logits (0 = greedy), ``top_k``
+    keeps the k likeliest values per subpixel (None: all)."""
+
+    name: ClassVar[str] = "default"
+    marker: ClassVar[str] = "^"
+    headline: ClassVar = (("temperature", "T {:g}"),)
+
+    temperature: float = 1.0
+    top_k: int | None = None
+
+    def check(self) -> None:
+        if not (self.temperature >= 0 and math.isfinite(self.temperature)):
+            raise ConfigError(f"temperature must be a finite number >= 0 (0 = greedy), "
+                              f"got {self.temperature}")
+        if self.top_k is not None and not 1 <= self.top_k <= VOCAB:
+            raise ConfigError(f"top_k must be in 1..{VOCAB} (or None for all), got {self.top_k}")
 
 
 class _TokenPicker:
@@ -85,7 +106,9 @@ class ARTransformer(GenerativeModel):
 
     family = "autoregressive"
     likelihood = "exact"
+    color = "#2ca02c"
     Config = ARTransformerConfig
+    samplers = (Tokens,)
 
     def __init__(self, config: ARTransformerConfig, image_shape):
         super().__init__(config, image_shape)
@@ -210,7 +233,7 @@ class ARTransformer(GenerativeModel):
         return self.head(self.hidden(self._shifted(tokens[:, :-1])))
 
     def train_step(self, x, optimizers):
-        tokens = self.to_tokens(self.check_images(x))
+        tokens = self.to_tokens(self.check_batch(x).images)
         logits = self.wrapped("model")(tokens)
         loss = F.cross_entropy(logits.float().reshape(-1, VOCAB), tokens.reshape(-1))
         opt = optimizers["transformer"]
@@ -246,41 +269,30 @@ class ARTransformer(GenerativeModel):
         n: int,
         *,
         generator: torch.Generator | None = None,
-        temperature: float = 1.0,
-        top_k: int | None = None,
+        labels: Tensor | None = None,
         prefix: Tensor | None = None,
         use_cache: bool = True,
         batch_size: int = 64,
         cuda_graph="auto",
-        **opts,
+        **options,
     ) -> Tensor:
         """n uint8 images decoded token by token.
 
-        ``temperature`` scales the logits (0 = greedy), ``top_k`` keeps the k likeliest
-        values per subpixel, ``prefix`` (uint8 [n, C, r, W]) fixes the first r rows and the
-        model fills in the rest, ``use_cache=False`` recomputes the prefix every step.
-        ``cuda_graph`` replays the whole cached decoding (no prefix) as one captured CUDA
-        graph, with the same samples for the same generator; ``"auto"`` (default) does so
-        on CUDA from the second batch of the same size and options on.
+        Sampler options (``Tokens``): ``temperature`` scales the logits (0 = greedy),
+        ``top_k`` keeps the k likeliest values per subpixel. ``prefix`` (uint8
+        [n, C, r, W]) fixes the first r rows and the model fills in the rest,
+        ``use_cache=False`` recomputes the prefix every step. ``cuda_graph`` replays the
+        whole cached decoding (no prefix) as one captured CUDA graph, with the same samples
+        for the same generator; ``"auto"`` (default) does so on CUDA from the second batch
+        of the same size and options on.
         """
-        if opts:
-            raise ConfigError(
-                f"unknown sampler option(s) {', '.join(opts)} for {self.name}; valid: "
-                "temperature, top_k, prefix, use_cache, batch_size, cuda_graph"
-            )
+        opts = self.parse_sampler(options, also=("prefix", "use_cache", "batch_size",
+                                                 "cuda_graph"))
+        temperature, top_k = opts.temperature, opts.top_k
         n = option_number(n, "n", int)
         if n < 0:
             raise ConfigError(f"n must be >= 0, got {n}")
-        temperature = option_number(temperature, "temperature", float)
-        if not (temperature >= 0 and math.isfinite(temperature)):
-            raise ConfigError(f"temperature must be a finite number >= 0 (0 = greedy), "
-                              f"got {temperature}")
-        if isinstance(top_k, str) and top_k.lower() in ("none", "null", ""):
-            top_k = None
-        if top_k is not None:
-            top_k = option_number(top_k, "top_k", int)
-            if not 1 <= top_k <= VOCAB:
-                raise ConfigError(f"top_k must be in 1..{VOCAB} (or None for all), got {top_k}")
+        self.check_labels(labels, n)
         use_cache = option_flag(use_cache, "use_cache")
         batch_size = option_number(batch_size, "batch_size", int)
         if batch_size < 1:

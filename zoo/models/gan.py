@@ -17,7 +17,7 @@ import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +33,7 @@ from ..core import (
     atomic_write,
 )
 from ..nn.likelihood import from_unit, to_unit
+from ..options import SamplerOptions, option_number
 
 LOSSES = ("ns", "hinge", "wgan-gp")
 ARCHS = ("mlp", "dcgan")
@@ -42,6 +43,13 @@ DCGAN_START = (4, 8)
 #: latents used to re-estimate the generator's BatchNorm statistics when saving
 BN_CALIBRATION_SAMPLES = 2048
 BN_CALIBRATION_BATCH = 128
+
+
+@dataclass(frozen=True)
+class Latents(SamplerOptions):
+    """G(z) for z ~ N(0, I): the GAN's one sampler, without options."""
+
+    name: ClassVar[str] = "default"
 
 
 @dataclass
@@ -222,6 +230,8 @@ class GAN(GenerativeModel):
     family = "gan"
     likelihood = None
     Config = GANConfig
+    color = "#d62728"
+    samplers = (Latents,)
 
     def __init__(self, config: GANConfig, image_shape):
         super().__init__(config, image_shape)
@@ -314,7 +324,7 @@ class GAN(GenerativeModel):
         needed; the G update scores its fakes with the bare D (frozen: no D gradients to
         average). Latents and interpolation weights come from ``batch_randn``/``batch_rand``.
         """
-        real_all = to_unit(self.check_images(x))
+        real_all = to_unit(self.check_batch(x).images)
         b = real_all.shape[0]
         loss_kind = self.config.loss
         k = self.n_critic
@@ -355,20 +365,19 @@ class GAN(GenerativeModel):
         return out
 
     @torch.no_grad()
-    def sample(self, n, *, generator=None, batch_size: int = 1000, **opts) -> Tensor:
+    def sample(self, n, *, generator=None, labels=None, batch_size: int = 1000,
+               **options) -> Tensor:
         """n uint8 images G(z), z ~ N(0, I) drawn at once from ``generator``, decoded
         ``batch_size`` at a time in eval mode (BatchNorm uses its stored statistics), so the
         images do not depend on ``batch_size``."""
-        if opts:
-            raise ConfigError(
-                f"unknown sampler option(s) {', '.join(opts)} for {self.name}; "
-                "valid: batch_size"
-            )
-        if int(n) != n or n < 0:
+        self.parse_sampler(options, also=("batch_size",))
+        n = option_number(n, "n", int)
+        batch_size = option_number(batch_size, "batch_size", int)
+        if n < 0:
             raise ConfigError(f"n must be an integer >= 0, got {n}")
-        if int(batch_size) != batch_size or batch_size < 1:
+        if batch_size < 1:
             raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size}")
-        n, batch_size = int(n), int(batch_size)
+        self.check_labels(labels, n)
         z = self._latents(n, generator)
         was_training = self.gen.training
         self.gen.eval()

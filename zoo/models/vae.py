@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -23,10 +23,20 @@ from ..nn.likelihood import (
     nats_to_bpd,
     to_unit,
 )
+from ..options import SamplerOptions, option_number
 
 LIKELIHOODS = ("discretized-logistic", "bernoulli")
 LOG_SCALE_MIN = -7.0
 LOG_2PI = math.log(2 * math.pi)
+
+
+@dataclass(frozen=True)
+class Prior(SamplerOptions):
+    """z ~ N(0, I), then the decoder's mean (``decode="mean"``) or a draw from p(x|z)."""
+
+    name: ClassVar[str] = "default"
+
+    decode: Literal["mean", "sample"] = "mean"
 
 
 @dataclass
@@ -71,7 +81,9 @@ def _auto_stages(h: int, w: int) -> tuple[int, ...]:
 class VAE(GenerativeModel):
     family = "vae"
     likelihood = "bound"
+    color = "#1f77b4"
     Config = VAEConfig
+    samplers = (Prior,)
 
     def __init__(self, config: VAEConfig, image_shape):
         super().__init__(config, image_shape)
@@ -195,7 +207,7 @@ class VAE(GenerativeModel):
         return -self.log_px_given_z(target, z), gaussian_kl_standard(mu, logvar)
 
     def train_step(self, x, optimizers):
-        x_in, target = self._inputs(self.check_images(x))
+        x_in, target = self._inputs(self.check_batch(x).images)
         recon, kl = self.wrapped("model")(x_in, target)
         loss = (recon + kl).mean()
         self.optimize(loss, optimizers["vae"])
@@ -207,17 +219,15 @@ class VAE(GenerativeModel):
         }
 
     @torch.no_grad()
-    def sample(self, n, *, generator=None, decode: str = "mean", batch_size: int = 1000, **opts):
+    def sample(self, n, *, generator=None, labels=None, batch_size: int = 1000, **options):
         """n uint8 images: z ~ N(0, I), then the decoder's mean (``decode="mean"``, default)
         or a draw from p(x|z) (``decode="sample"``)."""
-        if opts:
-            raise ConfigError(
-                f"unknown sampler option(s) {', '.join(opts)} for {self.name}; valid: decode"
-            )
-        if decode not in ("mean", "sample"):
-            raise ConfigError(f"decode must be 'mean' or 'sample', got {decode!r}")
-        if n < 0:
-            raise ConfigError(f"n must be >= 0, got {n}")
+        decode = self.parse_sampler(options, also=("batch_size",)).decode
+        n = option_number(n, "n", int)
+        batch_size = option_number(batch_size, "batch_size", int)
+        if n < 0 or batch_size < 1:
+            raise ConfigError(f"need n >= 0 and batch_size >= 1, got {n=}, {batch_size=}")
+        self.check_labels(labels, n)
         was_training = self.training
         self.eval()
         dev = self.device

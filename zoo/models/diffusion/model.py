@@ -1,0 +1,284 @@
+"""The diffusion family: DDPM (Ho et al. 2020) trained with L_simple, sampled with any of its
+samplers (``samplers``: ancestral DDPM, DDIM), and the variational bound in bits/dim.
+
+The pieces live beside this file: ``schedule`` (the noise schedule, q(x_t|x_0) and its
+posterior), one sampler per file (``ancestral``, ``ddim``, on the contract of ``sampler``)
+and ``bound`` (the variational bound). This file holds the model: the U-Net, its training
+step, the sampling loop (eager or replayed as one CUDA graph) and ``nll``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ...core import ConfigError, GenerativeModel, ModelSpec, adam, option_flag, option_number
+from ...nn.graphs import NOISE_BYTES, capture, graph_mode, model_graphs, weights_key
+from ...nn.likelihood import from_unit, to_unit
+from ...nn.unet import UNet, UNetConfig
+from .ancestral import Ancestral
+from .bound import NLL_MODES, PROPOSALS, NLLResult, variational_bound
+from .ddim import DDIM
+from .schedule import SCHEDULES, NoiseSchedule, make_betas
+
+
+@dataclass
+class DDPMConfig:
+    """The noise schedule, the U-Net (see ``zoo.nn.unet.UNetConfig``), training and nll()."""
+
+    schedule: Literal["linear", "cosine"] = "linear"
+    timesteps: int = 1000
+    beta_start: float = 1e-4  # linear schedule only
+    beta_end: float = 0.02  # linear schedule only
+    channels: int = 32
+    channel_mult: tuple[int, ...] | None = None  # None: depth from the image size (max_levels)
+    max_levels: int = 3
+    num_res_blocks: int = 1
+    attention_levels: tuple[int, ...] = ()
+    mid_attention: bool = True
+    attention_heads: int = 1
+    dropout: float = 0.0
+    norm_groups: int = 4  # 32 groups of 32 channels normalise each channel alone (see unet.py)
+    lr: float = 1e-3
+    nll_mode: Literal["estimate", "exact"] = "estimate"
+    nll_samples: int = 4  # K: timesteps drawn per image by nll(mode="estimate")
+
+
+def _choice(value, valid: Sequence[str], name: str) -> str:
+    if value not in valid:
+        raise ConfigError(f"unknown {name} {value!r}; valid: {', '.join(valid)}")
+    return value
+
+
+class DDPM(GenerativeModel):
+    """Denoising diffusion: epsilon prediction with a U-Net, DDPM/DDIM samplers, VLB nll."""
+
+    family = "diffusion"
+    likelihood = "bound"
+    color = "#9467bd"
+    Config = DDPMConfig
+    samplers = (Ancestral, DDIM)
+
+    def __init__(self, config: DDPMConfig, image_shape):
+        super().__init__(config, image_shape)
+        c = config
+        _choice(c.schedule, SCHEDULES, "schedule")
+        _choice(c.nll_mode, NLL_MODES, "nll_mode")
+        if c.timesteps < 1:
+            raise ConfigError(f"timesteps must be >= 1, got {c.timesteps}")
+        if c.schedule == "linear" and not 0.0 < c.beta_start <= c.beta_end < 1.0:
+            raise ConfigError(
+                f"the linear schedule needs 0 < beta_start <= beta_end < 1, "
+                f"got beta_start={c.beta_start}, beta_end={c.beta_end}"
+            )
+        if c.nll_samples < 2:
+            raise ConfigError(
+                f"nll_samples must be >= 2 (a standard error needs two draws), got {c.nll_samples}"
+            )
+        if c.lr <= 0:
+            raise ConfigError(f"lr must be > 0, got {c.lr}")
+        unet_fields = {f.name for f in fields(UNetConfig)}
+        unet_config = UNetConfig(**{k: getattr(c, k) for k in unet_fields})
+        ch, h, w = self.image_shape
+        self.net = UNet(ch, (h, w), unet_config)
+        # the config records the depth chosen for this size, so run.json shows what was built
+        self.config = dataclasses.replace(c, channel_mult=tuple(self.net.config.channel_mult))
+        self.schedule = NoiseSchedule(make_betas(c.schedule, c.timesteps, c.beta_start,
+                                                 c.beta_end))
+
+    @property
+    def timesteps(self) -> int:
+        return self.config.timesteps
+
+    # -- training ------------------------------------------------------------------------
+    def configure_optimizers(self):
+        return {"ddpm": adam(self.net.parameters(), lr=self.config.lr)}
+
+    def ddp_modules(self):
+        return {"net": self.net}
+
+    def train_step(self, x, optimizers):
+        """One step of L_simple: || eps - eps_theta(sqrt(abar) x0 + sqrt(1 - abar) eps, t) ||^2."""
+        x0 = to_unit(self.check_batch(x).images)
+        t = self.batch_randint(self.timesteps, x0.shape[0])
+        noise = self.batch_randn(*x0.shape)
+        net = self.wrapped("net")
+        loss = F.mse_loss(net(self.schedule.q_sample(x0, t, noise), t).float(), noise)
+        self.optimize(loss, optimizers["ddpm"])
+        return {"loss": loss.item()}
+
+    # -- sampling ------------------------------------------------------------------------
+    def _generator_for(self, generator: torch.Generator | None, device: torch.device):
+        """``generator`` itself if it lives on ``device``, else one there seeded from it."""
+        if generator is None or generator.device == device:
+            return generator
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
+        return torch.Generator(device=device).manual_seed(seed)
+
+    @torch.inference_mode()
+    def sample(self, n, *, generator=None, labels=None, batch_size: int = 256,
+               cuda_graph="auto", **options) -> Tensor:
+        """n uint8 images from x_T ~ N(0, I).
+
+        ``sampler="ddpm"`` (default, ``Ancestral``): all T steps, ``variance="beta_tilde"``
+        (default) or ``"beta"``. ``sampler="ddim"`` (``DDIM``): ``steps`` S (default 50),
+        ``eta`` (default 0: deterministic), ``spacing`` ``"trailing"`` (default),
+        ``"leading"`` or ``"linspace"``. ``clip_x0`` (both) clips each predicted x0 to
+        [-1, 1]. ``sampler`` may also be a sampler's options object (``DDIM(steps=20)``).
+        ``batch_size`` images are denoised at a time. ``cuda_graph`` replays the whole
+        sampling loop as one captured CUDA graph: the same samples for the same generator,
+        without a kernel launch from Python per operation; ``"auto"`` (default) does so on
+        CUDA from the second batch of the same shape and options on (the first runs eagerly).
+        """
+        return from_unit(self.sample_unit(n, generator=generator, labels=labels,
+                                          batch_size=batch_size, cuda_graph=cuda_graph,
+                                          **options))
+
+    @torch.inference_mode()
+    def sample_unit(self, n, *, generator=None, labels=None, batch_size=256, cuda_graph="auto",
+                    **options) -> Tensor:
+        """Like ``sample`` but returns the float samples in [-1, 1] (before quantization)."""
+        sampler = self.parse_sampler(options, also=("batch_size", "cuda_graph"))
+        n = option_number(n, "n", int)
+        batch_size = option_number(batch_size, "batch_size", int)
+        if n < 0 or batch_size < 1:
+            raise ConfigError(f"need n >= 0 and batch_size >= 1, got {n=}, {batch_size=}")
+        self.check_labels(labels, n)
+        graph, auto = graph_mode(cuda_graph, self.device)
+        plan = sampler.plan(self.schedule)
+        was_training = self.training
+        self.eval()
+        try:
+            gen = self._generator_for(generator, self.device)
+            out = []
+            for start in range(0, n, batch_size):
+                b = min(batch_size, n - start)
+                use_graph = graph and model_graphs(self).worth_it((sampler.key(), b), auto)
+                denoise = self._denoise_graphed if use_graph else self._denoise
+                out.append(denoise(sampler, plan, b, gen))
+        finally:
+            self.train(was_training)
+        return torch.cat(out) if out else torch.empty(0, *self.image_shape)
+
+    def _denoise(self, sampler, plan, b: int, gen) -> Tensor:
+        dev = self.device
+        x = torch.randn((b, *self.image_shape), generator=gen, device=dev)
+        state = sampler.init_state(x)
+        for i in range(len(plan)):
+            eps = self.net(x, plan.t[i:i + 1]).float()
+            z = torch.randn(x.shape, generator=gen, device=dev) if plan.noisy[i] else None
+            x, _, state = sampler.step(plan, i, x, eps, z, state)
+        return x
+
+    def _loop(self, sampler, plan, x: Tensor, zs: Tensor, steps: int) -> Tensor:
+        """The first ``steps`` steps of the sampling loop over given initial noise and
+        per-step noise (for capture)."""
+        j = 0
+        state = sampler.init_state(x)
+        for i in range(steps):
+            eps = self.net(x, plan.t[i:i + 1]).float()
+            z = zs[j] if plan.noisy[i] else None
+            j += plan.noisy[i]
+            x, _, state = sampler.step(plan, i, x, eps, z, state)
+        return x
+
+    def _denoise_graphed(self, sampler, plan, b: int, gen) -> Tensor:
+        """``_denoise`` replayed as one CUDA graph (``zoo.nn.graphs``). The noise is drawn
+        before the replay in the order ``_denoise`` draws it: the same samples."""
+        dev = self.device
+        if sum(plan.noisy) * b * self.dims * 4 > NOISE_BYTES:
+            return self._denoise(sampler, plan, b, gen)  # the noise would not fit comfortably
+
+        def build():
+            x_in = torch.zeros((b, *self.image_shape), device=dev)
+            zs = torch.zeros((sum(plan.noisy), b, *self.image_shape), device=dev)
+            graph, x_out = capture(lambda: self._loop(sampler, plan, x_in, zs, len(plan)),
+                                   lambda: self._loop(sampler, plan, x_in, zs, 1), dev)
+            return graph, x_in, zs, x_out, plan  # the plan's tables are read by the replay
+
+        graph, x_in, zs, x_out, _ = model_graphs(self).get((sampler.key(), b),
+                                                           weights_key(self.net), build)
+        x_in.copy_(torch.randn(x_in.shape, generator=gen, device=dev))
+        for j in range(zs.shape[0]):
+            zs[j].copy_(torch.randn(x_in.shape, generator=gen, device=dev))
+        graph.replay()
+        return x_out.clone()
+
+    # -- likelihood ----------------------------------------------------------------------
+    @torch.inference_mode()
+    def nll_with_stderr(self, x, *, mode: str | None = None, K: int | None = None,
+                        proposal: str = "importance", batch_size: int = 256,
+                        clip_x0: bool = False, generator=None, **opts) -> NLLResult:
+        """The DDPM variational bound (Ho et al. eq. 5, L_0 discretized) in bits/dim per image.
+
+        ``mode="exact"``: the prior term, L_0 and all T-1 KL terms (T network calls per
+        image). ``mode="estimate"`` (K network calls per image, plus one for L_0), unbiased
+        with its standard error: ``proposal="importance"`` (default) computes the prior and
+        L_0 exactly and the sum of the T-1 KL terms as the mean of K terms at t ~ q(t)
+        weighted by 1/q(t) (see ``bound.timestep_proposal``); ``proposal="uniform"`` draws K
+        of all T terms uniformly and returns T times their mean. Defaults: the config's
+        ``nll_mode`` and ``nll_samples``. p's mean comes from the predicted eps as in Ho et
+        al. eq. 11; ``clip_x0=True`` bounds the clipped model the samplers use by default
+        instead (much lower on MNIST, whose pixels sit mostly at the clip limits).
+        """
+        if opts:
+            raise ConfigError(
+                f"unknown nll option(s) {', '.join(sorted(opts))} for {self.name}; "
+                "valid: mode, K, proposal, batch_size, clip_x0"
+            )
+        mode = _choice(mode or self.config.nll_mode, NLL_MODES, "nll mode")
+        proposal = _choice(proposal, PROPOSALS, "proposal")
+        K = self.config.nll_samples if K is None else option_number(K, "K", int)
+        if mode == "estimate" and K < 2:
+            raise ConfigError(f"K must be >= 2 (a standard error needs two draws), got {K}")
+        batch_size = option_number(batch_size, "batch_size", int)
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        clip_x0 = option_flag(clip_x0, "clip_x0")
+        x0 = to_unit(self.check_images(x))
+        was_training = self.training
+        self.eval()
+        try:
+            return variational_bound(
+                self.net, self.schedule, x0, mode=mode, K=K, proposal=proposal,
+                batch_size=batch_size, clip_x0=clip_x0, dims=self.dims,
+                gen=self._generator_for(generator, x0.device))
+        finally:
+            self.train(was_training)
+
+    def describe_nll(self, mode=None, K=None, proposal="importance", **options) -> str:
+        mode = mode or self.config.nll_mode
+        if mode == "exact":
+            return f"bound, exact: all {self.timesteps} terms"
+        K = self.config.nll_samples if K is None else K
+        how = ("importance-sampled KL terms, prior and L_0 exact" if proposal == "importance"
+               else "uniformly drawn terms")
+        return f"bound, estimate: K={K} {how} per image"
+
+    def nll(self, x, **options) -> Tensor:
+        """The variational bound in bits/dim per image (see ``nll_with_stderr``)."""
+        return self.nll_with_stderr(x, **options).bpd
+
+
+MODELS = {
+    "ddpm": ModelSpec(
+        DDPM,
+        "DDPM/DDIM diffusion (Ho et al.; Song et al.), a 1.06M-parameter U-Net that trains "
+        "on CPU; sample with sampler=ddpm|ddim",
+        dataset_defaults={"cifar10": {"channels": 64}},
+    ),
+    "ddpm-full": ModelSpec(
+        DDPM,
+        "DDPM with the paper's CIFAR-10 U-Net (35.7M parameters at 32x32), for GPUs",
+        defaults={
+            "channels": 128, "max_levels": 4, "num_res_blocks": 2,
+            "attention_levels": (1,), "dropout": 0.1, "lr": 2e-4, "norm_groups": 32,
+        },
+    ),
+}

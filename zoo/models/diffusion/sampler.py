@@ -1,0 +1,84 @@
+"""What a diffusion sampler is: options (a frozen dataclass), a plan of per-step tensors
+made once on the device from the noise schedule, and a step.
+
+The model's loop is the same for every sampler::
+
+    x = N(0, I); state = sampler.init_state(x)
+    for i in range(len(plan)):
+        eps = net(x, plan.t[i])
+        x, x0, state = sampler.step(plan, i, x, eps, z_i if plan.noisy[i] else None, state)
+
+A step reads only tensors (the plan's, the state's) and never asks the device for a value,
+so the whole loop can be captured as one CUDA graph; ``state`` may carry anything a
+multistep solver needs across steps. A new sampler is one subclass in one file, listed in
+``DDPM.samplers``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ...options import SamplerOptions
+
+
+@dataclass
+class SamplingPlan:
+    """Per-step coefficients of a one-step sampler, one row per network call.
+
+    Step i at timestep ``t[i]``: x0 = r1 x - r2 eps (clipped to [-1, 1] if asked), then
+    x_prev = a x0 + b x + sigma z. Both DDPM (a, b = the posterior mean coefficients) and
+    DDIM (eq. 12 with eps re-derived from x0) take this form. ``noisy[i]`` says whether z is
+    drawn at step i (sigma > 0), known on the host so the loop never asks the device.
+    """
+
+    t: Tensor
+    r1: Tensor
+    r2: Tensor
+    a: Tensor
+    b: Tensor
+    sigma: Tensor
+    noisy: list[bool]
+
+    def __len__(self) -> int:
+        return len(self.noisy)
+
+
+@dataclass(frozen=True)
+class DiffusionSampler(SamplerOptions):
+    """A sampler of the diffusion family (see the module docstring)."""
+
+    def plan(self, schedule) -> Any:
+        """The per-step tensors on the schedule's device; has ``t`` [S] and ``noisy``."""
+        raise NotImplementedError
+
+    def init_state(self, x: Tensor) -> tuple:
+        """What the step carries from one call to the next (nothing for one-step samplers)."""
+        return ()
+
+    def step(self, plan, i: int, x: Tensor, eps: Tensor, noise: Tensor | None,
+             state: tuple) -> tuple[Tensor, Tensor, tuple]:
+        """Step i from x (at t[i]) and the network's eps: (x_prev, predicted x0, state)."""
+        raise NotImplementedError
+
+
+def affine_plan(schedule, t: list[int], r1, r2, a, b, sigma, noisy: list[bool]) -> SamplingPlan:
+    dev = schedule.betas.device
+    return SamplingPlan(t=torch.tensor(t, dtype=torch.long).to(dev), r1=r1.float(),
+                        r2=r2.float(), a=a.float(), b=b.float(), sigma=sigma.float(),
+                        noisy=noisy)
+
+
+def affine_step(plan: SamplingPlan, i: int, x: Tensor, eps: Tensor, noise: Tensor | None,
+                clip_x0: bool) -> tuple[Tensor, Tensor]:
+    """x0 = r1 x - r2 eps (clipped), x_prev = a x0 + b x + sigma z: five fused ops."""
+    x0 = torch.addcmul(plan.r1[i] * x, eps, plan.r2[i], value=-1.0)
+    if clip_x0:
+        x0.clamp_(-1.0, 1.0)
+    x_prev = torch.addcmul(plan.b[i] * x, x0, plan.a[i])
+    if noise is not None:
+        x_prev.addcmul_(noise, plan.sigma[i])
+    return x_prev, x0

@@ -216,7 +216,8 @@ def choose_sampler(samplers: Sequence[type[SamplerOptions]], options: Mapping[st
         other = next((s.name for s in samplers if k in s.fields()), None)
         if other is not None:
             raise ConfigError(f"{k} is an option of sampler={other!r}, not of {name!r}")
-        every = ["sampler", *dict.fromkeys(f for s in samplers for f in s.fields()), *also]
+        every = [*(["sampler"] if len(samplers) > 1 else []),
+                 *dict.fromkeys(f for s in samplers for f in s.fields()), *also]
         raise ConfigError(f"unknown sampler option(s) {', '.join(sorted(set(options) - mine))} "
                           f"for {owner}; valid: {', '.join(every)}")
     return cls.parse(options, "sampler option")

@@ -122,3 +122,17 @@ def create(
     model = s.cls(config, image_shape)
     model.name = name
     return model
+
+
+def families() -> dict[str, type[GenerativeModel]]:
+    """Each family's model class (the first registered), in registration order."""
+    out: dict[str, type[GenerativeModel]] = {}
+    for s in _specs().values():
+        out.setdefault(s.cls.family, s.cls)
+    return out
+
+
+def sampler_class(family, name: str):
+    """The ``SamplerOptions`` class that ``family`` declares under ``name`` (None if none)."""
+    cls = families().get(str(family))
+    return next((s for s in cls.samplers if s.name == name), None) if cls else None

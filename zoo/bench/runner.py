@@ -42,7 +42,7 @@ from ..core import GenerativeModel, atomic_write
 from ..images import save_grid
 from ..train import CHECKPOINT_FILE, MODEL_FILE, Trainer, load_run, resolve_device
 from . import timing
-from .schema import COLUMNS, KEY, row_key
+from .schema import COLUMNS, row_key
 from .suite import ModelEntry, Suite, Variant, load_suite
 
 RESULTS_FILE = "results.jsonl"
@@ -284,10 +284,8 @@ def run_suite(
     rows = list(suite.rows(only_model, only_dataset))
 
     def key_of(dataset: str, entry: ModelEntry, v: Variant) -> tuple:
-        ident = {"suite": suite.name, "dataset": dataset, "model": entry.id,
-                 "sampler": v.sampler, "steps": v.steps, "eta": v.eta,
-                 "temperature": v.temperature}
-        return tuple(ident[k] for k in KEY)
+        return row_key({"suite": suite.name, "dataset": dataset, "model": entry.id,
+                        "sampler": v.name, "sampler_options": v.canonical})
 
     initial = sum(key_of(*r) in done for r in rows)
     bar = tqdm(total=len(rows), initial=initial, unit="row", desc=f"bench {suite.name}",
@@ -317,9 +315,9 @@ def run_suite(
                 train_speed.update(train_flops_per_image=flops, train_mfu=timing.mfu(
                     flops, ips / zdist.world_size() if ips else None, dev))
                 for v in todo:
-                    bar.set_postfix_str(f"{dataset}/{entry.id} {v.sampler}", refresh=True)
+                    bar.set_postfix_str(f"{dataset}/{entry.id} {v.label}", refresh=True)
                     if hook is not None:
-                        hook("evaluate", dataset=dataset, model=entry.id, sampler=v.sampler)
+                        hook("evaluate", dataset=dataset, model=entry.id, sampler=v.name)
                     grid_rel = Path("grids") / dataset / entry.id / f"{v.slug}.png"
                     measured = measure_variant(
                         model, suite.source(dataset), entry, v, suite.seed, out / grid_rel,
@@ -332,8 +330,8 @@ def run_suite(
                     dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
                     row = {
                         "suite": suite.name, "dataset": dataset, "model": entry.id,
-                        "family": model.family, "sampler": v.sampler, "steps": v.steps,
-                        "eta": v.eta, "temperature": v.temperature,
+                        "family": model.family, "sampler": v.name,
+                        "sampler_options": v.canonical,
                         "params": model.num_parameters(), "config_hash": h,
                         **train_speed, **measured, **nll,
                         **timing.environment(dev, suite.seed, dtype),

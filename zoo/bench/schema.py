@@ -7,10 +7,16 @@ in JSON and ``n/a`` in tables, never 0.
 
 from __future__ import annotations
 
+import json
+
+from ..core import ZooError
+from ..options import literal_value
+
 # every row carries every column, in this order
 COLUMNS: tuple[str, ...] = (
     # identity
-    "suite", "dataset", "model", "family", "sampler", "steps", "eta", "temperature",
+    "suite", "dataset", "model", "family", "sampler",
+    "sampler_options",  # {option: value}: the sampler's canonical options, defaults filled in
     # the model and its training
     "params", "config_hash", "train_steps", "train_seconds", "train_images_per_s",
     "train_first_step_s",  # the first step alone: compilation (train.compile) and warm-up
@@ -32,7 +38,9 @@ COLUMNS: tuple[str, ...] = (
 )
 
 # a row's identity: two runs' rows with the same key are the same measurement
-KEY: tuple[str, ...] = ("suite", "dataset", "model", "sampler", "steps", "eta", "temperature")
+KEY: tuple[str, ...] = ("suite", "dataset", "model", "sampler", "sampler_options")
+# rows written before sampler options were typed held these instead of sampler_options
+LEGACY_OPTION_COLUMNS = ("steps", "eta", "temperature")
 
 # the direction of each comparable figure (zoo compare): +1 higher is better, -1 lower is
 LOWER_IS_BETTER = ("fid", "kid", "nll_bpd", "latency_ms_p50", "latency_ms_p95", "peak_mem_mb")
@@ -50,4 +58,36 @@ NLL_KINDS = ("exact", "bound", "none")
 
 
 def row_key(row: dict) -> tuple:
-    return tuple(row.get(k) for k in KEY)
+    row = upgrade(row)
+    return tuple(json.dumps(row.get(k), sort_keys=True) if k == "sampler_options"
+                 else row.get(k) for k in KEY)
+
+
+def upgrade(row: dict) -> dict:
+    """A row in today's schema. A row written before sampler options were typed names its
+    sampler as ``name(option=value,...)`` beside the option columns of
+    ``LEGACY_OPTION_COLUMNS``; its ``sampler`` becomes the name and ``sampler_options``
+    the options that sampler's declaration makes of them (defaults filled in), so results
+    files of either age join under ``zoo compare``."""
+    if "sampler_options" in row or "sampler" not in row:
+        return row
+    name, _, rest = str(row.get("sampler") or "default").partition("(")
+    raw = dict(item.split("=", 1) for item in rest.rstrip(")").split(",") if "=" in item)
+    raw = {k: literal_value(v) for k, v in raw.items()}
+    raw.update({k: row[k] for k in LEGACY_OPTION_COLUMNS if row.get(k) is not None})
+    return {**row, "sampler": name, "sampler_options": canonical_options(row.get("family"),
+                                                                          name, raw)}
+
+
+def canonical_options(family, name: str, raw: dict) -> dict:
+    """``raw`` options of sampler ``name`` of ``family`` with its defaults filled in (as
+    given when the family no longer declares that sampler)."""
+    from ..registry import sampler_class
+
+    cls = sampler_class(family, name)
+    if cls is None:
+        return raw
+    try:
+        return cls.parse(raw).canonical()
+    except ZooError:
+        return raw

@@ -56,11 +56,6 @@ from typing import Any
 
 from ..core import ConfigError
 
-SAMPLER_KEYS = {  # the identity columns a sampler option fills (schema KEY)
-    "diffusion": ("sampler", "steps", "eta"),
-    "autoregressive": ("temperature",),
-}
-
 
 @dataclass
 class Budget:
@@ -95,27 +90,34 @@ class Timing:
 
 @dataclass
 class Variant:
-    """One sampler variant: the options passed to ``model.sample`` and the row's identity."""
+    """One sampler variant: the options passed to ``model.sample`` and, once the suite is
+    checked against the model, the sampler's bound options (``zoo.options``), which are
+    the row's identity."""
 
     options: dict
-    sampler: str
-    steps: int | None
-    eta: float | None
-    temperature: float | None
     n_samples: int | None = None  # overrides the model's evaluation.n_samples
     timing: Timing | None = None  # overrides the model's timing
+    sampler: Any = None  # the bound SamplerOptions (set by load_suite)
+
+    @property
+    def name(self) -> str:
+        return self.sampler.name
+
+    @property
+    def canonical(self) -> dict:
+        return self.sampler.canonical()
 
     @property
     def key(self) -> tuple:
-        return (self.sampler, self.steps, self.eta, self.temperature)
+        return self.sampler.key()
+
+    @property
+    def label(self) -> str:
+        return self.sampler.label()
 
     @property
     def slug(self) -> str:
-        parts = [self.sampler]
-        for name, v in (("steps", self.steps), ("eta", self.eta), ("t", self.temperature)):
-            if v is not None:
-                parts.append(f"{name}{v:g}")
-        return "-".join(parts).replace("(", "_").replace(")", "").replace("=", "").replace(",", "_")
+        return re.sub(r"[^\w.]+", "-", self.label).strip("-") or "default"
 
 
 @dataclass
@@ -289,8 +291,7 @@ def _train_options(ctx: _Ctx, table: dict, where: str) -> dict:
     return table
 
 
-def _variant(ctx: _Ctx, raw, family: str, where: str, ev: Evaluation,
-             tm: Timing) -> Variant:
+def _variant(ctx: _Ctx, raw, where: str, ev: Evaluation, tm: Timing) -> Variant:
     if not isinstance(raw, dict):
         raise ctx.error(where, f"must be a table like {{sampler = \"ddim\", steps = 50}}, "
                         f"got {raw!r}")
@@ -305,28 +306,7 @@ def _variant(ctx: _Ctx, raw, family: str, where: str, ev: Evaluation,
                                   f"{where}.timing", tm)
         _check_timing(ctx, vtiming, f"{where}.timing")
         opts.pop("timing")
-    keys = SAMPLER_KEYS.get(family, ())
-    for k in ("sampler", "steps", "eta", "temperature"):
-        if k in opts and k not in keys:
-            raise ctx.error(f"{where}.{k}", f"is not a sampler option of the {family} family"
-                            + (f" (its options: {', '.join(keys)}, ...)" if keys else ""))
-    sampler = _get(ctx, opts, "sampler", str, f"{where}.sampler")
-    steps = _get(ctx, opts, "steps", int, f"{where}.steps")
-    eta = _get(ctx, opts, "eta", (int, float), f"{where}.eta")
-    temperature = _get(ctx, opts, "temperature", (int, float), f"{where}.temperature")
-    if family == "diffusion":
-        sampler = sampler or "ddpm"
-        if sampler == "ddim":
-            steps = 50 if steps is None else steps
-            eta = 0.0 if eta is None else eta
-    elif family == "autoregressive":
-        temperature = 1.0 if temperature is None else temperature
-    name = sampler or "default"
-    extra = {k: v for k, v in opts.items() if k not in ("sampler", "steps", "eta", "temperature")}
-    if extra:
-        name += "(" + ",".join(f"{k}={v}" for k, v in sorted(extra.items())) + ")"
-    return Variant(opts, name, steps, None if eta is None else float(eta),
-                   None if temperature is None else float(temperature), n_samples, vtiming)
+    return Variant(opts, n_samples, vtiming)
 
 
 def _check_model(ctx: _Ctx, entry: ModelEntry, datasets: list[str], where: str) -> None:
@@ -343,27 +323,21 @@ def _check_model(ctx: _Ctx, entry: ModelEntry, datasets: list[str], where: str) 
             raise ctx.error(f"{where}.config", f"{e} (for {dataset})") from None
     for i, v in enumerate(entry.variants):
         try:
+            named = {"sampler", *(f for cls in model.samplers for f in cls.fields())}
+            v.sampler = model.parse_sampler({k: x for k, x in v.options.items() if k in named})
             with torch.no_grad():
                 model.sample(0, generator=torch.Generator().manual_seed(0), **v.options)
         except ConfigError as e:
             raise ctx.error(f"{where}.samplers[{i}]", str(e)) from None
-    if entry.nll and entry.family != "diffusion":  # cheap: one blank image
+        if any(v.key == u.key for u in entry.variants[:i]):
+            raise ctx.error(f"{where}.samplers[{i}]", "repeats an earlier variant")
+    if entry.nll:  # checks the options on an empty batch
         try:
             with torch.no_grad():
-                model.nll(torch.zeros(1, *model.image_shape, dtype=torch.uint8), **entry.nll)
+                model.nll(torch.zeros(0, *model.image_shape, dtype=torch.uint8), **entry.nll)
+            model.describe_nll(**entry.nll)
         except (ConfigError, TypeError, ValueError) as e:
             raise ctx.error(f"{where}.nll", str(e)) from None
-    if entry.family == "diffusion" and entry.nll:
-        unknown = set(entry.nll) - {"mode", "K", "proposal", "batch_size", "clip_x0"}
-        if unknown:
-            raise ctx.error(f"{where}.nll", f"unknown option(s) {', '.join(sorted(unknown))}")
-        try:
-            model.describe_nll(**entry.nll)
-        except (ConfigError, TypeError) as e:
-            raise ctx.error(f"{where}.nll", str(e)) from None
-    for v in entry.variants:  # ancestral DDPM runs all T steps: record them
-        if entry.family == "diffusion" and v.sampler == "ddpm" and v.steps is None:
-            v.steps = int(model.timesteps)
 
 
 def load_suite(path: str | Path) -> Suite:
@@ -440,12 +414,8 @@ def load_suite(path: str | Path) -> Suite:
         samplers = _get(ctx, m, "samplers", list, f"{where}.samplers", [{}])
         if not samplers:
             raise ctx.error(f"{where}.samplers", "give at least one variant (or leave it out)")
-        variants = [_variant(ctx, s, family, f"{where}.samplers[{j}]", ev, tm)
+        variants = [_variant(ctx, s, f"{where}.samplers[{j}]", ev, tm)
                     for j, s in enumerate(samplers)]
-        keys = [v.key for v in variants]
-        for j, k in enumerate(keys):
-            if k in keys[:j]:
-                raise ctx.error(f"{where}.samplers[{j}]", "repeats an earlier variant")
         entry = ModelEntry(
             name=mname, id=mid, family=family,
             config=_table(ctx, m, "config", f"{where}.config"), budget=budget,

@@ -268,7 +268,7 @@ class VAE(GenerativeModel):
         """
         if opts:
             raise ConfigError(f"unknown nll option(s) {', '.join(opts)} for {self.name}; valid: k")
-        k = self.config.nll_samples if k is None else int(k)
+        k = self.config.nll_samples if k is None else option_number(k, "k", int)
         if k < 1:
             raise ConfigError(f"k (importance samples) must be >= 1, got {k}")
         x = self.check_images(x)

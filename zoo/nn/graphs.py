@@ -11,8 +11,10 @@ samples as the eager loop for the same generator.
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 
 import torch
 from torch import nn
@@ -23,8 +25,24 @@ NOISE_BYTES = 1 << 30  # a captured sampler pre-draws its noise; beyond this it 
 MAX_GRAPHS = 4  # each graph holds its own memory pool
 
 
+_local = threading.local()
+
+
+@contextlib.contextmanager
+def eager() -> Iterator[None]:
+    """Within the block every sampler runs its eager loop, whatever its ``cuda_graph``
+    option (for counting FLOPs: a replayed graph runs nothing a counter sees)."""
+    before = getattr(_local, "eager", False)
+    _local.eager = True
+    try:
+        yield
+    finally:
+        _local.eager = before
+
+
 def graph_mode(value, device: torch.device) -> tuple[bool, bool]:
-    """Parse a ``cuda_graph`` option ("auto", or a flag) into (wanted, auto)."""
+    """Parse a ``cuda_graph`` option ("auto", or a flag) into (wanted, auto); never wanted
+    inside ``eager()``."""
     auto = isinstance(value, str) and value.strip().lower() == "auto"
     if not auto:
         try:
@@ -34,7 +52,7 @@ def graph_mode(value, device: torch.device) -> tuple[bool, bool]:
     wanted = device.type == "cuda" if auto else value
     if wanted and device.type != "cuda":
         raise ConfigError(f"cuda_graph=true needs the model on a CUDA device, not {device}")
-    return wanted, auto
+    return wanted and not getattr(_local, "eager", False), auto
 
 
 class LoopGraphs:

@@ -93,6 +93,9 @@ def variational_bound(net: nn.Module, schedule: NoiseSchedule, x0: Tensor, *, mo
                       dims: int) -> NLLResult:
     """The bound in bits/dim per image of ``x0`` (in [-1, 1]); see ``DDPM.nll_with_stderr``."""
     n, dev, T = x0.shape[0], x0.device, schedule.timesteps
+    if n == 0:
+        empty = torch.empty(0)
+        return NLLResult(bpd=empty, stderr=empty, kind=mode, detail="no images")
     every = torch.arange(n, device=dev)
     total = schedule.prior_nats(x0)
     stderr = torch.zeros(n, dtype=torch.float64, device=dev)

@@ -1,4 +1,4 @@
-"""The GenerativeModel interface, the error hierarchy and the checkpoint format.
+"""The GenerativeModel interface, its option helpers and the checkpoint format.
 
 Every public tensor is uint8 ``[N, C, H, W]``; each model maps to its own space inside.
 A checkpoint is one file: a dict of plain data (config as a JSON string, the image shape,
@@ -22,32 +22,19 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+# the errors live in zoo.errors; re-exported here, the usual place to import them from
+from .errors import (
+    CheckpointError,
+    ConfigError,
+    LikelihoodUnavailable,
+    TrainingDiverged,
+    first_line,
+)
+from .errors import DataError as DataError
+from .errors import ZooError as ZooError
+
 CHECKPOINT_FORMAT = "zoo-model"
 CHECKPOINT_VERSION = 1
-
-
-class ZooError(Exception):
-    """Base class of every error a user of zoo can cause."""
-
-
-class DataError(ZooError):
-    """A dataset file is missing, corrupt or malformed."""
-
-
-class ConfigError(ZooError):
-    """An unknown model, option or value."""
-
-
-class CheckpointError(ZooError):
-    """A checkpoint is truncated, foreign, unsafe or does not match."""
-
-
-class LikelihoodUnavailable(ZooError):
-    """The model defines no likelihood (a GAN)."""
-
-
-class TrainingDiverged(ZooError):
-    """A loss became NaN or infinite."""
 
 
 def option_number(value, name: str, kind: type = float) -> float | int:
@@ -83,13 +70,6 @@ def option_flag(value, name: str) -> bool:
 
 TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("0", "false", "no", "off")
-
-
-def first_line(error: BaseException) -> str:
-    """The first line of an exception's message (its type name when it has none), for
-    one-line errors that wrap torch's multi-line ones."""
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def adam(params, *, decoupled: bool = False, **kwargs) -> torch.optim.Optimizer:

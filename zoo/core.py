@@ -27,11 +27,12 @@ from .errors import (
     CheckpointError,
     ConfigError,
     LikelihoodUnavailable,
-    TrainingDiverged,
     first_line,
 )
 from .errors import DataError as DataError
+from .errors import TrainingDiverged as TrainingDiverged
 from .errors import ZooError as ZooError
+from .runtime import TrainingRuntime
 
 CHECKPOINT_FORMAT = "zoo-model"
 CHECKPOINT_VERSION = 1
@@ -137,12 +138,13 @@ def _has_default(f: dataclasses.Field) -> bool:
     return f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
 
 
-class GenerativeModel(nn.Module):
+class GenerativeModel(TrainingRuntime, nn.Module):
     """One interface for every family: uint8 images in, uint8 images out.
 
     Subclasses set ``family``, ``likelihood`` and ``Config`` (a dataclass with defaults)
     and implement ``configure_optimizers``, ``train_step``, ``sample`` and (unless
-    ``likelihood`` is None) ``nll``.
+    ``likelihood`` is None) ``nll``. What the Trainer attaches for a run (DDP wrappers,
+    per-batch noise, the shard) comes from ``zoo.runtime.TrainingRuntime``.
     """
 
     family: ClassVar[str]
@@ -159,12 +161,7 @@ class GenerativeModel(nn.Module):
         self.name = type(self).__name__.lower()
         #: set by the Trainer: max gradient norm applied in ``optimize`` (None = off)
         self.grad_clip: float | None = None
-        # set by the Trainer (``attach_training``): DistributedDataParallel wrappers of
-        # ``ddp_modules()``, the generator of per-batch noise and this process's shard of
-        # the global batch. Plain attributes, not submodules: state_dict never sees them.
-        object.__setattr__(self, "_ddp", {})
-        self._noise_generator: torch.Generator | None = None
-        self._shard: tuple[int, int] = (0, 1)
+        self.attach_training()  # detached until the Trainer attaches DDP, noise, shard
 
     # -- the interface -------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
@@ -190,58 +187,6 @@ class GenerativeModel(nn.Module):
     def ema_module(self) -> nn.Module:
         """The part whose weights the Trainer averages (EMA) and uses for sampling."""
         return self
-
-    # -- distributed training --------------------------------------------------------------
-    def ddp_modules(self) -> dict[str, nn.Module]:
-        """The modules whose ``forward`` ``train_step`` calls to compute its losses, by name.
-
-        Under DDP the Trainer wraps each in ``DistributedDataParallel`` (a GAN: generator and
-        discriminator separately) and ``train_step`` calls them through ``wrapped(name)``,
-        so their gradients are averaged over ranks in ``backward``. Together they must hold
-        every parameter an optimizer updates. Default: the whole model, whose ``forward``
-        then computes what the losses need.
-        """
-        return {"model": self}
-
-    def wrapped(self, name: str) -> nn.Module:
-        """``ddp_modules()[name]``, through its DDP wrapper while the Trainer runs DDP."""
-        ddp = self._ddp.get(name)
-        return ddp if ddp is not None else self.ddp_modules()[name]
-
-    def attach_training(
-        self,
-        wrappers: dict[str, nn.Module] | None = None,
-        noise_generator: torch.Generator | None = None,
-        shard: tuple[int, int] = (0, 1),
-    ) -> None:
-        """Set (or, called bare, clear) what the Trainer gives ``train_step``: the DDP
-        wrappers of ``ddp_modules()``, the noise generator and the shard (rank, world)."""
-        object.__setattr__(self, "_ddp", dict(wrappers or {}))
-        self._noise_generator = noise_generator
-        self._shard = (int(shard[0]), int(shard[1]))
-
-    def _batch_draw(self, draw, shape, **kwargs) -> Tensor:
-        rank, world = self._shard
-        gen = self._noise_generator
-        gdev = gen.device if gen is not None else self.device
-        full = draw((shape[0] * world, *shape[1:]), generator=gen, device=gdev, **kwargs)
-        return (full[rank::world] if world > 1 else full).to(self.device)
-
-    def batch_randn(self, *shape: int) -> Tensor:
-        """Standard normal noise for this process's shard of a batch (``shape[0]`` rows).
-
-        Drawn for the whole global batch (``world`` times the rows) from the training noise
-        generator and sliced like the data (rows rank, rank + world, ...), so each rank
-        gets different noise and N ranks together draw exactly what one process would."""
-        return self._batch_draw(torch.randn, shape)
-
-    def batch_rand(self, *shape: int) -> Tensor:
-        """Uniform [0, 1) noise for this shard of a batch (see ``batch_randn``)."""
-        return self._batch_draw(torch.rand, shape)
-
-    def batch_randint(self, high: int, *shape: int) -> Tensor:
-        """Integers in [0, high) for this shard of a batch (see ``batch_randn``)."""
-        return self._batch_draw(lambda size, **kw: torch.randint(0, high, size, **kw), shape)
 
     # -- helpers shared by the families ----------------------------------------------------
     @property
@@ -287,16 +232,9 @@ class GenerativeModel(nn.Module):
     def optimize(self, loss: Tensor, optimizer: torch.optim.Optimizer, params=None) -> None:
         """zero_grad, backward, clip (the Trainer's ``grad_clip``) and step; refuses NaN/Inf.
 
-        Under DDP the NaN check is collective: when the loss of any rank is not finite,
-        every rank raises before ``backward`` (so none is left waiting for gradients)."""
-        if self._shard[1] > 1:
-            from .distributed import all_finite
-
-            if not all_finite(loss):
-                raise TrainingDiverged(f"{self.name}: loss became {loss.item()} "
-                                       f"(on this rank; non-finite on at least one rank)")
-        elif not math.isfinite(value := loss.item()):  # one op: isfinite() would be five
-            raise TrainingDiverged(f"{self.name}: loss became {value}")
+        Under DDP the NaN check is collective (``check_finite``): when the loss of any rank
+        is not finite, every rank raises before ``backward`` (so none is left waiting)."""
+        self.check_finite(loss)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.grad_clip:

@@ -22,7 +22,8 @@ from . import distributed as zdist
 from . import registry
 from .core import ConfigError, LikelihoodUnavailable, ZooError, first_line
 from .images import save_grid
-from .train import TrainConfig, Trainer, load_run, resolve_device, run_info
+from .runs import load_run, run_info
+from .train import TrainConfig, Trainer, resolve_device
 
 
 def _parse_sets(items: list[str]) -> list[tuple[str, str]]:

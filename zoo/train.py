@@ -3,8 +3,8 @@
 A run directory holds ``run.json`` (what was trained, on what, with which options),
 ``checkpoint.pt`` (everything needed to resume: weights, EMA, optimizers, RNG, step),
 ``model.pt`` (the weights used for sampling: the EMA weights when EMA is on) and
-``losses.csv``. Resuming restores the data order and every RNG, so a resumed run ends
-with the same weights as an uninterrupted one.
+``losses.csv`` (the format and ``load_run``: ``zoo.runs``). Resuming restores the data
+order and every RNG, so a resumed run ends with the same weights as an uninterrupted one.
 
 Under torchrun (a process group is initialized, see ``zoo.distributed``) the Trainer runs
 DistributedDataParallel: ``batch_size`` is the global batch, each of the N ranks takes
@@ -48,12 +48,7 @@ from .core import (
 )
 from .nn.ema import EMA
 from .nn.graphs import release_graphs
-
-RUN_FILE = "run.json"
-CHECKPOINT_FILE = "checkpoint.pt"
-MODEL_FILE = "model.pt"
-LOSSES_FILE = "losses.csv"
-EVAL_FILE = "eval.csv"
+from .runs import CHECKPOINT_FILE, EVAL_FILE, LOSSES_FILE, MODEL_FILE, RUN_FILE, load_run, run_info
 
 
 @dataclass
@@ -576,29 +571,6 @@ class _LossLog:
 
     def close(self) -> None:
         self.sums, self.count = {}, 0
-
-
-def load_run(path: str | Path, map_location="cpu") -> GenerativeModel:
-    """Load the model of a run directory (its EMA weights) or of a model file."""
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(
-            f"{path} does not exist; give a run directory (zoo train ... --out DIR) or a model file"
-        )
-    if path.is_dir():
-        if not (path / MODEL_FILE).is_file():
-            raise CheckpointError(
-                f"{path} holds no trained model ({MODEL_FILE} is missing); "
-                "train one with `zoo train MODEL --dataset D --out DIR`"
-            )
-        path = path / MODEL_FILE
-    return GenerativeModel.load(path, map_location=map_location)
-
-
-def run_info(path: str | Path) -> dict:
-    """The run.json of a run directory ({} for a bare model file)."""
-    p = Path(path) / RUN_FILE
-    return json.loads(p.read_text()) if p.is_file() else {}
 
 
 __all__ = ["TrainConfig", "Trainer", "load_run", "run_info", "resolve_device", "ZooError"]

@@ -40,6 +40,7 @@ from torch.utils.data import Dataset
 from .. import data as zdata
 from .. import distributed as zdist
 from ..core import ConfigError, GenerativeModel, atomic_write
+from ..runs import load_run
 from .features import Extractor, MetricsError, resolve_extractor
 
 CACHE_FORMAT = 1
@@ -354,8 +355,6 @@ def evaluate(
     meta: dict = {}
     t0 = time.perf_counter()
     if isinstance(samples_or_model, (str, os.PathLike)):
-        from ..train import load_run
-
         samples_or_model = load_run(samples_or_model, map_location=dev)
     if isinstance(samples_or_model, GenerativeModel):
         model = samples_or_model

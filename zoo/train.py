@@ -49,6 +49,7 @@ from .core import (
 from .nn.ema import EMA
 from .nn.graphs import release_graphs
 from .runs import CHECKPOINT_FILE, EVAL_FILE, LOSSES_FILE, MODEL_FILE, RUN_FILE, load_run, run_info
+from .sampling import sample_slices
 
 
 @dataclass
@@ -472,13 +473,11 @@ class Trainer:
         """FID of ``eval_n`` samples drawn with the EMA weights; appended to eval.csv.
 
         The samples are drawn in slices of ``batch_size``, slice i from its own generator
-        seeded with ``mix_seed(seed, i)`` (``zoo.metrics.sample_slices``); under DDP rank r
+        seeded with ``mix_seed(seed, i)`` (``zoo.sampling.sample_slices``); under DDP rank r
         draws slices r, r + N, ... and the FID statistics are summed over ranks, so the
         figure does not depend on the number of processes. Sampling runs before the step's
         checkpoint, so a resumed run still matches an uninterrupted one.
         """
-        from .metrics.fidelity import sample_slices
-
         c = self.config
         model.eval()
         with (ema.swapped() if ema is not None else contextlib.nullcontext()), torch.no_grad():

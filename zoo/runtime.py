@@ -1,8 +1,8 @@
 """What the Trainer attaches to a model for a run: DDP wrappers, per-batch noise, the shard.
 
 ``TrainingRuntime`` is a mixin of ``GenerativeModel`` (``zoo.core``): the interface lives
-there, the training runtime here, so that this module may import ``zoo.distributed`` and
-nothing below it has to import this one's collectives. A family calls ``wrapped(name)``
+there, the training runtime here, which alone imports ``zoo.distributed`` (for the
+collective NaN check); neither imports ``core`` back. A family calls ``wrapped(name)``
 for the modules that compute its losses, ``batch_randn``/``batch_rand``/``batch_randint``
 for per-batch noise, and (through ``GenerativeModel.optimize``) ``check_finite``.
 """

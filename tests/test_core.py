@@ -108,9 +108,9 @@ def test_coerce_parses_cli_values():
     assert parse_value("vae-conv", "channels", "16,32") == (16, 32)
     assert parse_value("vae-mlp", "lr", "3e-4") == 3e-4
     assert parse_value("vae-mlp", "likelihood", "bernoulli") == "bernoulli"
-    with pytest.raises(ConfigError, match="must be int"):
+    with pytest.raises(ConfigError, match="must be an integer"):
         parse_value("vae-mlp", "latent_dim", "many")
-    with pytest.raises(ConfigError, match="one of"):
+    with pytest.raises(ConfigError, match="valid: mlp, conv"):
         parse_value("vae-mlp", "arch", "rnn")
 
 

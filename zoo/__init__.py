@@ -15,7 +15,8 @@ from .core import (
     ZooError,
 )
 from .registry import available, create
-from .train import TrainConfig, Trainer, load_run
+from .runs import load_run
+from .train import TrainConfig, Trainer
 
 __version__ = "0.1.0"
 

@@ -22,7 +22,9 @@ from . import distributed as zdist
 from . import registry
 from .core import ConfigError, LikelihoodUnavailable, ZooError, first_line
 from .images import save_grid
-from .train import TrainConfig, Trainer, load_run, resolve_device, run_info
+from .options import literal_value, parse_value
+from .runs import load_run, run_info
+from .train import TrainConfig, Trainer, resolve_device
 
 
 def _parse_sets(items: list[str]) -> list[tuple[str, str]]:
@@ -33,21 +35,6 @@ def _parse_sets(items: list[str]) -> list[tuple[str, str]]:
             raise ConfigError(f"--set takes key=value, got {item!r}")
         pairs.append((key.strip().replace("-", "_"), value.strip()))
     return pairs
-
-
-def _literal(text: str):
-    """A --set value of an option without a declared type: int, float, bool, None or str."""
-    low = text.lower()
-    if low in ("true", "false"):
-        return low == "true"
-    if low in ("none", "null"):
-        return None
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text
 
 
 # -- commands ----------------------------------------------------------------------------------
@@ -98,7 +85,7 @@ def cmd_train(args) -> int:
         if key in model_fields:
             overrides[key] = registry.parse_value(args.model, key, text)
         elif key in train_fields:
-            options[key] = registry.coerce(text, train_fields[key].type, f"training option {key}")
+            options[key] = parse_value(text, train_fields[key].type, f"training option {key}")
         elif key in data_fields:
             data_options[key] = text
         else:
@@ -158,7 +145,7 @@ def _load(run: str, device: str):
 
 def cmd_sample(args) -> int:
     model = _load(args.run, args.device)
-    options = {k: _literal(v) for k, v in _parse_sets(args.set)}
+    options = {k: literal_value(v) for k, v in _parse_sets(args.set)}
     if args.n < 1:
         raise ConfigError(f"-n must be >= 1, got {args.n}")
     gen = torch.Generator(device=model.device).manual_seed(args.seed)
@@ -185,7 +172,7 @@ def _run_dataset(args) -> str:
 def cmd_nll(args) -> int:
     model = _load(args.run, args.device)
     dataset = _run_dataset(args)
-    options = {k: _literal(v) for k, v in _parse_sets(args.set)}
+    options = {k: literal_value(v) for k, v in _parse_sets(args.set)}
     images, _ = zdata.load(dataset, args.split, root=args.root)
     if args.n:
         images = images[: args.n]
@@ -222,7 +209,7 @@ def cmd_eval(args) -> int:
 
     model = _load(args.run, args.device)
     dataset = _run_dataset(args)
-    options = {k: _literal(v) for k, v in _parse_sets(args.set)}
+    options = {k: literal_value(v) for k, v in _parse_sets(args.set)}
     result = metrics.evaluate(
         model, dataset, args.split, args.extractor, n=args.n, metrics=args.metrics,
         batch_size=args.batch_size, seed=args.seed, device=model.device,

@@ -1,4 +1,4 @@
-"""The GenerativeModel interface, the error hierarchy and the checkpoint format.
+"""The GenerativeModel interface, its option helpers and the checkpoint format.
 
 Every public tensor is uint8 ``[N, C, H, W]``; each model maps to its own space inside.
 A checkpoint is one file: a dict of plain data (config as a JSON string, the image shape,
@@ -11,8 +11,6 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
-import math
-import numbers
 import os
 import tempfile
 from collections.abc import Iterable
@@ -22,75 +20,26 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 from torch import Tensor, nn
 
+# the errors live in zoo.errors; re-exported here, the usual place to import them from
+from .errors import (
+    CheckpointError,
+    ConfigError,
+    LikelihoodUnavailable,
+    first_line,
+)
+from .errors import DataError as DataError
+from .errors import TrainingDiverged as TrainingDiverged
+from .errors import ZooError as ZooError
+from .options import FALSE_WORDS as FALSE_WORDS
+from .options import TRUE_WORDS as TRUE_WORDS
+from .options import choose_sampler
+from .options import option_flag as option_flag
+from .options import option_number as option_number
+from .runtime import TrainingRuntime
+
 CHECKPOINT_FORMAT = "zoo-model"
 CHECKPOINT_VERSION = 1
 UNLABELLED = -1  # the label of an image whose dataset has none
-
-
-class ZooError(Exception):
-    """Base class of every error a user of zoo can cause."""
-
-
-class DataError(ZooError):
-    """A dataset file is missing, corrupt or malformed."""
-
-
-class ConfigError(ZooError):
-    """An unknown model, option or value."""
-
-
-class CheckpointError(ZooError):
-    """A checkpoint is truncated, foreign, unsafe or does not match."""
-
-
-class LikelihoodUnavailable(ZooError):
-    """The model defines no likelihood (a GAN)."""
-
-
-class TrainingDiverged(ZooError):
-    """A loss became NaN or infinite."""
-
-
-def option_number(value, name: str, kind: type = float) -> float | int:
-    """A per-call option (a number, or a string from ``--set``) as ``kind`` (int or float),
-    else a ConfigError naming it."""
-    what = "an integer" if kind is int else "a number"
-    if isinstance(value, str):
-        try:
-            value = float(value)
-        except ValueError:
-            raise ConfigError(f"{name} must be {what}, got {value!r}") from None
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ConfigError(f"{name} must be {what}, got {value!r}")
-    if not math.isfinite(value):
-        raise ConfigError(f"{name} must be finite, got {value!r}")
-    if kind is int:
-        if not float(value).is_integer():
-            raise ConfigError(f"{name} must be an integer, got {value!r}")
-        return int(value)
-    return float(value)
-
-
-def option_flag(value, name: str) -> bool:
-    """A per-call boolean option: a bool, 0/1, or true/false/yes/no/on/off as a string."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in TRUE_WORDS + FALSE_WORDS:
-        return value.strip().lower() in TRUE_WORDS
-    if isinstance(value, int) and value in (0, 1):
-        return bool(value)
-    raise ConfigError(f"{name} must be true or false, got {value!r}")
-
-
-TRUE_WORDS = ("1", "true", "yes", "on")
-FALSE_WORDS = ("0", "false", "no", "off")
-
-
-def first_line(error: BaseException) -> str:
-    """The first line of an exception's message (its type name when it has none), for
-    one-line errors that wrap torch's multi-line ones."""
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def adam(params, *, decoupled: bool = False, **kwargs) -> torch.optim.Optimizer:
@@ -172,12 +121,13 @@ class Batch(NamedTuple):
         return cls(images, torch.full((n,), UNLABELLED, dtype=torch.long, device=dev))
 
 
-class GenerativeModel(nn.Module):
+class GenerativeModel(TrainingRuntime, nn.Module):
     """One interface for every family: uint8 images in, uint8 images out.
 
     Subclasses set ``family``, ``likelihood`` and ``Config`` (a dataclass with defaults)
     and implement ``configure_optimizers``, ``train_step``, ``sample`` and (unless
-    ``likelihood`` is None) ``nll``.
+    ``likelihood`` is None) ``nll``. What the Trainer attaches for a run (DDP wrappers,
+    per-batch noise, the shard) comes from ``zoo.runtime.TrainingRuntime``.
     """
 
     family: ClassVar[str]
@@ -198,19 +148,15 @@ class GenerativeModel(nn.Module):
         self.name = type(self).__name__.lower()
         #: set by the Trainer: max gradient norm applied in ``optimize`` (None = off)
         self.grad_clip: float | None = None
-        # set by the Trainer (``attach_training``): DistributedDataParallel wrappers of
-        # ``ddp_modules()``, the generator of per-batch noise and this process's shard of
-        # the global batch. Plain attributes, not submodules: state_dict never sees them.
-        object.__setattr__(self, "_ddp", {})
-        self._noise_generator: torch.Generator | None = None
-        self._shard: tuple[int, int] = (0, 1)
+        self.attach_training()  # detached until the Trainer attaches DDP, noise, shard
 
     # -- the interface -------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         raise NotImplementedError
 
-    def train_step(self, x: Tensor, optimizers: dict[str, torch.optim.Optimizer]) -> dict:
-        """One full update on a uint8 batch; returns the losses as floats."""
+    def train_step(self, x: Batch | Tensor, optimizers: dict[str, torch.optim.Optimizer]) -> dict:
+        """One full update on a batch (a ``Batch``, or bare uint8 images: unlabelled; see
+        ``check_batch``); returns the losses as floats."""
         raise NotImplementedError
 
     def sample(self, n: int, *, generator: torch.Generator | None = None,
@@ -227,8 +173,6 @@ class GenerativeModel(nn.Module):
     def parse_sampler(self, options, also=()):
         """The sampler options of a ``sample`` call, parsed once into the sampler's class
         (see ``zoo.options.choose_sampler``) and bound to this model."""
-        from .options import choose_sampler
-
         return choose_sampler(self.samplers, options, self.name, also).bind(self)
 
     def nll(self, x: Tensor, **options) -> Tensor:
@@ -244,58 +188,6 @@ class GenerativeModel(nn.Module):
     def ema_module(self) -> nn.Module:
         """The part whose weights the Trainer averages (EMA) and uses for sampling."""
         return self
-
-    # -- distributed training --------------------------------------------------------------
-    def ddp_modules(self) -> dict[str, nn.Module]:
-        """The modules whose ``forward`` ``train_step`` calls to compute its losses, by name.
-
-        Under DDP the Trainer wraps each in ``DistributedDataParallel`` (a GAN: generator and
-        discriminator separately) and ``train_step`` calls them through ``wrapped(name)``,
-        so their gradients are averaged over ranks in ``backward``. Together they must hold
-        every parameter an optimizer updates. Default: the whole model, whose ``forward``
-        then computes what the losses need.
-        """
-        return {"model": self}
-
-    def wrapped(self, name: str) -> nn.Module:
-        """``ddp_modules()[name]``, through its DDP wrapper while the Trainer runs DDP."""
-        ddp = self._ddp.get(name)
-        return ddp if ddp is not None else self.ddp_modules()[name]
-
-    def attach_training(
-        self,
-        wrappers: dict[str, nn.Module] | None = None,
-        noise_generator: torch.Generator | None = None,
-        shard: tuple[int, int] = (0, 1),
-    ) -> None:
-        """Set (or, called bare, clear) what the Trainer gives ``train_step``: the DDP
-        wrappers of ``ddp_modules()``, the noise generator and the shard (rank, world)."""
-        object.__setattr__(self, "_ddp", dict(wrappers or {}))
-        self._noise_generator = noise_generator
-        self._shard = (int(shard[0]), int(shard[1]))
-
-    def _batch_draw(self, draw, shape, **kwargs) -> Tensor:
-        rank, world = self._shard
-        gen = self._noise_generator
-        gdev = gen.device if gen is not None else self.device
-        full = draw((shape[0] * world, *shape[1:]), generator=gen, device=gdev, **kwargs)
-        return (full[rank::world] if world > 1 else full).to(self.device)
-
-    def batch_randn(self, *shape: int) -> Tensor:
-        """Standard normal noise for this process's shard of a batch (``shape[0]`` rows).
-
-        Drawn for the whole global batch (``world`` times the rows) from the training noise
-        generator and sliced like the data (rows rank, rank + world, ...), so each rank
-        gets different noise and N ranks together draw exactly what one process would."""
-        return self._batch_draw(torch.randn, shape)
-
-    def batch_rand(self, *shape: int) -> Tensor:
-        """Uniform [0, 1) noise for this shard of a batch (see ``batch_randn``)."""
-        return self._batch_draw(torch.rand, shape)
-
-    def batch_randint(self, high: int, *shape: int) -> Tensor:
-        """Integers in [0, high) for this shard of a batch (see ``batch_randn``)."""
-        return self._batch_draw(lambda size, **kw: torch.randint(0, high, size, **kw), shape)
 
     # -- helpers shared by the families ----------------------------------------------------
     @property
@@ -364,16 +256,9 @@ class GenerativeModel(nn.Module):
     def optimize(self, loss: Tensor, optimizer: torch.optim.Optimizer, params=None) -> None:
         """zero_grad, backward, clip (the Trainer's ``grad_clip``) and step; refuses NaN/Inf.
 
-        Under DDP the NaN check is collective: when the loss of any rank is not finite,
-        every rank raises before ``backward`` (so none is left waiting for gradients)."""
-        if self._shard[1] > 1:
-            from .distributed import all_finite
-
-            if not all_finite(loss):
-                raise TrainingDiverged(f"{self.name}: loss became {loss.item()} "
-                                       f"(on this rank; non-finite on at least one rank)")
-        elif not math.isfinite(value := loss.item()):  # one op: isfinite() would be five
-            raise TrainingDiverged(f"{self.name}: loss became {value}")
+        Under DDP the NaN check is collective (``check_finite``): when the loss of any rank
+        is not finite, every rank raises before ``backward`` (so none is left waiting)."""
+        self.check_finite(loss)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.grad_clip:

@@ -6,7 +6,7 @@ against its official MD5 before it is parsed; a missing file is downloaded (unle
 ``download=False`` or ``$ZOO_OFFLINE`` is set) into the first root. Decoded tensors are
 cached in-process, so a second ``load`` is instant. Your own data (a folder of images or a
 ``.npy``/``.npz`` array, with options such as ``size``) loads through the same ``load``;
-see ``zoo.owndata``. ``BatchIterator`` keeps a whole
+see ``zoo.owndata`` (the spec and its options: ``zoo.dataspec``). ``BatchIterator`` keeps a whole
 dataset as one tensor (on the GPU when training there) and draws batches by index gather.
 """
 
@@ -26,7 +26,6 @@ import urllib.error
 import urllib.request
 import zlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,10 +33,18 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .core import ConfigError, DataError
-from .owndata import ALIASES as DATA_OPTION_ALIASES
-from .owndata import OPTIONS as DATA_OPTIONS
-from .owndata import UNLABELLED, DatasetSpec, OwnData, fit_tensor, tensor_sha256
+from .core import Batch, ConfigError, DataError
+from .dataspec import (
+    DATASET_ALIASES,
+    DATASETS,
+    UNLABELLED,
+    DatasetInfo,
+    DatasetSpec,
+    FileSpec,
+)
+from .dataspec import OPTION_ALIASES as DATA_OPTION_ALIASES
+from .dataspec import OPTIONS as DATA_OPTIONS
+from .owndata import OwnData, fit_tensor, tensor_sha256
 from .owndata import decode as decode_own
 from .owndata import fingerprint as own_fingerprint
 
@@ -68,107 +75,10 @@ URL_TIMEOUT_S = 30.0
 _CHUNK = 1 << 20
 
 
-@dataclass(frozen=True)
-class FileSpec:
-    """One distribution file: its official MD5 and size in bytes (None = not checked)."""
-
-    md5: str
-    size: int | None = None
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """What a dataset is and which files make it up.
-
-    ``splits`` maps a split to its number of images; ``split_files`` to the files it needs;
-    ``mirrors`` are base URLs tried in order, each holding the files directly.
-    """
-
-    name: str
-    image_shape: tuple[int, int, int]
-    num_classes: int
-    splits: dict[str, int]
-    files: dict[str, FileSpec]
-    split_files: dict[str, tuple[str, ...]]
-    mirrors: tuple[str, ...] = ()
-    classes: tuple[str, ...] = ()
-
-
-_MNIST_SPLITS = {
-    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
-    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
-}
-
-DATASETS: dict[str, DatasetInfo] = {
-    "mnist": DatasetInfo(
-        name="mnist",
-        image_shape=(1, 28, 28),
-        num_classes=10,
-        splits={"train": 60000, "test": 10000},
-        files={
-            "train-images-idx3-ubyte.gz": FileSpec("f68b3c2dcbeaaa9fbdd348bbdeb94873", 9912422),
-            "train-labels-idx1-ubyte.gz": FileSpec("d53e105ee54ea40749a09fcbcd1e9432", 28881),
-            "t10k-images-idx3-ubyte.gz": FileSpec("9fb629c4189551a2d022fa330f9573f3", 1648877),
-            "t10k-labels-idx1-ubyte.gz": FileSpec("ec29112dd5afa0611ce80d1b7f02629c", 4542),
-        },
-        split_files=_MNIST_SPLITS,
-        mirrors=(
-            "https://ossci-datasets.s3.amazonaws.com/mnist/",
-            "https://storage.googleapis.com/cvdf-datasets/mnist/",
-        ),
-        classes=tuple(str(i) for i in range(10)),
-    ),
-    "fashion-mnist": DatasetInfo(
-        name="fashion-mnist",
-        image_shape=(1, 28, 28),
-        num_classes=10,
-        splits={"train": 60000, "test": 10000},
-        files={
-            "train-images-idx3-ubyte.gz": FileSpec("8d4fb7e6c68d591d4c3dfef9ec88bf0d", 26421880),
-            "train-labels-idx1-ubyte.gz": FileSpec("25c81989df183df01b3e8a0aad5dffbe", 29515),
-            "t10k-images-idx3-ubyte.gz": FileSpec("bef4ecab320f06d8554ea6380940ec79", 4422102),
-            "t10k-labels-idx1-ubyte.gz": FileSpec("bb300cfdad3c16e7a12a480ee83cd310", 5148),
-        },
-        split_files=_MNIST_SPLITS,
-        mirrors=(
-            "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
-            "https://github.com/zalandoresearch/fashion-mnist/raw/master/data/fashion/",
-        ),
-        classes=(
-            "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-            "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-        ),
-    ),
-    "cifar10": DatasetInfo(
-        name="cifar10",
-        image_shape=(3, 32, 32),
-        num_classes=10,
-        splits={"train": 50000, "test": 10000},
-        files={"cifar-10-python.tar.gz": FileSpec("c58f30108f718f92721af3b95e74349a", 170498071)},
-        split_files={
-            "train": ("cifar-10-python.tar.gz",),
-            "test": ("cifar-10-python.tar.gz",),
-        },
-        mirrors=("https://www.cs.toronto.edu/~kriz/",),
-        classes=(
-            "airplane", "automobile", "bird", "cat", "deer",
-            "dog", "frog", "horse", "ship", "truck",
-        ),
-    ),
-}
-
-_ALIASES = {
-    "fashion_mnist": "fashion-mnist",
-    "fashionmnist": "fashion-mnist",
-    "cifar-10": "cifar10",
-    "cifar_10": "cifar10",
-}
-
-
 def dataset_info(name: str) -> DatasetInfo:
     """The dataset called ``name``; an unknown name is a ConfigError listing the valid ones."""
     key = str(name).strip().lower()
-    key = _ALIASES.get(key, key)
+    key = DATASET_ALIASES.get(key, key)
     if key not in DATASETS:
         raise ConfigError(f"unknown dataset {name!r}; valid datasets: {', '.join(DATASETS)}")
     return DATASETS[key]
@@ -590,7 +500,7 @@ def load(
 
     ``name`` is a built-in dataset, a folder of images or a ``.npy``/``.npz`` file, or a
     spec with options: a string ``path?size=32&channels=3``, a dict ``{"path": ...,
-    "size": 32}`` or a ``DatasetSpec``; ``options`` add spec options (see ``zoo.owndata``).
+    "size": 32}`` or a ``DatasetSpec``; ``options`` add spec options (see ``zoo.dataspec``).
     Unlabelled images have label -1. The tensors are cached and shared between callers:
     treat them as read-only (clone before modifying in place). ``download=None`` downloads
     missing built-in files unless ``$ZOO_OFFLINE`` is set; a corrupt file is always an
@@ -782,16 +692,18 @@ class BatchIterator:
         start = i * per_step + self.rank * self.batch_size
         return self.permutation(epoch)[start: start + self.batch_size]
 
-    def __iter__(self) -> Iterator[Tensor | tuple[Tensor, Tensor]]:
+    def __iter__(self) -> Iterator[Tensor | Batch]:
         return self
 
-    def __next__(self) -> Tensor | tuple[Tensor, Tensor]:
+    def __next__(self) -> Tensor | Batch:
+        """The next batch: images alone, or a ``Batch`` (images, labels) when the iterator
+        has labels."""
         idx = self.indices(self.step)
         self.step += 1
         x = self.images.index_select(0, idx)
         if self.labels is None:
             return x
-        return x, self.labels.index_select(0, idx)
+        return Batch(x, self.labels.index_select(0, idx))
 
     def state_dict(self) -> dict:
         return {"step": self.step, "seed": self.seed, "batch_size": self.batch_size}

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 import torch
 import torch.distributed as dist
 
-from .core import ConfigError
+from .errors import ConfigError
 
 DEFAULT_TIMEOUT_S = 600.0
 _MASK64 = (1 << 64) - 1

@@ -1,18 +1,8 @@
-"""Your own data as a dataset: a folder of images or a ``.npy``/``.npz`` array, with options.
+"""Your own data as a dataset: a folder of images or a ``.npy``/``.npz`` array, read and fitted.
 
-A dataset is named by a *spec*: a built-in name or a path, plus options. It is written as a
-string ``path?size=32&channels=3`` (the CLI's ``--dataset``, run.json), a dict
-``{"path": "...", "size": 32}`` (TOML suites, the bench) or a ``DatasetSpec``. Options:
-
-- ``size``: ``32`` or ``32x24`` (height x width); images of another size are fitted to it.
-  Without it, all images must share one size.
-- ``fit``: ``resize`` (default: scale to the size, bicubic) or ``crop`` (scale keeping the
-  aspect ratio until the image covers the size, then cut out the centre).
-- ``channels``: 1 or 3. Without it a dataset mixing grayscale and colour images uses the
-  most common kind and says so on stderr.
-- ``test_size``: the held-out test split of a dataset that has none of its own, a fraction
-  (< 1, default 0.1) or a count; ``split_seed`` (default 0) seeds which images it takes.
-- ``layout``: ``nhw``, ``nhwc`` or ``nchw`` for an array whose layout is ambiguous.
+Which dataset, with which options (``size``, ``fit``, ``channels``, ``test_size``,
+``split_seed``, ``layout``), is a ``DatasetSpec`` (``zoo.dataspec``, where the options are
+described); this module reads the files a spec names and fits them to its options.
 
 A folder holds images (PNG, JPEG, BMP; grayscale or RGB) directly, or one subfolder per
 class (the sorted subfolder names are the labels 0, 1, ...), and optionally ``train/`` and
@@ -24,11 +14,8 @@ splits as ``x_train``/``y_train``/``x_test``/``y_test``. Unlabelled images get l
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import hashlib
-import os
-import re
 import sys
 import zipfile
 from dataclasses import dataclass
@@ -39,158 +26,13 @@ import torch
 from torch import Tensor
 
 from .core import ConfigError, DataError
+from .dataspec import ARRAY_SUFFIXES, DATASETS, UNLABELLED, DatasetSpec
+from .dataspec import OPTION_ALIASES as ALIASES  # noqa: F401 - its name here before dataspec
+from .dataspec import OPTIONS as OPTIONS
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
-ARRAY_SUFFIXES = (".npy", ".npz")
-UNLABELLED = -1
-FITS = ("resize", "crop")
-LAYOUTS = ("nhw", "nhwc", "nchw")
 DEFAULT_TEST_SIZE = 0.1
-#: option names accepted in a spec, and their aliases (``--set image_size=32`` on the CLI)
-OPTIONS = ("size", "channels", "fit", "test_size", "split_seed", "layout")
-ALIASES = {"image_size": "size", "image_channels": "channels", "resize": "fit"}
 _GRAY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
-
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    """What to load: ``source`` (a built-in name or an absolute path) and its options."""
-
-    source: str
-    builtin: bool = False
-    size: tuple[int, int] | None = None
-    channels: int | None = None
-    fit: str | None = None
-    test_size: float | None = None
-    split_seed: int | None = None
-    layout: str | None = None
-
-    @classmethod
-    def parse(cls, value, **options) -> DatasetSpec:
-        """A spec from a string (``path?size=32``), a dict or a spec, plus ``options``."""
-        if isinstance(value, DatasetSpec):
-            base, opts = value, {}
-        elif isinstance(value, dict):
-            opts = dict(value)
-            source = opts.pop("path", None) or opts.pop("name", None)
-            if not source:
-                raise ConfigError(f"a dataset given as a table needs path = '...' (or name), "
-                                  f"got {value!r}")
-            base = cls._from_source(str(source))
-        elif isinstance(value, str | os.PathLike):
-            text = os.fspath(value).strip()
-            source, _, query = text.partition("?")
-            opts = {}
-            for item in filter(None, query.split("&")):
-                key, sep, val = item.partition("=")
-                if not sep:
-                    raise ConfigError(f"dataset option {item!r} in {text!r} is not key=value")
-                opts[key.strip()] = val.strip()
-            base = cls._from_source(source)
-        else:
-            raise ConfigError(f"a dataset is a name, a path or a table, got {value!r}")
-        opts.update(options)
-        changes = {}
-        for key, val in opts.items():
-            name = ALIASES.get(key.replace("-", "_"), key.replace("-", "_"))
-            if name not in OPTIONS:
-                raise ConfigError(f"unknown dataset option {key!r}; valid: {', '.join(OPTIONS)}")
-            changes[name] = None if val is None else _coerce(name, val)
-        spec = dataclasses.replace(base, **changes)
-        if spec.builtin:
-            bad = [k for k in ("test_size", "split_seed", "layout") if getattr(spec, k) is not None]
-            if bad:
-                raise ConfigError(f"{', '.join(bad)} do not apply to the built-in dataset "
-                                  f"{spec.source} (it has its own splits and format)")
-        return spec
-
-    @classmethod
-    def _from_source(cls, source: str) -> DatasetSpec:
-        from .data import _ALIASES, DATASETS  # data imports this module
-
-        key = source.strip().lower()
-        key = _ALIASES.get(key, key)
-        if key in DATASETS:
-            return cls(source=key, builtin=True)
-        if not source.strip():
-            raise ConfigError("empty dataset name; give a built-in name or a path")
-        return cls(source=str(Path(source.strip()).expanduser().absolute()))
-
-    @property
-    def transformed(self) -> bool:
-        return self.size is not None or self.channels is not None
-
-    @property
-    def name(self) -> str:
-        """A short name: the built-in name, or the file or folder name (run dirs, classifiers)."""
-        if self.builtin:
-            return self.source
-        stem = Path(self.source).name
-        stem = stem[: -len(Path(stem).suffix)] if Path(stem).suffix in ARRAY_SUFFIXES else stem
-        return re.sub(r"[^A-Za-z0-9._-]+", "_", stem) or "data"
-
-    def options(self) -> dict:
-        out = {}
-        for key in OPTIONS:
-            v = getattr(self, key)
-            if v is None:
-                continue
-            if key == "size":
-                v = str(v[0]) if v[0] == v[1] else f"{v[0]}x{v[1]}"
-            elif key == "test_size" and float(v).is_integer() and v >= 1:
-                v = int(v)
-            out[key] = v
-        return out
-
-    def __str__(self) -> str:
-        opts = self.options()
-        return self.source + ("?" + "&".join(f"{k}={v}" for k, v in opts.items()) if opts else "")
-
-
-def _coerce(name: str, value):
-    """An option value (typed, or a string from the command line) checked and normalized."""
-    text = str(value).strip()
-    try:
-        if name == "size":
-            if isinstance(value, list | tuple):
-                h, w = (int(v) for v in value)
-            else:
-                parts = re.split(r"[x,]", text.lower())
-                h, w = (int(parts[0]), int(parts[0])) if len(parts) == 1 else map(int, parts)
-            if h < 1 or w < 1:
-                raise ValueError
-            return (h, w)
-        if name == "channels":
-            c = int(text)
-            if c not in (1, 3):
-                raise ValueError
-            return c
-        if name == "fit":
-            if text not in FITS:
-                raise ValueError
-            return text
-        if name == "layout":
-            text = text.lower()
-            if text == "auto":
-                return None
-            if text not in LAYOUTS:
-                raise ValueError
-            return text
-        if name == "test_size":
-            v = float(text)
-            if not (0 <= v < 1 or (v >= 1 and v.is_integer())):
-                raise ValueError
-            return v
-        if name == "split_seed":
-            return int(text)
-    except ValueError:
-        pass
-    expected = {
-        "size": "a side like 32 or HxW like 32x24", "channels": "1 or 3",
-        "fit": " or ".join(FITS), "layout": "auto, " + ", ".join(LAYOUTS),
-        "test_size": "a fraction in [0, 1) or a whole count", "split_seed": "an integer",
-    }[name]
-    raise ConfigError(f"dataset option {name} must be {expected}, got {value!r}")
 
 
 # -- the pieces of a decoded dataset ------------------------------------------------------------
@@ -235,8 +77,6 @@ def _stat(p: Path) -> tuple[int, int]:
 
 
 def _builtin_names() -> str:
-    from .data import DATASETS
-
     return ", ".join(DATASETS)
 
 

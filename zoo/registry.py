@@ -5,12 +5,11 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import pkgutil
-import types
-import typing
 from functools import cache
 
 from . import models as _models_pkg
-from .core import FALSE_WORDS, TRUE_WORDS, ConfigError, GenerativeModel, ModelSpec, config_from_dict
+from . import options as zoptions
+from .core import ConfigError, GenerativeModel, ModelSpec, config_from_dict
 
 
 @cache
@@ -45,52 +44,7 @@ def parse_value(name: str, key: str, text: str):
         raise ConfigError(
             f"unknown option {key!r} for {name}; valid options: {', '.join(fields)}"
         )
-    return coerce(text, fields[key].type, f"{name} option {key}")
-
-
-def coerce(text: str, annotation, what: str):
-    """Parse ``text`` as a value of the (possibly string) type ``annotation``."""
-    tp = _resolve(annotation)
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        if text.lower() in ("none", "null") and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return coerce(text, arg, what)
-            except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(f"{what}: cannot parse {text!r} ({'; '.join(errors)})")
-    if origin is typing.Literal:
-        if text not in [str(a) for a in args]:
-            raise ConfigError(f"{what} must be one of {', '.join(map(str, args))}, got {text!r}")
-        return next(a for a in args if str(a) == text)
-    if origin is tuple:
-        inner = args[0] if args else str
-        return tuple(coerce(t.strip(), inner, what) for t in text.strip("()[]").split(",") if t)
-    try:
-        if tp is bool:
-            low = text.lower()
-            if low in TRUE_WORDS:
-                return True
-            if low in FALSE_WORDS:
-                return False
-            raise ValueError
-        if tp in (int, float, str):
-            return tp(text)
-    except ValueError:
-        raise ConfigError(f"{what} must be {tp.__name__}, got {text!r}") from None
-    return text
-
-
-def _resolve(annotation):
-    if isinstance(annotation, str):
-        return eval(annotation, {**vars(typing), "tuple": tuple}, {})  # noqa: S307 - our own
-    return annotation
+    return zoptions.parse_value(text, fields[key].type, f"{name} option {key}")
 
 
 def create(

@@ -3,8 +3,8 @@
 A run directory holds ``run.json`` (what was trained, on what, with which options),
 ``checkpoint.pt`` (everything needed to resume: weights, EMA, optimizers, RNG, step),
 ``model.pt`` (the weights used for sampling: the EMA weights when EMA is on) and
-``losses.csv``. Resuming restores the data order and every RNG, so a resumed run ends
-with the same weights as an uninterrupted one.
+``losses.csv`` (the format and ``load_run``: ``zoo.runs``). Resuming restores the data
+order and every RNG, so a resumed run ends with the same weights as an uninterrupted one.
 
 Under torchrun (a process group is initialized, see ``zoo.distributed``) the Trainer runs
 DistributedDataParallel: ``batch_size`` is the global batch, each of the N ranks takes
@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from . import data as zdata
 from . import distributed as zdist
 from .core import (
+    Batch,
     CheckpointError,
     ConfigError,
     DataError,
@@ -48,12 +49,8 @@ from .core import (
 )
 from .nn.ema import EMA
 from .nn.graphs import release_graphs
-
-RUN_FILE = "run.json"
-CHECKPOINT_FILE = "checkpoint.pt"
-MODEL_FILE = "model.pt"
-LOSSES_FILE = "losses.csv"
-EVAL_FILE = "eval.csv"
+from .runs import CHECKPOINT_FILE, EVAL_FILE, LOSSES_FILE, MODEL_FILE, RUN_FILE, load_run, run_info
+from .sampling import sample_slices
 
 
 @dataclass
@@ -129,6 +126,7 @@ class Trainer:
         config: TrainConfig | None = None,
         *,
         images: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
         progress: bool | None = None,
         data_root: str | None = None,
         **options,
@@ -156,7 +154,7 @@ class Trainer:
         self.amp = self.config.amp if self.config.amp is not None else self.device.type == "cuda"
         own = images is None and not ds.builtin
         if images is None:
-            images, _ = zdata.load(ds, "train", root=data_root)
+            images, labels = zdata.load(ds, "train", root=data_root)
         if tuple(images.shape[1:]) != model.image_shape:
             raise ConfigError(
                 f"{model.name} was built for images {model.image_shape}, "
@@ -171,6 +169,8 @@ class Trainer:
         #: sha256 of an own dataset's training split (run.json), None for a built-in one
         self.dataset_sha256 = zdata.content_hash(ds, "train") if own else None
         self.images = images
+        #: int64 labels of the training images, UNLABELLED (-1) where the data has none
+        self.labels = labels if labels is not None else Batch.unlabelled(images).labels
         self.data_root = data_root
         self.step = 0
         self.elapsed = 0.0
@@ -198,6 +198,7 @@ class Trainer:
         progress: bool | None = None,
         data_root: str | None = None,
         images: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
         **options,
     ) -> Trainer:
         """Rebuild the Trainer of the run in ``out`` from its checkpoint; ``options`` may
@@ -211,7 +212,7 @@ class Trainer:
         model = from_checkpoint_dict(state.get("model"), source=str(out / CHECKPOINT_FILE))
         config = config_from_dict(TrainConfig, info["train_config"])
         trainer = cls(
-            model, info["dataset"], out, config, images=images, progress=progress,
+            model, info["dataset"], out, config, images=images, labels=labels, progress=progress,
             data_root=data_root, **options,
         )
         trainer._state_to_restore = state
@@ -353,12 +354,12 @@ class Trainer:
         main = zdist.is_main()
         if self.world == 1:
             batches = iter(zdata.BatchIterator(
-                self.images, c.batch_size, seed=c.seed, device=self.device,
+                self.images, c.batch_size, seed=c.seed, device=self.device, labels=self.labels,
                 start_step=self.step,
             ))
         else:
             batches = iter(_ShardedBatches(
-                self.images, c.batch_size, self.rank, self.world, seed=c.seed,
+                self.images, c.batch_size, self.rank, self.world, seed=c.seed, labels=self.labels,
                 device=self.device, start_step=self.step,
             ))
         log = _LossLog(self.out / LOSSES_FILE, append=state is not None, write=main)
@@ -402,7 +403,7 @@ class Trainer:
                 if first_seconds is None:
                     steady_from = time.perf_counter()
                     first_seconds = steady_from - start
-                window_n += x.shape[0] * self.world
+                window_n += x.images.shape[0] * self.world
                 log.add(losses)
                 if self.step % c.log_every == 0:
                     now = time.perf_counter()
@@ -477,13 +478,11 @@ class Trainer:
         """FID of ``eval_n`` samples drawn with the EMA weights; appended to eval.csv.
 
         The samples are drawn in slices of ``batch_size``, slice i from its own generator
-        seeded with ``mix_seed(seed, i)`` (``zoo.metrics.sample_slices``); under DDP rank r
+        seeded with ``mix_seed(seed, i)`` (``zoo.sampling.sample_slices``); under DDP rank r
         draws slices r, r + N, ... and the FID statistics are summed over ranks, so the
         figure does not depend on the number of processes. Sampling runs before the step's
         checkpoint, so a resumed run still matches an uninterrupted one.
         """
-        from .metrics.fidelity import sample_slices
-
         c = self.config
         model.eval()
         with (ema.swapped() if ema is not None else contextlib.nullcontext()), torch.no_grad():
@@ -576,29 +575,6 @@ class _LossLog:
 
     def close(self) -> None:
         self.sums, self.count = {}, 0
-
-
-def load_run(path: str | Path, map_location="cpu") -> GenerativeModel:
-    """Load the model of a run directory (its EMA weights) or of a model file."""
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(
-            f"{path} does not exist; give a run directory (zoo train ... --out DIR) or a model file"
-        )
-    if path.is_dir():
-        if not (path / MODEL_FILE).is_file():
-            raise CheckpointError(
-                f"{path} holds no trained model ({MODEL_FILE} is missing); "
-                "train one with `zoo train MODEL --dataset D --out DIR`"
-            )
-        path = path / MODEL_FILE
-    return GenerativeModel.load(path, map_location=map_location)
-
-
-def run_info(path: str | Path) -> dict:
-    """The run.json of a run directory ({} for a bare model file)."""
-    p = Path(path) / RUN_FILE
-    return json.loads(p.read_text()) if p.is_file() else {}
 
 
 __all__ = ["TrainConfig", "Trainer", "load_run", "run_info", "resolve_device", "ZooError"]

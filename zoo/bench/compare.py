@@ -22,7 +22,7 @@ import re
 
 from ..core import ConfigError
 from . import schema
-from .report import PER_BATCH, per_batch, present, read_results, variant
+from .rows import PER_BATCH, per_batch, present, read_results, variant
 
 # (kind, value): ("rel", 0.10) allows a 10% worsening of the base value, ("abs", 0.02) 0.02
 Tolerance = tuple[str, float]

@@ -40,7 +40,8 @@ from .. import distributed as zdist
 from .. import registry
 from ..core import GenerativeModel, atomic_write
 from ..images import save_grid
-from ..train import CHECKPOINT_FILE, MODEL_FILE, Trainer, load_run, resolve_device
+from ..runs import CHECKPOINT_FILE, MODEL_FILE, load_run
+from ..train import Trainer, resolve_device
 from . import timing
 from .schema import COLUMNS, row_key
 from .suite import ModelEntry, Suite, Variant, load_suite

@@ -8,6 +8,7 @@ Every figure is tied to its feature extractor (``row["extractor"]`` and the sha2
 weights): numbers made with different extractors are never comparable.
 """
 
+from ..sampling import draw_samples, sample_slices
 from .features import (
     INCEPTION,
     ClassifierConfig,
@@ -27,13 +28,11 @@ from .fidelity import (
     StreamingFID,
     cache_root,
     compute_metrics,
-    draw_samples,
     evaluate,
     fid,
     format_result,
     reference_features,
     reference_key,
-    sample_slices,
 )
 
 __all__ = [

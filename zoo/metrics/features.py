@@ -34,7 +34,8 @@ from torch_fidelity import FeatureExtractorBase, FeatureExtractorInceptionV3
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
 
 from .. import data as zdata
-from ..core import CheckpointError, ConfigError, ZooError, first_line, torch_load
+from ..core import CheckpointError, ConfigError, first_line, torch_load
+from ..errors import MetricsError  # defined there so that zoo.sampling can raise it too
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 INCEPTION = "inception-v3-compat"
@@ -49,10 +50,6 @@ INCEPTION_FILE = INCEPTION_URL.rsplit("/", 1)[1]
 #: torch hub convention: the file name carries the first hex digits of its sha256
 INCEPTION_SHA256_PREFIX = "6726825d"
 CLASSIFIER_SUFFIX = "-classifier"
-
-
-class MetricsError(ZooError):
-    """A metric cannot be computed as asked (missing extractor weights, too few images...)."""
 
 
 # -- the classifier ----------------------------------------------------------------------

@@ -40,6 +40,8 @@ from torch.utils.data import Dataset
 from .. import data as zdata
 from .. import distributed as zdist
 from ..core import ConfigError, GenerativeModel, atomic_write
+from ..runs import load_run
+from ..sampling import draw_samples
 from .features import Extractor, MetricsError, resolve_extractor
 
 CACHE_FORMAT = 1
@@ -258,58 +260,6 @@ def _reference_images(dataset: str, split: str, n_reference: int | None, root) -
     return images
 
 
-def sample_slices(
-    model: GenerativeModel, n: int, batch_size: int = 500, seed: int = 0,
-    generator: torch.Generator | None = None, progress: bool = False, **sampler_options,
-):
-    """Yield ``(i, images)`` for this rank's slices of ``n`` samples: slice i holds samples
-    ``i * batch_size`` onwards (at most ``batch_size``) drawn with a generator seeded with
-    ``mix_seed(base, i)``, where base is ``seed`` or, when ``generator`` is given, one
-    number drawn from it. Rank r of N takes slices r, r + N, ...; one process takes all.
-    Slice i is the same images whichever process draws it."""
-    if n < 1:
-        raise ConfigError(f"n must be >= 1, got {n}")
-    if batch_size < 1:
-        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
-    base = int(seed)
-    if generator is not None:
-        base = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
-    slices = zdist.my_share(-(-n // batch_size))
-    was_training = model.training
-    model.eval()
-    from tqdm.auto import tqdm
-
-    mine = sum(min(batch_size, n - i * batch_size) for i in slices)
-    try:
-        with torch.no_grad(), tqdm(total=mine, unit="img", desc=f"sample {model.name}",
-                                   disable=not progress or not zdist.is_main()) as bar:
-            for i in slices:
-                b = min(batch_size, n - i * batch_size)
-                gen = torch.Generator(device=model.device).manual_seed(zdist.mix_seed(base, i))
-                x = model.sample(b, generator=gen, **sampler_options)
-                if not isinstance(x, Tensor) or x.dtype != torch.uint8 or x.shape[0] != b:
-                    raise MetricsError(f"{model.name}.sample({b}) returned "
-                                       f"{getattr(x, 'dtype', type(x))} {tuple(x.shape)}")
-                bar.update(b)
-                yield i, x
-    finally:
-        model.train(was_training)
-
-
-def draw_samples(
-    model: GenerativeModel, n: int, batch_size: int = 500, seed: int = 0,
-    progress: bool = False, generator: torch.Generator | None = None, **sampler_options,
-) -> Tensor:
-    """``n`` uint8 samples of ``model`` (on the CPU) in slices of ``batch_size`` (see
-    ``sample_slices``; the seed of each slice comes from ``seed``, or from ``generator``
-    when given). Under a process group the ranks draw disjoint slices and every rank
-    returns all ``n``, in the same order as one process would draw them."""
-    mine = {i: x.cpu() for i, x in sample_slices(model, n, batch_size, seed, generator,
-                                                  progress, **sampler_options)}
-    mine = zdist.gather_dict(mine)
-    return torch.cat([mine[i] for i in sorted(mine)])
-
-
 def evaluate(
     samples_or_model: Tensor | GenerativeModel | str | os.PathLike,
     dataset: str,
@@ -354,8 +304,6 @@ def evaluate(
     meta: dict = {}
     t0 = time.perf_counter()
     if isinstance(samples_or_model, (str, os.PathLike)):
-        from ..train import load_run
-
         samples_or_model = load_run(samples_or_model, map_location=dev)
     if isinstance(samples_or_model, GenerativeModel):
         model = samples_or_model

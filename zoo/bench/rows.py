@@ -1,0 +1,238 @@
+"""The rows of a benchmark run, beside their schema: reading ``results.jsonl`` and the
+helpers that the report (``report``), its figures (``figures``) and the CI gate
+(``compare``) compute from rows: presence, per-batch columns, the sampler variant and
+label, grouping, the speed axis and the Pareto front, and the table formatting of a figure.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable
+from pathlib import Path
+
+from ..core import ConfigError
+from . import schema
+
+RESULTS_FILE = "results.jsonl"
+NA = "n/a"
+
+# columns holding {batch size (str): value}; flattened to ``column@batch`` in results.csv
+PER_BATCH = ("sample_images_per_s", "latency_ms_p50", "latency_ms_p95")
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def results_path(path: Path | str) -> Path:
+    """``DIR/results.jsonl`` for a run directory, or the path itself for a file."""
+    path = Path(path)
+    return path / RESULTS_FILE if path.is_dir() else path
+
+
+def read_results(path: Path | str, partial_tail: list | None = None) -> list[dict]:
+    """The rows of a run directory's ``results.jsonl`` (or of that file given directly).
+
+    Raises ConfigError naming the file (and line) when it is missing, empty or corrupt.
+    A key measured twice (a row appended again) keeps its last row. With ``partial_tail``
+    (a list), an unterminated invalid last line (a run killed mid-write; rerunning zoo bench
+    measures that row again) is left out and its line number appended to the list;
+    without it, that is an error too.
+    """
+    file = results_path(path)
+    if not file.exists():
+        where = f"{file} does not exist"
+        raise ConfigError(
+            f"{where}; give a benchmark output directory "
+            f"(zoo bench SUITE --out DIR) or its {RESULTS_FILE}"
+        )
+    if not file.is_file():
+        raise ConfigError(f"{file} is not a file")
+    try:
+        text = file.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read {file}: {e}") from e
+    rows: dict[tuple, dict] = {}
+    lines = text.splitlines()
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            if partial_tail is not None and lineno == len(lines) and not text.endswith("\n"):
+                partial_tail.append(lineno)
+                continue
+            raise ConfigError(
+                f"{file} line {lineno} is not valid JSON ({e.msg}); the file is corrupt "
+                "(an interrupted write leaves a partial last line: delete that line and rerun "
+                "zoo bench to measure the row again)"
+            ) from e
+        if not isinstance(row, dict):
+            raise ConfigError(f"{file} line {lineno} is not a JSON object (a results row)")
+        missing = [k for k in ("dataset", "model") if k not in row]
+        if missing:
+            raise ConfigError(
+                f"{file} line {lineno} is not a results row: it lacks {', '.join(missing)}"
+            )
+        rows[schema.row_key(row)] = row
+    if not rows:
+        raise ConfigError(f"{file} holds no results rows (it is empty)")
+    return list(rows.values())
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def present(v) -> bool:
+    """Whether a figure exists: not None and not NaN."""
+    if v is None:
+        return False
+    if isinstance(v, float) and not math.isfinite(v):
+        return False
+    return not (isinstance(v, (dict, list, str)) and len(v) == 0)
+
+
+def per_batch(row: dict, column: str) -> dict[int, float]:
+    """A per-batch-size column as {int batch size: value}, absent values left out."""
+    d = row.get(column)
+    if not isinstance(d, dict):
+        return {}
+    out = {}
+    for k, v in d.items():
+        try:
+            bs = int(k)
+        except (TypeError, ValueError):
+            continue
+        if present(v):
+            out[bs] = float(v)
+    return out
+
+
+def variant(row: dict) -> str:
+    """The sampler variant of a row: "ddim, 50 steps, eta 0"."""
+    parts = [str(row.get("sampler") or "default")]
+    if present(row.get("steps")):
+        parts.append(f"{row['steps']} steps")
+    if present(row.get("eta")):
+        parts.append(f"eta {_num(row['eta'])}")
+    if present(row.get("temperature")):
+        parts.append(f"T {_num(row['temperature'])}")
+    return ", ".join(parts)
+
+
+def label(row: dict) -> str:
+    return f"{row.get('model')} · {variant(row)}"
+
+
+def _num(v) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def fmt(v, digits: int = 4) -> str:
+    """A figure for a table, to ``digits`` significant digits (thousands without decimals):
+    ``n/a`` when it does not exist, never 0."""
+    if not present(v):
+        return NA
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return str(v)
+    if isinstance(v, int):
+        return f"{v:,}"
+    a = abs(v)
+    if a >= 10 ** (digits - 1):
+        return f"{v:,.0f}"
+    if a == 0:
+        return "0"
+    if a < 1e-4:
+        return f"{v:.{digits - 1}e}"
+    decimals = max(digits - 1 - math.floor(math.log10(a)), 0)
+    return f"{v:.{decimals}f}"
+
+
+def fmt_params(v) -> str:
+    if not present(v):
+        return NA
+    v = float(v)
+    if v >= 1e6:
+        return f"{v / 1e6:.2f}M"
+    if v >= 1e3:
+        return f"{v / 1e3:.1f}k"
+    return f"{v:.0f}"
+
+
+def fmt_nll(row: dict, unit: str = "") -> str:
+    """"1.234 ± 0.004 (exact)", "≤ 1.300 (bound)" (an upper bound), or n/a."""
+    v = row.get("nll_bpd")
+    if not present(v):
+        return NA
+    kind = row.get("nll_kind") or "?"
+    text = f"{'≤ ' if kind == 'bound' else ''}{v:.3f}"
+    if present(row.get("nll_stderr")):
+        text += f" ± {row['nll_stderr']:.3f}"
+    return f"{text}{unit} ({kind})"
+
+
+def by_dataset(rows: Iterable[dict]) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for row in rows:
+        out.setdefault(str(row.get("dataset")), []).append(row)
+    for ds in out.values():
+        ds.sort(key=sort_key)
+    return out
+
+
+def sort_key(row: dict):
+    """The order of rows within a dataset: family, model, sampler, steps, eta, temperature."""
+    def k(v):
+        return (v is None, v if isinstance(v, (int, float)) else str(v))
+    return (str(row.get("family")), str(row.get("model")), str(row.get("sampler")),
+            k(row.get("steps")), k(row.get("eta")), k(row.get("temperature")))
+
+
+def per_model(rows: list[dict]) -> list[dict]:
+    """One row per model (the first of its sampler variants): for per-model figures
+    (NLL, training speed) repeated in each sampler row."""
+    seen: dict[str, dict] = {}
+    for row in rows:
+        seen.setdefault(str(row.get("model")), row)
+    return list(seen.values())
+
+
+# ----------------------------------------------------------------------------- speed axis
+
+
+def speed_batch(rows: list[dict]) -> tuple[int | None, bool]:
+    """The batch size to compare sampling speed at: the largest one every row with a speed
+    was timed at, (bs, True); when there is none in common, (None, False) and each row is
+    taken at its own largest batch."""
+    sets = [set(per_batch(r, "sample_images_per_s")) for r in rows]
+    sets = [s for s in sets if s]
+    if not sets:
+        return None, False
+    common = set.intersection(*sets)
+    return (max(common), True) if common else (None, False)
+
+
+def speed(row: dict, bs: int | None) -> float | None:
+    d = per_batch(row, "sample_images_per_s")
+    if not d:
+        return None
+    if bs is None:
+        return d[max(d)]
+    return d.get(bs)
+
+
+def pareto_front(rows: list[dict], bs: int | None) -> list[dict]:
+    """The rows no other row beats on both FID (lower) and sampling speed (higher), sorted
+    from the best FID to the fastest."""
+    pts = [(r, float(r["fid"]), speed(r, bs)) for r in rows if present(r.get("fid"))]
+    pts = [(r, f, s) for r, f, s in pts if s is not None]
+    front = []
+    for r, f, s in pts:
+        dominated = any(
+            (f2 <= f and s2 >= s) and (f2 < f or s2 > s) for _, f2, s2 in pts
+        )
+        if not dominated:
+            front.append((r, f, s))
+    front.sort(key=lambda t: (t[1], -t[2]))
+    return [r for r, _, _ in front]

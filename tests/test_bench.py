@@ -72,7 +72,9 @@ def test_smoke_suite_end_to_end(smoke):
         assert list(row) == list(COLUMNS)
     assert len({row_key(r) for r in rows}) == len(rows)
     assert {r["family"] for r in rows} == {"vae", "gan", "autoregressive", "diffusion"}
-    kinds = {(r["family"], r["sampler"], r["steps"], r["eta"], r["temperature"]) for r in rows}
+    opt = lambda r, k: r["sampler_options"].get(k)  # noqa: E731
+    kinds = {(r["family"], r["sampler"], opt(r, "steps"), opt(r, "eta"), opt(r, "temperature"))
+             for r in rows}
     assert kinds == {
         ("vae", "default", None, None, None),
         ("gan", "default", None, None, None),
@@ -82,6 +84,10 @@ def test_smoke_suite_end_to_end(smoke):
         ("diffusion", "ddim", 4, 0.0, None),
         ("diffusion", "ddim", 4, 1.0, None),
     }
+    # the canonical options: every option of the sampler, defaults filled in
+    ddim = next(r for r in rows if r["sampler"] == "ddim")
+    assert ddim["sampler_options"] == {"steps": 4, "eta": 0.0, "spacing": "trailing",
+                                       "clip_x0": True}
     assert events.count("train") == 4 and events.count("evaluate") == 7
     for r in rows:
         assert r["suite"] == "smoke" and r["dataset"] == "mnist"
@@ -259,7 +265,7 @@ def test_shipped_suites_load(suite_path):
     assert families == {"vae", "gan", "autoregressive", "diffusion"}
     for m in suite.models:
         assert m.budget.steps is not None or m.budget.seconds is not None
-    samplers = {(m.family, v.sampler, v.eta) for _, m, v in rows}
+    samplers = {(m.family, v.name, v.canonical.get("eta")) for _, m, v in rows}
     assert ("diffusion", "ddpm", None) in samplers
     assert ("diffusion", "ddim", 0.0) in samplers and ("diffusion", "ddim", 1.0) in samplers
 
@@ -269,7 +275,8 @@ def test_ci_suite_covers_the_issue_and_is_reproducible():
     assert suite.datasets == ["mnist", "fashion-mnist"]
     assert {m.family for m in suite.models} == {"vae", "gan", "autoregressive", "diffusion"}
     ddpm = next(m for m in suite.models if m.family == "diffusion")
-    variants = {(v.sampler, v.steps, v.eta) for v in ddpm.variants}
+    variants = {(v.name, v.canonical.get("steps"), v.canonical.get("eta"))
+                for v in ddpm.variants}
     assert {("ddim", s, 0.0) for s in (10, 20, 50)} <= variants
     assert ("ddim", 50, 1.0) in variants and any(v[0] == "ddpm" for v in variants)
     # step budgets, no seconds: the committed baseline is reproducible on any machine
@@ -316,11 +323,11 @@ name = "vae-mlp"
     (GOOD.replace("steps = 5", "steps = 50"), "models[0].samplers[1]",
      "steps must be in 1..10"),
     (GOOD.replace('{ sampler = "ddpm" }', '{ sampler = "ddpm", temperature = 0.9 }'),
-     "models[0].samplers[0].temperature", "not a sampler option of the diffusion family"),
+     "models[0].samplers[0].temperature", "unknown sampler option(s) temperature for ddpm"),
     (GOOD.replace('{ sampler = "ddpm" }', '{ sampler = "euler" }'), "models[0].samplers[0]",
      "euler"),
     (GOOD.replace('name = "vae-mlp"', 'name = "vae-mlp"\nsamplers = [{ decode = "median" }]'),
-     "models[1].samplers[0]", "decode must be"),
+     "models[1].samplers[0].decode", "unknown decode 'median'; valid: mean, sample"),
     (GOOD.replace("timesteps = 10", "timestep = 10"), "models[0].config", "timestep"),
     (GOOD.replace('sampler = "ddpm" }, ', 'sampler = "ddpm" }, { sampler = "ddpm" }, '),
      "models[0].samplers[1]", "repeats an earlier variant"),
@@ -358,8 +365,9 @@ def test_good_suite_and_not_toml(tmp_path):
     path.write_text(GOOD)
     suite = load_suite(path)
     assert suite.name == "good" and suite.seed == 0
-    assert [v.steps for v in suite.models[0].variants] == [10, 5]  # ddim's eta defaults to 0
-    assert suite.models[0].variants[1].eta == 0.0
+    variants = suite.models[0].variants
+    assert [v.canonical["steps"] for v in variants] == [10, 5]  # ddim's eta defaults to 0
+    assert variants[1].canonical["eta"] == 0.0 and variants[1].label == "ddim, 5 steps, eta 0"
     path.write_text("datasets = [mnist")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_suite(path)

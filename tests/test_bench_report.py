@@ -182,7 +182,7 @@ def test_csv_has_a_row_per_result_and_flattened_columns(run):
     assert float(ar["nll_bpd"]) == pytest.approx(1.20)
     # a missing figure is an empty cell, never 0 (seed 0 and eta 0 are real zeros)
     assert not any(v in ("0", "0.0") for r in recs for k, v in r.items()
-                   if k not in ("seed", "eta"))
+                   if k not in ("seed", "eta", "sampler_options.eta"))
 
 
 # ----------------------------------------------------------------------------- report.md
@@ -273,7 +273,7 @@ def test_figures_exist_and_are_pngs(run):
     figs = sorted((run / "figures").glob("*.png"))
     names = {p.name for p in figs}
     for ds in ("mnist", "fashion-mnist"):
-        for kind in ("quality_vs_speed", "fid_vs_ddim_steps", "throughput_vs_batch"):
+        for kind in ("quality_vs_speed", "fid_vs_steps", "throughput_vs_batch"):
             assert f"{kind}_{ds}.png" in names
     assert "training_curves_mnist.png" in names  # losses.csv only for mnist
     assert "training_curves_fashion-mnist.png" not in names

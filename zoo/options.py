@@ -24,6 +24,14 @@ FALSE_WORDS = ("0", "false", "no", "off")
 NONE_WORDS = ("none", "null")
 
 
+class OptionError(ConfigError):
+    """A bad value of one named option (``option``), so a caller can point at its key."""
+
+    def __init__(self, message: str, option: str):
+        super().__init__(message)
+        self.option = option
+
+
 def _resolve(annotation):
     if isinstance(annotation, str):
         return eval(annotation, {**vars(typing), "tuple": tuple}, {})  # noqa: S307 - our own
@@ -139,9 +147,16 @@ class Options:
         fields = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(raw) - set(fields))
         if unknown:
-            raise ConfigError(f"unknown {what}(s) {', '.join(unknown)}; "
-                              f"valid: {', '.join(fields) or 'none'}")
-        values = {k: parse_value(v, fields[k].type, k) for k, v in raw.items()}
+            raise OptionError(f"unknown {what}(s) {', '.join(unknown)}; "
+                              f"valid: {', '.join(fields) or 'none'}", unknown[0])
+        values = {}
+        for k, v in raw.items():
+            try:
+                values[k] = parse_value(v, fields[k].type, k)
+            except OptionError:
+                raise
+            except ConfigError as e:
+                raise OptionError(str(e), k) from None
         out = cls(**values)
         out.check()
         return out
@@ -215,9 +230,9 @@ def choose_sampler(samplers: Sequence[type[SamplerOptions]], options: Mapping[st
             continue
         other = next((s.name for s in samplers if k in s.fields()), None)
         if other is not None:
-            raise ConfigError(f"{k} is an option of sampler={other!r}, not of {name!r}")
+            raise OptionError(f"{k} is an option of sampler={other!r}, not of {name!r}", k)
         every = [*(["sampler"] if len(samplers) > 1 else []),
                  *dict.fromkeys(f for s in samplers for f in s.fields()), *also]
-        raise ConfigError(f"unknown sampler option(s) {', '.join(sorted(set(options) - mine))} "
-                          f"for {owner}; valid: {', '.join(every)}")
+        raise OptionError(f"unknown sampler option(s) {', '.join(sorted(set(options) - mine))} "
+                          f"for {owner}; valid: {', '.join(every)}", k)
     return cls.parse(options, "sampler option")

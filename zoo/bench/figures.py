@@ -1,13 +1,14 @@
 """The report's figures (PNG, matplotlib without pyplot: no global backend state).
 
 Per dataset: quality vs speed (FID against sampling images/s, one point per model and
-sampler, log x, the Pareto front drawn), FID against DDIM steps, sampling throughput against
+sampler, log x, the Pareto front drawn), FID against sampling steps, sampling throughput against
 batch size, and the training curves of ``runs/<dataset>/<model>/losses.csv`` when present.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import math
 import re
 from pathlib import Path
@@ -28,11 +29,8 @@ from .rows import (
     speed_batch,
     variant,
 )
+from .schema import family_color, sampler_marker
 
-FAMILY_COLORS = {"vae": "#1f77b4", "gan": "#d62728", "autoregressive": "#2ca02c",
-                 "diffusion": "#9467bd"}
-OTHER_COLOR = "#7f7f7f"
-SAMPLER_MARKERS = {"ddpm": "o", "ddim": "s"}
 LINESTYLES = ("-", "--", ":", "-.")
 DPI = 120
 # losses.csv columns that are not losses
@@ -40,11 +38,11 @@ NOT_LOSSES = ("step", "seconds", "images_per_s")
 
 
 def _color(row: dict) -> str:
-    return FAMILY_COLORS.get(str(row.get("family")), OTHER_COLOR)
+    return family_color(row.get("family"))
 
 
 def _marker(row: dict) -> str:
-    return SAMPLER_MARKERS.get(str(row.get("sampler")), "^")
+    return sampler_marker(row)
 
 
 def _slug(text: str) -> str:
@@ -61,8 +59,7 @@ def _plain_ticks(ax, axis: str) -> None:
 
 def _family_legend(rows: list[dict]) -> list[Line2D]:
     fams = dict.fromkeys(str(r.get("family")) for r in rows)
-    return [Line2D([], [], color=FAMILY_COLORS.get(f, OTHER_COLOR), marker="o", ls="",
-                   label=f) for f in fams]
+    return [Line2D([], [], color=family_color(f), marker="o", ls="", label=f) for f in fams]
 
 
 def _save(fig: Figure, path: Path) -> Path:
@@ -146,11 +143,12 @@ def quality_vs_speed(ds: str, rows: list[dict], path: Path) -> Path | None:
     ax.set_ylabel("FID (lower is better)")
     ax.set_title(f"{ds}: sample quality vs sampling speed (better: lower right)")
     handles = _family_legend([r for r, *_ in pts])
-    handles += [Line2D([], [], color="black", marker=m, ls="", label=f"sampler {k}")
-                for k, m in SAMPLER_MARKERS.items()
-                if any(str(r.get("sampler")) == k for r, *_ in pts)]
-    if any(str(r.get("sampler")) not in SAMPLER_MARKERS for r, *_ in pts):
-        handles.append(Line2D([], [], color="black", marker="^", ls="", label="other sampler"))
+    markers = {}  # sampler name -> marker, for the samplers of more than one family member
+    for r, *_ in pts:
+        markers.setdefault(str(r.get("sampler")), _marker(r))
+    if len(set(markers.values())) > 1:
+        handles += [Line2D([], [], color="black", marker=m, ls="", label=f"sampler {k}")
+                    for k, m in markers.items()]
     if len(front) > 1:
         handles.append(Line2D([], [], color="gray", ls="--", label="Pareto front"))
     ax.legend(handles=handles, loc="best", fontsize=8, title="family / sampler",
@@ -159,40 +157,43 @@ def quality_vs_speed(ds: str, rows: list[dict], path: Path) -> Path | None:
     return _save(fig, path)
 
 
-def fid_vs_ddim_steps(ds: str, rows: list[dict], path: Path) -> Path | None:
-    ddim = [r for r in rows if str(r.get("sampler")) == "ddim" and present(r.get("steps"))
-            and present(r.get("fid"))]
-    if not ddim:
+def fid_vs_steps(ds: str, rows: list[dict], path: Path) -> Path | None:
+    """FID against the number of sampling steps: one line per model, sampler and its other
+    options, for every sampler whose options have ``steps`` (network calls per image)."""
+    stepped = [r for r in rows if present(r.get("fid"))
+               and isinstance(r.get("sampler_options"), dict)
+               and present(r["sampler_options"].get("steps"))]
+    if not stepped:
         return None
     fig = Figure(figsize=(8, 5.5))
     ax = fig.add_subplot()
     groups: dict[tuple, list[dict]] = {}
-    for r in ddim:
-        groups.setdefault((str(r.get("model")), r.get("eta")), []).append(r)
+    for r in stepped:
+        rest = {k: v for k, v in r["sampler_options"].items() if k != "steps"}
+        groups.setdefault((str(r.get("model")), str(r.get("sampler")),
+                           json.dumps(rest, sort_keys=True)), []).append(r)
     all_steps = set()
-    for i, ((model, eta), rs) in enumerate(sorted(groups.items(), key=lambda t: str(t[0]))):
-        rs.sort(key=lambda r: r["steps"])
-        xs, ys = [r["steps"] for r in rs], [float(r["fid"]) for r in rs]
+    for i, (_, rs) in enumerate(sorted(groups.items(), key=lambda t: t[0])):
+        rs.sort(key=lambda r: r["sampler_options"]["steps"])
+        xs = [r["sampler_options"]["steps"] for r in rs]
+        ys = [float(r["fid"]) for r in rs]
         all_steps.update(xs)
-        name = f"{model} DDIM" + (f", eta {eta:g}" if present(eta) else "")
-        ax.plot(xs, ys, marker="s", ls=LINESTYLES[i % len(LINESTYLES)], label=name,
+        name = f"{rs[0].get('model')} {_without_steps(variant(rs[0]))}"
+        ax.plot(xs, ys, marker=_marker(rs[0]), ls=LINESTYLES[i % len(LINESTYLES)], label=name,
                 color=_color(rs[0]) if len(groups) == 1 else None)
-    models = {m for m, _ in groups}
-    for r in rows:
-        if str(r.get("model")) in models and str(r.get("sampler")) == "ddpm" \
-                and present(r.get("fid")):
-            steps = f", {r['steps']} steps" if present(r.get("steps")) else ""
-            ax.axhline(float(r["fid"]), color="gray", ls=":",
-                       label=f"{r.get('model')} DDPM ancestral{steps}")
     ax.set_xscale("log")
     ax.set_xticks(sorted(all_steps))
     _plain_ticks(ax, "x")
-    ax.set_xlabel("DDIM sampling steps (network evaluations per image, log scale)")
+    ax.set_xlabel("sampling steps (network evaluations per image, log scale)")
     ax.set_ylabel("FID (lower is better)")
-    ax.set_title(f"{ds}: FID against DDIM steps")
+    ax.set_title(f"{ds}: FID against sampling steps")
     ax.legend(fontsize=8)
     ax.grid(True, alpha=0.3)
     return _save(fig, path)
+
+
+def _without_steps(text: str) -> str:
+    return ", ".join(p for p in text.split(", ") if not p.endswith(" steps"))
 
 
 def throughput_vs_batch(ds: str, rows: list[dict], path: Path) -> Path | None:
@@ -298,8 +299,8 @@ def write_figures(rows: list[dict], run_dir: Path, fig_dir: Path) -> list[tuple[
         made = [
             (f"{ds}: quality vs speed", quality_vs_speed(
                 ds, ds_rows, fig_dir / f"quality_vs_speed_{s}.png")),
-            (f"{ds}: FID vs DDIM steps", fid_vs_ddim_steps(
-                ds, ds_rows, fig_dir / f"fid_vs_ddim_steps_{s}.png")),
+            (f"{ds}: FID vs sampling steps", fid_vs_steps(
+                ds, ds_rows, fig_dir / f"fid_vs_steps_{s}.png")),
             (f"{ds}: throughput vs batch size", throughput_vs_batch(
                 ds, ds_rows, fig_dir / f"throughput_vs_batch_{s}.png")),
             (f"{ds}: training curves", training_curves(

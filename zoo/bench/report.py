@@ -268,7 +268,7 @@ def environment(rows: list[dict]) -> list[str]:
           ("timestamp", "measured")]
     for col, what in ev:
         vals = _distinct(rows, col)
-        if len(vals) > 1 and NA in vals:  # e.g. no NLL images for a GAN
+        if len(vals) > 1 and NA in vals:  # e.g. no NLL images for a model without a likelihood
             vals.remove(NA)
         if col == "timestamp" and len(vals) > 1:
             text = f"{min(vals)} to {max(vals)}"
@@ -329,7 +329,7 @@ def write_report(run_dir: Path | str) -> Path:
     md += summary(rows)
     md += ["## Results", "",
            "One row per model and sampler variant; `n/a` where a figure does not exist "
-           "(a GAN has no likelihood; a metric not measured). NLL per model, repeated on each "
+           "(a model without a likelihood; a metric not measured). NLL per model, repeated on each "
            "of its sampler rows; `≤` marks an upper bound. All rows: "
            f"[`{CSV_FILE}`]({CSV_FILE}).", ""]
     for ds, ds_rows in by_dataset(rows).items():

@@ -75,6 +75,7 @@ def read_results(path: Path | str, partial_tail: list | None = None) -> list[dic
             raise ConfigError(
                 f"{file} line {lineno} is not a results row: it lacks {', '.join(missing)}"
             )
+        row = schema.upgrade(row)
         rows[schema.row_key(row)] = row
     if not rows:
         raise ConfigError(f"{file} holds no results rows (it is empty)")
@@ -110,23 +111,13 @@ def per_batch(row: dict, column: str) -> dict[int, float]:
 
 
 def variant(row: dict) -> str:
-    """The sampler variant of a row: "ddim, 50 steps, eta 0"."""
-    parts = [str(row.get("sampler") or "default")]
-    if present(row.get("steps")):
-        parts.append(f"{row['steps']} steps")
-    if present(row.get("eta")):
-        parts.append(f"eta {_num(row['eta'])}")
-    if present(row.get("temperature")):
-        parts.append(f"T {_num(row['temperature'])}")
-    return ", ".join(parts)
+    """The sampler variant of a row as its sampler's declaration labels it (name, headline
+    options, options off their defaults)."""
+    return schema.sampler_label(schema.upgrade(row))
 
 
 def label(row: dict) -> str:
     return f"{row.get('model')} · {variant(row)}"
-
-
-def _num(v) -> str:
-    return f"{v:g}" if isinstance(v, float) else str(v)
 
 
 def fmt(v, digits: int = 4) -> str:
@@ -182,11 +173,15 @@ def by_dataset(rows: Iterable[dict]) -> dict[str, list[dict]]:
 
 
 def sort_key(row: dict):
-    """The order of rows within a dataset: family, model, sampler, steps, eta, temperature."""
+    """The order of rows within a dataset: family, model, sampler, then the sampler's
+    options in the order it declares them."""
     def k(v):
         return (v is None, v if isinstance(v, (int, float)) else str(v))
+    row = schema.upgrade(row)
+    options = row.get("sampler_options")
+    options = options.values() if isinstance(options, dict) else ()
     return (str(row.get("family")), str(row.get("model")), str(row.get("sampler")),
-            k(row.get("steps")), k(row.get("eta")), k(row.get("temperature")))
+            *(k(v) for v in options))
 
 
 def per_model(rows: list[dict]) -> list[dict]:

@@ -1,7 +1,7 @@
 """The results schema: one row per dataset x model x sampler variant, as written to
 ``results.jsonl`` (one JSON object per line) and flattened into ``results.csv``.
 
-A figure that does not exist for a row (a GAN's NLL, a metric not asked for) is ``None``
+A figure that does not exist for a row (the NLL of a model without one, a metric not asked for) is ``None``
 in JSON and ``n/a`` in tables, never 0.
 """
 
@@ -69,7 +69,7 @@ def upgrade(row: dict) -> dict:
     ``LEGACY_OPTION_COLUMNS``; its ``sampler`` becomes the name and ``sampler_options``
     the options that sampler's declaration makes of them (defaults filled in), so results
     files of either age join under ``zoo compare``."""
-    if "sampler_options" in row or "sampler" not in row:
+    if row.get("sampler_options") is not None or "sampler" not in row:
         return row
     name, _, rest = str(row.get("sampler") or "default").partition("(")
     raw = dict(item.split("=", 1) for item in rest.rstrip(")").split(",") if "=" in item)
@@ -91,3 +91,35 @@ def canonical_options(family, name: str, raw: dict) -> dict:
         return cls.parse(raw).canonical()
     except ZooError:
         return raw
+
+
+def sampler_label(row: dict) -> str:
+    """A row's sampler as its declaration labels it (``SamplerOptions.label``), or the name
+    and options when the family no longer declares that sampler."""
+    from ..registry import sampler_class
+
+    name = str(row.get("sampler") or "default")
+    options = row.get("sampler_options") if isinstance(row.get("sampler_options"), dict) else {}
+    cls = sampler_class(row.get("family"), name)
+    if cls is not None:
+        try:
+            return cls.parse(options).label()
+        except ZooError:
+            pass
+    return ", ".join([name, *(f"{k} {v}" for k, v in options.items())])
+
+
+def sampler_marker(row: dict) -> str:
+    """The matplotlib marker a row's sampler declares ("^" when none)."""
+    from ..registry import sampler_class
+
+    cls = sampler_class(row.get("family"), str(row.get("sampler") or "default"))
+    return cls.marker if cls is not None else "^"
+
+
+def family_color(family) -> str:
+    """The colour a family declares for figures (grey when none)."""
+    from ..registry import families
+
+    cls = families().get(str(family))
+    return cls.color if cls is not None else "#7f7f7f"

@@ -32,14 +32,14 @@ repeats = 3
 warmup = 1
 
 [[models]]
-name = "ddpm"
-id = "ddpm-tiny"               # the row's model name (default: name); must be unique
-config = { timesteps = 20 }    # model config overrides
+name = "MODEL"                 # a registered model name (zoo list)
+id = "MODEL-tiny"              # the row's model name (default: name); must be unique
+config = { }                   # model config overrides
 budget = { steps = 5 }
-nll = { mode = "estimate", K = 4 }   # options of model.nll
-samplers = [                   # sampler options, plus n_samples / timing for this variant
-    { sampler = "ddpm", n_samples = 50, timing = { batch_sizes = [1] } },
-    { sampler = "ddim", steps = 5, eta = 0.0 },
+nll = { }                      # options of model.nll
+samplers = [                   # sampler options (model.sample's), plus n_samples / timing
+    { sampler = "A", n_samples = 50, timing = { batch_sizes = [1] } },
+    { sampler = "B", steps = 5 },
 ]
 timing = { repeats = 2 }       # overrides [timing] for this model
 ```
@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core import ConfigError
+from ..options import OptionError
 
 
 @dataclass
@@ -293,7 +294,8 @@ def _train_options(ctx: _Ctx, table: dict, where: str) -> dict:
 
 def _variant(ctx: _Ctx, raw, where: str, ev: Evaluation, tm: Timing) -> Variant:
     if not isinstance(raw, dict):
-        raise ctx.error(where, f"must be a table like {{sampler = \"ddim\", steps = 50}}, "
+        raise ctx.error(where, "must be a table of sampler options like "
+                        f"{{sampler = \"NAME\", steps = 50}}, "
                         f"got {raw!r}")
     opts = dict(raw)
     n_samples = _get(ctx, opts, "n_samples", int, f"{where}.n_samples")
@@ -328,7 +330,8 @@ def _check_model(ctx: _Ctx, entry: ModelEntry, datasets: list[str], where: str) 
             with torch.no_grad():
                 model.sample(0, generator=torch.Generator().manual_seed(0), **v.options)
         except ConfigError as e:
-            raise ctx.error(f"{where}.samplers[{i}]", str(e)) from None
+            at = f"{where}.samplers[{i}]" + (f".{e.option}" if isinstance(e, OptionError) else "")
+            raise ctx.error(at, str(e)) from None
         if any(v.key == u.key for u in entry.variants[:i]):
             raise ctx.error(f"{where}.samplers[{i}]", "repeats an earlier variant")
     if entry.nll:  # checks the options on an empty batch

@@ -1,4 +1,5 @@
-"""Sample-quality metrics: FID, KID, IS and precision/recall through torch-fidelity.
+"""Sample-quality metrics: FID, KID, IS and precision/recall through torch-fidelity, each
+declared in ``registry``.
 
 >>> from zoo import metrics
 >>> row = metrics.evaluate(model, "mnist", n=10000)      # figures + extractor, reference, counts
@@ -8,33 +9,27 @@ Every figure is tied to its feature extractor (``row["extractor"]`` and the sha2
 weights): numbers made with different extractors are never comparable.
 """
 
-from .features import (
-    INCEPTION,
-    ClassifierConfig,
-    ClassifierExtractor,
-    ClassifierNet,
-    Extractor,
-    InceptionExtractor,
-    MetricsError,
-    available_extractors,
-    classifier_names,
-    find_inception_weights,
-    load_classifier,
-    resolve_extractor,
-)
-from .fidelity import (
-    METRICS,
-    StreamingFID,
-    cache_root,
-    compute_metrics,
-    draw_samples,
-    evaluate,
-    fid,
-    format_result,
-    reference_features,
-    reference_key,
-    sample_slices,
-)
+import importlib
+
+from . import registry
+from .registry import Column, Metric, normalize_metrics, register, unregister
+
+# the rest is imported on first use: torch-fidelity is slow to import, and the results
+# schema, report and compare read ``registry`` without it
+_SUBMODULES = ("density_coverage", "features", "fidelity")
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    if name in __all__:
+        from . import features, fidelity
+
+        value = getattr(fidelity, name) if hasattr(fidelity, name) else getattr(features, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "INCEPTION",
@@ -42,8 +37,10 @@ __all__ = [
     "ClassifierConfig",
     "ClassifierExtractor",
     "ClassifierNet",
+    "Column",
     "Extractor",
     "InceptionExtractor",
+    "Metric",
     "MetricsError",
     "StreamingFID",
     "available_extractors",
@@ -56,8 +53,12 @@ __all__ = [
     "find_inception_weights",
     "format_result",
     "load_classifier",
+    "normalize_metrics",
     "reference_features",
     "reference_key",
+    "register",
+    "registry",
     "resolve_extractor",
     "sample_slices",
+    "unregister",
 ]

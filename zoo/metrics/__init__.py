@@ -1,5 +1,5 @@
-"""Sample-quality metrics: FID, KID, IS and precision/recall through torch-fidelity, each
-declared in ``registry``.
+"""Sample-quality metrics: FID, KID, IS and precision/recall through torch-fidelity, and
+density/coverage; each declared in ``registry``.
 
 >>> from zoo import metrics
 >>> row = metrics.evaluate(model, "mnist", n=10000)      # figures + extractor, reference, counts

@@ -1,5 +1,5 @@
 """FID, KID, IS and precision/recall of uint8 images or a model, through torch-fidelity,
-and the metrics of ``registry`` that torch-fidelity lacks.
+and the metrics of ``registry`` that torch-fidelity lacks (density/coverage).
 
 ``evaluate`` draws ``n`` samples (or takes a uint8 batch), feeds them and the reference
 split to ``torch_fidelity.calculate_metrics`` with one feature extractor for all metrics
@@ -388,8 +388,8 @@ def evaluate(
     ``metrics``: names of ``registry`` (None: its default set, fid, kid, is and pr).
 
     Returns the figures (``fid``, ``kid``/``kid_std``, ``is``/``is_std``,
-    ``precision``/``recall``/``f_score``, and each registered metric's columns) and the
-    metadata that every result row carries:
+    ``precision``/``recall``/``f_score``, and each registered metric's columns, e.g.
+    ``density``/``coverage``) and the metadata that every result row carries:
     ``extractor``, ``extractor_weights_sha256``, ``extractor_choice``, ``dataset``,
     ``split``, ``n_generated``, ``n_reference``, the reference cache status and timings.
     """

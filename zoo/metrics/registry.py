@@ -211,6 +211,7 @@ def default_tolerances() -> dict[str, Tolerance]:
 # -- the metrics ----------------------------------------------------------------------------
 
 PR_NEIGHBORHOOD = 3  #: torch-fidelity's precision/recall: k of the k-NN radii
+DC_NEAREST_K = 5  #: density/coverage: k of the k-NN radii (the prdc package's default)
 
 register(Metric(
     "fid", default=True, tf_flag="fid",
@@ -241,4 +242,12 @@ register(Metric(
              Column("recall", "recall", "{:.4f}", +1, tolerance=("abs", 0.05))),
     tf_results=(("precision", "precision"), ("recall", "recall"), ("f_score", "f_score")),
     description="improved precision and recall (Kynkäänniemi et al. 2019), k=3",
+))
+register(Metric(
+    "dc", aliases=("density", "coverage"), min_images=DC_NEAREST_K + 1,
+    function="zoo.metrics.density_coverage:density_coverage",
+    params={"nearest_k": DC_NEAREST_K},
+    columns=(Column("density", "density", "{:.4f}", +1, tolerance=("abs", 0.05)),
+             Column("coverage", "coverage", "{:.4f}", +1, tolerance=("abs", 0.05))),
+    description="density and coverage (Naeem et al. 2020), k=5",
 ))

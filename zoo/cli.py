@@ -22,6 +22,7 @@ from . import distributed as zdist
 from . import registry
 from .core import ConfigError, LikelihoodUnavailable, ZooError, first_line
 from .images import save_grid
+from .metrics import registry as metric_registry
 from .options import literal_value, parse_value
 from .runs import load_run, run_info
 from .train import TrainConfig, Trainer, resolve_device
@@ -207,6 +208,7 @@ def cmd_eval(args) -> int:
     """Sample quality of a run: FID/KID/IS/PR against a dataset split, as a table and JSON."""
     from . import metrics  # imported here: torch-fidelity is slow to import
 
+    metric_registry.normalize_metrics(args.metrics)  # a wrong name fails before loading
     model = _load(args.run, args.device)
     dataset = _run_dataset(args)
     options = {k: literal_value(v) for k, v in _parse_sets(args.set)}
@@ -347,7 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "classifier)")
     s.add_argument("--inception-weights", metavar="PATH",
                    help="torch-fidelity's InceptionV3 weights (or $ZOO_INCEPTION_WEIGHTS)")
-    s.add_argument("--metrics", default="fid,kid,is,pr", help="comma-separated (default all)")
+    s.add_argument("--metrics", default=",".join(metric_registry.default_metrics()),
+                   help=f"comma-separated, from {metric_registry.describe()}")
     s.add_argument("--batch-size", type=int, default=500)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--device", default="auto")

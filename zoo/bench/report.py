@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 from ..core import ConfigError
+from ..metrics import registry as metric_registry
 from . import schema
 from .rows import (
     NA,
@@ -172,9 +173,19 @@ def summary(rows: list[dict]) -> list[str]:
     return out
 
 
+def quality_columns(rows: list[dict]) -> list[metric_registry.Column]:
+    """The registry's table columns (a spread goes beside its figure) of the default metrics
+    and of any other metric a row has a figure of."""
+    shown = [m for m in metric_registry.names()
+             if metric_registry.get(m).default
+             or any(present(r.get(c.key)) for r in rows for c in metric_registry.columns(m))]
+    return [c for c in metric_registry.columns(shown) if c.label]
+
+
 def dataset_table(rows: list[dict]) -> list[str]:
     sizes = sorted({bs for r in rows for bs in per_batch(r, "sample_images_per_s")})
-    head = ["model", "family", "sampler", "params", "FID", "KID", "IS", "precision", "recall",
+    quality = quality_columns(rows)
+    head = ["model", "family", "sampler", "params", *[c.label for c in quality],
             "NLL bpd", *[f"sample img/s @{bs}" for bs in sizes],
             "latency ms p50 / p95", "train steps", "train s", "train img/s", "peak mem MB"]
     body = []
@@ -188,15 +199,14 @@ def dataset_table(rows: list[dict]) -> list[str]:
             lat = NA
         else:
             lat = f"{fmt(p50.get(int(lbs)))} / {fmt(p95.get(int(lbs)))} @{int(lbs)}"
-        kid = fmt(r.get("kid"))
-        if kid != NA and present(r.get("kid_std")):
-            kid += f" ± {fmt(r['kid_std'], 2)}"
-        is_ = fmt(r.get("is"))
-        if is_ != NA and present(r.get("is_std")):
-            is_ += f" ± {fmt(r['is_std'], 2)}"
+        figures = []
+        for c in quality:
+            cell = fmt(r.get(c.key))
+            if cell != NA and c.spread and present(r.get(c.spread)):
+                cell += f" ± {fmt(r[c.spread], 2)}"
+            figures.append(cell)
         cells = [str(r.get("model")), str(r.get("family") or NA), variant(r),
-                 fmt_params(r.get("params")), fmt(r.get("fid")), kid, is_,
-                 fmt(r.get("precision")), fmt(r.get("recall")), fmt_nll(r),
+                 fmt_params(r.get("params")), *figures, fmt_nll(r),
                  *[fmt(sp.get(bs)) for bs in sizes], lat,
                  fmt(r.get("train_steps")), fmt(r.get("train_seconds")),
                  fmt(r.get("train_images_per_s")), fmt(r.get("peak_mem_mb"))]

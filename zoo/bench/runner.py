@@ -43,7 +43,7 @@ from ..images import save_grid
 from ..runs import CHECKPOINT_FILE, MODEL_FILE, load_run
 from ..train import Trainer, resolve_device
 from . import timing
-from .schema import COLUMNS, row_key
+from .schema import columns, row_key
 from .suite import ModelEntry, Suite, Variant, load_suite
 
 RESULTS_FILE = "results.jsonl"
@@ -223,8 +223,7 @@ def measure_variant(
     latency_bs = tm.latency_batch_size or max(tm.batch_sizes)
     fastest = max(speed["sample_images_per_s"].values(), default=None)
     return {
-        **{k: result.get(k) for k in ("fid", "kid", "kid_std", "is", "is_std",
-                                      "precision", "recall")},
+        **{k: result.get(k) for k in metrics.registry.column_keys()},  # None: not asked
         "extractor": result["extractor"],
         "extractor_hash": result["extractor_weights_sha256"],
         "ref_split": result["split"],
@@ -337,9 +336,10 @@ def run_suite(
                         **train_speed, **measured, **nll,
                         **timing.environment(dev, suite.seed, dtype),
                     }
-                    missing = set(COLUMNS) - set(row)
+                    cols = columns()  # the registry's metric columns included
+                    missing = set(cols) - set(row)
                     assert not missing, f"row lacks {missing}"
-                    row = _clean({k: row[k] for k in COLUMNS})
+                    row = _clean({k: row[k] for k in cols})
                     if main:
                         append_row(results, row)
                     done.add(row_key(row))

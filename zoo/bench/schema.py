@@ -1,8 +1,12 @@
 """The results schema: one row per dataset x model x sampler variant, as written to
 ``results.jsonl`` (one JSON object per line) and flattened into ``results.csv``.
 
-A figure that does not exist for a row (the NLL of a model without one, a metric not asked for) is ``None``
-in JSON and ``n/a`` in tables, never 0.
+A figure that does not exist for a row (the NLL of a model without one, a metric not
+asked for) is ``None`` in JSON and ``n/a`` in tables, never 0.
+
+The quality columns, their directions and which of them are deterministic come from the
+metric registry (``zoo.metrics.registry``), read when asked for: ``COLUMNS``,
+``DIRECTION`` and ``DETERMINISTIC`` include a metric registered at run time.
 """
 
 from __future__ import annotations
@@ -10,10 +14,13 @@ from __future__ import annotations
 import json
 
 from ..core import ZooError
+from ..metrics import registry as metric_registry
 from ..options import literal_value
 
+QUALITY = "<quality>"  # where the registry's metric columns go in COLUMNS
+
 # every row carries every column, in this order
-COLUMNS: tuple[str, ...] = (
+_COLUMNS: tuple[str, ...] = (
     # identity
     "suite", "dataset", "model", "family", "sampler",
     "sampler_options",  # {option: value}: the sampler's canonical options, defaults filled in
@@ -22,8 +29,8 @@ COLUMNS: tuple[str, ...] = (
     "train_first_step_s",  # the first step alone: compilation (train.compile) and warm-up
     # model FLOPs per image (counted) and the fraction of the device's matmul peak achieved
     "train_flops_per_image", "train_mfu", "sample_flops_per_image", "sample_mfu",
-    # sample quality (through zoo.metrics.evaluate) and likelihood
-    "fid", "kid", "kid_std", "is", "is_std", "precision", "recall",
+    # sample quality (through zoo.metrics.evaluate: the registry's columns) and likelihood
+    QUALITY,
     "extractor", "extractor_hash", "ref_split", "n_samples", "n_reference",
     "nll_bpd", "nll_stderr", "nll_kind", "nll_detail", "nll_images",
     # speed and memory
@@ -42,16 +49,52 @@ KEY: tuple[str, ...] = ("suite", "dataset", "model", "sampler", "sampler_options
 # rows written before sampler options were typed held these instead of sampler_options
 LEGACY_OPTION_COLUMNS = ("steps", "eta", "temperature")
 
-# the direction of each comparable figure (zoo compare): +1 higher is better, -1 lower is
-LOWER_IS_BETTER = ("fid", "kid", "nll_bpd", "latency_ms_p50", "latency_ms_p95", "peak_mem_mb")
-HIGHER_IS_BETTER = ("is", "precision", "recall", "sample_images_per_s", "train_images_per_s",
-                    "train_mfu", "sample_mfu")
-DIRECTION: dict[str, int] = {**{k: -1 for k in LOWER_IS_BETTER},
-                             **{k: +1 for k in HIGHER_IS_BETTER}}
+# the direction of each comparable figure (zoo compare): +1 higher is better, -1 lower is;
+# the metrics' own come first in each group
+_LOWER_IS_BETTER = ("nll_bpd", "latency_ms_p50", "latency_ms_p95", "peak_mem_mb")
+_HIGHER_IS_BETTER = ("sample_images_per_s", "train_images_per_s", "train_mfu", "sample_mfu")
 
 # figures that are identical for identical code, seed and machine (safe to gate on in CI);
 # timings and memory vary with the machine's load and are reported, not gated, by default
-DETERMINISTIC = ("fid", "kid", "is", "precision", "recall", "nll_bpd")
+_DETERMINISTIC = ("nll_bpd",)
+
+
+def columns() -> tuple[str, ...]:
+    """Every column of a row, in order: the registry's metric columns in the quality block."""
+    quality = metric_registry.column_keys()
+    clash = set(quality) & set(_COLUMNS)
+    if clash:
+        raise ValueError(f"metric columns {sorted(clash)} clash with the results schema's")
+    i = _COLUMNS.index(QUALITY)
+    return _COLUMNS[:i] + quality + _COLUMNS[i + 1:]
+
+
+def directions() -> dict[str, int]:
+    """{figure: +1 higher is better / -1 lower is better} of every comparable figure."""
+    metric = metric_registry.directions()
+    return {**{k: -1 for k, d in metric.items() if d < 0}, **{k: -1 for k in _LOWER_IS_BETTER},
+            **{k: +1 for k, d in metric.items() if d > 0}, **{k: +1 for k in _HIGHER_IS_BETTER}}
+
+
+def deterministic() -> tuple[str, ...]:
+    """The figures gated in CI by default: the registry's deterministic ones, and NLL."""
+    return metric_registry.deterministic_columns() + _DETERMINISTIC
+
+
+def __getattr__(name: str):
+    # module constants computed on access, so a metric registered later is included
+    if name == "COLUMNS":
+        return columns()
+    if name == "DIRECTION":
+        return directions()
+    if name == "DETERMINISTIC":
+        return deterministic()
+    if name == "LOWER_IS_BETTER":
+        return tuple(k for k, d in directions().items() if d < 0)
+    if name == "HIGHER_IS_BETTER":
+        return tuple(k for k, d in directions().items() if d > 0)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 # nll_kind values
 NLL_KINDS = ("exact", "bound", "none")

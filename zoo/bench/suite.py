@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core import ConfigError
+from ..metrics import registry as metric_registry
 from ..options import OptionError
 
 
@@ -69,7 +70,8 @@ class Evaluation:
     n_samples: int = 1000
     ref_split: str = "test"
     extractor: str | None = None  # None: the dataset's default (announced, recorded)
-    metrics: tuple[str, ...] = ("fid", "kid", "is", "pr")
+    # names of zoo.metrics.registry; default: its default set (fid, kid, is, pr)
+    metrics: tuple[str, ...] = dataclasses.field(default_factory=metric_registry.default_metrics)
     n_reference: int | None = None  # None: the whole reference split
     nll_images: int = 1000
     nll_batch_size: int = 256
@@ -242,8 +244,6 @@ def _dataclass_from(ctx: _Ctx, cls, table: dict, where: str, base=None):
 
 
 def _check_evaluation(ctx: _Ctx, e: Evaluation, where: str) -> None:
-    from ..metrics.fidelity import normalize_metrics
-
     for k in ("n_samples", "nll_batch_size", "batch_size"):
         _positive(ctx, getattr(e, k), f"{where}.{k}")
     _positive(ctx, e.nll_images, f"{where}.nll_images", zero_ok=True)
@@ -254,9 +254,14 @@ def _check_evaluation(ctx: _Ctx, e: Evaluation, where: str) -> None:
     if e.ref_split not in ("train", "test"):
         raise ctx.error(f"{where}.ref_split", f"must be 'train' or 'test', got {e.ref_split!r}")
     try:
-        normalize_metrics(e.metrics)
+        chosen = metric_registry.normalize_metrics(e.metrics)
     except ConfigError as err:
         raise ctx.error(f"{where}.metrics", str(err)) from None
+    for m in chosen:
+        need = metric_registry.get(m).min_images
+        if e.n_samples < need:
+            raise ctx.error(f"{where}.n_samples", f"must be >= {need} ({m} needs {need}), "
+                            f"got {e.n_samples}")
 
 
 def _check_timing(ctx: _Ctx, t: Timing, where: str) -> None:

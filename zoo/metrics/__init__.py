@@ -1,4 +1,5 @@
-"""Sample-quality metrics: FID, KID, IS and precision/recall through torch-fidelity.
+"""Sample-quality metrics: FID, KID, IS and precision/recall through torch-fidelity, and
+density/coverage; each declared in ``registry``.
 
 >>> from zoo import metrics
 >>> row = metrics.evaluate(model, "mnist", n=10000)      # figures + extractor, reference, counts
@@ -8,32 +9,28 @@ Every figure is tied to its feature extractor (``row["extractor"]`` and the sha2
 weights): numbers made with different extractors are never comparable.
 """
 
-from ..sampling import draw_samples, sample_slices
-from .features import (
-    INCEPTION,
-    ClassifierConfig,
-    ClassifierExtractor,
-    ClassifierNet,
-    Extractor,
-    InceptionExtractor,
-    MetricsError,
-    available_extractors,
-    classifier_names,
-    find_inception_weights,
-    load_classifier,
-    resolve_extractor,
-)
-from .fidelity import (
-    METRICS,
-    StreamingFID,
-    cache_root,
-    compute_metrics,
-    evaluate,
-    fid,
-    format_result,
-    reference_features,
-    reference_key,
-)
+import importlib
+
+from . import registry
+from .registry import Column, Metric, normalize_metrics, register, unregister
+
+# the rest is imported on first use: torch-fidelity is slow to import, and the results
+# schema, report and compare read ``registry`` without it
+_SUBMODULES = ("density_coverage", "features", "fidelity")
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    if name in __all__:
+        from .. import sampling
+        from . import features, fidelity
+
+        home = next(m for m in (fidelity, features, sampling) if hasattr(m, name))
+        value = globals()[name] = getattr(home, name)
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "INCEPTION",
@@ -41,8 +38,10 @@ __all__ = [
     "ClassifierConfig",
     "ClassifierExtractor",
     "ClassifierNet",
+    "Column",
     "Extractor",
     "InceptionExtractor",
+    "Metric",
     "MetricsError",
     "StreamingFID",
     "available_extractors",
@@ -55,8 +54,12 @@ __all__ = [
     "find_inception_weights",
     "format_result",
     "load_classifier",
+    "normalize_metrics",
     "reference_features",
     "reference_key",
+    "register",
+    "registry",
     "resolve_extractor",
     "sample_slices",
+    "unregister",
 ]

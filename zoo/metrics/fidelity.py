@@ -1,7 +1,9 @@
-"""FID, KID, IS and precision/recall of uint8 images or a model, through torch-fidelity.
+"""FID, KID, IS and precision/recall of uint8 images or a model, through torch-fidelity,
+and the metrics of ``registry`` that torch-fidelity lacks (density/coverage).
 
 ``evaluate`` draws ``n`` samples (or takes a uint8 batch), feeds them and the reference
-split to ``torch_fidelity.calculate_metrics`` with one feature extractor for all metrics,
+split to ``torch_fidelity.calculate_metrics`` with one feature extractor for all metrics
+(a registered function metric gets the same extractor's features of both sides),
 and returns the figures together with what makes them comparable: the extractor and the
 sha256 of its weights, the reference dataset and split, and both image counts.
 
@@ -42,15 +44,17 @@ from .. import distributed as zdist
 from ..core import ConfigError, GenerativeModel, atomic_write
 from ..runs import load_run
 from ..sampling import draw_samples
+from . import registry
 from .features import Extractor, MetricsError, resolve_extractor
+from .registry import normalize_metrics
 
 CACHE_FORMAT = 1
-METRICS = ("fid", "kid", "is", "pr")
-_ALIASES = {"isc": "is", "prc": "pr", "precision": "pr", "recall": "pr"}
-_TF_FLAG = {"fid": "fid", "kid": "kid", "is": "isc", "pr": "prc"}
+METRICS = registry.default_metrics()  # the default set (``registry.names()``: all)
 KID_SUBSET_SIZE = 1000
 IS_SPLITS = 10
-PR_NEIGHBORHOOD = 3
+PR_NEIGHBORHOOD = registry.PR_NEIGHBORHOOD
+#: the extractor layer (as torch-fidelity names it per metric) of what a function metric needs
+_NEEDS_LAYER = {"features": "prc", "logits": "isc"}
 
 
 class _Images(Dataset):
@@ -72,21 +76,6 @@ def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
         return Path(cache_dir).expanduser()
     env = os.environ.get("ZOO_CACHE", "").strip()
     return (Path(env) if env else Path("~/.cache/zoo")).expanduser() / "metrics"
-
-
-def normalize_metrics(metrics: str | Sequence[str]) -> tuple[str, ...]:
-    """``"fid,kid"`` or a sequence -> canonical names in METRICS order; unknown is an error."""
-    items = metrics.split(",") if isinstance(metrics, str) else list(metrics)
-    names = set()
-    for m in items:
-        key = str(m).strip().lower()
-        key = _ALIASES.get(key, key)
-        if key not in METRICS:
-            raise ConfigError(f"unknown metric {m!r}; choose from {', '.join(METRICS)}")
-        names.add(key)
-    if not names:
-        raise ConfigError(f"no metric asked for; choose from {', '.join(METRICS)}")
-    return tuple(m for m in METRICS if m in names)
 
 
 def _check_batch(x, what: str) -> Tensor:
@@ -147,8 +136,15 @@ def _vet_cache(root: Path, key: str) -> None:
             return
 
 
+def _layer(extractor: Extractor, metric: str) -> str | None:
+    """The extractor layer a metric reads (None: the images themselves)."""
+    m = registry.get(metric)
+    flag = m.tf_flag or _NEEDS_LAYER.get(m.needs)
+    return extractor.layers[flag] if flag is not None else None
+
+
 def _reference_cached(root: Path, key: str, extractor: Extractor, metrics: tuple) -> bool:
-    layers = {extractor.layers[_TF_FLAG[m]] for m in metrics}
+    layers = {_layer(extractor, m) for m in metrics} - {None}
     prefix = f"{key}-{extractor.tf_name}"
     if metrics == ("fid",) and (root / f"{prefix}-stat-fid-{extractor.layers['fid']}.pt").is_file():
         return True
@@ -180,7 +176,7 @@ def compute_metrics(
     generated: Tensor,
     reference: Tensor,
     extractor: Extractor,
-    metrics: str | Sequence[str] = METRICS,
+    metrics: str | Sequence[str] | None = None,
     *,
     cache_key: str | None = None,
     cache_dir: str | os.PathLike | None = None,
@@ -192,28 +188,66 @@ def compute_metrics(
     """The figures of ``generated`` against ``reference`` (both uint8) with one extractor.
 
     Returns (figures, reference cache status: "hit", "miss" or "off"). The reference's
-    features are cached under ``cache_key`` when one is given.
+    features are cached under ``cache_key`` when one is given. ``metrics``: names of
+    ``registry`` (None: its default set); torch-fidelity computes its own in one call, a
+    function metric gets the extractor's features of both sides (extracted once each).
     """
-    metrics = normalize_metrics(metrics)
+    metrics = normalize_metrics(registry.default_metrics() if metrics is None else metrics)
     generated = _check_batch(generated, "generated images")
     reference = _check_batch(reference, "reference images")
     if generated.shape[1:] != reference.shape[1:]:
         raise ConfigError(f"generated images are {tuple(generated.shape[1:])} but the "
                           f"reference images are {tuple(reference.shape[1:])}")
     n1, n2 = generated.shape[0], reference.shape[0]
-    need = {"fid": 2, "kid": 2, "is": 2, "pr": PR_NEIGHBORHOOD + 1}
+    spec = {m: registry.get(m) for m in metrics}
     for m in metrics:
-        if min(n1, n2 if m != "is" else n1) < need[m]:
-            raise ConfigError(f"{m} needs at least {need[m]} images on each side, "
+        need = spec[m].min_images
+        if min(n1, n2 if spec[m].reference else n1) < need:
+            raise ConfigError(f"{m} needs at least {need} images on each side, "
                               f"got {n1} generated and {n2} reference")
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
     dev = _device(device)
-    binary = any(m != "is" for m in metrics)  # IS alone never looks at the reference
+    tf = tuple(m for m in metrics if spec[m].tf_flag)
+    own = tuple(m for m in metrics if not spec[m].tf_flag)
+    binary = any(spec[m].reference for m in tf)  # IS alone never looks at the reference
+    # what reads the reference's features (torch-fidelity extracts its metrics' layers as one)
+    own_ref = tuple(m for m in own if spec[m].reference and _layer(extractor, m) is not None)
+    reads = (tf if binary else ()) + own_ref
+    status = "off"
+    if cache_key is not None and reads:
+        root = cache_root(cache_dir)
+        root.mkdir(parents=True, exist_ok=True)
+        _vet_cache(root, cache_key)
+        status = "hit" if _reference_cached(root, cache_key, extractor, reads) else "miss"
+    out: dict = {}
+    if tf:
+        out.update(_tf_metrics(generated, reference, extractor, tf, binary, cache_key,
+                               cache_dir, dev, batch_size, seed, progress))
+    if own:
+        layers = sorted({_layer(extractor, m) for m in own} - {None})
+        ref_layers = sorted({_layer(extractor, m) for m in own_ref})
+        fake = _extract(1, generated, extractor, layers, dev, batch_size, progress)
+        real = _extract(2, reference, extractor, ref_layers, dev, batch_size, progress,
+                        cache_key, cache_dir)
+        for m in own:
+            layer = _layer(extractor, m)
+            mine = generated if layer is None else fake[layer]
+            theirs = None if not spec[m].reference else (
+                reference if layer is None else real[layer])
+            out.update(spec[m].compute(theirs, mine))
+    return {k: float(v) if not isinstance(v, int) else v for k, v in out.items()}, status
+
+
+def _tf_metrics(generated: Tensor, reference: Tensor, extractor: Extractor, metrics: tuple,
+                binary: bool, cache_key: str | None, cache_dir, dev: torch.device,
+                batch_size: int, seed: int, progress: bool) -> dict:
+    """The figures of torch-fidelity's metrics among ``metrics``, from one call."""
+    n1, n2 = generated.shape[0], reference.shape[0]
     kwargs = {
         "input1": _Images(generated),
         "input2": _Images(reference) if binary else None,
-        **{_TF_FLAG[m]: True for m in metrics},
+        **{registry.get(m).tf_flag: True for m in metrics},
         **extractor.tf_kwargs(),
         **_tf_common(dev, batch_size, seed, progress),
         "kid_subset_size": min(KID_SUBSET_SIZE, n1, n2),
@@ -221,33 +255,43 @@ def compute_metrics(
         "prc_neighborhood": PR_NEIGHBORHOOD,
         "prc_batch_size": 2000,
     }
-    status = "off"
     if cache_key is not None and binary:
-        root = cache_root(cache_dir)
-        root.mkdir(parents=True, exist_ok=True)
-        _vet_cache(root, cache_key)
-        status = "hit" if _reference_cached(root, cache_key, extractor, metrics) else "miss"
-        kwargs.update(cache=True, cache_root=str(root), input2_cache_name=cache_key)
+        kwargs.update(cache=True, cache_root=str(cache_root(cache_dir)),
+                      input2_cache_name=cache_key)
     else:
         kwargs["cache"] = False
     ctx = torch.cuda.device(dev) if dev.type == "cuda" else contextlib.nullcontext()
     with ctx:
         raw = torch_fidelity.calculate_metrics(**kwargs)
-    out: dict = {}
-    if "fid" in metrics:
-        out["fid"] = raw[torch_fidelity.KEY_METRIC_FID]
-    if "kid" in metrics:
-        out["kid"] = raw[torch_fidelity.KEY_METRIC_KID_MEAN]
-        out["kid_std"] = raw[torch_fidelity.KEY_METRIC_KID_STD]
-        out["kid_subset_size"] = kwargs["kid_subset_size"]
-    if "is" in metrics:
-        out["is"] = raw[torch_fidelity.KEY_METRIC_ISC_MEAN]
-        out["is_std"] = raw[torch_fidelity.KEY_METRIC_ISC_STD]
-    if "pr" in metrics:
-        out["precision"] = raw[torch_fidelity.KEY_METRIC_PRECISION]
-        out["recall"] = raw[torch_fidelity.KEY_METRIC_RECALL]
-        out["f_score"] = raw[torch_fidelity.KEY_METRIC_F_SCORE]
-    return {k: float(v) if not isinstance(v, int) else v for k, v in out.items()}, status
+    # a result is torch-fidelity's figure, or (kid_subset_size) the argument it was given
+    return {key: raw[tf_key] if tf_key in raw else kwargs[tf_key]
+            for m in metrics for key, tf_key in registry.get(m).tf_results}
+
+
+def _extract(input_id: int, images: Tensor, extractor: Extractor, layers: Sequence[str],
+             dev: torch.device, batch_size: int, progress: bool,
+             cache_key: str | None = None, cache_dir=None) -> dict[str, Tensor]:
+    """``{layer: features [N, D]}`` of uint8 images through torch-fidelity's extractor; the
+    reference side (``input_id`` 2) read from or written to the cache under ``cache_key``."""
+    if not layers:
+        return {}
+    from torch_fidelity.utils import (
+        create_feature_extractor,
+        extract_featuresdict_from_input_id_cached,
+    )
+
+    kwargs = {f"input{input_id}": _Images(images), **extractor.tf_kwargs(),
+              **_tf_common(dev, batch_size, 0, progress)}
+    if cache_key is not None:
+        croot = cache_root(cache_dir)
+        croot.mkdir(parents=True, exist_ok=True)
+        kwargs.update(cache=True, cache_root=str(croot), input2_cache_name=cache_key)
+    else:
+        kwargs["cache"] = False
+    module = create_feature_extractor(extractor.tf_name, list(layers), **kwargs)
+    ctx = torch.cuda.device(dev) if dev.type == "cuda" else contextlib.nullcontext()
+    with ctx:
+        return extract_featuresdict_from_input_id_cached(input_id, module, **kwargs)
 
 
 def _reference_images(dataset: str, split: str, n_reference: int | None, root) -> Tensor:
@@ -266,7 +310,7 @@ def evaluate(
     split: str = "test",
     extractor: str | None = None,
     n: int | None = None,
-    metrics: str | Sequence[str] = METRICS,
+    metrics: str | Sequence[str] | None = None,
     *,
     batch_size: int = 500,
     seed: int = 0,
@@ -291,12 +335,15 @@ def evaluate(
     (``inception-v3-compat``, ``<dataset>-classifier``, ``classifier``) or a classifier
     ``.pt`` path. The reference is the whole split unless ``n_reference`` is given.
 
+    ``metrics``: names of ``registry`` (None: its default set, fid, kid, is and pr).
+
     Returns the figures (``fid``, ``kid``/``kid_std``, ``is``/``is_std``,
-    ``precision``/``recall``/``f_score``) and the metadata that every result row carries:
+    ``precision``/``recall``/``f_score``, and each registered metric's columns, e.g.
+    ``density``/``coverage``) and the metadata that every result row carries:
     ``extractor``, ``extractor_weights_sha256``, ``extractor_choice``, ``dataset``,
     ``split``, ``n_generated``, ``n_reference``, the reference cache status and timings.
     """
-    metrics = normalize_metrics(metrics)
+    metrics = normalize_metrics(registry.default_metrics() if metrics is None else metrics)
     dev = _device(device)
     reference = _reference_images(dataset, split, n_reference, root)
     ext = resolve_extractor(extractor, dataset, inception_weights,
@@ -406,28 +453,16 @@ def reference_features(
     Layers are extracted (and cached) as one group, like torch-fidelity does for a metric
     call that needs them all.
     """
-    from torch_fidelity.utils import (
-        create_feature_extractor,
-        extract_featuresdict_from_input_id_cached,
-    )
-
     reference = _reference_images(dataset, split, n_reference, root)
     dev = _device(device)
-    kwargs = {"input2": _Images(reference), **extractor.tf_kwargs(),
-              **_tf_common(dev, batch_size, 0, False)}
+    key = None
     if cache:
         key = reference_key(dataset, split, reference.shape[0], extractor, root)[0]
         croot = cache_root(cache_dir)
         croot.mkdir(parents=True, exist_ok=True)
         _vet_cache(croot, key)
-        kwargs.update(cache=True, cache_root=str(croot), input2_cache_name=key)
         _write_key_card(croot, dataset, split, reference.shape[0], extractor, root)
-    else:
-        kwargs["cache"] = False
-    module = create_feature_extractor(extractor.tf_name, list(layers), **kwargs)
-    ctx = torch.cuda.device(dev) if dev.type == "cuda" else contextlib.nullcontext()
-    with ctx:
-        return extract_featuresdict_from_input_id_cached(2, module, **kwargs)
+    return _extract(2, reference, extractor, layers, dev, batch_size, False, key, cache_dir)
 
 
 class _LayerOutput(nn.Module):
@@ -510,20 +545,16 @@ class StreamingFID:
 
 # -- presentation ------------------------------------------------------------------------
 
-_ROWS = (("fid", "FID", "{:.3f}"), ("kid", "KID", "{:.5f}"), ("is", "IS", "{:.3f}"),
-         ("precision", "precision", "{:.4f}"), ("recall", "recall", "{:.4f}"))
-
-
 def format_result(result: dict) -> str:
     """A small text table of an ``evaluate`` result, with what it was measured against."""
     lines = []
-    for key, label, fmt in _ROWS:
-        if key in result:
-            value = fmt.format(result[key])
-            spread = result.get(f"{key}_std")
+    for col in registry.columns():
+        if col.label and col.key in result:
+            value = col.format.format(result[col.key])
+            spread = result.get(col.spread) if col.spread else None
             if spread is not None and math.isfinite(spread):
-                value += " ± " + fmt.format(spread)
-            lines.append(f"  {label:<10} {value}")
+                value += " ± " + col.format.format(spread)
+            lines.append(f"  {col.label:<10} {value}")
     head = (f"{result.get('model', 'samples')} vs {result['dataset']} {result['split']}: "
             f"{result['n_generated']} generated, {result['n_reference']} reference images")
     ext = (f"extractor {result['extractor']} (weights sha256 "

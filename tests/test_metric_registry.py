@@ -1,0 +1,360 @@
+"""The metric registry: its declarations and invariants, density/coverage against the prdc
+package and closed forms, and a metric registered here flowing into evaluate, a suite row,
+the CI gate, the report and `zoo eval` with no other file edited."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import prdc
+import pytest
+import torch
+
+import zoo
+from zoo import data, metrics
+from zoo.bench import compare, report, schema
+from zoo.bench.runner import read_rows, run_suite
+from zoo.bench.suite import load_suite
+from zoo.core import ConfigError
+from zoo.metrics import registry
+from zoo.metrics.density_coverage import density_coverage
+
+REPO = Path(__file__).resolve().parents[1]
+
+# the schema as it was before the registry, which existing results files follow
+OLD_QUALITY = ("fid", "kid", "kid_std", "is", "is_std", "precision", "recall")
+OLD_TOLERANCES = {"fid": ("rel", 0.10), "kid": ("abs", 0.005), "is": ("rel", 0.05),
+                  "precision": ("abs", 0.05), "recall": ("abs", 0.05), "nll_bpd": ("abs", 0.02)}
+OLD_DIRECTION = {"fid": -1, "kid": -1, "nll_bpd": -1, "latency_ms_p50": -1,
+                 "latency_ms_p95": -1, "peak_mem_mb": -1, "is": 1, "precision": 1, "recall": 1,
+                 "sample_images_per_s": 1, "train_images_per_s": 1, "train_mfu": 1,
+                 "sample_mfu": 1}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cache_env(tmp_path_factory):
+    """One fresh metrics cache for the module; no InceptionV3 weights anywhere."""
+    with pytest.MonkeyPatch.context() as mp:
+        root = tmp_path_factory.mktemp("zoo-cache")
+        mp.setenv("ZOO_CACHE", str(root))
+        mp.setenv("TORCH_HOME", str(tmp_path_factory.mktemp("torch-home")))
+        mp.delenv("ZOO_INCEPTION_WEIGHTS", raising=False)
+        yield root / "metrics"
+
+
+@pytest.fixture
+def scratch(monkeypatch):
+    """A copy of the registry that the test may add to; the original comes back after."""
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    return registry
+
+
+def mean_gap(real, fake) -> dict:
+    """A toy metric: the distance between the feature means."""
+    return {"mean_gap": float((real.double().mean(0) - fake.double().mean(0)).norm())}
+
+
+TOY = registry.Metric(
+    "toy", aliases=("mean-gap",), function=mean_gap,
+    columns=(registry.Column("mean_gap", "mean gap", "{:.3f}", -1, tolerance=("abs", 0.1)),),
+)
+
+
+# -- declarations and invariants -----------------------------------------------------------
+
+
+def test_registry_declares_todays_metrics_and_density_coverage():
+    assert registry.names() == ("fid", "kid", "is", "pr", "dc")
+    assert registry.default_metrics() == ("fid", "kid", "is", "pr") == metrics.METRICS
+    assert registry.column_keys() == (*OLD_QUALITY, "density", "coverage")
+    assert registry.column_keys("pr") == ("precision", "recall")
+    assert registry.metric_of("kid_std").name == "kid" and registry.metric_of("nll_bpd") is None
+    dc = registry.get("coverage")
+    assert (dc.name, dc.needs, dc.min_images, dc.default) == ("dc", "features", 6, False)
+    assert dc.params == {"nearest_k": 5}
+    assert {k: v for k, v in registry.default_tolerances().items() if k in OLD_TOLERANCES} \
+        == {k: v for k, v in OLD_TOLERANCES.items() if k != "nll_bpd"}
+    assert registry.default_tolerances()["density"] == ("abs", 0.05)
+    # spreads are shown beside their figure, ranked by nothing and gated by nothing
+    for key in ("kid_std", "is_std"):
+        col = next(c for c in registry.columns() if c.key == key)
+        assert (col.label, col.direction, col.tolerance) == ("", 0, None)
+
+
+def test_normalize_metrics_aliases_order_and_errors():
+    assert registry.normalize_metrics("recall, FID,isc") == ("fid", "is", "pr")
+    assert registry.normalize_metrics(["coverage", "density", "kid"]) == ("kid", "dc")
+    with pytest.raises(ConfigError, match=r"unknown metric 'lpips'; choose from fid, kid, is, "
+                                          r"pr, dc"):
+        registry.normalize_metrics("fid,lpips")
+    with pytest.raises(ConfigError, match="no metric asked for"):
+        registry.normalize_metrics([])
+    assert metrics.normalize_metrics is registry.normalize_metrics
+
+
+def test_torch_fidelity_result_keys_are_its_constants():
+    import torch_fidelity as tf
+
+    keys = {k for m in registry.names() for _, k in registry.get(m).tf_results}
+    constants = {getattr(tf, n) for n in dir(tf) if n.startswith("KEY_METRIC_")}
+    assert keys - {"kid_subset_size"} <= constants
+
+
+def test_schema_and_gate_are_built_from_the_registry():
+    cols = schema.COLUMNS
+    i = cols.index("fid")
+    assert cols[i:i + 9] == (*OLD_QUALITY, "density", "coverage")
+    assert cols[i - 1] == "sample_mfu" and cols[i + 9] == "extractor"
+    assert len(set(cols)) == len(cols)
+    # today's directions in today's order (compare prints in this order), new ones added
+    assert {k: v for k, v in schema.DIRECTION.items() if k in OLD_DIRECTION} == OLD_DIRECTION
+    assert list(k for k in schema.DIRECTION if k in OLD_DIRECTION) == list(OLD_DIRECTION)
+    assert schema.DIRECTION["density"] == schema.DIRECTION["coverage"] == 1
+    assert schema.DETERMINISTIC == ("fid", "kid", "is", "precision", "recall", "density",
+                                    "coverage", "nll_bpd")
+    assert {k: v for k, v in compare.DEFAULT_TOLERANCES.items() if k in OLD_TOLERANCES} \
+        == OLD_TOLERANCES
+    assert set(compare.DEFAULT_TOLERANCES) == set(schema.DETERMINISTIC)
+
+
+def test_the_registry_is_read_without_torch_fidelity():
+    code = ("import sys; import zoo.bench.schema, zoo.bench.compare, zoo.bench.report, "
+            "zoo.metrics.registry; print('torch_fidelity' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=REPO)
+    assert out.stdout.strip() == "False", out.stderr
+
+
+@pytest.mark.parametrize("change,needle", [
+    ({"name": "fid"}, "registered already"),
+    ({"aliases": ("isc",)}, "taken by metric 'is'"),
+    ({"columns": (registry.Column("fid", "FID", direction=-1, tolerance=("abs", 1.0)),)},
+     "belongs to metric 'fid'"),
+    ({"columns": (registry.Column("x", "x", direction=-1),)}, "default tolerance"),
+    ({"columns": (registry.Column("x", "x", direction=0, tolerance=("abs", 1.0)),)},
+     "default tolerance"),
+    ({"columns": (registry.Column("x", "x", direction=2),)}, "direction"),
+    ({"columns": (registry.Column("x", "x", direction=1, tolerance=("pct", 1.0)),)},
+     "tolerance must be"),
+    ({"columns": (registry.Column("x", "x", spread="x_std"),)}, "spread"),
+    ({"needs": "pixels"}, "needs must be"),
+    ({"tf_flag": "fid"}, "either tf_flag"),
+    ({"function": None}, "either tf_flag"),
+])
+def test_register_refuses_inconsistent_declarations(scratch, change, needle):
+    import dataclasses
+
+    with pytest.raises(ConfigError, match=needle):
+        scratch.register(dataclasses.replace(TOY, **change))
+    assert "toy" not in scratch.names()
+
+
+def test_a_metric_column_may_not_shadow_a_schema_column(scratch):
+    scratch.register(registry.Metric("shadow", function=mean_gap, columns=(
+        registry.Column("nll_bpd", "NLL", direction=-1, tolerance=("abs", 1.0)),)))
+    with pytest.raises(ValueError, match="clash"):
+        schema.columns()
+
+
+# -- density and coverage -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n_real,n_fake,dim,shift,scale", [
+    (500, 400, 64, 0.0, 1.0), (1000, 1000, 128, 0.3, 1.1), (300, 700, 16, 1.0, 1.0),
+    (64, 50, 2048, 0.0, 0.9),
+])
+def test_density_coverage_match_the_prdc_package(n_real, n_fake, dim, shift, scale, capsys):
+    rng = np.random.default_rng(n_real + dim)
+    real = rng.standard_normal((n_real, dim))
+    fake = rng.standard_normal((n_fake, dim)) * scale + shift
+    expected = prdc.compute_prdc(real, fake, nearest_k=5)
+    for chunk in (37, 1024):  # the chunking changes nothing
+        got = density_coverage(torch.from_numpy(real), torch.from_numpy(fake), 5, chunk=chunk)
+        # counts of strict comparisons: equal up to float rounding of the mean
+        assert got["density"] == pytest.approx(float(expected["density"]), rel=1e-12, abs=0)
+        assert got["coverage"] == pytest.approx(float(expected["coverage"]), rel=1e-12, abs=0)
+    # float32 features, as the extractors give them, the same
+    got = density_coverage(torch.from_numpy(real).float(), torch.from_numpy(fake).float())
+    expected = prdc.compute_prdc(real.astype(np.float32), fake.astype(np.float32), 5)
+    assert got["density"] == pytest.approx(float(expected["density"]), rel=1e-12, abs=0)
+    assert got["coverage"] == pytest.approx(float(expected["coverage"]), rel=1e-12, abs=0)
+
+
+def test_density_coverage_closed_forms():
+    g = torch.Generator().manual_seed(0)
+    real = torch.randn(400, 32, generator=g)
+    # a set against itself: every real ball holds its own centre (coverage 1) and, without
+    # ties, exactly k points of the set (itself and its k-1 nearest): density 1
+    same = density_coverage(real, real.clone(), 5)
+    assert same == {"density": pytest.approx(1.0, abs=1e-12), "coverage": 1.0}
+    # far away: no generated sample in any ball
+    assert density_coverage(real, real + 1000.0, 5) == {"density": 0.0, "coverage": 0.0}
+    # every generated sample on one real one: the c balls holding it are covered (its own
+    # among them), and each sample counts c: coverage c / N, density c / k
+    one = density_coverage(real, real[:1].repeat(10, 1), 5)
+    c = round(one["coverage"] * 400)
+    assert c >= 1 and one["density"] == pytest.approx(c / 5, abs=1e-12)
+    with pytest.raises(ValueError, match="at least 6 real"):
+        density_coverage(real[:5], real, 5)
+
+
+# -- through evaluate -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    return data.load("mnist", "train")[0], data.load("mnist", "test")[0]
+
+
+def test_evaluate_density_coverage_on_classifier_features(mnist, tmp_path, capsys):
+    x_train, x_test = mnist
+    kw = {"extractor": "mnist-classifier", "n_reference": 1000, "cache_dir": tmp_path,
+          "announce": False}
+    samples = x_train[:500]
+    default = metrics.evaluate(samples, "mnist", **kw)
+    assert "density" not in default and default["metrics"] == ["fid", "kid", "is", "pr"]
+    both = metrics.evaluate(samples, "mnist", metrics="fid,kid,is,pr,dc", **kw)
+    assert both["reference_cache"] == "hit"  # density/coverage read the cached features
+    for k in ("fid", "kid", "kid_std", "is", "is_std", "precision", "recall", "f_score"):
+        assert both[k] == default[k], k  # torch-fidelity's figures are untouched
+    # the same figures from features extracted here, by the prdc package
+    ext = metrics.resolve_extractor("mnist-classifier", "mnist", announce=False)
+    real = metrics.reference_features("mnist", "test", ext, ("features",), n_reference=1000,
+                                      cache_dir=tmp_path)["features"]
+    with torch.no_grad():
+        fake = ext.build(["features"])(samples)[0]
+    expected = prdc.compute_prdc(real.numpy(), fake.numpy(), 5)
+    assert both["density"] == pytest.approx(float(expected["density"]), rel=1e-12)
+    assert both["coverage"] == pytest.approx(float(expected["coverage"]), rel=1e-12)
+    # real digits against real digits: density near 1; coverage below 1 with half as many
+    # generated as real samples (measured 1.012 and 0.811)
+    assert 0.8 < both["density"] < 1.2 and 0.7 < both["coverage"] <= 1.0, both
+    text = metrics.format_result(both)
+    assert "  density    " in text and "  coverage   " in text
+    noise = torch.randint(0, 256, (500, 1, 28, 28), dtype=torch.uint8,
+                          generator=torch.Generator().manual_seed(0))
+    bad = metrics.evaluate(noise, "mnist", metrics="dc", **kw)
+    assert bad["coverage"] < 0.05 and bad["density"] < 0.05, bad
+    assert bad["reference_cache"] == "hit"  # a metric of its own still reads the cache
+    with pytest.raises(ConfigError, match="dc needs at least 6"):
+        metrics.evaluate(samples[:5], "mnist", metrics="dc", **kw)
+
+
+# -- a metric registered at run time flows everywhere -----------------------------------------
+
+TOY_SUITE = """
+name = "toy"
+seed = 3
+device = "cpu"
+datasets = ["mnist"]
+[evaluation]
+n_samples = 50
+extractor = "classifier"
+metrics = ["fid", "mean-gap"]
+n_reference = 200
+nll_images = 16
+batch_size = 50
+grid_images = 4
+[timing]
+batch_sizes = [2]
+repeats = 2
+warmup = 0
+[[models]]
+name = "vae-mlp"
+config = { hidden = 32, latent_dim = 4, nll_samples = 2 }
+budget = { steps = 3 }
+batch_size = 16
+train = { ema_decay = 0.0 }
+"""
+
+
+def test_a_registered_metric_reaches_evaluate_rows_gate_and_report(
+        scratch, mnist, tmp_path, monkeypatch, capsys):
+    scratch.register(TOY)
+    x_train, _ = mnist
+    kw = {"extractor": "mnist-classifier", "n_reference": 300, "cache_dir": tmp_path / "c",
+          "announce": False}
+    ext = metrics.resolve_extractor("mnist-classifier", "mnist", announce=False)
+    fig, status = metrics.compute_metrics(x_train[:200], x_train[200:500], ext, "fid,mean-gap")
+    assert set(fig) == {"fid", "mean_gap"} and fig["mean_gap"] > 0 and status == "off"
+    result = metrics.evaluate(x_train[:200], "mnist", metrics=("toy",), **kw)
+    assert result["metrics"] == ["toy"] and result["mean_gap"] > 0
+    assert "mean gap" in metrics.format_result(result)
+
+    # the schema, the gate
+    assert schema.COLUMNS[schema.COLUMNS.index("coverage") + 1] == "mean_gap"
+    assert schema.DIRECTION["mean_gap"] == -1 and "mean_gap" in schema.DETERMINISTIC
+    assert compare.DEFAULT_TOLERANCES["mean_gap"] == ("abs", 0.1)
+
+    # a suite asks for it; its row carries the column
+    suite_path = tmp_path / "toy.toml"
+    suite_path.write_text(TOY_SUITE)
+    assert load_suite(suite_path).models[0].evaluation.metrics == ("fid", "mean-gap")
+    out = tmp_path / "run"
+    run_suite(suite_path, out, progress=False)
+    (row,) = read_rows(out / "results.jsonl")
+    assert list(row) == list(schema.COLUMNS)
+    assert row["mean_gap"] > 0 and row["fid"] > 0 and row["kid"] is None
+
+    # the report shows it; the gate holds it to its tolerance
+    md = report.write_report(out).read_text()
+    head = next(ln for ln in md.splitlines() if ln.startswith("| model | family"))
+    assert "| recall | mean gap | NLL bpd |" in head
+    assert f"| {report.fmt(row['mean_gap'])} |" in md
+    for delta, regressed in ((0.05, False), (0.2, True)):
+        new_row = copy.deepcopy(row)
+        new_row["mean_gap"] += delta
+        new = tmp_path / f"new{delta}"
+        new.mkdir()
+        (new / "results.jsonl").write_text(json.dumps(new_row) + "\n")
+        text, bad = compare.compare_dirs(out, new)
+        assert bad is regressed, text
+        line = next(ln for ln in text.splitlines() if " mean_gap (lower better)" in ln)
+        assert line.rstrip().endswith("REGRESSED" if regressed else "worse"), line
+
+    # unregistered: gone from the schema again, and unknown to a suite
+    monkeypatch.undo()
+    assert "mean_gap" not in schema.COLUMNS and "mean_gap" not in compare.DEFAULT_TOLERANCES
+    with pytest.raises(ConfigError, match="unknown metric 'mean-gap'"):
+        load_suite(suite_path)
+
+
+def test_a_suite_checks_the_samples_a_metric_needs(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text(TOY_SUITE.replace('"mean-gap"', '"dc"').replace("n_samples = 50",
+                                                                      "n_samples = 5"))
+    with pytest.raises(ConfigError, match=r"evaluation\.n_samples.*must be >= 6 \(dc needs 6\)"):
+        load_suite(path)
+
+
+# -- zoo eval --------------------------------------------------------------------------------
+
+
+def test_cli_eval_density_coverage(tmp_path, capsys):
+    from zoo.cli import main
+    from zoo.train import Trainer
+
+    torch.manual_seed(0)
+    run = tmp_path / "vae"
+    Trainer(zoo.create("vae-mlp", dataset="mnist", hidden=32), "mnist", run, steps=5,
+            progress=False).fit()
+    capsys.readouterr()
+    rc = main(["eval", str(run), "--n", "100", "--metrics", "fid,dc",
+               "--extractor", "mnist-classifier", "--device", "cpu"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert "FID" in captured.out and "density" in captured.out and "coverage" in captured.out
+    result = json.loads((run / "eval.json").read_text())
+    assert result["metrics"] == ["fid", "dc"] and "kid" not in result
+    assert 0 <= result["coverage"] <= 1 and result["density"] >= 0
+    rc = main(["eval", str(run), "--n", "10", "--metrics", "dc,lpips", "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "unknown metric 'lpips'; choose from fid, kid, is, pr, dc" in err
+    with pytest.raises(SystemExit):
+        main(["eval", "--help"])
+    assert "dc (density/coverage)" in " ".join(capsys.readouterr().out.split())

@@ -1,0 +1,253 @@
+"""The metric registry: each sample-quality metric declared once, read by everything else.
+
+A ``Metric`` says what it is computed from (torch-fidelity under one of its flags, or a
+function over the extractor's features, its logits or the images), the fewest images it
+needs per side, whether ``zoo eval`` / a suite computes it by default, and its result
+``Column``s: key, table label, format, direction, determinism and default ``zoo compare``
+tolerance. ``zoo.metrics.evaluate``, ``zoo eval``, the results schema, the runner, the
+report and the CI gate all read these declarations, so a new metric is one function and
+one ``register`` call.
+
+Light on purpose (no torch or torch-fidelity here): ``zoo.bench.schema``, ``compare`` and
+``report`` read it, and they never import torch-fidelity.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from ..core import ConfigError
+
+#: (kind, value): ("rel", 0.10) allows a 10% worsening of the base value, ("abs", 0.02) 0.02
+Tolerance = tuple[str, float]
+
+NEEDS = ("features", "logits", "images")
+
+
+@dataclass(frozen=True)
+class Column:
+    """One figure a metric puts in a result row."""
+
+    key: str  #: the result and row key, e.g. ``fid``, ``kid_std``
+    label: str = ""  #: table header; "" for a spread, shown as ``± x`` beside its figure
+    format: str = "{:.4f}"  #: how ``format_result`` prints it
+    direction: int = 0  #: +1 higher is better, -1 lower is better, 0 not ranked (a std)
+    #: identical for identical code, seed and machine: safe to gate on in CI
+    deterministic: bool = True
+    #: the default ``zoo compare`` tolerance; every deterministic ranked figure has one
+    tolerance: Tolerance | None = None
+    spread: str | None = None  #: the key of the column holding this figure's spread
+
+
+@dataclass(frozen=True, eq=False)
+class Metric:
+    """A sample-quality metric: what it needs, how it is computed and what it reports.
+
+    ``function(real, fake, **params) -> {column key: value}`` gets the reference and the
+    generated side as ``needs`` says: ``features`` (the extractor's feature layer, the one
+    FID/KID/PR use, ``[N, D]`` float tensors), ``logits`` (its class logits, IS's layer) or
+    ``images`` (uint8 ``[N, C, H, W]``); ``real`` is None when ``reference`` is False. It
+    is given as a callable or as ``"module:function"``, imported only when computed.
+    """
+
+    name: str
+    columns: tuple[Column, ...]
+    needs: str = "features"
+    min_images: int = 2  #: per side (the generated side only when ``reference`` is False)
+    default: bool = False  #: computed when no metric set is named
+    aliases: tuple[str, ...] = ()
+    reference: bool = True  #: compared with the reference images (IS is not)
+    #: computed by ``torch_fidelity.calculate_metrics`` under this flag (fid, kid, isc, prc)
+    tf_flag: str | None = None
+    #: result key -> torch-fidelity's result key (or the argument it was called with)
+    tf_results: tuple[tuple[str, str], ...] = ()
+    function: str | Callable | None = None
+    params: dict = field(default_factory=dict)  #: keyword arguments of ``function``
+    description: str = ""
+
+    def compute(self, real, fake) -> dict:
+        """The figures of a function metric: ``function(real, fake, **params)``."""
+        fn = self.function
+        if isinstance(fn, str):
+            module, _, attr = fn.partition(":")
+            fn = getattr(importlib.import_module(module), attr)
+        return dict(fn(real, fake, **self.params))
+
+
+_REGISTRY: dict[str, Metric] = {}
+
+
+def _check(metric: Metric) -> None:
+    where = f"metric {metric.name!r}"
+    if not metric.name or metric.name != metric.name.strip().lower() or "," in metric.name:
+        raise ConfigError(f"{where}: a name is lower case, without spaces or commas")
+    if metric.needs not in NEEDS:
+        raise ConfigError(f"{where}: needs must be one of {', '.join(NEEDS)}, "
+                          f"got {metric.needs!r}")
+    if (metric.tf_flag is None) == (metric.function is None):
+        raise ConfigError(f"{where}: give either tf_flag (torch-fidelity) or a function")
+    if metric.min_images < 1:
+        raise ConfigError(f"{where}: min_images must be >= 1, got {metric.min_images}")
+    if not metric.columns:
+        raise ConfigError(f"{where}: declares no result column")
+    taken = {n: m.name for m in _REGISTRY.values() if m.name != metric.name
+             for n in (m.name, *m.aliases)}
+    for n in (metric.name, *metric.aliases):
+        if n in taken:
+            raise ConfigError(f"{where}: the name {n!r} is taken by metric {taken[n]!r}")
+    owned = {c.key: m.name for m in _REGISTRY.values() if m.name != metric.name
+             for c in m.columns}
+    keys = [c.key for c in metric.columns]
+    if len(set(keys)) != len(keys):
+        raise ConfigError(f"{where}: column keys repeat: {keys}")
+    for c in metric.columns:
+        if c.key in owned:
+            raise ConfigError(f"{where}: column {c.key!r} belongs to metric {owned[c.key]!r}")
+        if c.direction not in (-1, 0, 1):
+            raise ConfigError(f"{where}: column {c.key!r} direction must be -1, 0 or +1")
+        if c.spread is not None and c.spread not in keys:
+            raise ConfigError(f"{where}: column {c.key!r} spread {c.spread!r} is not one of "
+                              "its columns")
+        gated = c.deterministic and c.direction != 0
+        if gated != (c.tolerance is not None):
+            raise ConfigError(f"{where}: column {c.key!r}: a deterministic figure with a "
+                              "direction has a default tolerance, and nothing else has one")
+        if c.tolerance is not None:
+            kind, value = c.tolerance
+            if kind not in ("rel", "abs") or not value >= 0:
+                raise ConfigError(f"{where}: column {c.key!r} tolerance must be ('rel' or "
+                                  f"'abs', value >= 0), got {c.tolerance!r}")
+
+
+def register(metric: Metric, *, replace: bool = False) -> Metric:
+    """Add ``metric`` (or replace the one of its name, with ``replace``); returns it."""
+    if metric.name in _REGISTRY and not replace:
+        raise ConfigError(f"metric {metric.name!r} is registered already")
+    _check(metric)
+    _REGISTRY[metric.name] = metric
+    return metric
+
+
+def unregister(name: str) -> None:
+    """Remove a metric (tests register and remove their own)."""
+    _REGISTRY.pop(name, None)
+
+
+def names() -> tuple[str, ...]:
+    """Every registered metric, in registration order (the canonical order)."""
+    return tuple(_REGISTRY)
+
+
+def default_metrics() -> tuple[str, ...]:
+    """The metrics computed when none are named."""
+    return tuple(n for n, m in _REGISTRY.items() if m.default)
+
+
+def get(name: str) -> Metric:
+    """A metric by name or alias."""
+    return _REGISTRY[normalize_metrics(name)[0]]
+
+
+def normalize_metrics(metrics: str | Sequence[str]) -> tuple[str, ...]:
+    """``"fid,kid"`` or a sequence -> canonical names in registry order; unknown is an error."""
+    known = names()
+    aliases = {a: m.name for m in _REGISTRY.values() for a in m.aliases}
+    items = metrics.split(",") if isinstance(metrics, str) else list(metrics)
+    chosen = set()
+    for m in items:
+        key = str(m).strip().lower()
+        key = aliases.get(key, key)
+        if key not in known:
+            raise ConfigError(f"unknown metric {m!r}; choose from {', '.join(known)}")
+        chosen.add(key)
+    if not chosen:
+        raise ConfigError(f"no metric asked for; choose from {', '.join(known)}")
+    return tuple(m for m in known if m in chosen)
+
+
+def describe() -> str:
+    """One line for ``--metrics`` help: the names, their aliases and the default set."""
+    parts = [m.name + (f" ({'/'.join(m.aliases)})" if m.aliases else "")
+             for m in _REGISTRY.values()]
+    return f"{', '.join(parts)}; default {','.join(default_metrics())}"
+
+
+def columns(metrics: str | Iterable[str] | None = None) -> tuple[Column, ...]:
+    """The result columns of a metric set (every registered metric when None), in order."""
+    chosen = names() if metrics is None else normalize_metrics(
+        metrics if isinstance(metrics, str) else list(metrics))
+    return tuple(c for n in chosen for c in _REGISTRY[n].columns)
+
+
+def column_keys(metrics: str | Iterable[str] | None = None) -> tuple[str, ...]:
+    return tuple(c.key for c in columns(metrics))
+
+
+def metric_of(key: str) -> Metric | None:
+    """The metric a result column belongs to (None for a column of no metric)."""
+    for m in _REGISTRY.values():
+        if any(c.key == key for c in m.columns):
+            return m
+    return None
+
+
+def directions() -> dict[str, int]:
+    """{column: +1 higher is better / -1 lower is better} of every ranked column."""
+    return {c.key: c.direction for c in columns() if c.direction}
+
+
+def deterministic_columns() -> tuple[str, ...]:
+    """Ranked columns identical for identical code, seed and machine (gated by default)."""
+    return tuple(c.key for c in columns() if c.deterministic and c.direction)
+
+
+def default_tolerances() -> dict[str, Tolerance]:
+    """{column: default ``zoo compare`` tolerance} of the deterministic ranked columns."""
+    return {c.key: c.tolerance for c in columns() if c.tolerance is not None}
+
+
+# -- the metrics ----------------------------------------------------------------------------
+
+PR_NEIGHBORHOOD = 3  #: torch-fidelity's precision/recall: k of the k-NN radii
+DC_NEAREST_K = 5  #: density/coverage: k of the k-NN radii (the prdc package's default)
+
+register(Metric(
+    "fid", default=True, tf_flag="fid",
+    columns=(Column("fid", "FID", "{:.3f}", -1, tolerance=("rel", 0.10)),),
+    tf_results=(("fid", "frechet_inception_distance"),),
+    description="Fréchet distance of the Gaussians fitted to the features",
+))
+register(Metric(
+    "kid", default=True, tf_flag="kid",
+    columns=(Column("kid", "KID", "{:.5f}", -1, tolerance=("abs", 0.005), spread="kid_std"),
+             Column("kid_std", "", "{:.5f}")),
+    tf_results=(("kid", "kernel_inception_distance_mean"),
+                ("kid_std", "kernel_inception_distance_std"),
+                ("kid_subset_size", "kid_subset_size")),
+    description="squared MMD with a cubic polynomial kernel, mean over subsets",
+))
+register(Metric(
+    "is", aliases=("isc",), default=True, tf_flag="isc", needs="logits", reference=False,
+    columns=(Column("is", "IS", "{:.3f}", +1, tolerance=("rel", 0.05), spread="is_std"),
+             Column("is_std", "", "{:.3f}")),
+    tf_results=(("is", "inception_score_mean"), ("is_std", "inception_score_std")),
+    description="Inception score of the generated images' class logits",
+))
+register(Metric(
+    "pr", aliases=("prc", "precision", "recall"), default=True, tf_flag="prc",
+    min_images=PR_NEIGHBORHOOD + 1,
+    columns=(Column("precision", "precision", "{:.4f}", +1, tolerance=("abs", 0.05)),
+             Column("recall", "recall", "{:.4f}", +1, tolerance=("abs", 0.05))),
+    tf_results=(("precision", "precision"), ("recall", "recall"), ("f_score", "f_score")),
+    description="improved precision and recall (Kynkäänniemi et al. 2019), k=3",
+))
+register(Metric(
+    "dc", aliases=("density", "coverage"), min_images=DC_NEAREST_K + 1,
+    function="zoo.metrics.density_coverage:density_coverage",
+    params={"nearest_k": DC_NEAREST_K},
+    columns=(Column("density", "density", "{:.4f}", +1, tolerance=("abs", 0.05)),
+             Column("coverage", "coverage", "{:.4f}", +1, tolerance=("abs", 0.05))),
+    description="density and coverage (Naeem et al. 2020), k=5",
+))

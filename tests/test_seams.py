@@ -203,3 +203,20 @@ def test_the_readme_toy_sampler_works_as_a_sampler(monkeypatch, tmp_path):
     assert [v.label for v in variants] == ["oneshot", "ddim, 20 steps, eta 0"]
     assert schema.sampler_label({"family": "diffusion", "sampler": "oneshot",
                                  "sampler_options": variants[0].canonical}) == "oneshot"
+
+
+def test_the_readme_toy_metric_reaches_the_schema():
+    from zoo.metrics import registry
+
+    namespace: dict = {}
+    try:
+        exec(compile(_readme_block("example: metric"), "README.md", "exec"), namespace)
+        assert registry.normalize_metrics("fid,spread") == ("fid", "spread")
+        real = torch.randn(50, 8)
+        assert registry.get("spread").compute(real, real.clone())["spread"] == pytest.approx(1.0)
+        assert namespace["spread"](real, 2 * real)["spread"] == pytest.approx(2.0)
+        assert "spread" in schema.columns() and schema.directions()["spread"] == 1
+        assert "spread" in schema.deterministic()
+    finally:
+        registry.unregister("spread")
+    assert "spread" not in schema.columns()

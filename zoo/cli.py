@@ -95,8 +95,9 @@ def cmd_train(args) -> int:
                 f"{', '.join(model_fields)}; training options: {', '.join(train_fields)}; "
                 f"dataset options: {', '.join(data_fields)}"
             )
-    dataset = str(zdata.spec(args.dataset, **data_options))
-    out = Path(args.out or f"runs/{args.model}-{zdata.spec(dataset).name}")
+    ds = zdata.spec(args.dataset, **data_options)  # parsed once, here; the object travels
+    dataset = str(ds)
+    out = Path(args.out or f"runs/{args.model}-{ds.name}")
     if args.resume:
         info = run_info(out)
         if info and (info.get("model"), info.get("dataset")) != (args.model, dataset):
@@ -111,8 +112,8 @@ def cmd_train(args) -> int:
         if "steps" not in options and "seconds" not in options:
             raise ConfigError("give a training budget: --steps N and/or --seconds S")
         torch.manual_seed(options.get("seed", TrainConfig.seed))
-        model = registry.create(args.model, dataset=dataset, **overrides)
-        trainer = Trainer(model, dataset, out, data_root=args.root, **options)
+        model = registry.create(args.model, dataset=ds, **overrides)
+        trainer = Trainer(model, ds, out, data_root=args.root, **options)
     params = trainer.model.num_parameters()
     procs = f" x {trainer.world} processes" if trainer.world > 1 else ""
     if zdist.is_main():

@@ -150,7 +150,11 @@ class DatasetSpec:
 
     @classmethod
     def parse(cls, value, **options) -> DatasetSpec:
-        """A spec from a string (``path?size=32``), a dict or a spec, plus ``options``."""
+        """A spec from a string (``path?size=32``), a dict or a spec, plus ``options``.
+        A spec without options is returned as it is: parsed at the edge (the CLI, a suite,
+        ``zoo.create``), the object travels down and is never parsed again."""
+        if isinstance(value, DatasetSpec) and not options:
+            return value
         if isinstance(value, DatasetSpec):
             base, opts = value, {}
         elif isinstance(value, dict):

@@ -147,6 +147,7 @@ class Trainer:
             )
         self.model = model
         ds = zdata.spec(dataset)
+        self.spec = ds
         self.dataset = str(ds)  # canonical: built-in name, or absolute path and options
         self.out = Path(out)
         self.progress = progress
@@ -471,7 +472,7 @@ class Trainer:
         """A StreamingFID against the test split (imported here: metrics sits beside train)."""
         from .metrics import StreamingFID
 
-        return StreamingFID(self.dataset, "test", self.config.eval_extractor,
+        return StreamingFID(self.spec, "test", self.config.eval_extractor,
                             device=self.device, root=self.data_root)
 
     def _evaluate(self, model: GenerativeModel, ema: EMA | None, evaluator) -> float:

@@ -146,9 +146,10 @@ class Suite:
     device: str
     datasets: list[str]  # labels: built-in names, or a folder's / array's name
     models: list[ModelEntry]
-    sources: dict[str, str] = dataclasses.field(default_factory=dict)  # label -> spec string
+    #: label -> the parsed dataset spec (``zoo.dataspec.DatasetSpec``), parsed once here
+    sources: dict[str, Any] = dataclasses.field(default_factory=dict)
 
-    def source(self, label: str) -> str:
+    def source(self, label: str):
         """What to load for a dataset label (``zoo.data.load`` takes it)."""
         return self.sources.get(label, label)
 
@@ -438,11 +439,11 @@ def load_suite(path: str | Path) -> Suite:
                  models=models, sources=sources)
 
 
-def _datasets(ctx: _Ctx, raw: dict, path: Path) -> tuple[list[str], dict[str, str]]:
+def _datasets(ctx: _Ctx, raw: dict, path: Path) -> tuple[list[str], dict]:
     """The ``datasets`` list: built-in names, paths (``"./my_images"``, ``"data.npz?size=32"``)
     or tables (``{ path = "./my_images", size = 32 }``). A relative path is looked up from
     the current directory, then from the suite file's folder. Returns the labels (the
-    built-in name, or the folder's / file's name) and label -> canonical spec string."""
+    built-in name, or the folder's / file's name) and label -> the parsed spec."""
     from ..data import DATASETS, spec
 
     items = _get(ctx, raw, "datasets", list, "datasets")
@@ -471,7 +472,7 @@ def _datasets(ctx: _Ctx, raw: dict, path: Path) -> tuple[list[str], dict[str, st
         if label in sources:
             raise ctx.error("datasets", f"lists a dataset twice ({label})")
         labels.append(label)
-        sources[label] = str(s)
+        sources[label] = s
     return labels, sources
 
 

@@ -13,30 +13,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import statistics
 import sys
-import time
 
 import torch
+from peers import interleaved  # benchmarks/peers.py: A B A B, median of the ratios
 
 import zoo
-
-
-def interleaved(a, b, repeats: int, warmup: int = 2):
-    for _ in range(warmup):
-        a()
-        b()
-    ta, tb, ratios = [], [], []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        a()
-        t1 = time.perf_counter()
-        b()
-        t2 = time.perf_counter()
-        ta.append(t1 - t0)
-        tb.append(t2 - t1)
-        ratios.append((t2 - t1) / (t1 - t0))
-    return statistics.median(ta), statistics.median(tb), statistics.median(ratios)
 
 
 def main() -> None:
@@ -83,8 +65,12 @@ def compare_case(old, name, config, options, n, shape, x, repeats) -> None:
     old_m.attach_training(noise_generator=torch.Generator().manual_seed(0))
     ms_old, ms_new, r = interleaved(lambda: old_m.train_step(x, opt_old),
                                     lambda: new_m.train_step(x, opt_new), repeats)
+    new_sd, old_sd = new_m.state_dict(), old_m.state_dict()
+    same = new_sd.keys() == old_sd.keys() and all(torch.equal(new_sd[k], old_sd[k])
+                                                  for k in new_sd)
     print(f"train_step {name} batch 64: old {ms_old * 1e3:.1f} ms, new "
-          f"{ms_new * 1e3:.1f} ms, ratio {r:.3f}", flush=True)
+          f"{ms_new * 1e3:.1f} ms, ratio {r:.3f}, identical weights after the same steps: "
+          f"{same}", flush=True)
 
 
 if __name__ == "__main__":

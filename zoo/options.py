@@ -177,7 +177,7 @@ class SamplerOptions(Options):
 
     name: ClassVar[str] = "default"
     #: how a figure marks the sampler's points (a matplotlib marker)
-    marker: ClassVar[str] = "o"
+    marker: ClassVar[str] = "^"
     #: fields shown in a label, with their format (the rest appear when not at the default)
     headline: ClassVar[tuple[tuple[str, str], ...]] = ()
 

@@ -178,7 +178,7 @@ def fid_vs_steps(ds: str, rows: list[dict], path: Path) -> Path | None:
         xs = [r["sampler_options"]["steps"] for r in rs]
         ys = [float(r["fid"]) for r in rs]
         all_steps.update(xs)
-        name = f"{rs[0].get('model')} {_without_steps(variant(rs[0]))}"
+        name = f"{rs[0].get('model')} · {_without_steps(variant(rs[0]))}"
         ax.plot(xs, ys, marker=_marker(rs[0]), ls=LINESTYLES[i % len(LINESTYLES)], label=name,
                 color=_color(rs[0]) if len(groups) == 1 else None)
     ax.set_xscale("log")

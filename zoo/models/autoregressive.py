@@ -52,7 +52,6 @@ class Tokens(SamplerOptions):
     keeps the k likeliest values per subpixel (None: all)."""
 
     name: ClassVar[str] = "default"
-    marker: ClassVar[str] = "^"
     headline: ClassVar = (("temperature", "T {:g}"),)
 
     temperature: float = 1.0

@@ -140,9 +140,9 @@ def train_model(
             shutil.rmtree(run_dir)  # another configuration's run, or one that never saved
         zdist.barrier()
         torch.manual_seed(suite.seed)
-        model = registry.create(entry.name, dataset=suite.source(dataset), **entry.config)
+        model = registry.create(entry.name, dataset=suite.spec(dataset), **entry.config)
         train = {"checkpoint_every": CHECKPOINT_EVERY, **entry.train}
-        trainer = Trainer(model, suite.source(dataset), run_dir, progress=None, data_root=data_root,
+        trainer = Trainer(model, suite.spec(dataset), run_dir, progress=None, data_root=data_root,
                           batch_size=entry.batch_size, seed=suite.seed, **options, **train)
         what = "train"
     text = json.dumps({"config_hash": h, "finished": False, "model": entry.name,
@@ -305,10 +305,10 @@ def run_suite(
                 model, summary, h = train_model(suite, entry, dataset, run_dir, dev,
                                                 data_root, hook)
                 bar.set_postfix_str(f"{dataset}/{entry.id}: nll", refresh=True)
-                nll = measure_nll(model, suite.source(dataset), entry, suite.seed, data_root)
+                nll = measure_nll(model, suite.spec(dataset), entry, suite.seed, data_root)
                 train_speed = timing.training_speed(summary, entry.batch_size)
                 if flop_images is None:
-                    images, _ = zdata.load(suite.source(dataset), "train", root=data_root)
+                    images, _ = zdata.load(suite.spec(dataset), "train", root=data_root)
                     flop_images = images[:128].clone()
                 flops = timing.train_flops_per_image(model, flop_images[: entry.batch_size])
                 ips = train_speed["train_images_per_s"]  # the global batch's: per device
@@ -320,7 +320,7 @@ def run_suite(
                         hook("evaluate", dataset=dataset, model=entry.id, sampler=v.name)
                     grid_rel = Path("grids") / dataset / entry.id / f"{v.slug}.png"
                     measured = measure_variant(
-                        model, suite.source(dataset), entry, v, suite.seed, out / grid_rel,
+                        model, suite.spec(dataset), entry, v, suite.seed, out / grid_rel,
                         data_root,
                         announce=dataset not in announced,
                     )

@@ -149,9 +149,13 @@ class Suite:
     #: label -> the parsed dataset spec (``zoo.dataspec.DatasetSpec``), parsed once here
     sources: dict[str, Any] = dataclasses.field(default_factory=dict)
 
-    def source(self, label: str):
-        """What to load for a dataset label (``zoo.data.load`` takes it)."""
+    def spec(self, label: str):
+        """The parsed dataset spec of a label (``zoo.data.load`` and ``zoo.create`` take it)."""
         return self.sources.get(label, label)
+
+    def source(self, label: str) -> str:
+        """The canonical spec string of a label (what run.json and config hashes record)."""
+        return str(self.spec(label))
 
     def rows(self, only_model: str | None = None, only_dataset: str | None = None):
         """(dataset, model entry, variant) of every row, in run order."""

@@ -47,6 +47,7 @@ from .core import (
     from_checkpoint_dict,
     torch_load,
 )
+from .locks import exclusive
 from .nn.ema import EMA
 from .nn.graphs import release_graphs
 from .runs import CHECKPOINT_FILE, EVAL_FILE, LOSSES_FILE, MODEL_FILE, RUN_FILE, load_run, run_info
@@ -291,7 +292,12 @@ class Trainer:
         return zdist.any_rank(self.elapsed + (time.perf_counter() - start) >= c.seconds)
 
     def fit(self) -> dict:
-        """Train until the budget is spent; returns a summary of the run."""
+        """Train until the budget is spent; returns a summary of the run. The run directory
+        is locked meanwhile (``zoo.locks``): a second writer gets an error naming this one."""
+        with exclusive(self.out, "run directory"):
+            return self._fit()
+
+    def _fit(self) -> dict:
         c = self.config
         state = getattr(self, "_state_to_restore", None)
         if state is None:

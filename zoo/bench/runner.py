@@ -40,6 +40,7 @@ from .. import distributed as zdist
 from .. import registry
 from ..core import GenerativeModel, atomic_write
 from ..images import save_grid
+from ..locks import exclusive
 from ..runs import CHECKPOINT_FILE, MODEL_FILE, load_run
 from ..train import Trainer, resolve_device
 from . import timing
@@ -261,7 +262,6 @@ def run_suite(
     """
     suite = load_suite(suite_path)
     out = Path(out_dir)
-    main = zdist.is_main()
     dev = resolve_device(device or suite.device)
     if only_model is not None and not any(only_model in (m.id, m.name) for m in suite.models):
         from ..core import ConfigError
@@ -273,6 +273,15 @@ def run_suite(
 
         raise ConfigError(f"--only-dataset {only_dataset}: the suite has "
                           f"{', '.join(suite.datasets)}")
+    with exclusive(out, "bench output"):  # one writer; its Trainers lock their run dirs
+        return _run_rows(suite, out, dev, only_model, only_dataset, data_root, progress, hook)
+
+
+def _run_rows(suite: Suite, out: Path, dev: torch.device, only_model: str | None,
+              only_dataset: str | None, data_root: str | None, progress: bool | None,
+              hook: Hook | None) -> Path:
+    """The rows of ``run_suite`` that ``out/results.jsonl`` lacks, under its lock."""
+    main = zdist.is_main()
     results = out / RESULTS_FILE
     if main:
         out.mkdir(parents=True, exist_ok=True)

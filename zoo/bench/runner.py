@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 from .. import data as zdata
 from .. import distributed as zdist
 from .. import registry
-from ..core import GenerativeModel, atomic_write
+from ..core import CheckpointError, ConfigError, GenerativeModel, atomic_write
 from ..images import save_grid
 from ..locks import exclusive
 from ..runs import CHECKPOINT_FILE, MODEL_FILE, load_run
@@ -102,6 +102,33 @@ def _clean(value):
     return value
 
 
+def _inside(out: Path, path: Path) -> Path:
+    """``path`` when it lies under ``out``; a ConfigError otherwise. Suites refuse ids and
+    labels that could climb out (``zoo.bench.suite``); this checks every path the runner
+    writes again. Lexical (``..`` and absolute parts), so an ``out/runs`` that the user made
+    a symbolic link to another disk still works."""
+    base, target = os.path.abspath(out), os.path.abspath(path)
+    if os.path.commonpath([base, target]) != base or target == base:
+        raise ConfigError(f"refusing to write {path}: it lies outside the output directory "
+                          f"{out} (a model id or dataset label of the suite climbs out)")
+    return path
+
+
+def _read_marker(path: Path) -> dict:
+    """A run's bench.json ({} when there is none); a damaged one is a CheckpointError."""
+    if not path.is_file():
+        return {}
+    try:
+        marker = json.loads(path.read_text())
+    except (OSError, ValueError):
+        marker = None
+    if not isinstance(marker, dict) or (marker.get("finished")
+                                        and not isinstance(marker.get("summary"), dict)):
+        raise CheckpointError(f"{path} is damaged (not the JSON object zoo writes); delete "
+                              f"{path.parent} to train that model again")
+    return marker
+
+
 # -- training ----------------------------------------------------------------------------------
 def config_hash(suite: Suite, entry: ModelEntry, dataset: str, device: str) -> str:
     """What decides the trained weights: model, overrides, dataset, budget, options, seed
@@ -124,7 +151,7 @@ def train_model(
     it holds an unfinished one, trained from scratch otherwise."""
     h = config_hash(suite, entry, dataset, device.type)
     marker_path = run_dir / MARKER_FILE
-    marker = json.loads(marker_path.read_text()) if marker_path.is_file() else {}
+    marker = _read_marker(marker_path)
     same = marker.get("config_hash") == h
     if same and marker.get("finished") and (run_dir / MODEL_FILE).is_file():
         model = load_run(run_dir, map_location=device)
@@ -310,7 +337,7 @@ def _run_rows(suite: Suite, out: Path, dev: torch.device, only_model: str | None
                 if not todo:
                     continue
                 bar.set_postfix_str(f"{dataset}/{entry.id}: training", refresh=True)
-                run_dir = out / "runs" / dataset / entry.id
+                run_dir = _inside(out, out / "runs" / dataset / entry.id)
                 model, summary, h = train_model(suite, entry, dataset, run_dir, dev,
                                                 data_root, hook)
                 bar.set_postfix_str(f"{dataset}/{entry.id}: nll", refresh=True)
@@ -329,7 +356,8 @@ def _run_rows(suite: Suite, out: Path, dev: torch.device, only_model: str | None
                         hook("evaluate", dataset=dataset, model=entry.id, sampler=v.name)
                     grid_rel = Path("grids") / dataset / entry.id / f"{v.slug}.png"
                     measured = measure_variant(
-                        model, suite.source(dataset), entry, v, suite.seed, out / grid_rel,
+                        model, suite.source(dataset), entry, v, suite.seed,
+                        _inside(out, out / grid_rel),
                         data_root,
                         announce=dataset not in announced,
                     )

@@ -103,6 +103,17 @@ def resolve_device(device: str = "auto") -> torch.device:
     return zdist.device_for_rank(dev)
 
 
+def _train_config(info: dict, path: Path) -> TrainConfig:
+    """The TrainConfig recorded in a run.json (``zoo.runs.run_info``), checked as it was when
+    written: anything wrong is a CheckpointError naming the file."""
+    try:
+        config = config_from_dict(TrainConfig, info["train_config"])
+        config.validate()
+    except (ConfigError, TypeError) as e:
+        raise CheckpointError(f"{path}: train_config: {first_line(e)}") from None
+    return config
+
+
 class _ShardedBatches(zdata.BatchIterator):
     """This rank's images of each global batch of a ``BatchIterator``: rows rank, rank + N,
     ... (strided, so any contiguous split of the local batch, such as the GAN's critic
@@ -209,10 +220,10 @@ class Trainer:
         info_path = out / RUN_FILE
         if not info_path.is_file():
             raise CheckpointError(f"{out} holds no zoo run ({RUN_FILE} is missing)")
-        info = json.loads(info_path.read_text())
+        info = run_info(out)
         state = torch_load(out / CHECKPOINT_FILE, "training checkpoint")
         model = from_checkpoint_dict(state.get("model"), source=str(out / CHECKPOINT_FILE))
-        config = config_from_dict(TrainConfig, info["train_config"])
+        config = _train_config(info, info_path)
         trainer = cls(
             model, info["dataset"], out, config, images=images, labels=labels, progress=progress,
             data_root=data_root, **options,

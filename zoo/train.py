@@ -22,6 +22,7 @@ import csv
 import dataclasses
 import json
 import math
+import numbers
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +69,8 @@ class TrainConfig:
     compile: bool = False  # torch.compile the networks (the first step pays the compile)
     ema_decay: float | None = 0.999  # None or 0: no EMA
     grad_clip: float | None = 1.0
+    # a logged loss beyond this (in absolute value) stops training like a NaN (None: off)
+    max_loss: float | None = 1e6
     checkpoint_every: int = 1000
     log_every: int = 25
     eval_every: int | None = None  # steps between streaming FID evaluations (None: off)
@@ -75,12 +78,15 @@ class TrainConfig:
     eval_extractor: str | None = None  # None: the dataset's default extractor (announced)
 
     def validate(self) -> None:
+        _check_types(self)
         if self.steps is None and self.seconds is None:
             raise ConfigError("give a training budget: steps and/or seconds")
-        if self.steps is not None and self.steps < 0:
-            raise ConfigError(f"steps must be >= 0, got {self.steps}")
-        if self.seconds is not None and self.seconds <= 0:
-            raise ConfigError(f"seconds must be > 0, got {self.seconds}")
+        if self.steps is not None and self.steps < 1:
+            raise ConfigError(f"steps must be >= 1, got {self.steps}")
+        if self.seconds is not None and not (math.isfinite(self.seconds) and self.seconds > 0):
+            raise ConfigError(f"seconds must be a finite number > 0, got {self.seconds}")
+        if not -(2**63) <= self.seed < 2**64:
+            raise ConfigError(f"seed must be in [-2**63, 2**64), got {self.seed}")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
@@ -89,6 +95,35 @@ class TrainConfig:
             raise ConfigError("checkpoint_every and log_every must be >= 1")
         if self.eval_every is not None and (self.eval_every < 1 or self.eval_n < 2):
             raise ConfigError("eval_every must be >= 1 (or None) and eval_n >= 2")
+        if self.grad_clip is not None and not (math.isfinite(self.grad_clip)
+                                               and self.grad_clip >= 0):
+            raise ConfigError(f"grad_clip must be a finite number >= 0 (0 or None: off), "
+                              f"got {self.grad_clip}")
+        if self.max_loss is not None and not self.max_loss > 0:
+            raise ConfigError(f"max_loss must be > 0 (or None: off), got {self.max_loss}")
+
+
+def _check_types(config: TrainConfig) -> None:
+    """Each field of the type its annotation says (a TOML table, a run.json or a keyword
+    argument can hold anything): one ConfigError naming the field otherwise."""
+    for f in dataclasses.fields(config):
+        value, ann = getattr(config, f.name), str(f.type)
+        if value is None and "None" in ann:
+            continue
+        if "bool" in ann:
+            ok, want = isinstance(value, bool), "true or false"
+        elif "int" in ann:
+            ok, want = isinstance(value, numbers.Integral) and not isinstance(value, bool), \
+                "an integer"
+        elif "float" in ann:
+            ok, want = isinstance(value, numbers.Real) and not isinstance(value, bool), \
+                "a number"
+        else:
+            ok, want = isinstance(value, str), "a string"
+        if not ok:
+            none = " (or None)" if "None" in ann else ""
+            raise ConfigError(f"training option {f.name} must be {want}{none}, got "
+                              f"{type(value).__name__} {value!r}")
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -415,6 +450,11 @@ class Trainer:
                 bad = [k for k, v in losses.items() if not math.isfinite(v)]
                 if bad:
                     raise TrainingDiverged(f"{model.name}: {', '.join(bad)} became non-finite")
+                big = [k for k, v in losses.items() if c.max_loss is not None
+                       and abs(v) > c.max_loss]
+                if big:
+                    raise TrainingDiverged(f"{model.name}: {big[0]} reached "
+                                           f"{losses[big[0]]:.4g}, beyond max_loss {c.max_loss:g}")
                 if ema is not None:
                     ema.update()
                 self.step += 1
@@ -455,9 +495,11 @@ class Trainer:
                 f"the last good checkpoint (step {last_saved}) is kept in {self.out}"
                 if (self.out / CHECKPOINT_FILE).exists() else "no checkpoint had been written yet"
             )
+            also = (", or raise max_loss if such losses are expected"
+                    if "beyond max_loss" in str(e) else "")
             raise TrainingDiverged(
                 f"{e} at step {self.step + 1}; training stopped and {kept}. "
-                "Lower the learning rate or enable gradient clipping (grad_clip)."
+                f"Lower the learning rate or enable gradient clipping (grad_clip){also}."
             ) from None
         except KeyboardInterrupt:
             self.elapsed += time.perf_counter() - start

@@ -306,6 +306,10 @@ def _train_options(ctx: _Ctx, table: dict, where: str) -> dict:
 
     fields = {f.name for f in dataclasses.fields(TrainConfig)} - _RUNNER_TRAIN
     _unknown(ctx, table, fields, where)
+    try:  # types and ranges now, not when the model comes to train
+        TrainConfig(steps=1, **table).validate()
+    except ConfigError as e:
+        raise ctx.error(where, str(e)) from None
     return table
 
 

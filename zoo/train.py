@@ -46,6 +46,7 @@ from .core import (
     config_to_dict,
     first_line,
     from_checkpoint_dict,
+    save_torch,
     torch_load,
 )
 from .locks import exclusive
@@ -222,6 +223,7 @@ class Trainer:
         self.data_root = data_root
         self.step = 0
         self.elapsed = 0.0
+        self.saved_step: int | None = None  # the step of the checkpoint on disk
         self.hook = None  # test hook: called as hook(trainer) after every step
 
     # -- run directory ---------------------------------------------------------------------
@@ -274,29 +276,43 @@ class Trainer:
 
     def _save(self, ema: EMA | None, optimizers: dict, noise: torch.Generator) -> None:
         """Write checkpoint.pt and model.pt atomically (checkpoint last: it marks success).
+        A failure to write (a full disk, permissions) is one CheckpointError that says which
+        checkpoint is kept.
 
         Under DDP every rank must call it (the RNG states of all ranks are gathered), and
         rank 0 writes."""
         rank_rng = zdist.all_gather_object(self._rank_rng())
         if not zdist.is_main():
             return
-        if ema is not None:
-            with ema.swapped():
-                self.model.save(self.out / MODEL_FILE)
-        else:
-            self.model.save(self.out / MODEL_FILE)
-        state = {
-            "model": self.model.checkpoint_dict(),
-            "ema": ema.state_dict() if ema is not None else None,
-            "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
-            "step": self.step,
-            "elapsed": self.elapsed,
-            "rng_cpu": torch.get_rng_state(),
-            "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "rng_noise": noise.get_state(),
-            "rng_ranks": rank_rng,
-        }
-        atomic_write(self.out / CHECKPOINT_FILE, lambda tmp: torch.save(state, tmp))
+        target = self.out / MODEL_FILE
+        try:
+            if ema is not None:
+                with ema.swapped():
+                    self.model.save(target)
+            else:
+                self.model.save(target)
+            state = {
+                "model": self.model.checkpoint_dict(),
+                "ema": ema.state_dict() if ema is not None else None,
+                "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
+                "step": self.step,
+                "elapsed": self.elapsed,
+                "rng_cpu": torch.get_rng_state(),
+                "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                "rng_noise": noise.get_state(),
+                "rng_ranks": rank_rng,
+            }
+            target = self.out / CHECKPOINT_FILE
+            save_torch(state, target)
+        except OSError as e:
+            kept = (f"the previous checkpoint (step {self.saved_step}) is kept"
+                    if self.saved_step is not None else "no checkpoint had been written yet")
+            raise CheckpointError(
+                f"saving step {self.step} failed: cannot write {target} "
+                f"({e.strerror or first_line(e)}); {kept}. Free some space (or fix the "
+                "permissions) and resume the run (zoo train ... --resume)"
+            ) from None
+        self.saved_step = self.step
 
     def _restore(self, state: dict, ema: EMA | None, optimizers: dict,
                  noise: torch.Generator) -> None:

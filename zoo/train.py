@@ -431,7 +431,12 @@ class Trainer:
                 self.images, c.batch_size, self.rank, self.world, seed=c.seed, labels=self.labels,
                 device=self.device, start_step=self.step,
             ))
-        log = _LossLog(self.out / LOSSES_FILE, append=state is not None, write=main)
+        if state is not None:
+            self.saved_step = self.step
+        log = _LossLog(self.out / LOSSES_FILE, append=state is not None, write=main,
+                       upto=self.step)
+        if main and state is not None:  # rows logged after the checkpoint: logged again
+            _trim_csv(self.out / EVAL_FILE, self.step)
         evaluator = None
         if c.eval_every:
             with zdist.main_first():  # rank 0 fills the reference-feature cache
@@ -609,10 +614,37 @@ def _match_layouts(optimizer: torch.optim.Optimizer) -> None:
                 st[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
 
 
+def _trim_csv(path: Path, upto: int | None) -> list[str] | None:
+    """Drop the rows of a step-keyed CSV (losses.csv, eval.csv) after step ``upto`` (the
+    checkpoint a run resumes from: those steps are trained and logged again) and a row cut
+    short by a kill; returns the header's fields (None without a file or header)."""
+    if not path.exists():
+        return None
+    lines = path.read_text().splitlines(keepends=True)
+    if not lines or not lines[0].endswith("\n"):  # no header, or one cut short
+        path.unlink()
+        return None
+    fields = next(csv.reader([lines[0]]))
+    kept = [lines[0]]
+    for line in lines[1:]:
+        row = next(csv.reader([line]), [])
+        whole = line.endswith("\n") and len(row) == len(fields)
+        try:
+            keep = whole and (upto is None or int(row[0]) <= upto)
+        except ValueError:
+            keep = False
+        if keep:
+            kept.append(line)
+    if len(kept) < len(lines):
+        text = "".join(kept)
+        atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+    return fields
+
+
 class _LossLog:
     """Averages the losses between log points and appends them to losses.csv."""
 
-    def __init__(self, path: Path, append: bool, write: bool = True):
+    def __init__(self, path: Path, append: bool, write: bool = True, upto: int | None = None):
         self.path = path
         self.write = write  # False on the ranks other than 0: they only average
         self.sums: dict[str, float] = {}
@@ -621,8 +653,7 @@ class _LossLog:
         if not write:
             pass
         elif append and path.exists():
-            with path.open() as f:
-                self.fields = next(csv.reader(f), None)
+            self.fields = _trim_csv(path, upto)
         elif path.exists():
             path.unlink()
 

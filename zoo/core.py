@@ -8,6 +8,7 @@ loading one never runs code.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import json
@@ -51,17 +52,49 @@ def adam(params, *, decoupled: bool = False, **kwargs) -> torch.optim.Optimizer:
 
 
 def atomic_write(path: str | os.PathLike, write) -> None:
-    """Call ``write(tmp_path)`` and rename the result onto ``path``; readers never see half."""
+    """Call ``write(tmp_path)`` and rename the result onto ``path``; readers never see half.
+
+    The file is fsynced before the rename and the directory after it (where the system
+    allows), so a power loss leaves the previous version or the new one, never an empty or
+    partial file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         write(tmp)
+        _fsync(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    with contextlib.suppress(OSError):  # not every system can open or sync a directory
+        _fsync(path.parent)
+
+
+def _fsync(path: str | os.PathLike) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_torch(obj, path: str | os.PathLike) -> None:
+    """``torch.save`` to ``path`` through ``atomic_write``. A failure to write (a full disk,
+    a file-size limit) is raised as the OSError behind it, which torch's writer reports as
+    an opaque RuntimeError."""
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            try:
+                torch.save(obj, f)
+            except RuntimeError as e:
+                if isinstance(e.__context__, OSError):
+                    raise e.__context__ from None
+                raise
+
+    atomic_write(path, write)
 
 
 def torch_load(path: str | os.PathLike, what: str = "checkpoint") -> dict:
@@ -285,8 +318,7 @@ class GenerativeModel(TrainingRuntime, nn.Module):
 
     def save(self, path: str | os.PathLike) -> None:
         """Write config (JSON) and weights to one file, atomically."""
-        ckpt = self.checkpoint_dict()
-        atomic_write(path, lambda tmp: torch.save(ckpt, tmp))
+        save_torch(self.checkpoint_dict(), path)
 
     @classmethod
     def load(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu"):

@@ -36,6 +36,10 @@ class MetricsError(ZooError):
     """A metric cannot be computed as asked (missing extractor weights, too few images...)."""
 
 
+class LockHeld(ZooError):
+    """Another process is writing the same run or bench directory (``zoo.locks``)."""
+
+
 def first_line(error: BaseException) -> str:
     """The first line of an exception's message (its type name when it has none), for
     one-line errors that wrap torch's multi-line ones."""
@@ -48,6 +52,7 @@ __all__ = [
     "ConfigError",
     "DataError",
     "LikelihoodUnavailable",
+    "LockHeld",
     "MetricsError",
     "TrainingDiverged",
     "ZooError",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .core import CheckpointError, GenerativeModel
+from .core import CheckpointError, GenerativeModel, first_line
 
 RUN_FILE = "run.json"
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -38,10 +38,54 @@ def load_run(path: str | Path, map_location="cpu") -> GenerativeModel:
     return GenerativeModel.load(path, map_location=map_location)
 
 
+#: run.json's keys and their JSON types: those every run.json has, and those that a run.json
+#: of an older zoo may lack
+_RUN_REQUIRED = {"model": str, "dataset": str, "train_config": dict}
+_RUN_OPTIONAL = {"family": str, "dataset_sha256": str, "image_shape": list,
+                 "model_config": dict, "params": int, "world_size": int}
+_JSON_NAMES = {dict: "an object", list: "a list", str: "a string", int: "an integer",
+               float: "a number", bool: "true or false", type(None): "null"}
+
+
+def _json_type(value) -> str:
+    return _JSON_NAMES.get(type(value), type(value).__name__)
+
+
 def run_info(path: str | Path) -> dict:
-    """The run.json of a run directory ({} for a bare model file)."""
+    """The run.json of a run directory, checked ({} for a bare model file, or a directory
+    without one). Every reader of run.json goes through here: a file that is not JSON, not
+    an object, lacks a key or holds a value of the wrong type is one CheckpointError that
+    names the file and what is wrong."""
     p = Path(path) / RUN_FILE
-    return json.loads(p.read_text()) if p.is_file() else {}
+    if not p.is_file():
+        return {}
+    fix = "restore it, or train the run again"
+    try:
+        info = json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(
+            f"{p} is not valid JSON ({e.msg} at line {e.lineno} column {e.colno}); {fix}"
+        ) from None
+    except (OSError, ValueError, RecursionError) as e:
+        raise CheckpointError(f"{p} cannot be read ({first_line(e)}); {fix}") from None
+    if not isinstance(info, dict):
+        raise CheckpointError(f"{p} holds {_json_type(info)}, not an object of run "
+                              f"information; {fix}")
+    missing = [k for k in _RUN_REQUIRED if k not in info]
+    if missing:
+        raise CheckpointError(f"{p} lacks the key {missing[0]!r}; {fix}")
+    for key, tp in {**_RUN_REQUIRED, **_RUN_OPTIONAL}.items():
+        if key not in info:
+            continue
+        value = info[key]
+        ok = isinstance(value, tp) and not (isinstance(value, bool) and tp is not bool)
+        if ok and key == "image_shape":
+            ok = len(value) == 3 and all(type(s) is int and s > 0 for s in value)
+        if not ok:
+            want = "3 positive integers" if key == "image_shape" else _JSON_NAMES[tp]
+            raise CheckpointError(f"{p}: {key} must be {want}, got {_json_type(value)} "
+                                  f"{json.dumps(value)[:60]}; {fix}")
+    return info
 
 
 __all__ = [

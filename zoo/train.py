@@ -22,6 +22,7 @@ import csv
 import dataclasses
 import json
 import math
+import numbers
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,8 +46,10 @@ from .core import (
     config_to_dict,
     first_line,
     from_checkpoint_dict,
+    save_torch,
     torch_load,
 )
+from .locks import exclusive
 from .nn.ema import EMA
 from .nn.graphs import release_graphs
 from .runs import CHECKPOINT_FILE, EVAL_FILE, LOSSES_FILE, MODEL_FILE, RUN_FILE, load_run, run_info
@@ -67,6 +70,8 @@ class TrainConfig:
     compile: bool = False  # torch.compile the networks (the first step pays the compile)
     ema_decay: float | None = 0.999  # None or 0: no EMA
     grad_clip: float | None = 1.0
+    # a logged loss beyond this (in absolute value) stops training like a NaN (None: off)
+    max_loss: float | None = 1e6
     checkpoint_every: int = 1000
     log_every: int = 25
     eval_every: int | None = None  # steps between streaming FID evaluations (None: off)
@@ -74,12 +79,15 @@ class TrainConfig:
     eval_extractor: str | None = None  # None: the dataset's default extractor (announced)
 
     def validate(self) -> None:
+        _check_types(self)
         if self.steps is None and self.seconds is None:
             raise ConfigError("give a training budget: steps and/or seconds")
-        if self.steps is not None and self.steps < 0:
-            raise ConfigError(f"steps must be >= 0, got {self.steps}")
-        if self.seconds is not None and self.seconds <= 0:
-            raise ConfigError(f"seconds must be > 0, got {self.seconds}")
+        if self.steps is not None and self.steps < 1:
+            raise ConfigError(f"steps must be >= 1, got {self.steps}")
+        if self.seconds is not None and not (math.isfinite(self.seconds) and self.seconds > 0):
+            raise ConfigError(f"seconds must be a finite number > 0, got {self.seconds}")
+        if not -(2**63) <= self.seed < 2**64:
+            raise ConfigError(f"seed must be in [-2**63, 2**64), got {self.seed}")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
@@ -88,6 +96,35 @@ class TrainConfig:
             raise ConfigError("checkpoint_every and log_every must be >= 1")
         if self.eval_every is not None and (self.eval_every < 1 or self.eval_n < 2):
             raise ConfigError("eval_every must be >= 1 (or None) and eval_n >= 2")
+        if self.grad_clip is not None and not (math.isfinite(self.grad_clip)
+                                               and self.grad_clip >= 0):
+            raise ConfigError(f"grad_clip must be a finite number >= 0 (0 or None: off), "
+                              f"got {self.grad_clip}")
+        if self.max_loss is not None and not self.max_loss > 0:
+            raise ConfigError(f"max_loss must be > 0 (or None: off), got {self.max_loss}")
+
+
+def _check_types(config: TrainConfig) -> None:
+    """Each field of the type its annotation says (a TOML table, a run.json or a keyword
+    argument can hold anything): one ConfigError naming the field otherwise."""
+    for f in dataclasses.fields(config):
+        value, ann = getattr(config, f.name), str(f.type)
+        if value is None and "None" in ann:
+            continue
+        if "bool" in ann:
+            ok, want = isinstance(value, bool), "true or false"
+        elif "int" in ann:
+            ok, want = isinstance(value, numbers.Integral) and not isinstance(value, bool), \
+                "an integer"
+        elif "float" in ann:
+            ok, want = isinstance(value, numbers.Real) and not isinstance(value, bool), \
+                "a number"
+        else:
+            ok, want = isinstance(value, str), "a string"
+        if not ok:
+            none = " (or None)" if "None" in ann else ""
+            raise ConfigError(f"training option {f.name} must be {want}{none}, got "
+                              f"{type(value).__name__} {value!r}")
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -100,6 +137,17 @@ def resolve_device(device: str = "auto") -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device cuda was asked for but torch sees no CUDA GPU")
     return zdist.device_for_rank(dev)
+
+
+def _train_config(info: dict, path: Path) -> TrainConfig:
+    """The TrainConfig recorded in a run.json (``zoo.runs.run_info``), checked as it was when
+    written: anything wrong is a CheckpointError naming the file."""
+    try:
+        config = config_from_dict(TrainConfig, info["train_config"])
+        config.validate()
+    except (ConfigError, TypeError) as e:
+        raise CheckpointError(f"{path}: train_config: {first_line(e)}") from None
+    return config
 
 
 class _ShardedBatches(zdata.BatchIterator):
@@ -175,6 +223,7 @@ class Trainer:
         self.data_root = data_root
         self.step = 0
         self.elapsed = 0.0
+        self.saved_step: int | None = None  # the step of the checkpoint on disk
         self.hook = None  # test hook: called as hook(trainer) after every step
 
     # -- run directory ---------------------------------------------------------------------
@@ -208,10 +257,10 @@ class Trainer:
         info_path = out / RUN_FILE
         if not info_path.is_file():
             raise CheckpointError(f"{out} holds no zoo run ({RUN_FILE} is missing)")
-        info = json.loads(info_path.read_text())
+        info = run_info(out)
         state = torch_load(out / CHECKPOINT_FILE, "training checkpoint")
         model = from_checkpoint_dict(state.get("model"), source=str(out / CHECKPOINT_FILE))
-        config = config_from_dict(TrainConfig, info["train_config"])
+        config = _train_config(info, info_path)
         trainer = cls(
             model, info["dataset"], out, config, images=images, labels=labels, progress=progress,
             data_root=data_root, **options,
@@ -227,29 +276,43 @@ class Trainer:
 
     def _save(self, ema: EMA | None, optimizers: dict, noise: torch.Generator) -> None:
         """Write checkpoint.pt and model.pt atomically (checkpoint last: it marks success).
+        A failure to write (a full disk, permissions) is one CheckpointError that says which
+        checkpoint is kept.
 
         Under DDP every rank must call it (the RNG states of all ranks are gathered), and
         rank 0 writes."""
         rank_rng = zdist.all_gather_object(self._rank_rng())
         if not zdist.is_main():
             return
-        if ema is not None:
-            with ema.swapped():
-                self.model.save(self.out / MODEL_FILE)
-        else:
-            self.model.save(self.out / MODEL_FILE)
-        state = {
-            "model": self.model.checkpoint_dict(),
-            "ema": ema.state_dict() if ema is not None else None,
-            "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
-            "step": self.step,
-            "elapsed": self.elapsed,
-            "rng_cpu": torch.get_rng_state(),
-            "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "rng_noise": noise.get_state(),
-            "rng_ranks": rank_rng,
-        }
-        atomic_write(self.out / CHECKPOINT_FILE, lambda tmp: torch.save(state, tmp))
+        target = self.out / MODEL_FILE
+        try:
+            if ema is not None:
+                with ema.swapped():
+                    self.model.save(target)
+            else:
+                self.model.save(target)
+            state = {
+                "model": self.model.checkpoint_dict(),
+                "ema": ema.state_dict() if ema is not None else None,
+                "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
+                "step": self.step,
+                "elapsed": self.elapsed,
+                "rng_cpu": torch.get_rng_state(),
+                "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                "rng_noise": noise.get_state(),
+                "rng_ranks": rank_rng,
+            }
+            target = self.out / CHECKPOINT_FILE
+            save_torch(state, target)
+        except OSError as e:
+            kept = (f"the previous checkpoint (step {self.saved_step}) is kept"
+                    if self.saved_step is not None else "no checkpoint had been written yet")
+            raise CheckpointError(
+                f"saving step {self.step} failed: cannot write {target} "
+                f"({e.strerror or first_line(e)}); {kept}. Free some space (or fix the "
+                "permissions) and resume the run (zoo train ... --resume)"
+            ) from None
+        self.saved_step = self.step
 
     def _restore(self, state: dict, ema: EMA | None, optimizers: dict,
                  noise: torch.Generator) -> None:
@@ -291,7 +354,12 @@ class Trainer:
         return zdist.any_rank(self.elapsed + (time.perf_counter() - start) >= c.seconds)
 
     def fit(self) -> dict:
-        """Train until the budget is spent; returns a summary of the run."""
+        """Train until the budget is spent; returns a summary of the run. The run directory
+        is locked meanwhile (``zoo.locks``): a second writer gets an error naming this one."""
+        with exclusive(self.out, "run directory"):
+            return self._fit()
+
+    def _fit(self) -> dict:
         c = self.config
         state = getattr(self, "_state_to_restore", None)
         if state is None:
@@ -363,7 +431,12 @@ class Trainer:
                 self.images, c.batch_size, self.rank, self.world, seed=c.seed, labels=self.labels,
                 device=self.device, start_step=self.step,
             ))
-        log = _LossLog(self.out / LOSSES_FILE, append=state is not None, write=main)
+        if state is not None:
+            self.saved_step = self.step
+        log = _LossLog(self.out / LOSSES_FILE, append=state is not None, write=main,
+                       upto=self.step)
+        if main and state is not None:  # rows logged after the checkpoint: logged again
+            _trim_csv(self.out / EVAL_FILE, self.step)
         evaluator = None
         if c.eval_every:
             with zdist.main_first():  # rank 0 fills the reference-feature cache
@@ -398,6 +471,11 @@ class Trainer:
                 bad = [k for k, v in losses.items() if not math.isfinite(v)]
                 if bad:
                     raise TrainingDiverged(f"{model.name}: {', '.join(bad)} became non-finite")
+                big = [k for k, v in losses.items() if c.max_loss is not None
+                       and abs(v) > c.max_loss]
+                if big:
+                    raise TrainingDiverged(f"{model.name}: {big[0]} reached "
+                                           f"{losses[big[0]]:.4g}, beyond max_loss {c.max_loss:g}")
                 if ema is not None:
                     ema.update()
                 self.step += 1
@@ -438,9 +516,11 @@ class Trainer:
                 f"the last good checkpoint (step {last_saved}) is kept in {self.out}"
                 if (self.out / CHECKPOINT_FILE).exists() else "no checkpoint had been written yet"
             )
+            also = (", or raise max_loss if such losses are expected"
+                    if "beyond max_loss" in str(e) else "")
             raise TrainingDiverged(
                 f"{e} at step {self.step + 1}; training stopped and {kept}. "
-                "Lower the learning rate or enable gradient clipping (grad_clip)."
+                f"Lower the learning rate or enable gradient clipping (grad_clip){also}."
             ) from None
         except KeyboardInterrupt:
             self.elapsed += time.perf_counter() - start
@@ -534,10 +614,37 @@ def _match_layouts(optimizer: torch.optim.Optimizer) -> None:
                 st[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
 
 
+def _trim_csv(path: Path, upto: int | None) -> list[str] | None:
+    """Drop the rows of a step-keyed CSV (losses.csv, eval.csv) after step ``upto`` (the
+    checkpoint a run resumes from: those steps are trained and logged again) and a row cut
+    short by a kill; returns the header's fields (None without a file or header)."""
+    if not path.exists():
+        return None
+    lines = path.read_text().splitlines(keepends=True)
+    if not lines or not lines[0].endswith("\n"):  # no header, or one cut short
+        path.unlink()
+        return None
+    fields = next(csv.reader([lines[0]]))
+    kept = [lines[0]]
+    for line in lines[1:]:
+        row = next(csv.reader([line]), [])
+        whole = line.endswith("\n") and len(row) == len(fields)
+        try:
+            keep = whole and (upto is None or int(row[0]) <= upto)
+        except ValueError:
+            keep = False
+        if keep:
+            kept.append(line)
+    if len(kept) < len(lines):
+        text = "".join(kept)
+        atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+    return fields
+
+
 class _LossLog:
     """Averages the losses between log points and appends them to losses.csv."""
 
-    def __init__(self, path: Path, append: bool, write: bool = True):
+    def __init__(self, path: Path, append: bool, write: bool = True, upto: int | None = None):
         self.path = path
         self.write = write  # False on the ranks other than 0: they only average
         self.sums: dict[str, float] = {}
@@ -546,8 +653,7 @@ class _LossLog:
         if not write:
             pass
         elif append and path.exists():
-            with path.open() as f:
-                self.fields = next(csv.reader(f), None)
+            self.fields = _trim_csv(path, upto)
         elif path.exists():
             path.unlink()
 

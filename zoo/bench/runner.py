@@ -38,8 +38,9 @@ from tqdm.auto import tqdm
 from .. import data as zdata
 from .. import distributed as zdist
 from .. import registry
-from ..core import GenerativeModel, atomic_write
+from ..core import CheckpointError, ConfigError, GenerativeModel, atomic_write
 from ..images import save_grid
+from ..locks import exclusive
 from ..runs import CHECKPOINT_FILE, MODEL_FILE, load_run
 from ..train import Trainer, resolve_device
 from . import timing
@@ -101,6 +102,33 @@ def _clean(value):
     return value
 
 
+def _inside(out: Path, path: Path) -> Path:
+    """``path`` when it lies under ``out``; a ConfigError otherwise. Suites refuse ids and
+    labels that could climb out (``zoo.bench.suite``); this checks every path the runner
+    writes again. Lexical (``..`` and absolute parts), so an ``out/runs`` that the user made
+    a symbolic link to another disk still works."""
+    base, target = os.path.abspath(out), os.path.abspath(path)
+    if os.path.commonpath([base, target]) != base or target == base:
+        raise ConfigError(f"refusing to write {path}: it lies outside the output directory "
+                          f"{out} (a model id or dataset label of the suite climbs out)")
+    return path
+
+
+def _read_marker(path: Path) -> dict:
+    """A run's bench.json ({} when there is none); a damaged one is a CheckpointError."""
+    if not path.is_file():
+        return {}
+    try:
+        marker = json.loads(path.read_text())
+    except (OSError, ValueError):
+        marker = None
+    if not isinstance(marker, dict) or (marker.get("finished")
+                                        and not isinstance(marker.get("summary"), dict)):
+        raise CheckpointError(f"{path} is damaged (not the JSON object zoo writes); delete "
+                              f"{path.parent} to train that model again")
+    return marker
+
+
 # -- training ----------------------------------------------------------------------------------
 def config_hash(suite: Suite, entry: ModelEntry, dataset: str, device: str) -> str:
     """What decides the trained weights: model, overrides, dataset, budget, options, seed
@@ -123,7 +151,7 @@ def train_model(
     it holds an unfinished one, trained from scratch otherwise."""
     h = config_hash(suite, entry, dataset, device.type)
     marker_path = run_dir / MARKER_FILE
-    marker = json.loads(marker_path.read_text()) if marker_path.is_file() else {}
+    marker = _read_marker(marker_path)
     same = marker.get("config_hash") == h
     if same and marker.get("finished") and (run_dir / MODEL_FILE).is_file():
         model = load_run(run_dir, map_location=device)
@@ -261,7 +289,6 @@ def run_suite(
     """
     suite = load_suite(suite_path)
     out = Path(out_dir)
-    main = zdist.is_main()
     dev = resolve_device(device or suite.device)
     if only_model is not None and not any(only_model in (m.id, m.name) for m in suite.models):
         from ..core import ConfigError
@@ -273,6 +300,15 @@ def run_suite(
 
         raise ConfigError(f"--only-dataset {only_dataset}: the suite has "
                           f"{', '.join(suite.datasets)}")
+    with exclusive(out, "bench output"):  # one writer; its Trainers lock their run dirs
+        return _run_rows(suite, out, dev, only_model, only_dataset, data_root, progress, hook)
+
+
+def _run_rows(suite: Suite, out: Path, dev: torch.device, only_model: str | None,
+              only_dataset: str | None, data_root: str | None, progress: bool | None,
+              hook: Hook | None) -> Path:
+    """The rows of ``run_suite`` that ``out/results.jsonl`` lacks, under its lock."""
+    main = zdist.is_main()
     results = out / RESULTS_FILE
     if main:
         out.mkdir(parents=True, exist_ok=True)
@@ -301,7 +337,7 @@ def run_suite(
                 if not todo:
                     continue
                 bar.set_postfix_str(f"{dataset}/{entry.id}: training", refresh=True)
-                run_dir = out / "runs" / dataset / entry.id
+                run_dir = _inside(out, out / "runs" / dataset / entry.id)
                 model, summary, h = train_model(suite, entry, dataset, run_dir, dev,
                                                 data_root, hook)
                 bar.set_postfix_str(f"{dataset}/{entry.id}: nll", refresh=True)
@@ -320,7 +356,8 @@ def run_suite(
                         hook("evaluate", dataset=dataset, model=entry.id, sampler=v.name)
                     grid_rel = Path("grids") / dataset / entry.id / f"{v.slug}.png"
                     measured = measure_variant(
-                        model, suite.spec(dataset), entry, v, suite.seed, out / grid_rel,
+                        model, suite.spec(dataset), entry, v, suite.seed,
+                        _inside(out, out / grid_rel),
                         data_root,
                         announce=dataset not in announced,
                     )

@@ -48,6 +48,7 @@ timing = { repeats = 2 }       # overrides [timing] for this model
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import tomllib
 from dataclasses import dataclass
@@ -214,6 +215,16 @@ def _table(ctx: _Ctx, table: dict, key: str, where: str) -> dict:
     return dict(_get(ctx, table, key, dict, where, {}))
 
 
+def _folder_name(ctx: _Ctx, value: str, where: str) -> str:
+    """A suite value that names a folder under ``--out`` (a model id, a dataset label):
+    refused when, joined to a path, it could point anywhere else."""
+    if (value in ("", ".", "..") or any(c in value for c in "/\\\0") or os.path.isabs(value)
+            or any(ord(c) < 32 for c in value)):
+        raise ctx.error(where, f"{value!r} cannot name a folder under --out: give a plain name "
+                        "(no '/', '\\', '..', control characters or absolute path)")
+    return value
+
+
 def _positive(ctx: _Ctx, v, where: str, zero_ok: bool = False):
     if v is not None and (v < 0 or (v == 0 and not zero_ok)):
         raise ctx.error(where, f"must be {'>= 0' if zero_ok else '> 0'}, got {v}")
@@ -299,6 +310,10 @@ def _train_options(ctx: _Ctx, table: dict, where: str) -> dict:
 
     fields = {f.name for f in dataclasses.fields(TrainConfig)} - _RUNNER_TRAIN
     _unknown(ctx, table, fields, where)
+    try:  # types and ranges now, not when the model comes to train
+        TrainConfig(steps=1, **table).validate()
+    except ConfigError as e:
+        raise ctx.error(where, str(e)) from None
     return table
 
 
@@ -409,7 +424,7 @@ def load_suite(path: str | Path) -> Suite:
             raise ctx.error(f"{where}.name", f"unknown model {mname!r}; available: "
                             f"{', '.join(registry.available())}")
         family = registry.spec(mname).cls.family
-        mid = _get(ctx, m, "id", str, f"{where}.id", mname)
+        mid = _folder_name(ctx, _get(ctx, m, "id", str, f"{where}.id", mname), f"{where}.id")
         if any(e.id == mid for e in models):
             raise ctx.error(f"{where}.id", f"model {mid!r} appears twice; give one an id")
         budget_t = _table(ctx, m, "budget", f"{where}.budget")
@@ -473,6 +488,7 @@ def _datasets(ctx: _Ctx, raw: dict, path: Path) -> tuple[list[str], dict]:
                             f"{', '.join(DATASETS)}, or a folder of images or a .npy/.npz "
                             "file (not found from the current directory nor the suite's)")
         label = s.name if not s.size else f"{s.name}-{s.options()['size']}"
+        _folder_name(ctx, label, where)
         if label in sources:
             raise ctx.error("datasets", f"lists a dataset twice ({label})")
         labels.append(label)

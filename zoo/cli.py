@@ -11,6 +11,7 @@ import json
 import math
 import os
 import shlex
+import shutil
 import sys
 from pathlib import Path
 
@@ -20,8 +21,9 @@ from tqdm.auto import tqdm
 from . import data as zdata
 from . import distributed as zdist
 from . import registry
-from .core import ConfigError, LikelihoodUnavailable, ZooError, first_line
-from .images import save_grid
+from .core import ConfigError, LikelihoodUnavailable, ZooError, atomic_write, first_line
+from .images import MAX_GRID_IMAGES, MAX_SCALE, grid_size, save_grid
+from .limits import check_memory, gib
 from .metrics import registry as metric_registry
 from .options import literal_value, parse_value
 from .runs import load_run, run_info
@@ -145,22 +147,86 @@ def _load(run: str, device: str):
     return model
 
 
+def _at_least_one(value: int | None, flag: str) -> None:
+    if value is not None and value < 1:
+        raise ConfigError(f"{flag} must be >= 1, got {value}")
+
+
+#: ``zoo sample`` draws at most this many images per call of ``model.sample``
+SAMPLE_CHUNK = 4096
+
+
 def cmd_sample(args) -> int:
+    _at_least_one(args.n, "-n")
+    _at_least_one(args.nrow, "--nrow")
+    if not 1 <= args.scale <= MAX_SCALE:
+        raise ConfigError(f"--scale must be in 1..{MAX_SCALE}, got {args.scale}")
+    if args.n > MAX_GRID_IMAGES and not args.npy:
+        raise ConfigError(f"-n {args.n} is more than a grid shows ({MAX_GRID_IMAGES}); write "
+                          "the samples to an array with --npy FILE (the grid then shows the "
+                          f"first {MAX_GRID_IMAGES})")
     model = _load(args.run, args.device)
     options = {k: literal_value(v) for k, v in _parse_sets(args.set)}
-    if args.n < 1:
-        raise ConfigError(f"-n must be >= 1, got {args.n}")
+    c, h, w = model.image_shape
+    shown = min(args.n, MAX_GRID_IMAGES)
+    grid_size(shown, h, w, args.nrow, args.scale)  # refused before drawing, not after
     gen = torch.Generator(device=model.device).manual_seed(args.seed)
-    images = model.sample(args.n, generator=gen, **options)
-    path = save_grid(images, args.output, nrow=args.nrow, scale=args.scale)
+    # one call up to SAMPLE_CHUNK images (fewer for large images), then chunk by chunk
+    chunk = max(1, min(SAMPLE_CHUNK, (256 << 20) // (c * h * w)))
+    npy = None
     if args.npy:
-        import numpy as np
+        npy = Path(args.npy)
+        npy = npy if npy.suffix == ".npy" else npy.with_name(npy.name + ".npy")  # as np.save
+        _check_disk(npy, args.n * c * h * w)
+    grid: list[torch.Tensor] = []
 
-        np.save(args.npy, images.cpu().numpy())
+    def draw(array=None) -> None:
+        with tqdm(total=args.n, unit="img", desc=f"sample {model.name}",
+                  disable=None if args.n > chunk else True) as bar:
+            for start in range(0, args.n, chunk):
+                b = min(chunk, args.n - start)
+                x = model.sample(b, generator=gen, **options)
+                if tuple(x.shape) != (b, c, h, w) or x.dtype != torch.uint8:
+                    raise ConfigError(f"{model.name}.sample({b}) returned {x.dtype} "
+                                      f"{tuple(x.shape)}, not uint8 {(b, c, h, w)}")
+                x = x.cpu()
+                if array is not None:
+                    array[start:start + b] = x.numpy()
+                taken = sum(g.shape[0] for g in grid)
+                if taken < shown:
+                    grid.append(x[: shown - taken])
+                bar.update(b)
+
+    if npy is None:
+        draw()
+    else:
+        from numpy.lib.format import open_memmap
+
+        def write(tmp) -> None:
+            array = open_memmap(tmp, mode="w+", dtype="uint8", shape=(args.n, c, h, w))
+            try:
+                draw(array)
+                array.flush()
+            finally:
+                del array
+
+        atomic_write(npy, write)
+    path = save_grid(torch.cat(grid), args.output, nrow=args.nrow, scale=args.scale)
     desc = ", ".join(f"{k}={v}" for k, v in options.items())
-    print(f"wrote {images.shape[0]} samples of {model.name}{f' ({desc})' if desc else ''} "
-          f"to {path}")
+    where = f"{path}" if npy is None else (
+        f"{npy}" + (f" (the first {shown} in {path})" if shown < args.n else f" and {path}"))
+    print(f"wrote {args.n} samples of {model.name}{f' ({desc})' if desc else ''} to {where}")
     return 0
+
+
+def _check_disk(path: Path, nbytes: int) -> None:
+    """Refuse before writing ``nbytes`` to ``path`` when its file system has less room."""
+    folder = path.parent if str(path.parent) else Path(".")
+    folder.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(folder).free
+    if nbytes + (1 << 20) > free:
+        raise ConfigError(f"{path} would take {gib(nbytes)}, but {folder} has only {gib(free)} "
+                          "free; draw fewer samples (-n) or write elsewhere")
 
 
 def _run_dataset(args) -> str:
@@ -172,16 +238,19 @@ def _run_dataset(args) -> str:
 
 
 def cmd_nll(args) -> int:
+    _at_least_one(args.n, "--n")
+    _at_least_one(args.batch_size, "--batch-size")
     model = _load(args.run, args.device)
     dataset = _run_dataset(args)
     options = {k: literal_value(v) for k, v in _parse_sets(args.set)}
-    images, _ = zdata.load(dataset, args.split, root=args.root)
-    if args.n:
-        images = images[: args.n]
     if model.likelihood is None:
         raise LikelihoodUnavailable(
             f"{model.name} is a {model.family}: it defines no likelihood, so it has no NLL"
         )
+    model.describe_nll(**options)  # the options checked before the data is read
+    images, _ = zdata.load(dataset, args.split, root=args.root)
+    if args.n is not None:
+        images = images[: args.n]
     torch.manual_seed(args.seed)
     values = []
     with tqdm(total=images.shape[0], unit="img", desc=f"nll {model.name}", disable=None) as bar:
@@ -210,7 +279,12 @@ def cmd_eval(args) -> int:
     from . import metrics  # imported here: torch-fidelity is slow to import
 
     metric_registry.normalize_metrics(args.metrics)  # a wrong name fails before loading
+    _at_least_one(args.n, "-n")
+    _at_least_one(args.batch_size, "--batch-size")
     model = _load(args.run, args.device)
+    c, h, w = model.image_shape
+    check_memory(2 * args.n * c * h * w, f"{args.n:,} samples of {c}x{h}x{w}",
+                 "evaluate fewer samples (-n)")
     dataset = _run_dataset(args)
     options = {k: literal_value(v) for k, v in _parse_sets(args.set)}
     result = metrics.evaluate(

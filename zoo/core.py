@@ -14,7 +14,9 @@ import importlib
 import json
 import os
 import tempfile
-from collections.abc import Iterable
+import warnings
+import zipfile
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
 
@@ -31,9 +33,10 @@ from .errors import (
 from .errors import DataError as DataError
 from .errors import TrainingDiverged as TrainingDiverged
 from .errors import ZooError as ZooError
+from .limits import check_memory
 from .options import FALSE_WORDS as FALSE_WORDS
 from .options import TRUE_WORDS as TRUE_WORDS
-from .options import choose_sampler
+from .options import choices, choose_sampler, parse_value
 from .options import option_flag as option_flag
 from .options import option_number as option_number
 from .runtime import TrainingRuntime
@@ -97,23 +100,78 @@ def save_torch(obj, path: str | os.PathLike) -> None:
     atomic_write(path, write)
 
 
+#: the first bytes of torch's legacy (pre-zip) format: pickle protocol 2, then its magic number
+_LEGACY_TORCH_HEAD = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"
+
+
+def _not_torch(head: bytes) -> str | None:
+    """What a file is, in words, when its first bytes show it is not a torch file (None when
+    it may be one: a zip archive or a pickle)."""
+    if not head:
+        return "it is empty"
+    if head.startswith(b"PK") or head.startswith(b"\x80"):
+        return None
+    if head.startswith(b"\x93NUMPY"):
+        return "it is a numpy .npy array"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"it starts with the bytes {head[:8].hex(' ')}"
+    if text.isprintable() or all(c.isprintable() or c.isspace() for c in text):
+        return "it holds text"
+    return f"it starts with the bytes {head[:8].hex(' ')}"
+
+
 def torch_load(path: str | os.PathLike, what: str = "checkpoint") -> dict:
-    """``torch.load`` with ``weights_only=True``, turning every failure into CheckpointError."""
+    """``torch.load`` with ``weights_only=True`` of a file that must hold a dict, turning
+    every failure into a CheckpointError that says what the file is."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{what} {path} does not exist")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with path.open("rb") as f:
+            head = f.read(len(_LEGACY_TORCH_HEAD))
+    except OSError as e:
+        raise CheckpointError(f"{what} {path} cannot be read ({e.strerror or e})") from None
+    kind = _not_torch(head)
+    if kind is not None:
+        raise CheckpointError(f"{what} {path} is not a torch file ({kind}); give a file that "
+                              "zoo wrote (model.pt or checkpoint.pt)")
+    if head.startswith(b"PK"):
+        try:
+            with zipfile.ZipFile(path) as z:
+                names = z.namelist()
+        except (zipfile.BadZipFile, OSError, ValueError):
+            names = None  # a truncated archive: torch says so below
+        if names is not None and not any(n.endswith("/data.pkl") for n in names):
+            npz = " (a .npz of numpy arrays?)" if any(n.endswith(".npy") for n in names) else ""
+            raise CheckpointError(f"{what} {path} is not a torch file: a zip archive without "
+                                  f"torch's data.pkl{npz}")
+    try:
+        with warnings.catch_warnings():  # e.g. about a pickle protocol: the error says it all
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises many types here
-        msg = first_line(e)
-        if "weights_only" in str(e) or "Unsupported global" in str(e):
+        text = str(e)
+        if "GLOBAL" in text or "Unsupported global" in text:
             raise CheckpointError(
                 f"{what} {path} holds Python objects that would run code when loaded; "
                 "zoo refuses to load it (only tensors and plain data are accepted)"
             ) from None
+        if "Invalid magic number" in text and not head.startswith(_LEGACY_TORCH_HEAD):
+            raise CheckpointError(
+                f"{what} {path} cannot be read: it is a plain Python pickle, not a torch file "
+                "(zoo never unpickles those: unpickling can run code)") from None
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+        # torch's weights-only errors open with a paragraph about torch 2.6; the cause follows
+        reason = next((ln for ln in lines if "Unsupported" in ln), None) or first_line(e)
         raise CheckpointError(
-            f"{what} {path} cannot be read ({msg}); it is truncated or not a torch file"
+            f"{what} {path} cannot be read ({reason[:200]}); it is truncated or corrupt"
         ) from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{what} {path} holds a {type(state).__name__}, not the dict of a "
+                              "zoo checkpoint")
+    return state
 
 
 def config_to_dict(config: Any) -> dict:
@@ -121,7 +179,11 @@ def config_to_dict(config: Any) -> dict:
 
 
 def config_from_dict(cls: type, data: dict) -> Any:
-    """Build the dataclass ``cls`` from ``data``; unknown keys are a ConfigError."""
+    """Build the dataclass ``cls`` from ``data``, each value parsed as its field's type
+    (``zoo.options.parse_value``); unknown keys and bad values are a ConfigError."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"a {cls.__qualname__} is a mapping of options, got "
+                          f"{type(data).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
@@ -131,13 +193,14 @@ def config_from_dict(cls: type, data: dict) -> Any:
         )
     kwargs = {}
     for k, v in data.items():
-        default = getattr(cls(), k) if _has_default(fields[k]) else None
-        kwargs[k] = tuple(v) if isinstance(default, tuple) and isinstance(v, list) else v
+        # the one parser: types and finiteness as for --set (ranges: the model)
+        try:
+            kwargs[k] = parse_value(v, fields[k].type, k)
+        except ConfigError:
+            if not (isinstance(v, str) and choices(fields[k].type)):
+                raise
+            kwargs[k] = v  # an unknown choice: the model names it with its valid values
     return cls(**kwargs)
-
-
-def _has_default(f: dataclasses.Field) -> bool:
-    return f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
 
 
 class Batch(NamedTuple):
@@ -329,10 +392,103 @@ class GenerativeModel(TrainingRuntime, nn.Module):
         )
 
 
+def weights_bytes(cls: type, config: Any, image_shape: Iterable[int]) -> tuple[int, int] | None:
+    """(parameter count, bytes of parameters and buffers) of ``cls(config, image_shape)``,
+    counted on a model built on the meta device (no memory); None when the class cannot be
+    built there. Config errors propagate; sizes whose count overflows are a ConfigError."""
+    try:
+        with torch.device("meta"):
+            model = cls(config, image_shape)
+    except ZooError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a family that cannot be built on meta: not counted
+        if "overflow" in str(e).lower():
+            raise ConfigError(f"{cls.__name__}'s weights would be too many to count "
+                              f"({first_line(e)[:120]}), far past zoo's memory limit; choose "
+                              "smaller sizes") from None
+        return None
+    params = sum(p.numel() for p in model.parameters())
+    nbytes = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
+    return params, nbytes
+
+
+def build_model(cls: type, config: Any, image_shape: Iterable[int]) -> GenerativeModel:
+    """``cls(config, image_shape)``, refused with a ConfigError before allocating when its
+    weights would pass zoo's memory limit (``zoo.limits``), or when torch cannot build it."""
+    image_shape = tuple(image_shape)
+    size = weights_bytes(cls, config, image_shape)
+    if size is not None:
+        check_memory(size[1], f"{cls.__name__}'s weights ({size[0]:,} parameters)",
+                     "choose smaller sizes (widths, depth, channels) or smaller images")
+    try:
+        return cls(config, image_shape)
+    except (RuntimeError, ValueError, TypeError, OverflowError) as e:
+        raise ConfigError(f"{cls.__name__} cannot be built from this config "
+                          f"({first_line(e)[:200]})") from None
+
+
+def state_dict_mismatch(expected: Mapping[str, Tensor], found) -> str | None:
+    """The first way ``found`` (a state dict read from a file) fails to fit ``expected`` (the
+    module's own), in words: a missing or unexpected key, a value that is not a tensor, another
+    shape or kind of dtype. None when it fits."""
+    if not isinstance(found, Mapping):
+        return f"the weights are a {type(found).__name__}, not a dict of tensors"
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (the first: {missing[0]!r})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (the first: {str(unexpected[0])!r})")
+        return "tensors " + " and ".join(parts)
+    for k, want in expected.items():
+        got = found[k]
+        if not isinstance(got, Tensor):
+            return f"{k} is a {type(got).__name__}, not a tensor"
+        if got.layout != torch.strided:
+            return f"{k} is a {got.layout} tensor, not a dense one"
+        if tuple(got.shape) != tuple(want.shape):
+            return f"{k} has shape {tuple(got.shape)}, expected {tuple(want.shape)}"
+        if got.is_floating_point() != want.is_floating_point() or got.is_complex():
+            return f"{k} has dtype {got.dtype}, expected {want.dtype}"
+    return None
+
+
+def first_non_finite(tensors: Mapping[str, Tensor]) -> str | None:
+    """The name of the first floating-point tensor holding a NaN or an infinity (None if none)."""
+    for k, v in tensors.items():
+        if isinstance(v, Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            return k
+    return None
+
+
+def model_class(path: Any, source: str = "checkpoint") -> type:
+    """The GenerativeModel subclass that a checkpoint's ``class`` ("zoo.models.vae:VAE")
+    names; anything else (not under zoo.models, missing, not a model class) is refused."""
+    module_name, _, qualname = str(path).partition(":")
+    if not module_name.startswith("zoo.models.") or not qualname:
+        raise CheckpointError(f"{source} names class {path!r}, not a zoo model")
+    try:
+        obj = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError, ValueError, TypeError):
+        raise CheckpointError(
+            f"{source} was written for {path}, which this zoo does not have") from None
+    config = getattr(obj, "Config", None)
+    if not (isinstance(obj, type) and issubclass(obj, GenerativeModel)
+            and obj is not GenerativeModel and dataclasses.is_dataclass(config)):
+        raise CheckpointError(f"{source} names {path!r}, which is not a zoo model class")
+    return obj
+
+
 def from_checkpoint_dict(
     ckpt: dict, source: str = "checkpoint", expect: type | None = None
 ) -> GenerativeModel:
-    """Rebuild a model from ``checkpoint_dict()`` output, checking every part."""
+    """Rebuild a model from ``checkpoint_dict()`` output, checking every part before use:
+    the class, the config (as ``zoo.create`` checks it, and its size against the memory
+    limit), every tensor's name, shape and dtype, and that the weights are finite."""
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{source} is not a zoo model checkpoint")
     if ckpt.get("version") != CHECKPOINT_VERSION:
@@ -340,26 +496,38 @@ def from_checkpoint_dict(
             f"{source} has checkpoint version {ckpt.get('version')}; "
             f"this zoo reads version {CHECKPOINT_VERSION}"
         )
-    module_name, _, qualname = str(ckpt.get("class", "")).partition(":")
-    if not module_name.startswith("zoo.models."):
-        raise CheckpointError(f"{source} names class {ckpt.get('class')!r}, not a zoo model")
-    try:
-        model_cls = getattr(importlib.import_module(module_name), qualname)
-    except (ImportError, AttributeError):
-        raise CheckpointError(
-            f"{source} was written for {ckpt['class']}, which this zoo does not have"
-        ) from None
+    model_cls = model_class(ckpt.get("class", ""), source)
+    qualname = model_cls.__qualname__
     if expect is not None and expect is not GenerativeModel and not issubclass(model_cls, expect):
         raise CheckpointError(f"{source} holds a {qualname}, not a {expect.__qualname__}")
+    for key in ("config", "image_shape", "state_dict"):
+        if key not in ckpt:
+            raise CheckpointError(f"{source} has no {key!r} entry; it is not a complete zoo "
+                                  "model checkpoint")
     try:
+        if not isinstance(ckpt["config"], str):
+            raise ConfigError(f"the config is a {type(ckpt['config']).__name__}, not JSON text")
         config = config_from_dict(model_cls.Config, json.loads(ckpt["config"]))
-        model = model_cls(config, tuple(ckpt["image_shape"]))
-    except (ConfigError, KeyError, TypeError, ValueError) as e:
+        shape = ckpt["image_shape"]
+        if not isinstance(shape, list | tuple) or not all(
+                isinstance(s, int) and not isinstance(s, bool) for s in shape):
+            raise ConfigError(f"image_shape must be a list of 3 integers, got {shape!r}")
+        model = build_model(model_cls, config, shape)
+    except (ConfigError, TypeError, ValueError) as e:
         raise CheckpointError(f"{source} has an invalid config: {e}") from None
-    model.name = ckpt.get("name", model.name)
+    model.name = str(ckpt.get("name", model.name))
+    state = ckpt["state_dict"]
+    problem = state_dict_mismatch(model.state_dict(), state)
+    if problem is not None:
+        raise CheckpointError(f"{source} does not match its model's weights: {problem}")
+    bad = first_non_finite(state)
+    if bad is not None:
+        raise CheckpointError(
+            f"{source} holds non-finite weights (NaN or Inf), the first in {bad}; the run "
+            "diverged or the file is corrupt: use an earlier checkpoint")
     try:
-        model.load_state_dict(ckpt["state_dict"])
-    except (RuntimeError, KeyError) as e:
+        model.load_state_dict(state)
+    except (RuntimeError, KeyError, TypeError) as e:
         raise CheckpointError(
             f"{source} does not match its model's weights: {first_line(e)}") from None
     return model

@@ -9,6 +9,35 @@ import torch
 from PIL import Image
 
 from .core import ConfigError, atomic_write
+from .options import check_range
+
+#: the most images one grid shows (64 x 64)
+MAX_GRID_IMAGES = 4096
+#: the largest enlargement of a grid
+MAX_SCALE = 64
+#: the most pixels of a grid PNG: Pillow's decompression-bomb limit, so it opens without a
+#: warning in Pillow and in the viewers built on it
+MAX_GRID_PIXELS = 89_478_485
+
+
+def grid_size(n: int, height: int, width: int, nrow: int | None = None, scale: int = 1,
+              padding: int = 2) -> tuple[int, int]:
+    """(height, width) in pixels of the grid PNG of ``n`` images, refused with a ConfigError
+    past ``MAX_GRID_IMAGES`` images, ``MAX_SCALE`` or ``MAX_GRID_PIXELS`` pixels."""
+    check_range(n, "the number of grid images", least=0, most=MAX_GRID_IMAGES)
+    if nrow is not None:
+        check_range(nrow, "nrow (images per grid row)", least=1)
+    check_range(scale, "scale", least=1, most=MAX_SCALE)
+    nrow = nrow or max(1, math.ceil(math.sqrt(n)))
+    rows = max(1, math.ceil(n / nrow))
+    size = ((rows * (height + padding) + padding) * scale,
+            (nrow * (width + padding) + padding) * scale)
+    if size[0] * size[1] > MAX_GRID_PIXELS:
+        raise ConfigError(
+            f"a grid of {n} images of {height}x{width} in rows of {nrow} at scale {scale} "
+            f"would be {size[1]}x{size[0]} pixels, more than {MAX_GRID_PIXELS:,}; lower "
+            "--scale or --nrow, or show fewer images")
+    return size
 
 
 def make_grid(images: torch.Tensor, nrow: int | None = None, padding: int = 2) -> torch.Tensor:
@@ -18,6 +47,7 @@ def make_grid(images: torch.Tensor, nrow: int | None = None, padding: int = 2) -
             f"a grid takes uint8 [N, C, H, W], got {images.dtype} {tuple(images.shape)}"
         )
     n, c, h, w = images.shape
+    grid_size(n, h, w, nrow, 1, padding)
     nrow = nrow or max(1, math.ceil(math.sqrt(n)))
     rows = max(1, math.ceil(n / nrow))
     grid = torch.full(
@@ -32,6 +62,8 @@ def make_grid(images: torch.Tensor, nrow: int | None = None, padding: int = 2) -
 
 def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None, scale: int = 1):
     """Write a PNG grid of uint8 images (``scale`` enlarges small images, nearest-neighbour)."""
+    if images.dim() == 4:
+        grid_size(images.shape[0], images.shape[2], images.shape[3], nrow, scale)
     grid = make_grid(images.detach().cpu(), nrow)
     array = grid.permute(1, 2, 0).numpy()
     img = Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array)

@@ -39,22 +39,49 @@ def _resolve(annotation):
 
 
 def option_number(value, name: str, kind: type = float) -> float | int:
-    """A number (or a string of one) as ``kind`` (int or float), else a ConfigError naming it."""
+    """A number (or a string of one) as ``kind`` (int or float), else a ConfigError naming it.
+    NaN, infinities and integers too large for a float are refused as not finite."""
     what = "an integer" if kind is int else "a number"
     if isinstance(value, str):
+        text = value.strip()
         try:
-            value = float(value)
+            value = int(text) if kind is int and text.lstrip("+-").isdigit() else float(text)
         except ValueError:
             raise ConfigError(f"{name} must be {what}, got {value!r}") from None
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ConfigError(f"{name} must be {what}, got {value!r}")
-    if not math.isfinite(value):
+    if isinstance(value, numbers.Integral) and kind is int:
+        return int(value)
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
         raise ConfigError(f"{name} must be finite, got {value!r}")
     if kind is int:
-        if not float(value).is_integer():
+        if not number.is_integer():
             raise ConfigError(f"{name} must be an integer, got {value!r}")
-        return int(value)
-    return float(value)
+        return int(number)
+    return number
+
+
+def check_range(value, name: str, *, least=None, above=None, most=None, below=None) -> None:
+    """A ConfigError naming ``name`` unless the number ``value`` is finite and within the
+    bounds given (``least <= value``, ``above < value``, ``value <= most``, ``value < below``)."""
+    try:
+        finite = math.isfinite(value)
+    except (TypeError, OverflowError):
+        finite = isinstance(value, int) and not isinstance(value, bool)
+    ok = finite and not isinstance(value, bool) and (
+        (least is None or value >= least) and (above is None or value > above)
+        and (most is None or value <= most) and (below is None or value < below))
+    if not ok:
+        parts = [f">= {least}" if least is not None else None,
+                 f"> {above}" if above is not None else None,
+                 f"<= {most}" if most is not None else None,
+                 f"< {below}" if below is not None else None]
+        raise ConfigError(f"{name} must be {' and '.join(p for p in parts if p) or 'finite'}, "
+                          f"got {value!r}")
 
 
 def option_flag(value, name: str) -> bool:
@@ -111,6 +138,12 @@ def parse_value(value, annotation, what: str):
             raise ConfigError(f"{what} must be a string, got {value!r}")
         return value
     return value
+
+
+def choices(annotation) -> tuple | None:
+    """The values of a Literal annotation (a string one too), None for any other type."""
+    tp = _resolve(annotation)
+    return typing.get_args(tp) if typing.get_origin(tp) is typing.Literal else None
 
 
 def literal_value(text: str):

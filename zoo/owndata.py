@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import math
 import sys
 import zipfile
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from .core import ConfigError, DataError
 from .dataspec import ARRAY_SUFFIXES, DATASETS, UNLABELLED, DatasetSpec
 from .dataspec import OPTION_ALIASES as ALIASES  # noqa: F401 - its name here before dataspec
 from .dataspec import OPTIONS as OPTIONS
+from .limits import check_memory, gib
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 DEFAULT_TEST_SIZE = 0.1
@@ -191,14 +193,84 @@ _SPLIT_KEYS = (("x_train", "y_train", "x_test", "y_test"),
                ("train_images", "train_labels", "test_images", "test_labels"))
 
 
-def _read_array(path: Path, layout: str | None) -> dict:
+def _npy_header(f, where: str) -> tuple[tuple[int, ...], np.dtype]:
+    """(shape, dtype) from the header of the .npy stream ``f`` (left at the data), read
+    without the data: a header may claim more than the file holds or memory takes."""
+    from numpy.lib import format as npy_format
+
+    try:
+        version = npy_format.read_magic(f)
+        if version == (1, 0):
+            shape, _, dtype = npy_format.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, _, dtype = npy_format.read_array_header_2_0(f)
+        else:
+            raise DataError(f"{where} is a .npy of format version {version}, which zoo does "
+                            "not read; save it with numpy.save")
+    except ValueError as e:
+        what = "is not a .npy file (it does not start with numpy's magic bytes)" \
+            if "magic" in str(e) else f"has a corrupt .npy header ({e})"
+        raise DataError(f"{where} {what}; save the images with numpy.save") from None
+    except EOFError:
+        raise DataError(f"{where} is too short to be a .npy file; save the images with "
+                        "numpy.save") from None
+    if dtype.hasobject:
+        raise DataError(f"{where} holds Python objects, which cannot be read without running "
+                        "code; save plain uint8 arrays with numpy.save / numpy.savez")
+    return tuple(shape), dtype
+
+
+def _check_array_sizes(path: Path) -> None:
+    """Read the headers of a .npy or of each array of a .npz and refuse, before reading any
+    data, an array whose header claims more bytes than its file holds, or more than the
+    memory limit (``zoo.limits``)."""
+    where = str(path)
+    total = 0
     try:
         if path.suffix.lower() == ".npy":
-            arrays = {"images": np.load(path, allow_pickle=False)}
+            with path.open("rb") as f:
+                shape, dtype = _npy_header(f, where)
+                held = path.stat().st_size - f.tell()
+            arrays = [(where, shape, dtype, held)]
+        else:
+            arrays = []
+            try:
+                with zipfile.ZipFile(path) as z:
+                    for info in z.infolist():
+                        if not info.filename.endswith(".npy"):
+                            continue
+                        name = f"{where} ({info.filename[:-4]})"
+                        with z.open(info) as f:
+                            shape, dtype = _npy_header(f, name)
+                            held = info.file_size - f.tell()
+                        arrays.append((name, shape, dtype, held))
+            except (zipfile.BadZipFile, zipfile.LargeZipFile) as e:
+                raise DataError(f"{where} is not a .npz (zip) archive ({e}); save the images "
+                                "with numpy.savez") from None
+    except OSError as e:
+        raise DataError(f"{where} cannot be read ({e.strerror or e})") from None
+    for name, shape, dtype, held in arrays:
+        nbytes = math.prod(shape) * dtype.itemsize
+        if nbytes > held:
+            raise DataError(f"{name}: its header claims an array {shape} of {dtype} "
+                            f"({gib(nbytes)}), but the file holds {gib(max(held, 0))} of data; "
+                            "it is truncated or corrupt")
+        total += nbytes
+    check_memory(total, f"reading {where}", "use a smaller array file", error=DataError)
+
+
+def _read_array(path: Path, layout: str | None) -> dict:
+    _check_array_sizes(path)
+    try:
+        if path.suffix.lower() == ".npy":
+            # memory-mapped: the images are read as they are fitted, into one new array
+            arrays = {"images": np.load(path, mmap_mode="r", allow_pickle=False)}
         else:
             with np.load(path, allow_pickle=False) as z:
                 arrays = {k: z[k] for k in z.files}
     except ValueError as e:
+        if "pickle" not in str(e):
+            raise DataError(f"{path} cannot be read as a numpy array file ({e})") from None
         raise DataError(f"{path} cannot be read without running code ({e}); save plain "
                         "uint8 arrays with numpy.save / numpy.savez") from None
     except (OSError, EOFError, zipfile.BadZipFile) as e:
@@ -332,17 +404,27 @@ def _fit(im: np.ndarray, size: tuple[int, int], fit: str) -> np.ndarray:
 
 
 def _fit_all(images: list, channels: int, size: tuple[int, int] | None, fit: str) -> Tensor:
-    out = []
-    for _, im in images:
+    """uint8 [N, C, H, W] of the images converted to ``channels`` and fitted to ``size``,
+    written into one array whose size is checked against the memory limit first."""
+    def fitted(im: np.ndarray) -> np.ndarray:
         if channels == 1 and im.ndim == 3:
             im = _gray(im)
         elif channels == 3 and im.ndim == 2:
             im = np.repeat(im[..., None], 3, axis=2)
         if size is not None:
             im = _fit(im, size, fit)
-        out.append(im if im.ndim == 3 else im[..., None])
-    x = np.stack(out).transpose(0, 3, 1, 2)
-    return torch.from_numpy(np.ascontiguousarray(x))
+        return im if im.ndim == 3 else im[..., None]
+
+    if not images:
+        raise DataError("no images to decode")
+    h, w = size if size is not None else images[0][1].shape[:2]
+    n = len(images)
+    check_memory(n * channels * h * w, f"{n:,} images of {channels}x{h}x{w}",
+                 "choose a smaller size", error=DataError)
+    x = np.empty((n, channels, h, w), dtype=np.uint8)
+    for i, (_, im) in enumerate(images):
+        x[i] = fitted(im).transpose(2, 0, 1)
+    return torch.from_numpy(x)
 
 
 def _hold_out(xy: tuple[Tensor, Tensor], spec: DatasetSpec, where: str) -> dict:

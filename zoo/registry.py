@@ -9,7 +9,7 @@ from functools import cache
 
 from . import models as _models_pkg
 from . import options as zoptions
-from .core import ConfigError, GenerativeModel, ModelSpec, config_from_dict
+from .core import ConfigError, GenerativeModel, ModelSpec, build_model, config_from_dict
 
 
 @cache
@@ -73,7 +73,7 @@ def create(
         raise ConfigError("create() needs dataset=... or image_shape=(C, H, W)")
     values = {**s.defaults, **s.dataset_defaults.get(key, {}), **overrides}
     config = config_from_dict(s.cls.Config, values)
-    model = s.cls(config, image_shape)
+    model = build_model(s.cls, config, image_shape)  # too large: refused before allocating
     model.name = name
     return model
 

@@ -45,8 +45,10 @@ from .core import (
     config_from_dict,
     config_to_dict,
     first_line,
+    first_non_finite,
     from_checkpoint_dict,
     save_torch,
+    state_dict_mismatch,
     torch_load,
 )
 from .locks import exclusive
@@ -265,6 +267,7 @@ class Trainer:
             model, info["dataset"], out, config, images=images, labels=labels, progress=progress,
             data_root=data_root, **options,
         )
+        trainer._check_resumable(state)  # refused here, before the run is announced
         trainer._state_to_restore = state
         return trainer
 
@@ -314,8 +317,24 @@ class Trainer:
             ) from None
         self.saved_step = self.step
 
+    def _check_resumable(self, state: dict, ema_shadow: dict | None = None,
+                         optimizers: dict | None = None,
+                         noise: torch.Generator | None = None) -> None:
+        """Refuse a checkpoint that ``_restore`` could not load whole, before anything is
+        loaded (``resume`` calls it with stand-ins: the model's optimizers and EMA weights)."""
+        if optimizers is None:
+            optimizers = self.model.configure_optimizers()
+            if self.config.ema_decay:
+                ema_shadow = self.model.ema_module().state_dict()
+            noise = torch.Generator(device=self.device)
+        problem = _resume_problem(state, ema_shadow, optimizers, noise)
+        if problem is not None:
+            raise CheckpointError(f"{self.out / CHECKPOINT_FILE} cannot be resumed: {problem}")
+
     def _restore(self, state: dict, ema: EMA | None, optimizers: dict,
                  noise: torch.Generator) -> None:
+        where = f"{self.out / CHECKPOINT_FILE} cannot be resumed"
+        self._check_resumable(state, ema.shadow if ema is not None else None, optimizers, noise)
         try:
             for k, opt in optimizers.items():
                 opt.load_state_dict(state["optimizers"][k])
@@ -340,8 +359,8 @@ class Trainer:
                 # over exactly; only in-network randomness (dropout) is reseeded
                 torch.manual_seed(zdist.mix_seed(self.config.seed, (self.step + 1) * 4096
                                                  + self.rank))
-        except (KeyError, ValueError, RuntimeError) as e:
-            raise CheckpointError(f"{self.out / CHECKPOINT_FILE} cannot be resumed: {e}") from None
+        except (KeyError, ValueError, RuntimeError, TypeError, AttributeError, IndexError) as e:
+            raise CheckpointError(f"{where}: {type(e).__name__}: {first_line(e)}") from None
 
     # -- the loop --------------------------------------------------------------------------
     def _done(self, start: float) -> bool:
@@ -599,6 +618,148 @@ def _compile_errors(compiling: bool):
             "--compile (train.compile = false), or on the CPU install a C++ compiler "
             "(inductor builds its kernels with one)"
         ) from None
+
+
+def _resume_problem(state: dict, ema_shadow: dict | None, optimizers: dict,
+                    noise: torch.Generator) -> str | None:
+    """What keeps a training checkpoint from being resumed, in words (None: nothing): every
+    entry ``_restore`` reads present and of the right kind, each optimizer's state fitting
+    its parameters (fused Adam reads a moment of another shape out of bounds), the EMA's
+    shadow fitting the model, and every tensor finite."""
+    for key, what in (("optimizers", "optimizer state"), ("step", "step count"),
+                      ("elapsed", "training time"), ("rng_cpu", "CPU RNG state")):
+        if key not in state:
+            return f"it has no {what} ({key!r})"
+    step, elapsed = state["step"], state["elapsed"]
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        return f"its step count is {step!r}, not an integer >= 0"
+    if isinstance(elapsed, bool) or not isinstance(elapsed, int | float) or not (
+            math.isfinite(elapsed) and elapsed >= 0):
+        return f"its training time is {elapsed!r}, not a number of seconds >= 0"
+    saved = state["optimizers"]
+    if not isinstance(saved, dict):
+        return f"its optimizers' state is a {type(saved).__name__}, not a dict"
+    for name, opt in optimizers.items():
+        if name not in saved:
+            return (f"it has no state for optimizer {name!r} (it holds "
+                    f"{', '.join(map(repr, saved)) or 'none'})")
+        problem = _optimizer_problem(opt, saved[name])
+        if problem is not None:
+            return f"optimizer {name!r}: {problem}"
+    if ema_shadow is not None and state.get("ema") is not None:
+        saved_ema = state["ema"]
+        if not isinstance(saved_ema, dict):
+            return f"its EMA state is a {type(saved_ema).__name__}, not a dict"
+        for key, what in (("updates", "update count"), ("shadow", "averaged weights")):
+            if key not in saved_ema:
+                return f"its EMA state has no {what} ({key!r})"
+        updates = saved_ema["updates"]
+        if isinstance(updates, bool) or not isinstance(updates, int) or updates < 0:
+            return f"its EMA update count is {updates!r}, not an integer >= 0"
+        problem = state_dict_mismatch(ema_shadow, saved_ema["shadow"])
+        if problem is not None:
+            return f"its EMA weights do not match the model: {problem}"
+        bad = first_non_finite(saved_ema["shadow"])
+        if bad is not None:
+            return f"its EMA weights hold NaN or Inf, the first in {bad}"
+    for key, like in (("rng_cpu", torch.get_rng_state()), ("rng_noise", noise.get_state())):
+        value = state.get(key)
+        if key == "rng_noise" and value is None:
+            continue
+        if not isinstance(value, torch.Tensor) or value.dtype != torch.uint8 or (
+                value.shape != like.shape):
+            return (f"its RNG state {key!r} is not a uint8 tensor of shape {tuple(like.shape)} "
+                    f"(got {_describe_value(value)})")
+    return None
+
+
+def _describe_value(value) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"{value.dtype} {tuple(value.shape)}"
+    return type(value).__name__
+
+
+def _optimizer_problem(opt: torch.optim.Optimizer, saved) -> str | None:
+    """What keeps ``saved`` (an optimizer's ``state_dict()`` read from a file) from being
+    loaded into ``opt``, in words; None when it fits."""
+    if not isinstance(saved, dict) or not isinstance(saved.get("state"), dict) or not isinstance(
+            saved.get("param_groups"), list):
+        return "its state is not a dict with 'state' and 'param_groups'"
+    groups = saved["param_groups"]
+    if len(groups) != len(opt.param_groups):
+        return (f"it has {len(groups)} parameter groups, the model's optimizer "
+                f"{len(opt.param_groups)}")
+    params = {}
+    for i, (mine, theirs) in enumerate(zip(opt.param_groups, groups, strict=True)):
+        if not isinstance(theirs, dict) or not isinstance(theirs.get("params"), list):
+            return f"parameter group {i} has no list of parameters"
+        if len(theirs["params"]) != len(mine["params"]):
+            return (f"parameter group {i} has {len(theirs['params'])} parameters, the model's "
+                    f"{len(mine['params'])}")
+        for key, value in mine.items():
+            if key == "params":
+                continue
+            if key not in theirs:
+                if isinstance(value, bool) or value is None:
+                    continue  # a flag newer than the checkpoint: torch fills in its default
+                return f"parameter group {i} has no {key!r}"
+            bad = _hyperparameter_problem(value, theirs[key])
+            if bad is not None:
+                return f"parameter group {i}: {key} {bad}"
+        for pid, p in zip(theirs["params"], mine["params"], strict=True):
+            if isinstance(pid, bool) or not isinstance(pid, int) or pid in params:
+                return f"parameter group {i} lists parameter ids that are not distinct integers"
+            params[pid] = p
+    required = {"step", "exp_avg", "exp_avg_sq"} if isinstance(opt, torch.optim.Adam) else set()
+    for pid, st in saved["state"].items():
+        if pid not in params:
+            return f"it holds state for parameter {pid!r}, which no parameter group lists"
+        if not isinstance(st, dict):
+            return f"the state of parameter {pid} is a {type(st).__name__}, not a dict"
+        p = params[pid]
+        need = required | ({"max_exp_avg_sq"} if required and _amsgrad(opt, p) else set())
+        missing = sorted(need - set(st))
+        if missing:
+            return f"the state of parameter {pid} {tuple(p.shape)} has no {missing[0]!r}"
+        for key, value in st.items():
+            if isinstance(value, torch.Tensor):
+                if key == "step" or value.dim() == 0:
+                    if value.numel() != 1 or not bool(torch.isfinite(value.float()).all()):
+                        return (f"{key} of parameter {pid} is {_describe_value(value)}, not one "
+                                "finite number")
+                    continue
+                if tuple(value.shape) != tuple(p.shape) or not value.is_floating_point():
+                    return (f"{key} of parameter {pid} is {_describe_value(value)}, but the "
+                            f"parameter is {p.dtype} {tuple(p.shape)}")
+                if not bool(torch.isfinite(value).all()):
+                    return f"{key} of parameter {pid} {tuple(p.shape)} holds NaN or Inf"
+            elif isinstance(value, bool) or not isinstance(value, int | float) or not (
+                    math.isfinite(value)):
+                return f"{key} of parameter {pid} is {value!r}, not a tensor or a finite number"
+    return None
+
+
+def _amsgrad(opt: torch.optim.Optimizer, p: torch.Tensor) -> bool:
+    return any(g.get("amsgrad") for g in opt.param_groups if any(q is p for q in g["params"]))
+
+
+def _hyperparameter_problem(mine, theirs) -> str | None:
+    """How a saved hyperparameter (lr, betas, eps, flags) fails to be like ``mine``."""
+    def finite(v) -> bool:
+        if isinstance(v, torch.Tensor):
+            return v.numel() == 1 and bool(torch.isfinite(v.float()).all())
+        return not isinstance(v, bool) and isinstance(v, int | float) and math.isfinite(v)
+
+    if isinstance(mine, bool) or mine is None:
+        return None if theirs is None or isinstance(theirs, bool) else f"is {theirs!r}"
+    if isinstance(mine, int | float | torch.Tensor):
+        return None if finite(theirs) and float(theirs) >= 0 else \
+            f"is {theirs!r}, not a finite number >= 0"
+    if isinstance(mine, tuple | list):
+        if not isinstance(theirs, tuple | list) or len(theirs) != len(mine) or not all(
+                finite(v) for v in theirs):
+            return f"is {theirs!r}, not {len(mine)} finite numbers"
+    return None
 
 
 def _match_layouts(optimizer: torch.optim.Optimizer) -> None:

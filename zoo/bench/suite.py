@@ -56,6 +56,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core import ConfigError
+from ..images import MAX_GRID_IMAGES
 from ..metrics import registry as metric_registry
 from ..options import OptionError
 
@@ -264,6 +265,9 @@ def _check_evaluation(ctx: _Ctx, e: Evaluation, where: str) -> None:
         _positive(ctx, getattr(e, k), f"{where}.{k}")
     _positive(ctx, e.nll_images, f"{where}.nll_images", zero_ok=True)
     _positive(ctx, e.grid_images, f"{where}.grid_images", zero_ok=True)
+    if e.grid_images > MAX_GRID_IMAGES:
+        raise ctx.error(f"{where}.grid_images", f"must be <= {MAX_GRID_IMAGES}, got "
+                        f"{e.grid_images}")
     if e.n_samples < 4:
         raise ctx.error(f"{where}.n_samples", f"must be >= 4 (precision/recall needs 4), "
                         f"got {e.n_samples}")

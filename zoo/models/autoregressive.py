@@ -22,7 +22,7 @@ from ..core import ConfigError, GenerativeModel, ModelSpec, adam, option_flag, o
 from ..nn.attention import TransformerBlock, new_kv_cache
 from ..nn.graphs import NOISE_BYTES, capture, graph_mode, model_graphs, weights_key
 from ..nn.likelihood import LN2
-from ..options import SamplerOptions
+from ..options import SamplerOptions, check_range
 
 VOCAB = 256
 START = VOCAB  # id of the start token; the embedding table has VOCAB + 1 rows
@@ -126,6 +126,10 @@ class ARTransformer(GenerativeModel):
             )
         if not cfg.lr > 0 or cfg.weight_decay < 0 or len(cfg.betas) != 2:
             raise ConfigError("lr must be > 0, weight_decay >= 0 and betas a pair")
+        check_range(cfg.lr, "lr", above=0)
+        check_range(cfg.weight_decay, "weight_decay", least=0)
+        for b in cfg.betas:
+            check_range(b, "each of betas", least=0, below=1)
         c, h, w = self.image_shape
         self.seq_len = c * h * w
         self.tok_emb = nn.Embedding(VOCAB + 1, cfg.dim)

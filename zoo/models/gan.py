@@ -33,7 +33,7 @@ from ..core import (
     atomic_write,
 )
 from ..nn.likelihood import from_unit, to_unit
-from ..options import SamplerOptions, option_number
+from ..options import SamplerOptions, check_range, option_number
 
 LOSSES = ("ns", "hinge", "wgan-gp")
 ARCHS = ("mlp", "dcgan")
@@ -270,8 +270,8 @@ class GAN(GenerativeModel):
                 "loss wgan-gp cannot use d_norm=batch: the gradient penalty is per image and "
                 "BatchNorm mixes the images of a batch; use d_norm=layer, none or auto"
             )
-        if c.latent_dim < 1 or c.channels < 1:
-            raise ConfigError("latent_dim and channels must be >= 1")
+        check_range(c.latent_dim, "latent_dim", least=1)
+        check_range(c.channels, "channels", least=1)
         if c.arch == "dcgan" and c.channels % 2:
             raise ConfigError(f"dcgan channels must be even, got {c.channels}")
         if not c.g_hidden or not c.d_hidden or min(*c.g_hidden, *c.d_hidden) < 1:
@@ -282,8 +282,8 @@ class GAN(GenerativeModel):
         if not c.lr > 0 or len(c.betas) != 2 or not all(0.0 <= b < 1.0 for b in c.betas):
             raise ConfigError(f"need lr > 0 and two betas in [0, 1), got lr={c.lr}, "
                               f"betas={c.betas}")
-        if c.gp_weight < 0:
-            raise ConfigError(f"gp_weight must be >= 0, got {c.gp_weight}")
+        check_range(c.lr, "lr", above=0)
+        check_range(c.gp_weight, "gp_weight", least=0)
 
     # -- pieces ------------------------------------------------------------------------------
     def _latents(self, n: int, generator: torch.Generator | None = None) -> Tensor:

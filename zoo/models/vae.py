@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from ..core import ConfigError, GenerativeModel, ModelSpec, adam
+from ..limits import check_memory
 from ..nn.likelihood import (
     bernoulli_log_prob,
     discretized_logistic_log_prob,
@@ -23,7 +24,7 @@ from ..nn.likelihood import (
     nats_to_bpd,
     to_unit,
 )
-from ..options import SamplerOptions, option_number
+from ..options import SamplerOptions, check_range, option_number
 
 LIKELIHOODS = ("discretized-logistic", "bernoulli")
 LOG_SCALE_MIN = -7.0
@@ -91,8 +92,15 @@ class VAE(GenerativeModel):
             raise ConfigError(
                 f"unknown VAE likelihood {config.likelihood!r}; valid: {', '.join(LIKELIHOODS)}"
             )
-        if config.latent_dim < 1 or config.nll_samples < 1:
-            raise ConfigError("latent_dim and nll_samples must be >= 1")
+        for key in ("latent_dim", "hidden", "conv_hidden", "nll_samples"):
+            check_range(getattr(config, key), key, least=1)
+        if config.channels is not None:
+            if not config.channels:
+                raise ConfigError("channels must list one width per stage (or be None)")
+            for ch in config.channels:
+                check_range(ch, "each of channels", least=1)
+        check_range(config.lr, "lr", above=0)
+        check_range(config.binarize_threshold, "binarize_threshold", least=1, most=255)
         c, h, w = self.image_shape
         if config.pixel_scale not in ("decoder", "learned"):
             raise ConfigError(f"pixel_scale must be decoder or learned, got {config.pixel_scale!r}")
@@ -256,8 +264,17 @@ class VAE(GenerativeModel):
             mean = mean + log_scale.exp() * (u.log() - (-u).log1p())
         return from_unit(mean)
 
-    def describe_nll(self, k=None, **options) -> str:
-        k = self.config.nll_samples if k is None else int(k)
+    def _importance_samples(self, k, opts) -> int:
+        if opts:
+            raise ConfigError(f"unknown nll option(s) {', '.join(opts)} for {self.name}; "
+                              "valid: k, batch_size")
+        k = self.config.nll_samples if k is None else option_number(k, "k", int)
+        if k < 1:
+            raise ConfigError(f"k (importance samples) must be >= 1, got {k}")
+        return k
+
+    def describe_nll(self, k=None, batch_size=None, **options) -> str:
+        k = self._importance_samples(k, options)
         return "bound, ELBO" if k == 1 else f"bound, IWAE k={k}"
 
     @torch.no_grad()
@@ -266,15 +283,18 @@ class VAE(GenerativeModel):
 
         For the Bernoulli likelihood this is the NLL of the binarized images.
         """
-        if opts:
-            raise ConfigError(f"unknown nll option(s) {', '.join(opts)} for {self.name}; valid: k")
-        k = self.config.nll_samples if k is None else option_number(k, "k", int)
-        if k < 1:
-            raise ConfigError(f"k (importance samples) must be >= 1, got {k}")
+        k = self._importance_samples(k, opts)
+        batch_size = option_number(batch_size, "batch_size", int)
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
         x = self.check_images(x)
+        per = max(1, batch_size // k)
+        _, h, w = self.image_shape
+        # the decoder's output, its log-probabilities and the expanded targets of k samples
+        check_memory(12 * k * min(per, x.shape[0]) * self.out_channels * h * w,
+                     f"the IWAE bound with k={k}", "use fewer importance samples (k)")
         was_training = self.training
         self.eval()
-        per = max(1, batch_size // k)
         out = [self._iwae(x[i:i + per], k) for i in range(0, x.shape[0], per)]
         self.train(was_training)
         return nats_to_bpd(torch.cat(out), self.dims).float() if out else torch.empty(0)

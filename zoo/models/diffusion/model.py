@@ -22,6 +22,7 @@ from ...core import ConfigError, GenerativeModel, ModelSpec, adam, option_flag, 
 from ...nn.graphs import NOISE_BYTES, capture, graph_mode, model_graphs, weights_key
 from ...nn.likelihood import from_unit, to_unit
 from ...nn.unet import UNet, UNetConfig
+from ...options import check_range
 from .ancestral import Ancestral
 from .bound import NLL_MODES, PROPOSALS, NLLResult, variational_bound
 from .ddim import DDIM
@@ -81,8 +82,9 @@ class DDPM(GenerativeModel):
             raise ConfigError(
                 f"nll_samples must be >= 2 (a standard error needs two draws), got {c.nll_samples}"
             )
-        if c.lr <= 0:
-            raise ConfigError(f"lr must be > 0, got {c.lr}")
+        check_range(c.lr, "lr", above=0)
+        check_range(c.channels, "channels", least=1)
+        check_range(c.norm_groups, "norm_groups", least=1)
         unet_fields = {f.name for f in fields(UNetConfig)}
         unet_config = UNetConfig(**{k: getattr(c, k) for k in unet_fields})
         ch, h, w = self.image_shape

@@ -28,6 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 # the schema as it was before the registry, which existing results files follow
 OLD_QUALITY = ("fid", "kid", "kid_std", "is", "is_std", "precision", "recall")
+MEMO = ("memorization_ratio", "near_copies")
 OLD_TOLERANCES = {"fid": ("rel", 0.10), "kid": ("abs", 0.005), "is": ("rel", 0.05),
                   "precision": ("abs", 0.05), "recall": ("abs", 0.05), "nll_bpd": ("abs", 0.02)}
 OLD_DIRECTION = {"fid": -1, "kid": -1, "nll_bpd": -1, "latency_ms_p50": -1,
@@ -69,9 +70,9 @@ TOY = registry.Metric(
 
 
 def test_registry_declares_todays_metrics_and_density_coverage():
-    assert registry.names() == ("fid", "kid", "is", "pr", "dc")
+    assert registry.names() == ("fid", "kid", "is", "pr", "dc", "memorization")
     assert registry.default_metrics() == ("fid", "kid", "is", "pr") == metrics.METRICS
-    assert registry.column_keys() == (*OLD_QUALITY, "density", "coverage")
+    assert registry.column_keys() == (*OLD_QUALITY, "density", "coverage", *MEMO)
     assert registry.column_keys("pr") == ("precision", "recall")
     assert registry.metric_of("kid_std").name == "kid" and registry.metric_of("nll_bpd") is None
     dc = registry.get("coverage")
@@ -90,7 +91,7 @@ def test_normalize_metrics_aliases_order_and_errors():
     assert registry.normalize_metrics("recall, FID,isc") == ("fid", "is", "pr")
     assert registry.normalize_metrics(["coverage", "density", "kid"]) == ("kid", "dc")
     with pytest.raises(ConfigError, match=r"unknown metric 'lpips'; choose from fid, kid, is, "
-                                          r"pr, dc"):
+                                          r"pr, dc, memorization"):
         registry.normalize_metrics("fid,lpips")
     with pytest.raises(ConfigError, match="no metric asked for"):
         registry.normalize_metrics([])
@@ -108,15 +109,15 @@ def test_torch_fidelity_result_keys_are_its_constants():
 def test_schema_and_gate_are_built_from_the_registry():
     cols = schema.COLUMNS
     i = cols.index("fid")
-    assert cols[i:i + 9] == (*OLD_QUALITY, "density", "coverage")
-    assert cols[i - 1] == "sample_mfu" and cols[i + 9] == "extractor"
+    assert cols[i:i + 11] == (*OLD_QUALITY, "density", "coverage", *MEMO)
+    assert cols[i - 1] == "sample_mfu" and cols[i + 11] == "extractor"
     assert len(set(cols)) == len(cols)
     # today's directions in today's order (compare prints in this order), new ones added
     assert {k: v for k, v in schema.DIRECTION.items() if k in OLD_DIRECTION} == OLD_DIRECTION
     assert list(k for k in schema.DIRECTION if k in OLD_DIRECTION) == list(OLD_DIRECTION)
     assert schema.DIRECTION["density"] == schema.DIRECTION["coverage"] == 1
     assert schema.DETERMINISTIC == ("fid", "kid", "is", "precision", "recall", "density",
-                                    "coverage", "nll_bpd")
+                                    "coverage", *MEMO, "nll_bpd")
     assert {k: v for k, v in compare.DEFAULT_TOLERANCES.items() if k in OLD_TOLERANCES} \
         == OLD_TOLERANCES
     assert set(compare.DEFAULT_TOLERANCES) == set(schema.DETERMINISTIC)
@@ -287,7 +288,7 @@ def test_a_registered_metric_reaches_evaluate_rows_gate_and_report(
     assert "mean gap" in metrics.format_result(result)
 
     # the schema, the gate
-    assert schema.COLUMNS[schema.COLUMNS.index("coverage") + 1] == "mean_gap"
+    assert schema.COLUMNS[schema.COLUMNS.index("near_copies") + 1] == "mean_gap"
     assert schema.DIRECTION["mean_gap"] == -1 and "mean_gap" in schema.DETERMINISTIC
     assert compare.DEFAULT_TOLERANCES["mean_gap"] == ("abs", 0.1)
 
@@ -354,7 +355,8 @@ def test_cli_eval_density_coverage(tmp_path, capsys):
     assert 0 <= result["coverage"] <= 1 and result["density"] >= 0
     rc = main(["eval", str(run), "--n", "10", "--metrics", "dc,lpips", "--device", "cpu"])
     err = capsys.readouterr().err
-    assert rc == 2 and "unknown metric 'lpips'; choose from fid, kid, is, pr, dc" in err
+    assert rc == 2
+    assert "unknown metric 'lpips'; choose from fid, kid, is, pr, dc, memorization" in err
     with pytest.raises(SystemExit):
         main(["eval", "--help"])
     assert "dc (density/coverage)" in " ".join(capsys.readouterr().out.split())

@@ -1,5 +1,5 @@
 """Sample-quality metrics: FID, KID, IS and precision/recall through torch-fidelity, and
-density/coverage; each declared in ``registry``.
+density/coverage and a memorization check; each declared in ``registry``.
 
 >>> from zoo import metrics
 >>> row = metrics.evaluate(model, "mnist", n=10000)      # figures + extractor, reference, counts
@@ -16,7 +16,7 @@ from .registry import Column, Metric, normalize_metrics, register, unregister
 
 # the rest is imported on first use: torch-fidelity is slow to import, and the results
 # schema, report and compare read ``registry`` without it
-_SUBMODULES = ("density_coverage", "features", "fidelity")
+_SUBMODULES = ("density_coverage", "features", "fidelity", "memorization")
 
 
 def __getattr__(name: str):

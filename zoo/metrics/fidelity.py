@@ -184,6 +184,7 @@ def compute_metrics(
     seed: int = 0,
     device: str | torch.device | None = None,
     progress: bool = False,
+    train: dict[str, Tensor] | None = None,
 ) -> tuple[dict, str]:
     """The figures of ``generated`` against ``reference`` (both uint8) with one extractor.
 
@@ -191,6 +192,8 @@ def compute_metrics(
     features are cached under ``cache_key`` when one is given. ``metrics``: names of
     ``registry`` (None: its default set); torch-fidelity computes its own in one call, a
     function metric gets the extractor's features of both sides (extracted once each).
+    ``train``: the training split's ``{layer: features}``, which a metric declared with
+    ``train`` reads (``evaluate`` passes them, from ``reference_features``).
     """
     metrics = normalize_metrics(registry.default_metrics() if metrics is None else metrics)
     generated = _check_batch(generated, "generated images")
@@ -205,6 +208,10 @@ def compute_metrics(
         if min(n1, n2 if spec[m].reference else n1) < need:
             raise ConfigError(f"{m} needs at least {need} images on each side, "
                               f"got {n1} generated and {n2} reference")
+    for m in metrics:
+        if spec[m].train and _layer(extractor, m) not in (train or {}):
+            raise ConfigError(f"{m} needs the training split's features "
+                              f"({_layer(extractor, m)!r} layer); evaluate passes them")
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
     dev = _device(device)
@@ -235,7 +242,8 @@ def compute_metrics(
             mine = generated if layer is None else fake[layer]
             theirs = None if not spec[m].reference else (
                 reference if layer is None else real[layer])
-            out.update(spec[m].compute(theirs, mine))
+            out.update(spec[m].compute(theirs, mine,
+                                       train[layer] if spec[m].train else None))
     return {k: float(v) if not isinstance(v, int) else v for k, v in out.items()}, status
 
 
@@ -317,6 +325,7 @@ def evaluate(
     generator: torch.Generator | None = None,
     device: str | torch.device | None = None,
     n_reference: int | None = None,
+    n_train: int | None = None,
     inception_weights: str | os.PathLike | None = None,
     cache: bool = True,
     cache_dir: str | os.PathLike | None = None,
@@ -333,7 +342,9 @@ def evaluate(
     ``seed``; ``seed`` also seeds KID's subsets and IS's shuffle).
     ``extractor``: None (the default of ``dataset``, announced and recorded), a name
     (``inception-v3-compat``, ``<dataset>-classifier``, ``classifier``) or a classifier
-    ``.pt`` path. The reference is the whole split unless ``n_reference`` is given.
+    ``.pt`` path. The reference is the whole split unless ``n_reference`` is given. A
+    metric that reads the training split (``memorization``) gets the features of its
+    first ``n_train`` images (default all), cached like the reference's.
 
     ``metrics``: names of ``registry`` (None: its default set, fid, kid, is and pr).
 
@@ -375,13 +386,26 @@ def evaluate(
         raise ConfigError(f"the samples are {tuple(generated.shape[1:])} images but {dataset} "
                           f"has {tuple(reference.shape[1:])}")
     key = reference_key(dataset, split, reference.shape[0], ext, root)[0] if cache else None
+    train_layers = sorted({_layer(ext, m) for m in metrics if registry.get(m).train})
+    if train_layers and split == "train":
+        raise ConfigError(f"{', '.join(m for m in metrics if registry.get(m).train)} "
+                          "compares the samples with the training split against held-out "
+                          "images: use a reference split other than train")
     t1 = time.perf_counter()
-    figures, status = None, None
+    figures, status, n_train_used = None, None, None
     if zdist.is_main():  # under a process group rank 0 computes, once, and tells the others
+        train = None
+        if train_layers:
+            train = reference_features(dataset, "train", ext, train_layers, n_reference=n_train,
+                                       cache=cache, cache_dir=cache_dir, root=root,
+                                       batch_size=batch_size, device=dev)
+            n_train_used = int(train[train_layers[0]].shape[0])
         figures, status = compute_metrics(
             generated, reference, ext, metrics, cache_key=key, cache_dir=cache_dir,
-            batch_size=batch_size, seed=seed, device=dev, progress=progress,
+            batch_size=batch_size, seed=seed, device=dev, progress=progress, train=train,
         )
+        if n_train_used is not None:
+            figures["n_train"] = n_train_used
         if status != "off":
             _write_key_card(cache_root(cache_dir), dataset, split, reference.shape[0], ext, root)
     figures, status = zdist.broadcast_object((figures, status))

@@ -49,7 +49,9 @@ class Metric:
     generated side as ``needs`` says: ``features`` (the extractor's feature layer, the one
     FID/KID/PR use, ``[N, D]`` float tensors), ``logits`` (its class logits, IS's layer) or
     ``images`` (uint8 ``[N, C, H, W]``); ``real`` is None when ``reference`` is False. It
-    is given as a callable or as ``"module:function"``, imported only when computed.
+    is given as a callable or as ``"module:function"``, imported only when computed. With
+    ``train`` it also gets the training split's features of the same layer, as the keyword
+    ``train`` (cached like the reference's; ``evaluate(n_train=...)`` takes a subset).
     """
 
     name: str
@@ -59,6 +61,8 @@ class Metric:
     default: bool = False  #: computed when no metric set is named
     aliases: tuple[str, ...] = ()
     reference: bool = True  #: compared with the reference images (IS is not)
+    #: a function metric that also reads the training split's features (``train=``)
+    train: bool = False
     #: computed by ``torch_fidelity.calculate_metrics`` under this flag (fid, kid, isc, prc)
     tf_flag: str | None = None
     #: result key -> torch-fidelity's result key (or the argument it was called with)
@@ -67,13 +71,15 @@ class Metric:
     params: dict = field(default_factory=dict)  #: keyword arguments of ``function``
     description: str = ""
 
-    def compute(self, real, fake) -> dict:
-        """The figures of a function metric: ``function(real, fake, **params)``."""
+    def compute(self, real, fake, train=None) -> dict:
+        """The figures of a function metric: ``function(real, fake, **params)`` (and
+        ``train=train`` for a metric that reads the training split)."""
         fn = self.function
         if isinstance(fn, str):
             module, _, attr = fn.partition(":")
             fn = getattr(importlib.import_module(module), attr)
-        return dict(fn(real, fake, **self.params))
+        extra = {"train": train} if self.train else {}
+        return dict(fn(real, fake, **self.params, **extra))
 
 
 _REGISTRY: dict[str, Metric] = {}
@@ -88,6 +94,10 @@ def _check(metric: Metric) -> None:
                           f"got {metric.needs!r}")
     if (metric.tf_flag is None) == (metric.function is None):
         raise ConfigError(f"{where}: give either tf_flag (torch-fidelity) or a function")
+    if metric.train and (metric.function is None or metric.needs == "images"
+                         or not metric.reference):
+        raise ConfigError(f"{where}: a metric reading the training split (train) is a "
+                          "function of features or logits, compared with the reference")
     if metric.min_images < 1:
         raise ConfigError(f"{where}: min_images must be >= 1, got {metric.min_images}")
     if not metric.columns:
@@ -250,4 +260,14 @@ register(Metric(
     columns=(Column("density", "density", "{:.4f}", +1, tolerance=("abs", 0.05)),
              Column("coverage", "coverage", "{:.4f}", +1, tolerance=("abs", 0.05))),
     description="density and coverage (Naeem et al. 2020), k=5",
+))
+register(Metric(
+    "memorization", aliases=("memo",), train=True, min_images=2,
+    function="zoo.metrics.memorization:memorization", params={"percentile": 1.0},
+    columns=(Column("memorization_ratio", "memo ratio", "{:.4f}", +1,
+                    tolerance=("abs", 0.05)),
+             Column("near_copies", "near copy", "{:.4f}", -1, tolerance=("abs", 0.02))),
+    description="nearest-training-image distance of the samples against the held-out "
+                "images': median ratio and the share of near copies (below the held-out "
+                "1st percentile)",
 ))

@@ -41,7 +41,9 @@ def test_memorization_closed_forms():
     g = torch.Generator().manual_seed(0)
     train, test = torch.randn(2000, 8, generator=g), torch.randn(1000, 8, generator=g)
     copies = memorization(test, train[:300], train=train)
-    assert copies == {"memorization_ratio": 0.0, "near_copies": 1.0}
+    # exact copies: distance 0 up to cdist's rounding
+    assert copies["memorization_ratio"] == pytest.approx(0.0, abs=1e-3)
+    assert copies["near_copies"] == 1.0
     # the held-out side as samples: the ratio is 1 and 1% lie below its 1st percentile
     same = memorization(test, test.clone(), train=train)
     assert same["memorization_ratio"] == pytest.approx(1.0, abs=1e-12)

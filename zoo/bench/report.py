@@ -10,15 +10,13 @@ does not exist for a row is ``n/a``, never 0.
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 from ..core import ConfigError
 from ..metrics import registry as metric_registry
-from . import schema
+from . import frame
 from .rows import (
     NA,
-    PER_BATCH,
     RESULTS_FILE,
     by_dataset,
     fmt,
@@ -30,7 +28,6 @@ from .rows import (
     per_model,
     present,
     read_results,
-    sort_key,
     speed,
     speed_batch,
     variant,
@@ -44,48 +41,15 @@ FIGURES_DIR = "figures"
 # ----------------------------------------------------------------------------- results.csv
 
 
-def csv_columns(rows: list[dict]) -> list[str]:
-    """schema.COLUMNS in order, per-batch columns flattened to ``column@batch`` (ascending
-    batch sizes), dict-valued columns (versions) to ``column.key``, then any extra keys."""
-    cols: list[str] = []
-    extra = [k for r in rows for k in r if k not in schema.COLUMNS]
-    for col in list(schema.COLUMNS) + list(dict.fromkeys(extra)):
-        if col in PER_BATCH:
-            sizes = sorted({bs for r in rows for bs in per_batch(r, col)})
-            cols += [f"{col}@{bs}" for bs in sizes]
-        elif any(isinstance(r.get(col), dict) for r in rows):
-            keys = dict.fromkeys(k for r in rows if isinstance(r.get(col), dict) for k in r[col])
-            cols += [f"{col}.{k}" for k in keys]
-        else:
-            cols.append(col)
-    return cols
-
-
-def flatten(row: dict) -> dict:
-    out = {}
-    for col, v in row.items():
-        if col in PER_BATCH:
-            for bs, x in per_batch(row, col).items():
-                out[f"{col}@{bs}"] = x
-        elif isinstance(v, dict):
-            for k, x in v.items():
-                out[f"{col}.{k}"] = x
-        elif isinstance(v, list):
-            out[col] = json.dumps(v)
-        else:
-            out[col] = v
-    return out
-
-
 def write_csv(rows: list[dict], path: Path) -> Path:
-    """results.csv: one line per row; a figure that does not exist is an empty cell."""
-    cols = csv_columns(rows)
+    """results.csv: the DataFrame of the rows (``frame.frame``, what ``zoo.bench.results``
+    returns), column for column; a figure that does not exist is an empty cell."""
+    df = frame.frame(rows)
     with path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
-        w.writeheader()
-        for row in sorted(rows, key=lambda r: (str(r.get("dataset")), sort_key(r))):
-            flat = flatten(row)
-            w.writerow({c: ("" if not present(flat.get(c)) else flat[c]) for c in cols})
+        w = csv.writer(f)
+        w.writerow(df.columns)
+        for values in df.itertuples(index=False, name=None):
+            w.writerow([frame.cell(v) for v in values])
     return path
 
 

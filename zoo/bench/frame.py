@@ -121,6 +121,14 @@ def results(path: Path | str) -> pd.DataFrame:
     return frame(read_results(path))
 
 
+def value(v):
+    """A frame value as the row held it: None where a figure does not exist, Python's own
+    int, float, bool or str otherwise."""
+    if v is None or v is pd.NA or (isinstance(v, float) and not math.isfinite(v)):
+        return None
+    return v.item() if hasattr(v, "item") else v
+
+
 def cell(v) -> str:
     """A frame value as a results.csv cell: empty when it does not exist, never 0."""
     if v is None or v is pd.NA or (isinstance(v, float) and not math.isfinite(v)):

@@ -185,13 +185,17 @@ def md_table(head: list[str], rows: list[list[str]]) -> list[str]:
     return out
 
 
-def compute_table(rows: list[dict]) -> list[str]:
+def compute_table(df) -> list[str]:
     """Counted model FLOPs per image and the fraction of the device's measured matmul peak
-    achieved (MFU); the first training step (compilation, warm-up) apart. Empty when no row
-    has FLOPs (results written before zoo counted them)."""
-    if not any(present(r.get(k)) for r in rows
-               for k in ("train_flops_per_image", "sample_flops_per_image")):
+    achieved (MFU); the first training step (compilation, warm-up) apart, from a dataset's
+    lines of the rows' DataFrame (``frame.frame``). Empty when no row has FLOPs (results
+    written before zoo counted them)."""
+    flops = [c for c in ("train_flops_per_image", "sample_flops_per_image") if c in df]
+    if not flops or df[flops].isna().all().all():
         return []
+
+    def get(line, col):
+        return frame.value(line.get(col))
 
     def gflop(v):
         return fmt(v / 1e9) if present(v) else NA
@@ -202,10 +206,11 @@ def compute_table(rows: list[dict]) -> list[str]:
     head = ["model", "sampler", "train GFLOP/image", "train MFU", "first train step s",
             "sample GFLOP/image", "sample MFU"]
     return md_table(head, [
-        [str(r.get("model")), variant(r), gflop(r.get("train_flops_per_image")),
-         pct(r.get("train_mfu")), fmt(r.get("train_first_step_s")),
-         gflop(r.get("sample_flops_per_image")), pct(r.get("sample_mfu"))]
-        for r in rows])
+        [str(get(r, "model")), str(get(r, "sampler_label")),
+         gflop(get(r, "train_flops_per_image")), pct(get(r, "train_mfu")),
+         fmt(get(r, "train_first_step_s")), gflop(get(r, "sample_flops_per_image")),
+         pct(get(r, "sample_mfu"))]
+        for _, r in df.iterrows()])
 
 
 def _distinct(rows: list[dict], col: str) -> list[str]:
@@ -310,7 +315,8 @@ def write_report(run_dir: Path | str) -> Path:
         md += [f"### {ds}", ""]
         md += dataset_table(ds_rows)
         md.append("")
-    computed = {ds: compute_table(rs) for ds, rs in by_dataset(rows).items()}
+    df = frame.frame(rows)
+    computed = {ds: compute_table(df[df["dataset"] == ds]) for ds in by_dataset(rows)}
     if any(computed.values()):
         peaks = list(dict.fromkeys(
             f"{r['device_peak_tflops'] * 1e3:.4g} GFLOP/s {r.get('device_peak_dtype') or ''}"

@@ -3,5 +3,10 @@
 ``zoo bench SUITE --out DIR`` trains and evaluates every dataset x model of a suite and
 appends one row per sampler variant to ``DIR/results.jsonl`` (schema: ``zoo.bench.schema``);
 ``zoo report DIR`` turns the rows into ``results.csv``, ``report.md`` and figures;
-``zoo compare BASE NEW`` gates a change on them.
+``zoo compare BASE NEW`` gates a change on them; ``zoo.bench.results(DIR)`` is the rows
+as a pandas DataFrame.
 """
+
+from .frame import results
+
+__all__ = ["results"]

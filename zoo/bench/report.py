@@ -10,15 +10,13 @@ does not exist for a row is ``n/a``, never 0.
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 from ..core import ConfigError
 from ..metrics import registry as metric_registry
-from . import schema
+from . import frame
 from .rows import (
     NA,
-    PER_BATCH,
     RESULTS_FILE,
     by_dataset,
     fmt,
@@ -30,7 +28,6 @@ from .rows import (
     per_model,
     present,
     read_results,
-    sort_key,
     speed,
     speed_batch,
     variant,
@@ -44,48 +41,15 @@ FIGURES_DIR = "figures"
 # ----------------------------------------------------------------------------- results.csv
 
 
-def csv_columns(rows: list[dict]) -> list[str]:
-    """schema.COLUMNS in order, per-batch columns flattened to ``column@batch`` (ascending
-    batch sizes), dict-valued columns (versions) to ``column.key``, then any extra keys."""
-    cols: list[str] = []
-    extra = [k for r in rows for k in r if k not in schema.COLUMNS]
-    for col in list(schema.COLUMNS) + list(dict.fromkeys(extra)):
-        if col in PER_BATCH:
-            sizes = sorted({bs for r in rows for bs in per_batch(r, col)})
-            cols += [f"{col}@{bs}" for bs in sizes]
-        elif any(isinstance(r.get(col), dict) for r in rows):
-            keys = dict.fromkeys(k for r in rows if isinstance(r.get(col), dict) for k in r[col])
-            cols += [f"{col}.{k}" for k in keys]
-        else:
-            cols.append(col)
-    return cols
-
-
-def flatten(row: dict) -> dict:
-    out = {}
-    for col, v in row.items():
-        if col in PER_BATCH:
-            for bs, x in per_batch(row, col).items():
-                out[f"{col}@{bs}"] = x
-        elif isinstance(v, dict):
-            for k, x in v.items():
-                out[f"{col}.{k}"] = x
-        elif isinstance(v, list):
-            out[col] = json.dumps(v)
-        else:
-            out[col] = v
-    return out
-
-
 def write_csv(rows: list[dict], path: Path) -> Path:
-    """results.csv: one line per row; a figure that does not exist is an empty cell."""
-    cols = csv_columns(rows)
+    """results.csv: the DataFrame of the rows (``frame.frame``, what ``zoo.bench.results``
+    returns), column for column; a figure that does not exist is an empty cell."""
+    df = frame.frame(rows)
     with path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
-        w.writeheader()
-        for row in sorted(rows, key=lambda r: (str(r.get("dataset")), sort_key(r))):
-            flat = flatten(row)
-            w.writerow({c: ("" if not present(flat.get(c)) else flat[c]) for c in cols})
+        w = csv.writer(f)
+        w.writerow(df.columns)
+        for values in df.itertuples(index=False, name=None):
+            w.writerow([frame.cell(v) for v in values])
     return path
 
 
@@ -221,13 +185,17 @@ def md_table(head: list[str], rows: list[list[str]]) -> list[str]:
     return out
 
 
-def compute_table(rows: list[dict]) -> list[str]:
+def compute_table(df) -> list[str]:
     """Counted model FLOPs per image and the fraction of the device's measured matmul peak
-    achieved (MFU); the first training step (compilation, warm-up) apart. Empty when no row
-    has FLOPs (results written before zoo counted them)."""
-    if not any(present(r.get(k)) for r in rows
-               for k in ("train_flops_per_image", "sample_flops_per_image")):
+    achieved (MFU); the first training step (compilation, warm-up) apart, from a dataset's
+    lines of the rows' DataFrame (``frame.frame``). Empty when no row has FLOPs (results
+    written before zoo counted them)."""
+    flops = [c for c in ("train_flops_per_image", "sample_flops_per_image") if c in df]
+    if not flops or df[flops].isna().all().all():
         return []
+
+    def get(line, col):
+        return frame.value(line.get(col))
 
     def gflop(v):
         return fmt(v / 1e9) if present(v) else NA
@@ -238,10 +206,11 @@ def compute_table(rows: list[dict]) -> list[str]:
     head = ["model", "sampler", "train GFLOP/image", "train MFU", "first train step s",
             "sample GFLOP/image", "sample MFU"]
     return md_table(head, [
-        [str(r.get("model")), variant(r), gflop(r.get("train_flops_per_image")),
-         pct(r.get("train_mfu")), fmt(r.get("train_first_step_s")),
-         gflop(r.get("sample_flops_per_image")), pct(r.get("sample_mfu"))]
-        for r in rows])
+        [str(get(r, "model")), str(get(r, "sampler_label")),
+         gflop(get(r, "train_flops_per_image")), pct(get(r, "train_mfu")),
+         fmt(get(r, "train_first_step_s")), gflop(get(r, "sample_flops_per_image")),
+         pct(get(r, "sample_mfu"))]
+        for _, r in df.iterrows()])
 
 
 def _distinct(rows: list[dict], col: str) -> list[str]:
@@ -346,7 +315,8 @@ def write_report(run_dir: Path | str) -> Path:
         md += [f"### {ds}", ""]
         md += dataset_table(ds_rows)
         md.append("")
-    computed = {ds: compute_table(rs) for ds, rs in by_dataset(rows).items()}
+    df = frame.frame(rows)
+    computed = {ds: compute_table(df[df["dataset"] == ds]) for ds in by_dataset(rows)}
     if any(computed.values()):
         peaks = list(dict.fromkeys(
             f"{r['device_peak_tflops'] * 1e3:.4g} GFLOP/s {r.get('device_peak_dtype') or ''}"

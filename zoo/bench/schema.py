@@ -44,6 +44,29 @@ _COLUMNS: tuple[str, ...] = (
     "commit", "seed", "grid", "timestamp",
 )
 
+# the type of a column in a table of rows (zoo.bench.results, results.csv); a metric column
+# is a number; a column named in neither (a sampler option, an extra key) takes its values'
+_TEXT = ("suite", "dataset", "model", "family", "sampler", "config_hash", "extractor",
+         "extractor_hash", "ref_split", "nll_kind", "nll_detail", "memory_kind", "device",
+         "device_peak_dtype", "dtype", "commit", "grid", "timestamp")
+_INTEGER = ("params", "train_steps", "train_flops_per_image", "sample_flops_per_image",
+            "n_samples", "n_reference", "nll_images",
+            "latency_batch_size", "max_batch_size", "world_size", "seed")
+
+
+def column_kind(column: str) -> str | None:
+    """"str", "int" or "float" for a column of the schema (``versions.KEY`` is text,
+    ``COLUMN@BATCH`` of a per-batch column a number), None for one it does not type."""
+    base = column.split("@")[0] if "@" in column else column
+    if column in _TEXT or column.startswith("versions."):
+        return "str"
+    if column in _INTEGER:
+        return "int"
+    if base in columns() and base not in _TEXT and base not in ("sampler_options", "versions"):
+        return "float"
+    return None
+
+
 # a row's identity: two runs' rows with the same key are the same measurement
 KEY: tuple[str, ...] = ("suite", "dataset", "model", "sampler", "sampler_options")
 # rows written before sampler options were typed held these instead of sampler_options

@@ -406,11 +406,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--split", default="test")
     s.add_argument("--n", type=int, help="only the first N images")
     s.add_argument("--batch-size", type=int, default=500)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=int, default=0,
+                   help="seeds the Monte Carlo draws of a sampled bound (VAE, diffusion)")
     s.add_argument("--device", default="auto")
     s.add_argument("--json", help="also write the result as JSON")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="likelihood option, e.g. --set k=100 (VAE importance samples)")
+                   help="likelihood option, e.g. --set k=100 (VAE importance samples), "
+                        "--set mode=all (diffusion: all T terms)")
     s.set_defaults(func=cmd_nll)
 
     s = sub.add_parser("eval", help="FID, KID, IS and precision/recall of a run's samples")

@@ -1,5 +1,7 @@
-"""The variational bound of a diffusion model in bits/dim (Ho et al. eq. 5, L_0 discretized):
-exact (all T terms) or estimated with its Monte Carlo standard error."""
+"""The variational bound of a diffusion model in bits/dim (Ho et al. eq. 5, L_0 discretized),
+a Monte Carlo estimate with its standard error: all T terms at sampled x_t (``"all"``) or K
+importance-sampled terms (``"estimate"``). Every term but the prior is an expectation over
+x_t ~ q(x_t|x_0), so neither mode is exact."""
 
 from __future__ import annotations
 
@@ -13,7 +15,10 @@ from torch import Tensor, nn
 from ...nn.likelihood import discretized_gaussian_log_prob, gaussian_kl, nats_to_bpd
 from .schedule import NoiseSchedule
 
-NLL_MODES = ("estimate", "exact")
+NLL_MODES = ("estimate", "all")
+# deprecated spellings of a mode: "exact" was the all-terms mode's name, but its terms are
+# sampled at random x_t, so it was never exact
+NLL_MODE_ALIASES = {"exact": "all"}
 PROPOSALS = ("importance", "uniform")
 
 
@@ -21,8 +26,10 @@ PROPOSALS = ("importance", "uniform")
 class NLLResult:
     """A variational bound per image in bits/dim and its Monte Carlo standard error.
 
-    ``kind`` is ``"exact"`` (all T terms) or ``"estimate"`` (K sampled terms per image);
-    ``stderr`` is 0 for exact. ``mean()`` and ``stderr_of_mean()`` give the batch figure.
+    ``kind`` is ``"all"`` (all T terms, each at ``draws`` sampled x_t) or ``"estimate"`` (K
+    sampled terms per image); ``stderr`` is the Monte Carlo standard error of ``bpd`` for the
+    given images (the noise of x_t and t, not the spread over images), ``detail`` says how it
+    was computed. ``mean()`` and ``stderr_of_mean()`` give the batch figure.
     """
 
     bpd: Tensor
@@ -90,8 +97,9 @@ def _terms(net, schedule, x0: Tensor, img: Tensor, t: Tensor, gen, batch_size: i
 
 def variational_bound(net: nn.Module, schedule: NoiseSchedule, x0: Tensor, *, mode: str,
                       K: int, proposal: str, batch_size: int, clip_x0: bool, gen,
-                      dims: int) -> NLLResult:
+                      dims: int, draws: int = 2) -> NLLResult:
     """The bound in bits/dim per image of ``x0`` (in [-1, 1]); see ``DDPM.nll_with_stderr``."""
+    mode = NLL_MODE_ALIASES.get(mode, mode)
     n, dev, T = x0.shape[0], x0.device, schedule.timesteps
     if n == 0:
         empty = torch.empty(0)
@@ -99,7 +107,22 @@ def variational_bound(net: nn.Module, schedule: NoiseSchedule, x0: Tensor, *, mo
     every = torch.arange(n, device=dev)
     total = schedule.prior_nats(x0)
     stderr = torch.zeros(n, dtype=torch.float64, device=dev)
-    if mode == "estimate" and proposal == "uniform":
+    if mode == "all":
+        # every term t = 0..T-1 (L_0 and the T-1 KL terms) at ``draws`` independent x_t
+        # (draws x T network calls per image); the draws are ordered draw-major so that
+        # the first draw's noise matches draws=1. The terms use independent noise, so the
+        # variance of the sum of the per-term means is the sum of the per-term variances
+        # over draws, each estimated by its sample variance (ddof 1).
+        t = torch.arange(T, device=dev).repeat(draws * n)
+        img = every.repeat_interleave(T).repeat(draws)
+        terms = _terms(net, schedule, x0, img, t, gen, batch_size, clip_x0,
+                       "both").view(draws, n, T)
+        total += terms.mean(0).sum(1)
+        if draws > 1:
+            stderr = (terms.var(0).sum(1) / draws).sqrt()
+        detail = (f"all {T} terms, x_t sampled, {draws} draw{'s' if draws > 1 else ''} each"
+                  + ("" if draws > 1 else "; standard error unknown (reported as 0)"))
+    elif mode == "estimate" and proposal == "uniform":
         t = torch.randint(0, T, (n * K,), generator=gen, device=dev)
         terms = _terms(net, schedule, x0, every.repeat_interleave(K), t, gen, batch_size,
                        clip_x0, "both").view(n, K)
@@ -109,13 +132,7 @@ def variational_bound(net: nn.Module, schedule: NoiseSchedule, x0: Tensor, *, mo
     else:
         total += _terms(net, schedule, x0, every, torch.zeros(n, dtype=torch.long, device=dev),
                         gen, batch_size, clip_x0, "decoder")
-        if T > 1 and mode == "exact":
-            t = torch.arange(1, T, device=dev).repeat(n)
-            terms = _terms(net, schedule, x0, every.repeat_interleave(T - 1), t, gen,
-                           batch_size, clip_x0, "kl")
-            total += terms.view(n, T - 1).sum(1)
-            detail = f"all {T} terms"
-        elif T > 1:
+        if T > 1:
             q = timestep_proposal(schedule)
             idx = torch.multinomial(q, n * K, replacement=True, generator=gen)
             terms = _terms(net, schedule, x0, every.repeat_interleave(K), idx + 1, gen,
@@ -124,8 +141,8 @@ def variational_bound(net: nn.Module, schedule: NoiseSchedule, x0: Tensor, *, mo
             total += weighted.mean(1)
             stderr = weighted.std(1) / math.sqrt(K)
             detail = (f"K={K} of {T - 1} KL terms per image, importance-sampled; "
-                      "prior and L_0 exact")
+                      "prior exact, L_0 at one x_1 draw")
         else:
-            detail = "T=1: prior and L_0"
+            detail = "T=1: prior exact, L_0 at one x_1 draw"
     return NLLResult(bpd=nats_to_bpd(total, dims).float().cpu(),
                      stderr=nats_to_bpd(stderr, dims).float().cpu(), kind=mode, detail=detail)

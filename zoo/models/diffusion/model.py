@@ -10,6 +10,7 @@ step, the sampling loop (eager or replayed as one CUDA graph) and ``nll``.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Literal
@@ -24,7 +25,7 @@ from ...nn.likelihood import from_unit, to_unit
 from ...nn.unet import UNet, UNetConfig
 from ...options import check_range
 from .ancestral import Ancestral
-from .bound import NLL_MODES, PROPOSALS, NLLResult, variational_bound
+from .bound import NLL_MODE_ALIASES, NLL_MODES, PROPOSALS, NLLResult, variational_bound
 from .ddim import DDIM
 from .schedule import SCHEDULES, NoiseSchedule, make_betas
 
@@ -47,14 +48,28 @@ class DDPMConfig:
     dropout: float = 0.0
     norm_groups: int = 4  # 32 groups of 32 channels normalise each channel alone (see unet.py)
     lr: float = 1e-3
-    nll_mode: Literal["estimate", "exact"] = "estimate"
+    nll_mode: Literal["estimate", "all", "exact"] = "estimate"  # "exact": deprecated "all"
     nll_samples: int = 4  # K: timesteps drawn per image by nll(mode="estimate")
+    nll_draws: int = 2  # x_t drawn per term by nll(mode="all")
 
 
 def _choice(value, valid: Sequence[str], name: str) -> str:
     if value not in valid:
         raise ConfigError(f"unknown {name} {value!r}; valid: {', '.join(valid)}")
     return value
+
+
+def _nll_mode(value, name: str = "nll mode", stacklevel: int = 3) -> str:
+    """``value`` as one of NLL_MODES; a deprecated alias ("exact") maps to its mode with a
+    warning."""
+    if value in NLL_MODE_ALIASES:
+        new = NLL_MODE_ALIASES[value]
+        warnings.warn(
+            f"{name} {value!r} is deprecated: it is {new!r} (all T terms, each at sampled "
+            "x_t, so a Monte Carlo estimate with a standard error, not an exact value)",
+            DeprecationWarning, stacklevel=stacklevel)
+        return new
+    return _choice(value, NLL_MODES, name)
 
 
 class DDPM(GenerativeModel):
@@ -70,7 +85,7 @@ class DDPM(GenerativeModel):
         super().__init__(config, image_shape)
         c = config
         _choice(c.schedule, SCHEDULES, "schedule")
-        _choice(c.nll_mode, NLL_MODES, "nll_mode")
+        nll_mode = _nll_mode(c.nll_mode, "nll_mode")  # "exact" is recorded as "all"
         if c.timesteps < 1:
             raise ConfigError(f"timesteps must be >= 1, got {c.timesteps}")
         if c.schedule == "linear" and not 0.0 < c.beta_start <= c.beta_end < 1.0:
@@ -82,6 +97,10 @@ class DDPM(GenerativeModel):
             raise ConfigError(
                 f"nll_samples must be >= 2 (a standard error needs two draws), got {c.nll_samples}"
             )
+        if c.nll_draws < 2:
+            raise ConfigError(
+                f"nll_draws must be >= 2 (a standard error needs two draws), got {c.nll_draws}"
+            )
         check_range(c.lr, "lr", above=0)
         check_range(c.channels, "channels", least=1)
         check_range(c.norm_groups, "norm_groups", least=1)
@@ -90,7 +109,8 @@ class DDPM(GenerativeModel):
         ch, h, w = self.image_shape
         self.net = UNet(ch, (h, w), unet_config)
         # the config records the depth chosen for this size, so run.json shows what was built
-        self.config = dataclasses.replace(c, channel_mult=tuple(self.net.config.channel_mult))
+        self.config = dataclasses.replace(c, channel_mult=tuple(self.net.config.channel_mult),
+                                          nll_mode=nll_mode)
         self.schedule = NoiseSchedule(make_betas(c.schedule, c.timesteps, c.beta_start,
                                                  c.beta_end))
 
@@ -215,30 +235,41 @@ class DDPM(GenerativeModel):
     # -- likelihood ----------------------------------------------------------------------
     @torch.inference_mode()
     def nll_with_stderr(self, x, *, mode: str | None = None, K: int | None = None,
-                        proposal: str = "importance", batch_size: int = 256,
-                        clip_x0: bool = False, generator=None, **opts) -> NLLResult:
-        """The DDPM variational bound (Ho et al. eq. 5, L_0 discretized) in bits/dim per image.
+                        proposal: str = "importance", draws: int | None = None,
+                        batch_size: int = 256, clip_x0: bool = False, generator=None,
+                        **opts) -> NLLResult:
+        """The DDPM variational bound (Ho et al. eq. 5, L_0 discretized) in bits/dim per image,
+        an unbiased Monte Carlo estimate with its standard error (each term but the prior is
+        an expectation over x_t ~ q(x_t|x_0); the prior term is computed in closed form).
 
-        ``mode="exact"``: the prior term, L_0 and all T-1 KL terms (T network calls per
-        image). ``mode="estimate"`` (K network calls per image, plus one for L_0), unbiased
-        with its standard error: ``proposal="importance"`` (default) computes the prior and
-        L_0 exactly and the sum of the T-1 KL terms as the mean of K terms at t ~ q(t)
-        weighted by 1/q(t) (see ``bound.timestep_proposal``); ``proposal="uniform"`` draws K
-        of all T terms uniformly and returns T times their mean. Defaults: the config's
-        ``nll_mode`` and ``nll_samples``. p's mean comes from the predicted eps as in Ho et
-        al. eq. 11; ``clip_x0=True`` bounds the clipped model the samplers use by default
-        instead (much lower on MNIST, whose pixels sit mostly at the clip limits).
+        ``mode="all"``: the prior, L_0 and all T-1 KL terms, each term the mean over
+        ``draws`` (default 2) independent x_t, so draws x T network calls per image; the
+        standard error is sqrt(sum over terms of their sample variance / draws), the terms'
+        noise being independent. (``"exact"`` is its deprecated name: it is not exact.)
+        ``mode="estimate"`` (K network calls per image, plus one for L_0):
+        ``proposal="importance"`` (default) computes the prior exactly, L_0 at one x_1 and
+        the sum of the T-1 KL terms as the mean of K terms at t ~ q(t) weighted by 1/q(t)
+        (see ``bound.timestep_proposal``); ``proposal="uniform"`` draws K of all T terms
+        uniformly and returns T times their mean. Its standard error counts the noise of
+        the K terms (not of the one L_0 draw, small next to it). Defaults: the config's
+        ``nll_mode``, ``nll_samples`` and ``nll_draws``. p's mean comes from the predicted
+        eps as in Ho et al. eq. 11; ``clip_x0=True`` bounds the clipped model the samplers
+        use by default instead (much lower on MNIST, whose pixels sit mostly at the clip limits).
         """
         if opts:
             raise ConfigError(
                 f"unknown nll option(s) {', '.join(sorted(opts))} for {self.name}; "
-                "valid: mode, K, proposal, batch_size, clip_x0"
+                "valid: mode, K, proposal, draws, batch_size, clip_x0"
             )
-        mode = _choice(mode or self.config.nll_mode, NLL_MODES, "nll mode")
+        mode = _nll_mode(mode or self.config.nll_mode, stacklevel=4)  # past the decorator
         proposal = _choice(proposal, PROPOSALS, "proposal")
         K = self.config.nll_samples if K is None else option_number(K, "K", int)
         if mode == "estimate" and K < 2:
             raise ConfigError(f"K must be >= 2 (a standard error needs two draws), got {K}")
+        draws = self.config.nll_draws if draws is None else option_number(draws, "draws", int)
+        if mode == "all" and draws < 2:
+            raise ConfigError(
+                f"draws must be >= 2 (a standard error needs two draws), got {draws}")
         batch_size = option_number(batch_size, "batch_size", int)
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
@@ -249,17 +280,19 @@ class DDPM(GenerativeModel):
         try:
             return variational_bound(
                 self.net, self.schedule, x0, mode=mode, K=K, proposal=proposal,
-                batch_size=batch_size, clip_x0=clip_x0, dims=self.dims,
+                draws=draws, batch_size=batch_size, clip_x0=clip_x0, dims=self.dims,
                 gen=self._generator_for(generator, x0.device))
         finally:
             self.train(was_training)
 
-    def describe_nll(self, mode=None, K=None, proposal="importance", **options) -> str:
-        mode = mode or self.config.nll_mode
-        if mode == "exact":
-            return f"bound, exact: all {self.timesteps} terms"
+    def describe_nll(self, mode=None, K=None, proposal="importance", draws=None,
+                     **options) -> str:
+        mode = NLL_MODE_ALIASES.get(mode or self.config.nll_mode, mode or self.config.nll_mode)
+        if mode == "all":
+            draws = self.config.nll_draws if draws is None else draws
+            return f"bound, all {self.timesteps} terms, x_t sampled, {draws} draws each"
         K = self.config.nll_samples if K is None else K
-        how = ("importance-sampled KL terms, prior and L_0 exact" if proposal == "importance"
+        how = ("importance-sampled KL terms, prior exact" if proposal == "importance"
                else "uniformly drawn terms")
         return f"bound, estimate: K={K} {how} per image"
 

@@ -236,18 +236,23 @@ def compute_metrics(
         _vet_cache(root, cache_key)
         status = "hit" if _reference_cached(root, cache_key, extractor, reads) else "miss"
     out: dict = {}
-    if tf:
-        out.update(_tf_metrics(generated, reference, extractor, tf, binary, cache_key,
-                               cache_dir, dev, batch_size, seed, progress))
     boot = interval_metrics(metrics) if bootstrap else ()
-    fake, real = {}, {}
+    seen: dict[int, dict[str, Tensor]] = {}  # the features torch-fidelity extracted, by input
+    if tf:
+        with _features_seen(seen) if boot else contextlib.nullcontext():
+            out.update(_tf_metrics(generated, reference, extractor, tf, binary, cache_key,
+                                   cache_dir, dev, batch_size, seed, progress))
+    fake, real = dict(seen.get(1, {})), dict(seen.get(2, {}))
     if own or boot:
-        layers = sorted({_layer(extractor, m) for m in own + boot} - {None})
-        ref_layers = sorted({_layer(extractor, m) for m in own_ref + boot})
-        # the generated features once, for the function metrics and every bootstrap draw
-        fake = _extract(1, generated, extractor, layers, dev, batch_size, progress)
-        real = _extract(2, reference, extractor, ref_layers, dev, batch_size, progress,
-                        cache_key, cache_dir)
+        # each side's features once: torch-fidelity's, or extracted here for what it lacks
+        boot_layers = {_layer(extractor, m) for m in boot}
+        layers = sorted(({_layer(extractor, m) for m in own} | (boot_layers - set(fake)))
+                        - {None})
+        ref_layers = sorted({_layer(extractor, m) for m in own_ref}
+                            | (boot_layers - set(real)))
+        fake.update(_extract(1, generated, extractor, layers, dev, batch_size, progress))
+        real.update(_extract(2, reference, extractor, ref_layers, dev, batch_size, progress,
+                             cache_key, cache_dir))
     if own:
         for m in own:
             layer = _layer(extractor, m)
@@ -262,6 +267,34 @@ def compute_metrics(
             {m: (fake[_layer(extractor, m)], real[_layer(extractor, m)]) for m in boot},
             bootstrap, seed))
     return out, status
+
+
+@contextlib.contextmanager
+def _features_seen(seen: dict):
+    """Within: ``seen[input_id]`` gets the ``{layer: features}`` torch-fidelity extracts
+    (or reads from its cache) in ``calculate_metrics``, so the bootstrap reuses them
+    instead of running the network again; torch-fidelity's own figures are untouched."""
+    import torch_fidelity.metric_fid as tf_fid
+    import torch_fidelity.metrics as tf_metrics
+
+    name = "extract_featuresdict_from_input_id_cached"
+    modules = [m for m in (tf_metrics, tf_fid) if hasattr(m, name)]
+    originals = [getattr(m, name) for m in modules]
+
+    def recording(original):
+        def extract(input_id, *args, **kwargs):
+            features = original(input_id, *args, **kwargs)
+            seen.setdefault(input_id, {}).update(features)
+            return features
+        return extract
+
+    for m, original in zip(modules, originals, strict=True):
+        setattr(m, name, recording(original))
+    try:
+        yield seen
+    finally:
+        for m, original in zip(modules, originals, strict=True):
+            setattr(m, name, original)
 
 
 def _tf_metrics(generated: Tensor, reference: Tensor, extractor: Extractor, metrics: tuple,

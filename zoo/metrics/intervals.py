@@ -122,16 +122,15 @@ def kid_draws(fake: Tensor, real: Tensor, counts: Tensor, chunk: int = 2048) -> 
         k_yy += float(k.sum()) - float(k[:, i:i + chunk].diagonal().sum())
     k_yy /= m * (m - 1)
     k_xy = torch.cat([_poly_kernel(x[i:i + chunk], y).mean(1) for i in range(0, n, chunk)])
-    k_xx = _poly_kernel(x, x)
-    out = torch.empty(counts.shape[0], dtype=torch.float64)
-    step = max(1, BLOCK // (n * n))
-    for b in range(0, counts.shape[0], step):
-        c = counts[b:b + step]
-        tot = c.sum(1)
-        same = (c * c).sum(1)  # pairs of copies of one sample (its own diagonal included)
-        xx = ((c @ k_xx) * c).sum(1) - (c * c * k_xx.diagonal()).sum(1)
-        out[b:b + step] = xx / (tot * tot - same) + k_yy - 2 * (c @ k_xy) / tot
-    return out
+    c = counts
+    tot = c.sum(1)
+    same = (c * c).sum(1)  # pairs of copies of one sample (its own diagonal included)
+    xx = torch.zeros(c.shape[0], dtype=torch.float64)
+    for i in range(0, n, chunk):  # c^T K c over row blocks of K, never N x N at once
+        k = _poly_kernel(x[i:i + chunk], x)
+        ci = c[:, i:i + chunk]
+        xx += ((c @ k.T) * ci).sum(1) - (ci * ci * k[:, i:i + chunk].diagonal()).sum(1)
+    return xx / (tot * tot - same) + k_yy - 2 * (c @ k_xy) / tot
 
 
 # -- precision / recall (torch-fidelity, k = 3) ----------------------------------------------
@@ -178,13 +177,18 @@ def dc_draws(fake: Tensor, real: Tensor, counts: Tensor,
     y = real.detach().cpu().double()
     x = fake.detach().cpu().double()
     radii = knn_radii(y, nearest_k)
-    d = sq_dists(y, sq_norms(y), x, sq_norms(x))  # [M, N], as density_coverage's rows
-    ball = d < radii[:, None]
-    per_fake = ball.sum(0).double()  # real balls each generated sample falls in
+    y_sq, x_sq = sq_norms(y), sq_norms(x)
+    present = (counts > 0).float().T  # [N, B]
+    per_fake = torch.zeros(x.shape[0], dtype=torch.float64)
+    covered = torch.zeros(counts.shape[0], dtype=torch.float64)
+    for i in range(0, y.shape[0], 1024):  # real rows, as density_coverage's
+        d = sq_dists(y[i:i + 1024], y_sq[i:i + 1024], x, x_sq)
+        ball = d < radii[i:i + 1024, None]
+        per_fake += ball.sum(0).double()  # real balls each generated sample falls in
+        # a real ball is covered when the draw holds a sample inside it
+        covered += ((ball.float() @ present) > 0).sum(0).double()
     density = counts @ per_fake / (nearest_k * counts.sum(1))
-    # a real ball is covered when the draw holds a sample inside it: [M, N] @ [N, B] > 0
-    coverage = ((ball.float() @ (counts > 0).float().T) > 0).double().mean(0)
-    return density, coverage
+    return density, covered / y.shape[0]
 
 
 # -- the registry's metrics ---------------------------------------------------------------------

@@ -291,7 +291,7 @@ def cmd_eval(args) -> int:
         model, dataset, args.split, args.extractor, n=args.n, metrics=args.metrics,
         batch_size=args.batch_size, seed=args.seed, device=model.device,
         inception_weights=args.inception_weights, cache=not args.no_cache, root=args.root,
-        progress=sys.stderr.isatty(), **options,
+        progress=sys.stderr.isatty(), bootstrap=args.bootstrap, **options,
     )
     if not zdist.is_main():  # under torchrun: every rank sampled, rank 0 reports
         return 0
@@ -430,6 +430,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"comma-separated, from {metric_registry.describe()}")
     s.add_argument("--batch-size", type=int, default=500)
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--bootstrap", type=int, default=200, metavar="B",
+                   help="resamples of the generated features for the 95%% intervals of "
+                   "FID, KID, precision, recall, density and coverage (0: none)")
     s.add_argument("--device", default="auto")
     s.add_argument("--json", help="write the result here (default RUN/eval.json)")
     s.add_argument("--no-cache", action="store_true", help="recompute the reference features")

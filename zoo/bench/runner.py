@@ -243,6 +243,7 @@ def measure_variant(
         samples, dataset, ev.ref_split, ev.extractor, metrics=ev.metrics,
         batch_size=ev.batch_size, seed=seed, device=model.device, n_reference=ev.n_reference,
         root=data_root, announce=announce,
+        bootstrap=0,  # rows carry no interval yet
     )
     grid = None
     if ev.grid_images:

@@ -18,11 +18,11 @@ from torch import Tensor
 CHUNK = 1024
 
 
-def _sq_norms(x: Tensor) -> Tensor:
+def sq_norms(x: Tensor) -> Tensor:
     return (x * x).sum(1)
 
 
-def _sq_dists(a: Tensor, a_sq: Tensor, b: Tensor, b_sq: Tensor) -> Tensor:
+def sq_dists(a: Tensor, a_sq: Tensor, b: Tensor, b_sq: Tensor) -> Tensor:
     """Squared Euclidean distances ``[len(a), len(b)]``, clamped at 0 (rounding); rounded
     the same way both ways round, so d(x, y) == d(y, x) bit for bit."""
     return (a_sq[:, None] + b_sq[None, :]).addmm_(a, b.T, alpha=-2.0).clamp_min_(0.0)
@@ -31,10 +31,10 @@ def _sq_dists(a: Tensor, a_sq: Tensor, b: Tensor, b_sq: Tensor) -> Tensor:
 def knn_radii(x: Tensor, k: int, chunk: int = CHUNK) -> Tensor:
     """Squared distance of each row of ``x`` to its k-th nearest other row (prdc's radii:
     the (k+1)-th smallest distance of a row, its own distance 0 counted)."""
-    x_sq = _sq_norms(x)
+    x_sq = sq_norms(x)
     out = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
     for i in range(0, x.shape[0], chunk):
-        d = _sq_dists(x[i:i + chunk], x_sq[i:i + chunk], x, x_sq)
+        d = sq_dists(x[i:i + chunk], x_sq[i:i + chunk], x, x_sq)
         d[torch.arange(d.shape[0], device=d.device), torch.arange(i, i + d.shape[0],
                                                                   device=d.device)] = 0.0
         out[i:i + chunk] = d.topk(k + 1, dim=1, largest=False).values[:, -1]
@@ -54,13 +54,13 @@ def density_coverage(real: Tensor, fake: Tensor, nearest_k: int = 5,
     real = real.detach().to(torch.float64)
     fake = fake.detach().to(real.device, torch.float64)
     radii = knn_radii(real, nearest_k, chunk)
-    real_sq, fake_sq = _sq_norms(real), _sq_norms(fake)
+    real_sq, fake_sq = sq_norms(real), sq_norms(fake)
     inside = 0  # (real ball, generated sample) pairs with the sample inside the ball
     covered = 0  # real balls holding at least one generated sample
     for i in range(0, real.shape[0], chunk):
         # real rows, as in knn_radii: a generated copy of a real sample is at the same
         # distance from each real one as that real sample, bit for bit
-        d = _sq_dists(real[i:i + chunk], real_sq[i:i + chunk], fake, fake_sq)
+        d = sq_dists(real[i:i + chunk], real_sq[i:i + chunk], fake, fake_sq)
         r = radii[i:i + chunk, None]
         inside += int((d < r).sum())
         covered += int((d.min(1, keepdim=True).values < r).sum())

@@ -46,6 +46,7 @@ from ..runs import load_run
 from ..sampling import draw_samples
 from . import registry
 from .features import Extractor, MetricsError, resolve_extractor
+from .intervals import bootstrap_intervals, interval_metrics
 from .registry import normalize_metrics
 
 CACHE_FORMAT = 1
@@ -185,6 +186,7 @@ def compute_metrics(
     device: str | torch.device | None = None,
     progress: bool = False,
     train: dict[str, Tensor] | None = None,
+    bootstrap: int = 0,
 ) -> tuple[dict, str]:
     """The figures of ``generated`` against ``reference`` (both uint8) with one extractor.
 
@@ -194,6 +196,10 @@ def compute_metrics(
     function metric gets the extractor's features of both sides (extracted once each).
     ``train``: the training split's ``{layer: features}``, which a metric declared with
     ``train`` reads (``evaluate`` passes them, from ``reference_features``).
+    ``bootstrap``: with B > 0, a 95% percentile-bootstrap interval ``<column>_ci95: [lo,
+    hi]`` of each interval column (``Column.interval``) from B resamples of the generated
+    features, seeded with ``seed`` (``intervals.bootstrap_intervals``); the figures
+    themselves do not change.
     """
     metrics = normalize_metrics(registry.default_metrics() if metrics is None else metrics)
     generated = _check_batch(generated, "generated images")
@@ -214,6 +220,8 @@ def compute_metrics(
                               f"({_layer(extractor, m)!r} layer); evaluate passes them")
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    if bootstrap < 0:
+        raise ConfigError(f"bootstrap must be >= 0 (0: no interval), got {bootstrap}")
     dev = _device(device)
     tf = tuple(m for m in metrics if spec[m].tf_flag)
     own = tuple(m for m in metrics if not spec[m].tf_flag)
@@ -228,15 +236,24 @@ def compute_metrics(
         _vet_cache(root, cache_key)
         status = "hit" if _reference_cached(root, cache_key, extractor, reads) else "miss"
     out: dict = {}
+    boot = interval_metrics(metrics) if bootstrap else ()
+    seen: dict[int, dict[str, Tensor]] = {}  # the features torch-fidelity extracted, by input
     if tf:
-        out.update(_tf_metrics(generated, reference, extractor, tf, binary, cache_key,
-                               cache_dir, dev, batch_size, seed, progress))
+        with _features_seen(seen) if boot else contextlib.nullcontext():
+            out.update(_tf_metrics(generated, reference, extractor, tf, binary, cache_key,
+                                   cache_dir, dev, batch_size, seed, progress))
+    fake, real = dict(seen.get(1, {})), dict(seen.get(2, {}))
+    if own or boot:
+        # each side's features once: torch-fidelity's, or extracted here for what it lacks
+        boot_layers = {_layer(extractor, m) for m in boot}
+        layers = sorted(({_layer(extractor, m) for m in own} | (boot_layers - set(fake)))
+                        - {None})
+        ref_layers = sorted({_layer(extractor, m) for m in own_ref}
+                            | (boot_layers - set(real)))
+        fake.update(_extract(1, generated, extractor, layers, dev, batch_size, progress))
+        real.update(_extract(2, reference, extractor, ref_layers, dev, batch_size, progress,
+                             cache_key, cache_dir))
     if own:
-        layers = sorted({_layer(extractor, m) for m in own} - {None})
-        ref_layers = sorted({_layer(extractor, m) for m in own_ref})
-        fake = _extract(1, generated, extractor, layers, dev, batch_size, progress)
-        real = _extract(2, reference, extractor, ref_layers, dev, batch_size, progress,
-                        cache_key, cache_dir)
         for m in own:
             layer = _layer(extractor, m)
             mine = generated if layer is None else fake[layer]
@@ -244,7 +261,40 @@ def compute_metrics(
                 reference if layer is None else real[layer])
             out.update(spec[m].compute(theirs, mine,
                                        train[layer] if spec[m].train else None))
-    return {k: float(v) if not isinstance(v, int) else v for k, v in out.items()}, status
+    out = {k: float(v) if not isinstance(v, int) else v for k, v in out.items()}
+    if boot:
+        out.update(bootstrap_intervals(
+            {m: (fake[_layer(extractor, m)], real[_layer(extractor, m)]) for m in boot},
+            bootstrap, seed))
+    return out, status
+
+
+@contextlib.contextmanager
+def _features_seen(seen: dict):
+    """Within: ``seen[input_id]`` gets the ``{layer: features}`` torch-fidelity extracts
+    (or reads from its cache) in ``calculate_metrics``, so the bootstrap reuses them
+    instead of running the network again; torch-fidelity's own figures are untouched."""
+    import torch_fidelity.metric_fid as tf_fid
+    import torch_fidelity.metrics as tf_metrics
+
+    name = "extract_featuresdict_from_input_id_cached"
+    modules = [m for m in (tf_metrics, tf_fid) if hasattr(m, name)]
+    originals = [getattr(m, name) for m in modules]
+
+    def recording(original):
+        def extract(input_id, *args, **kwargs):
+            features = original(input_id, *args, **kwargs)
+            seen.setdefault(input_id, {}).update(features)
+            return features
+        return extract
+
+    for m, original in zip(modules, originals, strict=True):
+        setattr(m, name, recording(original))
+    try:
+        yield seen
+    finally:
+        for m, original in zip(modules, originals, strict=True):
+            setattr(m, name, original)
 
 
 def _tf_metrics(generated: Tensor, reference: Tensor, extractor: Extractor, metrics: tuple,
@@ -332,6 +382,7 @@ def evaluate(
     root: str | os.PathLike | None = None,
     progress: bool = False,
     announce: bool = True,
+    bootstrap: int = 200,
     **sampler_options,
 ) -> dict:
     """Sample quality of generated images against a dataset split, as one result row.
@@ -347,6 +398,10 @@ def evaluate(
     first ``n_train`` images (default all), cached like the reference's.
 
     ``metrics``: names of ``registry`` (None: its default set, fid, kid, is and pr).
+    ``bootstrap``: B resamples (with replacement, seeded with ``seed``) of the generated
+    side's features, the reference fixed, give a 95% percentile interval
+    ``<column>_ci95: [lo, hi]`` of FID, KID, precision, recall, density and coverage (the
+    registry's ``Column.interval``); 0 computes none. The figures stay torch-fidelity's.
 
     Returns the figures (``fid``, ``kid``/``kid_std``, ``is``/``is_std``,
     ``precision``/``recall``/``f_score``, and each registered metric's columns, e.g.
@@ -403,6 +458,7 @@ def evaluate(
         figures, status = compute_metrics(
             generated, reference, ext, metrics, cache_key=key, cache_dir=cache_dir,
             batch_size=batch_size, seed=seed, device=dev, progress=progress, train=train,
+            bootstrap=bootstrap,
         )
         if n_train_used is not None:
             figures["n_train"] = n_train_used
@@ -418,6 +474,7 @@ def evaluate(
         "n_reference": int(reference.shape[0]),
         "metrics": list(metrics),
         "seed": int(seed),
+        "bootstrap": int(bootstrap),
         **meta,
         "reference_cache": status,
         "seconds_metrics": round(time.perf_counter() - t1, 3),
@@ -578,6 +635,9 @@ def format_result(result: dict) -> str:
             spread = result.get(col.spread) if col.spread else None
             if spread is not None and math.isfinite(spread):
                 value += " ± " + col.format.format(spread)
+            ci = result.get(f"{col.key}_ci95")
+            if ci is not None:
+                value += " [" + ", ".join(col.format.format(v) for v in ci) + "]"
             lines.append(f"  {col.label:<10} {value}")
     head = (f"{result.get('model', 'samples')} vs {result['dataset']} {result['split']}: "
             f"{result['n_generated']} generated, {result['n_reference']} reference images")

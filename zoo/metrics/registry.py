@@ -39,6 +39,9 @@ class Column:
     #: the default ``zoo compare`` tolerance; every deterministic ranked figure has one
     tolerance: Tolerance | None = None
     spread: str | None = None  #: the key of the column holding this figure's spread
+    #: gets a bootstrap interval (``<key>_ci95``) when ``evaluate(bootstrap=B)`` resamples
+    #: the generated side's features (a figure of features compared with the reference)
+    interval: bool = False
 
 
 @dataclass(frozen=True, eq=False)
@@ -117,6 +120,10 @@ def _check(metric: Metric) -> None:
             raise ConfigError(f"{where}: column {c.key!r} belongs to metric {owned[c.key]!r}")
         if c.direction not in (-1, 0, 1):
             raise ConfigError(f"{where}: column {c.key!r} direction must be -1, 0 or +1")
+        if c.interval and (c.direction == 0 or metric.needs != "features"
+                           or not metric.reference or metric.train):
+            raise ConfigError(f"{where}: column {c.key!r}: an interval is for a ranked figure "
+                              "of the features compared with the reference")
         if c.spread is not None and c.spread not in keys:
             raise ConfigError(f"{where}: column {c.key!r} spread {c.spread!r} is not one of "
                               "its columns")
@@ -213,6 +220,11 @@ def deterministic_columns() -> tuple[str, ...]:
     return tuple(c.key for c in columns() if c.deterministic and c.direction)
 
 
+def interval_columns(metrics: str | Iterable[str] | None = None) -> tuple[str, ...]:
+    """The columns of a metric set that get a bootstrap interval (``<key>_ci95``)."""
+    return tuple(c.key for c in columns(metrics) if c.interval)
+
+
 def default_tolerances() -> dict[str, Tolerance]:
     """{column: default ``zoo compare`` tolerance} of the deterministic ranked columns."""
     return {c.key: c.tolerance for c in columns() if c.tolerance is not None}
@@ -225,13 +237,15 @@ DC_NEAREST_K = 5  #: density/coverage: k of the k-NN radii (the prdc package's d
 
 register(Metric(
     "fid", default=True, tf_flag="fid",
-    columns=(Column("fid", "FID", "{:.3f}", -1, tolerance=("rel", 0.10)),),
+    columns=(Column("fid", "FID", "{:.3f}", -1, tolerance=("rel", 0.10),
+                    interval=True),),
     tf_results=(("fid", "frechet_inception_distance"),),
     description="Fréchet distance of the Gaussians fitted to the features",
 ))
 register(Metric(
     "kid", default=True, tf_flag="kid",
-    columns=(Column("kid", "KID", "{:.5f}", -1, tolerance=("abs", 0.005), spread="kid_std"),
+    columns=(Column("kid", "KID", "{:.5f}", -1, tolerance=("abs", 0.005), spread="kid_std",
+                    interval=True),
              Column("kid_std", "", "{:.5f}")),
     tf_results=(("kid", "kernel_inception_distance_mean"),
                 ("kid_std", "kernel_inception_distance_std"),
@@ -248,8 +262,10 @@ register(Metric(
 register(Metric(
     "pr", aliases=("prc", "precision", "recall"), default=True, tf_flag="prc",
     min_images=PR_NEIGHBORHOOD + 1,
-    columns=(Column("precision", "precision", "{:.4f}", +1, tolerance=("abs", 0.05)),
-             Column("recall", "recall", "{:.4f}", +1, tolerance=("abs", 0.05))),
+    columns=(Column("precision", "precision", "{:.4f}", +1, tolerance=("abs", 0.05),
+                    interval=True),
+             Column("recall", "recall", "{:.4f}", +1, tolerance=("abs", 0.05),
+                    interval=True)),
     tf_results=(("precision", "precision"), ("recall", "recall"), ("f_score", "f_score")),
     description="improved precision and recall (Kynkäänniemi et al. 2019), k=3",
 ))
@@ -257,8 +273,10 @@ register(Metric(
     "dc", aliases=("density", "coverage"), min_images=DC_NEAREST_K + 1,
     function="zoo.metrics.density_coverage:density_coverage",
     params={"nearest_k": DC_NEAREST_K},
-    columns=(Column("density", "density", "{:.4f}", +1, tolerance=("abs", 0.05)),
-             Column("coverage", "coverage", "{:.4f}", +1, tolerance=("abs", 0.05))),
+    columns=(Column("density", "density", "{:.4f}", +1, tolerance=("abs", 0.05),
+                    interval=True),
+             Column("coverage", "coverage", "{:.4f}", +1, tolerance=("abs", 0.05),
+                    interval=True)),
     description="density and coverage (Naeem et al. 2020), k=5",
 ))
 register(Metric(

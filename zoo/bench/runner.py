@@ -196,8 +196,8 @@ def train_model(
 def measure_nll(model: GenerativeModel, dataset: str, entry: ModelEntry, seed: int,
                 data_root: str | None = None) -> dict:
     """NLL in bits/dim on the first ``nll_images`` images of the reference split: mean and
-    standard error over the images (for a Monte Carlo bound, such as a VAE's IWAE or a
-    diffusion model's sampled terms, its noise is part of that spread); kind is the model's
+    standard error over the images (for a Monte Carlo bound, such as an importance-weighted
+    one or one of sampled terms, its noise is part of that spread); kind is the model's
     ``likelihood`` (exact or bound) and detail says how it was computed
     (``describe_nll``); all None for a model without one."""
     ev = entry.evaluation

@@ -29,7 +29,7 @@ from .rows import (
     speed_batch,
     variant,
 )
-from .schema import family_color, sampler_marker
+from .schema import family_color, sampler_label, sampler_marker
 
 LINESTYLES = ("-", "--", ":", "-.")
 DPI = 120
@@ -43,6 +43,17 @@ def _color(row: dict) -> str:
 
 def _marker(row: dict) -> str:
     return sampler_marker(row)
+
+
+def _fid_label(rows: list[dict]) -> str:
+    """"FID (mnist-classifier, N = 100-2000; lower is better)": what the points were
+    measured with, since FID depends on the extractor and is biased upward at small N."""
+    extractors = sorted({str(r.get("extractor")) for r in rows if present(r.get("extractor"))})
+    ns = sorted({int(r["n_samples"]) for r in rows if present(r.get("n_samples"))})
+    parts = [", ".join(extractors)] if extractors else []
+    if ns:
+        parts.append(f"N = {ns[0]}" if len(ns) == 1 else f"N = {ns[0]}-{ns[-1]}")
+    return f"FID ({'; '.join(parts + ['lower is better'])})"
 
 
 def _slug(text: str) -> str:
@@ -140,7 +151,7 @@ def quality_vs_speed(ds: str, rows: list[dict], path: Path) -> Path | None:
     _place_labels(fig, ax, [((s, f), f"{r.get('model')}\n{variant(r)}") for r, f, s in pts])
     at = f"at batch size {bs}" if common else "at each row's largest batch size"
     ax.set_xlabel(f"sampling throughput {at} (images/s, log scale)")
-    ax.set_ylabel("FID (lower is better)")
+    ax.set_ylabel(_fid_label([r for r, *_ in pts]))
     ax.set_title(f"{ds}: sample quality vs sampling speed (better: lower right)")
     handles = _family_legend([r for r, *_ in pts])
     markers = {}  # sampler name -> marker, for the samplers of more than one family member
@@ -178,22 +189,20 @@ def fid_vs_steps(ds: str, rows: list[dict], path: Path) -> Path | None:
         xs = [r["sampler_options"]["steps"] for r in rs]
         ys = [float(r["fid"]) for r in rs]
         all_steps.update(xs)
-        name = f"{rs[0].get('model')} · {_without_steps(variant(rs[0]))}"
+        # the line's label: its sampler's own label with steps left out (they are the x axis)
+        unstepped = {**rs[0], "sampler_options": {**rs[0]["sampler_options"], "steps": None}}
+        name = f"{rs[0].get('model')} · {sampler_label(unstepped)}"
         ax.plot(xs, ys, marker=_marker(rs[0]), ls=LINESTYLES[i % len(LINESTYLES)], label=name,
                 color=_color(rs[0]) if len(groups) == 1 else None)
     ax.set_xscale("log")
     ax.set_xticks(sorted(all_steps))
     _plain_ticks(ax, "x")
     ax.set_xlabel("sampling steps (network evaluations per image, log scale)")
-    ax.set_ylabel("FID (lower is better)")
+    ax.set_ylabel(_fid_label(stepped))
     ax.set_title(f"{ds}: FID against sampling steps")
     ax.legend(fontsize=8)
     ax.grid(True, alpha=0.3)
     return _save(fig, path)
-
-
-def _without_steps(text: str) -> str:
-    return ", ".join(p for p in text.split(", ") if not p.endswith(" steps"))
 
 
 def throughput_vs_batch(ds: str, rows: list[dict], path: Path) -> Path | None:

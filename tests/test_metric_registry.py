@@ -109,8 +109,11 @@ def test_torch_fidelity_result_keys_are_its_constants():
 def test_schema_and_gate_are_built_from_the_registry():
     cols = schema.COLUMNS
     i = cols.index("fid")
-    assert cols[i:i + 11] == (*OLD_QUALITY, "density", "coverage", *MEMO)
-    assert cols[i - 1] == "sample_mfu" and cols[i + 11] == "extractor"
+    quality = ("fid", "fid_ci95", "kid", "kid_ci95", "kid_std", "is", "is_std", "precision",
+               "precision_ci95", "recall", "recall_ci95", "density", "density_ci95",
+               "coverage", "coverage_ci95", *MEMO)
+    assert cols[i:i + len(quality)] == quality  # each interval column after its figure
+    assert cols[i - 1] == "sample_mfu" and cols[i + len(quality)] == "extractor"
     assert len(set(cols)) == len(cols)
     # today's directions in today's order (compare prints in this order), new ones added
     assert {k: v for k, v in schema.DIRECTION.items() if k in OLD_DIRECTION} == OLD_DIRECTION

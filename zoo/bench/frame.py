@@ -6,7 +6,8 @@ frame (``report.write_csv``): the two agree column for column.
 
 Columns: the schema's (``schema.COLUMNS``) in order, the per-batch ones flattened to
 ``column@batch`` (``sample_images_per_s@64``), dict-valued ones to ``column.key``
-(``sampler_options.steps``, ``versions.torch``), ``sampler_label`` (the sampler as its
+(``sampler_options.steps``, ``versions.torch``), a 95% interval ``fid_ci95: [lo, hi]`` to
+``fid_ci95.lo`` and ``fid_ci95.hi``, ``sampler_label`` (the sampler as its
 declaration labels it, as in the report) after ``sampler``, then any keys a row has beyond
 the schema (the option columns of the older schema). Types: integers ``Int64``, other
 numbers ``float64``, flags ``boolean``, text ``string``; a figure that does not exist is
@@ -37,6 +38,8 @@ def columns(rows: list[dict]) -> list[str]:
         if col in PER_BATCH:
             sizes = sorted({bs for r in rows for bs in per_batch(r, col)})
             cols += [f"{col}@{bs}" for bs in sizes]
+        elif col.endswith(schema.INTERVAL):
+            cols += [f"{col}.lo", f"{col}.hi"]
         elif any(isinstance(r.get(col), dict) for r in rows):
             keys = dict.fromkeys(k for r in rows if isinstance(r.get(col), dict) for k in r[col])
             cols += [f"{col}.{k}" for k in keys]
@@ -55,6 +58,9 @@ def flatten(row: dict) -> dict:
         if col in PER_BATCH:
             for bs, x in per_batch(row, col).items():
                 out[f"{col}@{bs}"] = x
+        elif col.endswith(schema.INTERVAL):
+            if isinstance(v, (list, tuple)) and len(v) == 2:
+                out[f"{col}.lo"], out[f"{col}.hi"] = v
         elif isinstance(v, dict):
             for k, x in v.items():
                 out[f"{col}.{k}"] = x

@@ -44,6 +44,7 @@ from ..locks import exclusive
 from ..runs import CHECKPOINT_FILE, MODEL_FILE, load_run
 from ..train import Trainer, resolve_device
 from . import timing
+from . import schema
 from .schema import columns, row_key
 from .suite import ModelEntry, Suite, Variant, load_suite
 
@@ -243,7 +244,7 @@ def measure_variant(
         samples, dataset, ev.ref_split, ev.extractor, metrics=ev.metrics,
         batch_size=ev.batch_size, seed=seed, device=model.device, n_reference=ev.n_reference,
         root=data_root, announce=announce,
-        bootstrap=0,  # rows carry no interval yet
+        bootstrap=ev.bootstrap,
     )
     grid = None
     if ev.grid_images:
@@ -255,7 +256,7 @@ def measure_variant(
     latency_bs = tm.latency_batch_size or max(tm.batch_sizes)
     fastest = max(speed["sample_images_per_s"].values(), default=None)
     return {
-        **{k: result.get(k) for k in metrics.registry.column_keys()},  # None: not asked
+        **{k: result.get(k) for k in schema.quality_columns()},  # None: not asked
         "extractor": result["extractor"],
         "extractor_hash": result["extractor_weights_sha256"],
         "ref_split": result["split"],

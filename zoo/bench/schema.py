@@ -62,6 +62,10 @@ def column_kind(column: str) -> str | None:
         return "str"
     if column in _INTEGER:
         return "int"
+    if column.endswith((INTERVAL + ".lo", INTERVAL + ".hi")):
+        return "float"
+    if column.endswith(INTERVAL):
+        return None
     if base in columns() and base not in _TEXT and base not in ("sampler_options", "versions"):
         return "float"
     return None
@@ -82,9 +86,24 @@ _HIGHER_IS_BETTER = ("sample_images_per_s", "train_images_per_s", "train_mfu", "
 _DETERMINISTIC = ("nll_bpd",)
 
 
+INTERVAL = "_ci95"  # suffix of a figure's 95% interval column: [lo, hi]
+
+
+def quality_columns() -> tuple[str, ...]:
+    """The registry's metric columns, each interval column followed by its ``<key>_ci95``."""
+    return tuple(k for c in metric_registry.columns()
+                 for k in ((c.key, c.key + INTERVAL) if c.interval else (c.key,)))
+
+
+def interval_of(column: str) -> str | None:
+    """The ``<key>_ci95`` column of a figure that has one in the schema, else None."""
+    key = column + INTERVAL
+    return key if key in quality_columns() else None
+
+
 def columns() -> tuple[str, ...]:
     """Every column of a row, in order: the registry's metric columns in the quality block."""
-    quality = metric_registry.column_keys()
+    quality = quality_columns()
     clash = set(quality) & set(_COLUMNS)
     if clash:
         raise ValueError(f"metric columns {sorted(clash)} clash with the results schema's")

@@ -79,6 +79,7 @@ class Evaluation:
     nll_batch_size: int = 256
     batch_size: int = 500
     grid_images: int = 64
+    bootstrap: int = 200  # resamples behind each figure's 95% interval (0: none)
 
 
 @dataclass

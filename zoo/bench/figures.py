@@ -22,6 +22,7 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
 from .rows import (
     by_dataset,
+    comparison,
     interval,
     label,
     pareto_front,
@@ -48,7 +49,7 @@ def _marker(row: dict) -> str:
     return sampler_marker(row)
 
 
-def _fid_label(rows: list[dict]) -> str:
+def _fid_label(rows: list[dict], name: str = "FID") -> str:
     """"FID (mnist-classifier, N = 100-2000; lower is better)": what the points were
     measured with, since FID depends on the extractor and is biased upward at small N."""
     extractors = sorted({str(r.get("extractor")) for r in rows if present(r.get("extractor"))})
@@ -56,7 +57,7 @@ def _fid_label(rows: list[dict]) -> str:
     parts = [", ".join(extractors)] if extractors else []
     if ns:
         parts.append(f"N = {ns[0]}" if len(ns) == 1 else f"N = {ns[0]}-{ns[-1]}")
-    return f"FID ({'; '.join(parts + ['lower is better'])})"
+    return f"{name} ({'; '.join(parts + ['lower is better'])})"
 
 
 def slug(text: str) -> str:
@@ -143,23 +144,26 @@ def _place_labels(fig: Figure, ax, items: list[tuple[tuple[float, float], str]])
 
 def quality_vs_speed(ds: str, rows: list[dict], path: Path) -> Path | None:
     bs, common = speed_batch(rows)
-    pts = [(r, float(r["fid"]), speed(r, bs)) for r in rows if present(r.get("fid"))]
+    key, _ = comparison([r.get("n_samples") for r in rows
+                         if present(r.get("fid")) or present(r.get("kid"))],
+                        any(present(r.get("kid")) for r in rows))
+    pts = [(r, float(r[key]), speed(r, bs)) for r in rows if present(r.get(key))]
     pts = [(r, f, s) for r, f, s in pts if s is not None and s > 0]
     if not pts:
         return None
     fig = Figure(figsize=(9, 6))
     ax = fig.add_subplot()
     for r, f, s in pts:
-        ax.errorbar([s], [f], yerr=error_extents([f], [interval(r, "fid")]), fmt="none",
+        ax.errorbar([s], [f], yerr=error_extents([f], [interval(r, key)]), fmt="none",
                     ecolor=_color(r), elinewidth=1.2, capsize=3, zorder=2.5)
         ax.scatter(s, f, color=_color(r), marker=_marker(r), s=60, zorder=3,
                    edgecolor="black", linewidth=0.5)
-    front = sorted((speed(r, bs), float(r["fid"])) for r in pareto_front(rows, bs))
+    front = sorted((speed(r, bs), float(r[key])) for r in pareto_front(rows, bs, key))
     if len(front) > 1:
         ax.plot([s for s, _ in front], [f for _, f in front], color="gray",
                 ls="--", lw=1, zorder=2)
     ax.set_xscale("log")
-    fids = [f for _, f, _ in pts] + [x for r, *_ in pts for x in interval(r, "fid") or ()]
+    fids = [f for _, f, _ in pts] + [x for r, *_ in pts for x in interval(r, key) or ()]
     if min(fids) > 0 and max(fids) / min(fids) > 20:
         ax.set_yscale("log")
         _plain_ticks(ax, "y")
@@ -173,9 +177,9 @@ def quality_vs_speed(ds: str, rows: list[dict], path: Path) -> Path | None:
     _place_labels(fig, ax, [((s, f), f"{r.get('model')}\n{variant(r)}") for r, f, s in pts])
     at = f"at batch size {bs}" if common else "at each row's largest batch size"
     ax.set_xlabel(f"sampling throughput {at} (images/s, log scale)")
-    ax.set_ylabel(_fid_label([r for r, *_ in pts]))
-    bars = " (bars: 95% intervals)" if any(interval(r, "fid") for r, *_ in pts) else ""
-    ax.set_title(f"{ds}: sample quality vs sampling speed{bars} (better: lower right)")
+    ax.set_ylabel(_fid_label([r for r, *_ in pts], key.upper()))
+    bars = "; bars: 95% intervals" if any(interval(r, key) for r, *_ in pts) else ""
+    ax.set_title(f"{ds}: sample quality vs sampling speed (better: lower right{bars})")
     handles = _family_legend([r for r, *_ in pts])
     markers = {}  # sampler name -> marker, for the samplers of more than one family member
     for r, *_ in pts:

@@ -19,6 +19,7 @@ from .rows import (
     NA,
     RESULTS_FILE,
     by_dataset,
+    comparison,
     fmt,
     fmt_ci,
     fmt_nll,
@@ -95,14 +96,8 @@ def sample_sizes(df) -> list[int]:
 
 
 def comparison_figure(df) -> tuple[str, str | None]:
-    """The quality figure to rank the lines of ``df`` by, and why when it is not FID: KID
-    when the lines were measured at different N (FID is biased upward at small N, KID is
-    unbiased) and some line has one; FID otherwise."""
-    ns = sample_sizes(df)
-    if len(ns) > 1 and "kid" in df and df["kid"].notna().any():
-        return "kid", (f"KID is the comparison figure here: the rows' N differ "
-                       f"({', '.join(str(n) for n in ns)}) and FID is biased at small N.")
-    return "fid", None
+    """``rows.comparison`` of the lines of ``df``: KID when their N differ, else FID."""
+    return comparison(sample_sizes(df), "kid" in df and bool(df["kid"].notna().any()))
 
 
 def same_n_note(df) -> list[str]:
@@ -118,11 +113,12 @@ def same_n_note(df) -> list[str]:
 NAME = {"fid": "FID", "kid": "KID"}
 
 
-def summary(df) -> list[str]:
-    """The opening of report.md, from the rows' DataFrame (``frame.frame``): per dataset,
-    the best model on each axis and the Pareto front of quality against sampling speed."""
+def summary(df, datasets: list[str] | None = None) -> list[str]:
+    """The opening of report.md, from the rows' DataFrame (``frame.frame``): per dataset
+    (in the order of ``datasets``), the best model on each axis and the Pareto front of
+    quality against sampling speed."""
     out = ["## Summary", ""]
-    datasets = list(dict.fromkeys(df["dataset"]))
+    datasets = datasets or list(dict.fromkeys(df["dataset"]))
     out.append(
         f"Computed from the {len(df)} rows of `{RESULTS_FILE}` "
         f"({len(datasets)} dataset{'s' if len(datasets) != 1 else ''}). FID and KID: lower "
@@ -477,8 +473,8 @@ def write_report(run_dir: Path | str) -> Path:
                "stopped mid-write) and is left out; rerun the same `zoo bench` command to "
                "measure it and finish the suite.", ""]
     df = frame.frame(rows)
-    datasets = list(dict.fromkeys(df["dataset"]))
-    md += summary(df)
+    datasets = list(by_dataset(rows))  # the order the rows give them, as the figures'
+    md += summary(df, datasets)
     md += ["## Results", "",
            "One row per model and sampler variant; `n/a` where a figure does not exist "
            "(a model without a likelihood; a metric not measured). N: generated samples the "

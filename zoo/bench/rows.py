@@ -224,6 +224,17 @@ def per_model(rows: list[dict]) -> list[dict]:
     return list(seen.values())
 
 
+def comparison(ns, has_kid: bool) -> tuple[str, str | None]:
+    """The quality figure to compare rows measured at sample sizes ``ns`` by, and why when
+    it is not FID: "kid" when the Ns differ (FID is biased upward at small N, KID is
+    unbiased) and some row has a KID; "fid" otherwise."""
+    ns = sorted({int(n) for n in ns if present(n)})
+    if len(ns) > 1 and has_kid:
+        return "kid", (f"KID is the comparison figure here: the rows' N differ "
+                       f"({', '.join(str(n) for n in ns)}) and FID is biased at small N.")
+    return "fid", None
+
+
 # ----------------------------------------------------------------------------- speed axis
 
 
@@ -248,10 +259,10 @@ def speed(row: dict, bs: int | None) -> float | None:
     return d.get(bs)
 
 
-def pareto_front(rows: list[dict], bs: int | None) -> list[dict]:
-    """The rows no other row beats on both FID (lower) and sampling speed (higher), sorted
-    from the best FID to the fastest."""
-    pts = [(r, float(r["fid"]), speed(r, bs)) for r in rows if present(r.get("fid"))]
+def pareto_front(rows: list[dict], bs: int | None, key: str = "fid") -> list[dict]:
+    """The rows no other row beats on both ``key`` (FID; lower is better) and sampling
+    speed (higher), sorted from the best quality to the fastest."""
+    pts = [(r, float(r[key]), speed(r, bs)) for r in rows if present(r.get(key))]
     return pareto([(r, f, s) for r, f, s in pts if s is not None])
 
 

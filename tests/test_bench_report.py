@@ -467,7 +467,7 @@ def test_read_results_keeps_the_last_row_of_a_key(tmp_path):
 
 
 def test_pareto_front_ties():
-    from zoo.bench.report import pareto_front
+    from zoo.bench.rows import pareto_front
 
     def row(name, fid, speed):
         return {"model": name, "fid": fid, "sample_images_per_s": {"8": speed}}

@@ -28,7 +28,6 @@ from .rows import (
     interval,
     label,
     pareto,
-    pareto_front,  # noqa: F401  (zoo.bench.report.pareto_front, as before)
     present,
     read_results,
 )

@@ -4,6 +4,8 @@ Layout of an output directory::
 
     results.jsonl               one row per line (zoo.bench.schema.COLUMNS), appended and
                                 fsynced as each row finishes
+    curve.jsonl                 with ``evaluation.curve``: each model's quality at fractions
+                                of its training budget (``Curve``), one line per point
     suite.toml                  a copy of the suite that was run
     runs/<dataset>/<model>/     the Trainer's run directory, plus bench.json (config hash,
                                 finished or not, the training summary)
@@ -43,12 +45,12 @@ from ..images import save_grid
 from ..locks import exclusive
 from ..runs import CHECKPOINT_FILE, MODEL_FILE, load_run
 from ..train import Trainer, resolve_device
-from . import timing
-from . import schema
+from . import schema, timing
 from .schema import columns, row_key
 from .suite import ModelEntry, Suite, Variant, load_suite
 
 RESULTS_FILE = "results.jsonl"
+CURVE_FILE = "curve.jsonl"  # quality along the way: one line per (row key, fraction)
 MARKER_FILE = "bench.json"
 CHECKPOINT_EVERY = 250  # default of the runner's Trainer (train.checkpoint_every overrides)
 
@@ -133,23 +135,51 @@ def _read_marker(path: Path) -> dict:
 # -- training ----------------------------------------------------------------------------------
 def config_hash(suite: Suite, entry: ModelEntry, dataset: str, device: str) -> str:
     """What decides the trained weights: model, overrides, dataset, budget, options, seed
-    and the device type (a CPU run is not reused on a GPU)."""
+    and the device type (a CPU run is not reused on a GPU); and the curve's fractions,
+    whose points can only be measured while training passes them."""
     blob = json.dumps({
         "model": entry.name, "config": entry.config, "dataset": suite.source(dataset),
         "device": device, "world_size": zdist.world_size(),
         "budget": {"steps": entry.budget.steps, "seconds": entry.budget.seconds},
         "batch_size": entry.batch_size, "train": entry.train, "seed": suite.seed,
+        **({"flops": entry.budget.flops} if entry.budget.flops is not None else {}),
+        **({"curve": list(entry.evaluation.curve)} if entry.evaluation.curve else {}),
     }, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def budget_steps(entry: ModelEntry, flops_per_image: float | None) -> int | None:
+    """The step budget: the suite's steps, or the steps whose images cost its training
+    FLOPs (``ceil(flops / (flops_per_image x batch_size))``), whichever is fewer."""
+    b = entry.budget
+    if b.flops is None:
+        return b.steps
+    if not flops_per_image:
+        raise ConfigError(f"{entry.id}: a FLOPs budget needs the model's training FLOPs, "
+                          "which could not be counted; give steps or seconds instead")
+    steps = max(1, math.ceil(b.flops / (flops_per_image * entry.batch_size)))
+    return steps if b.steps is None else min(steps, b.steps)
+
+
+def stages(entry: ModelEntry, steps: int | None) -> list[tuple[float, dict]]:
+    """(fraction, Trainer budget) of each stage: one per curve fraction, the whole budget
+    last. A stage's steps are the fraction of the step budget (rounded up), its seconds
+    the fraction of the time budget; the Trainer resumes from one stage to the next."""
+    fractions = sorted(set(entry.evaluation.curve) | {1.0})
+    seconds = entry.budget.seconds
+    return [(f, {"steps": None if steps is None else max(1, math.ceil(f * steps - 1e-9)),
+                 "seconds": None if seconds is None else f * seconds}) for f in fractions]
 
 
 def train_model(
     suite: Suite, entry: ModelEntry, dataset: str, run_dir: Path, device: torch.device,
     data_root: str | None = None, hook: Hook | None = None,
+    flops_per_image: float | None = None, curve: Curve | None = None,
 ) -> tuple[GenerativeModel, dict, str]:
     """The trained model (EMA weights, eval mode) on ``device``, its training summary and
     config hash: reused when ``run_dir`` holds a finished run of the same hash, resumed when
-    it holds an unfinished one, trained from scratch otherwise."""
+    it holds an unfinished one, trained from scratch otherwise. Training runs in
+    ``stages``; after each, ``curve`` measures the model there (when its point is missing)."""
     h = config_hash(suite, entry, dataset, device.type)
     marker_path = run_dir / MARKER_FILE
     marker = _read_marker(marker_path)
@@ -158,32 +188,45 @@ def train_model(
         model = load_run(run_dir, map_location=device)
         model.eval()
         return model, marker["summary"], h
-    options = {"steps": entry.budget.steps, "seconds": entry.budget.seconds,
-               "device": str(device)}
     main = zdist.is_main()
-    if same and (run_dir / CHECKPOINT_FILE).is_file():
-        trainer = Trainer.resume(run_dir, progress=None, data_root=data_root, **options)
-        what = "resume"
-    else:
-        if run_dir.exists() and main:
-            shutil.rmtree(run_dir)  # another configuration's run, or one that never saved
-        zdist.barrier()
-        torch.manual_seed(suite.seed)
-        model = registry.create(entry.name, dataset=suite.spec(dataset), **entry.config)
-        train = {"checkpoint_every": CHECKPOINT_EVERY, **entry.train}
-        trainer = Trainer(model, suite.spec(dataset), run_dir, progress=None, data_root=data_root,
-                          batch_size=entry.batch_size, seed=suite.seed, **options, **train)
-        what = "train"
     text = json.dumps({"config_hash": h, "finished": False, "model": entry.name,
                        "id": entry.id, "dataset": dataset, "config": entry.config}, indent=2)
-    if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write(marker_path, lambda tmp: Path(tmp).write_text(text))
-    if hook is not None:
-        hook(what, dataset=dataset, model=entry.id)
-    summary = trainer.fit()
-    summary = {k: summary[k] for k in ("steps", "seconds", "images_per_s", "first_step_seconds",
-                                       "steady_images_per_s")}
+    todo = stages(entry, budget_steps(entry, flops_per_image))
+    announced = False
+    for i, (fraction, budget) in enumerate(todo):
+        last = i == len(todo) - 1
+        if not last and (curve is None or not curve.missing(fraction)):
+            continue  # measured already: the next stage resumes past it
+        options = {**budget, "device": str(device)}
+        if same and (run_dir / CHECKPOINT_FILE).is_file():
+            trainer = Trainer.resume(run_dir, progress=None, data_root=data_root, **options)
+            what = "resume"
+        else:
+            if run_dir.exists() and main:
+                shutil.rmtree(run_dir)  # another configuration's run, or one that never saved
+            zdist.barrier()
+            torch.manual_seed(suite.seed)
+            model = registry.create(entry.name, dataset=suite.spec(dataset), **entry.config)
+            train = {"checkpoint_every": CHECKPOINT_EVERY, **entry.train}
+            trainer = Trainer(model, suite.spec(dataset), run_dir, progress=None,
+                              data_root=data_root, batch_size=entry.batch_size,
+                              seed=suite.seed, **options, **train)
+            what = "train"
+        if main and not same:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write(marker_path, lambda tmp: Path(tmp).write_text(text))
+        same = True
+        if hook is not None and not announced:
+            hook(what, dataset=dataset, model=entry.id)
+        announced = True
+        summary = trainer.fit()
+        summary = {k: summary[k] for k in ("steps", "seconds", "images_per_s",
+                                           "first_step_seconds", "steady_images_per_s")}
+        if not last:
+            zdist.barrier()  # rank 0 has written model.pt
+            model = load_run(run_dir, map_location=device)
+            model.eval()
+            curve.measure(model, fraction, summary)
     text = json.dumps({**json.loads(text), "finished": True, "summary": summary}, indent=2)
     if main:
         atomic_write(marker_path, lambda tmp: Path(tmp).write_text(text))
@@ -193,20 +236,91 @@ def train_model(
     return model, summary, h
 
 
+class Curve:
+    """Quality along the way of one model on one dataset: each point (a fraction of the
+    budget) measured once into ``curve.jsonl``, skipped when that file has it."""
+
+    def __init__(self, path: Path, suite: Suite, entry: ModelEntry, dataset: str,
+                 flops_per_image: float | None, data_root: str | None, done: set,
+                 hook: Hook | None = None):
+        self.path, self.suite, self.entry, self.dataset = path, suite, entry, dataset
+        self.flops_per_image, self.data_root, self.done = flops_per_image, data_root, done
+        self.hook = hook
+
+    def key(self, fraction: float) -> tuple:
+        v = self.entry.variants[0]
+        return curve_key({"suite": self.suite.name, "dataset": self.dataset,
+                          "model": self.entry.id, "sampler": v.name,
+                          "sampler_options": v.canonical, "fraction": fraction})
+
+    def missing(self, fraction: float) -> bool:
+        return bool(self.entry.evaluation.curve) and self.key(fraction) not in self.done
+
+    def measure(self, model: GenerativeModel, fraction: float, summary: dict) -> None:
+        """Measure the model after ``summary``'s training at ``fraction`` of the budget:
+        the curve metrics (with intervals) of ``curve_n_samples`` samples of the model's
+        first sampler variant, and the NLL of ``curve_nll_images`` reference images."""
+        from .. import metrics
+
+        if not self.missing(fraction):
+            return
+        entry, ev, seed = self.entry, self.entry.evaluation, self.suite.seed
+        v = entry.variants[0]
+        spec = self.suite.spec(self.dataset)
+        gen = torch.Generator(device=model.device).manual_seed(seed)
+        samples = metrics.draw_samples(model, ev.curve_n_samples, ev.batch_size, generator=gen,
+                                       **v.options)
+        result = metrics.evaluate(
+            samples, spec, ev.ref_split, ev.extractor, metrics=ev.curve_metrics,
+            batch_size=ev.batch_size, seed=seed, device=model.device,
+            n_reference=ev.n_reference, root=self.data_root, announce=False,
+            bootstrap=ev.bootstrap,
+        )
+        nll = measure_nll(model, spec, entry, seed, self.data_root, ev.curve_nll_images)
+        images = summary["steps"] * entry.batch_size
+        quality = schema.quality_columns()
+        keep = [k for k in metrics.registry.column_keys(ev.curve_metrics)]
+        keep += [k + schema.INTERVAL for k in keep if k + schema.INTERVAL in quality]
+        row = {
+            "suite": self.suite.name, "dataset": self.dataset, "model": entry.id,
+            "family": model.family, "sampler": v.name, "sampler_options": v.canonical,
+            "fraction": fraction, "train_steps": summary["steps"], "train_images": images,
+            "train_flops": None if not self.flops_per_image else images * self.flops_per_image,
+            "train_seconds": summary["seconds"], "budget": entry.budget.as_dict(),
+            "n_samples": result["n_generated"], "extractor": result["extractor"],
+            "ref_split": result["split"],
+            **{k: result.get(k) for k in keep},
+            **{k: nll[k] for k in ("nll_bpd", "nll_stderr", "nll_kind", "nll_images")},
+        }
+        row = _clean(row)
+        if zdist.is_main():
+            append_row(self.path, row)
+        self.done.add(self.key(fraction))
+        if self.hook is not None:
+            self.hook("curve", dataset=self.dataset, model=self.entry.id, fraction=fraction)
+
+
+def curve_key(row: dict) -> tuple:
+    """A curve point's identity: its row's key and the fraction of the budget."""
+    return (*row_key(row), round(float(row["fraction"]), 9))
+
+
 # -- measuring -----------------------------------------------------------------------------------
 def measure_nll(model: GenerativeModel, dataset: str, entry: ModelEntry, seed: int,
-                data_root: str | None = None) -> dict:
-    """NLL in bits/dim on the first ``nll_images`` images of the reference split: mean and
+                data_root: str | None = None, n_images: int | None = None) -> dict:
+    """NLL in bits/dim on the first ``n_images`` (default ``nll_images``) images of the
+    reference split: mean and
     standard error over the images (for a Monte Carlo bound, such as an importance-weighted
     one or one of sampled terms, its noise is part of that spread); kind is the model's
     ``likelihood`` (exact or bound) and detail says how it was computed
     (``describe_nll``); all None for a model without one."""
     ev = entry.evaluation
-    if model.likelihood is None or ev.nll_images == 0:
+    n_images = ev.nll_images if n_images is None else n_images
+    if model.likelihood is None or n_images == 0:
         return {"nll_bpd": None, "nll_stderr": None, "nll_kind": "none", "nll_detail": None,
                 "nll_images": None}
     images, _ = zdata.load(dataset, ev.ref_split, root=data_root)
-    images = images[: ev.nll_images]
+    images = images[:n_images]
     b = ev.nll_batch_size
     batches = zdist.my_share(-(-images.shape[0] // b))
     values = {}
@@ -290,7 +404,8 @@ def run_suite(
     """Run every row of a suite that ``out_dir/results.jsonl`` lacks; returns its path.
 
     ``hook(event, **info)`` (for tests) is called with ``"train"``/``"resume"`` before a
-    model trains, ``"evaluate"`` before a row is measured and ``"row"`` after it is written.
+    model trains, ``"curve"`` after a curve point is written, ``"evaluate"`` before a row
+    is measured and ``"row"`` after it is written.
     """
     suite = load_suite(suite_path)
     out = Path(out_dir)
@@ -322,6 +437,9 @@ def _run_rows(suite: Suite, out: Path, dev: torch.device, only_model: str | None
         _repair_tail(results)
     zdist.barrier()
     done = {row_key(r) for r in read_rows(results)}
+    if main:
+        _repair_tail(out / CURVE_FILE)
+    curve_done = {curve_key(r) for r in read_rows(out / CURVE_FILE)}
     rows = list(suite.rows(only_model, only_dataset))
 
     def key_of(dataset: str, entry: ModelEntry, v: Variant) -> tuple:
@@ -343,18 +461,30 @@ def _run_rows(suite: Suite, out: Path, dev: torch.device, only_model: str | None
                     continue
                 bar.set_postfix_str(f"{dataset}/{entry.id}: training", refresh=True)
                 run_dir = _inside(out, out / "runs" / dataset / entry.id)
-                model, summary, h = train_model(suite, entry, dataset, run_dir, dev,
-                                                data_root, hook)
-                bar.set_postfix_str(f"{dataset}/{entry.id}: nll", refresh=True)
-                nll = measure_nll(model, suite.spec(dataset), entry, suite.seed, data_root)
-                train_speed = timing.training_speed(summary, entry.batch_size)
                 if flop_images is None:
                     images, _ = zdata.load(suite.spec(dataset), "train", root=data_root)
                     flop_images = images[:128].clone()
-                flops = timing.train_flops_per_image(model, flop_images[: entry.batch_size])
+                # counted on a fresh model before training: a FLOPs budget needs it first
+                fresh = registry.create(entry.name, dataset=suite.spec(dataset), **entry.config)
+                flops = timing.train_flops_per_image(fresh.place(dev),
+                                                     flop_images[: entry.batch_size])
+                del fresh
+                curve = Curve(out / CURVE_FILE, suite, entry, dataset, flops, data_root,
+                              curve_done, hook)
+                model, summary, h = train_model(suite, entry, dataset, run_dir, dev,
+                                                data_root, hook, flops, curve)
+                if entry.evaluation.curve and curve.missing(1.0):
+                    bar.set_postfix_str(f"{dataset}/{entry.id}: curve", refresh=True)
+                    curve.measure(model, 1.0, summary)
+                bar.set_postfix_str(f"{dataset}/{entry.id}: nll", refresh=True)
+                nll = measure_nll(model, suite.spec(dataset), entry, suite.seed, data_root)
+                train_speed = timing.training_speed(summary, entry.batch_size)
                 ips = train_speed["train_images_per_s"]  # the global batch's: per device
-                train_speed.update(train_flops_per_image=flops, train_mfu=timing.mfu(
-                    flops, ips / zdist.world_size() if ips else None, dev))
+                train_speed.update(
+                    train_flops_per_image=flops,
+                    train_flops=(summary["steps"] * entry.batch_size * flops
+                                 if flops else None),
+                    train_mfu=timing.mfu(flops, ips / zdist.world_size() if ips else None, dev))
                 for v in todo:
                     bar.set_postfix_str(f"{dataset}/{entry.id} {v.label}", refresh=True)
                     if hook is not None:

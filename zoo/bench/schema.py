@@ -29,6 +29,7 @@ _COLUMNS: tuple[str, ...] = (
     "train_first_step_s",  # the first step alone: compilation (train.compile) and warm-up
     # model FLOPs per image (counted) and the fraction of the device's matmul peak achieved
     "train_flops_per_image", "train_mfu", "sample_flops_per_image", "sample_mfu",
+    "train_flops",  # the training's total: train_steps x batch size x train_flops_per_image
     # sample quality (through zoo.metrics.evaluate: the registry's columns) and likelihood
     QUALITY,
     "extractor", "extractor_hash", "ref_split", "n_samples", "n_reference",

@@ -14,7 +14,8 @@ datasets = ["mnist"]
 
 [defaults]                     # per-model keys every model inherits
 batch_size = 32
-budget = { steps = 10 }        # steps and/or seconds (whichever ends first)
+budget = { steps = 10 }        # steps, seconds and/or training flops (whichever ends
+                               # first); flops = 4e12: every model the same compute
 train = { ema_decay = 0.0 }    # Trainer options (zoo.train.TrainConfig fields)
 
 [evaluation]
@@ -25,6 +26,10 @@ metrics = ["fid", "kid", "is", "pr"]
 nll_images = 100               # the first N images of ref_split
 batch_size = 500
 grid_images = 64
+bootstrap = 200                # resamples behind each figure's 95% interval (0: none)
+curve = [0.25, 0.5, 1.0]       # quality along the way (curve.jsonl): fractions of the budget
+curve_n_samples = 500          # ... measured at one N, with curve_metrics (fid, kid) and
+curve_nll_images = 200         # ... NLL on this many images (0: none)
 
 [timing]
 batch_sizes = [1, 16]          # sampling throughput and latency at each
@@ -63,8 +68,16 @@ from ..options import OptionError
 
 @dataclass
 class Budget:
+    """A training budget: steps, seconds and/or training FLOPs (whichever ends first). FLOPs
+    are the model's counted training FLOPs per image times the images seen, turned into
+    steps before training, so a FLOPs budget is as reproducible as a steps one."""
+
     steps: int | None = None
     seconds: float | None = None
+    flops: float | None = None
+
+    def as_dict(self) -> dict:
+        return {"steps": self.steps, "seconds": self.seconds, "flops": self.flops}
 
 
 @dataclass
@@ -80,6 +93,12 @@ class Evaluation:
     batch_size: int = 500
     grid_images: int = 64
     bootstrap: int = 200  # resamples behind each figure's 95% interval (0: none)
+    # quality along the way: fractions of the budget at which the model (EMA weights) is
+    # measured into curve.jsonl; the whole budget (1.0) is always one of them
+    curve: tuple[float, ...] = ()
+    curve_n_samples: int = 500  # one N for every point of every model: comparable figures
+    curve_metrics: tuple[str, ...] = ("fid", "kid")
+    curve_nll_images: int = 200  # 0: no NLL along the way
 
 
 @dataclass
@@ -177,6 +196,7 @@ _TOP = {"name", "seed", "device", "datasets", "defaults", "evaluation", "timing"
 _MODEL = {"name", "id", "config", "budget", "batch_size", "train", "nll", "samplers",
           "evaluation", "timing"}
 _DEFAULTS = {"budget", "batch_size", "train"}
+BUDGET_KEYS = ("steps", "seconds", "flops")
 _RUNNER_TRAIN = {"steps", "seconds", "batch_size", "seed", "device"}  # set by the suite
 
 
@@ -243,13 +263,14 @@ def _dataclass_from(ctx: _Ctx, cls, table: dict, where: str, base=None):
         default = getattr(cls(), k)
         ann = fields[k].type
         if isinstance(default, tuple) or "tuple" in str(ann):
-            if not isinstance(v, list) or not v:
+            if not isinstance(v, list) or (not v and default):
                 raise ctx.error(at, f"must be a non-empty list, got {v!r}")
-            inner = int if "int" in str(ann) else str
+            inner = float if "float" in str(ann) else int if "int" in str(ann) else str
+            accept = (int, float) if inner is float else inner
             for item in v:
-                if not isinstance(item, inner) or isinstance(item, bool):
+                if not isinstance(item, accept) or isinstance(item, bool):
                     raise ctx.error(at, f"items must be {inner.__name__}, got {item!r}")
-            values[k] = tuple(v)
+            values[k] = tuple(inner(x) for x in v)
         elif isinstance(default, bool):
             values[k] = _get(ctx, table, k, bool, at)
         elif "float" in str(ann):
@@ -265,6 +286,20 @@ def _check_evaluation(ctx: _Ctx, e: Evaluation, where: str) -> None:
     for k in ("n_samples", "nll_batch_size", "batch_size"):
         _positive(ctx, getattr(e, k), f"{where}.{k}")
     _positive(ctx, e.nll_images, f"{where}.nll_images", zero_ok=True)
+    _positive(ctx, e.bootstrap, f"{where}.bootstrap", zero_ok=True)
+    _positive(ctx, e.curve_nll_images, f"{where}.curve_nll_images", zero_ok=True)
+    if any(not 0 < f <= 1 for f in e.curve) or len(set(e.curve)) != len(e.curve):
+        raise ctx.error(f"{where}.curve", "must be distinct fractions of the budget in (0, 1], "
+                        f"e.g. [0.25, 0.5, 1.0]; got {list(e.curve)}")
+    try:
+        curve_metrics = metric_registry.normalize_metrics(e.curve_metrics)
+    except ConfigError as err:
+        raise ctx.error(f"{where}.curve_metrics", str(err)) from None
+    for m in curve_metrics:
+        need = metric_registry.get(m).min_images
+        if e.curve_n_samples < need:
+            raise ctx.error(f"{where}.curve_n_samples", f"must be >= {need} ({m} needs "
+                            f"{need}), got {e.curve_n_samples}")
     _positive(ctx, e.grid_images, f"{where}.grid_images", zero_ok=True)
     if e.grid_images > MAX_GRID_IMAGES:
         raise ctx.error(f"{where}.grid_images", f"must be <= {MAX_GRID_IMAGES}, got "
@@ -297,16 +332,19 @@ def _check_timing(ctx: _Ctx, t: Timing, where: str) -> None:
 
 
 def _budget(ctx: _Ctx, table: dict, where: str, base: Budget | None) -> Budget:
-    _unknown(ctx, table, ("steps", "seconds"), where)
+    _unknown(ctx, table, BUDGET_KEYS, where)
     b = Budget(**dataclasses.asdict(base)) if base is not None and not table else Budget()
     if table:
         b.steps = _positive(ctx, _get(ctx, table, "steps", int, f"{where}.steps"),
                             f"{where}.steps")
         b.seconds = _positive(ctx, _get(ctx, table, "seconds", (int, float),
                                         f"{where}.seconds"), f"{where}.seconds")
-    if b.steps is None and b.seconds is None:
-        raise ctx.error(where, "no training budget: give steps and/or seconds (here or in "
-                        "[defaults].budget)")
+        flops = _positive(ctx, _get(ctx, table, "flops", (int, float), f"{where}.flops"),
+                          f"{where}.flops")
+        b.flops = None if flops is None else float(flops)
+    if b.steps is None and b.seconds is None and b.flops is None:
+        raise ctx.error(where, "no training budget: give steps, seconds and/or flops (here "
+                        "or in [defaults].budget)")
     return b
 
 
@@ -396,12 +434,15 @@ def load_suite(path: str | Path) -> Suite:
     defaults = _table(ctx, raw, "defaults", "defaults")
     _unknown(ctx, defaults, _DEFAULTS, "defaults")
     d_budget_t = _table(ctx, defaults, "budget", "defaults.budget")
-    _unknown(ctx, d_budget_t, ("steps", "seconds"), "defaults.budget")
+    _unknown(ctx, d_budget_t, BUDGET_KEYS, "defaults.budget")
+    d_flops = _positive(ctx, _get(ctx, d_budget_t, "flops", (int, float),
+                                  "defaults.budget.flops"), "defaults.budget.flops")
     d_budget = Budget(
         _positive(ctx, _get(ctx, d_budget_t, "steps", int, "defaults.budget.steps"),
                   "defaults.budget.steps"),
         _positive(ctx, _get(ctx, d_budget_t, "seconds", (int, float),
                             "defaults.budget.seconds"), "defaults.budget.seconds"),
+        None if d_flops is None else float(d_flops),
     )
     d_batch = _positive(ctx, _get(ctx, defaults, "batch_size", int, "defaults.batch_size", 64),
                         "defaults.batch_size")

@@ -467,7 +467,7 @@ def test_read_results_keeps_the_last_row_of_a_key(tmp_path):
 
 
 def test_pareto_front_ties():
-    from zoo.bench.report import pareto_front
+    from zoo.bench.rows import pareto_front
 
     def row(name, fid, speed):
         return {"model": name, "fid": fid, "sample_images_per_s": {"8": speed}}
@@ -478,3 +478,192 @@ def test_pareto_front_ties():
     assert [r["model"] for r in pareto_front(rows, 8)] == ["d", "a", "e"]
     assert [r["model"] for r in pareto_front(rows + [row("g", 10.0, 100.0)], 8)] == \
         ["d", "a", "g", "e"]  # an identical point is not beaten: both stay
+
+
+# ----------------------------------------------------------------------------- intervals
+
+
+def with_intervals(rows: list[dict]) -> list[dict]:
+    """The rows with 95% intervals on FID and KID of mnist's (fashion-mnist's rows are of
+    the older schema, without)."""
+    for r in rows:
+        if r["dataset"] == "mnist":
+            r["fid_ci95"] = [r["fid"] * 0.9, r["fid"] * 1.1]
+            r["kid_ci95"] = [r["kid"] * 0.8, r["kid"] * 1.25]
+    return rows
+
+
+def test_tables_show_intervals_and_older_rows_render_without(tmp_path):
+    run = write_run(tmp_path / "r", with_intervals(make_rows()))
+    md = write_report(run).read_text()
+    results = section(md, "Results")
+    rows, head = table_rows(subsection(results, "mnist"))
+    ddpm = next(r for r in rows if r[2] == "ddpm, 1000 steps")
+    assert ddpm[head.index("FID")] == "8.000 [7.200, 8.800]"
+    assert ddpm[head.index("KID")] == "0.008000 [0.006400, 0.01000]"
+    assert ddpm[head.index("N")] == "1,000"
+    ar = next(r for r in rows if r[0] == "ar-transformer")
+    assert ar[head.index("NLL bpd")] == "1.100 ± 0.004 (exact)"
+    # fashion-mnist's rows have no interval: the figure alone (KID with its std)
+    rows, head = table_rows(subsection(results, "fashion-mnist"))
+    ddpm = next(r for r in rows if r[2] == "ddpm, 1000 steps")
+    assert ddpm[head.index("FID")] == "14.00"
+    assert ddpm[head.index("KID")] == "0.01400 ± 0.0010"
+    t = summary_table(subsection(section(md, "Summary"), "mnist"))
+    assert t["sample quality: lowest FID"] == ("ddpm · ddpm, 1000 steps",
+                                               "FID 8.000 [7.200, 8.800]")
+    front = subsection(section(md, "Summary"), "mnist")
+    assert "- ddpm · ddpm, 1000 steps: FID 8.000 [7.200, 8.800], " in front
+
+
+def test_same_n_note_and_kid_ranking_when_n_differs(tmp_path):
+    md = write_report(write_run(tmp_path / "same", make_rows())).read_text()
+    assert "different N" not in md and "KID is the comparison figure" not in md
+
+    rows = make_rows()
+    for r in rows:  # mnist's ddpm ancestral at N = 100: its FID 8.0 is not comparable
+        if r["dataset"] == "mnist" and r["sampler"] == "ddpm":
+            r["n_samples"] = 100
+        if r["dataset"] == "mnist" and r["model"] == "gan-dcgan":
+            r["kid"] = 0.001  # the lowest KID
+    md = write_report(write_run(tmp_path / "mixed", rows)).read_text()
+    results = section(md, "Results")
+    mnist = subsection(results, "mnist")
+    assert "measured at different N (generated samples: 100, 1,000)" in mnist
+    assert "different N" not in subsection(results, "fashion-mnist")
+    summ = subsection(section(md, "Summary"), "mnist")
+    t = summary_table(summ)
+    assert "sample quality: lowest FID" not in t
+    assert t["sample quality: lowest KID"] == ("gan-dcgan · default", "KID 0.001000")
+    assert ("KID is the comparison figure here: the rows' N differ (100, 1000) and FID is "
+            "biased at small N") in summ
+    assert "Pareto front of quality against sampling speed (KID vs" in summ
+    t = summary_table(subsection(section(md, "Summary"), "fashion-mnist"))
+    assert "sample quality: lowest FID" in t
+
+
+def test_error_extents():
+    from zoo.bench.figures import error_extents
+
+    assert error_extents([10.0, 5.0, 3.0], [(9.0, 12.0), None, (3.5, 4.0)]) == \
+        [[1.0, 0.0, 0.0], [2.0, 0.0, 1.0]]  # no interval: no bar; outside it: none below
+
+
+def test_figures_draw_the_intervals(tmp_path, monkeypatch):
+    from zoo.bench import figures
+
+    drawn = []
+    real = figures.error_extents
+
+    def spy(values, intervals):
+        out = real(values, intervals)
+        drawn.append(out)
+        return out
+    monkeypatch.setattr(figures, "error_extents", spy)
+    run = write_run(tmp_path / "r", with_intervals(make_rows()), losses=False)
+    write_report(run)
+    bars = [x for below, above in drawn for x in below + above]
+    assert pytest.approx(0.8) in bars and pytest.approx(4.0) in bars  # ddpm 8 ± 10%, vae 40
+    for ds in ("mnist", "fashion-mnist"):
+        assert (run / "figures" / f"quality_vs_speed_{ds}.png").is_file()
+        assert (run / "figures" / f"fid_vs_steps_{ds}.png").is_file()
+
+
+# ----------------------------------------------------------------------------- curves
+
+
+def curve_point(model, family, fraction, kid, half, *, dataset="mnist", budget=None,
+                fid=None, nll=None, kind="none", flops_per_image=1e6):
+    steps = int(400 * fraction)
+    return {
+        "suite": "test", "dataset": dataset, "model": model, "family": family,
+        "sampler": "default", "sampler_options": {}, "fraction": fraction,
+        "train_steps": steps, "train_images": steps * 32,
+        "train_flops": steps * 32 * flops_per_image, "train_seconds": steps * 0.05,
+        "budget": budget or {"steps": 400, "seconds": None, "flops": None},
+        "n_samples": 500, "extractor": "mnist-classifier", "ref_split": "test",
+        "fid": fid if fid is not None else kid * 1000,
+        "fid_ci95": [(kid - half) * 1000, (kid + half) * 1000],
+        "kid": kid, "kid_ci95": [kid - half, kid + half],
+        "nll_bpd": nll, "nll_stderr": 0.01 if nll is not None else None, "nll_kind": kind,
+        "nll_images": 256 if nll is not None else None,
+    }
+
+
+# KID at fractions 0.25, 0.5, 1.0 (gan-mlp has no point at 0.125, so it is not ranked):
+# at 0.25 vae leads, gan's interval overlaps it (tied), ar's does not; at 1.0 ar leads alone.
+CURVE = {
+    ("vae-mlp", "vae"): {0.125: (0.30, 0.02), 0.25: (0.20, 0.02), 0.5: (0.15, 0.02),
+                         1.0: (0.12, 0.01)},
+    ("gan-mlp", "gan"): {0.25: (0.21, 0.02), 0.5: (0.25, 0.02), 1.0: (0.14, 0.01)},
+    ("ar-transformer", "autoregressive"): {0.125: (0.50, 0.02), 0.25: (0.40, 0.02),
+                                           0.5: (0.16, 0.02), 1.0: (0.05, 0.01)},
+}
+
+
+def write_curve(d: Path, points: list[dict]) -> Path:
+    with (d / "curve.jsonl").open("w") as f:
+        for p in points:
+            f.write(json.dumps(p) + "\n")
+    return d
+
+
+def curve_points(**kw) -> list[dict]:
+    nll = {"vae-mlp": ("bound", 1.6), "ar-transformer": ("exact", 1.2)}
+    out = []
+    for (model, family), pts in CURVE.items():
+        kind, base = nll.get(model, ("none", None))
+        for f, (kid, half) in pts.items():
+            out.append(curve_point(model, family, f, kid, half, kind=kind,
+                                   nll=None if base is None else base / f ** 0.1, **kw))
+    return out
+
+
+def ranking_rows(text: str) -> list[tuple[str, str, str]]:
+    rows, head = table_rows(text)
+    return [(r[head.index("budget fraction")], r[head.index("rank")],
+             r[head.index("model")]) for r in rows]
+
+
+def test_ranking_at_each_budget_point(tmp_path):
+    run = write_run(tmp_path / "r", make_rows(), grids=False, losses=False)
+    write_curve(run, curve_points())
+    md = write_report(run).read_text()
+    sec = section(md, "Quality against training compute")
+    mnist = subsection(sec, "mnist")
+    assert "Every model had the same budget (400 steps)" in mnist
+    assert ranking_rows(mnist) == [
+        ("0.25", "1", "vae-mlp"), ("0.25", "≈ 1", "gan-mlp"), ("0.25", "3", "ar-transformer"),
+        ("0.5", "1", "vae-mlp"), ("0.5", "≈ 1", "ar-transformer"), ("0.5", "3", "gan-mlp"),
+        ("1", "1", "ar-transformer"), ("1", "2", "vae-mlp"), ("1", "3", "gan-mlp"),
+    ]
+    rows, head = table_rows(mnist)
+    assert rows[0][head.index("KID [95% interval]")] == "0.2000 [0.1800, 0.2200]"
+    assert rows[0][head.index("training FLOPs")] == "3.2e+09"
+    fig = run / "figures" / "quality_vs_compute_mnist.png"
+    assert fig.read_bytes()[:8] == PNG_MAGIC
+    assert "(figures/quality_vs_compute_mnist.png)" in mnist
+    assert md.index("## Results") < md.index("## Quality against training compute")
+
+
+def test_no_ranking_when_budgets_differ(tmp_path):
+    run = write_run(tmp_path / "r", make_rows(), grids=False, losses=False)
+    pts = curve_points()
+    for p in pts:
+        if p["model"] == "gan-mlp":
+            p["budget"] = {"steps": 800, "seconds": None, "flops": None}
+    write_curve(run, pts)
+    mnist = subsection(section(write_report(run).read_text(),
+                               "Quality against training compute"), "mnist")
+    assert "training budgets differ" in mnist and "gan-mlp: 800 steps" in mnist
+    assert "no ranking is made" in mnist
+    assert not table_rows_or_none(mnist)
+    assert (run / "figures" / "quality_vs_compute_mnist.png").is_file()
+
+
+def table_rows_or_none(text: str):
+    return [ln for ln in text.splitlines() if ln.startswith("|")]
+
+
+def test_no_compute_section_without_a_curve(run):
+    assert "## Quality against training compute" not in write_report(run).read_text()

@@ -198,3 +198,45 @@ def test_the_readme_example_runs_and_prints_what_it_shows(monkeypatch):
     def lines(s):
         return [ln.rstrip() for ln in s.strip().splitlines()]
     assert lines(out.getvalue()) == lines(shown)
+
+
+def _curve(model, fraction, kid, **over) -> dict:
+    steps = int(100 * fraction)
+    return {"suite": "t", "dataset": "mnist", "model": model, "family": "vae",
+            "sampler": "default", "sampler_options": {}, "fraction": fraction,
+            "train_steps": steps, "train_images": steps * 32,
+            "train_flops": steps * 32 * 2e6, "train_seconds": steps * 0.1,
+            "budget": {"steps": 100, "seconds": None, "flops": None},
+            "n_samples": 200, "extractor": "mnist-classifier", "ref_split": "test",
+            "fid": kid * 100, "fid_ci95": [kid * 90, kid * 110], "kid": kid,
+            "kid_ci95": [kid - 0.01, kid + 0.01], "nll_bpd": None, "nll_stderr": None,
+            "nll_kind": "none", "nll_images": None, **over}
+
+
+def test_curves_are_typed_and_split(tmp_path):
+    pts = [_curve("b", 1.0, 0.1), _curve("b", 0.5, 0.2), _curve("a", 0.5, 0.3, train_flops=None,
+                                                              nll_bpd=1.5, nll_stderr=0.01,
+                                                              nll_kind="bound",
+                                                              nll_images=64)]
+    (tmp_path / "curve.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pts)
+                                          + '{"model": "c", "fra')  # a partial last line
+    df = zoo.bench.curves(tmp_path)
+    assert list(df["model"]) == ["a", "b", "b"] and list(df["fraction"]) == [0.5, 0.5, 1.0]
+    for col, dtype in (("fraction", "float64"), ("train_steps", "Int64"),
+                       ("train_images", "Int64"), ("train_flops", "float64"),
+                       ("budget.steps", "Int64"), ("budget.flops", "float64"),
+                       ("kid_ci95.lo", "float64"), ("fid_ci95.hi", "float64"),
+                       ("nll_bpd", "float64"), ("model", "string"),
+                       ("sampler_label", "string")):
+        assert str(df[col].dtype) == dtype, col
+    assert math.isnan(df["train_flops"][0]) and df["train_flops"][1] == 50 * 32 * 2e6
+    assert df["kid_ci95.lo"][2] == pytest.approx(0.09)
+    assert df["budget.steps"].tolist() == [100, 100, 100]
+    assert df["budget.seconds"].isna().all()
+    assert "kid_ci95" not in df and "budget" not in df
+    assert df.equals(zoo.bench.curves(tmp_path / "curve.jsonl"))
+
+
+def test_curves_of_a_run_without_one(tmp_path):
+    with pytest.raises(zoo.core.ConfigError, match="curve"):
+        zoo.bench.curves(tmp_path)

@@ -2,7 +2,9 @@
 
 Per dataset: quality vs speed (FID against sampling images/s, one point per model and
 sampler, log x, the Pareto front drawn), FID against sampling steps, sampling throughput against
-batch size, and the training curves of ``runs/<dataset>/<model>/losses.csv`` when present.
+batch size, and the training curves of ``runs/<dataset>/<model>/losses.csv`` when present;
+``compute_curves``: KID, FID and NLL against training compute (``curve.jsonl``). A quality
+figure is drawn with its 95% interval as an error bar where the row has one.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
 from .rows import (
     by_dataset,
+    comparison,
+    interval,
     label,
     pareto_front,
     per_batch,
@@ -45,7 +49,7 @@ def _marker(row: dict) -> str:
     return sampler_marker(row)
 
 
-def _fid_label(rows: list[dict]) -> str:
+def _fid_label(rows: list[dict], name: str = "FID") -> str:
     """"FID (mnist-classifier, N = 100-2000; lower is better)": what the points were
     measured with, since FID depends on the extractor and is biased upward at small N."""
     extractors = sorted({str(r.get("extractor")) for r in rows if present(r.get("extractor"))})
@@ -53,11 +57,28 @@ def _fid_label(rows: list[dict]) -> str:
     parts = [", ".join(extractors)] if extractors else []
     if ns:
         parts.append(f"N = {ns[0]}" if len(ns) == 1 else f"N = {ns[0]}-{ns[-1]}")
-    return f"FID ({'; '.join(parts + ['lower is better'])})"
+    return f"{name} ({'; '.join(parts + ['lower is better'])})"
 
 
-def _slug(text: str) -> str:
+def slug(text: str) -> str:
+    """A dataset name as a file name part."""
     return re.sub(r"[^\w.-]+", "_", str(text)).strip("_") or "dataset"
+
+
+def error_extents(values, intervals) -> list[list[float]]:
+    """matplotlib's ``yerr`` for points ``values`` with 95% intervals ``intervals`` ((lo,
+    hi) or None each): [[below each point], [above each point]], 0 where a point has no
+    interval (no bar). A point outside its own interval (a percentile bootstrap can put it
+    there) gets no bar on that side rather than a negative one."""
+    below, above = [], []
+    for v, ci in zip(values, intervals, strict=True):
+        if ci is None or not (math.isfinite(ci[0]) and math.isfinite(ci[1])):
+            below.append(0.0)
+            above.append(0.0)
+        else:
+            below.append(max(float(v) - ci[0], 0.0))
+            above.append(max(ci[1] - float(v), 0.0))
+    return [below, above]
 
 
 def _plain_ticks(ax, axis: str) -> None:
@@ -123,21 +144,26 @@ def _place_labels(fig: Figure, ax, items: list[tuple[tuple[float, float], str]])
 
 def quality_vs_speed(ds: str, rows: list[dict], path: Path) -> Path | None:
     bs, common = speed_batch(rows)
-    pts = [(r, float(r["fid"]), speed(r, bs)) for r in rows if present(r.get("fid"))]
+    key, _ = comparison([r.get("n_samples") for r in rows
+                         if present(r.get("fid")) or present(r.get("kid"))],
+                        any(present(r.get("kid")) for r in rows))
+    pts = [(r, float(r[key]), speed(r, bs)) for r in rows if present(r.get(key))]
     pts = [(r, f, s) for r, f, s in pts if s is not None and s > 0]
     if not pts:
         return None
     fig = Figure(figsize=(9, 6))
     ax = fig.add_subplot()
     for r, f, s in pts:
+        ax.errorbar([s], [f], yerr=error_extents([f], [interval(r, key)]), fmt="none",
+                    ecolor=_color(r), elinewidth=1.2, capsize=3, zorder=2.5)
         ax.scatter(s, f, color=_color(r), marker=_marker(r), s=60, zorder=3,
                    edgecolor="black", linewidth=0.5)
-    front = sorted((speed(r, bs), float(r["fid"])) for r in pareto_front(rows, bs))
+    front = sorted((speed(r, bs), float(r[key])) for r in pareto_front(rows, bs, key))
     if len(front) > 1:
         ax.plot([s for s, _ in front], [f for _, f in front], color="gray",
                 ls="--", lw=1, zorder=2)
     ax.set_xscale("log")
-    fids = [f for _, f, _ in pts]
+    fids = [f for _, f, _ in pts] + [x for r, *_ in pts for x in interval(r, key) or ()]
     if min(fids) > 0 and max(fids) / min(fids) > 20:
         ax.set_yscale("log")
         _plain_ticks(ax, "y")
@@ -151,8 +177,9 @@ def quality_vs_speed(ds: str, rows: list[dict], path: Path) -> Path | None:
     _place_labels(fig, ax, [((s, f), f"{r.get('model')}\n{variant(r)}") for r, f, s in pts])
     at = f"at batch size {bs}" if common else "at each row's largest batch size"
     ax.set_xlabel(f"sampling throughput {at} (images/s, log scale)")
-    ax.set_ylabel(_fid_label([r for r, *_ in pts]))
-    ax.set_title(f"{ds}: sample quality vs sampling speed (better: lower right)")
+    ax.set_ylabel(_fid_label([r for r, *_ in pts], key.upper()))
+    bars = "; bars: 95% intervals" if any(interval(r, key) for r, *_ in pts) else ""
+    ax.set_title(f"{ds}: sample quality vs sampling speed (better: lower right{bars})")
     handles = _family_legend([r for r, *_ in pts])
     markers = {}  # sampler name -> marker, for the samplers of more than one family member
     for r, *_ in pts:
@@ -192,14 +219,16 @@ def fid_vs_steps(ds: str, rows: list[dict], path: Path) -> Path | None:
         # the line's label: its sampler's own label with steps left out (they are the x axis)
         unstepped = {**rs[0], "sampler_options": {**rs[0]["sampler_options"], "steps": None}}
         name = f"{rs[0].get('model')} · {sampler_label(unstepped)}"
-        ax.plot(xs, ys, marker=_marker(rs[0]), ls=LINESTYLES[i % len(LINESTYLES)], label=name,
-                color=_color(rs[0]) if len(groups) == 1 else None)
+        ax.errorbar(xs, ys, yerr=error_extents(ys, [interval(r, "fid") for r in rs]),
+                    marker=_marker(rs[0]), ls=LINESTYLES[i % len(LINESTYLES)], label=name,
+                    color=_color(rs[0]) if len(groups) == 1 else None, capsize=3)
     ax.set_xscale("log")
     ax.set_xticks(sorted(all_steps))
     _plain_ticks(ax, "x")
     ax.set_xlabel("sampling steps (network evaluations per image, log scale)")
     ax.set_ylabel(_fid_label(stepped))
-    ax.set_title(f"{ds}: FID against sampling steps")
+    ax.set_title(f"{ds}: FID against sampling steps" + (
+        " (bars: 95% intervals)" if any(interval(r, "fid") for r in stepped) else ""))
     ax.legend(fontsize=8)
     ax.grid(True, alpha=0.3)
     return _save(fig, path)
@@ -304,7 +333,7 @@ def write_figures(rows: list[dict], run_dir: Path, fig_dir: Path) -> list[tuple[
     """Write every figure the rows allow; return [(title, path)] in report order."""
     out = []
     for ds, ds_rows in by_dataset(rows).items():
-        s = _slug(ds)
+        s = slug(ds)
         made = [
             (f"{ds}: quality vs speed", quality_vs_speed(
                 ds, ds_rows, fig_dir / f"quality_vs_speed_{s}.png")),
@@ -317,3 +346,66 @@ def write_figures(rows: list[dict], run_dir: Path, fig_dir: Path) -> list[tuple[
         ]
         out += [(t, p) for t, p in made if p is not None]
     return out
+
+
+def compute_curves(ds: str, cdf, names, path: Path) -> Path | None:
+    """One dataset's quality against training compute (``frame.curves`` lines, ``names``
+    their curve names): KID, then FID and NLL (bits/dim, ± 1.96 standard errors; hollow
+    markers for upper bounds) when there are any, against training FLOPs (log x; training
+    seconds when some point has no FLOPs), one line per model coloured by family, 95%
+    intervals as error bars."""
+    cdf = cdf.assign(name=list(names))
+    flops = cdf["train_flops"].notna().all() and (cdf["train_flops"] > 0).all()
+    xcol = "train_flops" if flops else "train_seconds"
+    panels = [(k, t) for k, t in (("kid", "KID (lower is better)"),
+                                  ("fid", "FID (lower is better)"),
+                                  ("nll_bpd", "NLL (bits/dim, lower is better)"))
+              if k in cdf and cdf[k].notna().any()]
+    if not panels or not cdf[xcol].notna().any():
+        return None
+    fig = Figure(figsize=(5.2 * len(panels), 4.6), layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    n_in_family: dict[str, int] = {}
+    styles = {}
+    for name, g in cdf.groupby("name", sort=False):
+        fam = str(g["family"].iloc[0])
+        i = n_in_family[fam] = n_in_family.get(fam, -1) + 1
+        styles[name] = (family_color(fam), LINESTYLES[i % len(LINESTYLES)],
+                        "osD^v"[i % 5])
+    bound_drawn = False
+    for ax, (key, title) in zip(axes, panels, strict=True):
+        for name, g in cdf.groupby("name", sort=False):
+            g = g[g[key].notna() & g[xcol].notna()].sort_values(xcol)
+            if not len(g):
+                continue
+            color, ls, marker = styles[name]
+            xs, ys = g[xcol].tolist(), g[key].tolist()
+            if key == "nll_bpd":
+                err = [1.96 * e if e == e else 0.0 for e in g["nll_stderr"].tolist()]
+                yerr = [err, err]
+                bound = (g["nll_kind"] == "bound").fillna(False).tolist()
+            else:
+                cis = [(lo, hi) if lo == lo and hi == hi else None for lo, hi in
+                       zip(g[f"{key}_ci95.lo"], g[f"{key}_ci95.hi"], strict=True)]
+                yerr = error_extents(ys, cis)
+                bound = [False] * len(ys)
+            ax.errorbar(xs, ys, yerr=yerr, color=color, ls=ls, marker=None, capsize=3,
+                        lw=1.4, label=name)
+            for x, y, b in zip(xs, ys, bound, strict=True):
+                ax.plot([x], [y], marker=marker, color=color, ls="", ms=6,
+                        mfc="white" if b else color, mec=color, zorder=3)
+                bound_drawn = bound_drawn or b
+        ax.set_xscale("log")
+        ax.set_xlabel("training FLOPs (log scale)" if flops
+                      else "training seconds (log scale)")
+        ax.set_ylabel(title)
+        ax.grid(True, which="major", alpha=0.3)
+    handles = [Line2D([], [], color=c, ls=ls, marker=m, label=n)
+               for n, (c, ls, m) in styles.items()]
+    if bound_drawn:
+        handles.append(Line2D([], [], color="gray", marker="o", mfc="white", ls="",
+                              label="NLL upper bound (hollow)"))
+    fig.legend(handles=handles, loc="outside lower center", fontsize=8,
+               ncols=min(len(handles), 4), title="model (colour: family)", title_fontsize=8)
+    fig.suptitle(f"{ds}: sample quality against training compute (bars: 95% intervals)")
+    return _save(fig, path)

@@ -22,10 +22,23 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..core import ConfigError
 from . import schema
 from .rows import PER_BATCH, per_batch, present, read_results, sort_key, variant
 
 LABEL = "sampler_label"  # the column beside "sampler" that rows.variant fills in
+CURVE_FILE = "curve.jsonl"  # quality along training, one line per model and budget fraction
+# curve.jsonl's keys, in order (the runner's ``[evaluation] curve``)
+CURVE_COLUMNS = (
+    "suite", "dataset", "model", "family", "sampler", "sampler_options", "fraction",
+    "train_steps", "train_images", "train_flops", "train_seconds", "budget",
+    "n_samples", "extractor", "ref_split", "fid", "fid_ci95", "kid", "kid_ci95",
+    "nll_bpd", "nll_stderr", "nll_kind", "nll_images",
+)
+_CURVE_KINDS = {"fraction": "float", "train_steps": "int", "train_images": "int",
+                "train_flops": "float", "train_seconds": "float", "n_samples": "int",
+                "nll_images": "int", "budget.steps": "int", "budget.seconds": "float",
+                "budget.flops": "float"}
 
 
 def columns(rows: list[dict]) -> list[str]:
@@ -76,11 +89,12 @@ def _integral(v) -> bool:
     return isinstance(v, int) or (isinstance(v, float) and math.isfinite(v) and v.is_integer())
 
 
-def _series(name: str, values: list) -> pd.Series:
-    """One typed column; a value that is not ``present`` is NaN / <NA>."""
+def _series(name: str, values: list, kind: str | None = None) -> pd.Series:
+    """One typed column (``kind``, else the schema's type of ``name``); a value that is not
+    ``present`` is NaN / <NA>."""
     values = [v if present(v) else None for v in values]
     there = [v for v in values if v is not None]
-    kind = schema.column_kind(name)
+    kind = kind or schema.column_kind(name)
     if kind is None:  # a column the schema does not type: from its values
         if there and all(isinstance(v, bool) for v in there):
             kind = "bool"
@@ -125,6 +139,69 @@ def results(path: Path | str) -> pd.DataFrame:
     exist (never 0). ``df.groupby("family")``, ``df.pivot_table(index="model",
     columns="sampler_label", values="fid")`` and so on."""
     return frame(read_results(path))
+
+
+def curves(path: Path | str) -> pd.DataFrame:
+    """The training curves of a benchmark output directory (its ``curve.jsonl``, or that
+    file given directly) as a DataFrame: one line per model, sampler and budget fraction,
+    sorted by dataset, model, sampler and fraction; intervals split into ``fid_ci95.lo`` /
+    ``.hi`` as in ``results``, the budget into ``budget.steps`` / ``.seconds`` /
+    ``.flops``, ``sampler_label`` after ``sampler``. Raises ConfigError when the file is
+    missing or corrupt (an unterminated last line, a run stopped mid-write, is left out)."""
+    file = Path(path)
+    file = file / CURVE_FILE if file.is_dir() else file
+    if not file.is_file():
+        raise ConfigError(f"{file} does not exist; a suite with [evaluation] curve = [...] "
+                          "writes it")
+    text = file.read_text()
+    lines = text.splitlines()
+    recs = []
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            if lineno == len(lines) and not text.endswith("\n"):
+                continue
+            raise ConfigError(f"{file} line {lineno} is not valid JSON ({e.msg})") from e
+        if not isinstance(rec, dict) or "model" not in rec or "fraction" not in rec:
+            raise ConfigError(f"{file} line {lineno} is not a curve point (no model/fraction)")
+        recs.append(rec)
+    return curve_frame(recs)
+
+
+def curve_frame(recs: list[dict]) -> pd.DataFrame:
+    """Curve points (curve.jsonl's lines) as the typed DataFrame ``curves`` returns."""
+    flat = [flatten(r) for r in recs]
+    cols: list[str] = []
+    for col in list(CURVE_COLUMNS) + [k for r in recs for k in r if k not in CURVE_COLUMNS]:
+        if col.endswith(schema.INTERVAL):
+            cols += [f"{col}.lo", f"{col}.hi"]
+        elif col == "budget":
+            cols += ["budget.steps", "budget.seconds", "budget.flops"]
+        elif any(isinstance(r.get(col), dict) for r in recs):
+            cols += [f"{col}.{k}" for k in dict.fromkeys(
+                k for r in recs if isinstance(r.get(col), dict) for k in r[col])]
+        elif col == "sampler_options":
+            pass  # no options at all
+        else:
+            cols.append(col)
+        if col == "sampler":
+            cols.append(LABEL)
+    cols = list(dict.fromkeys(cols))
+    data = {c: _series(c, [f.get(c) for f in flat], _CURVE_KINDS.get(c)) for c in cols}
+    df = pd.DataFrame(data, columns=cols)
+    if len(df):
+        df = df.sort_values(["dataset", "model", LABEL, "fraction"], kind="stable")
+    return df.reset_index(drop=True)
+
+
+def records(df: pd.DataFrame) -> list[dict]:
+    """The lines of a frame as {column: Python value} (``value``: None where a figure does
+    not exist), for the report's tables."""
+    return [{k: value(v) for k, v in zip(df.columns, line, strict=True)}
+            for line in df.itertuples(index=False, name=None)]
 
 
 def value(v):

@@ -19,18 +19,17 @@ from .rows import (
     NA,
     RESULTS_FILE,
     by_dataset,
+    comparison,
     fmt,
+    fmt_ci,
     fmt_nll,
     fmt_params,
+    fmt_pm,
+    interval,
     label,
-    pareto_front,
-    per_batch,
-    per_model,
+    pareto,
     present,
     read_results,
-    speed,
-    speed_batch,
-    variant,
 )
 
 CSV_FILE = "results.csv"
@@ -56,47 +55,111 @@ def write_csv(rows: list[dict], path: Path) -> Path:
 # ----------------------------------------------------------------------------- report.md
 
 
-def summary(rows: list[dict]) -> list[str]:
-    """The opening of report.md: per dataset, the best model on each axis and the Pareto
-    front of quality against sampling speed."""
+def _label(rec: dict) -> str:
+    return f"{rec.get('model')} · {rec.get(frame.LABEL)}"
+
+
+def _sizes(df, column: str = "sample_images_per_s") -> list[int]:
+    """The batch sizes of a per-batch column that some line of ``df`` has a figure at."""
+    return sorted(int(c.split("@")[1]) for c in df.columns
+                  if c.startswith(column + "@") and df[c].notna().any())
+
+
+def _speed(rec: dict, bs: int | None, sizes: list[int]) -> float | None:
+    """A record's sampling images/s at batch ``bs`` (its largest batch when None)."""
+    if bs is not None:
+        return rec.get(f"sample_images_per_s@{bs}")
+    timed = [b for b in sizes if present(rec.get(f"sample_images_per_s@{b}"))]
+    return rec[f"sample_images_per_s@{max(timed)}"] if timed else None
+
+
+def _speed_batch(df) -> tuple[int | None, bool]:
+    """The largest batch every timed line of ``df`` has a speed at, (bs, True); (None,
+    False) when there is none in common (each line is taken at its own largest batch)."""
+    sizes = _sizes(df)
+    if not sizes:
+        return None, False
+    cols = [f"sample_images_per_s@{b}" for b in sizes]
+    timed = df[df[cols].notna().any(axis=1)]
+    common = [b for b, c in zip(sizes, cols, strict=True) if timed[c].notna().all()]
+    return (max(common), True) if common else (None, False)
+
+
+def sample_sizes(df) -> list[int]:
+    """The distinct N (generated samples) of the lines of ``df`` that have a quality
+    figure, ascending."""
+    scored = df
+    if "fid" in df and "kid" in df:
+        scored = df[df["fid"].notna() | df["kid"].notna()]
+    return sorted({int(n) for n in scored["n_samples"].dropna()}) if "n_samples" in df else []
+
+
+def comparison_figure(df) -> tuple[str, str | None]:
+    """``rows.comparison`` of the lines of ``df``: KID when their N differ, else FID."""
+    return comparison(sample_sizes(df), "kid" in df and bool(df["kid"].notna().any()))
+
+
+def same_n_note(df) -> list[str]:
+    """A line under a table whose rows were measured at different N, naming the Ns."""
+    ns = sample_sizes(df)
+    if len(ns) < 2:
+        return []
+    return ["", f"The rows of this table were measured at different N (generated samples: "
+            f"{', '.join(f'{n:,}' for n in ns)}); FID is biased upward at small N, so compare "
+            "FID only between rows of the same N. KID is unbiased at any N."]
+
+
+NAME = {"fid": "FID", "kid": "KID"}
+
+
+def summary(df, datasets: list[str] | None = None) -> list[str]:
+    """The opening of report.md, from the rows' DataFrame (``frame.frame``): per dataset
+    (in the order of ``datasets``), the best model on each axis and the Pareto front of
+    quality against sampling speed."""
     out = ["## Summary", ""]
-    datasets = by_dataset(rows)
+    datasets = datasets or list(dict.fromkeys(df["dataset"]))
     out.append(
-        f"Computed from the {len(rows)} rows of `{RESULTS_FILE}` "
-        f"({len(datasets)} dataset{'s' if len(datasets) != 1 else ''}). FID: lower is better; "
+        f"Computed from the {len(df)} rows of `{RESULTS_FILE}` "
+        f"({len(datasets)} dataset{'s' if len(datasets) != 1 else ''}). FID and KID: lower "
+        "is better, with 95% bootstrap intervals `[lo, hi]` where measured; "
         "NLL in bits per dimension on the test split, lower is better (exact, or an upper "
-        "bound); speeds in images/s, higher is better."
+        "bound; `±` its standard error); speeds in images/s, higher is better."
     )
     out.append("")
-    for ds, ds_rows in datasets.items():
+    for ds in datasets:
+        sub = df[df["dataset"] == ds]
+        recs = frame.records(sub)
+        key, why = comparison_figure(sub)
+        name = NAME[key]
         out += [f"### {ds}", "", "| axis | best | figure |", "|---|---|---|"]
-        scored = [r for r in ds_rows if present(r.get("fid"))]
+        scored = [r for r in recs if present(r.get(key))]
         if scored:
-            b = min(scored, key=lambda r: r["fid"])
-            out.append(f"| sample quality: lowest FID | {label(b)} | FID {fmt(b['fid'])} |")
+            b = min(scored, key=lambda r: r[key])
+            out.append(f"| sample quality: lowest {name} | {_label(b)} | "
+                       f"{name} {fmt_ci(b[key], *(interval(b, key) or ()))} |")
         else:
-            out.append(f"| sample quality: lowest FID | {NA} | no row has a FID |")
-        models = per_model(ds_rows)
+            out.append(f"| sample quality: lowest {name} | {NA} | no row has a {name} |")
+        models = frame.records(sub.drop_duplicates("model"))
         nll_rows = [r for r in models if present(r.get("nll_bpd"))]
         kinds = sorted({r.get("nll_kind") or "?" for r in nll_rows},
                        key=lambda k: (k != "exact", k != "bound", k))
         for kind in kinds:
-            kr = [r for r in nll_rows if (r.get("nll_kind") or "?") == kind]
-            b = min(kr, key=lambda r: r["nll_bpd"])
+            b = min((r for r in nll_rows if (r.get("nll_kind") or "?") == kind),
+                    key=lambda r: r["nll_bpd"])
             what = {"exact": "exact", "bound": "upper bound"}.get(kind, kind)
             out.append(
                 f"| likelihood: lowest NLL ({what}) | {b['model']} | {fmt_nll(b, ' bpd')} |"
             )
         if not nll_rows:
             out.append(f"| likelihood: lowest NLL | {NA} | no model has an NLL |")
-        bs, common = speed_batch(ds_rows)
-        fast = [r for r in ds_rows if speed(r, bs) is not None]
+        bs, common = _speed_batch(sub)
+        sizes = _sizes(sub)
+        fast = [r for r in recs if present(_speed(r, bs, sizes))]
         at = f"at batch {bs}" if common else "at each row's largest batch (none in common)"
         if fast:
-            b = max(fast, key=lambda r: speed(r, bs))
-            out.append(
-                f"| sampling speed {at} | {label(b)} | {fmt(speed(b, bs))} images/s |"
-            )
+            b = max(fast, key=lambda r: _speed(r, bs, sizes))
+            out.append(f"| sampling speed {at} | {_label(b)} | "
+                       f"{fmt(_speed(b, bs, sizes))} images/s |")
         else:
             out.append(f"| sampling speed | {NA} | no row was timed |")
         trained = [r for r in models if present(r.get("train_images_per_s"))]
@@ -108,6 +171,8 @@ def summary(rows: list[dict]) -> list[str]:
         else:
             out.append(f"| training speed | {NA} | no model has a training speed |")
         out.append("")
+        if why:
+            out += [why, ""]
         if len(kinds) > 1 and "bound" in kinds:
             best = min(nll_rows, key=lambda r: r["nll_bpd"])
             if best.get("nll_kind") == "bound":
@@ -122,60 +187,161 @@ def summary(rows: list[dict]) -> list[str]:
                     "lower true NLL."
                 )
             out.append("")
-        front = pareto_front(ds_rows, bs)
+        front = pareto([(r, r[key], _speed(r, bs, sizes)) for r in scored
+                        if present(_speed(r, bs, sizes))])
         if front:
             out.append(
-                f"Pareto front of quality against sampling speed (FID vs images/s {at}; no "
-                "other row has both a lower FID and a higher speed), best FID first:"
+                f"Pareto front of quality against sampling speed ({name} vs images/s {at}; no "
+                f"other row has both a lower {name} and a higher speed), best {name} first:"
             )
             out.append("")
             for r in front:
-                out.append(f"- {label(r)}: FID {fmt(r['fid'])}, {fmt(speed(r, bs))} images/s")
+                out.append(f"- {_label(r)}: {name} {fmt_ci(r[key], *(interval(r, key) or ()))}"
+                           f", {fmt(_speed(r, bs, sizes))} images/s")
         else:
-            out.append("Pareto front: n/a (no row has both a FID and a sampling speed).")
+            out.append(f"Pareto front: n/a (no row has both a {name} and a sampling speed).")
         out.append("")
     return out
 
 
-def quality_columns(rows: list[dict]) -> list[metric_registry.Column]:
+def quality_columns(df) -> list[metric_registry.Column]:
     """The registry's table columns (a spread goes beside its figure) of the default metrics
-    and of any other metric a row has a figure of."""
+    and of any other metric a line of ``df`` has a figure of."""
     shown = [m for m in metric_registry.names()
              if metric_registry.get(m).default
-             or any(present(r.get(c.key)) for r in rows for c in metric_registry.columns(m))]
+             or any(c.key in df and df[c.key].notna().any()
+                    for c in metric_registry.columns(m))]
     return [c for c in metric_registry.columns(shown) if c.label]
 
 
-def dataset_table(rows: list[dict]) -> list[str]:
-    sizes = sorted({bs for r in rows for bs in per_batch(r, "sample_images_per_s")})
-    quality = quality_columns(rows)
-    head = ["model", "family", "sampler", "params", *[c.label for c in quality],
+def quality_cell(rec: dict, column: metric_registry.Column) -> str:
+    """A quality figure with its 95% interval, or ``± spread`` when it has no interval but
+    a spread (rows written before intervals), or alone."""
+    v = rec.get(column.key)
+    ci = interval(rec, column.key)
+    if ci is not None:
+        return fmt_ci(v, *ci)
+    return fmt_pm(v, rec.get(column.spread) if column.spread else None)
+
+
+def dataset_table(df) -> list[str]:
+    """The results table of one dataset's lines of the rows' DataFrame (``frame.frame``),
+    with the same-N note under it when the lines' N differ."""
+    sizes = _sizes(df)
+    quality = quality_columns(df)
+    head = ["model", "family", "sampler", "params", "N", *[c.label for c in quality],
             "NLL bpd", *[f"sample img/s @{bs}" for bs in sizes],
             "latency ms p50 / p95", "train steps", "train s", "train img/s", "peak mem MB"]
+    p50_sizes = _sizes(df, "latency_ms_p50")
     body = []
-    for r in rows:
-        sp = per_batch(r, "sample_images_per_s")
-        p50, p95 = per_batch(r, "latency_ms_p50"), per_batch(r, "latency_ms_p95")
+    for r in frame.records(df):
         lbs = r.get("latency_batch_size")
-        if not present(lbs) or int(lbs) not in p50:
-            lbs = max(p50) if p50 else None
-        if lbs is None:
-            lat = NA
-        else:
-            lat = f"{fmt(p50.get(int(lbs)))} / {fmt(p95.get(int(lbs)))} @{int(lbs)}"
-        figures = []
-        for c in quality:
-            cell = fmt(r.get(c.key))
-            if cell != NA and c.spread and present(r.get(c.spread)):
-                cell += f" ± {fmt(r[c.spread], 2)}"
-            figures.append(cell)
-        cells = [str(r.get("model")), str(r.get("family") or NA), variant(r),
-                 fmt_params(r.get("params")), *figures, fmt_nll(r),
-                 *[fmt(sp.get(bs)) for bs in sizes], lat,
-                 fmt(r.get("train_steps")), fmt(r.get("train_seconds")),
-                 fmt(r.get("train_images_per_s")), fmt(r.get("peak_mem_mb"))]
-        body.append(cells)
-    return md_table(head, body)
+        if not present(r.get(f"latency_ms_p50@{lbs}")):
+            there = [b for b in p50_sizes if present(r.get(f"latency_ms_p50@{b}"))]
+            lbs = max(there) if there else None
+        lat = NA if lbs is None else (f"{fmt(r.get(f'latency_ms_p50@{lbs}'))} / "
+                                      f"{fmt(r.get(f'latency_ms_p95@{lbs}'))} @{lbs}")
+        body.append([str(r.get("model")), str(r.get("family") or NA), str(r.get(frame.LABEL)),
+                     fmt_params(r.get("params")), fmt(r.get("n_samples")),
+                     *[quality_cell(r, c) for c in quality], fmt_nll(r),
+                     *[fmt(r.get(f"sample_images_per_s@{bs}")) for bs in sizes], lat,
+                     fmt(r.get("train_steps")), fmt(r.get("train_seconds")),
+                     fmt(r.get("train_images_per_s")), fmt(r.get("peak_mem_mb"))])
+    return md_table(head, body) + same_n_note(df)
+
+
+# ----------------------------------------------------------------------------- curves
+
+
+def curve_names(cdf):
+    """Each curve line's name in tables and legends: its model, with the sampler when a
+    model has curves of more than one sampler."""
+    several = cdf.groupby("model")[frame.LABEL].transform("nunique") > 1
+    return cdf["model"].where(~several, cdf["model"] + " · " + cdf[frame.LABEL])
+
+
+def _budget(rec: dict) -> tuple:
+    return tuple(rec.get(f"budget.{k}") for k in ("steps", "seconds", "flops"))
+
+
+def fmt_budget(budget: tuple) -> str:
+    steps, seconds, flops = budget
+    parts = []
+    if present(steps):
+        parts.append(f"{fmt(int(steps))} steps")
+    if present(seconds):
+        parts.append(f"{fmt(seconds)} s")
+    if present(flops):
+        parts.append(f"{flops:.3g} FLOPs")
+    return ", ".join(parts) or "none given"
+
+
+def ranking(cdf) -> list[str]:
+    """One dataset's curve lines (``frame.curves``) ranked by KID at each budget point (a
+    fraction where every model has a KID): models whose 95% interval overlaps the leader's
+    are tied with it (``≈ 1``). Only when every model had the same budget; otherwise one
+    line saying so."""
+    cdf = cdf.assign(name=curve_names(cdf))
+    budgets = {n: _budget(frame.records(g.head(1))[0]) for n, g in cdf.groupby("name", sort=False)}
+    if len(set(budgets.values())) > 1:
+        per = "; ".join(f"{n}: {fmt_budget(b)}" for n, b in budgets.items())
+        return [f"The models' training budgets differ ({per}), so no ranking is made: "
+                "compare the curves at equal training compute instead."]
+    scored = cdf[cdf["kid"].notna()] if "kid" in cdf else cdf.iloc[:0]
+    names = list(budgets)
+    fractions = sorted(f for f, g in scored.groupby("fraction")
+                       if set(g["name"]) >= set(names))
+    if not fractions:
+        return ["No budget fraction at which every model has a KID: no ranking is made."]
+    compute = "train_flops" if cdf["train_flops"].notna().any() else "train_seconds"
+    head = ["budget fraction", "rank", "model", "KID [95% interval]",
+            "training FLOPs" if compute == "train_flops" else "training s", "train steps"]
+    body = []
+    for f in fractions:
+        recs = frame.records(scored[scored["fraction"] == f].drop_duplicates("name"))
+        recs.sort(key=lambda r: r["kid"])
+        lead = interval(recs[0], "kid")
+        for i, r in enumerate(recs):
+            ci = interval(r, "kid")
+            tied = i > 0 and lead is not None and ci is not None and \
+                ci[0] <= lead[1] and lead[0] <= ci[1]
+            rank = "≈ 1" if tied else str(i + 1)
+            v = r.get(compute)
+            body.append([f"{f:g}", rank, r["name"], fmt_ci(r["kid"], *(ci or ())),
+                         (f"{v:.3g}" if compute == "train_flops" else fmt(v))
+                         if present(v) else NA, fmt(r.get("train_steps"))])
+    b = next(iter(budgets.values()))
+    return [f"Every model had the same budget ({fmt_budget(b)}). At each fraction of it, the "
+            "models in order of KID (lower is better; unbiased at small N); `≈ 1`: its 95% "
+            "interval overlaps the leader's, so the two are not told apart.", "",
+            *md_table(head, body)]
+
+
+def training_compute(run_dir: Path, figures) -> list[str]:
+    """The section on quality against training compute, from ``run_dir/curve.jsonl``
+    (nothing when there is none): per dataset, the figure and the ranking."""
+    if not (run_dir / frame.CURVE_FILE).is_file():
+        return []
+    cdf = frame.curves(run_dir)
+    if not len(cdf):
+        return []
+    out = ["## Quality against training compute", "",
+           f"Sample quality measured along training (`{frame.CURVE_FILE}`, the suite's "
+           "`[evaluation] curve`) at fractions of each model's training budget, against the "
+           "training compute spent (FLOPs: images seen x counted training FLOPs per image; "
+           "seconds where FLOPs were not counted). Bars: 95% intervals (NLL: ± 1.96 "
+           "standard errors). "
+           f"All points: `zoo.bench.curves(DIR)`.", ""]
+    for ds in dict.fromkeys(cdf["dataset"]):
+        sub = cdf[cdf["dataset"] == ds]
+        out += [f"### {ds}", ""]
+        path = figures.compute_curves(ds, sub, curve_names(sub), run_dir / FIGURES_DIR /
+                                      f"quality_vs_compute_{figures.slug(ds)}.png")
+        if path is not None:
+            rel = path.relative_to(run_dir).as_posix()
+            out += [f"![{ds}: quality against training compute]({rel})", ""]
+        out += [*ranking(sub), *same_n_note(sub), ""]
+    return out
 
 
 def md_table(head: list[str], rows: list[list[str]]) -> list[str]:
@@ -305,18 +471,23 @@ def write_report(run_dir: Path | str) -> Path:
         md += [f"Note: line {partial[0]} of `{RESULTS_FILE}` is a partial row (the run was "
                "stopped mid-write) and is left out; rerun the same `zoo bench` command to "
                "measure it and finish the suite.", ""]
-    md += summary(rows)
+    df = frame.frame(rows)
+    datasets = list(by_dataset(rows))  # the order the rows give them, as the figures'
+    md += summary(df, datasets)
     md += ["## Results", "",
            "One row per model and sampler variant; `n/a` where a figure does not exist "
-           "(a model without a likelihood; a metric not measured). NLL per model, repeated on each "
-           "of its sampler rows; `≤` marks an upper bound. All rows: "
+           "(a model without a likelihood; a metric not measured). N: generated samples the "
+           "quality figures were measured on. A figure with `[lo, hi]` is given with its 95% "
+           "bootstrap interval (resampling the generated samples); `± x` is a standard "
+           "deviation (KID's, IS's over subsets) or, for NLL, the standard error. NLL per "
+           "model, repeated on each of its sampler rows; `≤` marks an upper bound. All rows: "
            f"[`{CSV_FILE}`]({CSV_FILE}).", ""]
-    for ds, ds_rows in by_dataset(rows).items():
+    for ds in datasets:
         md += [f"### {ds}", ""]
-        md += dataset_table(ds_rows)
+        md += dataset_table(df[df["dataset"] == ds])
         md.append("")
-    df = frame.frame(rows)
-    computed = {ds: compute_table(df[df["dataset"] == ds]) for ds in by_dataset(rows)}
+    md += training_compute(run_dir, figures)
+    computed = {ds: compute_table(df[df["dataset"] == ds]) for ds in datasets}
     if any(computed.values()):
         peaks = list(dict.fromkeys(
             f"{r['device_peak_tflops'] * 1e3:.4g} GFLOP/s {r.get('device_peak_dtype') or ''}"

@@ -140,6 +140,37 @@ def fmt(v, digits: int = 4) -> str:
     return f"{v:.{decimals}f}"
 
 
+def fmt_ci(v, lo=None, hi=None, digits: int = 4) -> str:
+    """A figure with its 95% interval, ``22.72 [22.10, 23.31]``; the figure alone when the
+    interval does not exist (rows written before intervals), ``n/a`` when the figure does
+    not."""
+    text = fmt(v, digits)
+    if text == NA or not (present(lo) and present(hi)):
+        return text
+    return f"{text} [{fmt(lo, digits)}, {fmt(hi, digits)}]"
+
+
+def fmt_pm(v, half=None, digits: int = 4) -> str:
+    """A figure with a symmetric spread, ``0.976 ± 0.014`` (the figure alone without one)."""
+    text = fmt(v, digits)
+    if text == NA or not present(half):
+        return text
+    return f"{text} ± {fmt(half, 2)}"
+
+
+def interval(row, key: str) -> tuple[float, float] | None:
+    """The 95% interval of figure ``key`` of a row (a results row, its ``<key>_ci95: [lo,
+    hi]``, or a frame record, its ``<key>_ci95.lo`` / ``.hi``); None when there is none."""
+    ci = row.get(key + schema.INTERVAL)
+    if isinstance(ci, (list, tuple)) and len(ci) == 2:
+        lo, hi = ci
+    else:
+        lo, hi = row.get(f"{key}{schema.INTERVAL}.lo"), row.get(f"{key}{schema.INTERVAL}.hi")
+    if present(lo) and present(hi):
+        return float(lo), float(hi)
+    return None
+
+
 def fmt_params(v) -> str:
     if not present(v):
         return NA
@@ -193,6 +224,17 @@ def per_model(rows: list[dict]) -> list[dict]:
     return list(seen.values())
 
 
+def comparison(ns, has_kid: bool) -> tuple[str, str | None]:
+    """The quality figure to compare rows measured at sample sizes ``ns`` by, and why when
+    it is not FID: "kid" when the Ns differ (FID is biased upward at small N, KID is
+    unbiased) and some row has a KID; "fid" otherwise."""
+    ns = sorted({int(n) for n in ns if present(n)})
+    if len(ns) > 1 and has_kid:
+        return "kid", (f"KID is the comparison figure here: the rows' N differ "
+                       f"({', '.join(str(n) for n in ns)}) and FID is biased at small N.")
+    return "fid", None
+
+
 # ----------------------------------------------------------------------------- speed axis
 
 
@@ -217,11 +259,16 @@ def speed(row: dict, bs: int | None) -> float | None:
     return d.get(bs)
 
 
-def pareto_front(rows: list[dict], bs: int | None) -> list[dict]:
-    """The rows no other row beats on both FID (lower) and sampling speed (higher), sorted
-    from the best FID to the fastest."""
-    pts = [(r, float(r["fid"]), speed(r, bs)) for r in rows if present(r.get("fid"))]
-    pts = [(r, f, s) for r, f, s in pts if s is not None]
+def pareto_front(rows: list[dict], bs: int | None, key: str = "fid") -> list[dict]:
+    """The rows no other row beats on both ``key`` (FID; lower is better) and sampling
+    speed (higher), sorted from the best quality to the fastest."""
+    pts = [(r, float(r[key]), speed(r, bs)) for r in rows if present(r.get(key))]
+    return pareto([(r, f, s) for r, f, s in pts if s is not None])
+
+
+def pareto(pts: list[tuple]) -> list:
+    """Of (item, quality (lower is better), speed (higher is better)) points, the items no
+    other point beats on both, sorted from the best quality to the fastest."""
     front = []
     for r, f, s in pts:
         dominated = any(

@@ -264,10 +264,12 @@ def test_shipped_suites_load(suite_path):
     families = {m.family for m in suite.models}
     assert families == {"vae", "gan", "autoregressive", "diffusion"}
     for m in suite.models:
-        assert m.budget.steps is not None or m.budget.seconds is not None
+        assert any(x is not None for x in m.budget.as_dict().values())
     samplers = {(m.family, v.name, v.canonical.get("eta")) for _, m, v in rows}
-    assert ("diffusion", "ddpm", None) in samplers
-    assert ("diffusion", "ddim", 0.0) in samplers and ("diffusion", "ddim", 1.0) in samplers
+    assert ("diffusion", "ddim", 0.0) in samplers
+    if suite_path.name != "ci.toml":  # ci: the samplers that fit its N on two CPU cores
+        assert ("diffusion", "ddpm", None) in samplers
+        assert ("diffusion", "ddim", 1.0) in samplers
 
 
 def test_ci_suite_covers_the_issue_and_is_reproducible():
@@ -278,9 +280,14 @@ def test_ci_suite_covers_the_issue_and_is_reproducible():
     variants = {(v.name, v.canonical.get("steps"), v.canonical.get("eta"))
                 for v in ddpm.variants}
     assert {("ddim", s, 0.0) for s in (10, 20, 50)} <= variants
-    assert ("ddim", 50, 1.0) in variants and any(v[0] == "ddpm" for v in variants)
-    # step budgets, no seconds: the committed baseline is reproducible on any machine
-    assert all(m.budget.steps and m.budget.seconds is None for m in suite.models)
+    # one FLOPs budget for every model, no seconds: equal compute, and the committed
+    # baseline is reproducible on any machine
+    assert {(m.budget.flops, m.budget.steps, m.budget.seconds) for m in suite.models} \
+        == {(3e12, None, None)}
+    # quality along the way, and one N for every row of a table
+    assert all(m.evaluation.curve for m in suite.models)
+    assert {v.n_samples or m.evaluation.n_samples for m in suite.models
+            for v in m.variants} == {1000}
 
 
 def test_smoke_suite_matches_the_committed_baseline(smoke):

@@ -264,12 +264,22 @@ def _short(v: float) -> str:
     return f"{v:.4g}"
 
 
-def _with_interval(v: float | None, se: float | None) -> str:
+def _with_interval(v: float | None, ci: tuple[float, float] | None) -> str:
     if v is None:
         return "n/a"
-    if se is None:
+    if ci is None:
         return _num(v)
-    return f"{_short(v)} [{_short(v - Z95 * se)}, {_short(v + Z95 * se)}]"
+    return f"{_short(v)} [{_short(ci[0])}, {_short(ci[1])}]"
+
+
+def _interval(row: dict, metric: str, v: float | None, se: float | None):
+    """The figure's 95% interval as the row gives it (NLL: +- 1.96 nll_stderr)."""
+    if v is None or se is None:
+        return None
+    col = schema.interval_of(metric)
+    if col and isinstance(row.get(col), (list, tuple)):
+        return float(row[col][0]), float(row[col][1])
+    return v - Z95 * se, v + Z95 * se
 
 
 def _load(base, new, tolerances):
@@ -299,7 +309,9 @@ def _judgements(tol, base_rows, new_rows) -> list[dict]:
             out.append({"row": _row_name(b_row), "metric": shown, "direction_of": metric,
                         "gated": t is not None, "tolerance": _fmt_tol(t),
                         "verdict": j.verdict, "base": b, "new": n,
-                        "se_base": se_b, "se_new": se_n, "worsening": j.worsening,
+                        "se_base": se_b, "se_new": se_n,
+                        "ci_base": _interval(b_row, shown, b, se_b),
+                        "ci_new": _interval(n_row, shown, n, se_n), "worsening": j.worsening,
                         "se": j.se, "interval": j.interval, "allowed": j.allowed,
                         "detectable": j.detectable})
     return out
@@ -308,17 +320,18 @@ def _judgements(tol, base_rows, new_rows) -> list[dict]:
 def judge_dirs(base, new, tolerances: dict | None = None) -> list[dict]:
     """The gate's judgement of every metric of every row the two runs share: a dict each
     with ``row``, ``metric``, ``gated``, ``verdict``, ``base``, ``new``, ``se_base``,
-    ``se_new``, ``worsening``, ``se`` (the delta's), ``interval`` (of the worsening),
-    ``allowed`` and ``detectable`` (the smallest worsening this pair can detect)."""
+    ``se_new``, ``ci_base``, ``ci_new`` (the figures' 95% intervals), ``worsening``, ``se``
+    (the delta's), ``interval`` (of the worsening), ``allowed`` and ``detectable`` (the
+    smallest worsening this pair can detect)."""
     return _judgements(*_load(base, new, tolerances))
 
 
 def _describe(x: dict) -> str:
     """``fid 22.7 [22.1, 23.3] -> 31.0 [30.2, 31.9] (tolerance 10%; worse by 8.3 [7.3, 9.3])``"""
-    text = (f"{x['row']}: {x['metric']} {_with_interval(x['base'], x['se_base'])} -> "
-            f"{_with_interval(x['new'], x['se_new'])} (tolerance {x['tolerance']}")
+    text = (f"{x['row']}: {x['metric']} {_with_interval(x['base'], x['ci_base'])} -> "
+            f"{_with_interval(x['new'], x['ci_new'])} (tolerance {x['tolerance']}")
     if x["worsening"] is not None:
-        text += f"; worse by {_with_interval(x['worsening'], x['se'])}"
+        text += f"; worse by {_with_interval(x['worsening'], x['interval'])}"
     if x["verdict"] == CANT_TELL:
         text += (f"; allowed {_short(x['allowed'])}; smallest detectable worsening at this N "
                  f"{_short(x['detectable'])}")

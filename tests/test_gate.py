@@ -1,0 +1,121 @@
+"""The gate of ``zoo compare`` judges a delta against both runs' 95% intervals: REGRESSED
+only when the worsening is beyond tolerance with 95% confidence, "can't tell" (exit 0) when
+its interval straddles the tolerance, the tolerance alone for rows without intervals."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from zoo.bench import schema
+from zoo.bench.compare import CANT_TELL, Z95, compare_dirs, judge, judge_dirs, standard_error
+from zoo.cli import main
+
+
+def _row(fid, fid_ci=None, **extra) -> dict:
+    row = dict.fromkeys(schema.COLUMNS)
+    row.update(suite="t", dataset="mnist", model="vae", family="vae", sampler="default",
+               sampler_options={}, extractor="classifier", n_samples=1000, fid=fid)
+    if fid_ci is not None:
+        row[schema.interval_of("fid")] = list(fid_ci)
+    row.update(extra)
+    return row
+
+
+def _run(path: Path, *rows) -> Path:
+    path.mkdir(parents=True)
+    (path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_standard_error_from_interval_and_nll_stderr():
+    assert standard_error(_row(20.0, (19.0, 21.0)), "fid") == pytest.approx(1 / Z95)
+    assert standard_error(_row(20.0), "fid") is None  # an old row: no interval
+    assert standard_error(_row(20.0, nll_bpd=1.0, nll_stderr=0.01), "nll_bpd") == 0.01
+    assert standard_error(_row(20.0), "nll_bpd") is None
+    assert standard_error(_row(20.0, precision=0.5), "precision") is None
+    assert standard_error(_row(20.0, fid_ci95=[None, 3.0]), "fid") is None
+
+
+def test_judge_rule_on_numbers():
+    tol = ("rel", 0.10)  # allowed = 2.0 at base 20
+    # worse by 8 with se_d = sqrt(2) * 0.5: interval [6.6, 9.4] lies beyond 2
+    j = judge("fid", 20.0, 28.0, tol, 0.5, 0.5)
+    assert j.verdict == "REGRESSED" and j.allowed == pytest.approx(2.0)
+    assert j.interval[0] == pytest.approx(8 - Z95 * math.sqrt(0.5))
+    assert j.detectable == pytest.approx(2.0 + Z95 * math.sqrt(0.5))
+    # the same delta with wide intervals (se 4 each): [-3.1, 19.1] straddles 2
+    assert judge("fid", 20.0, 28.0, tol, 4.0, 4.0).verdict == CANT_TELL
+    # a worsening within tolerance whose interval reaches past it: can't tell either
+    assert judge("fid", 20.0, 21.0, tol, 1.0, 1.0).verdict == CANT_TELL
+    # ... and one whose interval stays within it: worse
+    assert judge("fid", 20.0, 21.0, tol, 0.1, 0.1).verdict == "worse"
+    # better stays better whatever the noise; without an interval: the tolerance alone
+    assert judge("fid", 20.0, 12.0, tol, 4.0, 4.0).verdict == "better"
+    assert judge("fid", 20.0, 28.0, tol).verdict == "REGRESSED"
+    assert judge("fid", 20.0, 28.0, tol, 4.0, None).verdict == "REGRESSED"  # one row has none
+    assert judge("fid", 20.0, 21.0, tol).verdict == "worse"
+    # higher-is-better metric, absolute tolerance
+    assert judge("precision", 0.6, 0.4, ("abs", 0.05), 0.01, 0.01).verdict == "REGRESSED"
+    assert judge("precision", 0.6, 0.52, ("abs", 0.05), 0.05, 0.05).verdict == CANT_TELL
+    # not gated: no verdict beyond worse
+    assert judge("fid", 20.0, 28.0, None, 0.1, 0.1).verdict == "worse"
+
+
+def test_tight_intervals_regress_with_the_intervals_named(tmp_path, capsys):
+    base = _run(tmp_path / "base", _row(22.7, (22.1, 23.3)))
+    new = _run(tmp_path / "new", _row(31.0, (30.2, 31.9)))
+    text, regressed = compare_dirs(base, new)
+    assert regressed and "RESULT: REGRESSED" in text
+    assert ("mnist / vae / default: fid 22.7 [22.1, 23.3] -> 31 [30.2, 31.9] "
+            "(tolerance 10%; worse by 8.3 [7.2") in text
+    assert main(["compare", str(base), str(new)]) == 1
+    assert "fid 22.7 [22.1, 23.3]" in capsys.readouterr().out
+
+
+def test_wide_intervals_cant_tell_and_pass(tmp_path, capsys):
+    base = _run(tmp_path / "base", _row(22.7, (15.0, 30.4)))
+    new = _run(tmp_path / "new", _row(31.0, (23.0, 39.0)))
+    text, regressed = compare_dirs(base, new)
+    assert not regressed and "RESULT: OK" in text
+    line = next(ln for ln in text.splitlines() if "fid (lower better)" in ln)
+    assert line.rstrip().endswith(CANT_TELL)
+    assert "1 can't tell" in text
+    assert "can't tell (the runs' N is too small to decide; not a failure): 1" in text
+    [x] = [x for x in judge_dirs(base, new) if x["metric"] == "fid"]
+    assert f"smallest detectable worsening at this N {x['detectable']:.4g}" in text
+    assert x["detectable"] > x["worsening"] > x["allowed"]
+    assert main(["compare", str(base), str(new)]) == 0
+    capsys.readouterr()
+
+
+def test_old_rows_without_intervals_keep_the_old_rule(tmp_path):
+    base = _run(tmp_path / "base", _row(22.7))
+    new = _run(tmp_path / "new", _row(31.0))
+    text, regressed = compare_dirs(base, new)
+    assert regressed
+    line = next(ln for ln in text.splitlines() if "fid (lower better)" in ln)
+    assert "no interval" in line and line.rstrip().endswith("REGRESSED")
+    assert "fid 22.7 -> 31 (tolerance 10%; worse by 8.3; no interval)" in text
+    # within tolerance: worse, as before
+    _run(tmp_path / "ok", _row(24.0))
+    text, regressed = compare_dirs(base, tmp_path / "ok")
+    assert not regressed and "1 worse, 0 can't tell" in text
+    # an interval in one run only: the old rule too
+    text, regressed = compare_dirs(_run(tmp_path / "ci", _row(22.7, (15.0, 30.4))), new)
+    assert regressed
+
+
+def test_nll_stderr_is_the_uncertainty_of_nll(tmp_path):
+    base = _run(tmp_path / "base", _row(20.0, nll_bpd=1.00, nll_stderr=0.02))
+    noisy = _run(tmp_path / "noisy", _row(20.0, nll_bpd=1.05, nll_stderr=0.02))
+    tight = _run(tmp_path / "tight", _row(20.0, nll_bpd=1.05, nll_stderr=0.001))
+    assert [x["verdict"] for x in judge_dirs(base, noisy) if x["metric"] == "nll_bpd"] \
+        == [CANT_TELL]
+    assert not compare_dirs(base, noisy)[1]
+    text, regressed = compare_dirs(_run(tmp_path / "tb", _row(20.0, nll_bpd=1.0,
+                                                               nll_stderr=0.001)), tight)
+    assert regressed and "nll_bpd 1 [0.998, 1.002] -> 1.05 [1.048, 1.052]" in text

@@ -81,6 +81,8 @@ def main(argv=None) -> int:
     p.add_argument("-k", type=int, default=6, help="seed-only runs (seeds 0..K-1)")
     p.add_argument("--planted", type=int, default=2,
                    help="planted regressions (a tenth of the steps, seeds 0..P-1)")
+    p.add_argument("--tolerance", nargs="*", default=[], metavar="METRIC=VALUE",
+                   help="as zoo compare's (e.g. kid=10%%); summaries named after them")
     args = p.parse_args(argv)
     out = Path(args.out)
     t0 = time.perf_counter()
@@ -90,14 +92,18 @@ def main(argv=None) -> int:
     planted = [run(out, "tenth", s, max(1, args.steps // 10), args)
                for s in range(args.planted)]
 
-    from zoo.bench.compare import judge_dirs
+    from zoo.bench.compare import judge_dirs, parse_tolerances
+
+    tol = parse_tolerances(args.tolerance)
+    stem = "summary" + "".join("-" + t.replace("=", "").replace("%", "pct")
+                               for t in args.tolerance)
 
     pairs = []
     for (i, a), (j, b) in itertools.permutations(enumerate(seeds), 2):
-        pairs.append({"base": i, "new": j, "judgements": judge_dirs(a, b)})
+        pairs.append({"base": i, "new": j, "judgements": judge_dirs(a, b, tol)})
     plants = []
     for (i, a), (j, b) in itertools.product(enumerate(seeds), enumerate(planted)):
-        plants.append({"base": i, "planted": j, "judgements": judge_dirs(a, b)})
+        plants.append({"base": i, "planted": j, "judgements": judge_dirs(a, b, tol)})
 
     def failed(pair):
         return any(x["verdict"] == "REGRESSED" for x in pair["judgements"])
@@ -134,7 +140,8 @@ def main(argv=None) -> int:
                                                                  else argv),
         "model": args.model, "dataset": args.dataset, "steps": args.steps,
         "planted_steps": max(1, args.steps // 10), "n_samples": args.n,
-        "metrics": args.metrics, "bootstrap": args.bootstrap, "k": args.k,
+        "metrics": args.metrics, "tolerance": args.tolerance, "bootstrap": args.bootstrap,
+        "k": args.k,
         "false_alarms": len(false_alarms), "pairs": len(pairs),
         "false_alarm_pairs": [(p_["base"], p_["new"]) for p_ in false_alarms],
         "per_metric": per_metric,
@@ -145,13 +152,15 @@ def main(argv=None) -> int:
                          for p_ in pairs],
     }
     out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
+    (out / f"{stem}.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
 
     def f(v):
         return "n/a" if v is None else f"{v:.4g}"
 
     md = [f"# Gate noise: {args.model} on {args.dataset}, {args.steps} steps, "
           f"N = {args.n}", "",
+          "Gate: default tolerances" + (f" with {' '.join(args.tolerance)}"
+                                        if args.tolerance else "") + ".", "",
           f"False alarms (REGRESSED between seed-only runs): **{len(false_alarms)} / "
           f"{len(pairs)}** ordered pairs of {args.k} seeds.", "",
           f"Planted regression ({summary['planted_steps']} steps) caught: "
@@ -166,7 +175,7 @@ def main(argv=None) -> int:
                   f"{v['same']} / {v['better']} / {v['worse']} / {v[CANT]} / "
                   f"{v['REGRESSED']} | {f(s['median_smallest_detectable'])} | "
                   f"{', '.join(f'{k} {n}' for k, n in s['planted'].items())} |")
-    (out / "summary.md").write_text("\n".join(md) + "\n")
+    (out / f"{stem}.md").write_text("\n".join(md) + "\n")
 
     print(f"false alarms: {len(false_alarms)} / {len(pairs)} ordered seed-only pairs")
     for m, s in per_metric.items():
@@ -176,7 +185,7 @@ def main(argv=None) -> int:
               f"value {f(s['median_value'])}); planted: {s['planted']}")
     print(f"planted regressions caught: {summary['planted_detected']} / "
           f"{summary['planted_pairs']}")
-    print(f"wrote {out / 'summary.json'} and {out / 'summary.md'} "
+    print(f"wrote {out / (stem + '.json')} and {out / (stem + '.md')} "
           f"({summary['seconds']} s)")
     return 0
 

@@ -2,12 +2,29 @@
 
 Joins the rows of two runs' ``results.jsonl`` by ``schema.KEY``, prints each metric's
 base and new value, the delta and its verdict with the metric's direction (lower FID is
-better, higher IS is better, ...), and says whether anything regressed:
+better, higher IS is better, ...), and says whether anything regressed.
 
-- ``same`` / ``better`` / ``worse``: within tolerance (or not gated);
-- ``REGRESSED``: a gated metric got worse by more than its tolerance, or a gated metric that
-  the base run has is missing (None, NaN) in the new run;
+A figure measured on N samples is noisy: two runs that differ only in their seed give
+different FIDs. Where both rows carry the figure's uncertainty (the 95% interval
+``<metric>_ci95`` of ``schema.interval_of``, or NLL's ``nll_stderr``), the gate judges
+the delta against it. The standard error of a figure is ``(hi - lo) / (2 * 1.96)`` (NLL:
+``nll_stderr``); the delta's is ``se_d = sqrt(se_base**2 + se_new**2)``. The worsening
+``w = -direction * (new - base)`` has the 95% interval ``[w - 1.96 se_d, w + 1.96 se_d]``;
+``allowed`` is the tolerance (relative: ``x * |base|``; absolute: ``x``). Verdicts:
+
+- ``REGRESSED``: a gated metric got worse beyond its tolerance with 95% confidence
+  (``w - 1.96 se_d > allowed``; without an interval: ``w > allowed``), or a gated metric
+  that the base run has is missing (None, NaN) in the new run;
+- ``can't tell``: the interval of the worsening straddles the tolerance
+  (``w - 1.96 se_d <= allowed < w + 1.96 se_d``) and ``w > 0``: the runs' N is too small
+  to decide. The row shows the smallest worsening this pair can detect,
+  ``allowed + 1.96 se_d``. It does not fail the gate; the summary counts and lists it;
+- ``same`` / ``better`` / ``worse``: otherwise (within tolerance, or not gated);
 - ``n/a``: the figure exists in one run only and is not gated.
+
+A figure without an uncertainty in either row (rows written before intervals, IS, NLL
+without a standard error, timings) is judged by the tolerance alone, and the table says
+"no interval" for it.
 
 Gated by default: the deterministic metrics (``schema.DETERMINISTIC``), which are identical
 for identical code, seed and machine. Timings and memory vary with the machine's load: they
@@ -19,6 +36,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 
 from ..core import ConfigError
 from ..metrics import registry as metric_registry
@@ -112,26 +130,96 @@ def _metrics(base: dict, new: dict) -> list[tuple[str, str]]:
     return out
 
 
-def verdict(metric: str, b: float | None, n: float | None,
-            tol: Tolerance | None) -> str:
-    """same / better / worse / REGRESSED / n/a for one metric of one row."""
+Z95 = 1.96  # the standard normal's 97.5% quantile: a 95% two-sided interval is +- 1.96 se
+CANT_TELL = "can't tell"
+VERDICTS = ("same", "better", "worse", CANT_TELL, "REGRESSED", "n/a")
+
+
+def standard_error(row: dict, metric: str) -> float | None:
+    """A figure's standard error in ``row``: from its 95% interval column
+    (``(hi - lo) / (2 * 1.96)``), NLL's ``nll_stderr``; None when the row has none."""
+    if "@" in metric:
+        return None
+    if metric == "nll_bpd":
+        v = row.get("nll_stderr")
+        ok = present(v) and isinstance(v, (int, float)) and math.isfinite(v) and v >= 0
+        return float(v) if ok else None
+    col = schema.interval_of(metric)
+    iv = row.get(col) if col else None
+    if (isinstance(iv, (list, tuple)) and len(iv) == 2
+            and all(isinstance(x, (int, float)) and present(x) and math.isfinite(x)
+                    for x in iv) and iv[1] >= iv[0]):
+        return (float(iv[1]) - float(iv[0])) / (2 * Z95)
+    return None
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """The gate's verdict on one metric of one row, and the figures behind it."""
+
+    verdict: str
+    worsening: float | None = None  # -direction * (new - base): > 0 is worse
+    se: float | None = None  # the delta's standard error; None: no interval in some row
+    allowed: float | None = None  # the tolerance in the metric's unit; None: not gated
+
+    @property
+    def interval(self) -> tuple[float, float] | None:
+        """The 95% interval of the worsening."""
+        if self.worsening is None or self.se is None:
+            return None
+        return self.worsening - Z95 * self.se, self.worsening + Z95 * self.se
+
+    @property
+    def detectable(self) -> float | None:
+        """The smallest worsening this pair of runs can call REGRESSED: allowed + 1.96 se."""
+        if self.allowed is None or self.se is None:
+            return None
+        return self.allowed + Z95 * self.se
+
+
+def _beyond(x: float, allowed: float) -> bool:
+    return x > allowed * (1 + 1e-9) + 1e-12
+
+
+def judge(metric: str, b: float | None, n: float | None, tol: Tolerance | None,
+          se_base: float | None = None, se_new: float | None = None) -> Judgement:
+    """The verdict on one metric of one row (see the module docstring for the rule):
+    ``se_base``/``se_new`` are the two figures' standard errors (None: none known)."""
     if b is None and n is None:
-        return ""
+        return Judgement("")
     if n is None or not math.isfinite(n):
-        return "REGRESSED" if tol is not None and b is not None else "n/a"
+        return Judgement("REGRESSED" if tol is not None and b is not None else "n/a")
     if b is None:
-        return "n/a"
+        return Judgement("n/a")
     worsening = -schema.DIRECTION[metric] * (n - b)  # > 0: worse
-    if abs(n - b) <= 1e-12 * max(abs(b), 1.0):
-        return "same"
-    if worsening < 0:
-        return "better"
+    se = (math.hypot(se_base, se_new)
+          if se_base is not None and se_new is not None else None)
+    allowed = None
     if tol is not None:
         kind, x = tol
         allowed = x * abs(b) if kind == "rel" else x
-        if worsening > allowed * (1 + 1e-9) + 1e-12:
-            return "REGRESSED"
-    return "worse"
+    j = Judgement("", worsening, se, allowed)
+    if abs(n - b) <= 1e-12 * max(abs(b), 1.0):
+        return Judgement("same", worsening, se, allowed)
+    if worsening < 0:
+        return Judgement("better", worsening, se, allowed)
+    if allowed is not None:
+        if se is None:
+            if _beyond(worsening, allowed):
+                return Judgement("REGRESSED", worsening, se, allowed)
+        else:
+            lo, hi = j.interval
+            if _beyond(lo, allowed):
+                return Judgement("REGRESSED", worsening, se, allowed)
+            if _beyond(hi, allowed):  # lo <= allowed < hi, and worsening > 0
+                return Judgement(CANT_TELL, worsening, se, allowed)
+    return Judgement("worse", worsening, se, allowed)
+
+
+def verdict(metric: str, b: float | None, n: float | None, tol: Tolerance | None,
+            se_base: float | None = None, se_new: float | None = None) -> str:
+    """same / better / worse / can't tell / REGRESSED / n/a for one metric of one row."""
+    return judge(metric, b, n, tol, se_base, se_new).verdict
 
 
 def _row_name(row: dict) -> str:
@@ -172,10 +260,29 @@ def _num(v: float | None) -> str:
     return f"{v:.6g}"
 
 
-def compare_dirs(base, new, tolerances: dict | None = None) -> tuple[str, bool]:
-    """Compare two runs (directories or results.jsonl files): (printable table, whether
-    anything regressed). ``tolerances``: {metric: (kind, value)} as from ``parse_tolerances``
-    (the metrics gated; None: the defaults)."""
+def _short(v: float) -> str:
+    return f"{v:.4g}"
+
+
+def _with_interval(v: float | None, ci: tuple[float, float] | None) -> str:
+    if v is None:
+        return "n/a"
+    if ci is None:
+        return _num(v)
+    return f"{_short(v)} [{_short(ci[0])}, {_short(ci[1])}]"
+
+
+def _interval(row: dict, metric: str, v: float | None, se: float | None):
+    """The figure's 95% interval as the row gives it (NLL: +- 1.96 nll_stderr)."""
+    if v is None or se is None:
+        return None
+    col = schema.interval_of(metric)
+    if col and isinstance(row.get(col), (list, tuple)):
+        return float(row[col][0]), float(row[col][1])
+    return v - Z95 * se, v + Z95 * se
+
+
+def _load(base, new, tolerances):
     tol = default_tolerances() if tolerances is None else dict(tolerances)
     unknown = [m for m in tol if m not in schema.DIRECTION]
     if unknown:
@@ -183,37 +290,98 @@ def compare_dirs(base, new, tolerances: dict | None = None) -> tuple[str, bool]:
                           f"valid: {', '.join(schema.DIRECTION)}")
     base_rows = {schema.row_key(r): r for r in read_results(base)}
     new_rows = {schema.row_key(r): r for r in read_results(new)}
+    return tol, base_rows, new_rows
+
+
+def _judgements(tol, base_rows, new_rows) -> list[dict]:
+    out = []
+    for k in base_rows:
+        if k not in new_rows:
+            continue
+        b_row, n_row = base_rows[k], new_rows[k]
+        for shown, metric in _metrics(b_row, n_row):
+            b, n = _value(b_row, shown), _value(n_row, shown)
+            se_b, se_n = standard_error(b_row, shown), standard_error(n_row, shown)
+            t = tol.get(metric)
+            j = judge(metric, b, n, t, se_b, se_n)
+            if not j.verdict:
+                continue
+            out.append({"row": _row_name(b_row), "metric": shown, "direction_of": metric,
+                        "gated": t is not None, "tolerance": _fmt_tol(t),
+                        "verdict": j.verdict, "base": b, "new": n,
+                        "se_base": se_b, "se_new": se_n,
+                        "ci_base": _interval(b_row, shown, b, se_b),
+                        "ci_new": _interval(n_row, shown, n, se_n), "worsening": j.worsening,
+                        "se": j.se, "interval": j.interval, "allowed": j.allowed,
+                        "detectable": j.detectable})
+    return out
+
+
+def judge_dirs(base, new, tolerances: dict | None = None) -> list[dict]:
+    """The gate's judgement of every metric of every row the two runs share: a dict each
+    with ``row``, ``metric``, ``gated``, ``verdict``, ``base``, ``new``, ``se_base``,
+    ``se_new``, ``ci_base``, ``ci_new`` (the figures' 95% intervals), ``worsening``, ``se``
+    (the delta's), ``interval`` (of the worsening), ``allowed`` and ``detectable`` (the
+    smallest worsening this pair can detect)."""
+    return _judgements(*_load(base, new, tolerances))
+
+
+def _describe(x: dict) -> str:
+    """``fid 22.7 [22.1, 23.3] -> 31.0 [30.2, 31.9] (tolerance 10%; worse by 8.3 [7.3, 9.3])``"""
+    text = (f"{x['row']}: {x['metric']} {_with_interval(x['base'], x['ci_base'])} -> "
+            f"{_with_interval(x['new'], x['ci_new'])} (tolerance {x['tolerance']}")
+    if x["worsening"] is not None:
+        text += f"; worse by {_with_interval(x['worsening'], x['interval'])}"
+    if x["verdict"] == CANT_TELL:
+        text += (f"; allowed {_short(x['allowed'])}; smallest detectable worsening at this N "
+                 f"{_short(x['detectable'])}")
+    elif x["se"] is None and x["worsening"] is not None:
+        text += "; no interval"
+    return text + ")"
+
+
+def compare_dirs(base, new, tolerances: dict | None = None) -> tuple[str, bool]:
+    """Compare two runs (directories or results.jsonl files): (printable table, whether
+    anything regressed). ``tolerances``: {metric: (kind, value)} as from ``parse_tolerances``
+    (the metrics gated; None: the defaults)."""
+    tol, base_rows, new_rows = _load(base, new, tolerances)
     common = [k for k in base_rows if k in new_rows]
     only_base = [k for k in base_rows if k not in new_rows]
     only_new = [k for k in new_rows if k not in base_rows]
 
-    lines = [["row", "metric", "base", "new", "delta", "delta %", "tolerance", "verdict"]]
+    lines = [["row", "metric", "base", "new", "delta", "delta %", "delta 95%",
+              "detectable", "tolerance", "verdict"]]
     counts: dict[str, int] = {}
-    regressed_items = []
-    for k in common:
-        b_row, n_row = base_rows[k], new_rows[k]
-        for shown, metric in _metrics(b_row, n_row):
-            b, n = _value(b_row, shown), _value(n_row, shown)
-            t = tol.get(metric)
-            v = verdict(metric, b, n, t)
-            if not v:
-                continue
-            counts[v] = counts.get(v, 0) + 1
-            if b is not None and n is not None and math.isfinite(n):
-                delta = f"{n - b:+.4g}"
-                pct = f"{(n - b) / abs(b) * 100:+.1f}%" if b != 0 else "n/a"
+    regressed_items, cant_tell_items = [], []
+    for x in _judgements(tol, base_rows, new_rows):
+        b, n, v = x["base"], x["new"], x["verdict"]
+        counts[v] = counts.get(v, 0) + 1
+        if b is not None and n is not None and math.isfinite(n):
+            delta = f"{n - b:+.4g}"
+            pct = f"{(n - b) / abs(b) * 100:+.1f}%" if b != 0 else "n/a"
+            if x["se"] is not None:
+                half = Z95 * x["se"]
+                ci = f"[{n - b - half:+.3g}, {n - b + half:+.3g}]"
             else:
-                delta = pct = "n/a"
-            arrow = "lower better" if schema.DIRECTION[metric] < 0 else "higher better"
-            lines.append([_row_name(b_row), f"{shown} ({arrow})", _num(b), _num(n), delta,
-                          pct, _fmt_tol(t), v])
-            if v == "REGRESSED":
-                regressed_items.append(f"{_row_name(b_row)}: {shown} {_num(b)} -> {_num(n)} "
-                                       f"(tolerance {_fmt_tol(t)})")
+                ci = "no interval"
+        else:
+            delta = pct = ci = "n/a"
+        det = x["detectable"]
+        arrow = "lower better" if schema.DIRECTION[x["direction_of"]] < 0 else "higher better"
+        lines.append([x["row"], f"{x['metric']} ({arrow})", _num(b), _num(n), delta, pct, ci,
+                      "-" if det is None else f"{det:.3g}", x["tolerance"], v])
+        if v == "REGRESSED":
+            regressed_items.append(_describe(x))
+        elif v == CANT_TELL:
+            cant_tell_items.append(_describe(x))
 
     out = [f"base: {base}", f"  {_env(list(base_rows.values()))}",
            f"new:  {new}", f"  {_env(list(new_rows.values()))}",
            "gated: " + (", ".join(f"{m} {_fmt_tol(t)}" for m, t in tol.items()) or "nothing"),
+           "rule: a metric regresses when its worsening's 95% interval lies beyond the "
+           "tolerance, can't tell when the interval straddles it (not a failure); "
+           "delta 95%: from both runs' intervals; detectable: the smallest worsening this "
+           "pair can flag",
            ""]
     differ = {}
     for k in common:
@@ -237,12 +405,15 @@ def compare_dirs(base, new, tolerances: dict | None = None) -> tuple[str, bool]:
         out.append(f"rows in NEW only (not in BASE; nothing to compare): {len(only_new)}")
         out += [f"  - {_row_name(new_rows[k])}" for k in only_new]
     regressed = bool(regressed_items or only_base)
-    tally = ", ".join(f"{counts.get(v, 0)} {v.lower()}"
-                      for v in ("same", "better", "worse", "REGRESSED", "n/a"))
+    tally = ", ".join(f"{counts.get(v, 0)} {v if v == CANT_TELL else v.lower()}"
+                      for v in VERDICTS)
     out.append(f"{len(common)} rows compared ({tally})")
+    if cant_tell_items:
+        out.append(f"can't tell (the runs' N is too small to decide; not a failure): "
+                   f"{len(cant_tell_items)}")
+        out += [f"  - {x}" for x in cant_tell_items]
     if regressed_items:
         out.append("regressions past tolerance:")
         out += [f"  - {x}" for x in regressed_items]
     out.append("RESULT: REGRESSED" if regressed else "RESULT: OK (no regression past tolerance)")
     return "\n".join(out), regressed
-

@@ -1,0 +1,210 @@
+"""The gate of ``zoo compare`` judges a delta against both runs' 95% intervals: REGRESSED
+only when the worsening is beyond tolerance with 95% confidence, "can't tell" (exit 0) when
+its interval straddles the tolerance, the tolerance alone for rows without intervals."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from zoo.bench import schema
+from zoo.bench.compare import (
+    CANT_TELL,
+    Z95,
+    compare_dirs,
+    judge,
+    judge_dirs,
+    parse_tolerances,
+    standard_error,
+)
+from zoo.cli import main
+
+
+def _row(fid, fid_ci=None, **extra) -> dict:
+    row = dict.fromkeys(schema.COLUMNS)
+    row.update(suite="t", dataset="mnist", model="vae", family="vae", sampler="default",
+               sampler_options={}, extractor="classifier", n_samples=1000, fid=fid)
+    if fid_ci is not None:
+        row[schema.interval_of("fid")] = list(fid_ci)
+    row.update(extra)
+    return row
+
+
+def _run(path: Path, *rows) -> Path:
+    path.mkdir(parents=True)
+    (path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_standard_error_from_interval_and_nll_stderr():
+    assert standard_error(_row(20.0, (19.0, 21.0)), "fid") == pytest.approx(1 / Z95)
+    assert standard_error(_row(20.0), "fid") is None  # an old row: no interval
+    assert standard_error(_row(20.0, nll_bpd=1.0, nll_stderr=0.01), "nll_bpd") == 0.01
+    assert standard_error(_row(20.0), "nll_bpd") is None
+    assert standard_error(_row(20.0, precision=0.5), "precision") is None
+    assert standard_error(_row(20.0, fid_ci95=[None, 3.0]), "fid") is None
+
+
+def test_judge_rule_on_numbers():
+    tol = ("rel", 0.10)  # allowed = 2.0 at base 20
+    # worse by 8 with se_d = sqrt(2) * 0.5: interval [6.6, 9.4] lies beyond 2
+    j = judge("fid", 20.0, 28.0, tol, 0.5, 0.5)
+    assert j.verdict == "REGRESSED" and j.allowed == pytest.approx(2.0)
+    assert j.interval[0] == pytest.approx(8 - Z95 * math.sqrt(0.5))
+    assert j.detectable == pytest.approx(2.0 + Z95 * math.sqrt(0.5))
+    # the same delta with wide intervals (se 4 each): [-3.1, 19.1] straddles 2
+    assert judge("fid", 20.0, 28.0, tol, 4.0, 4.0).verdict == CANT_TELL
+    # a worsening within tolerance whose interval reaches past it: can't tell either
+    assert judge("fid", 20.0, 21.0, tol, 1.0, 1.0).verdict == CANT_TELL
+    # ... and one whose interval stays within it: worse
+    assert judge("fid", 20.0, 21.0, tol, 0.1, 0.1).verdict == "worse"
+    # better stays better whatever the noise; without an interval: the tolerance alone
+    assert judge("fid", 20.0, 12.0, tol, 4.0, 4.0).verdict == "better"
+    assert judge("fid", 20.0, 28.0, tol).verdict == "REGRESSED"
+    assert judge("fid", 20.0, 28.0, tol, 4.0, None).verdict == "REGRESSED"  # one row has none
+    assert judge("fid", 20.0, 21.0, tol).verdict == "worse"
+    # higher-is-better metric, absolute tolerance
+    assert judge("precision", 0.6, 0.4, ("abs", 0.05), 0.01, 0.01).verdict == "REGRESSED"
+    assert judge("precision", 0.6, 0.52, ("abs", 0.05), 0.05, 0.05).verdict == CANT_TELL
+    # not gated: no verdict beyond worse
+    assert judge("fid", 20.0, 28.0, None, 0.1, 0.1).verdict == "worse"
+
+
+def test_tight_intervals_regress_with_the_intervals_named(tmp_path, capsys):
+    base = _run(tmp_path / "base", _row(22.7, (22.1, 23.3)))
+    new = _run(tmp_path / "new", _row(31.0, (30.2, 31.9)))
+    text, regressed = compare_dirs(base, new)
+    assert regressed and "RESULT: REGRESSED" in text
+    assert ("mnist / vae / default: fid 22.7 [22.1, 23.3] -> 31 [30.2, 31.9] "
+            "(tolerance 10%; worse by 8.3 [7.2") in text
+    assert main(["compare", str(base), str(new)]) == 1
+    assert "fid 22.7 [22.1, 23.3]" in capsys.readouterr().out
+
+
+def test_wide_intervals_cant_tell_and_pass(tmp_path, capsys):
+    base = _run(tmp_path / "base", _row(22.7, (15.0, 30.4)))
+    new = _run(tmp_path / "new", _row(31.0, (23.0, 39.0)))
+    text, regressed = compare_dirs(base, new)
+    assert not regressed and "RESULT: OK" in text
+    line = next(ln for ln in text.splitlines() if "fid (lower better)" in ln)
+    assert line.rstrip().endswith(CANT_TELL)
+    assert "1 can't tell" in text
+    assert "can't tell (the runs' N is too small to decide; not a failure): 1" in text
+    [x] = [x for x in judge_dirs(base, new) if x["metric"] == "fid"]
+    assert f"smallest detectable worsening at this N {x['detectable']:.4g}" in text
+    assert x["detectable"] > x["worsening"] > x["allowed"]
+    assert main(["compare", str(base), str(new)]) == 0
+    capsys.readouterr()
+
+
+def test_old_rows_without_intervals_keep_the_old_rule(tmp_path):
+    base = _run(tmp_path / "base", _row(22.7))
+    new = _run(tmp_path / "new", _row(31.0))
+    text, regressed = compare_dirs(base, new)
+    assert regressed
+    line = next(ln for ln in text.splitlines() if "fid (lower better)" in ln)
+    assert "no interval" in line and line.rstrip().endswith("REGRESSED")
+    assert "fid 22.7 -> 31 (tolerance 10%; worse by 8.3; no interval)" in text
+    # within tolerance: worse, as before
+    _run(tmp_path / "ok", _row(24.0))
+    text, regressed = compare_dirs(base, tmp_path / "ok")
+    assert not regressed and "1 worse, 0 can't tell" in text
+    # an interval in one run only: the old rule too
+    text, regressed = compare_dirs(_run(tmp_path / "ci", _row(22.7, (15.0, 30.4))), new)
+    assert regressed
+
+
+def test_nll_stderr_is_the_uncertainty_of_nll(tmp_path):
+    base = _run(tmp_path / "base", _row(20.0, nll_bpd=1.00, nll_stderr=0.02))
+    noisy = _run(tmp_path / "noisy", _row(20.0, nll_bpd=1.05, nll_stderr=0.02))
+    tight = _run(tmp_path / "tight", _row(20.0, nll_bpd=1.05, nll_stderr=0.001))
+    assert [x["verdict"] for x in judge_dirs(base, noisy) if x["metric"] == "nll_bpd"] \
+        == [CANT_TELL]
+    assert not compare_dirs(base, noisy)[1]
+    text, regressed = compare_dirs(_run(tmp_path / "tb", _row(20.0, nll_bpd=1.0,
+                                                               nll_stderr=0.001)), tight)
+    assert regressed and "nll_bpd 1 [0.998, 1.002] -> 1.05 [1.048, 1.052]" in text
+
+
+# -- end to end: real training, seeds only vs a planted regression -------------------------
+SUITE = """
+name = "gate"
+seed = {seed}
+device = "cpu"
+datasets = ["mnist"]
+[evaluation]
+n_samples = 500
+extractor = "classifier"
+metrics = ["fid", "kid", "pr"]
+nll_images = 16
+batch_size = 500
+grid_images = 4
+[timing]
+batch_sizes = [1]
+repeats = 1
+warmup = 0
+[[models]]
+name = "vae-mlp"
+config = {{ hidden = 128, latent_dim = 16, nll_samples = 2 }}
+budget = {{ steps = {steps} }}
+batch_size = 128
+train = {{ ema_decay = 0.0, checkpoint_every = {steps} }}
+"""
+# KID's default tolerance (0.005 absolute) is on the Inception features' scale; with the
+# classifier features KID is ~1.0 here and moves by up to 0.04 (95% interval ~ +-0.03)
+# between seeds, beyond 0.005 with confidence: the gate is given a relative one (issue #17)
+KID_10 = "kid=10%"
+
+
+@pytest.fixture(scope="module")
+def seed_runs(tmp_path_factory):
+    from zoo.bench.runner import run_suite
+
+    root = tmp_path_factory.mktemp("gate")
+
+    def run(seed, steps):
+        d = root / f"seed{seed}-{steps}"
+        d.mkdir()
+        (d / "suite-in.toml").write_text(SUITE.format(seed=seed, steps=steps))
+        run_suite(d / "suite-in.toml", d / "out", progress=False)
+        return d / "out"
+
+    # measured (2-core CPU): FID 46.2 / 48.1 / 49.0, KID 1.036 / 1.058 / 1.076 (95% interval
+    # ~ +-0.02), precision 0.33 / 0.29 / 0.26; the planted run (30 steps): FID 91, KID 1.71
+    return [run(s, 300) for s in range(3)], run(0, 30)
+
+
+def test_seed_only_runs_pass_the_gate_both_ways(seed_runs, capsys):
+    runs, _ = seed_runs
+    for a, b in itertools.permutations(runs, 2):
+        assert main(["compare", str(a), str(b), "--tolerance", KID_10]) == 0, \
+            capsys.readouterr().out
+        text = capsys.readouterr().out
+        assert "RESULT: OK" in text
+        tol = parse_tolerances([KID_10])
+        verdicts = {x["metric"]: x["verdict"] for x in judge_dirs(a, b, tol) if x["gated"]}
+        assert "REGRESSED" not in verdicts.values(), verdicts
+        # every interval figure was judged against the intervals
+        for m in ("fid", "kid", "precision", "recall", "nll_bpd"):
+            [x] = [x for x in judge_dirs(a, b) if x["metric"] == m]
+            assert x["se"] is not None and x["se"] > 0, (m, x)
+
+
+def test_planted_regression_fails_naming_the_figure_and_its_interval(seed_runs, capsys):
+    runs, planted = seed_runs
+    for base in runs:
+        assert main(["compare", str(base), str(planted), "--tolerance", KID_10]) == 1
+        text = capsys.readouterr().out
+        assert "RESULT: REGRESSED" in text
+        js = {x["metric"]: x for x in judge_dirs(base, planted)}
+        for m in ("fid", "kid"):
+            assert js[m]["verdict"] == "REGRESSED"
+            lo, hi = js[m]["ci_base"]
+            assert f"mnist / vae-mlp / default: {m} {js[m]['base']:.4g} [{lo:.4g}, {hi:.4g}] ->" \
+                in text
+        assert "fid" in text.split("regressions past tolerance:")[1]
+        assert js["fid"]["interval"][0] > 5 * js["fid"]["allowed"]  # far beyond, not marginal

@@ -20,7 +20,14 @@ the network or recomputes a reference-only quantity:
   other samples count with their multiplicity).
 - density (a mean over the generated samples) and coverage (reference balls holding a
   sample of the draw), with the reference radii fixed.
-- any other function metric over features: ``metric.compute(real, fake[draw])`` per draw.
+- IS: torch-fidelity's ``isc`` on the draw's logits (no reference side): the draw's
+  samples in index order, shuffled with torch-fidelity's permutation for ``seed``, cut
+  into its 10 splits; per split ``exp(mean_i H(p_i, q) - H(p_i))`` computed as
+  ``exp(sum q log(1/q) - mean_i H(p_i))`` with ``q`` the split's mean class distribution,
+  so a draw costs sums of the softmax computed once. On the full sample this is
+  torch-fidelity's figure to ~1e-12 relative (tests/test_intervals.py).
+- any other function metric over features or logits: ``metric.compute(real, fake[draw])``
+  per draw (``real`` None for a metric without a reference side).
 
 The interval is the 2.5th and 97.5th percentile of the draws (the percentile bootstrap),
 by default shifted by the draws' bias (their mean minus the full-sample figure, computed
@@ -191,6 +198,35 @@ def dc_draws(fake: Tensor, real: Tensor, counts: Tensor,
     return density, covered / y.shape[0]
 
 
+# -- IS (torch-fidelity's isc: shuffled with its rng_seed, mean over splits) -----------------
+
+def is_draws(logits: Tensor, counts: Tensor, seed: int,
+             splits: int = registry.IS_SPLITS) -> Tensor:
+    """Inception score of each draw (``counts [B, N]``) of ``logits [N, C]``: the draw's
+    samples (each as often as it was drawn, in index order) go through torch-fidelity's
+    shuffle (``np.random.RandomState(seed).permutation``) and its ``splits`` splits; the
+    mean of the splits' ``exp(KL)``."""
+    z = logits.detach().cpu().double()
+    n = z.shape[0]
+    splits = min(splits, n)
+    p = z.softmax(1)
+    neg_h = (p * z.log_softmax(1)).sum(1)  # sum_c p log p of each sample
+    perm = torch.from_numpy(np.random.RandomState(int(seed)).permutation(n))
+    bounds = [i * n // splits for i in range(splits + 1)]
+    out = torch.empty(counts.shape[0], dtype=torch.float64)
+    for b, c in enumerate(counts):
+        idx = torch.repeat_interleave(torch.arange(n), c.long())[perm]
+        scores = []
+        for i in range(splits):
+            part = idx[bounds[i]:bounds[i + 1]]
+            q = p[part].mean(0)
+            # mean_i KL(p_i || q) = mean_i sum p_i log p_i - sum q log q
+            kl = neg_h[part].mean() - (q * q.log()).sum()
+            scores.append(kl.exp())
+        out[b] = torch.stack(scores).mean()
+    return out
+
+
 # -- the registry's metrics ---------------------------------------------------------------------
 
 def _generic(metric: registry.Metric) -> Callable:
@@ -204,7 +240,7 @@ def _generic(metric: registry.Metric) -> Callable:
     return draws
 
 
-def _fast(name: str) -> Callable | None:
+def _fast(name: str, seed: int) -> Callable | None:
     def fid(fake, real, counts):
         return {"fid": fid_draws(fake, real, counts)}
 
@@ -217,7 +253,10 @@ def _fast(name: str) -> Callable | None:
     def dc(fake, real, counts):
         return dict(zip(("density", "coverage"), dc_draws(fake, real, counts), strict=True))
 
-    return {"fid": fid, "kid": kid, "pr": pr, "dc": dc}.get(name)
+    def isc(fake, real, counts):
+        return {"is": is_draws(fake, counts, seed)}
+
+    return {"fid": fid, "kid": kid, "is": isc, "pr": pr, "dc": dc}.get(name)
 
 
 def interval_metrics(metrics) -> tuple[str, ...]:
@@ -225,11 +264,14 @@ def interval_metrics(metrics) -> tuple[str, ...]:
     return tuple(m for m in metrics if any(c.interval for c in registry.get(m).columns))
 
 
-def bootstrap_intervals(features: dict[str, tuple[Tensor, Tensor]], draws: int, seed: int,
+def bootstrap_intervals(features: dict[str, tuple[Tensor, Tensor | None]], draws: int,
+                        seed: int,
                         level: float = LEVEL, centred: bool = True) -> dict[str, list[float]]:
     """``{<column>_ci95: [lo, hi]}`` of each interval column of the metrics in ``features``
-    (``{metric: (fake [N, D], real [M, D])}``), from ``draws`` resamples of the generated
-    side seeded with ``seed`` (the same draws for every metric). ``centred``: the
+    (``{metric: (fake [N, D], real [M, D])}``; ``real`` None for a metric without a
+    reference side, IS, whose ``fake`` are the logits), from ``draws`` resamples of the
+    generated side seeded with ``seed`` (the same draws for every metric; IS's splits are
+    also shuffled with ``seed``, as torch-fidelity's ``rng_seed``). ``centred``: the
     percentile interval shifted by the draws' bias against the full-sample figure
     (``percentile_interval``); False: the plain percentile interval."""
     out: dict[str, list[float]] = {}
@@ -239,7 +281,7 @@ def bootstrap_intervals(features: dict[str, tuple[Tensor, Tensor]], draws: int, 
         # row 0: the full sample, the figure the draws are centred on
         counts = torch.cat([torch.ones(1, n, dtype=torch.float64),
                             resample_counts(n, draws, seed)])
-        values = (_fast(name) or _generic(metric))(fake, real, counts)
+        values = (_fast(name, seed) or _generic(metric))(fake, real, counts)
         for col in metric.columns:
             if col.interval and col.key in values:
                 v = np.asarray(values[col.key], dtype=np.float64)

@@ -109,7 +109,8 @@ def test_torch_fidelity_result_keys_are_its_constants():
 def test_schema_and_gate_are_built_from_the_registry():
     cols = schema.COLUMNS
     i = cols.index("fid")
-    quality = ("fid", "fid_ci95", "kid", "kid_ci95", "kid_std", "is", "is_std", "precision",
+    quality = ("fid", "fid_ci95", "kid", "kid_ci95", "kid_std", "is", "is_ci95", "is_std",
+               "precision",
                "precision_ci95", "recall", "recall_ci95", "density", "density_ci95",
                "coverage", "coverage_ci95", *MEMO)
     assert cols[i:i + len(quality)] == quality  # each interval column after its figure

@@ -271,3 +271,22 @@ def test_is_interval_in_evaluate_reuses_the_logits_and_keeps_the_figure(monkeypa
     assert calls == []
     text = metrics.format_result(alone)
     assert f"IS         {alone['is']:.3f} ± {alone['is_std']:.3f} [{lo:.3f}, {hi:.3f}]" in text
+
+
+def test_fid_draws_through_the_gram_matrix_agree_with_the_covariance_form():
+    """N < D (InceptionV3: 2000 samples of 2048 features) takes the N x N Gram form; it is
+    the same figure: measured 3e-8 relative at N=2000, D=2048 (74 s for B=200 on 1 thread
+    against ~7 s per draw for the D x D form)."""
+    from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
+
+    g = torch.Generator().manual_seed(5)
+    fake = torch.randn(60, 100, generator=g) * 1.2 + 0.1
+    real = torch.randn(300, 100, generator=g)
+    counts = torch.cat([torch.ones(1, 60, dtype=torch.float64),
+                        intervals.resample_counts(60, 20, seed=1)])
+    dense = intervals.fid_draws(fake, real, counts, gram=False)
+    gram = intervals.fid_draws(fake, real, counts)  # the default at N < D
+    torch.testing.assert_close(gram, dense, rtol=1e-6, atol=0)
+    tf = fid_statistics_to_metric(fid_features_to_statistics(fake),
+                                  fid_features_to_statistics(real), False)
+    assert float(gram[0]) == pytest.approx(tf["frechet_inception_distance"], rel=1e-6)

@@ -275,7 +275,8 @@ def cmd_nll(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    """Sample quality of a run: FID/KID/IS/PR against a dataset split, as a table and JSON."""
+    """Sample quality of a run against a dataset split (the registry's metrics), as a table
+    and JSON, and with memorization a panel of the samples closest to a training image."""
     from . import metrics  # imported here: torch-fidelity is slow to import
 
     metric_registry.normalize_metrics(args.metrics)  # a wrong name fails before loading
@@ -440,7 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--bootstrap", type=int, default=200, metavar="B",
                    help="resamples of the generated features for the 95%% intervals of "
-                   "FID, KID, precision, recall, density and coverage (0: none)")
+                   "FID, KID, IS, precision, recall, density and coverage (0: none)")
     s.add_argument("--panel", type=int, default=8, metavar="K",
                    help="with memorization: draw the K samples closest to a training image, "
                    "each beside it, in memorization.png beside the JSON (0: none)")

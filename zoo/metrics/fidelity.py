@@ -410,10 +410,10 @@ def evaluate(
     metric that reads the training split (``memorization``) gets the features of its
     first ``n_train`` images (default all), cached like the reference's.
 
-    ``metrics``: names of ``registry`` (None: its default set, fid, kid, is and pr).
+    ``metrics``: names of ``registry`` (None: its default set, fid, kid, is, pr and dc).
     ``bootstrap``: B resamples (with replacement, seeded with ``seed``) of the generated
     side's features, the reference fixed, give a 95% percentile interval
-    ``<column>_ci95: [lo, hi]`` of FID, KID, precision, recall, density and coverage (the
+    ``<column>_ci95: [lo, hi]`` of FID, KID, IS, precision, recall, density and coverage (the
     registry's ``Column.interval``); 0 computes none. The figures stay torch-fidelity's.
     ``closest`` (k) with ``memorization``: ``memorization_closest``, the k samples closest
     to a training image as ``[sample index, training index, distance]``; ``panel``: a PNG

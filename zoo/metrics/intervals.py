@@ -9,7 +9,9 @@ the network or recomputes a reference-only quantity:
 - FID: the weighted mean and covariance of the draw, against the reference's; the trace
   term ``tr sqrt(S1 S2)`` as ``sum sqrt(eig(A S1 A))`` with ``A = S2^(1/2)`` (one
   symmetric eigen-decomposition per draw, batched). On the full sample this equals
-  torch-fidelity's ``scipy.linalg.sqrtm`` figure to ~1e-9 relative.
+  torch-fidelity's ``scipy.linalg.sqrtm`` figure to ~1e-9 relative. With fewer samples
+  than feature dimensions (N < D, InceptionV3's D=2048) the same eigenvalues come from
+  the draw's N x N Gram matrix (``_fid_draws_gram``), much faster.
 - KID: the unbiased squared MMD with torch-fidelity's kernel ``(x.y / d + 1)^3`` over the
   whole draw (the expectation of torch-fidelity's mean over subsets), pairs of copies of
   one sample left out of the generated-generated term.
@@ -87,12 +89,18 @@ def frechet_distance(fake: Tensor, real: Tensor) -> float:
     return float(fid_draws(fake, real, ones)[0])
 
 
-def fid_draws(fake: Tensor, real: Tensor, counts: Tensor) -> Tensor:
-    """FID of each draw (``counts [B, N]``) of ``fake [N, D]`` against ``real [M, D]``."""
+def fid_draws(fake: Tensor, real: Tensor, counts: Tensor, gram: bool | None = None) -> Tensor:
+    """FID of each draw (``counts [B, N]``) of ``fake [N, D]`` against ``real [M, D]``.
+
+    ``gram`` (default: when N < D, e.g. 2000 InceptionV3 features of D=2048): the trace
+    term from the draw's N x N Gram matrix instead of a D x D one (``_fid_draws_gram``).
+    """
     x = fake.detach().cpu().double()
     y = real.detach().cpu().double()
     mu2 = y.mean(0)
     s2 = torch.cov(y.T).reshape(y.shape[1], y.shape[1])
+    if gram or (gram is None and x.shape[0] < x.shape[1]):
+        return _fid_draws_gram(x, mu2, s2, counts)
     a = _sym_sqrt(s2)
     n, d = x.shape
     out = torch.empty(counts.shape[0], dtype=torch.float64)
@@ -109,6 +117,35 @@ def fid_draws(fake: Tensor, real: Tensor, counts: Tensor) -> Tensor:
         diff = mu1 - mu2
         out[b:b + step] = ((diff * diff).sum(1) + s1.diagonal(dim1=1, dim2=2).sum(1)
                            + s2.trace() - 2 * tr_sqrt)
+    return out
+
+
+def _fid_draws_gram(x: Tensor, mu2: Tensor, s2: Tensor, counts: Tensor) -> Tensor:
+    """``fid_draws`` through the N x N Gram matrix, exact: with ``Z = W^(1/2) (X - 1 mu1^T)
+    S2^(1/2) / sqrt(m - 1)`` (``W`` the draw's counts), ``A S1 A = Z^T Z`` has the nonzero
+    eigenvalues of ``Z Z^T = W^(1/2) (X - 1 mu1^T) S2 (X - 1 mu1^T)^T W^(1/2) / (m - 1)``,
+    whose centred middle is ``K - v 1^T - 1 v^T + s`` with ``K = X S2 X^T`` computed once
+    (``v = K c / m``, ``s = c^T K c / m^2``). Per draw: one eigen-decomposition of the
+    draw's u x u block (u distinct samples, ~0.63 N) instead of forming two D x D products
+    and decomposing D x D; no square root of S2 either."""
+    k = x @ s2 @ x.T  # [N, N]
+    sq = (x * x).sum(1)  # for tr S1
+    tr_s2 = s2.trace()
+    out = torch.empty(counts.shape[0], dtype=torch.float64)
+    for b, c in enumerate(counts):
+        u = c.nonzero()[:, 0]
+        cu = c[u]
+        m = cu.sum()
+        ku = k[u][:, u]
+        v = ku @ cu / m
+        sc = cu @ v / m
+        w = cu.sqrt()
+        g = (ku - v[:, None] - v[None, :] + sc) * w[:, None] * w[None, :] / (m - 1)
+        tr_sqrt = torch.linalg.eigvalsh(g).clamp_min(0).sqrt().sum()
+        mu1 = cu @ x[u] / m
+        tr_s1 = (cu @ sq[u] - m * (mu1 * mu1).sum()) / (m - 1)
+        diff = mu1 - mu2
+        out[b] = (diff * diff).sum() + tr_s1 + tr_s2 - 2 * tr_sqrt
     return out
 
 

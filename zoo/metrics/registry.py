@@ -277,7 +277,7 @@ register(Metric(
     description="improved precision and recall (Kynkäänniemi et al. 2019), k=3",
 ))
 register(Metric(
-    "dc", aliases=("density", "coverage"), min_images=DC_NEAREST_K + 1,
+    "dc", aliases=("density", "coverage"), default=True, min_images=DC_NEAREST_K + 1,
     function="zoo.metrics.density_coverage:density_coverage",
     params={"nearest_k": DC_NEAREST_K},
     columns=(Column("density", "density", "{:.4f}", +1, tolerance=("abs", 0.05),

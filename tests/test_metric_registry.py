@@ -71,12 +71,12 @@ TOY = registry.Metric(
 
 def test_registry_declares_todays_metrics_and_density_coverage():
     assert registry.names() == ("fid", "kid", "is", "pr", "dc", "memorization")
-    assert registry.default_metrics() == ("fid", "kid", "is", "pr") == metrics.METRICS
+    assert registry.default_metrics() == ("fid", "kid", "is", "pr", "dc") == metrics.METRICS
     assert registry.column_keys() == (*OLD_QUALITY, "density", "coverage", *MEMO)
     assert registry.column_keys("pr") == ("precision", "recall")
     assert registry.metric_of("kid_std").name == "kid" and registry.metric_of("nll_bpd") is None
     dc = registry.get("coverage")
-    assert (dc.name, dc.needs, dc.min_images, dc.default) == ("dc", "features", 6, False)
+    assert (dc.name, dc.needs, dc.min_images, dc.default) == ("dc", "features", 6, True)
     assert dc.params == {"nearest_k": 5}
     assert {k: v for k, v in registry.default_tolerances().items() if k in OLD_TOLERANCES} \
         == {k: v for k, v in OLD_TOLERANCES.items() if k != "nll_bpd"}
@@ -109,7 +109,8 @@ def test_torch_fidelity_result_keys_are_its_constants():
 def test_schema_and_gate_are_built_from_the_registry():
     cols = schema.COLUMNS
     i = cols.index("fid")
-    quality = ("fid", "fid_ci95", "kid", "kid_ci95", "kid_std", "is", "is_std", "precision",
+    quality = ("fid", "fid_ci95", "kid", "kid_ci95", "kid_std", "is", "is_ci95", "is_std",
+               "precision",
                "precision_ci95", "recall", "recall_ci95", "density", "density_ci95",
                "coverage", "coverage_ci95", *MEMO)
     assert cols[i:i + len(quality)] == quality  # each interval column after its figure
@@ -220,9 +221,10 @@ def test_evaluate_density_coverage_on_classifier_features(mnist, tmp_path, capsy
     kw = {"extractor": "mnist-classifier", "n_reference": 1000, "cache_dir": tmp_path,
           "announce": False}
     samples = x_train[:500]
-    default = metrics.evaluate(samples, "mnist", **kw)
+    default = metrics.evaluate(samples, "mnist", metrics="fid,kid,is,pr", **kw)
     assert "density" not in default and default["metrics"] == ["fid", "kid", "is", "pr"]
-    both = metrics.evaluate(samples, "mnist", metrics="fid,kid,is,pr,dc", **kw)
+    both = metrics.evaluate(samples, "mnist", **kw)  # the default set has dc
+    assert both["metrics"] == ["fid", "kid", "is", "pr", "dc"]
     assert both["reference_cache"] == "hit"  # density/coverage read the cached features
     for k in ("fid", "kid", "kid_std", "is", "is_std", "precision", "recall", "f_score"):
         assert both[k] == default[k], k  # torch-fidelity's figures are untouched
@@ -308,7 +310,8 @@ def test_a_registered_metric_reaches_evaluate_rows_gate_and_report(
     # the report shows it; the gate holds it to its tolerance
     md = report.write_report(out).read_text()
     head = next(ln for ln in md.splitlines() if ln.startswith("| model | family"))
-    assert "| recall | mean gap | NLL bpd |" in head
+    # density/coverage are default metrics: shown (empty) although the suite skipped them
+    assert "| recall | density | coverage | mean gap | NLL bpd |" in head
     assert f"| {report.fmt(row['mean_gap'])} |" in md
     for delta, regressed in ((0.05, False), (0.2, True)):
         new_row = copy.deepcopy(row)

@@ -275,7 +275,8 @@ def cmd_nll(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    """Sample quality of a run: FID/KID/IS/PR against a dataset split, as a table and JSON."""
+    """Sample quality of a run against a dataset split (the registry's metrics), as a table
+    and JSON, and with memorization a panel of the samples closest to a training image."""
     from . import metrics  # imported here: torch-fidelity is slow to import
 
     metric_registry.normalize_metrics(args.metrics)  # a wrong name fails before loading
@@ -287,22 +288,30 @@ def cmd_eval(args) -> int:
                  "evaluate fewer samples (-n)")
     dataset = _run_dataset(args)
     options = {k: literal_value(v) for k, v in _parse_sets(args.set)}
-    result = metrics.evaluate(
-        model, dataset, args.split, args.extractor, n=args.n, metrics=args.metrics,
-        batch_size=args.batch_size, seed=args.seed, device=model.device,
-        inception_weights=args.inception_weights, cache=not args.no_cache, root=args.root,
-        progress=sys.stderr.isatty(), bootstrap=args.bootstrap, **options,
-    )
-    if not zdist.is_main():  # under torchrun: every rank sampled, rank 0 reports
-        return 0
     run = Path(args.run)
     path = Path(args.json) if args.json else (
         run / "eval.json" if run.is_dir() else run.with_suffix(".eval.json")
     )
+    # beside the JSON: the samples closest to a training image, each beside that image
+    stem = path.name.removesuffix(".json").removesuffix(".eval")
+    panel = path.with_name("memorization.png" if path.name == "eval.json"
+                           else f"{stem}.memorization.png")
+    result = metrics.evaluate(
+        model, dataset, args.split, args.extractor, n=args.n, metrics=args.metrics,
+        batch_size=args.batch_size, seed=args.seed, device=model.device,
+        inception_weights=args.inception_weights, cache=not args.no_cache, root=args.root,
+        progress=sys.stderr.isatty(), bootstrap=args.bootstrap,
+        panel=panel if args.panel > 0 else None, closest=max(args.panel, 0), **options,
+    )
+    if not zdist.is_main():  # under torchrun: every rank sampled, rank 0 reports
+        return 0
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(metrics.format_result(result))
     print(f"wrote {path}", file=sys.stderr)
+    if result.get("memorization_panel"):
+        print(f"wrote {result['memorization_panel']} (the {len(result['memorization_closest'])}"
+              " samples closest to a training image, each beside it)", file=sys.stderr)
     return 0
 
 
@@ -432,7 +441,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--bootstrap", type=int, default=200, metavar="B",
                    help="resamples of the generated features for the 95%% intervals of "
-                   "FID, KID, precision, recall, density and coverage (0: none)")
+                   "FID, KID, IS, precision, recall, density and coverage (0: none)")
+    s.add_argument("--panel", type=int, default=8, metavar="K",
+                   help="with memorization: draw the K samples closest to a training image, "
+                   "each beside it, in memorization.png beside the JSON (0: none)")
     s.add_argument("--device", default="auto")
     s.add_argument("--json", help="write the result here (default RUN/eval.json)")
     s.add_argument("--no-cache", action="store_true", help="recompute the reference features")

@@ -52,7 +52,8 @@ from .registry import normalize_metrics
 CACHE_FORMAT = 1
 METRICS = registry.default_metrics()  # the default set (``registry.names()``: all)
 KID_SUBSET_SIZE = 1000
-IS_SPLITS = 10
+IS_SPLITS = registry.IS_SPLITS
+PANEL_PAIRS = 8  #: pairs in the memorization panel when only ``panel`` is given
 PR_NEIGHBORHOOD = registry.PR_NEIGHBORHOOD
 #: the extractor layer (as torch-fidelity names it per metric) of what a function metric needs
 _NEEDS_LAYER = {"features": "prc", "logits": "isc"}
@@ -187,6 +188,7 @@ def compute_metrics(
     progress: bool = False,
     train: dict[str, Tensor] | None = None,
     bootstrap: int = 0,
+    closest: int = 0,
 ) -> tuple[dict, str]:
     """The figures of ``generated`` against ``reference`` (both uint8) with one extractor.
 
@@ -200,6 +202,9 @@ def compute_metrics(
     hi]`` of each interval column (``Column.interval``) from B resamples of the generated
     features, seeded with ``seed`` (``intervals.bootstrap_intervals``); the figures
     themselves do not change.
+    ``closest``: with k > 0 and ``memorization`` computed, ``memorization_closest``: the k
+    generated samples closest to a training image as ``[sample index, training index,
+    distance]``, closest first (``memorization.closest_pairs``).
     """
     metrics = normalize_metrics(registry.default_metrics() if metrics is None else metrics)
     generated = _check_batch(generated, "generated images")
@@ -248,8 +253,9 @@ def compute_metrics(
         boot_layers = {_layer(extractor, m) for m in boot}
         layers = sorted(({_layer(extractor, m) for m in own} | (boot_layers - set(fake)))
                         - {None})
-        ref_layers = sorted({_layer(extractor, m) for m in own_ref}
-                            | (boot_layers - set(real)))
+        # IS has no reference side: its logits are never extracted from the reference
+        boot_ref = {_layer(extractor, m) for m in boot if spec[m].reference}
+        ref_layers = sorted({_layer(extractor, m) for m in own_ref} | (boot_ref - set(real)))
         fake.update(_extract(1, generated, extractor, layers, dev, batch_size, progress))
         real.update(_extract(2, reference, extractor, ref_layers, dev, batch_size, progress,
                              cache_key, cache_dir))
@@ -259,12 +265,17 @@ def compute_metrics(
             mine = generated if layer is None else fake[layer]
             theirs = None if not spec[m].reference else (
                 reference if layer is None else real[layer])
+            options = {"closest": int(closest)} if m == "memorization" and closest > 0 else {}
             out.update(spec[m].compute(theirs, mine,
-                                       train[layer] if spec[m].train else None))
+                                       train[layer] if spec[m].train else None, **options))
+    pairs = out.pop("closest_pairs", None)
     out = {k: float(v) if not isinstance(v, int) else v for k, v in out.items()}
+    if pairs is not None:
+        out["memorization_closest"] = [[int(i), int(j), float(d)] for i, j, d in pairs]
     if boot:
         out.update(bootstrap_intervals(
-            {m: (fake[_layer(extractor, m)], real[_layer(extractor, m)]) for m in boot},
+            {m: (fake[_layer(extractor, m)],
+                 real[_layer(extractor, m)] if spec[m].reference else None) for m in boot},
             bootstrap, seed))
     return out, status
 
@@ -383,6 +394,8 @@ def evaluate(
     progress: bool = False,
     announce: bool = True,
     bootstrap: int = 200,
+    closest: int = 0,
+    panel: str | os.PathLike | None = None,
     **sampler_options,
 ) -> dict:
     """Sample quality of generated images against a dataset split, as one result row.
@@ -397,11 +410,15 @@ def evaluate(
     metric that reads the training split (``memorization``) gets the features of its
     first ``n_train`` images (default all), cached like the reference's.
 
-    ``metrics``: names of ``registry`` (None: its default set, fid, kid, is and pr).
+    ``metrics``: names of ``registry`` (None: its default set, fid, kid, is, pr and dc).
     ``bootstrap``: B resamples (with replacement, seeded with ``seed``) of the generated
     side's features, the reference fixed, give a 95% percentile interval
-    ``<column>_ci95: [lo, hi]`` of FID, KID, precision, recall, density and coverage (the
+    ``<column>_ci95: [lo, hi]`` of FID, KID, IS, precision, recall, density and coverage (the
     registry's ``Column.interval``); 0 computes none. The figures stay torch-fidelity's.
+    ``closest`` (k) with ``memorization``: ``memorization_closest``, the k samples closest
+    to a training image as ``[sample index, training index, distance]``; ``panel``: a PNG
+    path where those pairs are drawn (``memorization.save_pairs_panel``; k defaults to 8),
+    recorded as ``memorization_panel``.
 
     Returns the figures (``fid``, ``kid``/``kid_std``, ``is``/``is_std``,
     ``precision``/``recall``/``f_score``, and each registered metric's columns, e.g.
@@ -458,10 +475,16 @@ def evaluate(
         figures, status = compute_metrics(
             generated, reference, ext, metrics, cache_key=key, cache_dir=cache_dir,
             batch_size=batch_size, seed=seed, device=dev, progress=progress, train=train,
-            bootstrap=bootstrap,
+            bootstrap=bootstrap, closest=closest or (PANEL_PAIRS if panel else 0),
         )
         if n_train_used is not None:
             figures["n_train"] = n_train_used
+        if panel is not None and figures.get("memorization_closest"):
+            from .memorization import save_pairs_panel
+
+            train_images = _reference_images(dataset, "train", n_train, root)
+            figures["memorization_panel"] = str(save_pairs_panel(
+                generated, train_images, figures["memorization_closest"], panel))
         if status != "off":
             _write_key_card(cache_root(cache_dir), dataset, split, reference.shape[0], ext, root)
     figures, status = zdist.broadcast_object((figures, status))
@@ -629,8 +652,9 @@ class StreamingFID:
 def format_result(result: dict) -> str:
     """A small text table of an ``evaluate`` result, with what it was measured against."""
     lines = []
+    memo = {c.key for c in registry.get("memorization").columns}
     for col in registry.columns():
-        if col.label and col.key in result:
+        if col.label and col.key in result and col.key not in memo:
             value = col.format.format(result[col.key])
             spread = result.get(col.spread) if col.spread else None
             if spread is not None and math.isfinite(spread):
@@ -639,8 +663,25 @@ def format_result(result: dict) -> str:
             if ci is not None:
                 value += " [" + ", ".join(col.format.format(v) for v in ci) + "]"
             lines.append(f"  {col.label:<10} {value}")
+    if "memorization_ratio" in result:
+        lines.append("  " + memorization_line(result))
     head = (f"{result.get('model', 'samples')} vs {result['dataset']} {result['split']}: "
             f"{result['n_generated']} generated, {result['n_reference']} reference images")
     ext = (f"extractor {result['extractor']} (weights sha256 "
            f"{result['extractor_weights_sha256'][:12]}); {result['extractor_choice']}")
     return "\n".join([head, *lines, ext])
+
+
+def memorization_line(result: dict) -> str:
+    """``memorization_ratio`` and ``near_copies`` of a result in words, on one line."""
+    split = result.get("split", "held-out")
+    pct = registry.get("memorization").params.get("percentile", 1.0)
+    ratio, near = result["memorization_ratio"], result["near_copies"]
+    text = (f"memorization: distance to the nearest training image, median of the samples / "
+            f"median of the {split} images {ratio:.2f} (1: as far as unseen images; below 1: "
+            f"closer to the training set); near copies {100 * near:.1f}%")
+    n = result.get("n_generated")
+    if n:
+        text += (f" ({round(near * n)} of {n} samples closer to a training image than "
+                 f"{100 - pct:g}% of the {split} images are)")
+    return text

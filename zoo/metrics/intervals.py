@@ -9,7 +9,9 @@ the network or recomputes a reference-only quantity:
 - FID: the weighted mean and covariance of the draw, against the reference's; the trace
   term ``tr sqrt(S1 S2)`` as ``sum sqrt(eig(A S1 A))`` with ``A = S2^(1/2)`` (one
   symmetric eigen-decomposition per draw, batched). On the full sample this equals
-  torch-fidelity's ``scipy.linalg.sqrtm`` figure to ~1e-9 relative.
+  torch-fidelity's ``scipy.linalg.sqrtm`` figure to ~1e-9 relative. With fewer samples
+  than feature dimensions (N < D, InceptionV3's D=2048) the same eigenvalues come from
+  the draw's N x N Gram matrix (``_fid_draws_gram``), much faster.
 - KID: the unbiased squared MMD with torch-fidelity's kernel ``(x.y / d + 1)^3`` over the
   whole draw (the expectation of torch-fidelity's mean over subsets), pairs of copies of
   one sample left out of the generated-generated term.
@@ -20,7 +22,14 @@ the network or recomputes a reference-only quantity:
   other samples count with their multiplicity).
 - density (a mean over the generated samples) and coverage (reference balls holding a
   sample of the draw), with the reference radii fixed.
-- any other function metric over features: ``metric.compute(real, fake[draw])`` per draw.
+- IS: torch-fidelity's ``isc`` on the draw's logits (no reference side): the draw's
+  samples in index order, shuffled with torch-fidelity's permutation for ``seed``, cut
+  into its 10 splits; per split ``exp(mean_i H(p_i, q) - H(p_i))`` computed as
+  ``exp(sum q log(1/q) - mean_i H(p_i))`` with ``q`` the split's mean class distribution,
+  so a draw costs sums of the softmax computed once. On the full sample this is
+  torch-fidelity's figure to ~1e-12 relative (tests/test_intervals.py).
+- any other function metric over features or logits: ``metric.compute(real, fake[draw])``
+  per draw (``real`` None for a metric without a reference side).
 
 The interval is the 2.5th and 97.5th percentile of the draws (the percentile bootstrap),
 by default shifted by the draws' bias (their mean minus the full-sample figure, computed
@@ -80,12 +89,18 @@ def frechet_distance(fake: Tensor, real: Tensor) -> float:
     return float(fid_draws(fake, real, ones)[0])
 
 
-def fid_draws(fake: Tensor, real: Tensor, counts: Tensor) -> Tensor:
-    """FID of each draw (``counts [B, N]``) of ``fake [N, D]`` against ``real [M, D]``."""
+def fid_draws(fake: Tensor, real: Tensor, counts: Tensor, gram: bool | None = None) -> Tensor:
+    """FID of each draw (``counts [B, N]``) of ``fake [N, D]`` against ``real [M, D]``.
+
+    ``gram`` (default: when N < D, e.g. 2000 InceptionV3 features of D=2048): the trace
+    term from the draw's N x N Gram matrix instead of a D x D one (``_fid_draws_gram``).
+    """
     x = fake.detach().cpu().double()
     y = real.detach().cpu().double()
     mu2 = y.mean(0)
     s2 = torch.cov(y.T).reshape(y.shape[1], y.shape[1])
+    if gram or (gram is None and x.shape[0] < x.shape[1]):
+        return _fid_draws_gram(x, mu2, s2, counts)
     a = _sym_sqrt(s2)
     n, d = x.shape
     out = torch.empty(counts.shape[0], dtype=torch.float64)
@@ -102,6 +117,35 @@ def fid_draws(fake: Tensor, real: Tensor, counts: Tensor) -> Tensor:
         diff = mu1 - mu2
         out[b:b + step] = ((diff * diff).sum(1) + s1.diagonal(dim1=1, dim2=2).sum(1)
                            + s2.trace() - 2 * tr_sqrt)
+    return out
+
+
+def _fid_draws_gram(x: Tensor, mu2: Tensor, s2: Tensor, counts: Tensor) -> Tensor:
+    """``fid_draws`` through the N x N Gram matrix, exact: with ``Z = W^(1/2) (X - 1 mu1^T)
+    S2^(1/2) / sqrt(m - 1)`` (``W`` the draw's counts), ``A S1 A = Z^T Z`` has the nonzero
+    eigenvalues of ``Z Z^T = W^(1/2) (X - 1 mu1^T) S2 (X - 1 mu1^T)^T W^(1/2) / (m - 1)``,
+    whose centred middle is ``K - v 1^T - 1 v^T + s`` with ``K = X S2 X^T`` computed once
+    (``v = K c / m``, ``s = c^T K c / m^2``). Per draw: one eigen-decomposition of the
+    draw's u x u block (u distinct samples, ~0.63 N) instead of forming two D x D products
+    and decomposing D x D; no square root of S2 either."""
+    k = x @ s2 @ x.T  # [N, N]
+    sq = (x * x).sum(1)  # for tr S1
+    tr_s2 = s2.trace()
+    out = torch.empty(counts.shape[0], dtype=torch.float64)
+    for b, c in enumerate(counts):
+        u = c.nonzero()[:, 0]
+        cu = c[u]
+        m = cu.sum()
+        ku = k[u][:, u]
+        v = ku @ cu / m
+        sc = cu @ v / m
+        w = cu.sqrt()
+        g = (ku - v[:, None] - v[None, :] + sc) * w[:, None] * w[None, :] / (m - 1)
+        tr_sqrt = torch.linalg.eigvalsh(g).clamp_min(0).sqrt().sum()
+        mu1 = cu @ x[u] / m
+        tr_s1 = (cu @ sq[u] - m * (mu1 * mu1).sum()) / (m - 1)
+        diff = mu1 - mu2
+        out[b] = (diff * diff).sum() + tr_s1 + tr_s2 - 2 * tr_sqrt
     return out
 
 
@@ -191,6 +235,35 @@ def dc_draws(fake: Tensor, real: Tensor, counts: Tensor,
     return density, covered / y.shape[0]
 
 
+# -- IS (torch-fidelity's isc: shuffled with its rng_seed, mean over splits) -----------------
+
+def is_draws(logits: Tensor, counts: Tensor, seed: int,
+             splits: int = registry.IS_SPLITS) -> Tensor:
+    """Inception score of each draw (``counts [B, N]``) of ``logits [N, C]``: the draw's
+    samples (each as often as it was drawn, in index order) go through torch-fidelity's
+    shuffle (``np.random.RandomState(seed).permutation``) and its ``splits`` splits; the
+    mean of the splits' ``exp(KL)``."""
+    z = logits.detach().cpu().double()
+    n = z.shape[0]
+    splits = min(splits, n)
+    p = z.softmax(1)
+    neg_h = (p * z.log_softmax(1)).sum(1)  # sum_c p log p of each sample
+    perm = torch.from_numpy(np.random.RandomState(int(seed)).permutation(n))
+    bounds = [i * n // splits for i in range(splits + 1)]
+    out = torch.empty(counts.shape[0], dtype=torch.float64)
+    for b, c in enumerate(counts):
+        idx = torch.repeat_interleave(torch.arange(n), c.long())[perm]
+        scores = []
+        for i in range(splits):
+            part = idx[bounds[i]:bounds[i + 1]]
+            q = p[part].mean(0)
+            # mean_i KL(p_i || q) = mean_i sum p_i log p_i - sum q log q
+            kl = neg_h[part].mean() - (q * q.log()).sum()
+            scores.append(kl.exp())
+        out[b] = torch.stack(scores).mean()
+    return out
+
+
 # -- the registry's metrics ---------------------------------------------------------------------
 
 def _generic(metric: registry.Metric) -> Callable:
@@ -204,7 +277,7 @@ def _generic(metric: registry.Metric) -> Callable:
     return draws
 
 
-def _fast(name: str) -> Callable | None:
+def _fast(name: str, seed: int) -> Callable | None:
     def fid(fake, real, counts):
         return {"fid": fid_draws(fake, real, counts)}
 
@@ -217,7 +290,10 @@ def _fast(name: str) -> Callable | None:
     def dc(fake, real, counts):
         return dict(zip(("density", "coverage"), dc_draws(fake, real, counts), strict=True))
 
-    return {"fid": fid, "kid": kid, "pr": pr, "dc": dc}.get(name)
+    def isc(fake, real, counts):
+        return {"is": is_draws(fake, counts, seed)}
+
+    return {"fid": fid, "kid": kid, "is": isc, "pr": pr, "dc": dc}.get(name)
 
 
 def interval_metrics(metrics) -> tuple[str, ...]:
@@ -225,11 +301,14 @@ def interval_metrics(metrics) -> tuple[str, ...]:
     return tuple(m for m in metrics if any(c.interval for c in registry.get(m).columns))
 
 
-def bootstrap_intervals(features: dict[str, tuple[Tensor, Tensor]], draws: int, seed: int,
+def bootstrap_intervals(features: dict[str, tuple[Tensor, Tensor | None]], draws: int,
+                        seed: int,
                         level: float = LEVEL, centred: bool = True) -> dict[str, list[float]]:
     """``{<column>_ci95: [lo, hi]}`` of each interval column of the metrics in ``features``
-    (``{metric: (fake [N, D], real [M, D])}``), from ``draws`` resamples of the generated
-    side seeded with ``seed`` (the same draws for every metric). ``centred``: the
+    (``{metric: (fake [N, D], real [M, D])}``; ``real`` None for a metric without a
+    reference side, IS, whose ``fake`` are the logits), from ``draws`` resamples of the
+    generated side seeded with ``seed`` (the same draws for every metric; IS's splits are
+    also shuffled with ``seed``, as torch-fidelity's ``rng_seed``). ``centred``: the
     percentile interval shifted by the draws' bias against the full-sample figure
     (``percentile_interval``); False: the plain percentile interval."""
     out: dict[str, list[float]] = {}
@@ -239,7 +318,7 @@ def bootstrap_intervals(features: dict[str, tuple[Tensor, Tensor]], draws: int, 
         # row 0: the full sample, the figure the draws are centred on
         counts = torch.cat([torch.ones(1, n, dtype=torch.float64),
                             resample_counts(n, draws, seed)])
-        values = (_fast(name) or _generic(metric))(fake, real, counts)
+        values = (_fast(name, seed) or _generic(metric))(fake, real, counts)
         for col in metric.columns:
             if col.interval and col.key in values:
                 v = np.asarray(values[col.key], dtype=np.float64)

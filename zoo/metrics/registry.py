@@ -24,6 +24,8 @@ from ..core import ConfigError
 Tolerance = tuple[str, float]
 
 NEEDS = ("features", "logits", "images")
+#: torch-fidelity flags whose figures ``zoo.metrics.intervals`` recomputes per bootstrap draw
+BOOTSTRAPPED_TF = ("fid", "kid", "isc", "prc")
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,7 @@ class Column:
     tolerance: Tolerance | None = None
     spread: str | None = None  #: the key of the column holding this figure's spread
     #: gets a bootstrap interval (``<key>_ci95``) when ``evaluate(bootstrap=B)`` resamples
-    #: the generated side's features (a figure of features compared with the reference)
+    #: the generated side's features or logits (the reference, if any, fixed)
     interval: bool = False
 
 
@@ -74,15 +76,15 @@ class Metric:
     params: dict = field(default_factory=dict)  #: keyword arguments of ``function``
     description: str = ""
 
-    def compute(self, real, fake, train=None) -> dict:
-        """The figures of a function metric: ``function(real, fake, **params)`` (and
-        ``train=train`` for a metric that reads the training split)."""
+    def compute(self, real, fake, train=None, **options) -> dict:
+        """The figures of a function metric: ``function(real, fake, **params, **options)``
+        (and ``train=train`` for a metric that reads the training split)."""
         fn = self.function
         if isinstance(fn, str):
             module, _, attr = fn.partition(":")
             fn = getattr(importlib.import_module(module), attr)
         extra = {"train": train} if self.train else {}
-        return dict(fn(real, fake, **self.params, **extra))
+        return dict(fn(real, fake, **{**self.params, **options}, **extra))
 
 
 _REGISTRY: dict[str, Metric] = {}
@@ -120,10 +122,13 @@ def _check(metric: Metric) -> None:
             raise ConfigError(f"{where}: column {c.key!r} belongs to metric {owned[c.key]!r}")
         if c.direction not in (-1, 0, 1):
             raise ConfigError(f"{where}: column {c.key!r} direction must be -1, 0 or +1")
-        if c.interval and (c.direction == 0 or metric.needs != "features"
-                           or not metric.reference or metric.train):
+        if c.interval and (c.direction == 0 or metric.needs == "images" or metric.train
+                           or (metric.tf_flag is not None
+                               and metric.tf_flag not in BOOTSTRAPPED_TF)):
             raise ConfigError(f"{where}: column {c.key!r}: an interval is for a ranked figure "
-                              "of the features compared with the reference")
+                              "of the features or logits (resampled per draw) that reads no "
+                              "training split; a torch-fidelity metric needs its per-draw "
+                              f"form in zoo.metrics.intervals ({', '.join(BOOTSTRAPPED_TF)})")
         if c.spread is not None and c.spread not in keys:
             raise ConfigError(f"{where}: column {c.key!r} spread {c.spread!r} is not one of "
                               "its columns")
@@ -233,6 +238,7 @@ def default_tolerances() -> dict[str, Tolerance]:
 # -- the metrics ----------------------------------------------------------------------------
 
 PR_NEIGHBORHOOD = 3  #: torch-fidelity's precision/recall: k of the k-NN radii
+IS_SPLITS = 10  #: torch-fidelity's inception score: splits (fewer when fewer images)
 DC_NEAREST_K = 5  #: density/coverage: k of the k-NN radii (the prdc package's default)
 
 register(Metric(
@@ -254,7 +260,8 @@ register(Metric(
 ))
 register(Metric(
     "is", aliases=("isc",), default=True, tf_flag="isc", needs="logits", reference=False,
-    columns=(Column("is", "IS", "{:.3f}", +1, tolerance=("rel", 0.05), spread="is_std"),
+    columns=(Column("is", "IS", "{:.3f}", +1, tolerance=("rel", 0.05), spread="is_std",
+                    interval=True),
              Column("is_std", "", "{:.3f}")),
     tf_results=(("is", "inception_score_mean"), ("is_std", "inception_score_std")),
     description="Inception score of the generated images' class logits",
@@ -270,7 +277,7 @@ register(Metric(
     description="improved precision and recall (Kynkäänniemi et al. 2019), k=3",
 ))
 register(Metric(
-    "dc", aliases=("density", "coverage"), min_images=DC_NEAREST_K + 1,
+    "dc", aliases=("density", "coverage"), default=True, min_images=DC_NEAREST_K + 1,
     function="zoo.metrics.density_coverage:density_coverage",
     params={"nearest_k": DC_NEAREST_K},
     columns=(Column("density", "density", "{:.4f}", +1, tolerance=("abs", 0.05),

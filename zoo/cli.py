@@ -279,6 +279,9 @@ def cmd_eval(args) -> int:
     and JSON, and with memorization a panel of the samples closest to a training image."""
     from . import metrics  # imported here: torch-fidelity is slow to import
 
+    if args.metrics is None:  # the default set, and the memorization check against train
+        memo = ("memorization",) if args.split != "train" else ()
+        args.metrics = ",".join(metric_registry.default_metrics() + memo)
     metric_registry.normalize_metrics(args.metrics)  # a wrong name fails before loading
     _at_least_one(args.n, "-n")
     _at_least_one(args.batch_size, "--batch-size")
@@ -435,8 +438,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "classifier)")
     s.add_argument("--inception-weights", metavar="PATH",
                    help="torch-fidelity's InceptionV3 weights (or $ZOO_INCEPTION_WEIGHTS)")
-    s.add_argument("--metrics", default=",".join(metric_registry.default_metrics()),
-                   help=f"comma-separated, from {metric_registry.describe()}")
+    s.add_argument("--metrics", default=None,
+                   help=f"comma-separated, from {metric_registry.describe()}; zoo eval "
+                        "adds memorization to the default set (unless --split train)")
     s.add_argument("--batch-size", type=int, default=500)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--bootstrap", type=int, default=200, metavar="B",

@@ -428,6 +428,18 @@ def environment(rows: list[dict]) -> list[str]:
     return out
 
 
+def _memorization(row: dict) -> str:
+    """The memorization figures of a row in words."""
+    ratio, near = row.get("memorization_ratio"), row.get("near_copies")
+    parts = []
+    if present(ratio):
+        parts.append(f"nearest-training distance {ratio:.2f}x the test images' (below 1: "
+                     "closer to the training set)")
+    if present(near):
+        parts.append(f"near copies {near:.1%}")
+    return "; ".join(parts) or "memorization not measured"
+
+
 def grids(rows: list[dict], run_dir: Path) -> list[str]:
     out = ["## Sample grids", ""]
     any_grid = False
@@ -443,6 +455,11 @@ def grids(rows: list[dict], run_dir: Path) -> list[str]:
                 out += [f"{label(r)}", "", f"![{label(r)}]({rel})", ""]
             else:
                 out += [f"{label(r)}: grid `{rel}` is missing", ""]
+            panel = r.get("memorization_panel")
+            if present(panel) and (run_dir / panel).is_file():
+                out += [f"{label(r)}: the samples closest to a training image, each beside "
+                        f"it ({_memorization(r)})", "",
+                        f"![{label(r)}: closest to training]({Path(panel).as_posix()})", ""]
     if not any_grid:
         out += ["No row has a sample grid.", ""]
     return out

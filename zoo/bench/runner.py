@@ -354,11 +354,13 @@ def measure_variant(
     flops = timing.sample_flops_per_image(model, seed, **variant.options)
     gen = torch.Generator(device=model.device).manual_seed(seed)
     samples = metrics.draw_samples(model, n, ev.batch_size, generator=gen, **variant.options)
+    memo = "memorization" in metrics.registry.normalize_metrics(ev.metrics)
+    panel = grid_path.with_name(grid_path.stem + "-memorization.png")
     result = metrics.evaluate(
         samples, dataset, ev.ref_split, ev.extractor, metrics=ev.metrics,
         batch_size=ev.batch_size, seed=seed, device=model.device, n_reference=ev.n_reference,
         root=data_root, announce=announce,
-        bootstrap=ev.bootstrap,
+        bootstrap=ev.bootstrap, panel=panel if memo and zdist.is_main() else None,
     )
     grid = None
     if ev.grid_images:
@@ -386,6 +388,8 @@ def measure_variant(
         "peak_mem_mb": speed["peak_mem_mb"],
         "memory_kind": speed["memory_kind"],
         "grid": grid,
+        # the samples closest to a training image beside it (zoo.metrics.memorization)
+        "memorization_panel": panel if result.get("memorization_panel") else None,
     }
 
 
@@ -499,6 +503,9 @@ def _run_rows(suite: Suite, out: Path, dev: torch.device, only_model: str | None
                     announced.add(dataset)
                     if measured["grid"] is not None:
                         measured["grid"] = grid_rel.as_posix()
+                    if measured["memorization_panel"] is not None:
+                        measured["memorization_panel"] = grid_rel.with_name(
+                            measured["memorization_panel"].name).as_posix()
                     dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
                     row = {
                         "suite": suite.name, "dataset": dataset, "model": entry.id,

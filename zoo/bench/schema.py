@@ -42,14 +42,16 @@ _COLUMNS: tuple[str, ...] = (
     "peak_mem_mb", "memory_kind",  # "cuda max_memory_allocated" or "cpu peak rss"
     # where it ran
     "device", "device_peak_tflops", "device_peak_dtype", "world_size", "dtype", "versions",
-    "commit", "seed", "grid", "timestamp",
+    "commit", "seed", "grid",
+    "memorization_panel",  # with the memorization metric: its closest pairs (a PNG path)
+    "timestamp",
 )
 
 # the type of a column in a table of rows (zoo.bench.results, results.csv); a metric column
 # is a number; a column named in neither (a sampler option, an extra key) takes its values'
 _TEXT = ("suite", "dataset", "model", "family", "sampler", "config_hash", "extractor",
          "extractor_hash", "ref_split", "nll_kind", "nll_detail", "memory_kind", "device",
-         "device_peak_dtype", "dtype", "commit", "grid", "timestamp")
+         "device_peak_dtype", "dtype", "commit", "grid", "memorization_panel", "timestamp")
 _INTEGER = ("params", "train_steps", "train_flops_per_image", "sample_flops_per_image",
             "n_samples", "n_reference", "nll_images",
             "latency_batch_size", "max_batch_size", "world_size", "seed")

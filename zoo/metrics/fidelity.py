@@ -276,7 +276,7 @@ def compute_metrics(
         out.update(bootstrap_intervals(
             {m: (fake[_layer(extractor, m)],
                  real[_layer(extractor, m)] if spec[m].reference else None) for m in boot},
-            bootstrap, seed))
+            bootstrap, seed, figures=out))
     return out, status
 
 

@@ -303,14 +303,19 @@ def interval_metrics(metrics) -> tuple[str, ...]:
 
 def bootstrap_intervals(features: dict[str, tuple[Tensor, Tensor | None]], draws: int,
                         seed: int,
-                        level: float = LEVEL, centred: bool = True) -> dict[str, list[float]]:
+                        level: float = LEVEL, centred: bool = True,
+                        figures: dict | None = None) -> dict[str, list[float]]:
     """``{<column>_ci95: [lo, hi]}`` of each interval column of the metrics in ``features``
     (``{metric: (fake [N, D], real [M, D])}``; ``real`` None for a metric without a
     reference side, IS, whose ``fake`` are the logits), from ``draws`` resamples of the
     generated side seeded with ``seed`` (the same draws for every metric; IS's splits are
     also shuffled with ``seed``, as torch-fidelity's ``rng_seed``). ``centred``: the
     percentile interval shifted by the draws' bias against the full-sample figure
-    (``percentile_interval``); False: the plain percentile interval."""
+    (``percentile_interval``); False: the plain percentile interval. ``figures``: the
+    figures as reported (``{column: value}``); a centred interval is moved onto each, so a
+    figure computed another way than the draws' full-sample one still sits inside its
+    interval (KID: torch-fidelity's mean over random reference subsets, against the draws'
+    MMD over the whole reference set; the two differ by the subsets' noise)."""
     out: dict[str, list[float]] = {}
     for name, (fake, real) in features.items():
         metric = registry.get(name)
@@ -322,6 +327,9 @@ def bootstrap_intervals(features: dict[str, tuple[Tensor, Tensor | None]], draws
         for col in metric.columns:
             if col.interval and col.key in values:
                 v = np.asarray(values[col.key], dtype=np.float64)
-                out[f"{col.key}_ci95"] = percentile_interval(
-                    v[1:], level, v[0] if centred else None)
+                lo, hi = percentile_interval(v[1:], level, v[0] if centred else None)
+                shown = (figures or {}).get(col.key)
+                if centred and isinstance(shown, (int, float)) and np.isfinite(shown):
+                    lo, hi = lo + shown - v[0], hi + shown - v[0]
+                out[f"{col.key}_ci95"] = [float(lo), float(hi)]
     return out

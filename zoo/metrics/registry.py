@@ -250,7 +250,7 @@ register(Metric(
 ))
 register(Metric(
     "kid", default=True, tf_flag="kid",
-    columns=(Column("kid", "KID", "{:.5f}", -1, tolerance=("abs", 0.005), spread="kid_std",
+    columns=(Column("kid", "KID", "{:.5f}", -1, tolerance=("rel", 0.10), spread="kid_std",
                     interval=True),
              Column("kid_std", "", "{:.5f}")),
     tf_results=(("kid", "kernel_inception_distance_mean"),

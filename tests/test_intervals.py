@@ -290,3 +290,21 @@ def test_fid_draws_through_the_gram_matrix_agree_with_the_covariance_form():
     tf = fid_statistics_to_metric(fid_features_to_statistics(fake),
                                   fid_features_to_statistics(real), False)
     assert float(gram[0]) == pytest.approx(tf["frechet_inception_distance"], rel=1e-6)
+
+
+def test_an_interval_is_moved_onto_the_figure_as_reported():
+    """KID as reported is torch-fidelity's mean over random reference subsets, the draws'
+    full-sample figure the MMD over the whole reference: the interval keeps its width and
+    is moved onto the reported figure, so the figure always sits inside it."""
+    g = torch.Generator().manual_seed(0)
+    fake = torch.randn(300, 8, generator=g, dtype=torch.float64) + 0.5
+    real = torch.randn(400, 8, generator=g, dtype=torch.float64)
+    plain = intervals.bootstrap_intervals({"kid": (fake, real)}, 100, 0)["kid_ci95"]
+    full = float(intervals.kid_draws(fake, real, torch.ones(1, 300, dtype=torch.float64))[0])
+    reported = full + 0.5 * (plain[1] - plain[0]) + 1.0  # well outside the plain interval
+    moved = intervals.bootstrap_intervals({"kid": (fake, real)}, 100, 0,
+                                          figures={"kid": reported})["kid_ci95"]
+    assert not plain[0] <= reported <= plain[1]
+    assert moved[0] <= reported <= moved[1]
+    assert moved[1] - moved[0] == pytest.approx(plain[1] - plain[0])
+    assert moved[0] - plain[0] == pytest.approx(reported - full)

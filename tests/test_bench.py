@@ -283,7 +283,7 @@ def test_ci_suite_covers_the_issue_and_is_reproducible():
     # one FLOPs budget for every model, no seconds: equal compute, and the committed
     # baseline is reproducible on any machine
     assert {(m.budget.flops, m.budget.steps, m.budget.seconds) for m in suite.models} \
-        == {(3e12, None, None)}
+        == {(6e12, None, None)}
     # quality along the way, and one N for every row of a table
     assert all(m.evaluation.curve for m in suite.models)
     assert {v.n_samples or m.evaluation.n_samples for m in suite.models

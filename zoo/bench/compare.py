@@ -22,7 +22,7 @@ the delta against it. The standard error of a figure is ``(hi - lo) / (2 * 1.96)
 - ``same`` / ``better`` / ``worse``: otherwise (within tolerance, or not gated);
 - ``n/a``: the figure exists in one run only and is not gated.
 
-A figure without an uncertainty in either row (rows written before intervals, IS, NLL
+A figure without an uncertainty in either row (rows written before intervals, NLL
 without a standard error, timings) is judged by the tolerance alone, and the table says
 "no interval" for it.
 

@@ -398,6 +398,10 @@ def compute_curves(ds: str, cdf, names, path: Path) -> Path | None:
         ax.set_xscale("log")
         ax.set_xlabel("training FLOPs (log scale)" if flops
                       else "training seconds (log scale)")
+        shown = cdf[key].dropna()
+        if key != "nll_bpd" and (shown > 0).all() and shown.max() > 10 * shown.min():
+            ax.set_yscale("log")  # one model far behind would flatten the others
+            title = title.replace("(lower", "(log scale, lower")
         ax.set_ylabel(title)
         ax.grid(True, which="major", alpha=0.3)
     handles = [Line2D([], [], color=c, ls=ls, marker=m, label=n)

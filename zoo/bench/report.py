@@ -10,6 +10,7 @@ does not exist for a row is ``n/a``, never 0.
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 from ..core import ConfigError
@@ -317,6 +318,19 @@ def ranking(cdf) -> list[str]:
             *md_table(head, body)]
 
 
+def _file_order(path: Path, datasets) -> list[str]:
+    """The datasets in the order the file first names them (the suite's order)."""
+    seen = []
+    for line in path.read_text().splitlines():
+        try:
+            ds = json.loads(line).get("dataset")
+        except (ValueError, AttributeError):
+            continue
+        if ds not in seen:
+            seen.append(ds)
+    return [d for d in seen if d in set(datasets)] + sorted(set(datasets) - set(seen))
+
+
 def training_compute(run_dir: Path, figures) -> list[str]:
     """The section on quality against training compute, from ``run_dir/curve.jsonl``
     (nothing when there is none): per dataset, the figure and the ranking."""
@@ -332,7 +346,7 @@ def training_compute(run_dir: Path, figures) -> list[str]:
            "seconds where FLOPs were not counted). Bars: 95% intervals (NLL: ± 1.96 "
            "standard errors). "
            f"All points: `zoo.bench.curves(DIR)`.", ""]
-    for ds in dict.fromkeys(cdf["dataset"]):
+    for ds in _file_order(run_dir / frame.CURVE_FILE, cdf["dataset"]):
         sub = cdf[cdf["dataset"] == ds]
         out += [f"### {ds}", ""]
         path = figures.compute_curves(ds, sub, curve_names(sub), run_dir / FIGURES_DIR /

@@ -396,6 +396,11 @@ def compute_curves(ds: str, cdf, names, path: Path) -> Path | None:
                         mfc="white" if b else color, mec=color, zorder=3)
                 bound_drawn = bound_drawn or b
         ax.set_xscale("log")
+        # a tick at each budget fraction (its median over the models), not matplotlib's
+        # crowded minor labels
+        ticks = sorted(cdf.groupby("fraction")[xcol].median().dropna())
+        ax.set_xticks(ticks, [f"{t:.2g}" for t in ticks])
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("training FLOPs (log scale)" if flops
                       else "training seconds (log scale)")
         shown = cdf[key].dropna()

@@ -122,15 +122,24 @@ def test_it_imports_no_torch_fidelity():
 # ----------------------------------------------------------------------------- committed reports
 
 
-@pytest.mark.parametrize("name", ["smoke-baseline", "ci-cpu"])
-def test_the_committed_reports_read(name):
-    rows = read_results(REPORTS / name)
-    df = zoo.bench.results(REPORTS / name)
+# the CI baseline as committed at 980a0a0, rows of the older schema (steps/eta/temperature
+# columns instead of sampler_options, no intervals)
+LEGACY = Path(__file__).parent / "data" / "ci-cpu-980a0a0"
+COMMITTED = [REPORTS / "smoke-baseline", REPORTS / "ci-cpu", LEGACY]
+
+
+@pytest.mark.parametrize("path", COMMITTED, ids=lambda p: p.name)
+def test_the_committed_reports_read(path):
+    rows = read_results(path)
+    df = zoo.bench.results(path)
     assert len(df) == len(rows)
     # the older schema (steps/eta/temperature columns) is read as today's: sampler options
     assert {"sampler_options.steps", "sampler_options.eta", "sampler_options.temperature"} \
         <= set(df.columns)
-    assert set(df["sampler"]) >= {"ddim", "ddpm", "default"}
+    assert set(df["sampler"]) >= {"ddim", "default"}
+    intervals = "fid_ci95" in rows[0]
+    assert ("fid_ci95.lo" in df and df["fid_ci95.lo"].notna().all()) == intervals
+    assert intervals == (path != LEGACY)
     assert not df["sampler"].str.contains(r"\(").any()
     assert df["sampler_options.steps"].dtype == "Int64"
     assert df["fid"].dtype == "float64" and df["fid"].notna().all()
@@ -174,9 +183,9 @@ def test_csv_and_frame_agree(tmp_path):
     _agree(zoo.bench.results(d), tmp_path / "results.csv")
 
 
-@pytest.mark.parametrize("name", ["smoke-baseline", "ci-cpu"])
-def test_csv_and_frame_agree_on_the_committed_reports(tmp_path, name):
-    shutil.copy(REPORTS / name / "results.jsonl", tmp_path / "results.jsonl")
+@pytest.mark.parametrize("path", COMMITTED, ids=lambda p: p.name)
+def test_csv_and_frame_agree_on_the_committed_reports(tmp_path, path):
+    shutil.copy(path / "results.jsonl", tmp_path / "results.jsonl")
     write_csv(read_results(tmp_path), tmp_path / "results.csv")
     _agree(frame.results(tmp_path), tmp_path / "results.csv")
 

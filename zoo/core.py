@@ -266,6 +266,22 @@ class GenerativeModel(TrainingRuntime, nn.Module):
         """Whether the model takes class labels (``sample(labels=...)``)."""
         return bool(getattr(self.config, "conditional", False))
 
+    @property
+    def num_classes(self) -> int | None:
+        """The classes a conditional model generates (labels 0..num_classes-1); None for
+        an unconditional one. ``num_classes`` itself stands for "no class" (the null label
+        a model trained with label dropout samples unconditionally from)."""
+        return int(self.config.num_classes) if self.conditional else None
+
+    def drop_labels(self, labels: Tensor, p: float) -> Tensor:
+        """Labels with a share ``p`` replaced by the null label ``num_classes`` (label
+        dropout: one model learns the conditional and the unconditional distribution, what
+        classifier-free guidance needs), drawn from the batch noise stream."""
+        if p <= 0:
+            return labels
+        keep = self.batch_rand(labels.shape[0]).to(labels.device) >= p
+        return torch.where(keep, labels, torch.full_like(labels, self.num_classes))
+
     def parse_sampler(self, options, also=()):
         """The sampler options of a ``sample`` call, parsed once into the sampler's class
         (see ``zoo.options.choose_sampler``) and bound to this model."""
@@ -314,14 +330,26 @@ class GenerativeModel(TrainingRuntime, nn.Module):
 
     def check_batch(self, batch) -> Batch:
         """A training batch (a ``Batch``, or bare uint8 images: unlabelled) validated, on
-        the model's device."""
+        the model's device; a conditional model refuses labels outside its classes (an
+        unlabelled image, -1, among them)."""
         if not isinstance(batch, Batch):
             batch = Batch.unlabelled(batch)
         images = self.check_images(batch.images)
-        return Batch(images, batch.labels.to(images.device, non_blocking=True))
+        labels = batch.labels.to(images.device, non_blocking=True)
+        if self.conditional and labels.numel():
+            lo, hi = labels.aminmax()
+            if int(lo) < 0 or int(hi) >= self.num_classes:
+                raise ConfigError(
+                    f"{self.name} is class-conditional ({self.num_classes} classes) but got "
+                    f"labels {int(lo)}..{int(hi)}"
+                    + (" (-1: images without a label)" if int(lo) == UNLABELLED else "")
+                    + "; train it on labelled data, or unconditionally")
+        return Batch(images, labels)
 
     def check_labels(self, labels, n: int) -> Tensor | None:
-        """``sample``'s labels: refused by a model that is not class-conditional."""
+        """``sample``'s labels as int64 [n] on the model's device: one class for every
+        image (an int) or one per image; refused by a model that is not class-conditional
+        and outside 0..num_classes-1."""
         if labels is None:
             return None
         if not self.conditional:
@@ -329,10 +357,16 @@ class GenerativeModel(TrainingRuntime, nn.Module):
                 f"{self.name} is not class-conditional, so sample() takes no labels; "
                 "sample without labels=, or use a model trained conditionally"
             )
+        if isinstance(labels, int) and not isinstance(labels, bool):
+            labels = torch.full((n,), labels, dtype=torch.long)
         labels = torch.as_tensor(labels, device=self.device)
         if labels.dim() != 1 or labels.shape[0] != n or labels.is_floating_point():
             raise ConfigError(f"labels must be {n} integers (one per image), got "
                               f"{labels.dtype} {tuple(labels.shape)}")
+        if n and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
+            raise ConfigError(f"labels must lie in 0..{self.num_classes - 1} ({self.name} "
+                              f"has {self.num_classes} classes), got "
+                              f"{int(labels.min())}..{int(labels.max())}")
         return labels.long()
 
     def check_images(self, x: Tensor) -> Tensor:

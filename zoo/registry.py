@@ -72,10 +72,29 @@ def create(
     if image_shape is None:
         raise ConfigError("create() needs dataset=... or image_shape=(C, H, W)")
     values = {**s.defaults, **s.dataset_defaults.get(key, {}), **overrides}
+    if values.get("conditional") and values.get("num_classes") is None:
+        values["num_classes"] = _num_classes(name, dataset)
     config = config_from_dict(s.cls.Config, values)
     model = build_model(s.cls, config, image_shape)  # too large: refused before allocating
     model.name = name
     return model
+
+
+def _num_classes(name: str, dataset) -> int:
+    """The class count of a conditional model's training data (its labels' classes)."""
+    if "num_classes" not in config_fields(name):
+        raise ConfigError(f"{name} has no class-conditional form (no 'conditional' option)")
+    if dataset is None:
+        raise ConfigError(f"a conditional {name} needs dataset=... (whose labels give the "
+                          "number of classes) or num_classes=K")
+    from . import data as zdata
+
+    info = zdata.describe(dataset)
+    if info["num_classes"] < 2:
+        raise ConfigError(f"{info['name']} has no class labels, so a conditional model "
+                          "cannot train on it: give a folder with one subfolder per class, "
+                          "or train unconditionally")
+    return int(info["num_classes"])
 
 
 def families() -> dict[str, type[GenerativeModel]]:

@@ -222,6 +222,15 @@ class Trainer:
         self.images = images
         #: int64 labels of the training images, UNLABELLED (-1) where the data has none
         self.labels = labels if labels is not None else Batch.unlabelled(images).labels
+        if model.conditional and len(self.labels):
+            lo, hi = int(self.labels.min()), int(self.labels.max())
+            if lo < 0 or hi >= model.num_classes:
+                raise ConfigError(
+                    f"{model.name} is class-conditional ({model.num_classes} classes) but "
+                    f"{self.dataset}'s training labels run {lo}..{hi}"
+                    + (" (-1: images without a label)" if lo < 0 else "")
+                    + ": train it on labelled data (a folder of class subfolders), or "
+                    "without conditional=true")
         self.data_root = data_root
         self.step = 0
         self.elapsed = 0.0

@@ -45,7 +45,7 @@ from ..core import ConfigError, GenerativeModel, atomic_write
 from ..runs import load_run
 from ..sampling import draw_samples
 from . import registry
-from .features import Extractor, MetricsError, resolve_extractor
+from .features import INCEPTION, Extractor, MetricsError, resolve_extractor
 from .intervals import bootstrap_intervals, interval_metrics
 from .registry import normalize_metrics
 
@@ -189,6 +189,8 @@ def compute_metrics(
     train: dict[str, Tensor] | None = None,
     bootstrap: int = 0,
     closest: int = 0,
+    labels: Tensor | None = None,
+    reference_labels: Tensor | None = None,
 ) -> tuple[dict, str]:
     """The figures of ``generated`` against ``reference`` (both uint8) with one extractor.
 
@@ -205,6 +207,10 @@ def compute_metrics(
     ``closest``: with k > 0 and ``memorization`` computed, ``memorization_closest``: the k
     generated samples closest to a training image as ``[sample index, training index,
     distance]``, closest first (``memorization.closest_pairs``).
+    ``labels``: the class each generated image was drawn for (int64 [N]), which a metric
+    declared with ``labels`` reads (``class_accuracy``, ``intra_fid``); without them such
+    a metric is refused. ``reference_labels``: the reference images' classes (int64 [M]),
+    for a metric declared with ``reference_labels`` (``intra_fid``).
     """
     metrics = normalize_metrics(registry.default_metrics() if metrics is None else metrics)
     generated = _check_batch(generated, "generated images")
@@ -223,6 +229,16 @@ def compute_metrics(
         if spec[m].train and _layer(extractor, m) not in (train or {}):
             raise ConfigError(f"{m} needs the training split's features "
                               f"({_layer(extractor, m)!r} layer); evaluate passes them")
+    for m in metrics:
+        if spec[m].labels and labels is None:
+            raise ConfigError(f"{m} needs the class each sample was drawn for: evaluate a "
+                              "class-conditional model, or pass labels= with the images")
+        if spec[m].reference_labels and reference_labels is None:
+            raise ConfigError(f"{m} needs the reference images' labels (reference_labels=)")
+    if labels is not None:
+        labels = torch.as_tensor(labels).reshape(-1).long().cpu()
+        if labels.shape[0] != n1:
+            raise ConfigError(f"{labels.shape[0]} labels for {n1} generated images")
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
     if bootstrap < 0:
@@ -266,10 +282,16 @@ def compute_metrics(
             theirs = None if not spec[m].reference else (
                 reference if layer is None else real[layer])
             options = {"closest": int(closest)} if m == "memorization" and closest > 0 else {}
+            if spec[m].labels:
+                options["labels"] = labels
+            if spec[m].reference_labels:
+                options["reference_labels"] = reference_labels
+            if spec[m].own_interval:
+                options.update(bootstrap=int(bootstrap), seed=int(seed))
             out.update(spec[m].compute(theirs, mine,
                                        train[layer] if spec[m].train else None, **options))
     pairs = out.pop("closest_pairs", None)
-    out = {k: float(v) if not isinstance(v, int) else v for k, v in out.items()}
+    out = {k: v if isinstance(v, (int, list)) else float(v) for k, v in out.items()}
     if pairs is not None:
         out["memorization_closest"] = [[int(i), int(j), float(d)] for i, j, d in pairs]
     if boot:
@@ -363,14 +385,38 @@ def _extract(input_id: int, images: Tensor, extractor: Extractor, layers: Sequen
         return extract_featuresdict_from_input_id_cached(input_id, module, **kwargs)
 
 
-def _reference_images(dataset: str, split: str, n_reference: int | None, root) -> Tensor:
-    images, _ = zdata.load(dataset, split, root=root)
+def _reference_images(dataset: str, split: str, n_reference: int | None, root,
+                      with_labels: bool = False):
+    images, labels = zdata.load(dataset, split, root=root)
     if n_reference is not None:
         if n_reference < 2 or n_reference > images.shape[0]:
             raise ConfigError(f"n_reference must be in 2..{images.shape[0]} for {dataset} "
                               f"{split}, got {n_reference}")
-        images = images[:n_reference]
-    return images
+        images, labels = images[:n_reference], labels[:n_reference]
+    return (images, labels) if with_labels else images
+
+
+def balanced_labels(n: int, num_classes: int) -> Tensor:
+    """The labels ``evaluate`` asks a conditional model for: ``i % num_classes`` (int64)."""
+    return torch.arange(int(n)) % int(num_classes)
+
+
+def draw_labelled(model: GenerativeModel, labels: Tensor, batch_size: int = 500,
+                  seed: int = 0, progress: bool = False,
+                  generator: torch.Generator | None = None, **sampler_options) -> Tensor:
+    """Samples of a conditional model, image i of class ``labels[i]``: each class drawn
+    with ``draw_samples`` (``labels=c``, its own seed ``mix_seed(seed, c)``, so the same
+    with any number of processes) and put back in the order of ``labels``."""
+    labels = torch.as_tensor(labels).reshape(-1).long().cpu()
+    out = None
+    for c in sorted(int(c) for c in labels.unique()):
+        where = (labels == c).nonzero().flatten()
+        x = draw_samples(model, where.numel(), batch_size, zdist.mix_seed(int(seed), c),
+                         progress, generator, labels=c, **sampler_options)
+        if out is None:
+            out = torch.empty((labels.shape[0], *x.shape[1:]), dtype=x.dtype)
+        out[where] = x
+    return out
 
 
 def evaluate(
@@ -396,6 +442,7 @@ def evaluate(
     bootstrap: int = 200,
     closest: int = 0,
     panel: str | os.PathLike | None = None,
+    labels: Tensor | Sequence[int] | None = None,
     **sampler_options,
 ) -> dict:
     """Sample quality of generated images against a dataset split, as one result row.
@@ -419,6 +466,14 @@ def evaluate(
     to a training image as ``[sample index, training index, distance]``; ``panel``: a PNG
     path where those pairs are drawn (``memorization.save_pairs_panel``; k defaults to 8),
     recorded as ``memorization_panel``.
+    ``labels``: for a class-conditional model, the class of each sample to draw (int64
+    [n]; default: balanced, ``i % num_classes``, every class drawn with its own seed,
+    ``draw_labelled``); for a batch of images, the class each was drawn for. They reach
+    the metrics declared with ``labels`` (``class_accuracy``, ``intra_fid``), which are
+    refused without them (an unconditional model, or images without ``labels=``); the
+    row records ``labels`` ("balanced" or "given") and ``num_classes``. The class metrics
+    read the dataset's classifier (``zoo.metrics.classes``) and are refused under an
+    InceptionV3 extractor, whose logits are ImageNet's classes.
 
     Returns the figures (``fid``, ``kid``/``kid_std``, ``is``/``is_std``,
     ``precision``/``recall``/``f_score``, and each registered metric's columns, e.g.
@@ -428,9 +483,20 @@ def evaluate(
     """
     metrics = normalize_metrics(registry.default_metrics() if metrics is None else metrics)
     dev = _device(device)
-    reference = _reference_images(dataset, split, n_reference, root)
+    reference, reference_labels = _reference_images(dataset, split, n_reference, root,
+                                                     with_labels=True)
     ext = resolve_extractor(extractor, dataset, inception_weights,
                             announce=announce and zdist.is_main())
+    classy = registry.class_metrics(metrics)
+    if classy and ext.name == INCEPTION:
+        raise ConfigError(f"{', '.join(classy)} read the dataset classifier's classes, but "
+                          f"the extractor is {ext.name} (ImageNet's classes); use "
+                          "--extractor <dataset>-classifier")
+    if any(registry.get(m).reference_labels for m in metrics) and (
+            reference_labels.numel() == 0 or int(reference_labels.min()) < 0):
+        raise ConfigError(f"{dataset} {split} has unlabelled images; "
+                          f"{', '.join(m for m in metrics if registry.get(m).reference_labels)}"
+                          " needs every reference image's class")
     meta: dict = {}
     t0 = time.perf_counter()
     if isinstance(samples_or_model, (str, os.PathLike)):
@@ -440,8 +506,20 @@ def evaluate(
         if tuple(model.image_shape) != tuple(reference.shape[1:]):
             raise ConfigError(f"{model.name} makes {tuple(model.image_shape)} images but "
                               f"{dataset} has {tuple(reference.shape[1:])}")
-        generated = draw_samples(model, 10000 if n is None else int(n), batch_size, seed,
-                                 progress, generator, **sampler_options)
+        count = 10000 if n is None else int(n)
+        if model.conditional:
+            given = labels is not None
+            labels = (model.check_labels(labels, count) if given
+                      else balanced_labels(count, model.num_classes)).cpu()
+            generated = draw_labelled(model, labels, batch_size, seed, progress, generator,
+                                      **sampler_options)
+            meta.update(labels="given" if given else "balanced",
+                        num_classes=int(model.num_classes))
+        else:
+            if labels is not None:
+                model.check_labels(labels, count)  # the one-line refusal
+            generated = draw_samples(model, count, batch_size, seed, progress, generator,
+                                     **sampler_options)
         meta.update(model=model.name, family=model.family, sampler_options=sampler_options,
                     seconds_sampling=round(time.perf_counter() - t0, 3))
     else:
@@ -453,7 +531,17 @@ def evaluate(
         if n is not None:
             if not 1 <= n <= generated.shape[0]:
                 raise ConfigError(f"n={n} but only {generated.shape[0]} samples were given")
+        if labels is not None:
+            labels = torch.as_tensor(labels)
+            if (labels.is_floating_point() or labels.dim() != 1
+                    or labels.shape[0] != generated.shape[0]):
+                raise ConfigError(f"labels must be integers [N], one per image "
+                                  f"({generated.shape[0]}), got {tuple(labels.shape)}")
+            labels = labels.long().cpu()
+            meta["labels"] = "given"
+        if n is not None:
             generated = generated[:n]
+            labels = None if labels is None else labels[:n]
     if tuple(generated.shape[1:]) != tuple(reference.shape[1:]):
         raise ConfigError(f"the samples are {tuple(generated.shape[1:])} images but {dataset} "
                           f"has {tuple(reference.shape[1:])}")
@@ -476,6 +564,7 @@ def evaluate(
             generated, reference, ext, metrics, cache_key=key, cache_dir=cache_dir,
             batch_size=batch_size, seed=seed, device=dev, progress=progress, train=train,
             bootstrap=bootstrap, closest=closest or (PANEL_PAIRS if panel else 0),
+            labels=labels, reference_labels=reference_labels,
         )
         if n_train_used is not None:
             figures["n_train"] = n_train_used

@@ -298,7 +298,8 @@ def _fast(name: str, seed: int) -> Callable | None:
 
 def interval_metrics(metrics) -> tuple[str, ...]:
     """The metrics among ``metrics`` with a column that gets an interval."""
-    return tuple(m for m in metrics if any(c.interval for c in registry.get(m).columns))
+    return tuple(m for m in metrics if not registry.get(m).own_interval
+                 and any(c.interval for c in registry.get(m).columns))
 
 
 def bootstrap_intervals(features: dict[str, tuple[Tensor, Tensor | None]], draws: int,

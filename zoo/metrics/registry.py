@@ -75,6 +75,18 @@ class Metric:
     function: str | Callable | None = None
     params: dict = field(default_factory=dict)  #: keyword arguments of ``function``
     description: str = ""
+    #: a function metric of the requested class of each generated sample: gets them as
+    #: ``labels=`` (int64 [N]); refused when the samples have none (an unconditional model)
+    labels: bool = False
+    #: ... and of the reference images' classes, as ``reference_labels=`` (int64 [M])
+    reference_labels: bool = False
+    #: the function computes its own interval columns (``<key>_ci95``) when given
+    #: ``bootstrap=B`` (> 0) and ``seed=``, instead of the generic resampling of
+    #: ``zoo.metrics.intervals`` (which cannot keep the labels paired with the samples)
+    own_interval: bool = False
+    #: reads the dataset classifier's classes (its logits or class-conditional statistics):
+    #: meaningless under an ImageNet extractor, so ``evaluate`` refuses that pairing
+    classes: bool = False
 
     def compute(self, real, fake, train=None, **options) -> dict:
         """The figures of a function metric: ``function(real, fake, **params, **options)``
@@ -84,6 +96,9 @@ class Metric:
             module, _, attr = fn.partition(":")
             fn = getattr(importlib.import_module(module), attr)
         extra = {"train": train} if self.train else {}
+        if not self.own_interval:
+            options.pop("bootstrap", None)
+            options.pop("seed", None)
         return dict(fn(real, fake, **{**self.params, **options}, **extra))
 
 
@@ -103,6 +118,12 @@ def _check(metric: Metric) -> None:
                          or not metric.reference):
         raise ConfigError(f"{where}: a metric reading the training split (train) is a "
                           "function of features or logits, compared with the reference")
+    if (metric.labels or metric.reference_labels or metric.own_interval) and (
+            metric.function is None or metric.needs == "images" or metric.train):
+        raise ConfigError(f"{where}: labels, reference_labels and own_interval are for a "
+                          "function metric of features or logits that reads no training split")
+    if metric.reference_labels and not metric.reference:
+        raise ConfigError(f"{where}: reference_labels needs a reference side (reference)")
     if metric.min_images < 1:
         raise ConfigError(f"{where}: min_images must be >= 1, got {metric.min_images}")
     if not metric.columns:
@@ -124,11 +145,14 @@ def _check(metric: Metric) -> None:
             raise ConfigError(f"{where}: column {c.key!r} direction must be -1, 0 or +1")
         if c.interval and (c.direction == 0 or metric.needs == "images" or metric.train
                            or (metric.tf_flag is not None
-                               and metric.tf_flag not in BOOTSTRAPPED_TF)):
+                               and metric.tf_flag not in BOOTSTRAPPED_TF)
+                           or ((metric.labels or metric.reference_labels)
+                               and not metric.own_interval)):
             raise ConfigError(f"{where}: column {c.key!r}: an interval is for a ranked figure "
                               "of the features or logits (resampled per draw) that reads no "
                               "training split; a torch-fidelity metric needs its per-draw "
-                              f"form in zoo.metrics.intervals ({', '.join(BOOTSTRAPPED_TF)})")
+                              f"form in zoo.metrics.intervals ({', '.join(BOOTSTRAPPED_TF)}), "
+                              "a metric of labels its own (own_interval)")
         if c.spread is not None and c.spread not in keys:
             raise ConfigError(f"{where}: column {c.key!r} spread {c.spread!r} is not one of "
                               "its columns")
@@ -225,6 +249,21 @@ def deterministic_columns() -> tuple[str, ...]:
     return tuple(c.key for c in columns() if c.deterministic and c.direction)
 
 
+def label_metrics(metrics: str | Iterable[str] | None = None) -> tuple[str, ...]:
+    """The metrics of a set that need the requested class of each sample."""
+    chosen = names() if metrics is None else normalize_metrics(
+        metrics if isinstance(metrics, str) else list(metrics))
+    return tuple(n for n in chosen if _REGISTRY[n].labels)
+
+
+def class_metrics(metrics: str | Iterable[str] | None = None) -> tuple[str, ...]:
+    """The metrics of a set that read the dataset classifier's classes (``zoo.metrics.classes``:
+    meaningless under an ImageNet extractor)."""
+    chosen = names() if metrics is None else normalize_metrics(
+        metrics if isinstance(metrics, str) else list(metrics))
+    return tuple(n for n in chosen if _REGISTRY[n].classes)
+
+
 def interval_columns(metrics: str | Iterable[str] | None = None) -> tuple[str, ...]:
     """The columns of a metric set that get a bootstrap interval (``<key>_ci95``)."""
     return tuple(c.key for c in columns(metrics) if c.interval)
@@ -295,4 +334,31 @@ register(Metric(
     description="nearest-training-image distance of the samples against the held-out "
                 "images': median ratio and the share of near copies (below the held-out "
                 "1st percentile)",
+))
+register(Metric(
+    "class_accuracy", aliases=("acc", "accuracy"), classes=True, needs="logits", reference=False,
+    min_images=1, labels=True, own_interval=True,
+    function="zoo.metrics.classes:class_accuracy",
+    columns=(Column("class_accuracy", "class acc", "{:.4f}", +1, tolerance=("abs", 0.02),
+                    interval=True),),
+    description="share of samples the dataset's classifier assigns to the class they were "
+                "drawn for (Wilson 95% interval); needs the requested labels",
+))
+register(Metric(
+    "intra_fid", aliases=("ifid",), classes=True, min_images=2, labels=True, reference_labels=True,
+    own_interval=True, function="zoo.metrics.classes:intra_fid",
+    columns=(Column("intra_fid", "intra FID", "{:.3f}", -1, tolerance=("rel", 0.10),
+                    interval=True),),
+    description="FID of each class's samples against that class's reference images, "
+                "averaged over the classes (StudioGAN's iFID; bootstrap within classes); "
+                "needs the requested labels",
+))
+register(Metric(
+    "class_tv", aliases=("tv",), classes=True, needs="logits", min_images=1,
+    function="zoo.metrics.classes:class_tv",
+    columns=(Column("class_tv", "class TV", "{:.4f}", -1, tolerance=("abs", 0.02),
+                    interval=True),),
+    description="total variation distance between the classifier's class histograms of "
+                "the samples and of the reference images (0: the reference's class "
+                "proportions; a mode-dropping signal, no labels needed)",
 ))

@@ -60,3 +60,199 @@ def mnist_available():
         pytest.skip(f"MNIST not available: {e}")
 
 
+@pytest.fixture(scope="module")
+def extractor(mnist_available):
+    return resolve_extractor("mnist-classifier", "mnist", announce=False)
+
+
+def _eval(model, **kw):
+    kw.setdefault("metrics", "class_accuracy,intra_fid,class_tv")
+    return evaluate(model, "mnist", "test", "mnist-classifier", n=kw.pop("n", 600),
+                    announce=False, bootstrap=kw.pop("bootstrap", 50), **kw)
+
+
+# -- the metrics ------------------------------------------------------------------------------
+
+def test_a_model_that_draws_the_asked_class_is_accurate_and_one_that_ignores_it_is_not():
+    good = _eval(RealImages())
+    assert good["labels"] == "balanced" and good["num_classes"] == 10
+    assert good["class_accuracy"] > 0.97
+    lo, hi = good["class_accuracy_ci95"]
+    assert lo <= good["class_accuracy"] <= hi <= 1
+    bad = _eval(RealImages(_Config(ignore_labels=True)))
+    assert 0.05 < bad["class_accuracy"] < 0.16
+    # real images of the right class are close to their class; of any class, far
+    assert good["intra_fid"] < 2 and bad["intra_fid"] > 20 * good["intra_fid"]
+    assert good["intra_fid_ci95"][0] <= good["intra_fid"] <= good["intra_fid_ci95"][1]
+    assert len(good["intra_fid_per_class"]) == 10
+    # both draw the classes in the test split's proportions
+    assert good["class_tv"] < 0.06 and bad["class_tv"] < 0.08
+
+
+def test_intra_fid_of_mismatched_classes_is_large(extractor):
+    images, labels = zdata.load("mnist", "test")
+    x = images[:2000]
+    y = labels[:2000]
+    right = evaluate(x, "mnist", "train", extractor="mnist-classifier", labels=y,
+                     metrics="intra_fid", announce=False, bootstrap=0, n_reference=10000)
+    wrong = evaluate(x, "mnist", "train", extractor="mnist-classifier", labels=(y + 1) % 10,
+                     metrics="intra_fid", announce=False, bootstrap=0, n_reference=10000)
+    assert right["intra_fid"] < 1 and wrong["intra_fid"] > 30 * right["intra_fid"]
+    assert "intra_fid_ci95" not in right  # bootstrap=0: no interval
+
+
+def test_class_tv_flags_a_single_class_and_not_the_test_images():
+    images, labels = zdata.load("mnist", "train")
+    ones = images[labels == 1][:500]
+    tv = evaluate(ones, "mnist", "test", "mnist-classifier", metrics="class_tv",
+                  announce=False, bootstrap=0)["class_tv"]
+    assert 0.85 < tv < 0.92  # 1 - P(class 1 in the test split) = 1 - 0.1135
+    same = evaluate(zdata.load("mnist", "test")[0][:5000], "mnist", "test", "mnist-classifier",
+                    metrics="class_tv", announce=False, bootstrap=0)["class_tv"]
+    assert same < 0.02
+
+
+def test_wilson_interval():
+    lo, hi = classes.wilson_interval(50, 100)
+    assert lo == pytest.approx(0.4038, abs=1e-3) and hi == pytest.approx(0.5962, abs=1e-3)
+    assert classes.wilson_interval(100, 100)[1] == 1.0
+    assert 0.95 < classes.wilson_interval(100, 100)[0] < 0.97
+
+
+def test_label_metrics_need_labels_and_a_classifier():
+    images = zdata.load("mnist", "test")[0][:100]
+    with pytest.raises(ConfigError, match="class_accuracy needs the class each sample"):
+        evaluate(images, "mnist", "test", "mnist-classifier", metrics="class_accuracy",
+                 announce=False)
+    uncond = RealImages(_Config(conditional=False))
+    with pytest.raises(ConfigError, match="intra_fid needs the class each sample"):
+        evaluate(uncond, "mnist", "test", "mnist-classifier", n=100, metrics="intra_fid",
+                 announce=False)
+    with pytest.raises(ConfigError, match="not class-conditional"):
+        evaluate(uncond, "mnist", "test", "mnist-classifier", n=100, metrics="class_tv",
+                 labels=torch.zeros(100, dtype=torch.long), announce=False)
+    with pytest.raises(ConfigError, match="labels must be integers"):
+        evaluate(images, "mnist", "test", "mnist-classifier", metrics="class_accuracy",
+                 labels=torch.zeros(7, dtype=torch.long), announce=False)
+    assert registry.class_metrics() == ("class_accuracy", "intra_fid", "class_tv")
+    assert registry.label_metrics() == ("class_accuracy", "intra_fid")
+    assert balanced_labels(5, 3).tolist() == [0, 1, 2, 0, 1]
+
+
+def test_labels_reach_the_metric_in_the_order_of_the_samples(extractor):
+    images, labels = zdata.load("mnist", "test")
+    out, _ = compute_metrics(images[:300], images[300:400], extractor, "class_accuracy",
+                             labels=labels[:300], bootstrap=0)
+    shuffled, _ = compute_metrics(images[:300], images[300:400], extractor, "class_accuracy",
+                                  labels=labels[:300].roll(1), bootstrap=0)
+    assert out["class_accuracy"] > 0.95 and shuffled["class_accuracy"] < 0.3
+
+
+def test_the_schema_and_the_table_show_the_class_metrics():
+    from zoo.bench import schema
+    from zoo.metrics import format_result
+
+    cols = schema.quality_columns()
+    for key in ("class_accuracy", "class_accuracy_ci95", "intra_fid", "intra_fid_ci95",
+                "class_tv", "class_tv_ci95"):
+        assert key in cols
+    assert registry.directions()["class_accuracy"] == 1
+    assert registry.directions()["intra_fid"] == -1 and registry.directions()["class_tv"] == -1
+    assert set(registry.default_metrics()).isdisjoint(registry.class_metrics())
+    row = _eval(RealImages(), n=200, metrics="class_accuracy,intra_fid")
+    text = format_result(row)
+    assert "class acc" in text and "intra FID" in text and text.count("[") == 2
+
+
+# -- zoo sample --labels ------------------------------------------------------------------------
+
+@pytest.fixture
+def cli(monkeypatch, tmp_path):
+    from zoo import cli as zcli
+
+    models = {"cond": RealImages(), "uncond": RealImages(_Config(conditional=False))}
+    monkeypatch.setattr(zcli, "_load", lambda run, device=None: models[run])
+    monkeypatch.setattr(zcli, "run_info", lambda run: {"dataset": "fashion-mnist"})
+    monkeypatch.chdir(tmp_path)
+    return zcli
+
+
+def test_sample_labels_draws_one_labelled_row_per_class(cli, capsys):
+    assert cli.main(["sample", "cond", "--labels", "0-9", "--per-class", "4", "--scale", "1",
+                     "-o", "grid.png"]) == 0
+    img = np.asarray(Image.open("grid.png"))
+    h = 10 * 30 + 2
+    assert img.shape[0] == h and img.shape[1] > 4 * 30 + 2  # rows of 4, a label column
+    margin = img.shape[1] - (4 * 30 + 2)
+    assert (img[:, :margin] < 128).any()  # the class names are drawn there
+    assert "10 classes, 4 per row" in capsys.readouterr().out
+    # -n divided among the classes; names of fashion-mnist's classes, e.g. "Sandal"
+    assert cli.main(["sample", "cond", "--labels", "1,4,7", "-n", "10", "--scale", "2",
+                     "-o", "three.png"]) == 0
+    img = np.asarray(Image.open("three.png"))
+    assert img.shape[0] == 2 * (3 * 30 + 2)
+    assert cli.class_names("x", [5, 9]) == ["Sandal", "Ankle boot"]
+    assert cli.main(["sample", "cond", "--labels", "3", "-n", "9", "--scale", "1",
+                     "-o", "one.png"]) == 0
+    assert np.asarray(Image.open("one.png")).shape == (3 * 30 + 2, 3 * 30 + 2)
+
+
+def test_sample_labels_are_the_classes_asked_for(cli, extractor):
+    from zoo.metrics.fidelity import _extract
+
+    seen = {}
+    real = cli.save_labelled_grid
+
+    def keep(images, names, *a, **k):
+        seen["images"], seen["names"] = images, names
+        return real(images, names, *a, **k)
+
+    cli.save_labelled_grid = keep
+    try:
+        assert cli.main(["sample", "cond", "--labels", "2,8", "--per-class", "5",
+                         "-o", "g.png"]) == 0
+    finally:
+        cli.save_labelled_grid = real
+    logits = _extract(1, seen["images"], extractor, ["logits"], torch.device("cpu"), 64,
+                      False)["logits"]
+    assert logits.argmax(1).tolist() == [2] * 5 + [8] * 5
+    assert seen["names"] == ["Pullover", "Bag"]
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["uncond", "--labels", "3"], "not class-conditional"),
+    (["cond", "--labels", "10"], "labels must lie in 0..9"),
+    (["cond", "--labels", "3-x"], "--labels takes class numbers"),
+    (["cond", "--labels", "5-2"], "runs backwards"),
+    (["cond", "--labels", ""], "--labels takes class numbers"),
+    (["cond", "--per-class", "3"], "--per-class needs --labels"),
+    (["cond", "--labels", "0-9", "--nrow", "3"], "--per-class K, not --nrow"),
+])
+def test_sample_label_errors_are_one_line(cli, capsys, args, needle):
+    assert cli.main(["sample", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and "\n" not in err and err.startswith("zoo: error:")
+
+
+def test_eval_of_a_conditional_model_prints_class_accuracy_and_intra_fid(cli, capsys):
+    assert cli.main(["eval", "cond", "--dataset", "mnist", "--extractor", "mnist-classifier",
+                     "-n", "500", "--bootstrap", "20", "--set", "guidance=2"]) == 0
+    out = capsys.readouterr().out
+    acc = next(line for line in out.splitlines() if "class acc" in line)
+    ifid = next(line for line in out.splitlines() if "intra FID" in line)
+    assert "[" in acc and "[" in ifid and "class TV" in out
+    import json
+    from pathlib import Path
+
+    row = json.loads(Path("cond.eval.json").read_text())
+    assert row["sampler_options"] == {"guidance": 2} and row["labels"] == "balanced"
+    assert row["class_accuracy"] > 0.95 and "memorization_ratio" in row
+    # an unconditional model gets class_tv alone
+    assert cli.main(["eval", "uncond", "--dataset", "mnist", "--extractor",
+                     "mnist-classifier", "-n", "200", "--bootstrap", "0",
+                     "--metrics", "fid,class_tv"]) == 0
+    assert "class TV" in capsys.readouterr().out
+    assert cli.main(["eval", "uncond", "--dataset", "mnist", "--extractor",
+                     "mnist-classifier", "-n", "200", "--metrics", "class_accuracy"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "class_accuracy needs the class each sample" in err and "\n" not in err

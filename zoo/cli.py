@@ -22,7 +22,7 @@ from . import data as zdata
 from . import distributed as zdist
 from . import registry
 from .core import ConfigError, LikelihoodUnavailable, ZooError, atomic_write, first_line
-from .images import MAX_GRID_IMAGES, MAX_SCALE, grid_size, save_grid
+from .images import MAX_GRID_IMAGES, MAX_SCALE, grid_size, save_grid, save_labelled_grid
 from .limits import check_memory, gib
 from .metrics import registry as metric_registry
 from .options import literal_value, parse_value
@@ -161,15 +161,34 @@ def cmd_sample(args) -> int:
     _at_least_one(args.nrow, "--nrow")
     if not 1 <= args.scale <= MAX_SCALE:
         raise ConfigError(f"--scale must be in 1..{MAX_SCALE}, got {args.scale}")
+    classes = parse_labels(args.labels) if args.labels is not None else None
+    if args.per_class is not None:
+        _at_least_one(args.per_class, "--per-class")
+        if classes is None:
+            raise ConfigError("--per-class needs --labels (the classes to draw)")
+    several = classes is not None and len(classes) > 1
+    if several and args.nrow is not None:
+        raise ConfigError("with several --labels each class is one grid row; set the images "
+                          "per row with --per-class K, not --nrow")
+    model = _load(args.run, args.device)
+    labels = None
+    if classes is not None:
+        model.check_labels(torch.tensor(classes), len(classes))  # conditional, in range
+        if several:  # one row per class: -n divided among them, or --per-class
+            per = args.per_class or max(1, args.n // len(classes))
+            args.n, args.nrow = per * len(classes), per
+        elif args.per_class:
+            args.n = args.per_class
+        labels = torch.tensor(classes).repeat_interleave(args.n // len(classes))
     if args.n > MAX_GRID_IMAGES and not args.npy:
         raise ConfigError(f"-n {args.n} is more than a grid shows ({MAX_GRID_IMAGES}); write "
                           "the samples to an array with --npy FILE (the grid then shows the "
                           f"first {MAX_GRID_IMAGES})")
-    model = _load(args.run, args.device)
     options = {k: literal_value(v) for k, v in _parse_sets(args.set)}
     c, h, w = model.image_shape
     shown = min(args.n, MAX_GRID_IMAGES)
     grid_size(shown, h, w, args.nrow, args.scale)  # refused before drawing, not after
+    names = class_names(args.run, classes) if several else None
     gen = torch.Generator(device=model.device).manual_seed(args.seed)
     # one call up to SAMPLE_CHUNK images (fewer for large images), then chunk by chunk
     chunk = max(1, min(SAMPLE_CHUNK, (256 << 20) // (c * h * w)))
@@ -185,7 +204,11 @@ def cmd_sample(args) -> int:
                   disable=None if args.n > chunk else True) as bar:
             for start in range(0, args.n, chunk):
                 b = min(chunk, args.n - start)
-                x = model.sample(b, generator=gen, **options)
+                if labels is not None:
+                    options_b = {**options, "labels": labels[start:start + b].to(model.device)}
+                else:
+                    options_b = options
+                x = model.sample(b, generator=gen, **options_b)
                 if tuple(x.shape) != (b, c, h, w) or x.dtype != torch.uint8:
                     raise ConfigError(f"{model.name}.sample({b}) returned {x.dtype} "
                                       f"{tuple(x.shape)}, not uint8 {(b, c, h, w)}")
@@ -211,12 +234,53 @@ def cmd_sample(args) -> int:
                 del array
 
         atomic_write(npy, write)
-    path = save_grid(torch.cat(grid), args.output, nrow=args.nrow, scale=args.scale)
+    if names is not None and shown == args.n:
+        path = save_labelled_grid(torch.cat(grid), names, args.output, nrow=args.nrow,
+                                  scale=args.scale)
+    else:
+        path = save_grid(torch.cat(grid), args.output, nrow=args.nrow, scale=args.scale)
     desc = ", ".join(f"{k}={v}" for k, v in options.items())
+    if classes is not None:
+        names = class_names(args.run, classes)
+        desc = ", ".join(filter(None, [
+            (f"class {classes[0]} ({names[0]})" if len(classes) == 1 else
+             f"{len(classes)} classes, {args.n // len(classes)} per row"), desc]))
     where = f"{path}" if npy is None else (
         f"{npy}" + (f" (the first {shown} in {path})" if shown < args.n else f" and {path}"))
     print(f"wrote {args.n} samples of {model.name}{f' ({desc})' if desc else ''} to {where}")
     return 0
+
+
+def parse_labels(spec: str) -> list[int]:
+    """``--labels``: one class (``3``), a range (``0-9``), a list (``1,4,7``) or a mix
+    (``0-2,7``), as distinct class numbers in the order given."""
+    out: list[int] = []
+    for part in str(spec).split(","):
+        part = part.strip()
+        lo, dash, hi = part.partition("-")
+        try:
+            if not part or (dash and (not lo or not hi)):
+                raise ValueError
+            a, b = (int(lo), int(hi)) if dash else (int(part), int(part))
+        except ValueError:
+            raise ConfigError(f"--labels takes class numbers like 3, 0-9 or 1,4,7, got "
+                              f"{spec!r}") from None
+        if b < a:
+            raise ConfigError(f"--labels range {part!r} runs backwards; write {b}-{a}")
+        out.extend(i for i in range(a, b + 1) if i not in out)
+    if len(out) > MAX_GRID_IMAGES:
+        raise ConfigError(f"--labels asks for {len(out)} classes, more than a grid shows")
+    return out
+
+
+def class_names(run, classes: list[int]) -> list[str]:
+    """The names of ``classes`` in the run's dataset (``zoo.data.describe``), else their
+    numbers."""
+    try:
+        names = zdata.describe(run_info(run).get("dataset"))["classes"]
+    except Exception:  # noqa: BLE001 - a model file without its run, an unreadable dataset
+        names = []
+    return [str(names[i]) if i < len(names) else str(i) for i in classes]
 
 
 def _check_disk(path: Path, nbytes: int) -> None:
@@ -279,6 +343,7 @@ def cmd_eval(args) -> int:
     and JSON, and with memorization a panel of the samples closest to a training image."""
     from . import metrics  # imported here: torch-fidelity is slow to import
 
+    chosen = args.metrics
     if args.metrics is None:  # the default set, and the memorization check against train
         memo = ("memorization",) if args.split != "train" else ()
         args.metrics = ",".join(metric_registry.default_metrics() + memo)
@@ -290,6 +355,17 @@ def cmd_eval(args) -> int:
     check_memory(2 * args.n * c * h * w, f"{args.n:,} samples of {c}x{h}x{w}",
                  "evaluate fewer samples (-n)")
     dataset = _run_dataset(args)
+    if chosen is None:  # the class metrics too, where the extractor knows the classes
+        extra = ("class_tv",) + (("class_accuracy", "intra_fid") if model.conditional else ())
+        ext = metrics.resolve_extractor(args.extractor, dataset, args.inception_weights,
+                                        announce=False)
+        if ext.name != metrics.INCEPTION:
+            args.metrics = ",".join(metric_registry.normalize_metrics(
+                args.metrics.split(",") + list(extra)))
+        else:
+            print(f"zoo eval: {', '.join(extra)} need the dataset's classifier (its classes); "
+                  f"add --extractor {dataset}-classifier --metrics ...,"
+                  f"{','.join(extra)} for them", file=sys.stderr)
     options = {k: literal_value(v) for k, v in _parse_sets(args.set)}
     run = Path(args.run)
     path = Path(args.json) if args.json else (
@@ -409,7 +485,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--npy", help="also save the uint8 samples as a .npy array")
     s.add_argument("--device", default="auto")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="sampler option, e.g. --set sampler=ddim --set steps=50")
+                   help="sampler option, e.g. --set sampler=ddim --set steps=50, "
+                        "--set guidance=2 (a conditional diffusion/AR model)")
+    s.add_argument("--labels", metavar="CLASSES",
+                   help="a class-conditional model: draw these classes, e.g. 3, 0-9 or "
+                        "1,4,7; several classes make one labelled grid row each")
+    s.add_argument("--per-class", type=int, metavar="K",
+                   help="with --labels: K images of each class (default: -n divided among "
+                        "the classes, at least 1)")
     s.set_defaults(func=cmd_sample)
 
     s = sub.add_parser("nll", help="negative log-likelihood in bits/dim on a dataset split")
@@ -440,7 +523,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch-fidelity's InceptionV3 weights (or $ZOO_INCEPTION_WEIGHTS)")
     s.add_argument("--metrics", default=None,
                    help=f"comma-separated, from {metric_registry.describe()}; zoo eval "
-                        "adds memorization to the default set (unless --split train)")
+                        "adds memorization (unless --split train) and, with a classifier "
+                        "extractor, class_tv (and class_accuracy, intra_fid for a "
+                        "class-conditional model) to the default set")
     s.add_argument("--batch-size", type=int, default=500)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--bootstrap", type=int, default=200, metavar="B",

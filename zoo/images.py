@@ -72,3 +72,51 @@ def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None, s
     path = Path(path)
     atomic_write(path, lambda tmp: img.save(tmp, format="PNG"))
     return path
+
+
+#: the text of a row label, in pixels of the saved (scaled) grid
+LABEL_FONT_SIZE = 14
+
+
+def _font(size: int):
+    from PIL import ImageFont
+
+    try:  # Pillow >= 10.1 with FreeType: a scalable font; else the fixed bitmap font
+        return ImageFont.load_default(size=size)
+    except TypeError:
+        return ImageFont.load_default()
+
+
+def save_labelled_grid(images: torch.Tensor, row_labels: list[str], path: str | Path,
+                       nrow: int, scale: int = 1, font_size: int = LABEL_FONT_SIZE) -> Path:
+    """A PNG grid with one row per entry of ``row_labels``, each row's label written left of
+    it (black on white): ``images`` are ``len(row_labels) * nrow`` uint8 images, row by row.
+    The grid itself is ``save_grid``'s, pixel for pixel, to the right of a label column."""
+    from PIL import ImageDraw
+
+    n = images.shape[0]
+    if images.dim() != 4 or n != len(row_labels) * nrow:
+        raise ConfigError(f"a labelled grid of {len(row_labels)} rows of {nrow} takes "
+                          f"{len(row_labels) * nrow} images, got {tuple(images.shape)}")
+    grid_size(n, images.shape[2], images.shape[3], nrow, scale)
+    grid = make_grid(images.detach().cpu(), nrow)
+    array = grid.permute(1, 2, 0).numpy()
+    img = Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array)
+    if scale > 1:
+        img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    row_h = (images.shape[2] + 2) * scale
+    font = _font(min(font_size, max(8, row_h - 4)))
+    widths = [font.getbbox(str(t))[2] for t in row_labels]
+    margin = max(widths, default=0) + 8
+    out = Image.new(img.mode, (img.width + margin, img.height),
+                    255 if img.mode == "L" else (255, 255, 255))
+    out.paste(img, (margin, 0))
+    draw = ImageDraw.Draw(out)
+    ink = 0 if img.mode == "L" else (0, 0, 0)
+    for r, text in enumerate(row_labels):
+        top, bottom = font.getbbox(str(text))[1::2]
+        y = 2 * scale + r * row_h + (images.shape[2] * scale - (bottom + top)) // 2
+        draw.text((4, y), str(text), fill=ink, font=font)
+    path = Path(path)
+    atomic_write(path, lambda tmp: out.save(tmp, format="PNG"))
+    return path

@@ -13,8 +13,8 @@ from PIL import Image
 from zoo import data as zdata
 from zoo.core import ConfigError, GenerativeModel
 from zoo.metrics import classes, evaluate, registry
-from zoo.metrics.fidelity import balanced_labels, compute_metrics
 from zoo.metrics.features import resolve_extractor
+from zoo.metrics.fidelity import balanced_labels, compute_metrics
 
 pytestmark = pytest.mark.usefixtures("mnist_available")
 

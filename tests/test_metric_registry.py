@@ -29,6 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 # the schema as it was before the registry, which existing results files follow
 OLD_QUALITY = ("fid", "kid", "kid_std", "is", "is_std", "precision", "recall")
 MEMO = ("memorization_ratio", "near_copies")
+CLASSES = ("class_accuracy", "intra_fid", "class_tv")  # zoo.metrics.classes, after memorization
 OLD_TOLERANCES = {"fid": ("rel", 0.10), "kid": ("rel", 0.10), "is": ("rel", 0.05),
                   "precision": ("abs", 0.05), "recall": ("abs", 0.05), "nll_bpd": ("abs", 0.02)}
 OLD_DIRECTION = {"fid": -1, "kid": -1, "nll_bpd": -1, "latency_ms_p50": -1,
@@ -70,9 +71,9 @@ TOY = registry.Metric(
 
 
 def test_registry_declares_todays_metrics_and_density_coverage():
-    assert registry.names() == ("fid", "kid", "is", "pr", "dc", "memorization")
+    assert registry.names() == ("fid", "kid", "is", "pr", "dc", "memorization", *CLASSES)
     assert registry.default_metrics() == ("fid", "kid", "is", "pr", "dc") == metrics.METRICS
-    assert registry.column_keys() == (*OLD_QUALITY, "density", "coverage", *MEMO)
+    assert registry.column_keys() == (*OLD_QUALITY, "density", "coverage", *MEMO, *CLASSES)
     assert registry.column_keys("pr") == ("precision", "recall")
     assert registry.metric_of("kid_std").name == "kid" and registry.metric_of("nll_bpd") is None
     dc = registry.get("coverage")
@@ -91,7 +92,7 @@ def test_normalize_metrics_aliases_order_and_errors():
     assert registry.normalize_metrics("recall, FID,isc") == ("fid", "is", "pr")
     assert registry.normalize_metrics(["coverage", "density", "kid"]) == ("kid", "dc")
     with pytest.raises(ConfigError, match=r"unknown metric 'lpips'; choose from fid, kid, is, "
-                                          r"pr, dc, memorization"):
+                                          r"pr, dc, memorization, class_accuracy"):
         registry.normalize_metrics("fid,lpips")
     with pytest.raises(ConfigError, match="no metric asked for"):
         registry.normalize_metrics([])
@@ -112,7 +113,8 @@ def test_schema_and_gate_are_built_from_the_registry():
     quality = ("fid", "fid_ci95", "kid", "kid_ci95", "kid_std", "is", "is_ci95", "is_std",
                "precision",
                "precision_ci95", "recall", "recall_ci95", "density", "density_ci95",
-               "coverage", "coverage_ci95", *MEMO)
+               "coverage", "coverage_ci95", *MEMO, "class_accuracy", "class_accuracy_ci95",
+               "intra_fid", "intra_fid_ci95", "class_tv", "class_tv_ci95")
     assert cols[i:i + len(quality)] == quality  # each interval column after its figure
     assert cols[i - 1] == "train_flops" and cols[i + len(quality)] == "extractor"
     assert len(set(cols)) == len(cols)
@@ -121,7 +123,7 @@ def test_schema_and_gate_are_built_from_the_registry():
     assert list(k for k in schema.DIRECTION if k in OLD_DIRECTION) == list(OLD_DIRECTION)
     assert schema.DIRECTION["density"] == schema.DIRECTION["coverage"] == 1
     assert schema.DETERMINISTIC == ("fid", "kid", "is", "precision", "recall", "density",
-                                    "coverage", *MEMO, "nll_bpd")
+                                    "coverage", *MEMO, *CLASSES, "nll_bpd")
     assert {k: v for k, v in compare.DEFAULT_TOLERANCES.items() if k in OLD_TOLERANCES} \
         == OLD_TOLERANCES
     assert set(compare.DEFAULT_TOLERANCES) == set(schema.DETERMINISTIC)
@@ -293,7 +295,7 @@ def test_a_registered_metric_reaches_evaluate_rows_gate_and_report(
     assert "mean gap" in metrics.format_result(result)
 
     # the schema, the gate
-    assert schema.COLUMNS[schema.COLUMNS.index("near_copies") + 1] == "mean_gap"
+    assert schema.COLUMNS[schema.COLUMNS.index("class_tv_ci95") + 1] == "mean_gap"
     assert schema.DIRECTION["mean_gap"] == -1 and "mean_gap" in schema.DETERMINISTIC
     assert compare.DEFAULT_TOLERANCES["mean_gap"] == ("abs", 0.1)
 

@@ -66,6 +66,15 @@ def test_sample_writes_a_png_grid(run, tmp_path):
     assert_one_line_error(bad, "decode")
 
 
+def test_sample_labels_of_an_unconditional_run_is_one_line(run, tmp_path):
+    png = tmp_path / "grid.png"
+    bad = zoo("sample", str(run), "--labels", "0-9", "-o", str(png), check=False)
+    assert_one_line_error(bad, "not class-conditional")
+    bad = zoo("sample", str(run), "--labels", "0-", "-o", str(png), check=False)
+    assert_one_line_error(bad, "--labels takes class numbers")
+    assert not png.exists()
+
+
 def test_nll_prints_bits_per_dim(run, tmp_path):
     proc = zoo("nll", str(run), "--n", "50", "--set", "k=5", "--json", str(tmp_path / "n.json"))
     assert "bits/dim (bound, IWAE k=5)" in proc.stdout and "mnist test (50 images)" in proc.stdout

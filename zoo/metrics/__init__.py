@@ -1,5 +1,6 @@
 """Sample-quality metrics: FID, KID, IS and precision/recall through torch-fidelity, and
-density/coverage and a memorization check; each declared in ``registry``.
+density/coverage, a memorization check and the per-class metrics (``classes``: class
+accuracy, intra-class FID, class TV); each declared in ``registry``.
 
 >>> from zoo import metrics
 >>> row = metrics.evaluate(model, "mnist", n=10000)      # figures + extractor, reference, counts
@@ -16,7 +17,7 @@ from .registry import Column, Metric, normalize_metrics, register, unregister
 
 # the rest is imported on first use: torch-fidelity is slow to import, and the results
 # schema, report and compare read ``registry`` without it
-_SUBMODULES = ("density_coverage", "features", "fidelity", "memorization")
+_SUBMODULES = ("classes", "density_coverage", "features", "fidelity", "memorization")
 
 
 def __getattr__(name: str):
@@ -45,9 +46,11 @@ __all__ = [
     "MetricsError",
     "StreamingFID",
     "available_extractors",
+    "balanced_labels",
     "cache_root",
     "classifier_names",
     "compute_metrics",
+    "draw_labelled",
     "draw_samples",
     "evaluate",
     "fid",

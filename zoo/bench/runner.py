@@ -267,14 +267,12 @@ class Curve:
         entry, ev, seed = self.entry, self.entry.evaluation, self.suite.seed
         v = entry.variants[0]
         spec = self.suite.spec(self.dataset)
-        gen = torch.Generator(device=model.device).manual_seed(seed)
-        samples = metrics.draw_samples(model, ev.curve_n_samples, ev.batch_size, generator=gen,
-                                       **v.options)
+        samples, labels = draw(model, ev.curve_n_samples, ev.batch_size, seed, v.options)
         result = metrics.evaluate(
             samples, spec, ev.ref_split, ev.extractor, metrics=ev.curve_metrics,
             batch_size=ev.batch_size, seed=seed, device=model.device,
             n_reference=ev.n_reference, root=self.data_root, announce=False,
-            bootstrap=ev.bootstrap,
+            bootstrap=ev.bootstrap, labels=labels,
         )
         nll = measure_nll(model, spec, entry, seed, self.data_root, ev.curve_nll_images)
         images = summary["steps"] * entry.batch_size
@@ -340,6 +338,19 @@ def measure_nll(model: GenerativeModel, dataset: str, entry: ModelEntry, seed: i
     }
 
 
+def draw(model: GenerativeModel, n: int, batch_size: int, seed: int, options: dict):
+    """(n samples, the labels asked for): a conditional model is asked for every class in
+    turn (``metrics.balanced_labels``), an unconditional one for none (labels None)."""
+    from .. import metrics
+
+    gen = torch.Generator(device=model.device).manual_seed(seed)
+    if not model.conditional:
+        return metrics.draw_samples(model, n, batch_size, generator=gen, **options), None
+    labels = metrics.balanced_labels(n, model.num_classes)
+    return metrics.draw_labelled(model, labels, batch_size, seed=seed, generator=gen,
+                                 **options), labels
+
+
 def measure_variant(
     model: GenerativeModel, dataset: str, entry: ModelEntry, variant: Variant, seed: int,
     grid_path: Path, data_root: str | None = None, announce: bool = True,
@@ -352,8 +363,7 @@ def measure_variant(
     # counted first: on CUDA a later call of the same shape may replay a CUDA graph, which
     # the counter cannot see into
     flops = timing.sample_flops_per_image(model, seed, **variant.options)
-    gen = torch.Generator(device=model.device).manual_seed(seed)
-    samples = metrics.draw_samples(model, n, ev.batch_size, generator=gen, **variant.options)
+    samples, labels = draw(model, n, ev.batch_size, seed, variant.options)
     memo = "memorization" in metrics.registry.normalize_metrics(ev.metrics)
     panel = grid_path.with_name(grid_path.stem + "-memorization.png")
     result = metrics.evaluate(
@@ -361,6 +371,7 @@ def measure_variant(
         batch_size=ev.batch_size, seed=seed, device=model.device, n_reference=ev.n_reference,
         root=data_root, announce=announce,
         bootstrap=ev.bootstrap, panel=panel if memo and zdist.is_main() else None,
+        labels=labels,
     )
     grid = None
     if ev.grid_images:

@@ -13,7 +13,7 @@ Class-conditional (``conditional=True``, issue 18): the MLP generator concatenat
 embedding to z, the DCGAN generator replaces its BatchNorms by conditional BatchNorms
 (class-dependent gain and bias, initialised to 1 and 0), and the discriminator is a
 projection discriminator (Miyato & Koyama 2018): D(x, y) = psi(phi(x)) + <embed(y), phi(x)>,
-phi(x) summed over positions for the DCGAN. Fakes in a train step take the real batch's
+phi(x) the flattened last feature map for the DCGAN. Fakes in a train step take the real batch's
 labels; every loss (the gradient penalty too) scores with those labels. An unconditional
 model builds exactly the networks it always did (same state_dict, same samples).
 """
@@ -171,23 +171,26 @@ class ConditionalGenerator(nn.Module):
 
 
 class ProjectionDiscriminator(nn.Module):
-    """D(x, y) = psi(phi(x)) + <embed(y), sum over positions of phi(x)> (Miyato & Koyama
-    2018): ``body`` is phi, ``head`` the unconditional score psi (as in the plain D)."""
+    """D(x, y) = psi(phi(x)) + <embed(y), phi(x)> (Miyato & Koyama 2018): ``body`` is phi,
+    ``head`` the unconditional score psi (the plain D's last layer). The DCGAN's psi is a
+    convolution over the whole last feature map, a linear map of the flattened map, so phi
+    there is the flattened map and embed(y) has one weight per channel and position."""
 
     def __init__(self, net: nn.Sequential, num_classes: int):
         super().__init__()
         *body, head, _flatten = net
         self.body = nn.Sequential(*body)
         self.head = head
-        width = head.in_features if isinstance(head, nn.Linear) else head.in_channels
+        width = head.in_features if isinstance(head, nn.Linear) else (
+            head.in_channels * math.prod(head.kernel_size))
         self.embed = nn.Embedding(num_classes, width)
         nn.init.normal_(self.embed.weight, 0.0, 0.02)
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
         h = self.body(x)
         out = self.head(h).flatten()
-        pooled = h if h.dim() == 2 else h.sum(dim=(2, 3))
-        return out + (self.embed(y).to(pooled.dtype) * pooled).sum(1)
+        phi = h.flatten(1)
+        return out + (self.embed(y).to(phi.dtype) * phi).sum(1)
 
 
 def _mlp_generator(cfg: GANConfig, image_shape: tuple[int, int, int]) -> nn.Module:

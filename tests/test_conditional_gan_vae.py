@@ -104,8 +104,7 @@ def test_conditional_gan_networks(name):
         for c in cbns:
             assert torch.equal(c.gain.weight, torch.ones_like(c.gain.weight))
             assert torch.equal(c.bias.weight, torch.zeros_like(c.bias.weight))
-    else:
-        assert m.gen.embed.weight.shape == (10, m.config.latent_dim)
+    assert m.gen.embed.weight.shape == (10, m.config.latent_dim)
     # D(x, y) = psi(phi(x)) + <embed(y), phi(x)>
     x = torch.randn(4, 1, 28, 28)
     y = torch.tensor([0, 3, 3, 9])
@@ -253,3 +252,12 @@ def test_conditional_vae_samples_the_asked_classes():
     model = train(build("vae-mlp", conditional=True, lr=2e-3), 400, 128)
     acc = class_accuracy(model)
     assert acc > 0.18, acc
+
+
+def test_conditional_gan_samples_the_asked_classes():
+    """gan-dcgan (channels 16, ns), 400 steps of 64 (~21 s on one thread): measured 0.66
+    class accuracy (chance 0.10); 0.10 at 200 steps, 0.65 at 600, 0.60 at 900."""
+    model = train(build("gan-dcgan", conditional=True, channels=16), 400, 64)
+    model.recalibrate_batchnorm(samples=512)
+    acc = class_accuracy(model)
+    assert acc > 0.35, acc

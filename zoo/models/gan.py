@@ -8,6 +8,15 @@ raises ``LikelihoodUnavailable``. The Trainer's EMA averages the generator only
 Trainer's model.pt) stores BatchNorm statistics re-estimated for the weights it stores
 ("standing statistics", as in BigGAN), so EMA weights never meet running statistics of
 other weights.
+
+Class-conditional (``conditional=True``, issue 18): both generators concatenate a class
+embedding to z, and the DCGAN generator's BatchNorms are conditional BatchNorms
+(class-dependent gain and bias, initialised to 1 and 0; with these alone its images hardly
+depended on the class after 600 MNIST steps, while D's scores did). The discriminator is a
+projection discriminator (Miyato & Koyama 2018): D(x, y) = psi(phi(x)) + <embed(y), phi(x)>,
+phi(x) the flattened last feature map for the DCGAN. Fakes in a train step take the real
+batch's labels; every loss (the gradient penalty too) scores with those labels. An
+unconditional model builds exactly the networks it always did (same state_dict, samples).
 """
 
 from __future__ import annotations
@@ -69,6 +78,8 @@ class GANConfig:
     spectral_norm: bool = False  # spectral normalization of every D layer
     # dcgan D normalization; auto: batch (Radford), none with spectral_norm, layer for wgan-gp
     d_norm: Literal["auto", "batch", "layer", "none"] = "auto"
+    conditional: bool = False  # class-conditional G and (projection) D; sample(labels=...)
+    num_classes: int | None = None  # conditional: the classes (create() reads the dataset's)
 
 
 # -- losses --------------------------------------------------------------------------------
@@ -128,13 +139,71 @@ def gradient_penalty(
 # -- networks ------------------------------------------------------------------------------
 
 
+class ConditionalBatchNorm2d(nn.Module):
+    """BatchNorm without its own affine, then a gain and bias per class (embeddings
+    initialised to 1 and 0): ``gain[y] * bn(x) + bias[y]`` (de Vries et al., BigGAN)."""
+
+    def __init__(self, channels: int, num_classes: int):
+        super().__init__()
+        self.bn = nn.BatchNorm2d(channels, affine=False)
+        self.gain = nn.Embedding(num_classes, channels)
+        self.bias = nn.Embedding(num_classes, channels)
+        nn.init.ones_(self.gain.weight)
+        nn.init.zeros_(self.bias.weight)
+
+    def forward(self, x: Tensor, y: Tensor) -> Tensor:
+        return self.gain(y)[:, :, None, None] * self.bn(x) + self.bias(y)[:, :, None, None]
+
+
+class ConditionalGenerator(nn.Module):
+    """G(z, y): ``net`` with the class embedding concatenated to z (``embed``, MLP) and/or
+    the class passed to its conditional BatchNorms (DCGAN)."""
+
+    def __init__(self, net: nn.Sequential, embed: nn.Embedding | None = None):
+        super().__init__()
+        self.embed = embed
+        self.net = net
+
+    def forward(self, z: Tensor, y: Tensor) -> Tensor:
+        h = z if self.embed is None else torch.cat([z, self.embed(y).to(z.dtype)], 1)
+        for m in self.net:
+            h = m(h, y) if isinstance(m, ConditionalBatchNorm2d) else m(h)
+        return h
+
+
+class ProjectionDiscriminator(nn.Module):
+    """D(x, y) = psi(phi(x)) + <embed(y), phi(x)> (Miyato & Koyama 2018): ``body`` is phi,
+    ``head`` the unconditional score psi (the plain D's last layer). The DCGAN's psi is a
+    convolution over the whole last feature map, a linear map of the flattened map, so phi
+    there is the flattened map and embed(y) has one weight per channel and position."""
+
+    def __init__(self, net: nn.Sequential, num_classes: int):
+        super().__init__()
+        *body, head, _flatten = net
+        self.body = nn.Sequential(*body)
+        self.head = head
+        width = head.in_features if isinstance(head, nn.Linear) else (
+            head.in_channels * math.prod(head.kernel_size))
+        self.embed = nn.Embedding(num_classes, width)
+        nn.init.normal_(self.embed.weight, 0.0, 0.02)
+
+    def forward(self, x: Tensor, y: Tensor) -> Tensor:
+        h = self.body(x)
+        out = self.head(h).flatten()
+        phi = h.flatten(1)
+        return out + (self.embed(y).to(phi.dtype) * phi).sum(1)
+
+
 def _mlp_generator(cfg: GANConfig, image_shape: tuple[int, int, int]) -> nn.Module:
     layers: list[nn.Module] = []
-    prev = cfg.latent_dim
+    prev = cfg.latent_dim * (2 if cfg.conditional else 1)
     for width in cfg.g_hidden:
         layers += [nn.Linear(prev, width), nn.LeakyReLU(0.2)]
         prev = width
     layers += [nn.Linear(prev, math.prod(image_shape)), nn.Tanh(), nn.Unflatten(1, image_shape)]
+    if cfg.conditional:
+        return ConditionalGenerator(nn.Sequential(*layers),
+                                    nn.Embedding(cfg.num_classes, cfg.latent_dim))
     return nn.Sequential(*layers)
 
 
@@ -145,6 +214,8 @@ def _mlp_discriminator(cfg: GANConfig, image_shape: tuple[int, int, int]) -> nn.
         layers += [nn.Linear(prev, width), nn.LeakyReLU(0.2)]
         prev = width
     layers += [nn.Linear(prev, 1), nn.Flatten(0)]
+    if cfg.conditional:
+        return ProjectionDiscriminator(nn.Sequential(*layers), cfg.num_classes)
     return nn.Sequential(*layers)
 
 
@@ -179,16 +250,26 @@ def _dcgan_generator(cfg: GANConfig, image_shape: tuple[int, int, int]) -> nn.Mo
     c = image_shape[0]
     start, stages = _dcgan_plan(image_shape)
     ch = cfg.channels * 2 ** (stages - 1)
+
+    def norm(width: int) -> nn.Module:
+        if cfg.conditional:
+            return ConditionalBatchNorm2d(width, cfg.num_classes)
+        return nn.BatchNorm2d(width)
+
+    z_in = cfg.latent_dim * (2 if cfg.conditional else 1)  # conditional: [z, embed(y)]
     layers: list[nn.Module] = [
-        nn.Unflatten(1, (cfg.latent_dim, 1, 1)),
-        nn.ConvTranspose2d(cfg.latent_dim, ch, start, 1, 0, bias=False),
-        nn.BatchNorm2d(ch), nn.ReLU(),
+        nn.Unflatten(1, (z_in, 1, 1)),
+        nn.ConvTranspose2d(z_in, ch, start, 1, 0, bias=False),
+        norm(ch), nn.ReLU(),
     ]
     for _ in range(stages - 1):
         layers += [nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1, bias=False),
-                   nn.BatchNorm2d(ch // 2), nn.ReLU()]
+                   norm(ch // 2), nn.ReLU()]
         ch //= 2
     layers += [nn.ConvTranspose2d(ch, c, 4, 2, 1), nn.Tanh()]
+    if cfg.conditional:
+        return ConditionalGenerator(nn.Sequential(*layers),
+                                    nn.Embedding(cfg.num_classes, cfg.latent_dim))
     return nn.Sequential(*layers)
 
 
@@ -207,6 +288,8 @@ def _dcgan_discriminator(cfg: GANConfig, image_shape: tuple[int, int, int], norm
         layers.append(nn.LeakyReLU(0.2))
         ch *= 2
     layers += [nn.Conv2d(ch, 1, start, 1, 0), nn.Flatten(0)]
+    if cfg.conditional:
+        return ProjectionDiscriminator(nn.Sequential(*layers), cfg.num_classes)
     return nn.Sequential(*layers)
 
 
@@ -218,7 +301,7 @@ def _dcgan_init(module: nn.Module) -> None:
             nn.init.normal_(m.weight, 0.0, 0.02)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
+        elif isinstance(m, nn.BatchNorm2d) and m.affine:
             nn.init.normal_(m.weight, 1.0, 0.02)
             nn.init.zeros_(m.bias)
 
@@ -254,7 +337,7 @@ class GAN(GenerativeModel):
             self.disc.to(memory_format=torch.channels_last)
         if config.spectral_norm:
             for m in self.disc.modules():
-                if isinstance(m, nn.Linear | nn.Conv2d):
+                if isinstance(m, nn.Linear | nn.Conv2d | nn.Embedding):
                     _spectral_norm(m)
 
     @staticmethod
@@ -284,12 +367,23 @@ class GAN(GenerativeModel):
                               f"betas={c.betas}")
         check_range(c.lr, "lr", above=0)
         check_range(c.gp_weight, "gp_weight", least=0)
+        if c.conditional:
+            if c.num_classes is None:
+                raise ConfigError("a conditional GAN needs num_classes (create() reads it from "
+                                  "dataset=...; or give num_classes=K)")
+            check_range(c.num_classes, "num_classes", least=2)
 
     # -- pieces ------------------------------------------------------------------------------
     def _latents(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         gdev = generator.device if generator is not None else self.device
         z = torch.randn(n, self.config.latent_dim, generator=generator, device=gdev)
         return z.to(self.device)
+
+    def _labels(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """n classes drawn uniformly from ``generator``, on the model's device."""
+        gdev = generator.device if generator is not None else self.device
+        y = torch.randint(self.num_classes, (n,), generator=generator, device=gdev)
+        return y.to(self.device)
 
     def _score(self, scores: Tensor) -> Tensor:
         """What losses.csv shows of D's scores: mean probability for ns, mean raw score else."""
@@ -324,27 +418,40 @@ class GAN(GenerativeModel):
         needed; the G update scores its fakes with the bare D (frozen: no D gradients to
         average). Latents and interpolation weights come from ``batch_randn``/``batch_rand``.
         """
-        real_all = to_unit(self.check_batch(x).images)
+        batch = self.check_batch(x)
+        real_all = to_unit(batch.images)
         b = real_all.shape[0]
         loss_kind = self.config.loss
         k = self.n_critic
-        chunks = list(real_all.tensor_split(k)) if k > 1 and b >= k else [real_all] * k
+        split = k > 1 and b >= k
+        chunks = list(real_all.tensor_split(k)) if split else [real_all] * k
+        # conditional: the fakes of a step take the labels of its real images
+        y_all = batch.labels if self.conditional else None
+        y_chunks = (list(y_all.tensor_split(k)) if split else [y_all] * k) if (
+            self.conditional) else [None] * k
         gen, disc = self.wrapped("gen"), self.wrapped("disc")
+
+        def G(module, z, y):
+            return module(z) if y is None else module(z, y)
+
+        def D(module, img, y):
+            return module(img) if y is None else module(img, y)
+
         latent = self.config.latent_dim
         sums: dict[str, Tensor] = {}
         fake = None
-        for real in chunks:
+        for real, y in zip(chunks, y_chunks, strict=True):
             if k == 1:
-                fake = gen(self.batch_randn(b, latent))
+                fake = G(gen, self.batch_randn(b, latent), y)
                 fake_d = fake.detach()
             else:
                 with torch.no_grad():
-                    fake_d = self.gen(self.batch_randn(real.shape[0], latent))
-            r, f = disc(real), disc(fake_d)
+                    fake_d = G(self.gen, self.batch_randn(real.shape[0], latent), y)
+            r, f = D(disc, real, y), D(disc, fake_d, y)
             loss_d = discriminator_loss(loss_kind, r, f)
             if loss_kind == "wgan-gp":
-                gp = gradient_penalty(disc, real, fake_d, self.config.gp_weight,
-                                      mix=self.batch_rand(real.shape[0]))
+                gp = gradient_penalty(lambda img, y=y: D(disc, img, y), real, fake_d,
+                                      self.config.gp_weight, mix=self.batch_rand(real.shape[0]))
                 sums["gp"] = sums.get("gp", 0.0) + gp.detach()
                 loss_d = loss_d + gp
             self.optimize(loss_d, optimizers["d"])
@@ -352,10 +459,10 @@ class GAN(GenerativeModel):
                            ("loss_d", loss_d.detach())):
                 sums[key] = sums.get(key, 0.0) + v
         if fake is None:
-            fake = gen(self.batch_randn(b, latent))
+            fake = G(gen, self.batch_randn(b, latent), y_all)
         self.disc.requires_grad_(False)
         try:
-            loss_g = generator_loss(loss_kind, self.disc(fake))
+            loss_g = generator_loss(loss_kind, D(self.disc, fake, y_all))
             self.optimize(loss_g, optimizers["g"])
         finally:
             self.disc.requires_grad_(True)
@@ -369,7 +476,16 @@ class GAN(GenerativeModel):
                **options) -> Tensor:
         """n uint8 images G(z), z ~ N(0, I) drawn at once from ``generator``, decoded
         ``batch_size`` at a time in eval mode (BatchNorm uses its stored statistics), so the
-        images do not depend on ``batch_size``."""
+        images do not depend on ``batch_size``.
+
+        A conditional GAN draws image i of class ``labels[i]`` (``labels``: one int for all,
+        or n ints in 0..num_classes-1); without ``labels`` it draws the classes uniformly at
+        random from ``generator`` (after z). A GAN has no ``guidance`` option: its one
+        sampler takes none, and passing one is an error."""
+        if "guidance" in options:
+            raise ConfigError(
+                f"{self.name} takes no guidance option: classifier-free guidance is a "
+                "diffusion sampler's; a conditional GAN follows labels=... by itself")
         self.parse_sampler(options, also=("batch_size",))
         n = option_number(n, "n", int)
         batch_size = option_number(batch_size, "batch_size", int)
@@ -377,12 +493,18 @@ class GAN(GenerativeModel):
             raise ConfigError(f"n must be an integer >= 0, got {n}")
         if batch_size < 1:
             raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size}")
-        self.check_labels(labels, n)
+        y = self.check_labels(labels, n)
         z = self._latents(n, generator)
+        if self.conditional and y is None:
+            y = self._labels(n, generator)
         was_training = self.gen.training
         self.gen.eval()
         try:
-            out = [from_unit(self.gen(z[i:i + batch_size])) for i in range(0, n, batch_size)]
+            if y is None:
+                out = [from_unit(self.gen(z[i:i + batch_size])) for i in range(0, n, batch_size)]
+            else:
+                out = [from_unit(self.gen(z[i:i + batch_size], y[i:i + batch_size]))
+                       for i in range(0, n, batch_size)]
         finally:
             self.gen.train(was_training)
         return torch.cat(out) if out else torch.empty(0, *self.image_shape, dtype=torch.uint8)
@@ -400,7 +522,8 @@ class GAN(GenerativeModel):
     ) -> None:
         """Re-estimate the generator's BatchNorm running statistics for its current weights;
         call it after loading other weights (e.g. an EMA) into a live model."""
-        standing_batchnorm_stats(self.gen, self.config.latent_dim, samples, batch_size, seed)
+        standing_batchnorm_stats(self.gen, self.config.latent_dim, samples, batch_size, seed,
+                                 num_classes=self.num_classes)
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the model with generator BatchNorm statistics re-estimated for the saved
@@ -412,7 +535,7 @@ class GAN(GenerativeModel):
             twin = copy.deepcopy(self.gen)
             for m in twin.modules():  # the Trainer's --compile sets a compiled forward bound
                 m.__dict__.pop("forward", None)  # to the original: the copy would run that
-            standing_batchnorm_stats(twin, self.config.latent_dim)
+            standing_batchnorm_stats(twin, self.config.latent_dim, num_classes=self.num_classes)
             ckpt["state_dict"].update(
                 {f"gen.{k}": v.detach().cpu() for k, v in twin.named_buffers()}
             )
@@ -426,11 +549,12 @@ def _batchnorms(module: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
 @torch.no_grad()
 def standing_batchnorm_stats(
     gen: nn.Module, latent_dim: int, samples: int = BN_CALIBRATION_SAMPLES,
-    batch_size: int = BN_CALIBRATION_BATCH, seed: int = 0,
+    batch_size: int = BN_CALIBRATION_BATCH, seed: int = 0, num_classes: int | None = None,
 ) -> None:
     """Set every BatchNorm's running statistics of ``gen`` to the average batch statistics
     over ``samples`` latents (fixed seed, training-size batches): what eval mode should use
-    for these weights."""
+    for these weights. A conditional generator (``num_classes``) gets classes drawn
+    uniformly with each batch of latents."""
     bns = _batchnorms(gen)
     if not bns:
         return
@@ -444,7 +568,12 @@ def standing_batchnorm_stats(
             bn.momentum = None
         gen.train()
         for i in range(0, samples, batch_size):
-            gen(torch.randn(min(batch_size, samples - i), latent_dim, generator=g, device=device))
+            b = min(batch_size, samples - i)
+            z = torch.randn(b, latent_dim, generator=g, device=device)
+            if num_classes is None:
+                gen(z)
+            else:
+                gen(z, torch.randint(num_classes, (b,), generator=g, device=device))
     finally:
         for bn, m in zip(bns, momenta, strict=True):
             bn.momentum = m

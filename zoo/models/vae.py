@@ -3,6 +3,16 @@ decoder likelihood of 8-bit data (discretized logistic) or of binarized data (Be
 
 Training maximises the reparameterized ELBO; ``nll`` is the IWAE bound with k importance
 samples (k=1 is the ELBO), in bits/dim, with the log-mean-exp taken in float64.
+
+Class-conditional (``conditional=True``, issue 18): a conditional VAE (Sohn et al. 2015),
+the one-hot label concatenated to the input of the encoder's first dense layer and of the
+decoder, p(z) = N(0, I) for every class. ``sample(n, labels=...)`` decodes for the given
+classes (uniform random classes without them); ``nll(x, labels=y)`` bounds -log p(x|y), and
+``nll(x)`` on a conditional model bounds -log p(x) of the model's uniform class prior,
+p(x) = mean_y p(x|y), by importance sampling over the pairs (y, z) with proposal
+uniform(y) q(z|x, y): k samples of z per class, one log-mean-exp over all K*k weights
+(a valid IWAE bound on log p(x), K times the cost). An unconditional model builds exactly
+the networks it always did.
 """
 
 from __future__ import annotations
@@ -56,6 +66,8 @@ class VAEConfig:
     lr: float = 1e-3
     nll_samples: int = 100  # k of the IWAE bound used by nll()
     binarize_threshold: int = 128  # bernoulli: x >= threshold is a 1
+    conditional: bool = False  # class-conditional VAE: the one-hot label into encoder/decoder
+    num_classes: int | None = None  # conditional: the classes (create() reads the dataset's)
 
 
 def gaussian_kl_standard(mu: Tensor, logvar: Tensor) -> Tensor:
@@ -101,6 +113,12 @@ class VAE(GenerativeModel):
                 check_range(ch, "each of channels", least=1)
         check_range(config.lr, "lr", above=0)
         check_range(config.binarize_threshold, "binarize_threshold", least=1, most=255)
+        if config.conditional:
+            if config.num_classes is None:
+                raise ConfigError("a conditional VAE needs num_classes (create() reads it from "
+                                  "dataset=...; or give num_classes=K)")
+            check_range(config.num_classes, "num_classes", least=2)
+        k_in = config.num_classes if config.conditional else 0  # one-hot width
         c, h, w = self.image_shape
         if config.pixel_scale not in ("decoder", "learned"):
             raise ConfigError(f"pixel_scale must be decoder or learned, got {config.pixel_scale!r}")
@@ -114,18 +132,18 @@ class VAE(GenerativeModel):
         zd = config.latent_dim
         if config.arch == "mlp":
             self.encoder = nn.Sequential(
-                nn.Flatten(), nn.Linear(c * h * w, config.hidden), nn.ReLU(),
+                nn.Flatten(), nn.Linear(c * h * w + k_in, config.hidden), nn.ReLU(),
                 nn.Linear(config.hidden, 2 * zd),
             )
             self.decoder = nn.Sequential(
-                nn.Linear(zd, config.hidden), nn.ReLU(),
+                nn.Linear(zd + k_in, config.hidden), nn.ReLU(),
                 nn.Linear(config.hidden, self.out_channels * h * w),
                 nn.Unflatten(1, (self.out_channels, h, w)),
             )
         elif config.arch == "conv":
             if config.channels is None:
                 config = self.config = dataclasses.replace(config, channels=_auto_stages(h, w))
-            self.encoder, self.decoder = self._conv_nets(config)
+            self.encoder, self.decoder = self._conv_nets(config, k_in)
         else:
             raise ConfigError(f"unknown VAE arch {config.arch!r}; valid: mlp, conv")
         self._init_output()
@@ -142,7 +160,7 @@ class VAE(GenerativeModel):
         if self.out_channels == 2 * c:
             last.bias.view(self.out_channels, -1)[c:] = -1.0
 
-    def _conv_nets(self, config: VAEConfig) -> tuple[nn.Module, nn.Module]:
+    def _conv_nets(self, config: VAEConfig, k_in: int = 0) -> tuple[nn.Module, nn.Module]:
         c, h, w = self.image_shape
         stages = len(config.channels)
         f = 2**stages
@@ -159,11 +177,11 @@ class VAE(GenerativeModel):
             prev = ch
         flat = prev * (h // f) * (w // f)
         enc += [
-            nn.Flatten(), nn.Linear(flat, config.conv_hidden), nn.SiLU(),
+            nn.Flatten(), nn.Linear(flat + k_in, config.conv_hidden), nn.SiLU(),
             nn.Linear(config.conv_hidden, 2 * config.latent_dim),
         ]
         dec: list[nn.Module] = [
-            nn.Linear(config.latent_dim, config.conv_hidden), nn.SiLU(),
+            nn.Linear(config.latent_dim + k_in, config.conv_hidden), nn.SiLU(),
             nn.Linear(config.conv_hidden, flat), nn.SiLU(),
             nn.Unflatten(1, (prev, h // f, w // f)),
         ]
@@ -182,13 +200,33 @@ class VAE(GenerativeModel):
         xu = to_unit(x)
         return xu, xu
 
-    def encode(self, x_in: Tensor) -> tuple[Tensor, Tensor]:
-        mu, logvar = self.encoder(x_in).float().chunk(2, dim=-1)
+    def _one_hot(self, y: Tensor | None, like: Tensor) -> Tensor | None:
+        if not self.conditional:
+            return None
+        if y is None:
+            raise ConfigError(f"{self.name} is class-conditional: give the labels")
+        return nn.functional.one_hot(y.long(), self.num_classes).to(like.dtype)
+
+    def _run(self, net: nn.Sequential, h: Tensor, y: Tensor | None) -> Tensor:
+        """``net`` on h, the one-hot label (conditional) concatenated to the input of its
+        first dense layer."""
+        if not self.conditional:
+            return net(h)
+        first = True
+        for m in net:
+            if first and isinstance(m, nn.Linear):
+                h = torch.cat([h, self._one_hot(y, h)], 1)
+                first = False
+            h = m(h)
+        return h
+
+    def encode(self, x_in: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        mu, logvar = self._run(self.encoder, x_in, y).float().chunk(2, dim=-1)
         return mu, logvar.clamp(-30.0, 20.0)
 
-    def log_px_given_z(self, target: Tensor, z: Tensor) -> Tensor:
-        """log p(x|z) summed over pixels; z may carry extra leading dims of the batch."""
-        out = self.decoder(z).float()
+    def log_px_given_z(self, target: Tensor, z: Tensor, y: Tensor | None = None) -> Tensor:
+        """log p(x|z) (conditional: log p(x|z, y)) summed over pixels."""
+        out = self._run(self.decoder, z, y).float()
         if self.config.likelihood == "bernoulli":
             lp = bernoulli_log_prob(target, out)
         else:
@@ -207,16 +245,22 @@ class VAE(GenerativeModel):
     def configure_optimizers(self):
         return {"vae": adam(self.parameters(), lr=self.config.lr)}
 
-    def forward(self, x_in: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x_in: Tensor, target: Tensor,
+                y: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Per image: the reconstruction term -log p(x|z) with one reparameterized z ~ q(z|x)
-        (noise from ``batch_randn``) and KL(q(z|x) || p(z)), both in nats."""
-        mu, logvar = self.encode(x_in)
+        (noise from ``batch_randn``) and KL(q(z|x) || p(z)), both in nats (conditional: given
+        the labels y as well)."""
+        mu, logvar = self.encode(x_in, y)
         z = mu + self.batch_randn(*mu.shape) * torch.exp(0.5 * logvar)
-        return -self.log_px_given_z(target, z), gaussian_kl_standard(mu, logvar)
+        return -self.log_px_given_z(target, z, y), gaussian_kl_standard(mu, logvar)
 
     def train_step(self, x, optimizers):
-        x_in, target = self._inputs(self.check_batch(x).images)
-        recon, kl = self.wrapped("model")(x_in, target)
+        batch = self.check_batch(x)
+        x_in, target = self._inputs(batch.images)
+        if self.conditional:
+            recon, kl = self.wrapped("model")(x_in, target, batch.labels)
+        else:
+            recon, kl = self.wrapped("model")(x_in, target)
         loss = (recon + kl).mean()
         self.optimize(loss, optimizers["vae"])
         scale = 1.0 / (self.dims * math.log(2))
@@ -229,13 +273,21 @@ class VAE(GenerativeModel):
     @torch.no_grad()
     def sample(self, n, *, generator=None, labels=None, batch_size: int = 1000, **options):
         """n uint8 images: z ~ N(0, I), then the decoder's mean (``decode="mean"``, default)
-        or a draw from p(x|z) (``decode="sample"``)."""
+        or a draw from p(x|z) (``decode="sample"``).
+
+        A conditional VAE decodes image i for class ``labels[i]`` (one int for all, or n ints
+        in 0..num_classes-1); without ``labels`` it first draws the n classes uniformly at
+        random from ``generator``."""
         decode = self.parse_sampler(options, also=("batch_size",)).decode
         n = option_number(n, "n", int)
         batch_size = option_number(batch_size, "batch_size", int)
         if n < 0 or batch_size < 1:
             raise ConfigError(f"need n >= 0 and batch_size >= 1, got {n=}, {batch_size=}")
-        self.check_labels(labels, n)
+        y = self.check_labels(labels, n)
+        if self.conditional and y is None:
+            gdev = generator.device if generator is not None else self.device
+            y = torch.randint(self.num_classes, (n,), generator=generator, device=gdev)
+            y = y.to(self.device)
         was_training = self.training
         self.eval()
         dev = self.device
@@ -244,13 +296,14 @@ class VAE(GenerativeModel):
             b = min(batch_size, n - start)
             z = torch.randn(b, self.config.latent_dim, generator=generator,
                             device=generator.device if generator is not None else dev)
-            out.append(self._decode(z.to(dev), decode, generator))
+            yb = None if y is None else y[start:start + b]
+            out.append(self._decode(z.to(dev), decode, generator, yb))
         self.train(was_training)
         c, h, w = self.image_shape
         return torch.cat(out) if out else torch.empty(0, c, h, w, dtype=torch.uint8)
 
-    def _decode(self, z: Tensor, decode: str, generator) -> Tensor:
-        out = self.decoder(z).float()
+    def _decode(self, z: Tensor, decode: str, generator, y: Tensor | None = None) -> Tensor:
+        out = self._run(self.decoder, z, y).float()
         gdev = generator.device if generator is not None else out.device
         if self.config.likelihood == "bernoulli":
             p = torch.sigmoid(out)
@@ -273,21 +326,36 @@ class VAE(GenerativeModel):
             raise ConfigError(f"k (importance samples) must be >= 1, got {k}")
         return k
 
-    def describe_nll(self, k=None, batch_size=None, **options) -> str:
+    def describe_nll(self, k=None, batch_size=None, labels=None, **options) -> str:
         k = self._importance_samples(k, options)
-        return "bound, ELBO" if k == 1 else f"bound, IWAE k={k}"
+        text = "bound, ELBO" if k == 1 else f"bound, IWAE k={k}"
+        if not self.conditional:
+            return text
+        if labels is not None:
+            return text + ", conditional -log p(x|y) at the given labels"
+        return (f"bound, IWAE k={k} per class, -log p(x) marginal over {self.num_classes} "
+                "classes (uniform p(y))")
 
     @torch.no_grad()
-    def nll(self, x, k: int | None = None, batch_size: int = 4096, **opts) -> Tensor:
+    def nll(self, x, k: int | None = None, batch_size: int = 4096, labels=None,
+            **opts) -> Tensor:
         """IWAE bound on -log p(x) in bits/dim, one value per image (k=1: the ELBO).
 
-        For the Bernoulli likelihood this is the NLL of the binarized images.
+        For the Bernoulli likelihood this is the NLL of the binarized images. A conditional
+        model with ``labels`` (one int, or one per image) bounds -log p(x|y); without labels
+        it bounds -log p(x) = -log mean_y p(x|y) under its uniform class prior: k samples of
+        z for each of the K classes, one log-mean-exp over the K*k importance weights (an
+        IWAE bound with proposal uniform(y) q(z|x, y); K times the cost of one class).
         """
         k = self._importance_samples(k, opts)
         batch_size = option_number(batch_size, "batch_size", int)
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
         x = self.check_images(x)
+        if labels is not None and not self.conditional:
+            raise ConfigError(f"{self.name} is not class-conditional, so nll() takes no "
+                              "labels; call it without labels=")
+        y = self.check_labels(labels, x.shape[0])
         per = max(1, batch_size // k)
         _, h, w = self.image_shape
         # the decoder's output, its log-probabilities and the expanded targets of k samples
@@ -295,22 +363,38 @@ class VAE(GenerativeModel):
                      f"the IWAE bound with k={k}", "use fewer importance samples (k)")
         was_training = self.training
         self.eval()
-        out = [self._iwae(x[i:i + per], k) for i in range(0, x.shape[0], per)]
+        if self.conditional and y is None:  # marginal over the classes, uniform p(y)
+            out = [self._iwae_marginal(x[i:i + per], k) for i in range(0, x.shape[0], per)]
+        else:
+            out = [self._iwae(x[i:i + per], k, None if y is None else y[i:i + per])
+                   for i in range(0, x.shape[0], per)]
         self.train(was_training)
         return nats_to_bpd(torch.cat(out), self.dims).float() if out else torch.empty(0)
 
-    def _iwae(self, x: Tensor, k: int) -> Tensor:
+    def _iwae_marginal(self, x: Tensor, k: int) -> Tensor:
+        """-log p(x) bound of a conditional model: log-mean-exp over K classes x k samples."""
+        b = x.shape[0]
+        log_w = torch.stack([
+            self._log_weights(x, k, torch.full((b,), c, dtype=torch.long, device=x.device))
+            for c in range(self.num_classes)])  # [K, k, b]
+        return -(torch.logsumexp(log_w.flatten(0, 1), dim=0) - math.log(k * self.num_classes))
+
+    def _iwae(self, x: Tensor, k: int, y: Tensor | None = None) -> Tensor:
+        return -(torch.logsumexp(self._log_weights(x, k, y), dim=0) - math.log(k))
+
+    def _log_weights(self, x: Tensor, k: int, y: Tensor | None = None) -> Tensor:
+        """float64 [k, b]: log p(x, z | y) - log q(z | x, y) at k draws z ~ q(z | x, y)."""
         x_in, target = self._inputs(x)
-        mu, logvar = self.encode(x_in)
+        mu, logvar = self.encode(x_in, y)
         b = x.shape[0]
         eps = torch.randn(k, b, mu.shape[1], device=mu.device)
         z = mu + eps * torch.exp(0.5 * logvar)  # [k, b, zd]
         log_q = gaussian_log_prob(z, mu, logvar)
         log_p_z = -0.5 * (LOG_2PI + z.pow(2)).sum(-1)
         tgt = target.unsqueeze(0).expand(k, *target.shape).reshape(k * b, *target.shape[1:])
-        log_px = self.log_px_given_z(tgt, z.reshape(k * b, -1)).reshape(k, b)
-        log_w = (log_px + log_p_z - log_q).double()
-        return -(torch.logsumexp(log_w, dim=0) - math.log(k))
+        yk = None if y is None else y.repeat(k)  # row i * b + j is image j
+        log_px = self.log_px_given_z(tgt, z.reshape(k * b, -1), yk).reshape(k, b)
+        return (log_px + log_p_z - log_q).double()
 
 
 MODELS = {

@@ -161,3 +161,43 @@ def test_nll_is_conditional_given_labels_and_the_null_labels_without():
     assert torch.equal(a, b) and not torch.equal(a, c) and a.shape == (2,)
     assert "conditional on the given labels" in m.describe_nll(labels=1)
     assert "null label" in m.describe_nll()
+
+
+# -- trained on real MNIST ------------------------------------------------------------------
+
+TRAIN = {"channels": 16, "channel_mult": (1, 2), "timesteps": 100, "schedule": "cosine",
+         "lr": 3e-3}
+TRAIN_STEPS = 500  # batch 64; see the measurements below and the README
+TRAIN_BATCH = 64
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cddpm-run")
+    torch.manual_seed(0)
+    model = zoo.create("ddpm", dataset="mnist", conditional=True, **TRAIN)
+    zoo.train.Trainer(model, "mnist", out=out, steps=TRAIN_STEPS, batch_size=TRAIN_BATCH,
+                      ema_decay=0.98, progress=False).fit()
+    return zoo.train.load_run(out)
+
+
+def class_accuracy(model, guidance: float, n_per_class: int = 10) -> float:
+    """The share of DDIM-10 samples asked for class k that the shipped MNIST classifier
+    labels k (10 classes: chance is 0.1)."""
+    from zoo.metrics.features import load_classifier
+
+    clf, _ = load_classifier("mnist-classifier")
+    labels = torch.arange(10).repeat_interleave(n_per_class)
+    x = model.sample(labels.numel(), labels=labels, guidance=guidance, sampler="ddim",
+                     steps=10, generator=gen(0))
+    with torch.no_grad():
+        return (clf(x)[1].argmax(1) == labels).float().mean().item()
+
+
+def test_samples_are_of_the_class_asked_for(trained):
+    acc = {w: class_accuracy(trained, w) for w in (0.0, 1.0, 2.0, 3.0, 5.0)}
+    print("class accuracy by guidance", acc)
+    # measured (500 steps): see MEASURED
+    assert acc[0.0] < 0.25, acc  # the null label: no class asked, about chance
+    assert acc[3.0] > 0.3, acc
+    assert acc[3.0] > acc[0.0] + 0.15, acc

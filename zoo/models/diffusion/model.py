@@ -309,7 +309,7 @@ class DDPM(GenerativeModel):
         if opts:
             raise ConfigError(
                 f"unknown nll option(s) {', '.join(sorted(opts))} for {self.name}; "
-                "valid: labels, mode, K, proposal, draws, batch_size, clip_x0"
+                "valid: mode, K, proposal, draws, batch_size, clip_x0, labels"
             )
         mode = _nll_mode(mode or self.config.nll_mode, stacklevel=4)  # past the decorator
         proposal = _choice(proposal, PROPOSALS, "proposal")

@@ -198,7 +198,7 @@ def test_samples_are_of_the_class_asked_for(trained):
     acc = {w: class_accuracy(trained, w) for w in (0.0, 1.0, 2.0, 5.0)}
     # measured (500 steps at batch 64; 87-208 s of training on 2 shared CPU cores), these
     # 100 samples: guidance 0 0.11 (chance 0.1), 1 0.20, 2 0.25, 3 0.23, 5 0.29; over 1000
-    # samples: 0.09, 0.17, 0.25, 0.29, 0.33. Guidance 2 over 1 holds at 1000 samples (6
+    # samples: 0.09, 0.17, 0.25, 0.29, 0.33. Guidance 2 over 1 holds at 1000 samples (about 4
     # standard errors) but is within the noise of these 100, so it is not asserted here.
     assert acc[0.0] < 0.2, acc  # the null label: no class asked, about chance
     assert acc[2.0] > 0.17, acc

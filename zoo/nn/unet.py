@@ -181,10 +181,13 @@ class UNet(nn.Module):
     """Predicts a tensor shaped like ``x`` [B, C, H, W] from ``x`` and timesteps ``t``.
 
     ``t`` is [B] or [1] (one timestep for the whole batch, embedded once). H and W must be
-    divisible by 2^(levels - 1).
+    divisible by 2^(levels - 1). With ``num_classes`` K it is class-conditional: a class
+    embedding (K + 1 rows, the last the null label) is added to the timestep embedding;
+    without, it has no such parameters.
     """
 
-    def __init__(self, in_channels: int, image_size: tuple[int, int], config: UNetConfig):
+    def __init__(self, in_channels: int, image_size: tuple[int, int], config: UNetConfig,
+                 num_classes: int | None = None):
         super().__init__()
         c = config
         if c.channel_mult is None:
@@ -266,9 +269,14 @@ class UNet(nn.Module):
         total = sum(b.cout for b in self._res_blocks)
         self.emb_proj = nn.Linear(self.emb_dim, total)
         self._emb_splits = [b.cout for b in self._res_blocks]
+        if num_classes is not None:
+            self.class_emb = nn.Embedding(num_classes + 1, self.emb_dim)
 
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
+        """``y``: int64 class labels [B] of a class-conditional U-Net (required by one)."""
         emb = self.time_mlp(timestep_embedding(t, self.config.channels))
+        if hasattr(self, "class_emb"):
+            emb = emb + self.class_emb(y)
         embs = iter(self.emb_proj(F.silu(emb))[:, :, None, None].split(self._emb_splits, dim=1))
 
         h = self.conv_in(x)

@@ -23,6 +23,7 @@ class Ancestral(DiffusionSampler):
     clip_x0: bool = True
 
     def bind(self, model) -> Ancestral:
+        self.bind_guidance(model)
         T = model.timesteps
         if self.steps is not None and self.steps != T:
             raise ConfigError(

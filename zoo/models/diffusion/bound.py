@@ -5,6 +5,7 @@ x_t ~ q(x_t|x_0), so neither mode is exact."""
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -83,22 +84,30 @@ def timestep_proposal(schedule: NoiseSchedule) -> Tensor:
     return 0.5 / len(t) + 0.5 * inv / inv.sum()
 
 
+def _labelled(net, y: Tensor, x: Tensor, t: Tensor) -> Tensor:
+    return net(x, t, y)
+
+
 def _terms(net, schedule, x0: Tensor, img: Tensor, t: Tensor, gen, batch_size: int,
-           clip_x0: bool, part: str) -> Tensor:
-    """vb_terms_nats for the (image index, timestep) pairs, ``batch_size`` at a time."""
+           clip_x0: bool, part: str, labels: Tensor | None = None) -> Tensor:
+    """vb_terms_nats for the (image index, timestep) pairs, ``batch_size`` at a time; a
+    class-conditional net is given each image's label from ``labels``."""
     out = torch.empty(img.numel(), dtype=torch.float64, device=x0.device)
     for s in range(0, img.numel(), batch_size):
         xi = x0[img[s:s + batch_size]]
         noise = torch.randn(xi.shape, generator=gen, device=xi.device)
-        out[s:s + batch_size] = vb_terms_nats(net, schedule, xi, t[s:s + batch_size], noise,
+        f = net if labels is None else functools.partial(_labelled, net,
+                                                          labels[img[s:s + batch_size]])
+        out[s:s + batch_size] = vb_terms_nats(f, schedule, xi, t[s:s + batch_size], noise,
                                               clip_x0, part)
     return out
 
 
 def variational_bound(net: nn.Module, schedule: NoiseSchedule, x0: Tensor, *, mode: str,
                       K: int, proposal: str, batch_size: int, clip_x0: bool, gen,
-                      dims: int, draws: int = 2) -> NLLResult:
-    """The bound in bits/dim per image of ``x0`` (in [-1, 1]); see ``DDPM.nll_with_stderr``."""
+                      dims: int, draws: int = 2, labels: Tensor | None = None) -> NLLResult:
+    """The bound in bits/dim per image of ``x0`` (in [-1, 1]); see ``DDPM.nll_with_stderr``.
+    ``labels`` [N]: each image's class for a class-conditional net."""
     mode = NLL_MODE_ALIASES.get(mode, mode)
     n, dev, T = x0.shape[0], x0.device, schedule.timesteps
     if n == 0:
@@ -116,7 +125,7 @@ def variational_bound(net: nn.Module, schedule: NoiseSchedule, x0: Tensor, *, mo
         t = torch.arange(T, device=dev).repeat(draws * n)
         img = every.repeat_interleave(T).repeat(draws)
         terms = _terms(net, schedule, x0, img, t, gen, batch_size, clip_x0,
-                       "both").view(draws, n, T)
+                       "both", labels=labels).view(draws, n, T)
         total += terms.mean(0).sum(1)
         if draws > 1:
             stderr = (terms.var(0).sum(1) / draws).sqrt()
@@ -125,18 +134,18 @@ def variational_bound(net: nn.Module, schedule: NoiseSchedule, x0: Tensor, *, mo
     elif mode == "estimate" and proposal == "uniform":
         t = torch.randint(0, T, (n * K,), generator=gen, device=dev)
         terms = _terms(net, schedule, x0, every.repeat_interleave(K), t, gen, batch_size,
-                       clip_x0, "both").view(n, K)
+                       clip_x0, "both", labels=labels).view(n, K)
         total += T * terms.mean(1)
         stderr = T * terms.std(1) / math.sqrt(K)
         detail = f"K={K} of {T} terms per image drawn uniformly"
     else:
         total += _terms(net, schedule, x0, every, torch.zeros(n, dtype=torch.long, device=dev),
-                        gen, batch_size, clip_x0, "decoder")
+                        gen, batch_size, clip_x0, "decoder", labels=labels)
         if T > 1:
             q = timestep_proposal(schedule)
             idx = torch.multinomial(q, n * K, replacement=True, generator=gen)
             terms = _terms(net, schedule, x0, every.repeat_interleave(K), idx + 1, gen,
-                           batch_size, clip_x0, "kl")
+                           batch_size, clip_x0, "kl", labels=labels)
             weighted = (terms / q[idx]).view(n, K)
             total += weighted.mean(1)
             stderr = weighted.std(1) / math.sqrt(K)

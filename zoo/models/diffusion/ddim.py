@@ -66,11 +66,13 @@ class DDIM(DiffusionSampler):
     clip_x0: bool = True
 
     def check(self) -> None:
+        super().check()
         if self.eta < 0:
             raise ConfigError(
                 f"eta must be >= 0 (0: deterministic DDIM, 1: DDPM-like), got {self.eta}")
 
     def bind(self, model) -> DDIM:
+        self.bind_guidance(model)
         T = model.timesteps
         steps = min(DEFAULT_STEPS, T) if self.steps is None else self.steps
         if not 1 <= steps <= T:

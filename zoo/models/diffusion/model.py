@@ -51,6 +51,9 @@ class DDPMConfig:
     nll_mode: Literal["estimate", "all", "exact"] = "estimate"  # "exact": deprecated "all"
     nll_samples: int = 4  # K: timesteps drawn per image by nll(mode="estimate")
     nll_draws: int = 2  # x_t drawn per term by nll(mode="all")
+    conditional: bool = False  # class-conditional (labels from the training data)
+    num_classes: int | None = None  # filled from the dataset's labels when conditional
+    label_dropout: float = 0.1  # share of training labels replaced by the null label
 
 
 def _choice(value, valid: Sequence[str], name: str) -> str:
@@ -104,10 +107,16 @@ class DDPM(GenerativeModel):
         check_range(c.lr, "lr", above=0)
         check_range(c.channels, "channels", least=1)
         check_range(c.norm_groups, "norm_groups", least=1)
+        check_range(c.label_dropout, "label_dropout", least=0, below=1)
+        if c.conditional and (c.num_classes is None or c.num_classes < 2):
+            raise ConfigError(
+                f"a conditional model needs num_classes >= 2, got {c.num_classes}; train it on "
+                "a labelled dataset (which sets it) or give num_classes=K")
         unet_fields = {f.name for f in fields(UNetConfig)}
         unet_config = UNetConfig(**{k: getattr(c, k) for k in unet_fields})
         ch, h, w = self.image_shape
-        self.net = UNet(ch, (h, w), unet_config)
+        self.net = UNet(ch, (h, w), unet_config,
+                        num_classes=c.num_classes if c.conditional else None)
         # the config records the depth chosen for this size, so run.json shows what was built
         self.config = dataclasses.replace(c, channel_mult=tuple(self.net.config.channel_mult),
                                           nll_mode=nll_mode)
@@ -126,12 +135,17 @@ class DDPM(GenerativeModel):
         return {"net": self.net}
 
     def train_step(self, x, optimizers):
-        """One step of L_simple: || eps - eps_theta(sqrt(abar) x0 + sqrt(1 - abar) eps, t) ||^2."""
-        x0 = to_unit(self.check_batch(x).images)
+        """One step of L_simple: || eps - eps_theta(sqrt(abar) x0 + sqrt(1 - abar) eps, t) ||^2;
+        a conditional model sees the batch's labels, a ``label_dropout`` share of them
+        replaced by the null label (so it also learns the unconditional model guidance uses)."""
+        batch = self.check_batch(x)
+        x0 = to_unit(batch.images)
         t = self.batch_randint(self.timesteps, x0.shape[0])
         noise = self.batch_randn(*x0.shape)
         net = self.wrapped("net")
-        loss = F.mse_loss(net(self.schedule.q_sample(x0, t, noise), t).float(), noise)
+        args = (self.drop_labels(batch.labels, self.config.label_dropout),) \
+            if self.conditional else ()
+        loss = F.mse_loss(net(self.schedule.q_sample(x0, t, noise), t, *args).float(), noise)
         self.optimize(loss, optimizers["ddpm"])
         return {"loss": loss.item()}
 
@@ -157,6 +171,12 @@ class DDPM(GenerativeModel):
         sampling loop as one captured CUDA graph: the same samples for the same generator,
         without a kernel launch from Python per operation; ``"auto"`` (default) does so on
         CUDA from the second batch of the same shape and options on (the first runs eagerly).
+
+        A class-conditional model (``conditional=True``) takes ``labels``: one class (an int)
+        or one per image; without, it samples from its null label (unconditionally).
+        ``guidance`` w (both samplers; classifier-free, Ho & Salimans 2022) mixes the
+        conditional and null-label predictions, eps_null + w (eps_label - eps_null): 0 is
+        unconditional, 1 (default) conditional, > 1 guided (two passes in one batched call).
         """
         return from_unit(self.sample_unit(n, generator=generator, labels=labels,
                                           batch_size=batch_size, cuda_graph=cuda_graph,
@@ -166,12 +186,14 @@ class DDPM(GenerativeModel):
     def sample_unit(self, n, *, generator=None, labels=None, batch_size=256, cuda_graph="auto",
                     **options) -> Tensor:
         """Like ``sample`` but returns the float samples in [-1, 1] (before quantization)."""
-        sampler = self.parse_sampler(options, also=("batch_size", "cuda_graph"))
+        sampler = self.parse_sampler(options, also=("labels", "batch_size", "cuda_graph"))
         n = option_number(n, "n", int)
         batch_size = option_number(batch_size, "batch_size", int)
         if n < 0 or batch_size < 1:
             raise ConfigError(f"need n >= 0 and batch_size >= 1, got {n=}, {batch_size=}")
-        self.check_labels(labels, n)
+        labels = self.check_labels(labels, n)
+        if self.conditional and labels is None:  # no class asked: the null label's model
+            labels = torch.full((n,), self.num_classes, dtype=torch.long, device=self.device)
         graph, auto = graph_mode(cuda_graph, self.device)
         plan = sampler.plan(self.schedule)
         was_training = self.training
@@ -181,60 +203,86 @@ class DDPM(GenerativeModel):
             out = []
             for start in range(0, n, batch_size):
                 b = min(batch_size, n - start)
+                y = None if labels is None else labels[start:start + b]
                 use_graph = graph and model_graphs(self).worth_it((sampler.key(), b), auto)
                 denoise = self._denoise_graphed if use_graph else self._denoise
-                out.append(denoise(sampler, plan, b, gen))
+                out.append(denoise(sampler, plan, b, gen, y))
         finally:
             self.train(was_training)
         return torch.cat(out) if out else torch.empty(0, *self.image_shape)
 
-    def _denoise(self, sampler, plan, b: int, gen) -> Tensor:
+    def _guided_labels(self, y: Tensor | None, guidance: float) -> Tensor | None:
+        """The labels of the network's batch: ``y`` (guidance 1), the null label (0), or
+        both stacked for one call (classifier-free guidance with any other weight)."""
+        if y is None:
+            return None
+        null = torch.full_like(y, self.num_classes)
+        if guidance == 0:
+            return null
+        return y if guidance == 1 else torch.cat([y, null])
+
+    def _eps(self, x: Tensor, t: Tensor, y: Tensor | None, guidance: float) -> Tensor:
+        """The network's eps, guided: eps_null + w (eps_y - eps_null) from one batched call
+        over both labels when w is neither 0 nor 1 (``y`` from ``_guided_labels``)."""
+        if y is None or y.shape[0] == x.shape[0]:
+            return self.net(x, t, *(() if y is None else (y,))).float()
+        cond, uncond = self.net(torch.cat([x, x]), t, y).float().chunk(2)
+        return torch.lerp(uncond, cond, guidance)
+
+    def _denoise(self, sampler, plan, b: int, gen, y: Tensor | None = None) -> Tensor:
         dev = self.device
         x = torch.randn((b, *self.image_shape), generator=gen, device=dev)
+        y = self._guided_labels(y, sampler.guidance)
         state = sampler.init_state(x)
         for i in range(len(plan)):
-            eps = self.net(x, plan.t[i:i + 1]).float()
+            eps = self._eps(x, plan.t[i:i + 1], y, sampler.guidance)
             z = torch.randn(x.shape, generator=gen, device=dev) if plan.noisy[i] else None
             x, _, state = sampler.step(plan, i, x, eps, z, state)
         return x
 
-    def _loop(self, sampler, plan, x: Tensor, zs: Tensor, steps: int) -> Tensor:
-        """The first ``steps`` steps of the sampling loop over given initial noise and
-        per-step noise (for capture)."""
+    def _loop(self, sampler, plan, x: Tensor, zs: Tensor, steps: int,
+              y: Tensor | None = None) -> Tensor:
+        """The first ``steps`` steps of the sampling loop over given initial noise, per-step
+        noise and labels (for capture)."""
         j = 0
+        y = self._guided_labels(y, sampler.guidance)
         state = sampler.init_state(x)
         for i in range(steps):
-            eps = self.net(x, plan.t[i:i + 1]).float()
+            eps = self._eps(x, plan.t[i:i + 1], y, sampler.guidance)
             z = zs[j] if plan.noisy[i] else None
             j += plan.noisy[i]
             x, _, state = sampler.step(plan, i, x, eps, z, state)
         return x
 
-    def _denoise_graphed(self, sampler, plan, b: int, gen) -> Tensor:
+    def _denoise_graphed(self, sampler, plan, b: int, gen, y: Tensor | None = None) -> Tensor:
         """``_denoise`` replayed as one CUDA graph (``zoo.nn.graphs``). The noise is drawn
-        before the replay in the order ``_denoise`` draws it: the same samples."""
+        before the replay in the order ``_denoise`` draws it: the same samples. The labels
+        are an input of the graph (copied into its buffer), not part of it."""
         dev = self.device
         if sum(plan.noisy) * b * self.dims * 4 > NOISE_BYTES:
-            return self._denoise(sampler, plan, b, gen)  # the noise would not fit comfortably
+            return self._denoise(sampler, plan, b, gen, y)  # the noise would not fit comfortably
 
         def build():
             x_in = torch.zeros((b, *self.image_shape), device=dev)
             zs = torch.zeros((sum(plan.noisy), b, *self.image_shape), device=dev)
-            graph, x_out = capture(lambda: self._loop(sampler, plan, x_in, zs, len(plan)),
-                                   lambda: self._loop(sampler, plan, x_in, zs, 1), dev)
-            return graph, x_in, zs, x_out, plan  # the plan's tables are read by the replay
+            y_in = torch.zeros(b, dtype=torch.long, device=dev) if self.conditional else None
+            graph, x_out = capture(lambda: self._loop(sampler, plan, x_in, zs, len(plan), y_in),
+                                   lambda: self._loop(sampler, plan, x_in, zs, 1, y_in), dev)
+            return graph, x_in, zs, y_in, x_out, plan  # the plan's tables are read by the replay
 
-        graph, x_in, zs, x_out, _ = model_graphs(self).get((sampler.key(), b),
-                                                           weights_key(self.net), build)
+        graph, x_in, zs, y_in, x_out, _ = model_graphs(self).get((sampler.key(), b),
+                                                                 weights_key(self.net), build)
         x_in.copy_(torch.randn(x_in.shape, generator=gen, device=dev))
         for j in range(zs.shape[0]):
             zs[j].copy_(torch.randn(x_in.shape, generator=gen, device=dev))
+        if y_in is not None:
+            y_in.copy_(y)
         graph.replay()
         return x_out.clone()
 
     # -- likelihood ----------------------------------------------------------------------
     @torch.inference_mode()
-    def nll_with_stderr(self, x, *, mode: str | None = None, K: int | None = None,
+    def nll_with_stderr(self, x, *, labels=None, mode: str | None = None, K: int | None = None,
                         proposal: str = "importance", draws: int | None = None,
                         batch_size: int = 256, clip_x0: bool = False, generator=None,
                         **opts) -> NLLResult:
@@ -255,11 +303,13 @@ class DDPM(GenerativeModel):
         ``nll_mode``, ``nll_samples`` and ``nll_draws``. p's mean comes from the predicted
         eps as in Ho et al. eq. 11; ``clip_x0=True`` bounds the clipped model the samplers
         use by default instead (much lower on MNIST, whose pixels sit mostly at the clip limits).
+        A class-conditional model bounds -log p(x | label) given ``labels`` (an int or one per
+        image), else -log p(x) of its null-label (unconditional) model.
         """
         if opts:
             raise ConfigError(
                 f"unknown nll option(s) {', '.join(sorted(opts))} for {self.name}; "
-                "valid: mode, K, proposal, draws, batch_size, clip_x0"
+                "valid: mode, K, proposal, draws, batch_size, clip_x0, labels"
             )
         mode = _nll_mode(mode or self.config.nll_mode, stacklevel=4)  # past the decorator
         proposal = _choice(proposal, PROPOSALS, "proposal")
@@ -275,18 +325,29 @@ class DDPM(GenerativeModel):
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
         clip_x0 = option_flag(clip_x0, "clip_x0")
         x0 = to_unit(self.check_images(x))
+        labels = self.check_labels(labels, x0.shape[0])
+        if self.conditional and labels is None:
+            labels = torch.full((x0.shape[0],), self.num_classes, dtype=torch.long,
+                                device=x0.device)
         was_training = self.training
         self.eval()
         try:
             return variational_bound(
                 self.net, self.schedule, x0, mode=mode, K=K, proposal=proposal,
                 draws=draws, batch_size=batch_size, clip_x0=clip_x0, dims=self.dims,
-                gen=self._generator_for(generator, x0.device))
+                gen=self._generator_for(generator, x0.device), labels=labels)
         finally:
             self.train(was_training)
 
     def describe_nll(self, mode=None, K=None, proposal="importance", draws=None,
-                     **options) -> str:
+                     labels=None, **options) -> str:
+        what = self._describe_bound(mode, K, proposal, draws)
+        if not self.conditional:
+            return what
+        return what + (", conditional on the given labels" if labels is not None
+                       else ", null label (unconditional)")
+
+    def _describe_bound(self, mode, K, proposal, draws) -> str:
         mode = NLL_MODE_ALIASES.get(mode or self.config.nll_mode, mode or self.config.nll_mode)
         if mode == "all":
             draws = self.config.nll_draws if draws is None else draws

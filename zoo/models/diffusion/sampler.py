@@ -16,13 +16,14 @@ multistep solver needs across steps. A new sampler is one subclass in one file, 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from ...options import SamplerOptions
+from ...core import ConfigError
+from ...options import SamplerOptions, check_range
 
 
 @dataclass
@@ -49,7 +50,29 @@ class SamplingPlan:
 
 @dataclass(frozen=True)
 class DiffusionSampler(SamplerOptions):
-    """A sampler of the diffusion family (see the module docstring)."""
+    """A sampler of the diffusion family (see the module docstring). ``guidance`` w is
+    classifier-free guidance of a class-conditional model (Ho & Salimans 2022):
+    eps = eps_null + w (eps_label - eps_null); 0 samples unconditionally, 1 (default) the
+    plain conditional model (one network call per step), other values both in one call."""
+
+    guidance: float = field(default=1.0, kw_only=True)
+
+    def check(self) -> None:
+        check_range(self.guidance, "guidance", least=0)
+
+    def bind_guidance(self, model) -> None:
+        """Refuse guidance for a model without classes (the samplers' ``bind`` call it)."""
+        if self.guidance != 1.0 and not model.conditional:
+            raise ConfigError(f"guidance needs a class-conditional model; {model.name} is not "
+                              "(train it with --set conditional=true), so drop guidance=")
+
+    def canonical(self) -> dict:
+        """As ``Options.canonical``, but guidance only when not 1 (the unguided default): rows
+        and graphs keyed before guidance existed keep their keys."""
+        out = super().canonical()
+        if out["guidance"] == 1.0:
+            del out["guidance"]
+        return out
 
     def plan(self, schedule) -> Any:
         """The per-step tensors on the schedule's device; has ``t`` [S] and ``noisy``."""

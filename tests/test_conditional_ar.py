@@ -178,3 +178,31 @@ def test_cuda_graph_matches_eager_with_guidance():
             assert torch.equal(graphed, ref)
         assert torch.equal(eager, m.sample(4, labels=y, guidance=w, cuda_graph=True,
                                            generator=torch.Generator("cuda").manual_seed(0)))
+
+
+@pytest.mark.skipif(not __import__("os").environ.get("ZOO_LONG_TESTS"),
+                    reason="trains for minutes; set ZOO_LONG_TESTS=1")
+def test_trained_on_mnist_the_class_lowers_the_nll(tmp_path):
+    """Conditioning is real: after brief training on MNIST (the ci.toml transformer,
+    conditional), test images are likelier under their own class than under another.
+
+    Measured with a hand loop of the same steps (not the Trainer; this test itself has not
+    yet been run) on the shared 2-core CPU, one thread, 100 test images, bits/dim: the true
+    class's NLL under the next class's by 0.0016 after 300 steps, 0.012 after 750, 0.0025
+    after 1200, 0.0035 after 1500 and 0.0056 after 2400. The mnist-classifier's accuracy on
+    samples stayed near chance (2400 steps, 100 samples: w=0 8%, w=1 16%, w=3 17%), so it
+    is not asserted: the start-token class is learnt slowly at this size.
+    """
+    from zoo.train import Trainer, load_run
+
+    torch.manual_seed(0)
+    model = zoo.create("ar-transformer", dataset="mnist", conditional=True, dim=32, depth=2,
+                       heads=2, mlp_ratio=2.0, pos_embedding="factorized", lr=1e-2,
+                       warmup_steps=200)
+    Trainer(model, "mnist", out=tmp_path, steps=750, batch_size=16, ema_decay=None,
+            progress=False).fit()
+    trained = load_run(tmp_path)
+    x, y = zoo.data.load("mnist", "test")
+    x, y = x[:100], y[:100].long()
+    true, wrong = trained.nll(x, labels=y).mean(), trained.nll(x, labels=(y + 1) % 10).mean()
+    assert wrong - true > 0.002, (true, wrong)

@@ -6,6 +6,12 @@ sequence right, so the logits at position i give p(x_i | x_<i) and the cross-ent
 the exact negative log-likelihood. Sampling decodes one token per step with a
 preallocated key/value cache; ``use_cache=False`` recomputes the prefix every step and is
 kept as the reference.
+
+Class-conditional (``conditional=True``): the class takes the start token's place, so
+position 0 embeds the class (one row per class and a last, null row for "no class") and
+every token is predicted given it. Training drops a share ``label_dropout`` of the labels
+to the null label, so one model learns p(x | y) and p(x); the ``guidance`` option of the
+sampler mixes their logits (classifier-free guidance), l_null + w (l_y - l_null).
 """
 
 from __future__ import annotations
@@ -44,20 +50,46 @@ class ARTransformerConfig:
     weight_decay: float = 0.01
     warmup_steps: int = 20
     betas: tuple[float, ...] = (0.9, 0.95)
+    # class-conditional: the class embedding replaces the start token's (num_classes is
+    # filled from the dataset's labels by ``zoo.create``); label_dropout trains the null label
+    conditional: bool = False
+    num_classes: int | None = None
+    label_dropout: float = 0.1
 
 
 @dataclass(frozen=True)
 class Tokens(SamplerOptions):
     """Decoding token by token: ``temperature`` scales the logits (0 = greedy), ``top_k``
-    keeps the k likeliest values per subpixel (None: all)."""
+    keeps the k likeliest values per subpixel (None: all). ``guidance`` w (a
+    class-conditional model only) samples from the logits l_null + w (l_y - l_null): 0 is
+    unconditional, 1 (default) the plain conditional, > 1 classifier-free guidance (the
+    conditional and null passes batched as one); temperature and top-k apply after it."""
 
     name: ClassVar[str] = "default"
     headline: ClassVar = (("temperature", "T {:g}"),)
 
     temperature: float = 1.0
     top_k: int | None = None
+    guidance: float = 1.0
+
+    def canonical(self) -> dict:
+        # guidance at its default stays out, so rows and graph keys written before it
+        # existed (every unconditional row) keep their key
+        out = super().canonical()
+        if out["guidance"] == 1.0:
+            del out["guidance"]
+        return out
+
+    def bind(self, model) -> Tokens:
+        if self.guidance != 1.0 and not model.conditional:
+            raise ConfigError(f"guidance={self.guidance:g} needs a class-conditional model; "
+                              f"{model.name} is unconditional (train with conditional=true)")
+        return self
 
     def check(self) -> None:
+        if not (self.guidance >= 0 and math.isfinite(self.guidance)):
+            raise ConfigError(f"guidance must be a finite number >= 0 (0 = unconditional, "
+                              f"1 = conditional), got {self.guidance}")
         if not (self.temperature >= 0 and math.isfinite(self.temperature)):
             raise ConfigError(f"temperature must be a finite number >= 0 (0 = greedy), "
                               f"got {self.temperature}")
@@ -130,6 +162,14 @@ class ARTransformer(GenerativeModel):
         check_range(cfg.weight_decay, "weight_decay", least=0)
         for b in cfg.betas:
             check_range(b, "each of betas", least=0, below=1)
+        if not isinstance(cfg.conditional, bool):
+            raise ConfigError(f"conditional must be true or false, got {cfg.conditional!r}")
+        check_range(cfg.label_dropout, "label_dropout", least=0, below=1)
+        if cfg.conditional:
+            k = cfg.num_classes
+            if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+                raise ConfigError(f"a conditional {self.name} needs num_classes >= 1 (zoo.create "
+                                  f"fills it from the dataset's labels), got {k!r}")
         c, h, w = self.image_shape
         self.seq_len = c * h * w
         self.tok_emb = nn.Embedding(VOCAB + 1, cfg.dim)
@@ -150,6 +190,8 @@ class ARTransformer(GenerativeModel):
         )
         self.ln_f = nn.LayerNorm(cfg.dim)
         self.head = nn.Linear(cfg.dim, VOCAB)
+        if cfg.conditional:  # registered last: an unconditional model is unchanged
+            self.class_emb = nn.Embedding(cfg.num_classes + 1, cfg.dim)  # last row: null
         self._init_weights()
 
     @torch.no_grad()
@@ -189,19 +231,35 @@ class ARTransformer(GenerativeModel):
             return self.pos_emb
         return self.row_emb(self._rows) + self.col_emb(self._cols) + self.chan_emb(self._chans)
 
+    def _labels(self, labels: Tensor | None, n: int) -> Tensor | None:
+        """The class of each of n rows for the network: ``labels``, the null label when
+        None on a conditional model, None for an unconditional one."""
+        if not self.conditional:
+            return None
+        if labels is None:
+            return torch.full((n,), self.num_classes, dtype=torch.long, device=self.device)
+        return labels
+
     # -- the network ---------------------------------------------------------------------
-    def hidden(self, inp: Tensor, cache: Tensor | None = None, start: int = 0) -> Tensor:
-        """Final-LN features [B, T, dim] of input tokens ``inp`` at positions start..start+T-1."""
+    def hidden(self, inp: Tensor, cache: Tensor | None = None, start: int = 0,
+               labels: Tensor | None = None) -> Tensor:
+        """Final-LN features [B, T, dim] of input tokens ``inp`` at positions start..start+T-1;
+        a conditional model's position 0 embeds the class ``labels`` [B] instead of the
+        start token."""
         t = inp.shape[1]
-        x = self.drop(self.tok_emb(inp) + self.position_table()[start:start + t])
+        x = self.tok_emb(inp)
+        if labels is not None and start == 0:
+            x = torch.cat([self.class_emb(labels)[:, None], x[:, 1:]], dim=1)
+        x = self.drop(x + self.position_table()[start:start + t])
         for i, blk in enumerate(self.blocks):
             x = blk(x, None if cache is None else cache[i], start)
         return self.ln_f(x)
 
-    def logits(self, x: Tensor) -> Tensor:
-        """Logits [N, D, 256] of every subpixel of the uint8 batch ``x`` given the ones before."""
+    def logits(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
+        """Logits [N, D, 256] of every subpixel of the uint8 batch ``x`` given the ones before
+        (and the class ``labels`` [N] of a conditional model; None: the null label)."""
         tokens = self.to_tokens(self.check_images(x))
-        return self.head(self.hidden(self._shifted(tokens[:, :-1])))
+        return self.forward(tokens, self._labels(labels, tokens.shape[0]))
 
     def _step(self, tok: Tensor, pos: int, cache: Tensor, table: Tensor) -> Tensor:
         """Logits for position pos + 1 after feeding token ``tok`` [B] at input position pos."""
@@ -231,36 +289,50 @@ class ARTransformer(GenerativeModel):
         for group in opt.param_groups:
             group["lr"] = self.config.lr * scale
 
-    def forward(self, tokens: Tensor) -> Tensor:
-        """Logits [N, D, 256] of every token of ``tokens`` [N, D] given the ones before."""
-        return self.head(self.hidden(self._shifted(tokens[:, :-1])))
+    def forward(self, tokens: Tensor, labels: Tensor | None = None) -> Tensor:
+        """Logits [N, D, 256] of every token of ``tokens`` [N, D] given the ones before (and
+        the class ``labels`` [N] of a conditional model)."""
+        return self.head(self.hidden(self._shifted(tokens[:, :-1]), labels=labels))
 
     def train_step(self, x, optimizers):
-        tokens = self.to_tokens(self.check_batch(x).images)
-        logits = self.wrapped("model")(tokens)
+        batch = self.check_batch(x)
+        tokens = self.to_tokens(batch.images)
+        labels = None
+        if self.conditional:
+            labels = self.drop_labels(batch.labels, self.config.label_dropout)
+        logits = self.wrapped("model")(tokens, labels)
         loss = F.cross_entropy(logits.float().reshape(-1, VOCAB), tokens.reshape(-1))
         opt = optimizers["transformer"]
         self._warmup(opt)
         self.optimize(loss, opt)
         return {"loss_bpd": loss.item() / LN2}
 
+    def describe_nll(self, labels=None, **options) -> str:
+        if not self.conditional:
+            return "exact"
+        return ("exact, conditional on the labels" if labels is not None
+                else "exact, unconditional (the null label)")
+
     @torch.no_grad()
-    def nll(self, x, batch_size: int = 256, **opts) -> Tensor:
-        """Exact NLL in bits/dim, one value per image: the summed token cross-entropy / (D ln 2)."""
+    def nll(self, x, labels: Tensor | None = None, batch_size: int = 256, **opts) -> Tensor:
+        """Exact NLL in bits/dim, one value per image: the summed token cross-entropy / (D ln 2).
+        A conditional model's is -log2 p(x | labels) with ``labels`` (an int or one per
+        image), and under the null label (the unconditional model it learned) without."""
         if opts:
-            raise ConfigError(
-                f"unknown nll option(s) {', '.join(opts)} for {self.name}; valid: batch_size"
-            )
+            raise ConfigError(f"unknown nll option(s) {', '.join(opts)} for {self.name}; "
+                              "valid: labels, batch_size")
         batch_size = option_number(batch_size, "batch_size", int)
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
         x = self.check_images(x)
+        labels = self._labels(self.check_labels(labels, x.shape[0]), x.shape[0])
         was_training = self.training
         self.eval()
         out = []
         for i in range(0, x.shape[0], batch_size):
             xb = x[i:i + batch_size]
-            logits = self.logits(xb).float()
+            logits = self.logits(xb, None if labels is None else labels[i:i + batch_size])
+            logits = logits.float()
             ce = F.cross_entropy(logits.transpose(1, 2), self.to_tokens(xb), reduction="none")
             out.append(ce.sum(1) / (self.seq_len * LN2))
         self.train(was_training)
@@ -284,18 +356,24 @@ class ARTransformer(GenerativeModel):
         Sampler options (``Tokens``): ``temperature`` scales the logits (0 = greedy),
         ``top_k`` keeps the k likeliest values per subpixel. ``prefix`` (uint8
         [n, C, r, W]) fixes the first r rows and the model fills in the rest,
-        ``use_cache=False`` recomputes the prefix every step. ``cuda_graph`` replays the
+        ``use_cache=False`` recomputes the prefix every step. A conditional model draws
+        class ``labels`` (an int or one per image; None: the null label, i.e.
+        unconditionally), with ``guidance`` w > 1 pushing the logits away from the
+        unconditional ones (``Tokens``). ``cuda_graph`` replays the
         whole cached decoding (no prefix) as one captured CUDA graph, with the same samples
         for the same generator; ``"auto"`` (default) does so on CUDA from the second batch
         of the same size and options on.
         """
         opts = self.parse_sampler(options, also=("prefix", "use_cache", "batch_size",
                                                  "cuda_graph"))
-        temperature, top_k = opts.temperature, opts.top_k
+        temperature, top_k, w = opts.temperature, opts.top_k, opts.guidance
         n = option_number(n, "n", int)
         if n < 0:
             raise ConfigError(f"n must be >= 0, got {n}")
-        self.check_labels(labels, n)
+        labels = self.check_labels(labels, n)
+        if labels is None or w == 0.0:
+            labels, w = None, 1.0  # the null label: guidance leaves it as it is
+        labels = self._labels(labels, n)
         use_cache = option_flag(use_cache, "use_cache")
         batch_size = option_number(batch_size, "batch_size", int)
         if batch_size < 1:
@@ -311,6 +389,7 @@ class ARTransformer(GenerativeModel):
                     min(batch_size, n - i),
                     None if prefix_tokens is None else prefix_tokens[i:i + batch_size],
                     temperature, top_k, use_cache, generator, graph,
+                    None if labels is None else labels[i:i + batch_size], w,
                 )
                 for i in range(0, n, batch_size)
             ]
@@ -336,26 +415,47 @@ class ARTransformer(GenerativeModel):
             raise ConfigError(f"{expected}, got shape {tuple(prefix.shape)}")
         return self.to_tokens(prefix.to(self.device))
 
+    def _row_classes(self, labels: Tensor | None, w: float) -> Tensor | None:
+        """The class of each row the network decodes: ``labels`` [b], or with guidance
+        (w != 1) the labels and then as many null labels [2b]."""
+        if labels is None or w == 1.0:
+            return labels
+        return torch.cat([labels, torch.full_like(labels, self.num_classes)])
+
+    @staticmethod
+    def _guide(logits: Tensor, w: float) -> Tensor:
+        """[b, 256] logits to draw from: the rows as they are (w = 1), or of [2b] rows
+        (conditional, then null) l_null + w (l_cond - l_null)."""
+        if w == 1.0:
+            return logits
+        cond, null = logits.float().chunk(2)
+        return null + w * (cond - null)
+
     def _generate(self, b: int, prefix: Tensor | None, temperature: float, top_k: int | None,
-                  use_cache: bool, generator, graph: tuple[bool, bool]) -> Tensor:
+                  use_cache: bool, generator, graph: tuple[bool, bool],
+                  labels: Tensor | None = None, w: float = 1.0) -> Tensor:
         dev = self.device
         length = self.seq_len
         pick = _TokenPicker(b, temperature, top_k, generator, dev)
+        rows = self._row_classes(labels, w)
         wanted, auto = graph
         if (wanted and use_cache and prefix is None
-                and model_graphs(self).worth_it((b, temperature, top_k), auto)
+                and model_graphs(self).worth_it((b, temperature, top_k, w), auto)
                 and (pick.greedy or length * b * VOCAB * 4 <= NOISE_BYTES)):
-            return self._generate_graphed(b, pick)
+            return self._generate_graphed(b, pick, rows, w)
         tokens = torch.empty(b, length, dtype=torch.long, device=dev)
         p = 0 if prefix is None else prefix.shape[1]
         if p:
             tokens[:, :p] = prefix
         if use_cache:
-            self._decode(tokens, p, length, self._new_cache(b), lambda t, logits: pick(logits))
+            self._decode(tokens, p, length, self._new_cache(b if rows is None else len(rows)),
+                         lambda t, logits: pick(logits), rows, w)
         else:
+            reps = 1 if w == 1.0 else 2
             for t in range(p, length):
-                logits = self.head(self.hidden(self._shifted(tokens[:, :t]))[:, -1])
-                tokens[:, t] = pick(logits)
+                inp = self._shifted(tokens[:, :t]).repeat(reps, 1)
+                logits = self.head(self.hidden(inp, labels=rows)[:, -1])
+                tokens[:, t] = pick(self._guide(logits, w))
         return self.to_images(tokens)
 
     def _new_cache(self, b: int) -> Tensor:
@@ -363,42 +463,53 @@ class ARTransformer(GenerativeModel):
         return new_kv_cache(cfg.depth, b, cfg.heads, self.seq_len, cfg.dim // cfg.heads,
                             device=self.device, dtype=self.head.weight.dtype)
 
-    def _decode(self, tokens: Tensor, p: int, end: int, cache: Tensor, pick) -> None:
+    def _decode(self, tokens: Tensor, p: int, end: int, cache: Tensor, pick,
+                rows: Tensor | None = None, w: float = 1.0) -> None:
         """Fill ``tokens[:, p:end]`` with the KV-cached decoder, given the first p tokens;
-        ``pick(t, logits)`` chooses token t. No step synchronises with the host."""
+        ``pick(t, logits)`` chooses token t. ``rows`` are the classes of the decoded rows
+        (``_row_classes``: with guidance twice as many as ``tokens``', conditional then null, one
+        cache for both halves). No step synchronises with the host."""
         if p == end:
             return
+        reps = 1 if w == 1.0 else 2
         table = self.position_table()
-        logits = self.head(self.hidden(self._shifted(tokens[:, :p]), cache)[:, -1])
+        inp = self._shifted(tokens[:, :p]).repeat(reps, 1)
+        logits = self.head(self.hidden(inp, cache, labels=rows)[:, -1])
         for t in range(p, end):
-            tok = pick(t, logits)
+            tok = pick(t, self._guide(logits, w))
             tokens[:, t] = tok
             if t + 1 < end:
-                logits = self._step(tok, t + 1, cache, table)
+                logits = self._step(tok.repeat(reps), t + 1, cache, table)
 
-    def _generate_graphed(self, b: int, pick: _TokenPicker) -> Tensor:
+    def _generate_graphed(self, b: int, pick: _TokenPicker, rows: Tensor | None = None,
+                          w: float = 1.0) -> Tensor:
         """``_decode`` of a whole image replayed as one CUDA graph (``zoo.nn.graphs``). The
-        Gumbel noise of every step is drawn before the replay, in ``_decode``'s order."""
+        Gumbel noise of every step is drawn before the replay, in ``_decode``'s order; a
+        conditional model's classes are copied into the graph's label buffer."""
         dev, length = self.device, self.seq_len
 
         def build():
             tokens = torch.zeros(b, length, dtype=torch.long, device=dev)
-            cache = self._new_cache(b)
+            classes = None if rows is None else torch.zeros_like(rows)
+            cache = self._new_cache(b if rows is None else len(rows))
             noise = None if pick.greedy else torch.ones(length, b, VOCAB, device=dev)
 
             def run(end):
                 self._decode(tokens, 0, end, cache,
                              lambda t, logits: pick.choose(logits, None if noise is None
-                                                           else noise[t]))
+                                                           else noise[t]), classes, w)
                 return tokens
 
             graph, _ = capture(lambda: run(length), lambda: run(2), dev)
             # the entry holds every tensor the graph reads or writes: a graph holds no
             # reference to them, and freed memory would be reused under its replay
-            return graph, tokens, noise, cache
+            return graph, tokens, noise, cache, classes
 
-        graph, tokens, noise, _ = model_graphs(self).get(
-            ("decode", b, pick.greedy, pick.inv_t, pick.top_k), weights_key(self), build)
+        graph, tokens, noise, _, classes = model_graphs(self).get(
+            ("decode", b, pick.greedy, pick.inv_t, pick.top_k, rows is not None, w),
+            weights_key(self), build)
+        if classes is not None:
+            classes.copy_(rows, non_blocking=True)
         if noise is not None:
             same = pick.noise.device == dev
             for t in range(length):

@@ -329,6 +329,41 @@ def training_curves(ds: str, rows: list[dict], run_dir: Path, path: Path) -> Pat
     return _save(fig, path)
 
 
+def fid_vs_class_accuracy(ds: str, rows: list[dict], path: Path) -> Path | None:
+    """The trade-off guidance makes: FID against class accuracy, one line per model and
+    sampler through its guidance values (annotated), both with their 95% intervals."""
+    scored = [r for r in rows if present(r.get("fid")) and present(r.get("class_accuracy"))]
+    if not scored:
+        return None
+    groups: dict[tuple, list[dict]] = {}
+    for r in scored:
+        opts = dict(r.get("sampler_options") or {})
+        w = opts.pop("guidance", 1.0)
+        groups.setdefault((str(r.get("model")), str(r.get("sampler")),
+                           json.dumps(opts, sort_keys=True)), []).append((w, r))
+    fig = Figure(figsize=(8, 5.5))
+    ax = fig.add_subplot()
+    for i, (_, pairs) in enumerate(sorted(groups.items(), key=lambda t: t[0])):
+        pairs.sort(key=lambda p: p[0])
+        rs = [r for _, r in pairs]
+        xs = [float(r["class_accuracy"]) for r in rs]
+        ys = [float(r["fid"]) for r in rs]
+        name = f"{rs[0].get('model')} · {rs[0].get('sampler')}"
+        ax.errorbar(xs, ys, yerr=error_extents(ys, [interval(r, "fid") for r in rs]),
+                    xerr=error_extents(xs, [interval(r, "class_accuracy") for r in rs]),
+                    marker=_marker(rs[0]), ls=LINESTYLES[i % len(LINESTYLES)], label=name,
+                    color=_color(rs[0]), capsize=3)
+        for (w, _), x, y in zip(pairs, xs, ys, strict=True):
+            ax.annotate(f"w={w:g}", (x, y), textcoords="offset points", xytext=(5, 5),
+                        fontsize=8)
+    ax.set_xlabel("class accuracy (the classifier agrees with the class asked for)")
+    ax.set_ylabel(_fid_label(scored))
+    ax.set_title(f"{ds}: FID against class accuracy across guidance w (bars: 95% intervals)")
+    ax.legend(fontsize=8)
+    ax.grid(True, alpha=0.3)
+    return _save(fig, path)
+
+
 def write_figures(rows: list[dict], run_dir: Path, fig_dir: Path) -> list[tuple[str, Path]]:
     """Write every figure the rows allow; return [(title, path)] in report order."""
     out = []
@@ -339,6 +374,8 @@ def write_figures(rows: list[dict], run_dir: Path, fig_dir: Path) -> list[tuple[
                 ds, ds_rows, fig_dir / f"quality_vs_speed_{s}.png")),
             (f"{ds}: FID vs sampling steps", fid_vs_steps(
                 ds, ds_rows, fig_dir / f"fid_vs_steps_{s}.png")),
+            (f"{ds}: FID vs class accuracy", fid_vs_class_accuracy(
+                ds, ds_rows, fig_dir / f"fid_vs_class_accuracy_{s}.png")),
             (f"{ds}: throughput vs batch size", throughput_vs_batch(
                 ds, ds_rows, fig_dir / f"throughput_vs_batch_{s}.png")),
             (f"{ds}: training curves", training_curves(

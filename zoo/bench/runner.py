@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 from .. import data as zdata
 from .. import distributed as zdist
 from .. import registry
-from ..core import CheckpointError, ConfigError, GenerativeModel, atomic_write
+from ..core import Batch, CheckpointError, ConfigError, GenerativeModel, atomic_write
 from ..images import save_grid
 from ..locks import exclusive
 from ..runs import CHECKPOINT_FILE, MODEL_FILE, load_run
@@ -468,7 +468,7 @@ def _run_rows(suite: Suite, out: Path, dev: torch.device, only_model: str | None
     announced: set[str] = set()
     try:
         for dataset in suite.datasets:
-            flop_images = None  # a training batch to count FLOPs on, loaded when needed
+            flop_batch = None  # a training batch to count FLOPs on, loaded when needed
             for entry in suite.models:
                 todo = [v for d, m, v in rows
                         if d == dataset and m is entry and key_of(d, m, v) not in done]
@@ -476,13 +476,16 @@ def _run_rows(suite: Suite, out: Path, dev: torch.device, only_model: str | None
                     continue
                 bar.set_postfix_str(f"{dataset}/{entry.id}: training", refresh=True)
                 run_dir = _inside(out, out / "runs" / dataset / entry.id)
-                if flop_images is None:
-                    images, _ = zdata.load(suite.spec(dataset), "train", root=data_root)
-                    flop_images = images[:128].clone()
+                if flop_batch is None:
+                    images, labels = zdata.load(suite.spec(dataset), "train", root=data_root)
+                    flop_batch = Batch(images[:128].clone(), labels[:128].clone()
+                                       if labels is not None else
+                                       Batch.unlabelled(images[:128]).labels)
                 # counted on a fresh model before training: a FLOPs budget needs it first
                 fresh = registry.create(entry.name, dataset=suite.spec(dataset), **entry.config)
-                flops = timing.train_flops_per_image(fresh.place(dev),
-                                                     flop_images[: entry.batch_size])
+                b = entry.batch_size
+                flops = timing.train_flops_per_image(
+                    fresh.place(dev), Batch(flop_batch.images[:b], flop_batch.labels[:b]))
                 del fresh
                 curve = Curve(out / CURVE_FILE, suite, entry, dataset, flops, data_root,
                               curve_done, hook)

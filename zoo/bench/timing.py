@@ -192,14 +192,16 @@ def count_flops(fn) -> int | None:
     return counter.get_total_flops() or None
 
 
-def train_flops_per_image(model: GenerativeModel, images: torch.Tensor) -> float | None:
-    """FLOPs of one ``train_step`` on ``images`` (uint8, a batch) per image, on a fresh
-    twin of the model (the step updates weights and optimizer state)."""
+def train_flops_per_image(model: GenerativeModel, images) -> float | None:
+    """FLOPs of one ``train_step`` on ``images`` (uint8, a batch, or a ``core.Batch`` with
+    its labels) per image, on a fresh twin of the model (the step updates weights and
+    optimizer state)."""
     twin = from_checkpoint_dict(model.checkpoint_dict()).place(model.device).train()
     optimizers = twin.configure_optimizers()
     twin.attach_training(noise_generator=torch.Generator(twin.device).manual_seed(0))
     flops = count_flops(lambda: twin.train_step(images, optimizers))
-    return flops / images.shape[0] if flops else None
+    n = images.images.shape[0] if isinstance(images, tuple) else images.shape[0]
+    return flops / n if flops else None
 
 
 def sample_flops_per_image(model: GenerativeModel, seed: int = 0, **sampler_options):

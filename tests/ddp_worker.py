@@ -30,6 +30,10 @@ CASES = {
     "ar": ("ar-transformer", {"dim": 16, "depth": 1, "heads": 2, "warmup_steps": 2}),
     "ddpm": ("ddpm", {"channels": 8, "channel_mult": (1, 2), "attention_levels": (),
                       "mid_attention": False, "timesteps": 50}),
+    # class-conditional: labels sharded with the images, label dropout from the batch noise
+    "ddpm-cond": ("ddpm", {"channels": 8, "channel_mult": (1, 2), "attention_levels": (),
+                           "mid_attention": False, "timesteps": 50, "conditional": True,
+                           "num_classes": 10, "label_dropout": 0.5}),
 }
 SHAPE = (1, 8, 8)
 STEPS = 4
@@ -44,6 +48,11 @@ def small_images(n: int = 256) -> torch.Tensor:
     return x[:n, :, 2:26:3, 2:26:3].contiguous()
 
 
+def small_labels(n: int = 256) -> torch.Tensor:
+    """The labels of ``small_images``."""
+    return data.load("mnist", "train")[1][:n]
+
+
 def make_model(case: str) -> zoo.GenerativeModel:
     name, options = CASES[case]
     torch.manual_seed(0)
@@ -51,14 +60,16 @@ def make_model(case: str) -> zoo.GenerativeModel:
 
 
 def train(case: str, out: Path, steps: int = STEPS, **options) -> Trainer:
-    trainer = Trainer(make_model(case), "mnist", out, images=small_images(), progress=False,
-                      steps=steps, **{**TRAIN, **options})
+    trainer = Trainer(make_model(case), "mnist", out, images=small_images(),
+                      labels=small_labels(), progress=False, steps=steps,
+                      **{**TRAIN, **options})
     trainer.fit()
     return trainer
 
 
 def resume(out: Path, steps: int = STEPS) -> Trainer:
-    trainer = Trainer.resume(out, images=small_images(), progress=False, steps=steps)
+    trainer = Trainer.resume(out, images=small_images(), labels=small_labels(),
+                             progress=False, steps=steps)
     trainer.fit()
     return trainer
 

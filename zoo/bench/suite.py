@@ -291,15 +291,8 @@ def _check_evaluation(ctx: _Ctx, e: Evaluation, where: str) -> None:
     if any(not 0 < f <= 1 for f in e.curve) or len(set(e.curve)) != len(e.curve):
         raise ctx.error(f"{where}.curve", "must be distinct fractions of the budget in (0, 1], "
                         f"e.g. [0.25, 0.5, 1.0]; got {list(e.curve)}")
-    try:
-        curve_metrics = metric_registry.normalize_metrics(e.curve_metrics)
-    except ConfigError as err:
-        raise ctx.error(f"{where}.curve_metrics", str(err)) from None
-    for m in curve_metrics:
-        need = metric_registry.get(m).min_images
-        if e.curve_n_samples < need:
-            raise ctx.error(f"{where}.curve_n_samples", f"must be >= {need} ({m} needs "
-                            f"{need}), got {e.curve_n_samples}")
+    _check_metrics(ctx, e.curve_metrics, e.curve_n_samples, f"{where}.curve_metrics",
+                   f"{where}.curve_n_samples")
     _positive(ctx, e.grid_images, f"{where}.grid_images", zero_ok=True)
     if e.grid_images > MAX_GRID_IMAGES:
         raise ctx.error(f"{where}.grid_images", f"must be <= {MAX_GRID_IMAGES}, got "
@@ -309,15 +302,19 @@ def _check_evaluation(ctx: _Ctx, e: Evaluation, where: str) -> None:
                         f"got {e.n_samples}")
     if e.ref_split not in ("train", "test"):
         raise ctx.error(f"{where}.ref_split", f"must be 'train' or 'test', got {e.ref_split!r}")
+    _check_metrics(ctx, e.metrics, e.n_samples, f"{where}.metrics", f"{where}.n_samples")
+
+
+def _check_metrics(ctx: _Ctx, metrics, n: int, at_metrics: str, at_n: str) -> None:
+    """Known metric names, and enough samples for each."""
     try:
-        chosen = metric_registry.normalize_metrics(e.metrics)
+        chosen = metric_registry.normalize_metrics(metrics)
     except ConfigError as err:
-        raise ctx.error(f"{where}.metrics", str(err)) from None
+        raise ctx.error(at_metrics, str(err)) from None
     for m in chosen:
         need = metric_registry.get(m).min_images
-        if e.n_samples < need:
-            raise ctx.error(f"{where}.n_samples", f"must be >= {need} ({m} needs {need}), "
-                            f"got {e.n_samples}")
+        if n < need:
+            raise ctx.error(at_n, f"must be >= {need} ({m} needs {need}), got {n}")
 
 
 def _check_timing(ctx: _Ctx, t: Timing, where: str) -> None:

@@ -80,3 +80,13 @@ def test_the_report_draws_fid_against_class_accuracy(run, tmp_path):
 def test_the_figure_is_drawn_again_from_the_rows(run, tmp_path):
     made = figures.write_figures(read_rows(run / "results.jsonl"), run, tmp_path)
     assert [t for t, _ in made if "class accuracy" in t] == ["mnist: FID vs class accuracy"]
+
+
+def test_the_shipped_conditional_suite_loads():
+    from pathlib import Path
+
+    from zoo.bench.suite import load_suite
+
+    suite = load_suite(Path(__file__).resolve().parents[1] / "benchmarks" / "conditional.toml")
+    assert all(m.config.get("conditional") for m in suite.models)
+    assert {m.family for m in suite.models} == {"vae", "gan", "autoregressive", "diffusion"}

@@ -336,8 +336,10 @@ class GenerativeModel(TrainingRuntime, nn.Module):
             batch = Batch.unlabelled(batch)
         images = self.check_images(batch.images)
         labels = batch.labels.to(images.device, non_blocking=True)
-        if self.conditional and labels.numel():
-            lo, hi = labels.aminmax()
+        # checked where it costs no device sync: labels that arrive on the CPU (a direct
+        # train_step call); the Trainer checks its whole label set once before training
+        if self.conditional and labels.numel() and batch.labels.device.type == "cpu":
+            lo, hi = batch.labels.aminmax()
             if int(lo) < 0 or int(hi) >= self.num_classes:
                 raise ConfigError(
                     f"{self.name} is class-conditional ({self.num_classes} classes) but got "

@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
+from .frame import records
 from .rows import (
     by_dataset,
     comparison,
@@ -453,5 +454,7 @@ def compute_curves(ds: str, cdf, names, path: Path) -> Path | None:
                               label="NLL upper bound (hollow)"))
     fig.legend(handles=handles, loc="outside lower center", fontsize=8,
                ncols=min(len(handles), 4), title="model (colour: family)", title_fontsize=8)
-    fig.suptitle(f"{ds}: sample quality against training compute (bars: 95% intervals)")
+    measured = _fid_label(records(cdf[["extractor", "n_samples"]]), "KID and FID")
+    fig.suptitle(f"{ds}: sample quality against training compute; "
+                 f"{measured.removesuffix('; lower is better)')}; bars: 95% intervals)")
     return _save(fig, path)

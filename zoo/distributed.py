@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import gc
 import os
 from collections.abc import Iterator
 
@@ -101,7 +102,11 @@ def launched() -> Iterator[None]:
             dist.barrier()
     finally:
         if created and is_initialized():
+            # free unreachable cycles (a Trainer's DDP wrapper holds the group) while the
+            # interpreter is whole: freed at finalization, gloo's worker threads can abort
+            gc.collect()
             dist.destroy_process_group()
+            gc.collect()
 
 
 def device_for_rank(device: torch.device) -> torch.device:

@@ -34,9 +34,12 @@ class SamplingPlan:
     x_prev = a x0 + b x + sigma z. Both DDPM (a, b = the posterior mean coefficients) and
     DDIM (eq. 12 with eps re-derived from x0) take this form. ``noisy[i]`` says whether z is
     drawn at step i (sigma > 0), known on the host so the loop never asks the device.
+    ``alpha_bar[i]`` is abar of the x that step i's network call sees (the model turns a
+    v- or x0-prediction into eps with it).
     """
 
     t: Tensor
+    alpha_bar: Tensor
     r1: Tensor
     r2: Tensor
     a: Tensor
@@ -75,7 +78,8 @@ class DiffusionSampler(SamplerOptions):
         return out
 
     def plan(self, schedule) -> Any:
-        """The per-step tensors on the schedule's device; has ``t`` [S] and ``noisy``."""
+        """The per-step tensors on the schedule's device; has ``t`` [S] (the network's
+        timestep, long or fractional), ``alpha_bar`` [S] (float) and ``noisy``."""
         raise NotImplementedError
 
     def init_state(self, x: Tensor) -> tuple:
@@ -90,7 +94,8 @@ class DiffusionSampler(SamplerOptions):
 
 def affine_plan(schedule, t: list[int], r1, r2, a, b, sigma, noisy: list[bool]) -> SamplingPlan:
     dev = schedule.betas.device
-    return SamplingPlan(t=torch.tensor(t, dtype=torch.long).to(dev), r1=r1.float(),
+    t = torch.tensor(t, dtype=torch.long).to(dev)
+    return SamplingPlan(t=t, alpha_bar=schedule.alphas_cumprod[t].float(), r1=r1.float(),
                         r2=r2.float(), a=a.float(), b=b.float(), sigma=sigma.float(),
                         noisy=noisy)
 

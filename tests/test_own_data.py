@@ -360,3 +360,150 @@ def test_metrics_on_own_data(mnist_folder, tmp_path, monkeypatch):
         _save(x[i], unl / f"{i}.png")
     with pytest.raises(SystemExit, match="no labels"):
         script.train(str(unl), opts, tmp_path / "clf2")
+
+
+# -- a conditional model on a folder of class subfolders -------------------------------------
+
+LONG = "a_very_long_folder_name_of_golden_retrievers_in_the_park"
+PETS = sorted(["cat", "dog", LONG])  # the classes: 0 = LONG, 1 = cat, 2 = dog
+
+
+@pytest.fixture(scope="module")
+def pets_run(tmp_path_factory):
+    """A conditional ddpm trained for 2 steps, through the CLI, on a folder of three class
+    subfolders of 8x8 PNGs (each class a bright band of columns of its own)."""
+    from zoo.cli import main
+
+    root = tmp_path_factory.mktemp("pets")
+    rng = np.random.default_rng(0)
+    for k, name in enumerate(PETS):
+        for i in range(10):
+            a = rng.integers(0, 40, (8, 8), dtype=np.uint8)
+            a[:, 3 * k:3 * k + 2] = 255
+            _save(torch.from_numpy(a)[None], root / "pets" / name / f"{i}.png")
+    out = root / "run"
+    assert main(["train", "ddpm", "--dataset", str(root / "pets"), "--set", "conditional=true",
+                 "--set", "channels=8", "--set", "timesteps=10", "--batch-size", "8",
+                 "--steps", "2", "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture
+def sample(pets_run, tmp_path, monkeypatch):
+    """``zoo sample`` of the pets run (DDIM, 2 steps) in tmp_path, returning its exit code and
+    the row names that reached ``save_labelled_grid``."""
+    from zoo import cli
+
+    monkeypatch.chdir(tmp_path)
+    seen = {}
+    real = cli.save_labelled_grid
+
+    def keep(images, names, *a, **k):
+        seen["names"] = list(names)
+        return real(images, names, *a, **k)
+
+    monkeypatch.setattr(cli, "save_labelled_grid", keep)
+
+    def run(*args, run=pets_run):
+        seen.clear()
+        code = cli.main(["sample", str(run), "--set", "sampler=ddim", "--set", "steps=2",
+                         "--scale", "2", *args])
+        return code, seen.get("names")
+
+    return run
+
+
+def test_a_class_folder_trains_a_conditional_model_that_knows_its_classes(pets_run):
+    info = json.loads((pets_run / "run.json").read_text())
+    assert info["classes"] == PETS and info["model_config"]["num_classes"] == 3
+    assert load_run(pets_run).num_classes == 3
+
+
+def test_grid_rows_are_labelled_with_the_folder_names(sample, capsys):
+    assert sample("--labels", "0-2", "--per-class", "2", "-o", "grid.png") == (0, PETS)
+    img = Image.open("grid.png")
+    assert img.height == 3 * (8 + 2) * 2 + 2 * 2  # three rows of 8x8 at scale 2
+    # the long name is cut to fit: the label column is at most LABEL_MAX_EMS font sizes wide
+    from zoo.images import LABEL_MAX_EMS
+    assert img.width - (2 * 10 + 2) * 2 <= LABEL_MAX_EMS * 14 + 8
+    assert "3 classes, 2 per row" in capsys.readouterr().out
+
+
+def test_labels_take_the_class_names(sample, capsys):
+    assert sample("--labels", "dog,CAT", "-n", "4", "-o", "g.png") == (0, ["dog", "cat"])
+    assert sample("--labels", "A very-long folder name of golden retrievers in the park,2",
+                  "-n", "2", "-o", "g.png") == (0, [LONG, "dog"])
+    assert sample("--labels", "cat", "-n", "2", "-o", "one.png") == (0, None)  # no rows
+    assert "class 1 (cat)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("spec, needles", [
+    ("cat,cow", ["no class named 'cow'", f"0={LONG}, 1=cat, 2=dog"]),
+    ("3-x", ["--labels takes class numbers"]),
+    ("3", ["labels must lie in 0..2"]),
+])
+def test_unknown_class_names_are_one_line(sample, capsys, spec, needles):
+    assert sample("--labels", spec, "-o", "g.png")[0] == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("zoo: error:") and "\n" not in err
+    assert all(n in err for n in needles), err
+    assert not Path("g.png").exists()
+
+
+def test_npy_saves_the_labels_beside_the_samples(sample, capsys):
+    assert sample("--labels", "dog,cat,0", "--per-class", "2", "-o", "g.png",
+                  "--npy", "out")[0] == 0
+    assert np.load("out.npy").shape == (6, 1, 8, 8)
+    labels = np.load("out.labels.npy")
+    assert labels.dtype == np.int64 and labels.tolist() == [2, 2, 1, 1, 0, 0]
+    assert "out.npy (labels in out.labels.npy)" in capsys.readouterr().out
+    assert sample("-n", "2", "-o", "g.png", "--npy", "plain.npy")[0] == 0
+    assert not Path("plain.labels.npy").exists()  # no --labels, no labels file
+
+
+def test_names_come_from_the_run_when_the_folder_is_gone(sample, pets_run, tmp_path, capsys):
+    moved = tmp_path / "moved"
+    shutil.copytree(pets_run, moved)
+    info = json.loads((moved / "run.json").read_text())
+    info["dataset"] = str(tmp_path / "nowhere")
+    (moved / "run.json").write_text(json.dumps(info))
+    assert sample("--labels", "dog,0", "-n", "2", "-o", "g.png", run=moved) == (0, ["dog", LONG])
+    # an older run without names: its dataset's names, else the numbers
+    del info["classes"]
+    (moved / "run.json").write_text(json.dumps(info))
+    assert sample("--labels", "2,0", "-n", "2", "-o", "g.png", run=moved) == (0, ["2", "0"])
+    capsys.readouterr()
+    assert sample("--labels", "dog", "-o", "g.png", run=moved)[0] == 2
+    assert "records no class names" in capsys.readouterr().err
+    info["classes"] = [1, 2, 3]
+    (moved / "run.json").write_text(json.dumps(info))
+    assert sample("--labels", "0-2", "-o", "g.png", run=moved)[0] == 2
+    assert "classes must be a list of strings" in capsys.readouterr().err
+
+
+def test_built_in_datasets_name_their_classes(tmp_path):
+    from zoo.cli import parse_labels
+
+    model = zoo.create("vae-mlp", dataset="fashion-mnist", hidden=16, latent_dim=2)
+    images = torch.randint(0, 256, (8, 1, 28, 28), dtype=torch.uint8)
+    Trainer(model, "fashion-mnist", tmp_path, images=images, steps=1, batch_size=8,
+            progress=False).fit()
+    names = json.loads((tmp_path / "run.json").read_text())["classes"]
+    assert names[5] == "Sandal" and names[0] == "T-shirt/top" and len(names) == 10
+    assert parse_labels("sandal,Sneaker", names) == [5, 7]
+    assert parse_labels("ankle_boot,t shirt/top,0-1", names) == [9, 0, 1]
+    with pytest.raises(ConfigError, match="takes class numbers"):  # not the name "0"
+        parse_labels("0-", [str(i) for i in range(10)])
+    with pytest.raises(ConfigError, match=r"several classes \(0=cat, 1=Cat\)"):
+        parse_labels("CAT", ["cat", "Cat"])
+    assert parse_labels("Cat", ["cat", "Cat"]) == [1]  # an exact match first
+
+
+def test_long_row_labels_are_cut_to_fit():
+    from zoo.images import _font, fit_label
+
+    font = _font(14)
+    assert fit_label("Ankle boot", font, 140) == "Ankle boot"
+    assert fit_label("two\nlines", font, 140) == "two lines"
+    cut = fit_label(LONG, font, 140)
+    assert cut.endswith("\u2026") and LONG.startswith(cut[:-1]) and font.getlength(cut) <= 140

@@ -10,6 +10,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import shlex
 import shutil
 import sys
@@ -161,7 +162,8 @@ def cmd_sample(args) -> int:
     _at_least_one(args.nrow, "--nrow")
     if not 1 <= args.scale <= MAX_SCALE:
         raise ConfigError(f"--scale must be in 1..{MAX_SCALE}, got {args.scale}")
-    classes = parse_labels(args.labels) if args.labels is not None else None
+    known = run_classes(args.run) if args.labels is not None else []
+    classes = parse_labels(args.labels, known) if args.labels is not None else None
     if args.per_class is not None:
         _at_least_one(args.per_class, "--per-class")
         if classes is None:
@@ -188,15 +190,17 @@ def cmd_sample(args) -> int:
     c, h, w = model.image_shape
     shown = min(args.n, MAX_GRID_IMAGES)
     grid_size(shown, h, w, args.nrow, args.scale)  # refused before drawing, not after
-    names = class_names(args.run, classes) if several else None
+    names = _named(known, classes) if several else None
     gen = torch.Generator(device=model.device).manual_seed(args.seed)
     # one call up to SAMPLE_CHUNK images (fewer for large images), then chunk by chunk
     chunk = max(1, min(SAMPLE_CHUNK, (256 << 20) // (c * h * w)))
-    npy = None
+    npy = npy_labels = None
     if args.npy:
         npy = Path(args.npy)
         npy = npy if npy.suffix == ".npy" else npy.with_name(npy.name + ".npy")  # as np.save
-        _check_disk(npy, args.n * c * h * w)
+        _check_disk(npy, args.n * (c * h * w + 8))
+        if labels is not None:  # the requested classes, beside the images: out.labels.npy
+            npy_labels = npy.with_name(npy.stem + ".labels.npy")
     grid: list[torch.Tensor] = []
 
     def draw(array=None) -> None:
@@ -234,6 +238,14 @@ def cmd_sample(args) -> int:
                 del array
 
         atomic_write(npy, write)
+        if npy_labels is not None:
+            import numpy as np
+
+            def write_labels(tmp) -> None:
+                with open(tmp, "wb") as f:
+                    np.save(f, labels.numpy().astype(np.int64))
+
+            atomic_write(npy_labels, write_labels)
     if names is not None and shown == args.n:
         path = save_labelled_grid(torch.cat(grid), names, args.output, nrow=args.nrow,
                                   scale=args.scale)
@@ -241,19 +253,22 @@ def cmd_sample(args) -> int:
         path = save_grid(torch.cat(grid), args.output, nrow=args.nrow, scale=args.scale)
     desc = ", ".join(f"{k}={v}" for k, v in options.items())
     if classes is not None:
-        names = class_names(args.run, classes)
+        names = _named(known, classes)
         desc = ", ".join(filter(None, [
             (f"class {classes[0]} ({names[0]})" if len(classes) == 1 else
              f"{len(classes)} classes, {args.n // len(classes)} per row"), desc]))
     where = f"{path}" if npy is None else (
-        f"{npy}" + (f" (the first {shown} in {path})" if shown < args.n else f" and {path}"))
+        f"{npy}" + (f" (labels in {npy_labels})" if npy_labels is not None else "")
+        + (f" (the first {shown} in {path})" if shown < args.n else f" and {path}"))
     print(f"wrote {args.n} samples of {model.name}{f' ({desc})' if desc else ''} to {where}")
     return 0
 
 
-def parse_labels(spec: str) -> list[int]:
-    """``--labels``: one class (``3``), a range (``0-9``), a list (``1,4,7``) or a mix
-    (``0-2,7``), as distinct class numbers in the order given."""
+def parse_labels(spec: str, names: list[str] | None = None) -> list[int]:
+    """``--labels``: one class (``3``), a range (``0-9``), a list (``1,4,7``), the names of
+    the run's classes (``sandal,sneaker``, matched ignoring case, and spaces, ``_`` and
+    ``-`` alike) or a mix (``0-2,cat``), as distinct class numbers in the order given.
+    A number is always a class number, even where a class is named like one."""
     out: list[int] = []
     for part in str(spec).split(","):
         part = part.strip()
@@ -263,8 +278,7 @@ def parse_labels(spec: str) -> list[int]:
                 raise ValueError
             a, b = (int(lo), int(hi)) if dash else (int(part), int(part))
         except ValueError:
-            raise ConfigError(f"--labels takes class numbers like 3, 0-9 or 1,4,7, got "
-                              f"{spec!r}") from None
+            a = b = _class_named(part, names or [], spec)
         if b < a:
             raise ConfigError(f"--labels range {part!r} runs backwards; write {b}-{a}")
         out.extend(i for i in range(a, b + 1) if i not in out)
@@ -273,14 +287,60 @@ def parse_labels(spec: str) -> list[int]:
     return out
 
 
-def class_names(run, classes: list[int]) -> list[str]:
-    """The names of ``classes`` in the run's dataset (``zoo.data.describe``), else their
-    numbers."""
+def _fold(name: str) -> str:
+    """A class name as ``--labels`` matches it: case ignored, each run of spaces, ``_`` and
+    ``-`` one space (kept at the ends: ``0-`` is no name for class "0")."""
+    return re.sub(r"[\s_-]+", " ", name.casefold())
+
+
+#: the most class names an unknown ``--labels`` name's error lists
+LISTED_CLASSES = 30
+
+
+def _class_named(part: str, names: list[str], spec: str) -> int:
+    """The number of the class named ``part``; a one-line ConfigError listing the run's
+    classes when none (or several) is."""
+    if part and names:
+        for key in (lambda t: t, str.casefold, _fold):  # exact first, then looser
+            hits = [i for i, n in enumerate(names) if key(n) == key(part)]
+            if len(hits) == 1:
+                return hits[0]
+            if hits:
+                raise ConfigError(f"--labels {part!r} names several classes ("
+                                  + ", ".join(f"{i}={names[i]}" for i in hits)
+                                  + "); give the number of the one you mean")
+    if not part or part[0].isdigit() or not any(ch.isalpha() for ch in part):
+        raise ConfigError(f"--labels takes class numbers like 3, 0-9 or 1,4,7, got {spec!r}")
+    if not names:
+        raise ConfigError(f"--labels {part!r}: this run records no class names, so give class "
+                          "numbers like 3, 0-9 or 1,4,7")
+    listed = ", ".join(f"{i}={' '.join(n.split())}"
+                       for i, n in enumerate(names[:LISTED_CLASSES]))
+    more = f", ... ({len(names)} classes)" if len(names) > LISTED_CLASSES else ""
+    raise ConfigError(f"--labels: no class named {part!r}; the run's classes are "
+                      f"{listed}{more} (names or numbers)")
+
+
+def run_classes(run) -> list[str]:
+    """The names of the run's classes: run.json's ``classes`` (the Trainer writes them), else
+    its dataset's (``zoo.data.describe``: a run of an older zoo), else []. A malformed
+    run.json is its one-line CheckpointError."""
+    info = run_info(run)
+    if "classes" in info:
+        return list(info["classes"])
     try:
-        names = zdata.describe(run_info(run).get("dataset"))["classes"]
-    except Exception:  # noqa: BLE001 - a model file without its run, an unreadable dataset
-        names = []
+        return [str(n) for n in zdata.describe(info.get("dataset"))["classes"]]
+    except Exception:  # noqa: BLE001 - a model file without its run, a dataset moved away
+        return []
+
+
+def _named(names: list[str], classes: list[int]) -> list[str]:
     return [str(names[i]) if i < len(names) else str(i) for i in classes]
+
+
+def class_names(run, classes: list[int]) -> list[str]:
+    """The names of ``classes`` in the run (``run_classes``), else their numbers."""
+    return _named(run_classes(run), classes)
 
 
 def _check_disk(path: Path, nbytes: int) -> None:
@@ -482,14 +542,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--nrow", type=int)
     s.add_argument("--scale", type=int, default=2, help="enlarge the grid (default 2)")
-    s.add_argument("--npy", help="also save the uint8 samples as a .npy array")
+    s.add_argument("--npy", help="also save the uint8 samples as a .npy array (with --labels, "
+                                 "their classes too, as FILE.labels.npy beside it)")
     s.add_argument("--device", default="auto")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="sampler option, e.g. --set sampler=ddim --set steps=50, "
                         "--set guidance=2 (a conditional diffusion/AR model)")
     s.add_argument("--labels", metavar="CLASSES",
-                   help="a class-conditional model: draw these classes, e.g. 3, 0-9 or "
-                        "1,4,7; several classes make one labelled grid row each")
+                   help="a class-conditional model: draw these classes, e.g. 3, 0-9, "
+                        "1,4,7 or the run's class names (sandal,sneaker); several classes "
+                        "make one grid row each, labelled with the class's name")
     s.add_argument("--per-class", type=int, metavar="K",
                    help="with --labels: K images of each class (default: -n divided among "
                         "the classes, at least 1)")

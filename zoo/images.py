@@ -78,6 +78,26 @@ def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None, s
 LABEL_FONT_SIZE = 14
 
 
+#: the widest row label, in multiples of its font size (about 20 characters); longer ones
+#: (a long folder name) are cut to fit and end in an ellipsis
+LABEL_MAX_EMS = 10
+
+
+def fit_label(text, font, max_width: float) -> str:
+    """``text`` on one line (runs of whitespace, newlines too, as one space), cut to at most
+    ``max_width`` pixels in ``font`` with a trailing ellipsis when it is longer."""
+    from PIL import ImageFont
+
+    text, dots = " ".join(str(text).split()), "\u2026"
+    if not isinstance(font, ImageFont.FreeTypeFont):  # the bitmap font: Latin-1 alone
+        text, dots = text.encode("latin-1", "replace").decode("latin-1"), "..."
+    if font.getlength(text) <= max_width:
+        return text
+    while text and font.getlength(text.rstrip() + dots) > max_width:
+        text = text[:-1]
+    return text.rstrip() + dots
+
+
 def _font(size: int):
     from PIL import ImageFont
 
@@ -91,7 +111,8 @@ def save_labelled_grid(images: torch.Tensor, row_labels: list[str], path: str | 
                        nrow: int, scale: int = 1, font_size: int = LABEL_FONT_SIZE) -> Path:
     """A PNG grid with one row per entry of ``row_labels``, each row's label written left of
     it (black on white): ``images`` are ``len(row_labels) * nrow`` uint8 images, row by row.
-    The grid itself is ``save_grid``'s, pixel for pixel, to the right of a label column."""
+    A label wider than ``LABEL_MAX_EMS`` font sizes is cut to fit (``fit_label``). The grid
+    itself is ``save_grid``'s, pixel for pixel, to the right of a label column."""
     from PIL import ImageDraw
 
     n = images.shape[0]
@@ -105,8 +126,10 @@ def save_labelled_grid(images: torch.Tensor, row_labels: list[str], path: str | 
     if scale > 1:
         img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
     row_h = (images.shape[2] + 2) * scale
-    font = _font(min(font_size, max(8, row_h - 4)))
-    widths = [font.getbbox(str(t))[2] for t in row_labels]
+    size = min(font_size, max(8, row_h - 4))
+    font = _font(size)
+    row_labels = [fit_label(t, font, LABEL_MAX_EMS * size) for t in row_labels]
+    widths = [font.getbbox(t)[2] for t in row_labels]
     margin = max(widths, default=0) + 8
     out = Image.new(img.mode, (img.width + margin, img.height),
                     255 if img.mode == "L" else (255, 255, 255))
@@ -114,9 +137,9 @@ def save_labelled_grid(images: torch.Tensor, row_labels: list[str], path: str | 
     draw = ImageDraw.Draw(out)
     ink = 0 if img.mode == "L" else (0, 0, 0)
     for r, text in enumerate(row_labels):
-        top, bottom = font.getbbox(str(text))[1::2]
+        top, bottom = font.getbbox(text)[1::2]
         y = 2 * scale + r * row_h + (images.shape[2] * scale - (bottom + top)) // 2
-        draw.text((4, y), str(text), fill=ink, font=font)
+        draw.text((4, y), text, fill=ink, font=font)
     path = Path(path)
     atomic_write(path, lambda tmp: out.save(tmp, format="PNG"))
     return path

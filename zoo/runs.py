@@ -42,7 +42,7 @@ def load_run(path: str | Path, map_location="cpu") -> GenerativeModel:
 #: of an older zoo may lack
 _RUN_REQUIRED = {"model": str, "dataset": str, "train_config": dict}
 _RUN_OPTIONAL = {"family": str, "dataset_sha256": str, "image_shape": list,
-                 "model_config": dict, "params": int, "world_size": int}
+                 "model_config": dict, "params": int, "world_size": int, "classes": list}
 _JSON_NAMES = {dict: "an object", list: "a list", str: "a string", int: "an integer",
                float: "a number", bool: "true or false", type(None): "null"}
 
@@ -81,8 +81,11 @@ def run_info(path: str | Path) -> dict:
         ok = isinstance(value, tp) and not (isinstance(value, bool) and tp is not bool)
         if ok and key == "image_shape":
             ok = len(value) == 3 and all(type(s) is int and s > 0 for s in value)
+        if ok and key == "classes":
+            ok = all(isinstance(s, str) for s in value)
         if not ok:
-            want = "3 positive integers" if key == "image_shape" else _JSON_NAMES[tp]
+            want = {"image_shape": "3 positive integers",
+                    "classes": "a list of strings"}.get(key, _JSON_NAMES[tp])
             raise CheckpointError(f"{p}: {key} must be {want}, got {_json_type(value)} "
                                   f"{json.dumps(value)[:60]}; {fix}")
     return info

@@ -219,6 +219,12 @@ class Trainer:
             )
         #: sha256 of an own dataset's training split (run.json), None for a built-in one
         self.dataset_sha256 = zdata.content_hash(ds, "train") if own else None
+        #: the names of the dataset's classes (run.json: ``zoo sample --labels`` writes them
+        #: beside the grid rows and takes them for numbers); a folder's class subfolders, a
+        #: built-in set's names, () where unknown (an array, images passed in)
+        self.classes: tuple[str, ...] = (
+            tuple(zdata.DATASETS[ds.source].classes) if ds.builtin
+            else tuple(zdata.describe(ds, root=data_root)["classes"]) if own else ())
         self.images = images
         #: int64 labels of the training images, UNLABELLED (-1) where the data has none
         self.labels = labels if labels is not None else Batch.unlabelled(images).labels
@@ -244,6 +250,7 @@ class Trainer:
             "family": self.model.family,
             "dataset": self.dataset,
             **({"dataset_sha256": self.dataset_sha256} if self.dataset_sha256 else {}),
+            **({"classes": list(self.classes)} if self.classes else {}),
             "image_shape": list(self.model.image_shape),
             "model_config": config_to_dict(self.model.config),
             "train_config": dataclasses.asdict(self.config),

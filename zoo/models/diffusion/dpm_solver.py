@@ -49,7 +49,7 @@ def lambdas(sig: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 @dataclass(frozen=True)
 class DPMSolver(DiffusionSampler):
-    """``sampler="dpmpp-2m"``: DPM-Solver++(2M). ``steps`` S (default 50, at most T),
+    """``sampler="dpmpp-2m"``: DPM-Solver++(2M). ``steps`` S (default min(50, T - 1)),
     ``spacing`` (default ``"linspace"``), ``karras`` sigmas, ``order`` (diffusers'
     ``solver_order``, 2), ``sde`` (``algorithm_type="sde-dpmsolver++"``: stochastic),
     ``lower_order_final`` (lower orders at the last steps when S < 15, default on). The last
@@ -76,7 +76,7 @@ class DPMSolver(DiffusionSampler):
     def bind(self, model) -> DPMSolver:
         self.bind_guidance(model)
         T = model.timesteps
-        steps = min(DEFAULT_STEPS, T) if self.steps is None else self.steps
+        steps = min(DEFAULT_STEPS, max(T - 1, 1)) if self.steps is None else self.steps
         check_steps(steps, T)
         if not self.karras:
             check_distinct(multistep_timesteps(T, steps, self.spacing), steps, self.spacing)

@@ -26,7 +26,7 @@ from .sigmas import (
 )
 
 
-def _bh(lam, alpha, sigma_t, i_t: int, i_s0: int, order: int, prev: list[int], bh: str):
+def _bh(lam, i_t: int, i_s0: int, order: int, prev: list[int]):
     """The quantities UniP and UniC share (diffusers' ``multistep_uni_*_bh_update``): from
     sigma index i_s0 to i_t, with earlier points at sigma indices ``prev`` (order - 1)."""
     h = lam[i_t] - lam[i_s0]
@@ -36,7 +36,7 @@ def _bh(lam, alpha, sigma_t, i_t: int, i_s0: int, order: int, prev: list[int], b
     h_phi_1 = np.expm1(hh)
     h_phi_k = h_phi_1 / hh - 1
     factorial = 1
-    B_h = hh if bh == "bh1" else np.expm1(hh)
+    B_h = np.expm1(hh)  # bh2
     R, b = [], []
     for k in range(1, order + 1):
         R.append(rks ** (k - 1))
@@ -48,9 +48,9 @@ def _bh(lam, alpha, sigma_t, i_t: int, i_s0: int, order: int, prev: list[int], b
 
 @dataclass(frozen=True)
 class UniPC(DiffusionSampler):
-    """``sampler="unipc"``: UniPC, ``steps`` S (default 50, at most T), ``spacing`` (default
+    """``sampler="unipc"``: UniPC, ``steps`` S (default min(50, T - 1)), ``spacing`` (default
     ``"linspace"``), ``karras`` sigmas, ``order`` (diffusers' ``solver_order``, 2),
-    ``solver_type`` ``"bh2"`` (default) or ``"bh1"``, ``disable_corrector`` (the steps
+    ``disable_corrector`` (the steps
     without corrector). Lower orders at the first and last steps, the last to sigma = 0."""
 
     name: ClassVar[str] = "unipc"
@@ -61,7 +61,6 @@ class UniPC(DiffusionSampler):
     spacing: Literal["linspace", "leading", "trailing"] = "linspace"
     karras: bool = False
     order: int = 2
-    solver_type: Literal["bh2", "bh1"] = "bh2"
     disable_corrector: tuple[int, ...] = ()
 
     def check(self) -> None:
@@ -74,7 +73,7 @@ class UniPC(DiffusionSampler):
     def bind(self, model) -> UniPC:
         self.bind_guidance(model)
         T = model.timesteps
-        steps = min(DEFAULT_STEPS, T) if self.steps is None else self.steps
+        steps = min(DEFAULT_STEPS, max(T - 1, 1)) if self.steps is None else self.steps
         check_steps(steps, T)
         if not self.karras:
             check_distinct(multistep_timesteps(T, steps, self.spacing), steps, self.spacing)
@@ -109,8 +108,7 @@ class UniPC(DiffusionSampler):
     def _predictor(self, i, order, alpha, sigma_t, lam, n) -> np.ndarray:
         e = np.eye(n)
         x, m = e[0], e[1:]  # m[k] = m_{i-k}
-        R, b, rks, h_phi_1, B_h = _bh(lam, alpha, sigma_t, i + 1, i, order,
-                                     [i - k for k in range(1, order)], self.solver_type)
+        R, b, rks, h_phi_1, B_h = _bh(lam, i + 1, i, order, [i - k for k in range(1, order)])
         D1s = [(m[k] - m[0]) / rks[k - 1] for k in range(1, order)]
         out = sigma_t[i + 1] / sigma_t[i] * x - alpha[i + 1] * h_phi_1 * m[0]
         if D1s:
@@ -121,8 +119,8 @@ class UniPC(DiffusionSampler):
     def _corrector(self, i, order, alpha, sigma_t, lam, n) -> np.ndarray:
         e = np.eye(n)
         last, m_t, m = e[1], e[2], e[3:]  # m[k] = m_{i-1-k}
-        R, b, rks, h_phi_1, B_h = _bh(lam, alpha, sigma_t, i, i - 1, order,
-                                     [i - (k + 1) for k in range(1, order)], self.solver_type)
+        R, b, rks, h_phi_1, B_h = _bh(lam, i, i - 1, order,
+                                     [i - (k + 1) for k in range(1, order)])
         D1s = [(m[k] - m[0]) / rks[k - 1] for k in range(1, order)]
         rhos = np.array([0.5]) if order == 1 else np.linalg.solve(R, b)
         corr = sum((r * d for r, d in zip(rhos[:-1], D1s, strict=True)), 0 * last)

@@ -27,7 +27,11 @@ from ...options import check_range
 from .ancestral import Ancestral
 from .bound import NLL_MODE_ALIASES, NLL_MODES, PROPOSALS, NLLResult, variational_bound
 from .ddim import DDIM
+from .dpm_solver import DPMSolver
+from .euler_ancestral import EulerAncestral
+from .heun import Heun
 from .schedule import SCHEDULES, NoiseSchedule, make_betas
+from .unipc import UniPC
 
 
 @dataclass
@@ -82,7 +86,7 @@ class DDPM(GenerativeModel):
     likelihood = "bound"
     color = "#9467bd"
     Config = DDPMConfig
-    samplers = (Ancestral, DDIM)
+    samplers = (Ancestral, DDIM, DPMSolver, Heun, EulerAncestral, UniPC)
 
     def __init__(self, config: DDPMConfig, image_shape):
         super().__init__(config, image_shape)
@@ -121,7 +125,7 @@ class DDPM(GenerativeModel):
         self.config = dataclasses.replace(c, channel_mult=tuple(self.net.config.channel_mult),
                                           nll_mode=nll_mode)
         self.schedule = NoiseSchedule(make_betas(c.schedule, c.timesteps, c.beta_start,
-                                                 c.beta_end))
+                                                 c.beta_end), kind=c.schedule)
 
     @property
     def timesteps(self) -> int:
@@ -231,7 +235,7 @@ class DDPM(GenerativeModel):
 
     def _denoise(self, sampler, plan, b: int, gen, y: Tensor | None = None) -> Tensor:
         dev = self.device
-        x = torch.randn((b, *self.image_shape), generator=gen, device=dev)
+        x = sampler.start(plan, torch.randn((b, *self.image_shape), generator=gen, device=dev))
         y = self._guided_labels(y, sampler.guidance)
         state = sampler.init_state(x)
         for i in range(len(plan)):
@@ -245,6 +249,7 @@ class DDPM(GenerativeModel):
         """The first ``steps`` steps of the sampling loop over given initial noise, per-step
         noise and labels (for capture)."""
         j = 0
+        x = sampler.start(plan, x)
         y = self._guided_labels(y, sampler.guidance)
         state = sampler.init_state(x)
         for i in range(steps):

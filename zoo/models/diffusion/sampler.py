@@ -3,7 +3,7 @@ made once on the device from the noise schedule, and a step.
 
 The model's loop is the same for every sampler::
 
-    x = N(0, I); state = sampler.init_state(x)
+    x = sampler.start(plan, N(0, I)); state = sampler.init_state(x)
     for i in range(len(plan)):
         eps = net(x, plan.t[i])
         x, x0, state = sampler.step(plan, i, x, eps, z_i if plan.noisy[i] else None, state)
@@ -81,6 +81,12 @@ class DiffusionSampler(SamplerOptions):
         """The per-step tensors on the schedule's device; has ``t`` [S] (the network's
         timestep, long or fractional), ``alpha_bar`` [S] (float) and ``noisy``."""
         raise NotImplementedError
+
+    def start(self, plan, x: Tensor) -> Tensor:
+        """The first x from the loop's N(0, I) draw: scaled by the plan's ``init_scale`` where
+        it has one (diffusers' ``init_noise_sigma`` in VP space), else x itself."""
+        scale = getattr(plan, "init_scale", 1.0)
+        return x if scale == 1.0 else x * scale
 
     def init_state(self, x: Tensor) -> tuple:
         """What the step carries from one call to the next (nothing for one-step samplers)."""

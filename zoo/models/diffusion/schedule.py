@@ -34,8 +34,9 @@ def make_betas(schedule: str, timesteps: int, beta_start: float, beta_end: float
 class NoiseSchedule(nn.Module):
     """Every quantity of q(x_t | x_0) and q(x_{t-1} | x_t, x_0) for a beta schedule."""
 
-    def __init__(self, betas: Tensor):
+    def __init__(self, betas: Tensor, kind: str | None = None):
         super().__init__()
+        self.kind = kind  # "linear", "cosine", or None (betas given)
         alphas = 1.0 - betas
         ab = torch.cumprod(alphas, 0)
         ab_prev = torch.cat([ab.new_ones(1), ab[:-1]])

@@ -7,11 +7,12 @@ the exact negative log-likelihood. Sampling decodes one token per step with a
 preallocated key/value cache; ``use_cache=False`` recomputes the prefix every step and is
 kept as the reference.
 
-Class-conditional (``conditional=True``): the class takes the start token's place, so
-position 0 embeds the class (one row per class and a last, null row for "no class") and
-every token is predicted given it. Training drops a share ``label_dropout`` of the labels
-to the null label, so one model learns p(x | y) and p(x); the ``guidance`` option of the
-sampler mixes their logits (classifier-free guidance), l_null + w (l_y - l_null).
+Class-conditional (``conditional=True``): a class embedding (one row per class and a last,
+null row for "no class") is added to the input of every position, so each token is
+predicted given the class directly rather than through attention back to one class token.
+Training drops a share ``label_dropout`` of the labels to the null label, so one model
+learns p(x | y) and p(x); the ``guidance`` option of the sampler mixes their logits
+(classifier-free guidance), l_null + w (l_y - l_null).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ class ARTransformerConfig:
     weight_decay: float = 0.01
     warmup_steps: int = 20
     betas: tuple[float, ...] = (0.9, 0.95)
-    # class-conditional: the class embedding replaces the start token's (num_classes is
+    # class-conditional: a class embedding added at every position (num_classes is
     # filled from the dataset's labels by ``zoo.create``); label_dropout trains the null label
     conditional: bool = False
     num_classes: int | None = None
@@ -244,12 +245,11 @@ class ARTransformer(GenerativeModel):
     def hidden(self, inp: Tensor, cache: Tensor | None = None, start: int = 0,
                labels: Tensor | None = None) -> Tensor:
         """Final-LN features [B, T, dim] of input tokens ``inp`` at positions start..start+T-1;
-        a conditional model's position 0 embeds the class ``labels`` [B] instead of the
-        start token."""
+        a conditional model adds the embedding of the class ``labels`` [B] at every position."""
         t = inp.shape[1]
         x = self.tok_emb(inp)
-        if labels is not None and start == 0:
-            x = torch.cat([self.class_emb(labels)[:, None], x[:, 1:]], dim=1)
+        if labels is not None:
+            x = x + self.class_emb(labels)[:, None]
         x = self.drop(x + self.position_table()[start:start + t])
         for i, blk in enumerate(self.blocks):
             x = blk(x, None if cache is None else cache[i], start)
@@ -261,9 +261,13 @@ class ARTransformer(GenerativeModel):
         tokens = self.to_tokens(self.check_images(x))
         return self.forward(tokens, self._labels(labels, tokens.shape[0]))
 
-    def _step(self, tok: Tensor, pos: int, cache: Tensor, table: Tensor) -> Tensor:
-        """Logits for position pos + 1 after feeding token ``tok`` [B] at input position pos."""
+    def _step(self, tok: Tensor, pos: int, cache: Tensor, table: Tensor,
+              cls: Tensor | None = None) -> Tensor:
+        """Logits for position pos + 1 after feeding token ``tok`` [B] at input position pos
+        (``cls`` [B, dim]: the class embedding of each row of a conditional model)."""
         x = F.embedding(tok, self.tok_emb.weight) + table[pos]
+        if cls is not None:
+            x = x + cls
         for i, blk in enumerate(self.blocks):
             x = blk.step(x, cache[i], pos)
         ln = self.ln_f
@@ -473,13 +477,14 @@ class ARTransformer(GenerativeModel):
             return
         reps = 1 if w == 1.0 else 2
         table = self.position_table()
+        cls = None if rows is None else self.class_emb(rows)
         inp = self._shifted(tokens[:, :p]).repeat(reps, 1)
         logits = self.head(self.hidden(inp, cache, labels=rows)[:, -1])
         for t in range(p, end):
             tok = pick(t, self._guide(logits, w))
             tokens[:, t] = tok
             if t + 1 < end:
-                logits = self._step(tok.repeat(reps), t + 1, cache, table)
+                logits = self._step(tok.repeat(reps), t + 1, cache, table, cls)
 
     def _generate_graphed(self, b: int, pick: _TokenPicker, rows: Tensor | None = None,
                           w: float = 1.0) -> Tensor:

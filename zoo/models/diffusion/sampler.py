@@ -35,7 +35,8 @@ class SamplingPlan:
     DDIM (eq. 12 with eps re-derived from x0) take this form. ``noisy[i]`` says whether z is
     drawn at step i (sigma > 0), known on the host so the loop never asks the device.
     ``alpha_bar[i]`` is abar of the x that step i's network call sees (the model turns a
-    v- or x0-prediction into eps with it).
+    v- or x0-prediction into eps with it; float64, since float32 keeps only ~3 digits of
+    1 - abar near t = 0).
     """
 
     t: Tensor
@@ -79,7 +80,7 @@ class DiffusionSampler(SamplerOptions):
 
     def plan(self, schedule) -> Any:
         """The per-step tensors on the schedule's device; has ``t`` [S] (the network's
-        timestep, long or fractional), ``alpha_bar`` [S] (float) and ``noisy``."""
+        timestep, long or fractional), ``alpha_bar`` [S] (float64) and ``noisy``."""
         raise NotImplementedError
 
     def start(self, plan, x: Tensor) -> Tensor:
@@ -101,7 +102,7 @@ class DiffusionSampler(SamplerOptions):
 def affine_plan(schedule, t: list[int], r1, r2, a, b, sigma, noisy: list[bool]) -> SamplingPlan:
     dev = schedule.betas.device
     t = torch.tensor(t, dtype=torch.long).to(dev)
-    return SamplingPlan(t=t, alpha_bar=schedule.alphas_cumprod[t].float(), r1=r1.float(),
+    return SamplingPlan(t=t, alpha_bar=schedule.alphas_cumprod[t], r1=r1.float(),
                         r2=r2.float(), a=a.float(), b=b.float(), sigma=sigma.float(),
                         noisy=noisy)
 

@@ -32,8 +32,8 @@ class SigmaPlan:
     ``terms[i]`` lists the columns of row i that are not zero (known on the host, so a step
     skips the others without asking the device). The loop scales its N(0, I) draw by
     ``init_scale`` (diffusers' ``init_noise_sigma`` in VP space). ``sigma`` [rows] (float64)
-    is the row's sigma, abar = 1 / (1 + sigma^2) in full precision (``alpha_bar`` is float32,
-    which keeps only ~3 digits of 1 - abar near t = 0)."""
+    is the row's sigma; ``alpha_bar`` = 1 / (1 + sigma^2), float64 like every coefficient
+    (float32 keeps only ~3 digits of 1 - abar near t = 0)."""
 
     t: Tensor
     alpha_bar: Tensor
@@ -123,7 +123,7 @@ def make_plan(schedule, t: np.ndarray, row_sigmas: np.ndarray, coef: np.ndarray,
     t = t.to(torch.long) if t.dtype == torch.int64 else t.to(torch.float32)
     row_sigmas = torch.from_numpy(np.asarray(row_sigmas, dtype=np.float64).copy())
     ab = 1.0 / (1.0 + row_sigmas**2)
-    return SigmaPlan(t=t.to(dev), alpha_bar=ab.float().to(dev), noisy=list(noisy),
+    return SigmaPlan(t=t.to(dev), alpha_bar=ab.to(dev), noisy=list(noisy),
                      coef=torch.from_numpy(coef).to(torch.float64).to(dev), terms=terms,
                      sigma=row_sigmas.to(dev), init_scale=float(init_scale))
 

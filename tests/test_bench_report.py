@@ -273,7 +273,7 @@ def test_figures_exist_and_are_pngs(run):
     figs = sorted((run / "figures").glob("*.png"))
     names = {p.name for p in figs}
     for ds in ("mnist", "fashion-mnist"):
-        for kind in ("quality_vs_speed", "fid_vs_steps", "throughput_vs_batch"):
+        for kind in ("quality_vs_speed", "frontier", "throughput_vs_batch"):
             assert f"{kind}_{ds}.png" in names
     assert "training_curves_mnist.png" in names  # losses.csv only for mnist
     assert "training_curves_fashion-mnist.png" not in names
@@ -566,7 +566,7 @@ def test_figures_draw_the_intervals(tmp_path, monkeypatch):
     assert pytest.approx(0.8) in bars and pytest.approx(4.0) in bars  # ddpm 8 ± 10%, vae 40
     for ds in ("mnist", "fashion-mnist"):
         assert (run / "figures" / f"quality_vs_speed_{ds}.png").is_file()
-        assert (run / "figures" / f"fid_vs_steps_{ds}.png").is_file()
+        assert (run / "figures" / f"frontier_{ds}.png").is_file()
 
 
 # ----------------------------------------------------------------------------- curves
@@ -667,3 +667,52 @@ def table_rows_or_none(text: str):
 
 def test_no_compute_section_without_a_curve(run):
     assert "## Quality against training compute" not in write_report(run).read_text()
+
+
+# ----------------------------------------------------------------------------- frontier
+
+
+def frontier_row(sampler, steps, calls, fid, half, speed, **options):
+    row = _row("mnist", "ddpm", "diffusion", sampler, steps, 0.0, "bound", fid=fid,
+               speed=speed, nll=1.3, train=800.0)
+    row["sampler_options"] = {"steps": steps, **options}
+    row["network_calls"] = calls
+    row["fid_ci95"] = [fid - half, fid + half]
+    return row
+
+
+def test_the_frontier_names_the_fewest_calls_that_reach_the_reference(tmp_path):
+    """The reference is the first row at the most calls (ddim 50 listed before dpmpp 50);
+    a row reaches it when its FID is at most the reference's upper end."""
+    from zoo.bench.report import frontier_table
+
+    rows = [frontier_row("ddim", 50, 50, 10.0, 1.0, 40.0),
+            frontier_row("ddim", 10, 10, 20.0, 2.0, 200.0),
+            frontier_row("dpmpp-2m", 50, 50, 9.0, 1.0, 40.0),
+            frontier_row("dpmpp-2m", 10, 10, 10.9, 1.0, 190.0),   # reaches (<= 11.0)
+            frontier_row("dpmpp-2m", 5, 5, 11.5, 1.0, 380.0),     # does not
+            frontier_row("heun", 3, 5, 30.0, 3.0, 390.0)]
+    text = "\n".join(frontier_table(rows))
+    assert "reference ddim, 50 steps, eta 0 (50 calls, FID 10.00, upper end 11.00)" in text
+    table, head = table_rows(text)
+    assert head == ["sampler", "network calls", "FID", "img/s @64", "reaches the reference"]
+    assert [r[1] for r in table] == ["5", "5", "10", "10", "50", "50"]
+    reaches = {r[0]: r[4] for r in table}
+    assert reaches["ddim, 50 steps, eta 0"] == "reference"
+    assert reaches["dpmpp-2m, 10 steps"] == "yes" and reaches["dpmpp-2m, 5 steps"] == "no"
+    assert "Fewest calls that reach the reference's FID: **10** (dpmpp-2m, 10 steps), " \
+           "4.75x its images/s." in text
+    # rows written before network_calls: the steps option counts the calls
+    for r in rows:
+        del r["network_calls"]
+    assert "**10** (dpmpp-2m, 10 steps)" in "\n".join(frontier_table(rows))
+    # one variant per model: no frontier
+    assert frontier_table(rows[:1]) == []
+
+
+def test_unconditional_rows_leave_out_the_metrics_that_need_labels():
+    from zoo.bench.runner import metrics_for
+
+    names = ["fid", "class_accuracy", "intra_fid", "class_tv"]
+    assert metrics_for(names, None) == ["fid", "class_tv"]
+    assert metrics_for(names, [0, 1, 2]) == names

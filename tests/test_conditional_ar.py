@@ -181,18 +181,18 @@ def test_graphed_guided_sampling_draws_what_the_eager_loop_draws(monkeypatch):
             assert torch.equal(draw(True), draw(False))
 
 
-def test_trained_on_mnist_the_class_lowers_the_nll(tmp_path):
+def test_trained_on_mnist_the_class_conditions_and_guidance_sharpens_it(tmp_path):
     """Conditioning is real: after brief training on MNIST (the ci.toml transformer,
-    conditional), test images are likelier under their own class than under another.
+    conditional, 750 steps of 16), test images are likelier under their own class than
+    under another, samples show the class asked for far above chance, and guidance raises
+    that share.
 
-    Measured with a hand loop of the same steps (not the Trainer; this test, through the
-    Trainer, passed once in 118 s) on the shared 2-core CPU, one thread, 100 test images,
-    bits/dim: the true
-    class's NLL under the next class's by 0.0016 after 300 steps, 0.012 after 750, 0.0025
-    after 1200, 0.0035 after 1500 and 0.0056 after 2400. The mnist-classifier's accuracy on
-    samples stayed near chance (2400 steps, 100 samples: w=0 8%, w=1 16%, w=3 17%), so it
-    is not asserted: the start-token class is learnt slowly at this size.
+    Measured once (this code, the shared 2-core CPU, one thread, 152 s of training): the
+    true class's NLL below the next class's by 0.035 bits/dim on 100 test images; class
+    accuracy of 200 samples (classes 0..9 in turn) by the mnist-classifier 0.065 at w = 0
+    (the null label), 0.255 at w = 1 and 0.455 at w = 3 (chance 0.1).
     """
+    from zoo.metrics.features import load_classifier
     from zoo.train import Trainer, load_run
 
     torch.manual_seed(0)
@@ -205,4 +205,14 @@ def test_trained_on_mnist_the_class_lowers_the_nll(tmp_path):
     x, y = zoo.data.load("mnist", "test")
     x, y = x[:100], y[:100].long()
     true, wrong = trained.nll(x, labels=y).mean(), trained.nll(x, labels=(y + 1) % 10).mean()
-    assert wrong - true > 0.002, (true, wrong)
+    assert wrong - true > 0.015, (true, wrong)
+
+    clf, _ = load_classifier("mnist-classifier")
+    labels = torch.arange(200) % 10
+    acc = {}
+    for w in (1.0, 3.0):
+        s = trained.sample(200, labels=labels, guidance=w,
+                           generator=torch.Generator().manual_seed(1))
+        with torch.no_grad():
+            acc[w] = (clf(s)[1].argmax(1) == labels).float().mean().item()
+    assert acc[3.0] > 0.25 and acc[3.0] > acc[1.0], acc

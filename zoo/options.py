@@ -222,6 +222,11 @@ class SamplerOptions(Options):
     def key(self) -> tuple:
         return (self.name, *sorted((k, repr(v)) for k, v in self.canonical().items()))
 
+    def network_calls(self) -> int | None:
+        """Network evaluations per image of these bound options (the x axis of the
+        sampler frontier), or None where the count does not apply."""
+        return None
+
     def label(self) -> str:
         """"ddim, 50 steps, eta 0": the name, options off their defaults, the headline."""
         head = dict(self.headline)

@@ -1,8 +1,9 @@
 """The report's figures (PNG, matplotlib without pyplot: no global backend state).
 
 Per dataset: quality vs speed (FID against sampling images/s, one point per model and
-sampler, log x, the Pareto front drawn), FID against sampling steps, sampling throughput against
-batch size, and the training curves of ``runs/<dataset>/<model>/losses.csv`` when present;
+sampler, log x, the Pareto front drawn), the sampler frontier (FID against network calls
+and images/s), sampling throughput against batch size, and the training curves of
+``runs/<dataset>/<model>/losses.csv`` when present;
 ``compute_curves``: KID, FID and NLL against training compute (``curve.jsonl``). A quality
 figure is drawn with its 95% interval as an error bar where the row has one.
 """
@@ -23,7 +24,9 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 from .frame import records
 from .rows import (
     by_dataset,
+    calls,
     comparison,
+    frontier_lines,
     interval,
     label,
     pareto_front,
@@ -196,42 +199,49 @@ def quality_vs_speed(ds: str, rows: list[dict], path: Path) -> Path | None:
     return _save(fig, path)
 
 
-def fid_vs_steps(ds: str, rows: list[dict], path: Path) -> Path | None:
-    """FID against the number of sampling steps: one line per model, sampler and its other
-    options, for every sampler whose options have ``steps`` (network calls per image)."""
-    stepped = [r for r in rows if present(r.get("fid"))
-               and isinstance(r.get("sampler_options"), dict)
-               and present(r["sampler_options"].get("steps"))]
-    if not stepped:
+def frontier(ds: str, rows: list[dict], path: Path) -> Path | None:
+    """The sampler frontier: FID against network calls per image (left) and against
+    sampling images/s (right), one line per model, sampler and its other options, 95%
+    intervals as error bars."""
+    lines = frontier_lines(rows)
+    if not lines:
         return None
-    fig = Figure(figsize=(8, 5.5))
-    ax = fig.add_subplot()
-    groups: dict[tuple, list[dict]] = {}
-    for r in stepped:
-        rest = {k: v for k, v in r["sampler_options"].items() if k != "steps"}
-        groups.setdefault((str(r.get("model")), str(r.get("sampler")),
-                           json.dumps(rest, sort_keys=True)), []).append(r)
-    all_steps = set()
-    for i, (_, rs) in enumerate(sorted(groups.items(), key=lambda t: t[0])):
-        rs.sort(key=lambda r: r["sampler_options"]["steps"])
-        xs = [r["sampler_options"]["steps"] for r in rs]
-        ys = [float(r["fid"]) for r in rs]
-        all_steps.update(xs)
+    bs, _ = speed_batch(rows)
+    timed = any(speed(r, bs) for rs in lines.values() for r in rs)
+    fig = Figure(figsize=(13 if timed else 8, 5.5), layout="constrained")
+    axes = fig.subplots(1, 2 if timed else 1, squeeze=False)[0]
+    all_calls = sorted({calls(r) for rs in lines.values() for r in rs})
+    for i, rs in enumerate(lines.values()):
         # the line's label: its sampler's own label with steps left out (they are the x axis)
         unstepped = {**rs[0], "sampler_options": {**rs[0]["sampler_options"], "steps": None}}
         name = f"{rs[0].get('model')} · {sampler_label(unstepped)}"
-        ax.errorbar(xs, ys, yerr=error_extents(ys, [interval(r, "fid") for r in rs]),
-                    marker=_marker(rs[0]), ls=LINESTYLES[i % len(LINESTYLES)], label=name,
-                    color=_color(rs[0]) if len(groups) == 1 else None, capsize=3)
-    ax.set_xscale("log")
-    ax.set_xticks(sorted(all_steps))
-    _plain_ticks(ax, "x")
-    ax.set_xlabel("sampling steps (network evaluations per image, log scale)")
-    ax.set_ylabel(_fid_label(stepped))
-    ax.set_title(f"{ds}: FID against sampling steps" + (
-        " (bars: 95% intervals)" if any(interval(r, "fid") for r in stepped) else ""))
-    ax.legend(fontsize=8)
-    ax.grid(True, alpha=0.3)
+        style = dict(marker=_marker(rs[0]), ls=LINESTYLES[i % len(LINESTYLES)], label=name,
+                     color=_color(rs[0]) if len(lines) == 1 else f"C{i % 10}", capsize=3)
+        ys = [float(r["fid"]) for r in rs]
+        yerr = error_extents(ys, [interval(r, "fid") for r in rs])
+        axes[0].errorbar([calls(r) for r in rs], ys, yerr=yerr, **style)
+        if timed:
+            pts = [(speed(r, bs), y, lo, hi) for r, y, lo, hi
+                   in zip(rs, ys, *yerr, strict=True) if speed(r, bs)]
+            if pts:
+                xs, ys2, lo, hi = map(list, zip(*pts, strict=True))
+                axes[1].errorbar(xs, ys2, yerr=[lo, hi], **style)
+    axes[0].set_xscale("log")
+    axes[0].set_xticks(all_calls)
+    _plain_ticks(axes[0], "x")
+    axes[0].set_xlabel("network calls per image (log scale)")
+    if timed:
+        axes[1].set_xscale("log")
+        axes[1].set_xlabel("sampling images/s " + (f"at batch {bs} " if bs else "")
+                           + "(log scale)")
+    every = [r for rs in lines.values() for r in rs]
+    for ax in axes:
+        ax.set_ylabel(_fid_label(every))
+        ax.grid(True, alpha=0.3)
+    axes[-1].legend(fontsize=8)
+    fig.suptitle(f"{ds}: sampler frontier, FID against network calls" +
+                 (" and against images/s" if timed else "") +
+                 (" (bars: 95% intervals)" if any(interval(r, "fid") for r in every) else ""))
     return _save(fig, path)
 
 
@@ -373,8 +383,8 @@ def write_figures(rows: list[dict], run_dir: Path, fig_dir: Path) -> list[tuple[
         made = [
             (f"{ds}: quality vs speed", quality_vs_speed(
                 ds, ds_rows, fig_dir / f"quality_vs_speed_{s}.png")),
-            (f"{ds}: FID vs sampling steps", fid_vs_steps(
-                ds, ds_rows, fig_dir / f"fid_vs_steps_{s}.png")),
+            (f"{ds}: sampler frontier", frontier(
+                ds, ds_rows, fig_dir / f"frontier_{s}.png")),
             (f"{ds}: FID vs class accuracy", fid_vs_class_accuracy(
                 ds, ds_rows, fig_dir / f"fid_vs_class_accuracy_{s}.png")),
             (f"{ds}: throughput vs batch size", throughput_vs_batch(

@@ -20,17 +20,22 @@ from .rows import (
     NA,
     RESULTS_FILE,
     by_dataset,
+    calls,
     comparison,
     fmt,
     fmt_ci,
     fmt_nll,
     fmt_params,
     fmt_pm,
+    frontier_lines,
     interval,
     label,
     pareto,
     present,
     read_results,
+    speed,
+    speed_batch,
+    variant,
 )
 
 CSV_FILE = "results.csv"
@@ -249,6 +254,48 @@ def dataset_table(df) -> list[str]:
                      fmt(r.get("train_steps")), fmt(r.get("train_seconds")),
                      fmt(r.get("train_images_per_s")), fmt(r.get("peak_mem_mb"))])
     return md_table(head, body) + same_n_note(df)
+
+
+# ----------------------------------------------------------------------------- frontier
+
+
+def frontier_table(rows: list[dict]) -> list[str]:
+    """Per model with several sampler rows that count network calls: the rows by calls, the
+    reference (the row with the most calls; on a tie the first in the rows' order, i.e. the
+    suite's), and the fewest calls
+    that reach the reference's FID within its interval (FID at most its upper end, or at
+    most its FID where it has no interval), with that row's speed-up over the reference."""
+    out: list[str] = []
+    bs, _ = speed_batch(rows)
+    order = {id(r): i for i, r in enumerate(rows)}
+    by_model: dict[str, list[dict]] = {}
+    for (model, *_), rs in frontier_lines(rows).items():
+        by_model.setdefault(model, []).extend(rs)
+    for model, rs in by_model.items():
+        if len(rs) < 2:
+            continue
+        ref = max(rs, key=lambda r: (calls(r), -order[id(r)]))
+        ci = interval(ref, "fid")
+        bar = ci[1] if ci is not None else float(ref["fid"])
+        rs = sorted(rs, key=lambda r: (calls(r), float(r["fid"])))
+        reach = next((r for r in rs if float(r["fid"]) <= bar), None)
+        body = [[variant(r), str(calls(r)), fmt_ci(r["fid"], *interval(r, "fid"))
+                 if interval(r, "fid") else fmt(r["fid"]), fmt(speed(r, bs)),
+                 "reference" if r is ref else ("yes" if float(r["fid"]) <= bar else "no")]
+                for r in rs]
+        out += [f"**{model}**: reference {variant(ref)} ({calls(ref)} calls, FID "
+                f"{fmt(ref['fid'])}, upper end {fmt(bar)}).", ""]
+        out += md_table(["sampler", "network calls", "FID", "img/s" + (f" @{bs}" if bs else ""),
+                         "reaches the reference"], body)
+        if reach is not None and reach is not ref:
+            sr, sref = speed(reach, bs), speed(ref, bs)
+            gain = f", {sr / sref:.2f}x its images/s" if sr and sref else ""
+            out += ["", f"Fewest calls that reach the reference's FID: **{calls(reach)}** "
+                    f"({variant(reach)}){gain}."]
+        elif reach is ref:
+            out += ["", "No sampler with fewer calls reaches the reference's FID."]
+        out.append("")
+    return out
 
 
 # ----------------------------------------------------------------------------- curves
@@ -517,6 +564,15 @@ def write_report(run_dir: Path | str) -> Path:
         md += [f"### {ds}", ""]
         md += dataset_table(df[df["dataset"] == ds])
         md.append("")
+    fronts = {ds: frontier_table(ds_rows) for ds, ds_rows in by_dataset(rows).items()}
+    if any(fronts.values()):
+        md += ["## Sampler frontier", "",
+               "How few network calls per image reach the quality of the most expensive "
+               "sampler measured (the reference): FID with its 95% interval at each count of "
+               "calls, and the sampling speed.", ""]
+        for ds, table in fronts.items():
+            if table:
+                md += [f"### {ds}", "", *table]
     md += training_compute(run_dir, figures)
     computed = {ds: compute_table(df[df["dataset"] == ds]) for ds in datasets}
     if any(computed.values()):

@@ -278,3 +278,28 @@ def pareto(pts: list[tuple]) -> list:
             front.append((r, f, s))
     front.sort(key=lambda t: (t[1], -t[2]))
     return [r for r, _, _ in front]
+
+
+def calls(row: dict) -> int | None:
+    """Network evaluations per image of a row's sampler: its ``network_calls``, or for rows
+    written before that column its ``steps`` option."""
+    n = row.get("network_calls")
+    if present(n):
+        return int(n)
+    opts = row.get("sampler_options")
+    steps = opts.get("steps") if isinstance(opts, dict) else None
+    return int(steps) if present(steps) else None
+
+
+def frontier_lines(rows: list[dict]) -> dict[tuple, list[dict]]:
+    """The rows with FID and a count of network calls, one line per model, sampler and its
+    options other than ``steps`` (sorted by calls): the sampler frontier's lines."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if present(r.get("fid")) and calls(r) is not None:
+            rest = {k: v for k, v in (r.get("sampler_options") or {}).items() if k != "steps"}
+            groups.setdefault((str(r.get("model")), str(r.get("sampler")),
+                               json.dumps(rest, sort_keys=True)), []).append(r)
+    for rs in groups.values():
+        rs.sort(key=calls)
+    return dict(sorted(groups.items(), key=lambda t: t[0]))

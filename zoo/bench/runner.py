@@ -269,7 +269,8 @@ class Curve:
         spec = self.suite.spec(self.dataset)
         samples, labels = draw(model, ev.curve_n_samples, ev.batch_size, seed, v.options)
         result = metrics.evaluate(
-            samples, spec, ev.ref_split, ev.extractor, metrics=ev.curve_metrics,
+            samples, spec, ev.ref_split, ev.extractor,
+            metrics=metrics_for(ev.curve_metrics, labels),
             batch_size=ev.batch_size, seed=seed, device=model.device,
             n_reference=ev.n_reference, root=self.data_root, announce=False,
             bootstrap=ev.bootstrap, labels=labels,
@@ -351,6 +352,18 @@ def draw(model: GenerativeModel, n: int, batch_size: int, seed: int, options: di
                                  **options), labels
 
 
+def metrics_for(names, labels):
+    """The suite's metrics ``names`` that apply to samples drawn with ``labels``: without
+    labels (an unconditional model) the ones that need the requested class are left out,
+    so one suite measures conditional and unconditional models alike (n/a in the table)."""
+    from ..metrics import registry
+
+    if labels is not None:
+        return names
+    skip = set(registry.label_metrics(names))
+    return [m for m in registry.normalize_metrics(names) if m not in skip]
+
+
 def measure_variant(
     model: GenerativeModel, dataset: str, entry: ModelEntry, variant: Variant, seed: int,
     grid_path: Path, data_root: str | None = None, announce: bool = True,
@@ -367,7 +380,7 @@ def measure_variant(
     memo = "memorization" in metrics.registry.normalize_metrics(ev.metrics)
     panel = grid_path.with_name(grid_path.stem + "-memorization.png")
     result = metrics.evaluate(
-        samples, dataset, ev.ref_split, ev.extractor, metrics=ev.metrics,
+        samples, dataset, ev.ref_split, ev.extractor, metrics=metrics_for(ev.metrics, labels),
         batch_size=ev.batch_size, seed=seed, device=model.device, n_reference=ev.n_reference,
         root=data_root, announce=announce,
         bootstrap=ev.bootstrap, panel=panel if memo and zdist.is_main() else None,
@@ -525,6 +538,7 @@ def _run_rows(suite: Suite, out: Path, dev: torch.device, only_model: str | None
                         "suite": suite.name, "dataset": dataset, "model": entry.id,
                         "family": model.family, "sampler": v.name,
                         "sampler_options": v.canonical,
+                        "network_calls": v.sampler.network_calls(),
                         "params": model.num_parameters(), "config_hash": h,
                         **train_speed, **measured, **nll,
                         **timing.environment(dev, suite.seed, dtype),

@@ -24,6 +24,7 @@ _COLUMNS: tuple[str, ...] = (
     # identity
     "suite", "dataset", "model", "family", "sampler",
     "sampler_options",  # {option: value}: the sampler's canonical options, defaults filled in
+    "network_calls",  # network evaluations per image of that sampler (where it counts them)
     # the model and its training
     "params", "config_hash", "train_steps", "train_seconds", "train_images_per_s",
     "train_first_step_s",  # the first step alone: compilation (train.compile) and warm-up
@@ -52,8 +53,8 @@ _COLUMNS: tuple[str, ...] = (
 _TEXT = ("suite", "dataset", "model", "family", "sampler", "config_hash", "extractor",
          "extractor_hash", "ref_split", "nll_kind", "nll_detail", "memory_kind", "device",
          "device_peak_dtype", "dtype", "commit", "grid", "memorization_panel", "timestamp")
-_INTEGER = ("params", "train_steps", "train_flops_per_image", "sample_flops_per_image",
-            "n_samples", "n_reference", "nll_images",
+_INTEGER = ("params", "network_calls", "train_steps", "train_flops_per_image",
+            "sample_flops_per_image", "n_samples", "n_reference", "nll_images",
             "latency_batch_size", "max_batch_size", "world_size", "seed")
 
 

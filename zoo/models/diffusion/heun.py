@@ -52,9 +52,12 @@ class Heun(DiffusionSampler):
         check_distinct(euler_timesteps(T, steps, self.spacing), steps, self.spacing)
         return replace(self, steps=steps)
 
+    def network_calls(self) -> int | None:
+        return None if self.steps is None else 2 * self.steps - 1
+
     def label(self) -> str:
         out = super().label()
-        return out if self.steps is None else f"{out} ({2 * self.steps - 1} network calls)"
+        return out if self.steps is None else f"{out} ({self.network_calls()} network calls)"
 
     def plan(self, schedule) -> SigmaPlan:
         ts = euler_timesteps(schedule.timesteps, self.steps, self.spacing)

@@ -78,6 +78,10 @@ class DiffusionSampler(SamplerOptions):
             del out["guidance"]
         return out
 
+    def network_calls(self) -> int | None:
+        """One network call per step (a guided call batches both labels into one)."""
+        return getattr(self, "steps", None)
+
     def plan(self, schedule) -> Any:
         """The per-step tensors on the schedule's device; has ``t`` [S] (the network's
         timestep, long or fractional), ``alpha_bar`` [S] (float64) and ``noisy``."""

@@ -247,19 +247,23 @@ class DDPM(GenerativeModel):
             return null
         return y if guidance == 1 else torch.cat([y, null])
 
-    def _eps(self, x: Tensor, t: Tensor, abar: Tensor, y: Tensor | None,
-             guidance: float) -> Tensor:
-        """The network's eps at x (timestep ``t``, alpha-bar ``abar``: the plan's row),
-        guided: eps_null + w (eps_y - eps_null) from one batched call over both labels when
-        w is neither 0 nor 1 (``y`` from ``_guided_labels``). A v- or x0-predicting network's
-        output is turned into eps here, after the guidance mix (the conversion is affine in
-        the output), so every sampler sees eps."""
+    def _eps(self, x: Tensor, t: Tensor, y: Tensor | None, guidance: float,
+             abar: Tensor | None = None) -> Tensor:
+        """The network's eps at x (timestep ``t``; alpha-bar ``abar``, the plan's row, or the
+        schedule's at an integer ``t`` when not given), guided: eps_null + w (eps_y -
+        eps_null) from one batched call over both labels when w is neither 0 nor 1 (``y``
+        from ``_guided_labels``). A v- or x0-predicting network's output is turned into eps
+        here, after the guidance mix (the conversion is affine in the output), so every
+        sampler sees eps."""
         if y is None or y.shape[0] == x.shape[0]:
             out = self.net(x, t, *(() if y is None else (y,))).float()
         else:
             cond, uncond = self.net(torch.cat([x, x]), t, y).float().chunk(2)
             out = torch.lerp(uncond, cond, guidance)
-        return to_eps(self.config.prediction, out, x, abar)
+        if self.config.prediction == "epsilon":
+            return out
+        return to_eps(self.config.prediction, out, x,
+                      self.schedule.alphas_cumprod[t] if abar is None else abar)
 
     def _eps_net(self, x: Tensor, t: Tensor, *y: Tensor) -> Tensor:
         """The network as an eps-predictor at integer timesteps ``t`` (for the bound)."""
@@ -290,7 +294,7 @@ class DDPM(GenerativeModel):
         y = self._guided_labels(y, sampler.guidance)
         state = sampler.init_state(x)
         for i in range(len(plan)):
-            eps = self._eps(x, plan.t[i:i + 1], plan.alpha_bar[i:i + 1], y, sampler.guidance)
+            eps = self._eps(x, plan.t[i:i + 1], y, sampler.guidance, plan.alpha_bar[i:i + 1])
             z = torch.randn(x.shape, generator=gen, device=dev) if plan.noisy[i] else None
             x, _, state = sampler.step(plan, i, x, eps, z, state)
         return x
@@ -303,7 +307,7 @@ class DDPM(GenerativeModel):
         y = self._guided_labels(y, sampler.guidance)
         state = sampler.init_state(x)
         for i in range(steps):
-            eps = self._eps(x, plan.t[i:i + 1], plan.alpha_bar[i:i + 1], y, sampler.guidance)
+            eps = self._eps(x, plan.t[i:i + 1], y, sampler.guidance, plan.alpha_bar[i:i + 1])
             z = zs[j] if plan.noisy[i] else None
             j += plan.noisy[i]
             x, _, state = sampler.step(plan, i, x, eps, z, state)

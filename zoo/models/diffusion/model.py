@@ -1,9 +1,11 @@
-"""The diffusion family: DDPM (Ho et al. 2020) trained with L_simple, sampled with any of its
-samplers (``samplers``: ancestral DDPM, DDIM), and the variational bound in bits/dim.
+"""The diffusion family: DDPM (Ho et al. 2020) trained with L_simple (or a v- or x0-target,
+min-SNR weighted: ``objectives``), sampled with any of its samplers (``samplers``: ancestral
+DDPM, DDIM), and the variational bound in bits/dim.
 
 The pieces live beside this file: ``schedule`` (the noise schedule, q(x_t|x_0) and its
-posterior), one sampler per file (``ancestral``, ``ddim``, on the contract of ``sampler``)
-and ``bound`` (the variational bound). This file holds the model: the U-Net, its training
+posterior), one sampler per file (``ancestral``, ``ddim``, on the contract of ``sampler``),
+``objectives`` (what the network predicts, the training target and weights, the conversion
+to eps) and ``bound`` (the variational bound). This file holds the model: the U-Net, its training
 step, the sampling loop (eager or replayed as one CUDA graph) and ``nll``.
 """
 
@@ -80,7 +82,8 @@ def _nll_mode(value, name: str = "nll mode", stacklevel: int = 3) -> str:
 
 
 class DDPM(GenerativeModel):
-    """Denoising diffusion: epsilon prediction with a U-Net, DDPM/DDIM samplers, VLB nll."""
+    """Denoising diffusion: a U-Net predicting epsilon (or v, x0), DDPM/DDIM samplers, VLB
+    nll."""
 
     family = "diffusion"
     likelihood = "bound"

@@ -1,9 +1,11 @@
-"""The diffusion family: DDPM (Ho et al. 2020) trained with L_simple, sampled with any of its
-samplers (``samplers``: ancestral DDPM, DDIM), and the variational bound in bits/dim.
+"""The diffusion family: DDPM (Ho et al. 2020) trained with L_simple (or a v- or x0-target,
+min-SNR weighted: ``objectives``), sampled with any of its samplers (``samplers``: ancestral
+DDPM, DDIM), and the variational bound in bits/dim.
 
 The pieces live beside this file: ``schedule`` (the noise schedule, q(x_t|x_0) and its
-posterior), one sampler per file (``ancestral``, ``ddim``, on the contract of ``sampler``)
-and ``bound`` (the variational bound). This file holds the model: the U-Net, its training
+posterior), one sampler per file (``ancestral``, ``ddim``, on the contract of ``sampler``),
+``objectives`` (what the network predicts, the training target and weights, the conversion
+to eps) and ``bound`` (the variational bound). This file holds the model: the U-Net, its training
 step, the sampling loop (eager or replayed as one CUDA graph) and ``nll``.
 """
 
@@ -30,6 +32,7 @@ from .ddim import DDIM
 from .dpm_solver import DPMSolver
 from .euler_ancestral import EulerAncestral
 from .heun import Heun
+from .objectives import LOSS_WEIGHTINGS, PREDICTIONS, loss_weight, target, to_eps
 from .schedule import SCHEDULES, NoiseSchedule, make_betas
 from .unipc import UniPC
 
@@ -52,6 +55,9 @@ class DDPMConfig:
     dropout: float = 0.0
     norm_groups: int = 4  # 32 groups of 32 channels normalise each channel alone (see unet.py)
     lr: float = 1e-3
+    prediction: Literal["epsilon", "v", "x0"] = "epsilon"  # what the U-Net outputs
+    loss_weighting: Literal["uniform", "min-snr"] = "uniform"  # per-timestep loss weight
+    min_snr_gamma: float = 5.0  # gamma of loss_weighting="min-snr" (Hang et al. 2023)
     nll_mode: Literal["estimate", "all", "exact"] = "estimate"  # "exact": deprecated "all"
     nll_samples: int = 4  # K: timesteps drawn per image by nll(mode="estimate")
     nll_draws: int = 2  # x_t drawn per term by nll(mode="all")
@@ -80,7 +86,8 @@ def _nll_mode(value, name: str = "nll mode", stacklevel: int = 3) -> str:
 
 
 class DDPM(GenerativeModel):
-    """Denoising diffusion: epsilon prediction with a U-Net, DDPM/DDIM samplers, VLB nll."""
+    """Denoising diffusion: a U-Net predicting epsilon (or v, x0), DDPM/DDIM samplers, VLB
+    nll."""
 
     family = "diffusion"
     likelihood = "bound"
@@ -92,6 +99,9 @@ class DDPM(GenerativeModel):
         super().__init__(config, image_shape)
         c = config
         _choice(c.schedule, SCHEDULES, "schedule")
+        _choice(c.prediction, PREDICTIONS, "prediction")
+        _choice(c.loss_weighting, LOSS_WEIGHTINGS, "loss_weighting")
+        check_range(c.min_snr_gamma, "min_snr_gamma", above=0)
         nll_mode = _nll_mode(c.nll_mode, "nll_mode")  # "exact" is recorded as "all"
         if c.timesteps < 1:
             raise ConfigError(f"timesteps must be >= 1, got {c.timesteps}")
@@ -139,9 +149,11 @@ class DDPM(GenerativeModel):
         return {"net": self.net}
 
     def train_step(self, x, optimizers):
-        """One step of L_simple: || eps - eps_theta(sqrt(abar) x0 + sqrt(1 - abar) eps, t) ||^2;
-        a conditional model sees the batch's labels, a ``label_dropout`` share of them
-        replaced by the null label (so it also learns the unconditional model guidance uses)."""
+        """One step of L_simple: || eps - eps_theta(sqrt(abar) x0 + sqrt(1 - abar) eps, t) ||^2,
+        or of the ``prediction``'s target (v, x0; see ``objectives``), each sample's error
+        weighted per ``loss_weighting``; a conditional model sees the batch's labels, a
+        ``label_dropout`` share of them replaced by the null label (so it also learns the
+        unconditional model guidance uses)."""
         batch = self.check_batch(x)
         x0 = to_unit(batch.images)
         t = self.batch_randint(self.timesteps, x0.shape[0])
@@ -149,7 +161,15 @@ class DDPM(GenerativeModel):
         net = self.wrapped("net")
         args = (self.drop_labels(batch.labels, self.config.label_dropout),) \
             if self.conditional else ()
-        loss = F.mse_loss(net(self.schedule.q_sample(x0, t, noise), t, *args).float(), noise)
+        c = self.config
+        out = net(self.schedule.q_sample(x0, t, noise), t, *args).float()
+        abar = self.schedule.alphas_cumprod[t]
+        goal = target(c.prediction, x0, noise, abar)
+        if c.loss_weighting == "uniform":
+            loss = F.mse_loss(out, goal)
+        else:
+            w = loss_weight(c.prediction, c.loss_weighting, abar, c.min_snr_gamma).float()
+            loss = ((out - goal).square().flatten(1).mean(1) * w).mean()
         self.optimize(loss, optimizers["ddpm"])
         return {"loss": loss.item()}
 
@@ -163,8 +183,8 @@ class DDPM(GenerativeModel):
 
     @torch.inference_mode()
     def sample(self, n, *, generator=None, labels=None, batch_size: int = 256,
-               cuda_graph="auto", **options) -> Tensor:
-        """n uint8 images from x_T ~ N(0, I).
+               cuda_graph="auto", noise: Tensor | None = None, **options) -> Tensor:
+        """n uint8 images from x_T ~ N(0, I), or from the given ``noise`` x_T [n, C, H, W].
 
         ``sampler="ddpm"`` (default, ``Ancestral``): all T steps, ``variance="beta_tilde"``
         (default) or ``"beta"``. ``sampler="ddim"`` (``DDIM``): ``steps`` S (default 50),
@@ -181,21 +201,29 @@ class DDPM(GenerativeModel):
         ``guidance`` w (both samplers; classifier-free, Ho & Salimans 2022) mixes the
         conditional and null-label predictions, eps_null + w (eps_label - eps_null): 0 is
         unconditional, 1 (default) conditional, > 1 guided (two passes in one batched call).
+
+        ``noise`` (diffusers' ``latents``): the initial x_T, one per image, instead of a draw
+        from ``generator`` (which then draws only a stochastic sampler's per-step noise). With
+        a deterministic sampler (``ddim`` at eta 0) the same noise gives the same images, for
+        any ``batch_size``, eager or graphed: for reproducibility across samplers and for
+        interpolating between images.
         """
         return from_unit(self.sample_unit(n, generator=generator, labels=labels,
                                           batch_size=batch_size, cuda_graph=cuda_graph,
-                                          **options))
+                                          noise=noise, **options))
 
     @torch.inference_mode()
     def sample_unit(self, n, *, generator=None, labels=None, batch_size=256, cuda_graph="auto",
-                    **options) -> Tensor:
+                    noise=None, **options) -> Tensor:
         """Like ``sample`` but returns the float samples in [-1, 1] (before quantization)."""
-        sampler = self.parse_sampler(options, also=("labels", "batch_size", "cuda_graph"))
+        sampler = self.parse_sampler(options, also=("labels", "batch_size", "cuda_graph",
+                                                    "noise"))
         n = option_number(n, "n", int)
         batch_size = option_number(batch_size, "batch_size", int)
         if n < 0 or batch_size < 1:
             raise ConfigError(f"need n >= 0 and batch_size >= 1, got {n=}, {batch_size=}")
         labels = self.check_labels(labels, n)
+        noise = self._check_noise(noise, n)
         if self.conditional and labels is None:  # no class asked: the null label's model
             labels = torch.full((n,), self.num_classes, dtype=torch.long, device=self.device)
         graph, auto = graph_mode(cuda_graph, self.device)
@@ -210,7 +238,8 @@ class DDPM(GenerativeModel):
                 y = None if labels is None else labels[start:start + b]
                 use_graph = graph and model_graphs(self).worth_it((sampler.key(), b), auto)
                 denoise = self._denoise_graphed if use_graph else self._denoise
-                out.append(denoise(sampler, plan, b, gen, y))
+                x_T = None if noise is None else noise[start:start + b]
+                out.append(denoise(sampler, plan, b, gen, y, x_T))
         finally:
             self.train(was_training)
         return torch.cat(out) if out else torch.empty(0, *self.image_shape)
@@ -225,21 +254,55 @@ class DDPM(GenerativeModel):
             return null
         return y if guidance == 1 else torch.cat([y, null])
 
-    def _eps(self, x: Tensor, t: Tensor, y: Tensor | None, guidance: float) -> Tensor:
-        """The network's eps, guided: eps_null + w (eps_y - eps_null) from one batched call
-        over both labels when w is neither 0 nor 1 (``y`` from ``_guided_labels``)."""
+    def _eps(self, x: Tensor, t: Tensor, y: Tensor | None, guidance: float,
+             abar: Tensor | None = None) -> Tensor:
+        """The network's eps at x (timestep ``t``; alpha-bar ``abar``, the plan's row, or the
+        schedule's at an integer ``t`` when not given), guided: eps_null + w (eps_y -
+        eps_null) from one batched call over both labels when w is neither 0 nor 1 (``y``
+        from ``_guided_labels``). A v- or x0-predicting network's output is turned into eps
+        here, after the guidance mix (the conversion is affine in the output), so every
+        sampler sees eps."""
         if y is None or y.shape[0] == x.shape[0]:
-            return self.net(x, t, *(() if y is None else (y,))).float()
-        cond, uncond = self.net(torch.cat([x, x]), t, y).float().chunk(2)
-        return torch.lerp(uncond, cond, guidance)
+            out = self.net(x, t, *(() if y is None else (y,))).float()
+        else:
+            cond, uncond = self.net(torch.cat([x, x]), t, y).float().chunk(2)
+            out = torch.lerp(uncond, cond, guidance)
+        if self.config.prediction == "epsilon":
+            return out
+        return to_eps(self.config.prediction, out, x,
+                      self.schedule.alphas_cumprod[t] if abar is None else abar)
 
-    def _denoise(self, sampler, plan, b: int, gen, y: Tensor | None = None) -> Tensor:
+    def _eps_net(self, x: Tensor, t: Tensor, *y: Tensor) -> Tensor:
+        """The network as an eps-predictor at integer timesteps ``t`` (for the bound)."""
+        return to_eps(self.config.prediction, self.net(x, t, *y).float(), x,
+                      self.schedule.alphas_cumprod[t])
+
+    def _check_noise(self, noise, n: int) -> Tensor | None:
+        """``sample``'s ``noise=`` x_T as float32 on the model's device, or a ConfigError."""
+        if noise is None:
+            return None
+        shape = (n, *self.image_shape)
+        if not isinstance(noise, Tensor) or not noise.is_floating_point():
+            got = noise.dtype if isinstance(noise, Tensor) else type(noise).__name__
+            raise ConfigError(f"noise must be a float tensor of shape {list(shape)}, got {got}")
+        if tuple(noise.shape) != shape:
+            raise ConfigError(f"noise must have shape {list(shape)} (n, C, H, W), got "
+                              f"{list(noise.shape)}")
+        noise = noise.to(self.device, torch.float32)
+        if not torch.isfinite(noise).all():
+            raise ConfigError("noise must be finite")
+        return noise
+
+    def _denoise(self, sampler, plan, b: int, gen, y: Tensor | None = None,
+                 x_T: Tensor | None = None) -> Tensor:
         dev = self.device
-        x = sampler.start(plan, torch.randn((b, *self.image_shape), generator=gen, device=dev))
+        x = torch.randn((b, *self.image_shape), generator=gen, device=dev) if x_T is None \
+            else x_T.clone()
+        x = sampler.start(plan, x)  # N(0, I) scaled as the sampler's reference starts
         y = self._guided_labels(y, sampler.guidance)
         state = sampler.init_state(x)
         for i in range(len(plan)):
-            eps = self._eps(x, plan.t[i:i + 1], y, sampler.guidance)
+            eps = self._eps(x, plan.t[i:i + 1], y, sampler.guidance, plan.alpha_bar[i:i + 1])
             z = torch.randn(x.shape, generator=gen, device=dev) if plan.noisy[i] else None
             x, _, state = sampler.step(plan, i, x, eps, z, state)
         return x
@@ -253,19 +316,20 @@ class DDPM(GenerativeModel):
         y = self._guided_labels(y, sampler.guidance)
         state = sampler.init_state(x)
         for i in range(steps):
-            eps = self._eps(x, plan.t[i:i + 1], y, sampler.guidance)
+            eps = self._eps(x, plan.t[i:i + 1], y, sampler.guidance, plan.alpha_bar[i:i + 1])
             z = zs[j] if plan.noisy[i] else None
             j += plan.noisy[i]
             x, _, state = sampler.step(plan, i, x, eps, z, state)
         return x
 
-    def _denoise_graphed(self, sampler, plan, b: int, gen, y: Tensor | None = None) -> Tensor:
+    def _denoise_graphed(self, sampler, plan, b: int, gen, y: Tensor | None = None,
+                         x_T: Tensor | None = None) -> Tensor:
         """``_denoise`` replayed as one CUDA graph (``zoo.nn.graphs``). The noise is drawn
         before the replay in the order ``_denoise`` draws it: the same samples. The labels
-        are an input of the graph (copied into its buffer), not part of it."""
+        and a given x_T are inputs of the graph (copied into its buffers), not part of it."""
         dev = self.device
-        if sum(plan.noisy) * b * self.dims * 4 > NOISE_BYTES:
-            return self._denoise(sampler, plan, b, gen, y)  # the noise would not fit comfortably
+        if sum(plan.noisy) * b * self.dims * 4 > NOISE_BYTES:  # the noise would not fit
+            return self._denoise(sampler, plan, b, gen, y, x_T)
 
         def build():
             x_in = torch.zeros((b, *self.image_shape), device=dev)
@@ -277,7 +341,7 @@ class DDPM(GenerativeModel):
 
         graph, x_in, zs, y_in, x_out, _ = model_graphs(self).get((sampler.key(), b),
                                                                  weights_key(self.net), build)
-        x_in.copy_(torch.randn(x_in.shape, generator=gen, device=dev))
+        x_in.copy_(torch.randn(x_in.shape, generator=gen, device=dev) if x_T is None else x_T)
         for j in range(zs.shape[0]):
             zs[j].copy_(torch.randn(x_in.shape, generator=gen, device=dev))
         if y_in is not None:
@@ -337,8 +401,9 @@ class DDPM(GenerativeModel):
         was_training = self.training
         self.eval()
         try:
+            net = self.net if self.config.prediction == "epsilon" else self._eps_net
             return variational_bound(
-                self.net, self.schedule, x0, mode=mode, K=K, proposal=proposal,
+                net, self.schedule, x0, mode=mode, K=K, proposal=proposal,
                 draws=draws, batch_size=batch_size, clip_x0=clip_x0, dims=self.dims,
                 gen=self._generator_for(generator, x0.device), labels=labels)
         finally:

@@ -137,7 +137,12 @@ def bench_samplers(model, pairs: int, ddpm_pairs: int) -> list[dict]:
 
 
 def diffusers_peer():
-    from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
+    from diffusers import (
+        DDIMScheduler,
+        DDPMScheduler,
+        DPMSolverMultistepScheduler,
+        UNet2DModel,
+    )
 
     torch.manual_seed(0)
     unet = UNet2DModel(
@@ -148,7 +153,8 @@ def diffusers_peer():
     ddim = DDIMScheduler(num_train_timesteps=T, beta_schedule="linear", clip_sample=True,
                          set_alpha_to_one=True, timestep_spacing="trailing")
     ddpm = DDPMScheduler(num_train_timesteps=T, beta_schedule="linear")
-    return unet.to(DEVICE), ddim, ddpm
+    dpm = DPMSolverMultistepScheduler(num_train_timesteps=T, beta_schedule="linear")
+    return unet.to(DEVICE), {"ddim": ddim, "dpmpp-2m": dpm}, ddpm
 
 
 def bench_peer(pairs: int, train_pairs: int, batches: list[int]) -> list[dict]:
@@ -156,7 +162,7 @@ def bench_peer(pairs: int, train_pairs: int, batches: list[int]) -> list[dict]:
 
     images, _ = data.load("mnist", "train")
     x_u8 = images[:BATCH].to(DEVICE)
-    unet, ddim, ddpm = diffusers_peer()
+    unet, schedulers, ddpm = diffusers_peer()
     ddpm.alphas_cumprod = ddpm.alphas_cumprod.to(DEVICE)
     torch.manual_seed(0)
     model = zoo.create("ddpm", dataset="mnist").to(DEVICE)
@@ -164,28 +170,32 @@ def bench_peer(pairs: int, train_pairs: int, batches: list[int]) -> list[dict]:
     gen_zoo = torch.Generator(DEVICE).manual_seed(0)
     gen_peer = torch.Generator(DEVICE).manual_seed(0)
 
-    def peer_sample(n: int):
+    def peer_sample(n: int, sampler: str, steps: int):
         unet.eval()
-        ddim.set_timesteps(50)
+        sched = schedulers[sampler]
+        sched.set_timesteps(steps)
         x = torch.randn(n, 1, 28, 28, generator=gen_peer, device=DEVICE)
+        x = x * sched.init_noise_sigma
         with torch.inference_mode():
-            for t in ddim.timesteps:
-                eps = unet(x, t).sample
-                x = ddim.step(eps, t, x, eta=0.0).prev_sample
+            for t in sched.timesteps:
+                eps = unet(sched.scale_model_input(x, t), t).sample
+                x = sched.step(eps, t, x).prev_sample
         return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
-    def zoo_sample(n: int):
-        return model.sample(n, sampler="ddim", steps=50, generator=gen_zoo)
+    def zoo_sample(n: int, sampler: str, steps: int):
+        return model.sample(n, sampler=sampler, steps=steps, generator=gen_zoo)
 
     rows = []
-    for n in batches:
-        p = 4 * pairs if n == 1 else pairs
-        r = interleaved(lambda n=n: zoo_sample(n), lambda n=n: peer_sample(n), p)
-        rows.append({
-            "part": "peer", "what": f"DDIM-50 sampling, batch {n}",
-            "zoo_images_per_s": n / r["a_s"], "diffusers_images_per_s": n / r["b_s"],
-            "ratio": r["ratio_b_over_a"], "pairs": p,
-        })
+    for sampler, steps, name in (("ddim", 50, "DDIM-50"), ("dpmpp-2m", 20, "DPM-Solver++ 2M-20")):
+        for n in batches:
+            p = 4 * pairs if n == 1 else pairs
+            r = interleaved(lambda n=n: zoo_sample(n, sampler, steps),
+                            lambda n=n: peer_sample(n, sampler, steps), p)
+            rows.append({
+                "part": "peer", "what": f"{name} sampling, batch {n}",
+                "zoo_images_per_s": n / r["a_s"], "diffusers_images_per_s": n / r["b_s"],
+                "ratio": r["ratio_b_over_a"], "pairs": p,
+            })
 
     unet.train()
     model.train()

@@ -288,6 +288,24 @@ def test_ci_suite_covers_the_issue_and_is_reproducible():
     assert all(m.evaluation.curve for m in suite.models)
     assert {v.n_samples or m.evaluation.n_samples for m in suite.models
             for v in m.variants} == {1000}
+    # the sampler frontier: every diffusion sampler at 5, 10, 20 and 50 network calls
+    calls = {(v.name, v.sampler.network_calls()) for v in ddpm.variants}
+    for name in ("ddim", "dpmpp-2m", "unipc", "euler-ancestral"):
+        assert {(name, c) for c in (5, 10, 20, 50)} <= calls, name
+    assert {("heun", c) for c in (5, 9, 19, 49)} <= calls
+    # conditional twins of ddpm and gan-dcgan, the DDPM's with a guidance sweep
+    cond = {m.id: m for m in suite.models if m.config.get("conditional")}
+    assert set(cond) == {"ddpm-cond", "gan-dcgan-cond"}
+    assert {v.canonical.get("guidance", 1.0) for v in cond["ddpm-cond"].variants} \
+        == {0.0, 1.0, 2.0, 4.0}
+
+
+def test_the_objectives_suite_compares_the_four_at_equal_steps():
+    suite = load_suite(ROOT / "benchmarks" / "objectives.toml")
+    configs = {(m.config.get("prediction", "epsilon"),
+                m.config.get("loss_weighting", "uniform")) for m in suite.models}
+    assert configs == {(p, w) for p in ("epsilon", "v") for w in ("uniform", "min-snr")}
+    assert {m.budget.steps for m in suite.models} == {1500}
 
 
 def test_smoke_suite_matches_the_committed_baseline(smoke):

@@ -1,9 +1,12 @@
 """The diffusion family: DDPM (Ho et al. 2020) trained with L_simple (or a v- or x0-target,
 min-SNR weighted: ``objectives``), sampled with any of its samplers (``samplers``: ancestral
-DDPM, DDIM), and the variational bound in bits/dim.
+DDPM, DDIM and the diffusers ports DPM-Solver++, UniPC, Heun, Euler-ancestral), and the
+variational bound in bits/dim.
 
 The pieces live beside this file: ``schedule`` (the noise schedule, q(x_t|x_0) and its
-posterior), one sampler per file (``ancestral``, ``ddim``, on the contract of ``sampler``),
+posterior), one sampler per file (``ancestral``, ``ddim``, ``dpm_solver``, ``unipc``,
+``heun``, ``euler_ancestral`` on the contract of ``sampler``; ``sigmas`` the sigma-space
+pieces the ports share),
 ``objectives`` (what the network predicts, the training target and weights, the conversion
 to eps) and ``bound`` (the variational bound). This file holds the model: the U-Net, its training
 step, the sampling loop (eager or replayed as one CUDA graph) and ``nll``.
@@ -190,7 +193,9 @@ class DDPM(GenerativeModel):
         (default) or ``"beta"``. ``sampler="ddim"`` (``DDIM``): ``steps`` S (default 50),
         ``eta`` (default 0: deterministic), ``spacing`` ``"trailing"`` (default),
         ``"leading"`` or ``"linspace"``. ``clip_x0`` (both) clips each predicted x0 to
-        [-1, 1]. ``sampler`` may also be a sampler's options object (``DDIM(steps=20)``).
+        [-1, 1]. ``sampler="dpmpp-2m"``, ``"unipc"``, ``"heun"``, ``"euler-ancestral"``: the
+        diffusers schedulers of those names with their defaults (README, "Fewer network
+        calls"). ``sampler`` may also be a sampler's options object (``DDIM(steps=20)``).
         ``batch_size`` images are denoised at a time. ``cuda_graph`` replays the whole
         sampling loop as one captured CUDA graph: the same samples for the same generator,
         without a kernel launch from Python per operation; ``"auto"`` (default) does so on
@@ -198,7 +203,7 @@ class DDPM(GenerativeModel):
 
         A class-conditional model (``conditional=True``) takes ``labels``: one class (an int)
         or one per image; without, it samples from its null label (unconditionally).
-        ``guidance`` w (both samplers; classifier-free, Ho & Salimans 2022) mixes the
+        ``guidance`` w (every sampler; classifier-free, Ho & Salimans 2022) mixes the
         conditional and null-label predictions, eps_null + w (eps_label - eps_null): 0 is
         unconditional, 1 (default) conditional, > 1 guided (two passes in one batched call).
 

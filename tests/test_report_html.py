@@ -193,3 +193,23 @@ def test_the_markdown_renderer():
         "## A\n\ntext\n\n| x | y |\n|---|---|\n| 1 | a\\|b |\n\n- one\n  - sub\n- two\n")
     html = document.to_html(blocks, Path("."), "t")
     assert "<ul><li>one<ul><li>sub</li></ul></li><li>two</li></ul>" in html
+
+
+def test_sort_keys_in_node():
+    """The sort script's key: a cell sorts by the number it starts with, else by its text;
+    an empty or n/a cell has no key (sorted last). Run in node where it is installed."""
+    import json
+    import shutil
+    import subprocess
+
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed")
+    cells = ["17.78 [16.85, 18.59]", "n/a", "1,000", "2.10M", "820.0k", "≤ 1.300 ± 0.004",
+             "≈ 1", "3.2e+09", "12.5%", "ddim, 10 steps", "4.75x", "", "-3"]
+    key = document.SCRIPT.split("document.querySelectorAll")[0].replace("(function () {", "")
+    out = subprocess.run([node, "-e", key + f"console.log(JSON.stringify({json.dumps(cells)}"
+                          ".map(key)));"], capture_output=True, text=True, check=True).stdout
+    assert json.loads(out) == [
+        [0, 17.78], None, [0, 1000], [0, 2.1e6], [0, 820000], [0, 1.3], [0, 1], [0, 3.2e9],
+        [0, 12.5], [1, "ddim, 10 steps"], [0, 4.75], None, [0, -3]]

@@ -167,7 +167,7 @@ SCRIPT = r"""
   function key(text) {
     var t = text.trim();
     if (t === "" || t === "n/a") return null;
-    var m = /^[≤≥≈<>~\s]*([-+]?\d[\d,]*(?:\.\d+)?(?:e[-+]?\d+)?)([kMGB])?(?![\w])/.exec(t);
+    var m = /^[≤≥≈<>~\s]*([-+]?\d[\d,]*(?:\.\d+)?(?:e[-+]?\d+)?)([kMGBx])?(?![\w.,])/.exec(t);
     if (m) return [0, parseFloat(m[1].replace(/,/g, "")) * (MULT[m[2]] || 1)];
     return [1, t.toLowerCase()];
   }

@@ -130,7 +130,7 @@ def data_uri(path: Path) -> str | None:
 STYLE = """
 :root { color-scheme: light; }
 body { font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif;
-  color: #1b1f24; background: #fff; margin: 0 auto; padding: 1.5em 2em 4em; max-width: 1400px; }
+  color: #1b1f24; background: #fff; margin: 0 auto; padding: 1.5em 2em 4em; max-width: 1800px; }
 h1 { font-size: 1.7em; margin: 0 0 .6em; }
 h2 { font-size: 1.35em; margin: 2em 0 .5em; padding-bottom: .2em;
   border-bottom: 1px solid #d0d7de; }
@@ -143,16 +143,18 @@ nav { font-size: .92em; margin: .5em 0 1.5em; }
 nav a { margin-right: 1em; white-space: nowrap; }
 .scroll { overflow-x: auto; margin: .6em 0 1em; }
 table { border-collapse: collapse; font-size: .88em; font-variant-numeric: tabular-nums; }
-th, td { border: 1px solid #d0d7de; padding: .3em .6em; text-align: left; vertical-align: top; }
+th, td { border: 1px solid #d0d7de; padding: .25em .5em; text-align: left; vertical-align: top; }
 td { white-space: nowrap; }
-th { background: #f2f4f7; cursor: pointer; user-select: none; white-space: nowrap; }
+td .ci { display: block; color: #4a5563; font-size: .92em; }
+th { background: #f2f4f7; cursor: pointer; user-select: none; min-width: 3em; }
 th:hover { background: #e4e8ee; }
 th[aria-sort=ascending]::after { content: " \\25B2"; font-size: .75em; }
 th[aria-sort=descending]::after { content: " \\25BC"; font-size: .75em; }
-tbody tr:nth-child(even) { background: #f8f9fb; }
+tbody tr:nth-child(even) td { background: #f8f9fb; }
+tbody td:first-child { position: sticky; left: 0; background: #fff; }
 figure { margin: .6em 0 1.2em; }
 figure img { max-width: 100%; height: auto; border: 1px solid #e4e8ee; }
-figure img.small { image-rendering: pixelated; min-width: 256px; }
+figure img.small { image-rendering: pixelated; }
 figcaption { font-size: .88em; color: #4a5563; }
 .missing { color: #8a1c1c; background: #fdf1f1; border: 1px dashed #d9a0a0; padding: .3em .6em;
   display: inline-block; }
@@ -201,25 +203,39 @@ SCRIPT = r"""
 """
 
 
-def _image(block: Image, base: Path) -> str:
+def _image(block: Image, base: Path, caption: bool = True) -> str:
     uri = data_uri(base / block.path)
     if uri is None:
         return (f'<p class="missing">{html.escape(block.title)}: image '
                 f"<code>{html.escape(block.path)}</code> is missing</p>")
-    small = ""
+    size = ""
     try:
         from PIL import Image as PILImage
 
         with PILImage.open(base / block.path) as im:
-            if max(im.size) < 256:  # a grid of tiny images: scale it up, sharp
-                small = ' class="small"'
+            w, h = im.size
+        if max(w, h) < 400:  # a grid of small images: shown twice its size, sharp
+            size = f' class="small" width="{2 * w}" height="{2 * h}"'
     except Exception:  # noqa: BLE001 - only a size hint; the image is embedded regardless
         pass
-    return (f'<figure><img{small} src="{uri}" alt="{html.escape(block.title)}">'
-            f"<figcaption>{inline(block.title)}</figcaption></figure>")
+    cap = f"<figcaption>{inline(block.title)}</figcaption>" if caption else ""
+    return f'<figure><img{size} src="{uri}" alt="{html.escape(block.title)}">{cap}</figure>'
 
 
-def html_block(block: Block, base: Path, ids: dict[str, int]) -> str:
+_INTERVAL = re.compile(r"(.*\S) (\[[^\]]+\])")
+
+
+def _cell(text: str) -> str:
+    """A table cell; a figure's interval (``17.78 [16.85, 18.59]``) on a line of its own,
+    so that wide tables of intervals fit the page."""
+    m = _INTERVAL.fullmatch(text)
+    if m is None:
+        return inline(text)
+    return f'{inline(m[1])} <span class="ci">{inline(m[2])}</span>'
+
+
+def html_block(block: Block, base: Path, ids: dict[str, int], caption: bool = True) -> str:
+    """One block as HTML; ``caption``: give an image its title under it."""
     if isinstance(block, Heading):
         level = min(max(block.level, 1), 6)
         return f'<h{level} id="{slug(block.text, ids)}">{inline(block.text)}</h{level}>'
@@ -227,12 +243,12 @@ def html_block(block: Block, base: Path, ids: dict[str, int]) -> str:
         return f"<p>{inline(block.text)}</p>"
     if isinstance(block, Table):
         head = "".join(f"<th>{inline(h)}</th>" for h in block.head)
-        body = "\n".join("<tr>" + "".join(f"<td>{inline(c)}</td>" for c in cells) + "</tr>"
+        body = "\n".join("<tr>" + "".join(f"<td>{_cell(c)}</td>" for c in cells) + "</tr>"
                          for cells in block.rows)
         return (f'<div class="scroll"><table class="sortable"><thead><tr>{head}</tr></thead>'
                 f"\n<tbody>\n{body}\n</tbody></table></div>")
     if isinstance(block, Image):
-        return _image(block, base)
+        return _image(block, base, caption)
     if isinstance(block, Items):
         out, depth = [], -1
         for d, text in block.items:
@@ -251,7 +267,10 @@ def to_html(blocks: list[Block], base: Path, title: str) -> str:
     """The blocks as one self-contained HTML page; images read from ``base`` and embedded.
     A table of contents of the level-2 headings follows the first heading."""
     ids: dict[str, int] = {}
-    parts = [html_block(b, base, ids) for b in blocks]
+    # an image's caption is left out where the block before it says the same
+    parts = [html_block(b, base, ids, caption=not (
+        i and isinstance(b, Image) and getattr(blocks[i - 1], "text", None) == b.title))
+        for i, b in enumerate(blocks)]
     toc_ids: dict[str, int] = {}
     toc = []
     for b in blocks:  # the same ids, in the same order, as html_block gave them

@@ -213,3 +213,12 @@ def test_sort_keys_in_node():
     assert json.loads(out) == [
         [0, 17.78], None, [0, 1000], [0, 2.1e6], [0, 820000], [0, 1.3], [0, 1], [0, 3.2e9],
         [0, 12.5], [1, "ddim, 10 steps"], [0, 4.75], None, [0, -3]]
+
+
+def test_zoo_report_writes_it(tmp_path, capsys):
+    from zoo.cli import main
+
+    run = write_run(tmp_path / "run", make_rows(), losses=False)
+    assert main(["report", str(run)]) == 0
+    assert "report.html" in capsys.readouterr().out
+    assert parse(run / "report.html").tables

@@ -684,6 +684,7 @@ def frontier_row(sampler, steps, calls, fid, half, speed, **options):
 def test_the_frontier_names_the_fewest_calls_that_reach_the_reference(tmp_path):
     """The reference is the first row at the most calls (ddim 50 listed before dpmpp 50);
     a row reaches it when its FID is at most the reference's upper end."""
+    from zoo.bench.document import to_markdown
     from zoo.bench.report import frontier_table
 
     rows = [frontier_row("ddim", 50, 50, 10.0, 1.0, 40.0),
@@ -692,7 +693,7 @@ def test_the_frontier_names_the_fewest_calls_that_reach_the_reference(tmp_path):
             frontier_row("dpmpp-2m", 10, 10, 10.9, 1.0, 190.0),   # reaches (<= 11.0)
             frontier_row("dpmpp-2m", 5, 5, 11.5, 1.0, 380.0),     # does not
             frontier_row("heun", 3, 5, 30.0, 3.0, 390.0)]
-    text = "\n".join(frontier_table(rows))
+    text = to_markdown(frontier_table(rows))
     assert "reference ddim, 50 steps, eta 0 (50 calls, FID 10.00, upper end 11.00)" in text
     table, head = table_rows(text)
     assert head == ["sampler", "network calls", "FID", "img/s @64", "reaches the reference"]
@@ -705,7 +706,7 @@ def test_the_frontier_names_the_fewest_calls_that_reach_the_reference(tmp_path):
     # rows written before network_calls: the steps option counts the calls
     for r in rows:
         del r["network_calls"]
-    assert "**10** (dpmpp-2m, 10 steps)" in "\n".join(frontier_table(rows))
+    assert "**10** (dpmpp-2m, 10 steps)" in to_markdown(frontier_table(rows))
     # one variant per model: no frontier
     assert frontier_table(rows[:1]) == []
 

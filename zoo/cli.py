@@ -474,7 +474,8 @@ def cmd_bench(args) -> int:
         return 0
     from .bench.report import write_report
 
-    print(f"wrote {write_report(Path(args.out))}")
+    md = write_report(Path(args.out))
+    print(f"wrote {md} and {md.with_suffix('.html').name}")
     return 0
 
 
@@ -484,7 +485,8 @@ def cmd_report(args) -> int:
     run = Path(args.dir)
     if not (run / "results.jsonl").is_file():
         raise ConfigError(f"{run} holds no results.jsonl; run `zoo bench SUITE --out {run}` first")
-    print(f"wrote {write_report(run)}")
+    md = write_report(run)
+    print(f"wrote {md} and {md.with_suffix('.html').name}")
     return 0
 
 
@@ -613,7 +615,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-report", action="store_true", help="skip writing the report")
     s.set_defaults(func=cmd_bench)
 
-    s = sub.add_parser("report", help="results.csv, report.md and figures of a bench directory")
+    s = sub.add_parser("report", help="results.csv, report.md, report.html and figures of a "
+                       "bench directory")
     s.add_argument("dir", help="a `zoo bench --out` directory")
     s.set_defaults(func=cmd_report)
 

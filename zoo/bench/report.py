@@ -1,10 +1,14 @@
-"""``zoo report DIR``: turn ``DIR/results.jsonl`` into ``results.csv``, ``report.md`` and
-figures (``DIR/figures/*.png``).
+"""``zoo report DIR``: turn ``DIR/results.jsonl`` into ``results.csv``, ``report.md``,
+``report.html`` and figures (``DIR/figures/*.png``).
 
 Everything in the report is computed from the rows: the summary that opens it (per dataset,
 the best model on each axis and the quality-vs-speed Pareto front), one table per dataset,
 the environment the rows were measured in, the sample grids and the figures. A figure that
 does not exist for a row is ``n/a``, never 0.
+
+The report is built once, as a list of blocks (``zoo.bench.document``: headings, paragraphs,
+tables, images, lists) whose text holds every formatted figure; ``report.md`` and the
+self-contained ``report.html`` are two renderings of the same blocks.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from pathlib import Path
 from ..core import ConfigError
 from ..metrics import registry as metric_registry
 from . import frame
+from .document import Block, Heading, Image, Items, Para, Table, to_html, to_markdown
 from .rows import (
     NA,
     RESULTS_FILE,
@@ -40,6 +45,7 @@ from .rows import (
 
 CSV_FILE = "results.csv"
 REPORT_FILE = "report.md"
+HTML_FILE = "report.html"
 FIGURES_DIR = "figures"
 
 
@@ -58,7 +64,7 @@ def write_csv(rows: list[dict], path: Path) -> Path:
     return path
 
 
-# ----------------------------------------------------------------------------- report.md
+# ----------------------------------------------------------------------------- the report
 
 
 def _label(rec: dict) -> str:
@@ -105,46 +111,46 @@ def comparison_figure(df) -> tuple[str, str | None]:
     return comparison(sample_sizes(df), "kid" in df and bool(df["kid"].notna().any()))
 
 
-def same_n_note(df) -> list[str]:
+def same_n_note(df) -> list[Block]:
     """A line under a table whose rows were measured at different N, naming the Ns."""
     ns = sample_sizes(df)
     if len(ns) < 2:
         return []
-    return ["", f"The rows of this table were measured at different N (generated samples: "
+    return [Para(f"The rows of this table were measured at different N (generated samples: "
             f"{', '.join(f'{n:,}' for n in ns)}); FID is biased upward at small N, so compare "
-            "FID only between rows of the same N. KID is unbiased at any N."]
+            "FID only between rows of the same N. KID is unbiased at any N.")]
 
 
 NAME = {"fid": "FID", "kid": "KID"}
 
 
-def summary(df, datasets: list[str] | None = None) -> list[str]:
+def summary(df, datasets: list[str] | None = None) -> list[Block]:
     """The opening of report.md, from the rows' DataFrame (``frame.frame``): per dataset
     (in the order of ``datasets``), the best model on each axis and the Pareto front of
     quality against sampling speed."""
-    out = ["## Summary", ""]
+    out: list[Block] = [Heading(2, "Summary")]
     datasets = datasets or list(dict.fromkeys(df["dataset"]))
-    out.append(
+    out.append(Para(
         f"Computed from the {len(df)} rows of `{RESULTS_FILE}` "
         f"({len(datasets)} dataset{'s' if len(datasets) != 1 else ''}). FID and KID: lower "
         "is better, with 95% bootstrap intervals `[lo, hi]` where measured; "
         "NLL in bits per dimension on the test split, lower is better (exact, or an upper "
         "bound; `±` its standard error); speeds in images/s, higher is better."
-    )
-    out.append("")
+    ))
     for ds in datasets:
         sub = df[df["dataset"] == ds]
         recs = frame.records(sub)
         key, why = comparison_figure(sub)
         name = NAME[key]
-        out += [f"### {ds}", "", "| axis | best | figure |", "|---|---|---|"]
+        out.append(Heading(3, ds))
+        table: list[list[str]] = []
         scored = [r for r in recs if present(r.get(key))]
         if scored:
             b = min(scored, key=lambda r: r[key])
-            out.append(f"| sample quality: lowest {name} | {_label(b)} | "
-                       f"{name} {fmt_ci(b[key], *(interval(b, key) or ()))} |")
+            table.append([f"sample quality: lowest {name}", _label(b),
+                          f"{name} {fmt_ci(b[key], *(interval(b, key) or ()))}"])
         else:
-            out.append(f"| sample quality: lowest {name} | {NA} | no row has a {name} |")
+            table.append([f"sample quality: lowest {name}", NA, f"no row has a {name}"])
         models = frame.records(sub.drop_duplicates("model"))
         nll_rows = [r for r in models if present(r.get("nll_bpd"))]
         kinds = sorted({r.get("nll_kind") or "?" for r in nll_rows},
@@ -153,60 +159,55 @@ def summary(df, datasets: list[str] | None = None) -> list[str]:
             b = min((r for r in nll_rows if (r.get("nll_kind") or "?") == kind),
                     key=lambda r: r["nll_bpd"])
             what = {"exact": "exact", "bound": "upper bound"}.get(kind, kind)
-            out.append(
-                f"| likelihood: lowest NLL ({what}) | {b['model']} | {fmt_nll(b, ' bpd')} |"
-            )
+            table.append([f"likelihood: lowest NLL ({what})", b["model"], fmt_nll(b, " bpd")])
         if not nll_rows:
-            out.append(f"| likelihood: lowest NLL | {NA} | no model has an NLL |")
+            table.append(["likelihood: lowest NLL", NA, "no model has an NLL"])
         bs, common = _speed_batch(sub)
         sizes = _sizes(sub)
         fast = [r for r in recs if present(_speed(r, bs, sizes))]
         at = f"at batch {bs}" if common else "at each row's largest batch (none in common)"
         if fast:
             b = max(fast, key=lambda r: _speed(r, bs, sizes))
-            out.append(f"| sampling speed {at} | {_label(b)} | "
-                       f"{fmt(_speed(b, bs, sizes))} images/s |")
+            table.append([f"sampling speed {at}", _label(b),
+                          f"{fmt(_speed(b, bs, sizes))} images/s"])
         else:
-            out.append(f"| sampling speed | {NA} | no row was timed |")
+            table.append(["sampling speed", NA, "no row was timed"])
         trained = [r for r in models if present(r.get("train_images_per_s"))]
         if trained:
             b = max(trained, key=lambda r: r["train_images_per_s"])
-            out.append(
-                f"| training speed | {b['model']} | {fmt(b['train_images_per_s'])} images/s |"
-            )
+            table.append(["training speed", b["model"],
+                          f"{fmt(b['train_images_per_s'])} images/s"])
         else:
-            out.append(f"| training speed | {NA} | no model has a training speed |")
-        out.append("")
+            table.append(["training speed", NA, "no model has a training speed"])
+        out.append(Table(["axis", "best", "figure"], table))
         if why:
-            out += [why, ""]
+            out.append(Para(why))
         if len(kinds) > 1 and "bound" in kinds:
             best = min(nll_rows, key=lambda r: r["nll_bpd"])
             if best.get("nll_kind") == "bound":
-                out.append(
+                out.append(Para(
                     f"Lowest NLL overall: {best['model']} (its upper bound is below every "
                     "exact figure, so it ranks first for certain)."
-                )
+                ))
             else:
-                out.append(
+                out.append(Para(
                     f"Lowest NLL overall: {best['model']} ({best.get('nll_kind')}); a bound is "
                     "only an upper bound, so a model whose bound is higher may still have a "
                     "lower true NLL."
-                )
-            out.append("")
+                ))
         front = pareto([(r, r[key], _speed(r, bs, sizes)) for r in scored
                         if present(_speed(r, bs, sizes))])
         if front:
-            out.append(
+            out.append(Para(
                 f"Pareto front of quality against sampling speed ({name} vs images/s {at}; no "
                 f"other row has both a lower {name} and a higher speed), best {name} first:"
-            )
-            out.append("")
-            for r in front:
-                out.append(f"- {_label(r)}: {name} {fmt_ci(r[key], *(interval(r, key) or ()))}"
-                           f", {fmt(_speed(r, bs, sizes))} images/s")
+            ))
+            out.append(Items([
+                (0, f"{_label(r)}: {name} {fmt_ci(r[key], *(interval(r, key) or ()))}"
+                    f", {fmt(_speed(r, bs, sizes))} images/s") for r in front]))
         else:
-            out.append(f"Pareto front: n/a (no row has both a {name} and a sampling speed).")
-        out.append("")
+            out.append(Para(f"Pareto front: n/a (no row has both a {name} and a sampling "
+                            "speed)."))
     return out
 
 
@@ -230,7 +231,7 @@ def quality_cell(rec: dict, column: metric_registry.Column) -> str:
     return fmt_pm(v, rec.get(column.spread) if column.spread else None)
 
 
-def dataset_table(df) -> list[str]:
+def dataset_table(df) -> list[Block]:
     """The results table of one dataset's lines of the rows' DataFrame (``frame.frame``),
     with the same-N note under it when the lines' N differ."""
     sizes = _sizes(df)
@@ -253,19 +254,19 @@ def dataset_table(df) -> list[str]:
                      *[fmt(r.get(f"sample_images_per_s@{bs}")) for bs in sizes], lat,
                      fmt(r.get("train_steps")), fmt(r.get("train_seconds")),
                      fmt(r.get("train_images_per_s")), fmt(r.get("peak_mem_mb"))])
-    return md_table(head, body) + same_n_note(df)
+    return [Table(head, body), *same_n_note(df)]
 
 
 # ----------------------------------------------------------------------------- frontier
 
 
-def frontier_table(rows: list[dict]) -> list[str]:
+def frontier_table(rows: list[dict]) -> list[Block]:
     """Per model with several sampler rows that count network calls: the rows by calls, the
     reference (the row with the most calls; on a tie the first in the rows' order, i.e. the
     suite's), and the fewest calls
     that reach the reference's FID within its interval (FID at most its upper end, or at
     most its FID where it has no interval), with that row's speed-up over the reference."""
-    out: list[str] = []
+    out: list[Block] = []
     bs, _ = speed_batch(rows)
     order = {id(r): i for i, r in enumerate(rows)}
     by_model: dict[str, list[dict]] = {}
@@ -283,18 +284,17 @@ def frontier_table(rows: list[dict]) -> list[str]:
                  if interval(r, "fid") else fmt(r["fid"]), fmt(speed(r, bs)),
                  "reference" if r is ref else ("yes" if float(r["fid"]) <= bar else "no")]
                 for r in rs]
-        out += [f"**{model}**: reference {variant(ref)} ({calls(ref)} calls, FID "
-                f"{fmt(ref['fid'])}, upper end {fmt(bar)}).", ""]
-        out += md_table(["sampler", "network calls", "FID", "img/s" + (f" @{bs}" if bs else ""),
-                         "reaches the reference"], body)
+        out.append(Para(f"**{model}**: reference {variant(ref)} ({calls(ref)} calls, FID "
+                        f"{fmt(ref['fid'])}, upper end {fmt(bar)})."))
+        out.append(Table(["sampler", "network calls", "FID",
+                          "img/s" + (f" @{bs}" if bs else ""), "reaches the reference"], body))
         if reach is not None and reach is not ref:
             sr, sref = speed(reach, bs), speed(ref, bs)
             gain = f", {sr / sref:.2f}x its images/s" if sr and sref else ""
-            out += ["", f"Fewest calls that reach the reference's FID: **{calls(reach)}** "
-                    f"({variant(reach)}){gain}."]
+            out.append(Para(f"Fewest calls that reach the reference's FID: **{calls(reach)}** "
+                            f"({variant(reach)}){gain}."))
         elif reach is ref:
-            out += ["", "No sampler with fewer calls reaches the reference's FID."]
-        out.append("")
+            out.append(Para("No sampler with fewer calls reaches the reference's FID."))
     return out
 
 
@@ -324,7 +324,7 @@ def fmt_budget(budget: tuple) -> str:
     return ", ".join(parts) or "none given"
 
 
-def ranking(cdf) -> list[str]:
+def ranking(cdf) -> list[Block]:
     """One dataset's curve lines (``frame.curves``) ranked by KID at each budget point (a
     fraction where every model has a KID): models whose 95% interval overlaps the leader's
     are tied with it (``≈ 1``). Only when every model had the same budget; otherwise one
@@ -333,14 +333,15 @@ def ranking(cdf) -> list[str]:
     budgets = {n: _budget(frame.records(g.head(1))[0]) for n, g in cdf.groupby("name", sort=False)}
     if len(set(budgets.values())) > 1:
         per = "; ".join(f"{n}: {fmt_budget(b)}" for n, b in budgets.items())
-        return [f"The models' training budgets differ ({per}), so no ranking is made: "
-                "compare the curves at equal training compute instead."]
+        return [Para(f"The models' training budgets differ ({per}), so no ranking is made: "
+                     "compare the curves at equal training compute instead.")]
     scored = cdf[cdf["kid"].notna()] if "kid" in cdf else cdf.iloc[:0]
     names = list(budgets)
     fractions = sorted(f for f, g in scored.groupby("fraction")
                        if set(g["name"]) >= set(names))
     if not fractions:
-        return ["No budget fraction at which every model has a KID: no ranking is made."]
+        return [Para("No budget fraction at which every model has a KID: no ranking is "
+                     "made.")]
     compute = "train_flops" if cdf["train_flops"].notna().any() else "train_seconds"
     head = ["budget fraction", "rank", "model", "KID [95% interval]",
             "training FLOPs" if compute == "train_flops" else "training s", "train steps"]
@@ -359,10 +360,10 @@ def ranking(cdf) -> list[str]:
                          (f"{v:.3g}" if compute == "train_flops" else fmt(v))
                          if present(v) else NA, fmt(r.get("train_steps"))])
     b = next(iter(budgets.values()))
-    return [f"Every model had the same budget ({fmt_budget(b)}). At each fraction of it, the "
-            "models in order of KID (lower is better; unbiased at small N); `≈ 1`: its 95% "
-            "interval overlaps the leader's, so the two are not told apart.", "",
-            *md_table(head, body)]
+    return [Para(f"Every model had the same budget ({fmt_budget(b)}). At each fraction of it, "
+                 "the models in order of KID (lower is better; unbiased at small N); `≈ 1`: its "
+                 "95% interval overlaps the leader's, so the two are not told apart."),
+            Table(head, body)]
 
 
 def _file_order(path: Path, datasets) -> list[str]:
@@ -378,7 +379,7 @@ def _file_order(path: Path, datasets) -> list[str]:
     return [d for d in seen if d in set(datasets)] + sorted(set(datasets) - set(seen))
 
 
-def training_compute(run_dir: Path, figures) -> list[str]:
+def training_compute(run_dir: Path, figures) -> list[Block]:
     """The section on quality against training compute, from ``run_dir/curve.jsonl``
     (nothing when there is none): per dataset, the figure and the ranking."""
     if not (run_dir / frame.CURVE_FILE).is_file():
@@ -386,33 +387,26 @@ def training_compute(run_dir: Path, figures) -> list[str]:
     cdf = frame.curves(run_dir)
     if not len(cdf):
         return []
-    out = ["## Quality against training compute", "",
+    out: list[Block] = [Heading(2, "Quality against training compute"), Para(
            f"Sample quality measured along training (`{frame.CURVE_FILE}`, the suite's "
            "`[evaluation] curve`) at fractions of each model's training budget, against the "
            "training compute spent (FLOPs: images seen x counted training FLOPs per image; "
            "seconds where FLOPs were not counted). Bars: 95% intervals (NLL: ± 1.96 "
            "standard errors). "
-           f"All points: `zoo.bench.curves(DIR)`.", ""]
+           "All points: `zoo.bench.curves(DIR)`.")]
     for ds in _file_order(run_dir / frame.CURVE_FILE, cdf["dataset"]):
         sub = cdf[cdf["dataset"] == ds]
-        out += [f"### {ds}", ""]
+        out.append(Heading(3, ds))
         path = figures.compute_curves(ds, sub, curve_names(sub), run_dir / FIGURES_DIR /
                                       f"quality_vs_compute_{figures.slug(ds)}.png")
         if path is not None:
             rel = path.relative_to(run_dir).as_posix()
-            out += [f"![{ds}: quality against training compute]({rel})", ""]
-        out += [*ranking(sub), *same_n_note(sub), ""]
+            out.append(Image(f"{ds}: quality against training compute", rel))
+        out += [*ranking(sub), *same_n_note(sub)]
     return out
 
 
-def md_table(head: list[str], rows: list[list[str]]) -> list[str]:
-    """A markdown table, ``|`` inside cells escaped."""
-    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    out += ["| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |" for cells in rows]
-    return out
-
-
-def compute_table(df) -> list[str]:
+def compute_table(df) -> list[Block]:
     """Counted model FLOPs per image and the fraction of the device's measured matmul peak
     achieved (MFU); the first training step (compilation, warm-up) apart, from a dataset's
     lines of the rows' DataFrame (``frame.frame``). Empty when no row has FLOPs (results
@@ -432,12 +426,12 @@ def compute_table(df) -> list[str]:
 
     head = ["model", "sampler", "train GFLOP/image", "train MFU", "first train step s",
             "sample GFLOP/image", "sample MFU"]
-    return md_table(head, [
+    return [Table(head, [
         [str(get(r, "model")), str(get(r, "sampler_label")),
          gflop(get(r, "train_flops_per_image")), pct(get(r, "train_mfu")),
          fmt(get(r, "train_first_step_s")), gflop(get(r, "sample_flops_per_image")),
          pct(get(r, "sample_mfu"))]
-        for _, r in df.iterrows()])
+        for _, r in df.iterrows()])]
 
 
 def _distinct(rows: list[dict], col: str) -> list[str]:
@@ -452,21 +446,22 @@ def _distinct(rows: list[dict], col: str) -> list[str]:
     return vals
 
 
-def environment(rows: list[dict]) -> list[str]:
-    out = ["## Environment", ""]
+def environment(rows: list[dict]) -> list[Block]:
+    out: list[Block] = [Heading(2, "Environment")]
     combos: dict[tuple, list[dict]] = {}
     for r in rows:
         key = tuple(_distinct([r], c)[0] for c in ("device", "dtype", "versions", "commit"))
         combos.setdefault(key, []).append(r)
     if len(combos) > 1:
-        out += [f"The rows were measured in {len(combos)} environments; timings are "
-                "comparable only within one.", ""]
+        out.append(Para(f"The rows were measured in {len(combos)} environments; timings "
+                        "are comparable only within one."))
+    items: list[tuple[int, str]] = []
     for (device, dtype, versions, commit), rs in combos.items():
         ds = ", ".join(dict.fromkeys(str(r.get("dataset")) for r in rs))
-        out += [f"- device: {device}; dtype: {dtype}; commit: {commit}",
-                f"  - versions: {versions}",
-                f"  - {len(rs)} rows ({ds})"]
-    out.append("")
+        items += [(0, f"device: {device}; dtype: {dtype}; commit: {commit}"),
+                  (1, f"versions: {versions}"), (1, f"{len(rs)} rows ({ds})")]
+    out.append(Items(items))
+    items = []
     ev = [("suite", "suite"), ("seed", "seed"), ("extractor", "FID/KID/IS/PR feature extractor"),
           ("extractor_hash", "extractor hash"), ("ref_split", "reference split"),
           ("n_samples", "samples per row"), ("n_reference", "reference images"),
@@ -484,8 +479,8 @@ def environment(rows: list[dict]) -> list[str]:
             text = "; ".join(f"{v} ({', '.join(ds)})" for v, ds in per.items())
         else:
             text = vals[0]
-        out.append(f"- {what}: {text}")
-    out.append("")
+        items.append((0, f"{what}: {text}"))
+    out.append(Items(items))
     return out
 
 
@@ -501,34 +496,34 @@ def _memorization(row: dict) -> str:
     return "; ".join(parts) or "memorization not measured"
 
 
-def grids(rows: list[dict], run_dir: Path) -> list[str]:
-    out = ["## Sample grids", ""]
+def grids(rows: list[dict], run_dir: Path) -> list[Block]:
+    out: list[Block] = [Heading(2, "Sample grids")]
     any_grid = False
     for ds, ds_rows in by_dataset(rows).items():
         with_grid = [r for r in ds_rows if present(r.get("grid"))]
         if not with_grid:
             continue
         any_grid = True
-        out += [f"### {ds}", ""]
+        out.append(Heading(3, ds))
         for r in with_grid:
             rel = Path(r["grid"]).as_posix()
             if (run_dir / rel).is_file():
-                out += [f"{label(r)}", "", f"![{label(r)}]({rel})", ""]
+                out += [Para(label(r)), Image(label(r), rel)]
             else:
-                out += [f"{label(r)}: grid `{rel}` is missing", ""]
+                out.append(Para(f"{label(r)}: grid `{rel}` is missing"))
             panel = r.get("memorization_panel")
             if present(panel) and (run_dir / panel).is_file():
-                out += [f"{label(r)}: the samples closest to a training image, each beside "
-                        f"it ({_memorization(r)})", "",
-                        f"![{label(r)}: closest to training]({Path(panel).as_posix()})", ""]
+                out += [Para(f"{label(r)}: the samples closest to a training image, each "
+                             f"beside it ({_memorization(r)})"),
+                        Image(f"{label(r)}: closest to training", Path(panel).as_posix())]
     if not any_grid:
-        out += ["No row has a sample grid.", ""]
+        out.append(Para("No row has a sample grid."))
     return out
 
 
 def write_report(run_dir: Path | str) -> Path:
-    """Read ``run_dir/results.jsonl``; write ``results.csv``, ``report.md`` and the figures
-    (``run_dir/figures/*.png``); return the path of report.md."""
+    """Read ``run_dir/results.jsonl``; write ``results.csv``, ``report.md``, ``report.html``
+    and the figures (``run_dir/figures/*.png``); return the path of report.md."""
     from . import figures  # matplotlib is imported only when a report is written
 
     run_dir = Path(run_dir)
@@ -538,42 +533,51 @@ def write_report(run_dir: Path | str) -> Path:
     rows = read_results(run_dir, partial_tail=partial)
     write_csv(rows, run_dir / CSV_FILE)
     figs = figures.write_figures(rows, run_dir, run_dir / FIGURES_DIR)
+    blocks = report_blocks(rows, run_dir, figs, partial, figures)
+    path = run_dir / REPORT_FILE
+    path.write_text(to_markdown(blocks))
+    title = blocks[0].text if isinstance(blocks[0], Heading) else "Benchmark report"
+    (run_dir / HTML_FILE).write_text(to_html(blocks, run_dir, title), encoding="utf-8")
+    return path
 
+
+def report_blocks(rows: list[dict], run_dir: Path, figs, partial: list[int],
+                  figures) -> list[Block]:
+    """The whole report as blocks (``zoo.bench.document``), from the rows; ``figs`` the
+    (title, path) of the figures written, ``partial`` the line of a partial row left out."""
     suites = ", ".join(_distinct(rows, "suite"))
-    md = [f"# Benchmark report: {suites}", ""]
+    out: list[Block] = [Heading(1, f"Benchmark report: {suites}")]
     if (run_dir / "suite.toml").is_file():
-        md += ["Suite: [`suite.toml`](suite.toml) (a copy of the suite that was run; "
-               "`zoo bench suite.toml --out DIR` measures it again, and "
-               "`zoo compare THIS_DIR DIR` compares the two).", ""]
+        out.append(Para("Suite: [`suite.toml`](suite.toml) (a copy of the suite that was run; "
+                        "`zoo bench suite.toml --out DIR` measures it again, and "
+                        "`zoo compare THIS_DIR DIR` compares the two)."))
     if partial:
-        md += [f"Note: line {partial[0]} of `{RESULTS_FILE}` is a partial row (the run was "
-               "stopped mid-write) and is left out; rerun the same `zoo bench` command to "
-               "measure it and finish the suite.", ""]
+        out.append(Para(f"Note: line {partial[0]} of `{RESULTS_FILE}` is a partial row (the "
+                        "run was stopped mid-write) and is left out; rerun the same `zoo bench` "
+                        "command to measure it and finish the suite."))
     df = frame.frame(rows)
     datasets = list(by_dataset(rows))  # the order the rows give them, as the figures'
-    md += summary(df, datasets)
-    md += ["## Results", "",
-           "One row per model and sampler variant; `n/a` where a figure does not exist "
-           "(a model without a likelihood; a metric not measured). N: generated samples the "
-           "quality figures were measured on. A figure with `[lo, hi]` is given with its 95% "
-           "bootstrap interval (resampling the generated samples); `± x` is a standard "
-           "deviation (KID's, IS's over subsets) or, for NLL, the standard error. NLL per "
-           "model, repeated on each of its sampler rows; `≤` marks an upper bound. All rows: "
-           f"[`{CSV_FILE}`]({CSV_FILE}).", ""]
+    out += summary(df, datasets)
+    out += [Heading(2, "Results"), Para(
+        "One row per model and sampler variant; `n/a` where a figure does not exist "
+        "(a model without a likelihood; a metric not measured). N: generated samples the "
+        "quality figures were measured on. A figure with `[lo, hi]` is given with its 95% "
+        "bootstrap interval (resampling the generated samples); `± x` is a standard "
+        "deviation (KID's, IS's over subsets) or, for NLL, the standard error. NLL per "
+        "model, repeated on each of its sampler rows; `≤` marks an upper bound. All rows: "
+        f"[`{CSV_FILE}`]({CSV_FILE}).")]
     for ds in datasets:
-        md += [f"### {ds}", ""]
-        md += dataset_table(df[df["dataset"] == ds])
-        md.append("")
+        out += [Heading(3, ds), *dataset_table(df[df["dataset"] == ds])]
     fronts = {ds: frontier_table(ds_rows) for ds, ds_rows in by_dataset(rows).items()}
     if any(fronts.values()):
-        md += ["## Sampler frontier", "",
-               "How few network calls per image reach the quality of the most expensive "
-               "sampler measured (the reference): FID with its 95% interval at each count of "
-               "calls, and the sampling speed.", ""]
+        out += [Heading(2, "Sampler frontier"), Para(
+            "How few network calls per image reach the quality of the most expensive "
+            "sampler measured (the reference): FID with its 95% interval at each count of "
+            "calls, and the sampling speed.")]
         for ds, table in fronts.items():
             if table:
-                md += [f"### {ds}", "", *table]
-    md += training_compute(run_dir, figures)
+                out += [Heading(3, ds), *table]
+    out += training_compute(run_dir, figures)
     computed = {ds: compute_table(df[df["dataset"] == ds]) for ds in datasets}
     if any(computed.values()):
         peaks = list(dict.fromkeys(
@@ -581,25 +585,22 @@ def write_report(run_dir: Path | str) -> Path:
             .strip() for r in rows if present(r.get("device_peak_tflops"))))
         peak = (f" over the device's measured dense matmul peak ({'; '.join(peaks)})"
                 if peaks else "")
-        md += ["## Compute", "",
-               "Model FLOPs per image, counted with `torch.utils.flop_counter` (matmuls, "
-               "convolutions, attention; forward and backward for a training step, one "
-               "image's whole sampling call), and MFU: achieved model FLOP/s per device "
-               f"(training, and sampling at the fastest batch size){peak}. The first "
-               "training step pays compilation (`train.compile`) and warm-up and is kept "
-               "out of the training throughput.", ""]
+        out += [Heading(2, "Compute"), Para(
+            "Model FLOPs per image, counted with `torch.utils.flop_counter` (matmuls, "
+            "convolutions, attention; forward and backward for a training step, one "
+            "image's whole sampling call), and MFU: achieved model FLOP/s per device "
+            f"(training, and sampling at the fastest batch size){peak}. The first "
+            "training step pays compilation (`train.compile`) and warm-up and is kept "
+            "out of the training throughput.")]
         for ds, table in computed.items():
             if table:
-                md += [f"### {ds}", "", *table, ""]
-    md += ["## Figures", ""]
+                out += [Heading(3, ds), *table]
+    out.append(Heading(2, "Figures"))
     if figs:
         for title, path in figs:
-            rel = path.relative_to(run_dir).as_posix()
-            md += [f"### {title}", "", f"![{title}]({rel})", ""]
+            out += [Heading(3, title), Image(title, path.relative_to(run_dir).as_posix())]
     else:
-        md += ["No figures (no row has the figures they plot).", ""]
-    md += environment(rows)
-    md += grids(rows, run_dir)
-    path = run_dir / REPORT_FILE
-    path.write_text("\n".join(md).rstrip() + "\n")
-    return path
+        out.append(Para("No figures (no row has the figures they plot)."))
+    out += environment(rows)
+    out += grids(rows, run_dir)
+    return out

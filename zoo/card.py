@@ -232,7 +232,7 @@ def render_card(run: str | Path) -> str:
     if nll and isinstance(nll.get("nll_bpd"), int | float):
         stderr = nll.get("stderr")
         err = f" ± {stderr:.4f}" if isinstance(stderr, int | float) else ""
-        out += [f"- NLL: {nll['nll_bpd']:.4f}{err} bits/dim ({nll.get('kind')}, "
+        out += [f"- NLL: {nll['nll_bpd']:.4f}{err} bits/dim ("
                 f"{nll.get('detail')}): mean ± standard error over {nll.get('n')} images of "
                 f"{nll.get('dataset')} {nll.get('split')}, measured by `zoo nll`"
                 + (f" after {nll['trained_steps']} training steps"

@@ -55,7 +55,16 @@ from .logs import Logger, check_logger, make_logger
 from .nn.ema import EMA
 from .nn.graphs import release_graphs
 from .owndata import tensor_sha256
-from .runs import CHECKPOINT_FILE, MODEL_FILE, RUN_FILE, SAMPLES_FILE, load_run, run_info
+from .runs import (
+    CHECKPOINT_FILE,
+    EVAL_FILE,
+    LOSSES_FILE,
+    MODEL_FILE,
+    RUN_FILE,
+    SAMPLES_FILE,
+    load_run,
+    run_info,
+)
 from .sampling import sample_slices
 from .trainconfig import TrainConfig
 
@@ -793,4 +802,5 @@ class _LossMeans:
         return means
 
 
-__all__ = ["TrainConfig", "Trainer", "load_run", "run_info", "resolve_device", "ZooError"]
+__all__ = ["CHECKPOINT_FILE", "EVAL_FILE", "LOSSES_FILE", "MODEL_FILE", "RUN_FILE",
+           "TrainConfig", "Trainer", "load_run", "run_info", "resolve_device", "ZooError"]

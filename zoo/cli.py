@@ -14,6 +14,7 @@ import re
 import shlex
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -22,12 +23,21 @@ from tqdm.auto import tqdm
 from . import data as zdata
 from . import distributed as zdist
 from . import registry
+from .card import write_card
 from .core import ConfigError, LikelihoodUnavailable, ZooError, atomic_write, first_line
-from .images import MAX_GRID_IMAGES, MAX_SCALE, grid_size, save_grid, save_labelled_grid
+from .images import (
+    LEGIBLE_PIXELS,
+    MAX_GRID_IMAGES,
+    MAX_SCALE,
+    grid_size,
+    legible_scale,
+    save_grid,
+    save_labelled_grid,
+)
 from .limits import check_memory, gib
 from .metrics import registry as metric_registry
 from .options import literal_value, parse_value
-from .runs import load_run, run_info
+from .runs import EVAL_JSON, NLL_JSON, RUN_FILE, load_run, run_info
 from .train import TrainConfig, Trainer, resolve_device
 
 
@@ -160,8 +170,14 @@ SAMPLE_CHUNK = 4096
 def cmd_sample(args) -> int:
     _at_least_one(args.n, "-n")
     _at_least_one(args.nrow, "--nrow")
-    if not 1 <= args.scale <= MAX_SCALE:
-        raise ConfigError(f"--scale must be in 1..{MAX_SCALE}, got {args.scale}")
+    if args.scale != "auto":
+        try:
+            args.scale = int(args.scale)
+        except ValueError:
+            raise ConfigError(f"--scale takes auto or a whole number, got {args.scale!r}") \
+                from None
+        if not 1 <= args.scale <= MAX_SCALE:
+            raise ConfigError(f"--scale must be in 1..{MAX_SCALE}, got {args.scale}")
     known = run_classes(args.run) if args.labels is not None else []
     classes = parse_labels(args.labels, known) if args.labels is not None else None
     if args.per_class is not None:
@@ -189,6 +205,8 @@ def cmd_sample(args) -> int:
     options = {k: literal_value(v) for k, v in _parse_sets(args.set)}
     c, h, w = model.image_shape
     shown = min(args.n, MAX_GRID_IMAGES)
+    if args.scale == "auto":  # each image at least LEGIBLE_PIXELS: 8x8 samples drawn 4x
+        args.scale = legible_scale(h, w, shown, args.nrow)
     grid_size(shown, h, w, args.nrow, args.scale)  # refused before drawing, not after
     names = _named(known, classes) if several else None
     gen = torch.Generator(device=model.device).manual_seed(args.seed)
@@ -377,11 +395,21 @@ def cmd_nll(args) -> int:
         images = images[: args.n]
     torch.manual_seed(args.seed)
     values = []
-    with tqdm(total=images.shape[0], unit="img", desc=f"nll {model.name}", disable=None) as bar:
-        for start in range(0, images.shape[0], args.batch_size):
+    total = images.shape[0]
+    with tqdm(total=total, unit="img", desc=f"nll {model.name}", disable=None) as bar:
+        for start in range(0, total, args.batch_size):
             batch = images[start:start + args.batch_size]
+            t0 = time.perf_counter()
             values.append(model.nll(batch, **options).double().cpu())
             bar.update(batch.shape[0])
+            if start == 0 and args.n is None and total > batch.shape[0]:
+                # the whole split: say how long it will take (from the first batch), on a
+                # terminal or not, before the rest of the work
+                left = (time.perf_counter() - t0) * (total - batch.shape[0]) / batch.shape[0]
+                if left >= NLL_ESTIMATE_SECONDS:
+                    bar.clear()
+                    print(f"zoo nll: about {_duration(left)} for {total} images "
+                          f"(--n to use fewer)", file=sys.stderr, flush=True)
     nll = torch.cat(values)
     mean = nll.mean().item()
     stderr = nll.std().item() / math.sqrt(len(nll)) if len(nll) > 1 else float("nan")
@@ -389,13 +417,45 @@ def cmd_nll(args) -> int:
     detail = model.describe_nll(**options)
     print(f"{model.name} on {dataset} {args.split} ({len(nll)} images): "
           f"{mean:.4f} ± {stderr:.4f} bits/dim ({detail})")
+    result = {
+        "model": model.name, "dataset": dataset, "split": args.split, "n": len(nll),
+        "nll_bpd": mean, "stderr": stderr, "kind": kind, "detail": detail,
+        "options": options,
+    }
     if args.json:
-        Path(args.json).write_text(json.dumps({
-            "model": model.name, "dataset": dataset, "split": args.split, "n": len(nll),
-            "nll_bpd": mean, "stderr": stderr, "kind": kind, "detail": detail,
-            "options": options,
-        }, indent=2))
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    _update_card(args.run, NLL_JSON, result)
     return 0
+
+
+#: ``zoo nll`` over a whole split says how long it will take when that is at least this long
+NLL_ESTIMATE_SECONDS = 10.0
+
+
+def _duration(seconds: float) -> str:
+    """``3 min 40 s``, ``12 s``, ``1 h 5 min``."""
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    m, s = divmod(round(seconds), 60)
+    if m < 60:
+        return f"{m} min {s} s"
+    h, m = divmod(m, 60)
+    return f"{h} h {m} min"
+
+
+def _update_card(run: str, name: str, result: dict) -> None:
+    """A run directory's record of a measurement (``nll.json``; ``eval.json`` is written by
+    zoo eval itself), with the command that made it and the training step it measured, and
+    its model card written again (``zoo.card``). A bare model file has neither."""
+    run = Path(run)
+    if not run.is_dir() or not (run / RUN_FILE).is_file():
+        return
+    trained = run_info(run).get("trained", {})
+    record = {**result, "command": shlex.join(["zoo", *sys.argv[1:]]),
+              **({"trained_steps": trained["steps"]} if "steps" in trained else {})}
+    text = json.dumps(record, indent=2) + "\n"
+    atomic_write(run / name, lambda tmp: Path(tmp).write_text(text))
+    print(f"wrote {write_card(run)}", file=sys.stderr)
 
 
 def cmd_eval(args) -> int:
@@ -445,7 +505,10 @@ def cmd_eval(args) -> int:
     if not zdist.is_main():  # under torchrun: every rank sampled, rank 0 reports
         return 0
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2) + "\n")
+    if path == run / EVAL_JSON and (run / RUN_FILE).is_file():
+        _update_card(args.run, EVAL_JSON, result)  # eval.json with its command, the card
+    else:
+        path.write_text(json.dumps(result, indent=2) + "\n")
     print(metrics.format_result(result))
     print(f"wrote {path}", file=sys.stderr)
     if result.get("memorization_panel"):
@@ -543,7 +606,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--output", default="samples.png")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--nrow", type=int)
-    s.add_argument("--scale", type=int, default=2, help="enlarge the grid (default 2)")
+    s.add_argument("--scale", default="auto",
+                   help="enlarge the grid N times, nearest-neighbour (default auto: each "
+                        f"image at least {LEGIBLE_PIXELS} pixels, and at least 2x; 1: off)")
     s.add_argument("--npy", help="also save the uint8 samples as a .npy array (with --labels, "
                                  "their classes too, as FILE.labels.npy beside it)")
     s.add_argument("--device", default="auto")

@@ -40,6 +40,25 @@ def grid_size(n: int, height: int, width: int, nrow: int | None = None, scale: i
     return size
 
 
+#: the fewest pixels an image of a grid spans after ``legible_scale``
+LEGIBLE_PIXELS = 28
+#: the enlargement of grids of images already that large
+DEFAULT_SCALE = 2
+
+
+def legible_scale(height: int, width: int, n: int = 1, nrow: int | None = None) -> int:
+    """The grid enlargement that makes each image at least ``LEGIBLE_PIXELS`` wide and high
+    (nearest-neighbour; ``DEFAULT_SCALE`` for images that are already), lowered where the
+    grid of ``n`` images would pass ``MAX_GRID_PIXELS``: 8x8 images are drawn 4x (32 px)."""
+    scale = min(MAX_SCALE, max(DEFAULT_SCALE, math.ceil(LEGIBLE_PIXELS / min(height, width))))
+    nrow = nrow or max(1, math.ceil(math.sqrt(max(n, 1))))
+    rows = max(1, math.ceil(n / nrow))
+    while scale > 1 and ((rows * (height + 2) + 2) * scale) * (
+            (nrow * (width + 2) + 2) * scale) > MAX_GRID_PIXELS:
+        scale -= 1
+    return scale
+
+
 def make_grid(images: torch.Tensor, nrow: int | None = None, padding: int = 2) -> torch.Tensor:
     """Tile uint8 ``[N, C, H, W]`` into one uint8 ``[C, H', W']`` image with a gray border."""
     if images.dtype != torch.uint8 or images.dim() != 4:

@@ -3,7 +3,9 @@
 A run directory holds ``run.json`` (what was trained, on what, with which options),
 ``checkpoint.pt`` (everything needed to resume: weights, EMA, optimizers, RNG, step),
 ``model.pt`` (the weights used for sampling: the EMA weights when EMA is on),
-``losses.csv`` and, with streaming evaluation on, ``eval.csv``. ``zoo.train`` writes it;
+``losses.csv`` and, with streaming evaluation on, ``eval.csv``; ``samples.png`` and the
+model card ``README.md`` (``zoo.card``), beside ``eval.json`` and ``nll.json`` once
+``zoo eval`` and ``zoo nll`` have measured the run. ``zoo.train`` writes it;
 the metrics, the harness and the CLI read it through here, without importing the Trainer.
 """
 
@@ -19,6 +21,10 @@ CHECKPOINT_FILE = "checkpoint.pt"
 MODEL_FILE = "model.pt"
 LOSSES_FILE = "losses.csv"
 EVAL_FILE = "eval.csv"
+SAMPLES_FILE = "samples.png"  # a grid drawn at the end of training (the model card's)
+CARD_FILE = "README.md"  # the model card (zoo.card)
+EVAL_JSON = "eval.json"  # zoo eval's result
+NLL_JSON = "nll.json"  # zoo nll's result
 
 
 def load_run(path: str | Path, map_location="cpu") -> GenerativeModel:
@@ -42,7 +48,8 @@ def load_run(path: str | Path, map_location="cpu") -> GenerativeModel:
 #: of an older zoo may lack
 _RUN_REQUIRED = {"model": str, "dataset": str, "train_config": dict}
 _RUN_OPTIONAL = {"family": str, "dataset_sha256": str, "image_shape": list,
-                 "model_config": dict, "params": int, "world_size": int, "classes": list}
+                 "model_config": dict, "params": int, "world_size": int, "classes": list,
+                 "trained": dict}
 _JSON_NAMES = {dict: "an object", list: "a list", str: "a string", int: "an integer",
                float: "a number", bool: "true or false", type(None): "null"}
 
@@ -92,8 +99,12 @@ def run_info(path: str | Path) -> dict:
 
 
 __all__ = [
+    "CARD_FILE",
     "CHECKPOINT_FILE",
     "EVAL_FILE",
+    "EVAL_JSON",
+    "NLL_JSON",
+    "SAMPLES_FILE",
     "LOSSES_FILE",
     "MODEL_FILE",
     "RUN_FILE",

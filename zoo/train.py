@@ -18,13 +18,10 @@ global batch, up to float rounding.
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
 import json
 import math
-import numbers
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -33,6 +30,7 @@ from tqdm.auto import tqdm
 
 from . import data as zdata
 from . import distributed as zdist
+from .card import device_name, write_card
 from .core import (
     Batch,
     CheckpointError,
@@ -51,82 +49,24 @@ from .core import (
     state_dict_mismatch,
     torch_load,
 )
+from .images import legible_scale, make_grid, save_grid
 from .locks import exclusive
+from .logs import Logger, check_logger, make_logger
 from .nn.ema import EMA
 from .nn.graphs import release_graphs
-from .runs import CHECKPOINT_FILE, EVAL_FILE, LOSSES_FILE, MODEL_FILE, RUN_FILE, load_run, run_info
+from .owndata import tensor_sha256
+from .runs import (
+    CHECKPOINT_FILE,
+    EVAL_FILE,
+    LOSSES_FILE,
+    MODEL_FILE,
+    RUN_FILE,
+    SAMPLES_FILE,
+    load_run,
+    run_info,
+)
 from .sampling import sample_slices
-
-
-@dataclass
-class TrainConfig:
-    """Options of the training loop (the model's own options live in its Config)."""
-
-    batch_size: int = 128
-    steps: int | None = None
-    seconds: float | None = None
-    seed: int = 0
-    device: str = "auto"
-    amp: bool | None = None  # None: bf16 autocast on CUDA, off on CPU
-    channels_last: bool | None = None  # None: on for convolutional models on CUDA
-    compile: bool = False  # torch.compile the networks (the first step pays the compile)
-    ema_decay: float | None = 0.999  # None or 0: no EMA
-    grad_clip: float | None = 1.0
-    # a logged loss beyond this (in absolute value) stops training like a NaN (None: off)
-    max_loss: float | None = 1e6
-    checkpoint_every: int = 1000
-    log_every: int = 25
-    eval_every: int | None = None  # steps between streaming FID evaluations (None: off)
-    eval_n: int = 1000  # generated images per evaluation
-    eval_extractor: str | None = None  # None: the dataset's default extractor (announced)
-
-    def validate(self) -> None:
-        _check_types(self)
-        if self.steps is None and self.seconds is None:
-            raise ConfigError("give a training budget: steps and/or seconds")
-        if self.steps is not None and self.steps < 1:
-            raise ConfigError(f"steps must be >= 1, got {self.steps}")
-        if self.seconds is not None and not (math.isfinite(self.seconds) and self.seconds > 0):
-            raise ConfigError(f"seconds must be a finite number > 0, got {self.seconds}")
-        if not -(2**63) <= self.seed < 2**64:
-            raise ConfigError(f"seed must be in [-2**63, 2**64), got {self.seed}")
-        if self.batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
-            raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
-        if self.checkpoint_every < 1 or self.log_every < 1:
-            raise ConfigError("checkpoint_every and log_every must be >= 1")
-        if self.eval_every is not None and (self.eval_every < 1 or self.eval_n < 2):
-            raise ConfigError("eval_every must be >= 1 (or None) and eval_n >= 2")
-        if self.grad_clip is not None and not (math.isfinite(self.grad_clip)
-                                               and self.grad_clip >= 0):
-            raise ConfigError(f"grad_clip must be a finite number >= 0 (0 or None: off), "
-                              f"got {self.grad_clip}")
-        if self.max_loss is not None and not self.max_loss > 0:
-            raise ConfigError(f"max_loss must be > 0 (or None: off), got {self.max_loss}")
-
-
-def _check_types(config: TrainConfig) -> None:
-    """Each field of the type its annotation says (a TOML table, a run.json or a keyword
-    argument can hold anything): one ConfigError naming the field otherwise."""
-    for f in dataclasses.fields(config):
-        value, ann = getattr(config, f.name), str(f.type)
-        if value is None and "None" in ann:
-            continue
-        if "bool" in ann:
-            ok, want = isinstance(value, bool), "true or false"
-        elif "int" in ann:
-            ok, want = isinstance(value, numbers.Integral) and not isinstance(value, bool), \
-                "an integer"
-        elif "float" in ann:
-            ok, want = isinstance(value, numbers.Real) and not isinstance(value, bool), \
-                "a number"
-        else:
-            ok, want = isinstance(value, str), "a string"
-        if not ok:
-            none = " (or None)" if "None" in ann else ""
-            raise ConfigError(f"training option {f.name} must be {want}{none}, got "
-                              f"{type(value).__name__} {value!r}")
+from .trainconfig import TrainConfig
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -188,6 +128,7 @@ class Trainer:
                 raise ConfigError(f"unknown training option {k!r}; valid options: {valid}")
             setattr(self.config, k, v)
         self.config.validate()
+        check_logger(self.config.log)  # tensorboard without its package: refused here
         self.rank, self.world = zdist.rank(), zdist.world_size()
         b = self.config.batch_size
         if b % self.world:
@@ -217,8 +158,11 @@ class Trainer:
                 f"of {self.config.batch_size}: add images or train with a batch size of at most "
                 f"{images.shape[0]} (--batch-size)"
             )
-        #: sha256 of an own dataset's training split (run.json), None for a built-in one
-        self.dataset_sha256 = zdata.content_hash(ds, "train") if own else None
+        #: sha256 of the training images and labels (run.json, the model card): an own
+        #: dataset's split hash, else that of the images trained on
+        self.dataset_sha256 = (zdata.content_hash(ds, "train") if own else tensor_sha256(
+            images.cpu(), (labels if labels is not None else
+                           Batch.unlabelled(images).labels).cpu()))
         #: the names of the dataset's classes (run.json: ``zoo sample --labels`` writes them
         #: beside the grid rows and takes them for numbers); a folder's class subfolders, a
         #: built-in set's names, () where unknown (an array, images passed in)
@@ -468,10 +412,13 @@ class Trainer:
             ))
         if state is not None:
             self.saved_step = self.step
-        log = _LossLog(self.out / LOSSES_FILE, append=state is not None, write=main,
-                       upto=self.step)
-        if main and state is not None:  # rows logged after the checkpoint: logged again
-            _trim_csv(self.out / EVAL_FILE, self.step)
+        # rank 0 logs; on resume, what was logged after the checkpoint is dropped (those
+        # steps are logged again)
+        logger = (make_logger(c.log, self.out, self.step if state is not None else None)
+                  if main else Logger())
+        logger.log_text("options", self._options_text(), self.step)
+        means = _LossMeans()
+        grid_step = None  # the step of the last sample grid logged
         evaluator = None
         if c.eval_every:
             with zdist.main_first():  # rank 0 fills the reference-feature cache
@@ -518,12 +465,14 @@ class Trainer:
                     steady_from = time.perf_counter()
                     first_seconds = steady_from - start
                 window_n += x.images.shape[0] * self.world
-                log.add(losses)
+                means.add(losses)
                 if self.step % c.log_every == 0:
                     now = time.perf_counter()
                     ips = window_n / max(now - window_t, 1e-9)
                     window_t, window_n = now, 0
-                    row = log.flush(self.step, self.elapsed + now - start, ips)
+                    row = means.take()
+                    logger.log_scalars(self.step, {"images_per_s": round(ips, 1), **row},
+                                       notes={"seconds": round(self.elapsed + now - start, 3)})
                     bar.set_postfix({k: f"{v:.4g}" for k, v in row.items()}, refresh=False)
                 if c.steps is not None:
                     bar.update(1)
@@ -532,11 +481,18 @@ class Trainer:
                     bar.refresh()
                 if evaluator is not None and self.step % c.eval_every == 0:
                     t_eval = time.perf_counter()
-                    fid = self._evaluate(model, ema, evaluator)
+                    fid = self._evaluate(model, ema, evaluator, logger)
                     bar.set_postfix({"fid": f"{fid:.4g}"}, refresh=False)
                     t_eval = time.perf_counter() - t_eval  # evaluation is not training time
                     start += t_eval
                     steady_from += t_eval
+                if main and c.sample_every and self.step % c.sample_every == 0:
+                    t_grid = time.perf_counter()
+                    logger.log_images(self.step, "samples", self._sample_grid(model, ema))
+                    grid_step = self.step
+                    t_grid = time.perf_counter() - t_grid  # nor is drawing the grid
+                    start += t_grid
+                    steady_from += t_grid
                 if self.step % c.checkpoint_every == 0:
                     self.elapsed += time.perf_counter() - start
                     start = time.perf_counter()
@@ -546,7 +502,7 @@ class Trainer:
                     self.hook(self)
         except TrainingDiverged as e:
             bar.close()
-            log.close()
+            logger.close()
             kept = (
                 f"the last good checkpoint (step {last_saved}) is kept in {self.out}"
                 if (self.out / CHECKPOINT_FILE).exists() else "no checkpoint had been written yet"
@@ -560,17 +516,25 @@ class Trainer:
         except KeyboardInterrupt:
             self.elapsed += time.perf_counter() - start
             bar.close()
-            log.close()
+            logger.close()
             if self.world == 1:  # under DDP the ranks stop at different points: the last
                 self._save(ema, optimizers, noise)  # periodic checkpoint is the one kept
             raise
         end = time.perf_counter()
         self.elapsed += end - start
         bar.close()
-        log.close()
-        self._save(ema, optimizers, noise)
+        try:
+            self._save(ema, optimizers, noise)
+            if main and c.sample_n:  # the model card's grid, and the tracker's last one
+                grid = self._sample_grid(model, ema)
+                save_grid(grid.unsqueeze(0), self.out / SAMPLES_FILE, nrow=1,
+                          scale=legible_scale(*model.image_shape[1:]))
+                if grid_step != self.step:
+                    logger.log_images(self.step, "samples", grid)
+        finally:
+            logger.close()
         steady = self.step - first_step - 1
-        return {
+        summary = {
             "model": model.name,
             "out": str(self.out),
             "steps": self.step,
@@ -582,6 +546,38 @@ class Trainer:
             "steady_images_per_s": (steady * c.batch_size / (end - steady_from)
                                     if steady > 0 else None),
         }
+        if main:  # run.json says how far it trained and where; the card says it in words
+            info = {**self._run_info(), "trained": {
+                "steps": self.step, "seconds": round(self.elapsed, 3),
+                "images_per_s": round(summary["images_per_s"], 1),
+                "device": device_name(self.device), "finished": time.strftime(
+                    "%Y-%m-%dT%H:%M:%S%z")}}
+            text = json.dumps(info, indent=2)
+            atomic_write(self.out / RUN_FILE, lambda tmp: Path(tmp).write_text(text))
+            write_card(self.out)
+        return summary
+
+    def _options_text(self) -> str:
+        """The run's options (run.json's), as the tracker's text: a JSON code block."""
+        return "```json\n" + json.dumps(self._run_info(), indent=2) + "\n```"
+
+    def _sample_grid(self, model: GenerativeModel, ema: EMA | None) -> torch.Tensor:
+        """A uint8 [C, H, W] grid of ``sample_n`` samples drawn with the EMA weights, the
+        same seed every time (a conditional model: classes 0, 1, ... in turn). The RNG
+        states are restored after it, so logging grids does not change what is trained."""
+        c = self.config
+        was = model.training
+        model.eval()
+        labels = (torch.arange(c.sample_n, device=self.device) % model.num_classes
+                  if model.conditional else None)
+        gpus = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=gpus), torch.no_grad(), (
+                ema.swapped() if ema is not None else contextlib.nullcontext()):
+            gen = torch.Generator(device=self.device).manual_seed(zdist.mix_seed(c.seed, 7))
+            x = model.sample(c.sample_n, generator=gen,
+                             **({"labels": labels} if labels is not None else {}))
+        model.train(was)
+        return make_grid(x.cpu())
 
     def _evaluator(self):
         """A StreamingFID against the test split (imported here: metrics sits beside train)."""
@@ -590,8 +586,9 @@ class Trainer:
         return StreamingFID(self.spec, "test", self.config.eval_extractor,
                             device=self.device, root=self.data_root)
 
-    def _evaluate(self, model: GenerativeModel, ema: EMA | None, evaluator) -> float:
-        """FID of ``eval_n`` samples drawn with the EMA weights; appended to eval.csv.
+    def _evaluate(self, model: GenerativeModel, ema: EMA | None, evaluator,
+                  logger: Logger) -> float:
+        """FID of ``eval_n`` samples drawn with the EMA weights; logged (eval.csv).
 
         The samples are drawn in slices of ``batch_size``, slice i from its own generator
         seeded with ``mix_seed(seed, i)`` (``zoo.sampling.sample_slices``); under DDP rank r
@@ -607,13 +604,9 @@ class Trainer:
         model.train()
         fid = evaluator.compute()
         evaluator.reset()
-        if not zdist.is_main():
-            return fid
-        path = self.out / EVAL_FILE
-        header = "" if path.exists() else "step,fid,n,extractor,extractor_sha256\n"
-        with path.open("a") as f:
-            f.write(f"{header}{self.step},{fid:.6g},{c.eval_n},{evaluator.extractor.name},"
-                    f"{evaluator.extractor.sha256}\n")
+        logger.log_scalars(self.step, {"fid": float(f"{fid:.6g}")}, section="eval", notes={
+            "n": c.eval_n, "extractor": evaluator.extractor.name,
+            "extractor_sha256": evaluator.extractor.sha256})
         return fid
 
 
@@ -791,74 +784,23 @@ def _match_layouts(optimizer: torch.optim.Optimizer) -> None:
                 st[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
 
 
-def _trim_csv(path: Path, upto: int | None) -> list[str] | None:
-    """Drop the rows of a step-keyed CSV (losses.csv, eval.csv) after step ``upto`` (the
-    checkpoint a run resumes from: those steps are trained and logged again) and a row cut
-    short by a kill; returns the header's fields (None without a file or header)."""
-    if not path.exists():
-        return None
-    lines = path.read_text().splitlines(keepends=True)
-    if not lines or not lines[0].endswith("\n"):  # no header, or one cut short
-        path.unlink()
-        return None
-    fields = next(csv.reader([lines[0]]))
-    kept = [lines[0]]
-    for line in lines[1:]:
-        row = next(csv.reader([line]), [])
-        whole = line.endswith("\n") and len(row) == len(fields)
-        try:
-            keep = whole and (upto is None or int(row[0]) <= upto)
-        except ValueError:
-            keep = False
-        if keep:
-            kept.append(line)
-    if len(kept) < len(lines):
-        text = "".join(kept)
-        atomic_write(path, lambda tmp: Path(tmp).write_text(text))
-    return fields
+class _LossMeans:
+    """Averages the losses between log points (on every rank: they are all-reduced)."""
 
-
-class _LossLog:
-    """Averages the losses between log points and appends them to losses.csv."""
-
-    def __init__(self, path: Path, append: bool, write: bool = True, upto: int | None = None):
-        self.path = path
-        self.write = write  # False on the ranks other than 0: they only average
+    def __init__(self):
         self.sums: dict[str, float] = {}
         self.count = 0
-        self.fields: list[str] | None = None
-        if not write:
-            pass
-        elif append and path.exists():
-            self.fields = _trim_csv(path, upto)
-        elif path.exists():
-            path.unlink()
 
     def add(self, losses: dict) -> None:
         for k, v in losses.items():
             self.sums[k] = self.sums.get(k, 0.0) + float(v)
         self.count += 1
 
-    def flush(self, step: int, seconds: float, images_per_s: float) -> dict:
+    def take(self) -> dict:
         means = {k: v / max(self.count, 1) for k, v in self.sums.items()}
-        row = {"step": step, "seconds": round(seconds, 3), "images_per_s": round(images_per_s, 1)}
-        row.update(means)
-        new = self.fields is None
-        if new:
-            self.fields = list(row)
-        if not self.write:
-            self.sums, self.count = {}, 0
-            return means
-        with self.path.open("a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=self.fields, extrasaction="ignore")
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
         self.sums, self.count = {}, 0
         return means
 
-    def close(self) -> None:
-        self.sums, self.count = {}, 0
 
-
-__all__ = ["TrainConfig", "Trainer", "load_run", "run_info", "resolve_device", "ZooError"]
+__all__ = ["CHECKPOINT_FILE", "EVAL_FILE", "LOSSES_FILE", "MODEL_FILE", "RUN_FILE",
+           "TrainConfig", "Trainer", "load_run", "run_info", "resolve_device", "ZooError"]

@@ -207,7 +207,8 @@ def train_model(
             zdist.barrier()
             torch.manual_seed(suite.seed)
             model = registry.create(entry.name, dataset=suite.spec(dataset), **entry.config)
-            train = {"checkpoint_every": CHECKPOINT_EVERY, **entry.train}
+            # no end-of-training grid by default: the harness draws its own per sampler
+            train = {"checkpoint_every": CHECKPOINT_EVERY, "sample_n": 0, **entry.train}
             trainer = Trainer(model, suite.spec(dataset), run_dir, progress=None,
                               data_root=data_root, batch_size=entry.batch_size,
                               seed=suite.seed, **options, **train)

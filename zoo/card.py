@@ -1,0 +1,266 @@
+"""The model card of a run: ``RUN/README.md``, rendered from the run's own files.
+
+One function renders it (``render_card``) from ``run.json`` (the model, its options,
+parameters, dataset and its content hash, budget, training time and device), ``eval.csv``
+(the streaming FID), ``eval.json`` (``zoo eval``) and ``nll.json`` (``zoo nll``), and links
+``samples.png``; the Trainer writes it at the end of training and ``zoo eval`` and
+``zoo nll`` write it again after measuring, so every writer shows the same card. It ends
+with the commands that reproduce the run and its figures.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import shlex
+from pathlib import Path
+
+import torch
+
+from .core import atomic_write, config_from_dict, config_to_dict
+from .runs import CARD_FILE, EVAL_FILE, EVAL_JSON, NLL_JSON, SAMPLES_FILE, run_info
+
+#: training options the command line takes as flags, not --set
+_TRAIN_FLAGS = {"steps", "seconds", "batch_size", "seed", "device", "compile"}
+
+
+def device_name(device: torch.device) -> str:
+    """A device in words: ``cuda (NVIDIA H200)``, ``cpu``."""
+    if device.type == "cuda" and torch.cuda.is_available():
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return str(device)
+
+
+def _value(v) -> str:
+    """An option's value as ``--set`` takes it."""
+    if v is None:
+        return "none"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, list | tuple):
+        return ",".join(_value(x) for x in v)
+    return str(v)
+
+
+def _model_defaults(info: dict) -> dict:
+    """The model options ``zoo train`` would choose by itself for the run's dataset ({} when
+    the model is no longer registered)."""
+    from . import data as zdata
+    from . import registry
+
+    try:
+        s = registry.spec(info["model"])
+        ds = zdata.spec(info["dataset"])
+        key = ds.source if ds.builtin else None
+        values = {**s.defaults, **s.dataset_defaults.get(key, {})}
+        return config_to_dict(config_from_dict(s.cls.Config, values))
+    except Exception:  # noqa: BLE001 - a card is written for any run that trained
+        return {}
+
+
+def train_command(info: dict, run: str | Path) -> str:
+    """The ``zoo train`` command that trains the run again (the same weights: the data order
+    and every RNG follow the seed), with every option that differs from its default."""
+    from .trainconfig import TrainConfig
+
+    tc, trained = info.get("train_config", {}), info.get("trained", {})
+    world = int(info.get("world_size", 1) or 1)
+    head = (["torchrun", f"--nproc_per_node={world}", "-m", "zoo"] if world > 1 else ["zoo"])
+    words = [*head, "train", info["model"], "--dataset", info["dataset"]]
+    steps = trained.get("steps") if tc.get("seconds") is not None else None
+    steps = steps or tc.get("steps")
+    if steps is not None:
+        words += ["--steps", str(steps)]
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    for key, flag in (("batch_size", "--batch-size"), ("seed", "--seed"), ("device", "--device")):
+        if key in tc and tc[key] != defaults.get(key):
+            words += [flag, _value(tc[key])]
+    if tc.get("compile"):
+        words.append("--compile")
+    words += ["--out", str(run)]
+    model_defaults = _model_defaults(info)
+    conditional = info.get("model_config", {}).get("conditional")
+    for key, v in info.get("model_config", {}).items():
+        if key == "num_classes" and conditional:
+            continue  # counted from the dataset's labels
+        if key not in model_defaults or model_defaults[key] != v:
+            words += ["--set", f"{key}={_value(v)}"]
+    for key, v in tc.items():
+        if key not in _TRAIN_FLAGS and key in defaults and defaults[key] != v:
+            words += ["--set", f"{key}={_value(v)}"]
+    return shlex.join(words)
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _last_streaming_fid(run: Path) -> dict | None:
+    try:
+        with (run / EVAL_FILE).open(newline="") as f:
+            rows = list(csv.DictReader(f))
+    except OSError:
+        return None
+    return rows[-1] if rows else None
+
+
+def _duration(seconds: float) -> str:
+    seconds = float(seconds)
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    m, s = divmod(round(seconds), 60)
+    if m < 60:
+        return f"{m} min {s} s"
+    h, m = divmod(m, 60)
+    return f"{h} h {m} min"
+
+
+def _eval_section(result: dict, steps) -> list[str]:
+    """``zoo eval``'s figures as a table with their 95% intervals, and how they were
+    measured (the columns and formats of the metric registry, as ``zoo eval`` prints them)."""
+    from .metrics import registry  # noqa: PLC0415 - imported only when there is a result
+
+    lines = ["| metric | value | 95% interval |", "|---|---|---|"]
+    for col in registry.columns():
+        if not col.label or col.key not in result or not isinstance(
+                result[col.key], int | float):
+            continue
+        value = col.format.format(result[col.key])
+        spread = result.get(col.spread) if col.spread else None
+        if isinstance(spread, int | float):
+            value += " ± " + col.format.format(spread)
+        ci = result.get(f"{col.key}_ci95")
+        interval = ("[" + ", ".join(col.format.format(v) for v in ci) + "]"
+                    if isinstance(ci, list) else "")
+        lines.append(f"| {col.label} | {value} | {interval} |")
+    sha = str(result.get("extractor_weights_sha256", ""))[:12]
+    options = result.get("sampler_options") or result.get("options") or {}
+    how = (f"Measured by `zoo eval` on {result.get('n_generated', '?')} generated images "
+           f"against {result.get('n_reference', '?')} images of {result.get('dataset', '?')} "
+           f"{result.get('split', '?')}, features of `{result.get('extractor', '?')}`"
+           + (f" (weights sha256 {sha}…)" if sha else "")
+           + (f", sampler options {json.dumps(options)}" if options else "")
+           + (f", after {result['trained_steps']} training steps" if "trained_steps" in result
+              else "") + ".")
+    if "trained_steps" in result and steps is not None and result["trained_steps"] != steps:
+        how += (f" The run has trained to step {steps} since: run `zoo eval` again for the "
+                "current weights.")
+    return [*lines, "", how]
+
+
+def render_card(run: str | Path) -> str:
+    """The model card of the run in ``run``, as Markdown."""
+    run = Path(run)
+    info = run_info(run)
+    tc, trained = info.get("train_config", {}), info.get("trained", {})
+    mc = info.get("model_config", {})
+    params = info.get("params")
+    steps = trained.get("steps")
+    out = [f"# {info['model']} on {info['dataset']}", ""]
+    family = {"gan": "GAN", "vae": "VAE", "autoregressive": "autoregressive",
+              "diffusion": "diffusion"}.get(info.get("family"), info.get("family") or "")
+    summary = [f"{'An' if family[:1] in 'aeiou' and family else 'A'} {family} model"
+               .replace("  ", " ")]
+    if params is not None:
+        summary.append(f"of {params / 1e6:.2f}M parameters ({params:,})")
+    summary.append(f"trained with zoo on {info['dataset']}")
+    if steps is not None:
+        summary.append(f"for {steps:,} steps")
+    out += [" ".join(summary) + ".", ""]
+    if (run / SAMPLES_FILE).is_file():
+        out += [f"![samples]({SAMPLES_FILE})", "",
+                f"*{tc.get('sample_n', '')} samples drawn at the end of training with the "
+                "EMA weights (`samples.png`).*".replace("** ", "*"), ""]
+
+    out += ["## Model", "", f"- model: `{info['model']}` ({info.get('family', '?')})"]
+    if params is not None:
+        out.append(f"- parameters: {params:,}")
+    if "image_shape" in info:
+        out.append(f"- image shape: {'x'.join(map(str, info['image_shape']))}")
+    if mc:
+        out.append("- options: " + ", ".join(f"`{k}={_value(v)}`" for k, v in mc.items()))
+    out.append("")
+
+    out += ["## Data", "", f"- dataset: `{info['dataset']}` (training split)"]
+    if info.get("dataset_sha256"):
+        out.append(f"- content sha256 (shape, pixels and labels of the training images): "
+                   f"`{info['dataset_sha256']}`")
+    if info.get("classes"):
+        names = info["classes"]
+        shown = ", ".join(names[:20]) + (f", … ({len(names)} classes)" if len(names) > 20
+                                         else "")
+        out.append(f"- classes: {shown}")
+    out.append("")
+
+    out += ["## Training", ""]
+    budget = [f"{tc['steps']:,} steps" if tc.get("steps") is not None else "",
+              f"{tc['seconds']:g} s" if tc.get("seconds") is not None else ""]
+    budget = [b for b in budget if b]
+    out.append(f"- budget: {' or '.join(budget) or '?'}"
+               + (" (whichever ends first)" if len(budget) > 1 else "")
+               + f", batch {tc.get('batch_size')}, seed {tc.get('seed')}")
+    if trained:
+        out.append(f"- trained: {trained.get('steps', 0):,} steps in "
+                   f"{_duration(trained.get('seconds', 0))} "
+                   f"({trained.get('images_per_s', 0):,.0f} images/s) on "
+                   f"{trained.get('device', '?')}"
+                   + (f" x {info['world_size']} processes" if info.get("world_size", 1) > 1
+                      else "")
+                   + (f", finished {trained['finished']}" if trained.get("finished") else ""))
+    out.append("- training options: " + ", ".join(
+        f"`{k}={_value(v)}`" for k, v in tc.items() if k not in {"steps", "seconds"}))
+    out.append("")
+
+    out += ["## Metrics", ""]
+    measured = False
+    stream = _last_streaming_fid(run)
+    if stream:
+        out += [f"- streaming FID during training: {stream.get('fid')} at step "
+                f"{stream.get('step')} ({stream.get('n')} samples, extractor "
+                f"`{stream.get('extractor')}`; `eval.csv`)", ""]
+        measured = True
+    result = _read_json(run / EVAL_JSON)
+    if result:
+        out += _eval_section(result, steps) + [""]
+        measured = True
+    nll = _read_json(run / NLL_JSON)
+    if nll and isinstance(nll.get("nll_bpd"), int | float):
+        stderr = nll.get("stderr")
+        err = f" ± {stderr:.4f}" if isinstance(stderr, int | float) else ""
+        out += [f"- NLL: {nll['nll_bpd']:.4f}{err} bits/dim ("
+                f"{nll.get('detail')}): mean ± standard error over {nll.get('n')} images of "
+                f"{nll.get('dataset')} {nll.get('split')}, measured by `zoo nll`"
+                + (f" after {nll['trained_steps']} training steps"
+                   if "trained_steps" in nll else "") + ".", ""]
+        measured = True
+    if not measured:
+        out += ["Not measured yet: `zoo eval` and `zoo nll` (below) add their figures here.",
+                ""]
+
+    q = shlex.quote(str(run))
+    out += ["## Reproduce", "", "```bash", train_command(info, run)]
+    out.append(result.get("command") if result and result.get("command") else
+               f"zoo eval {q}          # FID, KID, IS, precision/recall -> eval.json")
+    if nll and nll.get("command"):
+        out.append(nll["command"])
+    elif info.get("family") != "gan":
+        out.append(f"zoo nll {q}           # bits/dim -> nll.json")
+    out += [f"zoo sample {q} -n 64 -o samples.png", "```", "",
+            "*Written by zoo (`zoo.card`); `zoo eval` and `zoo nll` update it.*", ""]
+    return "\n".join(out)
+
+
+def write_card(run: str | Path) -> Path:
+    """Write ``RUN/README.md`` (atomically) and return its path."""
+    path = Path(run) / CARD_FILE
+    text = render_card(run)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+    return path
+
+
+__all__ = ["device_name", "render_card", "train_command", "write_card"]

@@ -175,7 +175,8 @@ def render_card(run: str | Path) -> str:
     if (run / SAMPLES_FILE).is_file():
         out += [f"![samples]({SAMPLES_FILE})", "",
                 f"*{tc.get('sample_n', '')} samples drawn at the end of training with the "
-                "EMA weights (`samples.png`).*".replace("** ", "*"), ""]
+                "EMA weights (`samples.png`) and the model's preview sampler; "
+                "`zoo sample` below draws with any.*".replace("** ", "*"), ""]
 
     out += ["## Model", "", f"- model: `{info['model']}` ({info.get('family', '?')})"]
     if params is not None:

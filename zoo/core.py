@@ -233,6 +233,9 @@ class GenerativeModel(TrainingRuntime, nn.Module):
     samplers: ClassVar[tuple[type, ...]] = ()
     #: the family's colour in the report's figures
     color: ClassVar[str] = "#7f7f7f"
+    #: sampler options for a quick look (the grids a training run draws for its model card
+    #: and tracker), where the default sampler is slow; {} draws with the default
+    preview: ClassVar[dict] = {}
 
     def __init__(self, config: Any, image_shape: Iterable[int]):
         super().__init__()

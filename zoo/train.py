@@ -574,7 +574,7 @@ class Trainer:
         with torch.random.fork_rng(devices=gpus), torch.no_grad(), (
                 ema.swapped() if ema is not None else contextlib.nullcontext()):
             gen = torch.Generator(device=self.device).manual_seed(zdist.mix_seed(c.seed, 7))
-            x = model.sample(c.sample_n, generator=gen,
+            x = model.sample(c.sample_n, generator=gen, **model.preview,
                              **({"labels": labels} if labels is not None else {}))
         model.train(was)
         return make_grid(x.cpu())

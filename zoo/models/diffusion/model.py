@@ -97,6 +97,7 @@ class DDPM(GenerativeModel):
     color = "#9467bd"
     Config = DDPMConfig
     samplers = (Ancestral, DDIM, DPMSolver, Heun, EulerAncestral, UniPC)
+    preview = {"sampler": "ddim"}  # min(50, T) steps, not all T of the default
 
     def __init__(self, config: DDPMConfig, image_shape):
         super().__init__(config, image_shape)

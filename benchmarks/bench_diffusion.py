@@ -106,11 +106,19 @@ def bench_samplers(model, pairs: int, ddpm_pairs: int) -> list[dict]:
     def ddim(steps: int):
         return lambda: model.sample(BATCH, sampler="ddim", steps=steps, generator=gen)
 
+    def run(sampler: str, steps: int):
+        return lambda: model.sample(BATCH, sampler=sampler, steps=steps, generator=gen)
+
     rows = []
-    for steps in (10, 100):
-        r = interleaved(ddim(50), ddim(steps), pairs)
+    # each sampler against DDIM-50, interleaved: the frontier's speed-ups at equal network
+    # calls are these ratios (the per-call overhead of a multistep or sigma-space step)
+    for sampler, steps, calls in (("ddim", 10, 10), ("ddim", 100, 100), ("dpmpp-2m", 10, 10),
+                                  ("dpmpp-2m", 20, 20), ("unipc", 10, 10),
+                                  ("euler-ancestral", 20, 20), ("heun", 10, 19)):
+        r = interleaved(ddim(50), run(sampler, steps), pairs)
         rows.append({
-            "part": "samplers", "what": f"DDIM-{steps} vs DDIM-50, batch {BATCH}",
+            "part": "samplers", "what": f"{sampler}-{steps} vs DDIM-50, batch {BATCH}",
+            "calls": calls,
             "images_per_s": BATCH / r["b_s"], "ddim50_images_per_s": BATCH / r["a_s"],
             "ddim50_speedup_over_this": r["ratio_b_over_a"], "pairs": pairs,
         })
@@ -129,6 +137,7 @@ def bench_samplers(model, pairs: int, ddpm_pairs: int) -> list[dict]:
         t_ref += [a1, a2]
     rows.append({
         "part": "samplers", "what": f"DDPM-{T} vs DDIM-50 (A B A), batch {BATCH}",
+        "calls": T,
         "images_per_s": BATCH / statistics.median(t_ddpm),
         "ddim50_images_per_s": BATCH / statistics.median(t_ref),
         "ddim50_speedup_over_this": statistics.median(ratios), "pairs": ddpm_pairs,
@@ -256,8 +265,7 @@ def main() -> None:
         flops = forward_flops(model)
         sampler_rows = bench_samplers(model, args.pairs, args.ddpm_pairs)
         for row in sampler_rows:
-            steps = T if row["what"].startswith("DDPM") else int(row["what"].split()[0][5:])
-            row["gflop_per_s"] = flops * steps * row["images_per_s"] / 1e9
+            row["gflop_per_s"] = flops * row["calls"] * row["images_per_s"] / 1e9
             row["forward_mflop_per_image"] = flops / 1e6
         rows += sampler_rows
         for row in sampler_rows:

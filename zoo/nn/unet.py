@@ -177,6 +177,9 @@ class Upsample(nn.Module):
         return out.view(b, c, 2 * h, 2 * w)
 
 
+CLASS_EMB_STD = 0.3
+
+
 class UNet(nn.Module):
     """Predicts a tensor shaped like ``x`` [B, C, H, W] from ``x`` and timesteps ``t``.
 
@@ -184,6 +187,13 @@ class UNet(nn.Module):
     divisible by 2^(levels - 1). With ``num_classes`` K it is class-conditional: a class
     embedding (K + 1 rows, the last the null label) is added to the timestep embedding;
     without, it has no such parameters.
+
+    The class embedding starts at N(0, ``CLASS_EMB_STD``^2), near the scale of the timestep
+    embedding (std ~0.15 at initialisation, ~0.4 once trained), not at nn.Embedding's
+    N(0, 1), which drowns the timestep. Measured on MNIST at the ci.toml budget (ddpm,
+    channels 16, 738 steps of 32, DDIM-20, N = 500, one seed): unconditional FID 20.6;
+    conditional with std 1.0 FID 58.2 at class accuracy 0.32, with 0.3 FID 33.8 at 0.31,
+    with 0.1 FID 26.7 but no conditioning yet (0.09, chance 0.1).
     """
 
     def __init__(self, in_channels: int, image_size: tuple[int, int], config: UNetConfig,
@@ -271,6 +281,7 @@ class UNet(nn.Module):
         self._emb_splits = [b.cout for b in self._res_blocks]
         if num_classes is not None:
             self.class_emb = nn.Embedding(num_classes + 1, self.emb_dim)
+            nn.init.normal_(self.class_emb.weight, std=CLASS_EMB_STD)
 
     def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
         """``y``: int64 class labels [B] of a class-conditional U-Net (required by one)."""

@@ -97,6 +97,12 @@ def compare(sampler, sched, m, steps: int, prediction: str, tol: float = 1e-5):
     return x
 
 
+def clipping(options: dict) -> dict:
+    """zoo's clip_x0 in diffusers' terms: thresholding at sample_max_value 1, where the
+    dynamic threshold max(quantile, 1) clamped to 1 is 1: a clamp to [-1, 1]."""
+    return {"thresholding": True, "sample_max_value": 1.0} if options.get("clip_x0") else {}
+
+
 SCHEDULES = ["linear", "cosine"]
 PREDICTIONS = ["epsilon", "v_prediction", "sample"]
 
@@ -106,10 +112,10 @@ PREDICTIONS = ["epsilon", "v_prediction", "sample"]
 @pytest.mark.parametrize(("steps", "options"), [
     (10, {}), (20, {}), (7, {"spacing": "trailing"}), (8, {"spacing": "leading"}),
     (10, {"karras": True}), (6, {"order": 3}), (25, {"order": 3}), (5, {"order": 1}),
-    (9, {"sde": True}), (16, {"lower_order_final": False})])
+    (9, {"sde": True}), (16, {"lower_order_final": False}), (10, {"clip_x0": True})])
 def test_dpmpp_2m_matches_diffusers(schedule, prediction, steps, options):
     m = tiny(schedule)
-    kw = {"solver_order": options.get("order", 2),
+    kw = {"solver_order": options.get("order", 2), **clipping(options),
           "algorithm_type": "sde-dpmsolver++" if options.get("sde") else "dpmsolver++",
           "timestep_spacing": options.get("spacing", "linspace"),
           "use_karras_sigmas": options.get("karras", False),
@@ -149,10 +155,10 @@ def test_euler_ancestral_matches_diffusers(schedule, prediction, steps, options)
 @pytest.mark.parametrize(("steps", "options"), [
     (10, {}), (20, {}), (7, {"spacing": "trailing"}), (8, {"spacing": "leading"}),
     (10, {"karras": True}), (6, {"order": 3}), (12, {"order": 3}), (5, {"order": 1}),
-    (9, {"disable_corrector": (0, 3)})])
+    (9, {"disable_corrector": (0, 3)}), (10, {"clip_x0": True})])
 def test_unipc_matches_diffusers(schedule, prediction, steps, options):
     m = tiny(schedule)
-    kw = {"solver_order": options.get("order", 2),
+    kw = {"solver_order": options.get("order", 2), **clipping(options),
           "timestep_spacing": options.get("spacing", "linspace"),
           "use_karras_sigmas": options.get("karras", False),
           "disable_corrector": list(options.get("disable_corrector", ()))}

@@ -65,6 +65,10 @@ class DPMSolver(DiffusionSampler):
     order: int = 2
     sde: bool = False
     lower_order_final: bool = True
+    # clip each predicted x0 to [-1, 1]: diffusers' thresholding=True at sample_max_value=1
+    # (its dynamic threshold is then exactly 1); off as there, but an undertrained model's
+    # x0 at high noise runs far outside the data range (DDIM clips by default)
+    clip_x0: bool = False
 
     def check(self) -> None:
         super().check()
@@ -151,6 +155,8 @@ class DPMSolver(DiffusionSampler):
 
     def step(self, plan, i, x, eps, noise, state):
         x0 = x * plan.coef[i, 5] - eps * plan.coef[i, 6]
+        if self.clip_x0:
+            x0 = x0.clamp(-1.0, 1.0)
         m1, m2 = state if state else (None, None)
         x_prev = lincomb(plan, i, [x, x0, m1, m2, noise], range(5))
         return x_prev, x0, (x0, m1)

@@ -62,6 +62,7 @@ class UniPC(DiffusionSampler):
     karras: bool = False
     order: int = 2
     disable_corrector: tuple[int, ...] = ()
+    clip_x0: bool = False  # as dpmpp-2m's: diffusers' thresholding=True, sample_max_value=1
 
     def check(self) -> None:
         super().check()
@@ -131,6 +132,8 @@ class UniPC(DiffusionSampler):
         p = self.order
         nc = p + 3
         x0 = x * plan.coef[i, -2] - eps * plan.coef[i, -1]
+        if self.clip_x0:
+            x0 = x0.clamp(-1.0, 1.0)
         last, *ms = state if state else (None, *([None] * p))
         x_c = lincomb(plan, i, [x, last, x0, *ms], range(nc))
         x_prev = lincomb(plan, i, [x_c, x0, *ms], range(nc, nc + p + 2))

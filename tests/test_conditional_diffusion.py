@@ -195,11 +195,10 @@ def class_accuracy(model, guidance: float, n_per_class: int = 10) -> float:
 
 
 def test_samples_are_of_the_class_asked_for(trained):
-    acc = {w: class_accuracy(trained, w) for w in (0.0, 1.0, 2.0, 5.0)}
-    # measured (500 steps at batch 64; 87-208 s of training on 2 shared CPU cores), these
-    # 100 samples: guidance 0 0.11 (chance 0.1), 1 0.20, 2 0.25, 3 0.23, 5 0.29; over 1000
-    # samples: 0.09, 0.17, 0.25, 0.29, 0.33. Guidance 2 over 1 holds at 1000 samples (about 4
-    # standard errors) but is within the noise of these 100, so it is not asserted here.
-    assert acc[0.0] < 0.2, acc  # the null label: no class asked, about chance
-    assert acc[2.0] > 0.17, acc
-    assert min(acc[2.0], acc[5.0]) > acc[0.0] + 0.07, acc
+    acc = {w: class_accuracy(trained, w, n_per_class=40) for w in (0.0, 1.0, 2.0, 5.0)}
+    # measured (500 steps at batch 64, class embedding at N(0, 0.3^2)), these 400 samples:
+    # guidance 0 0.078 (chance 0.1), 1 0.13, 2 0.20, 5 0.38 (with nn.Embedding's N(0, 1) it
+    # was 0.09, 0.17, 0.25, 0.33 over 1000: conditioning sooner, at a much worse FID)
+    assert acc[0.0] < 0.15, acc  # the null label: no class asked, about chance
+    assert acc[5.0] > 0.25, acc
+    assert acc[2.0] > acc[0.0] + 0.06 and acc[5.0] > acc[1.0] + 0.12, acc

@@ -198,8 +198,8 @@ def bench_peer(pairs: int, train_pairs: int, batches: list[int]) -> list[dict]:
     for sampler, steps, name in (("ddim", 50, "DDIM-50"), ("dpmpp-2m", 20, "DPM-Solver++ 2M-20")):
         for n in batches:
             p = 4 * pairs if n == 1 else pairs
-            r = interleaved(lambda n=n: zoo_sample(n, sampler, steps),
-                            lambda n=n: peer_sample(n, sampler, steps), p)
+            r = interleaved(lambda n=n, s=sampler, k=steps: zoo_sample(n, s, k),
+                            lambda n=n, s=sampler, k=steps: peer_sample(n, s, k), p)
             rows.append({
                 "part": "peer", "what": f"{name} sampling, batch {n}",
                 "zoo_images_per_s": n / r["a_s"], "diffusers_images_per_s": n / r["b_s"],

@@ -267,7 +267,6 @@ def frontier_table(rows: list[dict]) -> list[Block]:
     that reach the reference's FID within its interval (FID at most its upper end, or at
     most its FID where it has no interval), with that row's speed-up over the reference."""
     out: list[Block] = []
-    bs, _ = speed_batch(rows)
     order = {id(r): i for i, r in enumerate(rows)}
     by_model: dict[str, list[dict]] = {}
     for (model, *_), rs in frontier_lines(rows).items():
@@ -275,6 +274,7 @@ def frontier_table(rows: list[dict]) -> list[Block]:
     for model, rs in by_model.items():
         if len(rs) < 2:
             continue
+        bs, _ = speed_batch(rs)  # the largest batch this model's rows were all timed at
         ref = max(rs, key=lambda r: (calls(r), -order[id(r)]))
         ci = interval(ref, "fid")
         bar = ci[1] if ci is not None else float(ref["fid"])

@@ -707,8 +707,9 @@ def test_the_frontier_names_the_fewest_calls_that_reach_the_reference(tmp_path):
     for r in rows:
         del r["network_calls"]
     assert "**10** (dpmpp-2m, 10 steps)" in to_markdown(frontier_table(rows))
-    # one variant per model: no frontier
+    # one variant per model, or several at one count of calls: no frontier
     assert frontier_table(rows[:1]) == []
+    assert frontier_table([rows[1], rows[3]]) == []
 
 
 def test_unconditional_rows_leave_out_the_metrics_that_need_labels():

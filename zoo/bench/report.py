@@ -272,7 +272,7 @@ def frontier_table(rows: list[dict]) -> list[Block]:
     for (model, *_), rs in frontier_lines(rows).items():
         by_model.setdefault(model, []).extend(rs)
     for model, rs in by_model.items():
-        if len(rs) < 2:
+        if len({calls(r) for r in rs}) < 2:  # one count of calls (a guidance sweep): no frontier
             continue
         bs, _ = speed_batch(rs)  # the largest batch this model's rows were all timed at
         ref = max(rs, key=lambda r: (calls(r), -order[id(r)]))

@@ -8,13 +8,12 @@ from typing import ClassVar, Literal
 
 import numpy as np
 
-from ...core import ConfigError
 from .sampler import DiffusionSampler
 from .sigmas import (
     SigmaPlan,
-    check_distinct,
+    bound_steps,
+    check_order,
     check_spacing,
-    check_steps,
     interp_sigmas,
     karras,
     lincomb,
@@ -23,9 +22,6 @@ from .sigmas import (
     sigma_to_t,
     train_sigmas,
 )
-
-DEFAULT_STEPS = 50
-ORDERS = (1, 2, 3)
 
 
 def karras_multistep(schedule, steps: int, round_t: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -73,18 +69,10 @@ class DPMSolver(DiffusionSampler):
     def check(self) -> None:
         super().check()
         check_spacing(self.spacing)
-        if self.order not in ORDERS:
-            raise ConfigError(
-                f"order must be 1, 2 or 3 (diffusers' solver_order), got {self.order}")
+        check_order(self.order)
 
     def bind(self, model) -> DPMSolver:
-        self.bind_guidance(model)
-        T = model.timesteps
-        steps = min(DEFAULT_STEPS, max(T - 1, 1)) if self.steps is None else self.steps
-        check_steps(steps, T)
-        if not self.karras:
-            check_distinct(multistep_timesteps(T, steps, self.spacing), steps, self.spacing)
-        return replace(self, steps=steps)
+        return replace(self, steps=bound_steps(self, model, multistep=True))
 
     def row_orders(self, S: int) -> list[int]:
         out = []

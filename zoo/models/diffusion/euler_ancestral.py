@@ -11,17 +11,14 @@ import numpy as np
 from .sampler import DiffusionSampler
 from .sigmas import (
     SigmaPlan,
-    check_distinct,
+    bound_steps,
     check_spacing,
-    check_steps,
     euler_timesteps,
     interp_sigmas,
     lincomb,
     make_plan,
     train_sigmas,
 )
-
-DEFAULT_STEPS = 50
 
 
 def sigma_init_scale(sig0: float, spacing: str) -> float:
@@ -49,12 +46,7 @@ class EulerAncestral(DiffusionSampler):
         check_spacing(self.spacing)
 
     def bind(self, model) -> EulerAncestral:
-        self.bind_guidance(model)
-        T = model.timesteps
-        steps = min(DEFAULT_STEPS, T) if self.steps is None else self.steps
-        check_steps(steps, T)
-        check_distinct(euler_timesteps(T, steps, self.spacing), steps, self.spacing)
-        return replace(self, steps=steps)
+        return replace(self, steps=bound_steps(self, model, multistep=False))
 
     def plan(self, schedule) -> SigmaPlan:
         ts = euler_timesteps(schedule.timesteps, self.steps, self.spacing)

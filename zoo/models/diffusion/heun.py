@@ -9,13 +9,12 @@ from typing import ClassVar, Literal
 
 import numpy as np
 
-from .euler_ancestral import DEFAULT_STEPS, sigma_init_scale
+from .euler_ancestral import sigma_init_scale
 from .sampler import DiffusionSampler
 from .sigmas import (
     SigmaPlan,
-    check_distinct,
+    bound_steps,
     check_spacing,
-    check_steps,
     euler_timesteps,
     interp_sigmas,
     karras,
@@ -45,12 +44,7 @@ class Heun(DiffusionSampler):
         check_spacing(self.spacing)
 
     def bind(self, model) -> Heun:
-        self.bind_guidance(model)
-        T = model.timesteps
-        steps = min(DEFAULT_STEPS, T) if self.steps is None else self.steps
-        check_steps(steps, T)
-        check_distinct(euler_timesteps(T, steps, self.spacing), steps, self.spacing)
-        return replace(self, steps=steps)
+        return replace(self, steps=bound_steps(self, model, multistep=False))
 
     def network_calls(self) -> int | None:
         return None if self.steps is None else 2 * self.steps - 1

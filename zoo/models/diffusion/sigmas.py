@@ -140,3 +140,30 @@ def lincomb(plan: SigmaPlan, i: int, tensors: list, cols: range | list) -> Tenso
     if out is None:
         out = torch.zeros_like(next(x for x in tensors if x is not None))
     return out
+
+
+DEFAULT_STEPS = 50
+ORDERS = (1, 2, 3)
+
+
+def check_order(order: int) -> None:
+    if order not in ORDERS:
+        raise ConfigError(f"order must be 1, 2 or 3 (diffusers' solver_order), got {order}")
+
+
+def bound_steps(sampler, model, multistep: bool) -> int:
+    """A ported sampler's ``steps`` for ``model``, its guidance checked too: default
+    min(50, T), a multistep solver's min(50, T - 1) (it visits steps + 1 distinct
+    timesteps); in 1..T; its spacing giving distinct timesteps (a multistep solver's Karras
+    sigmas are left unchecked, as diffusers lets them repeat)."""
+    sampler.bind_guidance(model)
+    T = model.timesteps
+    steps = sampler.steps
+    if steps is None:
+        steps = min(DEFAULT_STEPS, max(T - 1, 1) if multistep else T)
+    check_steps(steps, T)
+    if not multistep:
+        check_distinct(euler_timesteps(T, steps, sampler.spacing), steps, sampler.spacing)
+    elif not sampler.karras:
+        check_distinct(multistep_timesteps(T, steps, sampler.spacing), steps, sampler.spacing)
+    return steps

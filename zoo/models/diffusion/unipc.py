@@ -10,14 +10,13 @@ from typing import ClassVar, Literal
 
 import numpy as np
 
-from ...core import ConfigError
-from .dpm_solver import DEFAULT_STEPS, ORDERS, karras_multistep, lambdas
+from .dpm_solver import karras_multistep, lambdas
 from .sampler import DiffusionSampler
 from .sigmas import (
     SigmaPlan,
-    check_distinct,
+    bound_steps,
+    check_order,
     check_spacing,
-    check_steps,
     interp_sigmas,
     lincomb,
     make_plan,
@@ -67,18 +66,10 @@ class UniPC(DiffusionSampler):
     def check(self) -> None:
         super().check()
         check_spacing(self.spacing)
-        if self.order not in ORDERS:
-            raise ConfigError(
-                f"order must be 1, 2 or 3 (diffusers' solver_order), got {self.order}")
+        check_order(self.order)
 
     def bind(self, model) -> UniPC:
-        self.bind_guidance(model)
-        T = model.timesteps
-        steps = min(DEFAULT_STEPS, max(T - 1, 1)) if self.steps is None else self.steps
-        check_steps(steps, T)
-        if not self.karras:
-            check_distinct(multistep_timesteps(T, steps, self.spacing), steps, self.spacing)
-        return replace(self, steps=steps)
+        return replace(self, steps=bound_steps(self, model, multistep=True))
 
     def plan(self, schedule) -> SigmaPlan:
         S, p = self.steps, self.order

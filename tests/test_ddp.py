@@ -24,10 +24,11 @@ import pytest
 import torch
 
 import zoo
-from zoo import data, metrics
+from zoo import data, metrics, runs
 from zoo import distributed as zdist
 from zoo import train as ztrain
 from zoo.core import ConfigError
+from zoo.logs import SAMPLES_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_TIMEOUT = 240  # seconds; far beyond a healthy run, so a hang fails the test
@@ -105,7 +106,7 @@ def test_two_ranks_equal_one_process(case, ddp_runs, tmp_path):
     assert json.loads((ddp / ztrain.RUN_FILE).read_text())["world_size"] == 2
     assert {p.name for p in ddp.iterdir()} == {
         ztrain.RUN_FILE, ztrain.CHECKPOINT_FILE, ztrain.MODEL_FILE, ztrain.LOSSES_FILE,
-        "rank0.pt", "rank1.pt"}
+        runs.CARD_FILE, runs.SAMPLES_FILE, SAMPLES_DIR, "rank0.pt", "rank1.pt"}
     # losses.csv holds the mean over ranks: the loss of the global batch
     rows_ddp, rows_one = _losses(ddp), _losses(tmp_path / case)
     assert [r["step"] for r in rows_ddp] == [r["step"] for r in rows_one]

@@ -216,7 +216,8 @@ def cmd_sample(args) -> int:
     if args.npy:
         npy = Path(args.npy)
         npy = npy if npy.suffix == ".npy" else npy.with_name(npy.name + ".npy")  # as np.save
-        _check_disk(npy, args.n * (c * h * w + 8))
+        # the images, and with --labels the int64 label of each beside them
+        _check_disk(npy, args.n * (c * h * w + (8 if labels is not None else 0)))
         if labels is not None:  # the requested classes, beside the images: out.labels.npy
             npy_labels = npy.with_name(npy.stem + ".labels.npy")
     grid: list[torch.Tensor] = []

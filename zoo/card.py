@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from .core import atomic_write, config_from_dict, config_to_dict
+from .limits import duration
 from .runs import CARD_FILE, EVAL_FILE, EVAL_JSON, NLL_JSON, SAMPLES_FILE, run_info
 
 #: training options the command line takes as flags, not --set
@@ -109,15 +110,6 @@ def _last_streaming_fid(run: Path) -> dict | None:
     return rows[-1] if rows else None
 
 
-def _duration(seconds: float) -> str:
-    seconds = float(seconds)
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    m, s = divmod(round(seconds), 60)
-    if m < 60:
-        return f"{m} min {s} s"
-    h, m = divmod(m, 60)
-    return f"{h} h {m} min"
 
 
 def _eval_section(result: dict, steps) -> list[str]:
@@ -207,7 +199,7 @@ def render_card(run: str | Path) -> str:
                + f", batch {tc.get('batch_size')}, seed {tc.get('seed')}")
     if trained:
         out.append(f"- trained: {trained.get('steps', 0):,} steps in "
-                   f"{_duration(trained.get('seconds', 0))} "
+                   f"{duration(trained.get('seconds', 0), digits=1)} "
                    f"({trained.get('images_per_s', 0):,.0f} images/s) on "
                    f"{trained.get('device', '?')}"
                    + (f" x {info['world_size']} processes" if info.get("world_size", 1) > 1

@@ -34,7 +34,7 @@ from .images import (
     save_grid,
     save_labelled_grid,
 )
-from .limits import check_memory, gib
+from .limits import check_memory, duration, gib
 from .metrics import registry as metric_registry
 from .options import literal_value, parse_value
 from .runs import EVAL_JSON, NLL_JSON, RUN_FILE, load_run, run_info
@@ -409,7 +409,7 @@ def cmd_nll(args) -> int:
                 left = (time.perf_counter() - t0) * (total - batch.shape[0]) / batch.shape[0]
                 if left >= NLL_ESTIMATE_SECONDS:
                     bar.clear()
-                    print(f"zoo nll: about {_duration(left)} for {total} images "
+                    print(f"zoo nll: about {duration(left)} for {total} images "
                           f"(--n to use fewer)", file=sys.stderr, flush=True)
     nll = torch.cat(values)
     mean = nll.mean().item()
@@ -433,15 +433,6 @@ def cmd_nll(args) -> int:
 NLL_ESTIMATE_SECONDS = 10.0
 
 
-def _duration(seconds: float) -> str:
-    """``3 min 40 s``, ``12 s``, ``1 h 5 min``."""
-    if seconds < 60:
-        return f"{seconds:.0f} s"
-    m, s = divmod(round(seconds), 60)
-    if m < 60:
-        return f"{m} min {s} s"
-    h, m = divmod(m, 60)
-    return f"{h} h {m} min"
 
 
 def _update_card(run: str, name: str, result: dict) -> None:

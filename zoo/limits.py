@@ -77,3 +77,16 @@ def check_memory(nbytes: float, what: str, hint: str = "",
 
 
 __all__ = ["MEMORY_ENV", "check_memory", "gib", "machine_memory", "memory_limit"]
+
+
+def duration(seconds: float, digits: int = 0) -> str:
+    """A time in words: ``12 s`` (``digits`` decimals under a minute), ``3 min 40 s``,
+    ``1 h 5 min``."""
+    seconds = float(seconds)
+    if seconds < 60:
+        return f"{seconds:.{digits}f} s"
+    m, s = divmod(round(seconds), 60)
+    if m < 60:
+        return f"{m} min {s} s"
+    h, m = divmod(m, 60)
+    return f"{h} h {m} min"

@@ -208,7 +208,7 @@ def test_prefix_conditions_the_completion():
         ({"temperature": -0.5}, "temperature must be"),
         ({"temperature": float("nan")}, "temperature must be"),
         ({"temperature": "hot"}, "temperature must be a number"),
-        ({"top_k": 0}, r"top_k must be in 1\.\.256"),
+        ({"top_k": 0}, r"top_k must be >= 1"),
         ({"top_k": 257}, r"top_k must be in 1\.\.256"),
         ({"top_k": 2.5}, "top_k must be an integer"),
         ({"prefix": torch.zeros(2, 3, 2, 5)}, r"uint8 tensor \[n, C, r, W\] = \[2, 3, r, 5\]"),

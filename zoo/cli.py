@@ -494,6 +494,11 @@ def cmd_eval(args) -> int:
         progress=sys.stderr.isatty(), bootstrap=args.bootstrap,
         panel=panel if args.panel > 0 else None, closest=max(args.panel, 0), **options,
     )
+    if metrics.reconstruction.reconstructs(model):  # what the autoencoder's compression costs
+        result.update(metrics.reconstruction.evaluate(
+            model, dataset, args.split, args.extractor, n=args.n, batch_size=args.batch_size,
+            root=args.root, bootstrap=args.bootstrap, seed=args.seed, device=model.device,
+            inception_weights=args.inception_weights, cache=not args.no_cache))
     if not zdist.is_main():  # under torchrun: every rank sampled, rank 0 reports
         return 0
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -502,6 +507,8 @@ def cmd_eval(args) -> int:
     else:
         path.write_text(json.dumps(result, indent=2) + "\n")
     print(metrics.format_result(result))
+    if result.get("recon_psnr") is not None:
+        print(metrics.reconstruction.format_reconstruction(result))
     print(f"wrote {path}", file=sys.stderr)
     if result.get("memorization_panel"):
         print(f"wrote {result['memorization_panel']} (the {len(result['memorization_closest'])}"

@@ -300,6 +300,10 @@ class GenerativeModel(TrainingRuntime, nn.Module):
         """What ``nll(x, **options)`` computes, in words (printed beside the figure)."""
         return self.likelihood or "none"
 
+    def check_loaded(self, source: str) -> None:
+        """Called once a checkpoint's weights are loaded: a model whose weights carry their
+        own check (a latent model's autoencoder hash) raises a CheckpointError here."""
+
     def ema_module(self) -> nn.Module:
         """The part whose weights the Trainer averages (EMA) and uses for sampling."""
         return self
@@ -569,6 +573,7 @@ def from_checkpoint_dict(
     except (RuntimeError, KeyError, TypeError) as e:
         raise CheckpointError(
             f"{source} does not match its model's weights: {first_line(e)}") from None
+    model.check_loaded(source)
     return model
 
 

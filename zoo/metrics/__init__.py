@@ -17,7 +17,8 @@ from .registry import Column, Metric, normalize_metrics, register, unregister
 
 # the rest is imported on first use: torch-fidelity is slow to import, and the results
 # schema, report and compare read ``registry`` without it
-_SUBMODULES = ("classes", "density_coverage", "features", "fidelity", "memorization")
+_SUBMODULES = ("classes", "density_coverage", "features", "fidelity", "memorization",
+               "reconstruction")
 
 
 def __getattr__(name: str):

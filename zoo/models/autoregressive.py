@@ -31,8 +31,7 @@ from ..nn.graphs import NOISE_BYTES, capture, graph_mode, model_graphs, weights_
 from ..nn.likelihood import LN2
 from ..options import SamplerOptions, check_range
 
-VOCAB = 256
-START = VOCAB  # id of the start token; the embedding table has VOCAB + 1 rows
+VOCAB = 256  # subpixel values; the start token is id VOCAB, the embedding has VOCAB + 1 rows
 POS_EMBEDDINGS = ("learned", "factorized")
 
 
@@ -82,6 +81,9 @@ class Tokens(SamplerOptions):
         return out
 
     def bind(self, model) -> Tokens:
+        if self.top_k is not None and self.top_k > model.vocab:
+            raise ConfigError(f"top_k must be in 1..{model.vocab} (or None for all), got "
+                              f"{self.top_k}")
         if self.guidance != 1.0 and not model.conditional:
             raise ConfigError(f"guidance={self.guidance:g} needs a class-conditional model; "
                               f"{model.name} is unconditional (train with conditional=true)")
@@ -94,8 +96,8 @@ class Tokens(SamplerOptions):
         if not (self.temperature >= 0 and math.isfinite(self.temperature)):
             raise ConfigError(f"temperature must be a finite number >= 0 (0 = greedy), "
                               f"got {self.temperature}")
-        if self.top_k is not None and not 1 <= self.top_k <= VOCAB:
-            raise ConfigError(f"top_k must be in 1..{VOCAB} (or None for all), got {self.top_k}")
+        if self.top_k is not None and self.top_k < 1:
+            raise ConfigError(f"top_k must be >= 1 (or None for all), got {self.top_k}")
 
 
 class _TokenPicker:
@@ -106,13 +108,13 @@ class _TokenPicker:
     """
 
     def __init__(self, batch: int, temperature: float, top_k: int | None, generator,
-                 device: torch.device):
+                 device: torch.device, vocab: int = VOCAB):
         self.greedy = temperature == 0.0 or top_k == 1
         self.inv_t = 1.0 / temperature if temperature > 0 else 0.0
-        self.top_k = top_k if top_k is not None and top_k < VOCAB else None
+        self.top_k = top_k if top_k is not None and top_k < vocab else None
         self.generator = generator
         self.noise = torch.empty(
-            batch, VOCAB, device=generator.device if generator is not None else device
+            batch, vocab, device=generator.device if generator is not None else device
         )
 
     def __call__(self, logits: Tensor) -> Tensor:
@@ -171,9 +173,11 @@ class ARTransformer(GenerativeModel):
             if isinstance(k, bool) or not isinstance(k, int) or k < 1:
                 raise ConfigError(f"a conditional {self.name} needs num_classes >= 1 (zoo.create "
                                   f"fills it from the dataset's labels), got {k!r}")
-        c, h, w = self.image_shape
+        #: the token values and the (C, H, W) grid of the sequence (a latent model's: codes)
+        self.vocab, self.token_shape = self.token_grid()
+        c, h, w = self.token_shape
         self.seq_len = c * h * w
-        self.tok_emb = nn.Embedding(VOCAB + 1, cfg.dim)
+        self.tok_emb = nn.Embedding(self.vocab + 1, cfg.dim)  # the last row: the start token
         if cfg.pos_embedding == "learned":
             self.pos_emb = nn.Parameter(torch.zeros(self.seq_len, cfg.dim))
         else:
@@ -190,7 +194,7 @@ class ARTransformer(GenerativeModel):
             for _ in range(cfg.depth)
         )
         self.ln_f = nn.LayerNorm(cfg.dim)
-        self.head = nn.Linear(cfg.dim, VOCAB)
+        self.head = nn.Linear(cfg.dim, self.vocab)
         if cfg.conditional:  # registered last: an unconditional model is unchanged
             self.class_emb = nn.Embedding(cfg.num_classes + 1, cfg.dim)  # last row: null
         self._init_weights()
@@ -211,6 +215,10 @@ class ARTransformer(GenerativeModel):
                 proj.weight.mul_(1.0 / math.sqrt(2 * self.config.depth))
 
     # -- tokens --------------------------------------------------------------------------
+    def token_grid(self) -> tuple[int, tuple[int, int, int]]:
+        """(vocabulary, (C, H, W) of the token grid): 256 values per subpixel of the image."""
+        return VOCAB, self.image_shape
+
     def to_tokens(self, x: Tensor) -> Tensor:
         """uint8 [N, C, H, W] -> int64 [N, D] in raster order, channels innermost."""
         return x.permute(0, 2, 3, 1).reshape(x.shape[0], -1).long()
@@ -223,7 +231,8 @@ class ARTransformer(GenerativeModel):
     def _shifted(self, tokens: Tensor) -> Tensor:
         """The decoder input: the start token, then ``tokens`` (whose last is dropped by the
         caller when it wants predictions for exactly ``tokens``)."""
-        start = torch.full((tokens.shape[0], 1), START, dtype=tokens.dtype, device=tokens.device)
+        start = torch.full((tokens.shape[0], 1), self.vocab, dtype=tokens.dtype,
+                           device=tokens.device)
         return torch.cat([start, tokens], dim=1)
 
     def position_table(self) -> Tensor:
@@ -276,8 +285,9 @@ class ARTransformer(GenerativeModel):
 
     # -- interface -----------------------------------------------------------------------
     def configure_optimizers(self):
-        decay = [p for n, p in self.named_parameters() if p.dim() == 2 and "emb" not in n]
-        no_decay = [p for n, p in self.named_parameters() if not (p.dim() == 2 and "emb" not in n)]
+        params = [(n, p) for n, p in self.named_parameters() if p.requires_grad]
+        decay = [p for n, p in params if p.dim() == 2 and "emb" not in n]
+        no_decay = [p for n, p in params if not (p.dim() == 2 and "emb" not in n)]
         opt = adam(
             [{"params": decay, "weight_decay": self.config.weight_decay},
              {"params": no_decay, "weight_decay": 0.0}],
@@ -305,7 +315,7 @@ class ARTransformer(GenerativeModel):
         if self.conditional:
             labels = self.drop_labels(batch.labels, self.config.label_dropout)
         logits = self.wrapped("model")(tokens, labels)
-        loss = F.cross_entropy(logits.float().reshape(-1, VOCAB), tokens.reshape(-1))
+        loss = F.cross_entropy(logits.float().reshape(-1, self.vocab), tokens.reshape(-1))
         opt = optimizers["transformer"]
         self._warmup(opt)
         self.optimize(loss, opt)
@@ -440,12 +450,12 @@ class ARTransformer(GenerativeModel):
                   labels: Tensor | None = None, w: float = 1.0) -> Tensor:
         dev = self.device
         length = self.seq_len
-        pick = _TokenPicker(b, temperature, top_k, generator, dev)
+        pick = _TokenPicker(b, temperature, top_k, generator, dev, self.vocab)
         rows = self._row_classes(labels, w)
         wanted, auto = graph
         if (wanted and use_cache and prefix is None
                 and model_graphs(self).worth_it((b, temperature, top_k, w), auto)
-                and (pick.greedy or length * b * VOCAB * 4 <= NOISE_BYTES)):
+                and (pick.greedy or length * b * self.vocab * 4 <= NOISE_BYTES)):
             return self._generate_graphed(b, pick, rows, w)
         tokens = torch.empty(b, length, dtype=torch.long, device=dev)
         p = 0 if prefix is None else prefix.shape[1]
@@ -497,7 +507,7 @@ class ARTransformer(GenerativeModel):
             tokens = torch.zeros(b, length, dtype=torch.long, device=dev)
             classes = None if rows is None else torch.zeros_like(rows)
             cache = self._new_cache(b if rows is None else len(rows))
-            noise = None if pick.greedy else torch.ones(length, b, VOCAB, device=dev)
+            noise = None if pick.greedy else torch.ones(length, b, self.vocab, device=dev)
 
             def run(end):
                 self._decode(tokens, 0, end, cache,

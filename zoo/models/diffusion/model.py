@@ -15,6 +15,7 @@ step, the sampling loop (eager or replayed as one CUDA graph) and ``nll``.
 from __future__ import annotations
 
 import dataclasses
+import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
@@ -132,11 +133,14 @@ class DDPM(GenerativeModel):
                 "a labelled dataset (which sets it) or give num_classes=K")
         unet_fields = {f.name for f in fields(UNetConfig)}
         unet_config = UNetConfig(**{k: getattr(c, k) for k in unet_fields})
-        ch, h, w = self.image_shape
+        #: the shape the diffusion runs in: the image's, or a latent model's latent shape
+        self.space_shape = self.diffusion_shape()
+        ch, h, w = self.space_shape
         self.net = UNet(ch, (h, w), unet_config,
                         num_classes=c.num_classes if c.conditional else None)
         # the config records the depth chosen for this size, so run.json shows what was built
-        self.config = dataclasses.replace(c, channel_mult=tuple(self.net.config.channel_mult),
+        self.config = dataclasses.replace(self.config,
+                                          channel_mult=tuple(self.net.config.channel_mult),
                                           nll_mode=nll_mode)
         self.schedule = NoiseSchedule(make_betas(c.schedule, c.timesteps, c.beta_start,
                                                  c.beta_end), kind=c.schedule)
@@ -144,6 +148,19 @@ class DDPM(GenerativeModel):
     @property
     def timesteps(self) -> int:
         return self.config.timesteps
+
+    # -- the space the diffusion runs in (a latent model's differs: latent_diffusion) -------
+    def diffusion_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the diffused tensors: the image's."""
+        return self.image_shape
+
+    def to_space(self, x: Tensor) -> Tensor:
+        """uint8 images -> the diffused float tensors (here [-1, 1] pixels)."""
+        return to_unit(x)
+
+    def from_space(self, x: Tensor) -> Tensor:
+        """Diffused float tensors -> uint8 images."""
+        return from_unit(x)
 
     # -- training ------------------------------------------------------------------------
     def configure_optimizers(self):
@@ -159,7 +176,7 @@ class DDPM(GenerativeModel):
         ``label_dropout`` share of them replaced by the null label (so it also learns the
         unconditional model guidance uses)."""
         batch = self.check_batch(x)
-        x0 = to_unit(batch.images)
+        x0 = self.to_space(batch.images)
         t = self.batch_randint(self.timesteps, x0.shape[0])
         noise = self.batch_randn(*x0.shape)
         net = self.wrapped("net")
@@ -214,14 +231,15 @@ class DDPM(GenerativeModel):
         any ``batch_size``, eager or graphed: for reproducibility across samplers and for
         interpolating between images.
         """
-        return from_unit(self.sample_unit(n, generator=generator, labels=labels,
+        return self.from_space(self.sample_unit(n, generator=generator, labels=labels,
                                           batch_size=batch_size, cuda_graph=cuda_graph,
                                           noise=noise, **options))
 
     @torch.inference_mode()
     def sample_unit(self, n, *, generator=None, labels=None, batch_size=256, cuda_graph="auto",
                     noise=None, **options) -> Tensor:
-        """Like ``sample`` but returns the float samples in [-1, 1] (before quantization)."""
+        """Like ``sample`` but returns the float samples of the diffused space (pixels in
+        [-1, 1] before quantization; a latent model's latents)."""
         sampler = self.parse_sampler(options, also=("labels", "batch_size", "cuda_graph",
                                                     "noise"))
         n = option_number(n, "n", int)
@@ -248,7 +266,7 @@ class DDPM(GenerativeModel):
                 out.append(denoise(sampler, plan, b, gen, y, x_T))
         finally:
             self.train(was_training)
-        return torch.cat(out) if out else torch.empty(0, *self.image_shape)
+        return torch.cat(out) if out else torch.empty(0, *self.space_shape)
 
     def _guided_labels(self, y: Tensor | None, guidance: float) -> Tensor | None:
         """The labels of the network's batch: ``y`` (guidance 1), the null label (0), or
@@ -287,7 +305,7 @@ class DDPM(GenerativeModel):
         """``sample``'s ``noise=`` x_T as float32 on the model's device, or a ConfigError."""
         if noise is None:
             return None
-        shape = (n, *self.image_shape)
+        shape = (n, *self.space_shape)
         if not isinstance(noise, Tensor) or not noise.is_floating_point():
             got = noise.dtype if isinstance(noise, Tensor) else type(noise).__name__
             raise ConfigError(f"noise must be a float tensor of shape {list(shape)}, got {got}")
@@ -302,7 +320,7 @@ class DDPM(GenerativeModel):
     def _denoise(self, sampler, plan, b: int, gen, y: Tensor | None = None,
                  x_T: Tensor | None = None) -> Tensor:
         dev = self.device
-        x = torch.randn((b, *self.image_shape), generator=gen, device=dev) if x_T is None \
+        x = torch.randn((b, *self.space_shape), generator=gen, device=dev) if x_T is None \
             else x_T.clone()
         x = sampler.start(plan, x)  # N(0, I) scaled as the sampler's reference starts
         y = self._guided_labels(y, sampler.guidance)
@@ -334,12 +352,12 @@ class DDPM(GenerativeModel):
         before the replay in the order ``_denoise`` draws it: the same samples. The labels
         and a given x_T are inputs of the graph (copied into its buffers), not part of it."""
         dev = self.device
-        if sum(plan.noisy) * b * self.dims * 4 > NOISE_BYTES:  # the noise would not fit
+        if sum(plan.noisy) * b * math.prod(self.space_shape) * 4 > NOISE_BYTES:  # won't fit
             return self._denoise(sampler, plan, b, gen, y, x_T)
 
         def build():
-            x_in = torch.zeros((b, *self.image_shape), device=dev)
-            zs = torch.zeros((sum(plan.noisy), b, *self.image_shape), device=dev)
+            x_in = torch.zeros((b, *self.space_shape), device=dev)
+            zs = torch.zeros((sum(plan.noisy), b, *self.space_shape), device=dev)
             y_in = torch.zeros(b, dtype=torch.long, device=dev) if self.conditional else None
             graph, x_out = capture(lambda: self._loop(sampler, plan, x_in, zs, len(plan), y_in),
                                    lambda: self._loop(sampler, plan, x_in, zs, 1, y_in), dev)

@@ -1,0 +1,112 @@
+"""Latent diffusion (Rombach et al. 2022, Stable Diffusion's recipe): the diffusion family's
+model, U-Net and every sampler (``zoo.models.diffusion``), run over the latents of a trained
+``kl-autoencoder`` (``autoencoders``) instead of pixels.
+
+An image is encoded to its posterior mean and divided by the autoencoder's running standard
+deviation of its latents (Stable Diffusion's scale factor: unit-variance latents); a sample
+is denoised in that space and decoded. Class-conditional training and classifier-free
+guidance work as in ``ddpm``. The latents are not bounded, so the samplers that clip the
+predicted x0 to [-1, 1] by default (``ddpm``, ``ddim``) do not here (``clip_x0=false``, as
+diffusers' latent pipelines).
+
+No likelihood: the diffusion bound is for the discrete pixels it decodes with L_0, and a
+bound on an image through continuous latents needs the encoder's density too, which a
+deterministic encoder does not give; ``nll`` says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..core import LikelihoodUnavailable, ModelSpec
+from ..nn.likelihood import from_unit
+from .autoencoders import KLAutoencoder
+from .diffusion import DDIM, DDPM, Ancestral, DDPMConfig, DPMSolver, EulerAncestral, Heun, UniPC
+from .latent import attach_autoencoder, check_autoencoder
+
+
+@dataclass
+class LatentDiffusionConfig(DDPMConfig):
+    """``ddpm``'s options, and the autoencoder run the model works over."""
+
+    channels: int = 64
+    autoencoder: str = ""  # the kl-autoencoder run directory (or model file)
+    autoencoder_sha256: str = ""  # filled at creation: the autoencoder weights' hash
+    autoencoder_spec: str = ""  # filled at creation: its class, config and image shape
+
+
+@dataclass(frozen=True)
+class LatentAncestral(Ancestral):
+    __doc__ = Ancestral.__doc__ + " Latents are not clipped unless ``clip_x0=true``."
+    clip_x0: bool = False
+
+
+@dataclass(frozen=True)
+class LatentDDIM(DDIM):
+    __doc__ = DDIM.__doc__ + " Latents are not clipped unless ``clip_x0=true``."
+    clip_x0: bool = False
+
+
+class LatentDiffusion(DDPM):
+    """DDPM over a frozen kl-autoencoder's unit-variance latents."""
+
+    family = "latent-diffusion"
+    likelihood = None
+    color = "#e377c2"
+    Config = LatentDiffusionConfig
+    samplers = (LatentAncestral, LatentDDIM, DPMSolver, Heun, EulerAncestral, UniPC)
+
+    def diffusion_shape(self) -> tuple[int, int, int]:
+        self.autoencoder = attach_autoencoder(self, KLAutoencoder, "latent-diffusion")
+        return self.autoencoder.latent_shape
+
+    def check_loaded(self, source: str) -> None:
+        check_autoencoder(self, source)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.autoencoder.eval()  # frozen: always in inference mode
+        return self
+
+    @property
+    def latent_scale(self) -> Tensor:
+        """Stable Diffusion's scale factor: 1 / the std of the autoencoder's latents."""
+        return self.autoencoder.latent_std.reciprocal()
+
+    @torch.no_grad()
+    def to_space(self, x: Tensor) -> Tensor:
+        return self.autoencoder.encode(x) * self.latent_scale
+
+    @torch.no_grad()
+    def from_space(self, z: Tensor) -> Tensor:
+        return from_unit(self.autoencoder.decode(z / self.latent_scale))
+
+    @torch.no_grad()
+    def reconstruct(self, x: Tensor, batch_size: int = 256) -> Tensor:
+        """The autoencoder's reconstructions of uint8 images (what the first stage costs)."""
+        return self.autoencoder.reconstruct(x, batch_size)
+
+    def nll_with_stderr(self, x, **options):
+        raise LikelihoodUnavailable(
+            f"{self.name} has no likelihood: the diffusion bound over continuous latents "
+            "needs the encoder's density, which its deterministic encoder does not give")
+
+    def nll(self, x, **options) -> Tensor:
+        return self.nll_with_stderr(x, **options)
+
+    def describe_nll(self, **options) -> str:
+        return "none"
+
+
+MODELS = {
+    "latent-diffusion": ModelSpec(
+        LatentDiffusion,
+        "DDPM (U-Net, every diffusion sampler) over a trained kl-autoencoder's latents "
+        "(Stable Diffusion's recipe); --set autoencoder=RUN",
+    ),
+}
+
+__all__ = ["MODELS", "LatentDiffusion", "LatentDiffusionConfig"]

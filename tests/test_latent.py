@@ -228,3 +228,34 @@ def test_the_two_stages_through_the_cli(tmp_path):
     wrong = zoo_cli("train", "latent-diffusion", "--dataset", "fashion-mnist", "--steps", "1",
                     "--out", str(tmp_path / "ld2"), "--set", f"autoencoder={ae}", check=False)
     assert_one_line_error(wrong, "works over a kl-autoencoder")
+
+
+def test_latent_models_on_a_folder_of_32x32_colour_images(tmp_path):
+    """Both pairs train and sample on a folder of colour images (8x8 latents at 32x32)."""
+    import numpy as np
+    from PIL import Image
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(40):
+        base = rng.integers(0, 256, (1, 1, 3))
+        img = np.clip(base + rng.integers(-40, 40, (32, 32, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(img).save(folder / f"{i:03d}.png")
+    for ae_name, latent, extra in (("kl-autoencoder", "latent-diffusion",
+                                    ["--set", "channels=16"]),
+                                   ("vq-vae", "vq-transformer",
+                                    ["--set", "dim=32", "--set", "depth=1"])):
+        ae, run = tmp_path / ae_name, tmp_path / latent
+        zoo_cli("train", ae_name, "--dataset", str(folder), "--steps", "3", "--out", str(ae),
+                "--set", "channels=8", "--batch-size", "8")
+        zoo_cli("train", latent, "--dataset", str(folder), "--steps", "2", "--out", str(run),
+                "--set", f"autoencoder={ae}", "--batch-size", "8", *extra)
+        zoo_cli("sample", str(run), "-n", "4", "-o", str(tmp_path / f"{latent}.png"),
+                "--scale", "1", *(["--set", "sampler=ddim", "--set", "steps=3"]
+                                  if latent == "latent-diffusion" else []))
+        with Image.open(tmp_path / f"{latent}.png") as grid:
+            assert grid.mode == "RGB"
+        model = zoo.load(run / "model.pt")
+        assert model.image_shape == (3, 32, 32)
+        assert model.autoencoder.latent_shape[1:] == (8, 8)

@@ -142,7 +142,15 @@ def _eval_section(result: dict, steps) -> list[str]:
     if "trained_steps" in result and steps is not None and result["trained_steps"] != steps:
         how += (f" The run has trained to step {steps} since: run `zoo eval` again for the "
                 "current weights.")
-    return [*lines, "", how]
+    recon = result.get("recon_psnr") is not None
+    return [*lines, "", how, *(["", "```", _reconstruction_text(result), "```"] if recon
+                               else [])]
+
+
+def _reconstruction_text(result: dict) -> str:
+    from .metrics.reconstruction import format_reconstruction  # noqa: PLC0415 - as above
+
+    return format_reconstruction(result)
 
 
 def render_card(run: str | Path) -> str:

@@ -54,16 +54,19 @@ def _parse_sets(items: list[str]) -> list[tuple[str, str]]:
 # -- commands ----------------------------------------------------------------------------------
 def cmd_list(args) -> int:
     print("models:")
-    for name in registry.available():
+    names = registry.available()
+    width = max(16, *(len(n) for n in names), *(len(n) for n in zdata.DATASETS))
+    fam = max(len(registry.spec(n).cls.family) for n in names)
+    for name in names:
         s = registry.spec(name)
         kind = s.cls.likelihood or "none"
-        print(f"  {name:<16} {s.cls.family:<15} nll: {kind:<6} {s.description}")
+        print(f"  {name:<{width}} {s.cls.family:<{fam}} nll: {kind:<6} {s.description}")
     print("datasets:")
     for name, info in zdata.DATASETS.items():
         where = zdata.find(name, root=args.root)
         place = str(where) if where else "not found (downloaded on first use when online)"
         shape = "x".join(map(str, info.image_shape))
-        print(f"  {name:<16} {shape:<9} {place}")
+        print(f"  {name:<{width}} {shape:<9} {place}")
     print("searched: " + ", ".join(str(p) for p in zdata.data_roots(args.root)))
     return 0
 

@@ -128,7 +128,7 @@ class Autoencoder(GenerativeModel):
 class KLAutoencoderConfig:
     """Widths and depth of the conv encoder/decoder, the latent and the KL weight."""
 
-    channels: int = 32  # width of the first level (doubled per level, at most 4x)
+    channels: int = 16  # width of the first level (doubled per level, at most 4x)
     levels: int = 2  # the side is halved this many times: 28x28 -> 7x7
     latent_channels: int = 4
     kl_weight: float = 1e-6  # latent diffusion's: the KL only keeps the latents' scale sane
@@ -226,7 +226,7 @@ class KLAutoencoder(Autoencoder):
 class VQVAEConfig:
     """The conv encoder/decoder, the codebook and its EMA updates."""
 
-    channels: int = 32
+    channels: int = 16  # width of the first level (doubled per level, at most 4x)
     levels: int = 2  # code grid at 1/4 of the side: 28x28 -> 7x7 = 49 codes
     codes: int = 256  # codebook size (the prior's vocabulary)
     code_dim: int = 16

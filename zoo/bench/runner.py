@@ -15,6 +15,12 @@ Restarting the same command skips every row already in results.jsonl; a model wh
 finished run has the same config hash is loaded rather than retrained, and a run that was
 interrupted is resumed from its checkpoint.
 
+A latent model's entry names its autoencoder entry (``autoencoder = "ID"``): that entry is
+trained (or reused) first, once per dataset, and its run directory is the latent model's
+``autoencoder`` option; the autoencoder's weights hash is part of the latent model's config
+hash. Models that reconstruct get reconstruction figures (``measure_reconstruction``), a
+latent model the id and training compute of its autoencoder (``first_stage``).
+
 Under torchrun (``torchrun --nproc_per_node=N -m zoo bench SUITE --out DIR``) every rank
 runs the suite together: training is the Trainer's DDP, samples are drawn in slices shared
 out over the ranks (``zoo.metrics.draw_samples``) and the metrics computed once, the NLL
@@ -433,7 +439,7 @@ class Trained:
 
     entry: ModelEntry
     run_dir: Path
-    model: GenerativeModel
+    model: GenerativeModel | None  # None once its rows are measured (memory)
     summary: dict
     config_hash: str
     flops: float | None  # training FLOPs per image
@@ -523,8 +529,9 @@ def run_suite(
     """Run every row of a suite that ``out_dir/results.jsonl`` lacks; returns its path.
 
     ``hook(event, **info)`` (for tests) is called with ``"train"``/``"resume"`` before a
-    model trains, ``"curve"`` after a curve point is written, ``"evaluate"`` before a row
-    is measured and ``"row"`` after it is written.
+    model trains, ``"curve"`` after a curve point is written, ``"reconstruction"`` after a
+    model's reconstruction figures are measured (once per model), ``"evaluate"`` before a
+    row is measured and ``"row"`` after it is written.
     """
     suite = load_suite(suite_path)
     out = Path(out_dir)
@@ -646,6 +653,7 @@ def _run_rows(suite: Suite, out: Path, dev: torch.device, only_model: str | None
                     bar.update(1)
                     if hook is not None:
                         hook("row", row=row)
+                t.model = model = None  # its rows are done: a second stage needs its run only
     finally:
         bar.close()
     return results

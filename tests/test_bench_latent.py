@@ -13,6 +13,7 @@ import pytest
 
 import zoo
 from zoo.bench import compare, schema
+from zoo.bench.rows import fmt
 from zoo.bench.runner import MARKER_FILE, read_rows, run_suite
 from zoo.bench.suite import load_suite
 from zoo.core import ConfigError
@@ -181,6 +182,7 @@ def test_the_report_has_a_reconstruction_section(run):
     assert cells[5] == f"{vq['codebook_perplexity']:.2f} / 32"
     assert cells[7] == f"{vq['train_flops']:.3g}" and cells[9] == f"{t['train_flops']:.3g}"
     assert cells[11] == f"{vq['train_flops'] + t['train_flops']:.3g}"  # both stages
+    assert cells[12] == fmt(vq["train_seconds"] + t["train_seconds"])
     kl = [c.strip() for c in lines["kl-autoencoder"].strip("|").split("|")]
     assert kl[1] == "itself" and kl[5] == kl[6] == kl[9] == "n/a"
     html = (out / "report.html").read_text()

@@ -276,7 +276,8 @@ def reconstruction_table(df) -> list[Block]:
         return []
     head = ["model", "autoencoder", "N", "PSNR dB", "rFID", "codebook perplexity / size",
             "dead codes", "autoencoder train FLOPs", "autoencoder train s",
-            "second stage train FLOPs", "second stage train s", "total train FLOPs"]
+            "second stage train FLOPs", "second stage train s", "total train FLOPs",
+            "total train s"]
     body = []
     for r in frame.records(df[df["recon_psnr"].notna()].drop_duplicates("model")):
         own_flops, own_s = r.get("train_flops"), r.get("train_seconds")
@@ -289,12 +290,13 @@ def reconstruction_table(df) -> list[Block]:
             ae, stage1, stage2 = "itself", (own_flops, own_s), (None, None)
         size = r.get("codebook_size")
         book = (f"{fmt(r.get('codebook_perplexity'))} / {fmt(size)}" if present(size) else NA)
-        total = _sum(stage1[0], stage2[0]) if latent else stage1[0]
+        total = ((_sum(stage1[0], stage2[0]), _sum(stage1[1], stage2[1])) if latent
+                 else stage1)
         body.append([str(r.get("model")), ae, fmt(r.get("recon_n")),
                      fmt_ci(r.get("recon_psnr"), *(interval(r, "recon_psnr") or ())),
                      fmt_ci(r.get("recon_fid"), *(interval(r, "recon_fid") or ())), book,
                      fmt(r.get("dead_codes")), _flops(stage1[0]), fmt(stage1[1]),
-                     _flops(stage2[0]), fmt(stage2[1]), _flops(total)])
+                     _flops(stage2[0]), fmt(stage2[1]), _flops(total[0]), fmt(total[1])])
     return [Table(head, body)]
 
 

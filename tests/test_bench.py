@@ -262,7 +262,15 @@ def test_shipped_suites_load(suite_path):
     rows = list(suite.rows())
     assert rows and len({(d, m.id, v.key) for d, m, v in rows}) == len(rows)
     families = {m.family for m in suite.models}
-    assert families == {"vae", "gan", "autoregressive", "diffusion"}
+    pixel = {"vae", "gan", "autoregressive", "diffusion"}
+    latent = {"autoencoder", "latent-diffusion", "latent-autoregressive"}
+    assert pixel <= families <= pixel | latent
+    if suite_path.name == "smoke.toml":  # the tests run it: no latent pairs there
+        assert families == pixel
+    for m in suite.models:  # each second stage over an autoencoder entry of the suite
+        if m.family.startswith("latent"):
+            ae = suite.entry(m.autoencoder)
+            assert ae.family == "autoencoder" and ae.datasets == m.datasets
     for m in suite.models:
         assert any(x is not None for x in m.budget.as_dict().values())
     samplers = {(m.family, v.name, v.canonical.get("eta")) for _, m, v in rows}
@@ -275,17 +283,24 @@ def test_shipped_suites_load(suite_path):
 def test_ci_suite_covers_the_issue_and_is_reproducible():
     suite = load_suite(SUITES[1])
     assert suite.datasets == ["mnist", "fashion-mnist"]
-    assert {m.family for m in suite.models} == {"vae", "gan", "autoregressive", "diffusion"}
+    assert {m.family for m in suite.models} == {"vae", "gan", "autoregressive", "diffusion",
+                                                "autoencoder", "latent-autoregressive"}
+    # the latent pair, on Fashion-MNIST only: a vq-vae on its own budget (no curve: its
+    # samples are uniform codes), and the vq-transformer over it at everyone's budget
+    ae, prior = suite.entry("vq-vae"), suite.entry("vq-transformer")
+    assert prior.autoencoder == "vq-vae" and ae.datasets == prior.datasets == ["fashion-mnist"]
+    assert ae.budget.flops < 6e12 and ae.evaluation.curve == ()
+    stages = [m for m in suite.models if m.family != "autoencoder"]
     ddpm = next(m for m in suite.models if m.family == "diffusion")
     variants = {(v.name, v.canonical.get("steps"), v.canonical.get("eta"))
                 for v in ddpm.variants}
     assert {("ddim", s, 0.0) for s in (10, 20, 50)} <= variants
     # one FLOPs budget for every model, no seconds: equal compute, and the committed
     # baseline is reproducible on any machine
-    assert {(m.budget.flops, m.budget.steps, m.budget.seconds) for m in suite.models} \
-        == {(6e12, None, None)}
+    assert {(m.budget.flops, m.budget.steps, m.budget.seconds) for m in stages} \
+        == {(6e12, None, None)} and (ae.budget.steps, ae.budget.seconds) == (None, None)
     # quality along the way, and one N for every row of a table
-    assert all(m.evaluation.curve for m in suite.models)
+    assert all(m.evaluation.curve for m in stages)
     assert {v.n_samples or m.evaluation.n_samples for m in suite.models
             for v in m.variants} == {1000}
     # the sampler frontier: every diffusion sampler at 5, 10, 20 and 50 network calls

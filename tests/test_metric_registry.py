@@ -123,7 +123,8 @@ def test_schema_and_gate_are_built_from_the_registry():
     assert list(k for k in schema.DIRECTION if k in OLD_DIRECTION) == list(OLD_DIRECTION)
     assert schema.DIRECTION["density"] == schema.DIRECTION["coverage"] == 1
     assert schema.DETERMINISTIC == ("fid", "kid", "is", "precision", "recall", "density",
-                                    "coverage", *MEMO, *CLASSES, "nll_bpd")
+                                    "coverage", *MEMO, *CLASSES, "nll_bpd", "recon_psnr",
+                                    "recon_fid", "codebook_perplexity")
     assert {k: v for k, v in compare.DEFAULT_TOLERANCES.items() if k in OLD_TOLERANCES} \
         == OLD_TOLERANCES
     assert set(compare.DEFAULT_TOLERANCES) == set(schema.DETERMINISTIC)

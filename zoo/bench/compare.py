@@ -47,12 +47,15 @@ from .rows import PER_BATCH, per_batch, present, read_results, variant
 Tolerance = tuple[str, float]
 
 # the metrics' default tolerances are declared in zoo.metrics.registry (fid 10%, kid 10%,
-# is 5%, precision and recall 0.05, ...); the likelihood's here
-_TOLERANCES: dict[str, Tolerance] = {"nll_bpd": ("abs", 0.02)}
+# is 5%, precision and recall 0.05, ...); the likelihood's and the reconstructions' here
+_TOLERANCES: dict[str, Tolerance] = {"nll_bpd": ("abs", 0.02), "recon_psnr": ("abs", 0.5),
+                                     "recon_fid": ("rel", 0.10),
+                                     "codebook_perplexity": ("rel", 0.10)}
 
 
 def default_tolerances() -> dict[str, Tolerance]:
-    """The default gate: every deterministic metric column's tolerance, and NLL's."""
+    """The default gate: every deterministic metric column's tolerance, NLL's and the
+    reconstruction figures' (PSNR 0.5 dB, rFID 10%, codebook perplexity 10%)."""
     return {**metric_registry.default_tolerances(), **_TOLERANCES}
 
 
@@ -63,7 +66,7 @@ def __getattr__(name: str):
 
 # settings under which quality figures are measured: a change makes them incomparable
 EVAL_SETTINGS = ("extractor", "extractor_hash", "ref_split", "n_samples", "n_reference",
-                 "nll_images")
+                 "nll_images", "recon_n")
 
 _NUMBER = re.compile(r"^[+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?$")
 

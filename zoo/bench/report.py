@@ -257,6 +257,49 @@ def dataset_table(df) -> list[Block]:
     return [Table(head, body), *same_n_note(df)]
 
 
+# ----------------------------------------------------------------------------- reconstruction
+
+
+def _flops(v) -> str:
+    return f"{v:.3g}" if present(v) else NA
+
+
+def _sum(*vs):
+    return sum(vs) if all(present(v) for v in vs) else None
+
+
+def reconstruction_table(df) -> list[Block]:
+    """One line per model of a dataset's lines (``frame.frame``) that has reconstruction
+    figures: its autoencoder, PSNR and rFID with their intervals, a VQ-VAE's codebook use,
+    and the training compute of both stages. Empty when no line has them."""
+    if "recon_psnr" not in df or not df["recon_psnr"].notna().any():
+        return []
+    head = ["model", "autoencoder", "N", "PSNR dB", "rFID", "codebook perplexity / size",
+            "dead codes", "autoencoder train FLOPs", "autoencoder train s",
+            "second stage train FLOPs", "second stage train s", "total train FLOPs",
+            "total train s"]
+    body = []
+    for r in frame.records(df[df["recon_psnr"].notna()].drop_duplicates("model")):
+        own_flops, own_s = r.get("train_flops"), r.get("train_seconds")
+        latent = present(r.get("autoencoder")) or present(r.get("autoencoder_params"))
+        if latent:  # a second stage: its autoencoder's training is in addition to its own
+            ae = str(r.get("autoencoder") or NA)
+            stage1 = (r.get("autoencoder_train_flops"), r.get("autoencoder_train_seconds"))
+            stage2 = (own_flops, own_s)
+        else:  # the autoencoder itself: one stage
+            ae, stage1, stage2 = "itself", (own_flops, own_s), (None, None)
+        size = r.get("codebook_size")
+        book = (f"{fmt(r.get('codebook_perplexity'))} / {fmt(size)}" if present(size) else NA)
+        total = ((_sum(stage1[0], stage2[0]), _sum(stage1[1], stage2[1])) if latent
+                 else stage1)
+        body.append([str(r.get("model")), ae, fmt(r.get("recon_n")),
+                     fmt_ci(r.get("recon_psnr"), *(interval(r, "recon_psnr") or ())),
+                     fmt_ci(r.get("recon_fid"), *(interval(r, "recon_fid") or ())), book,
+                     fmt(r.get("dead_codes")), _flops(stage1[0]), fmt(stage1[1]),
+                     _flops(stage2[0]), fmt(stage2[1]), _flops(total[0]), fmt(total[1])])
+    return [Table(head, body)]
+
+
 # ----------------------------------------------------------------------------- frontier
 
 
@@ -568,6 +611,21 @@ def report_blocks(rows: list[dict], run_dir: Path, figs, partial: list[int],
         f"[`{CSV_FILE}`]({CSV_FILE}).")]
     for ds in datasets:
         out += [Heading(3, ds), *dataset_table(df[df["dataset"] == ds])]
+    recons = {ds: reconstruction_table(df[df["dataset"] == ds]) for ds in datasets}
+    if any(recons.values()):
+        out += [Heading(2, "Reconstruction"), Para(
+            "What the first stage's compression costs, per model that reconstructs (an "
+            "autoencoder, or a latent model through its autoencoder): the first N images of "
+            "the reference split encoded and decoded. PSNR: mean over the images with its 95% "
+            "t interval (higher is better); rFID: FID of the reconstructions against the "
+            "split with the rows' extractor, 0 for perfect ones (lower is better; bootstrap "
+            "interval); a VQ-VAE's codebook use over those images' codes: perplexity (at most "
+            "the codebook size) and codes never used. Training compute of both stages: a "
+            "latent model's budget, and its place in the training-compute ranking, count its "
+            "second stage only; its autoencoder's training comes on top (total).")]
+        for ds, table in recons.items():
+            if table:
+                out += [Heading(3, ds), *table]
     fronts = {ds: frontier_table(ds_rows) for ds, ds_rows in by_dataset(rows).items()}
     if any(fronts.values()):
         out += [Heading(2, "Sampler frontier"), Para(

@@ -15,6 +15,12 @@ Restarting the same command skips every row already in results.jsonl; a model wh
 finished run has the same config hash is loaded rather than retrained, and a run that was
 interrupted is resumed from its checkpoint.
 
+A latent model's entry names its autoencoder entry (``autoencoder = "ID"``): that entry is
+trained (or reused) first, once per dataset, and its run directory is the latent model's
+``autoencoder`` option; the autoencoder's weights hash is part of the latent model's config
+hash. Models that reconstruct get reconstruction figures (``measure_reconstruction``), a
+latent model the id and training compute of its autoencoder (``first_stage``).
+
 Under torchrun (``torchrun --nproc_per_node=N -m zoo bench SUITE --out DIR``) every rank
 runs the suite together: training is the Trainer's DDP, samples are drawn in slices shared
 out over the ranks (``zoo.metrics.draw_samples``) and the metrics computed once, the NLL
@@ -32,6 +38,7 @@ import os
 import shutil
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -133,10 +140,12 @@ def _read_marker(path: Path) -> dict:
 
 
 # -- training ----------------------------------------------------------------------------------
-def config_hash(suite: Suite, entry: ModelEntry, dataset: str, device: str) -> str:
+def config_hash(suite: Suite, entry: ModelEntry, dataset: str, device: str,
+                autoencoder_sha256: str | None = None) -> str:
     """What decides the trained weights: model, overrides, dataset, budget, options, seed
-    and the device type (a CPU run is not reused on a GPU); and the curve's fractions,
-    whose points can only be measured while training passes them."""
+    and the device type (a CPU run is not reused on a GPU); the curve's fractions, whose
+    points can only be measured while training passes them; and a latent model's
+    autoencoder weights (``autoencoder_sha256``), so a retrained autoencoder retrains it."""
     blob = json.dumps({
         "model": entry.name, "config": entry.config, "dataset": suite.source(dataset),
         "device": device, "world_size": zdist.world_size(),
@@ -144,6 +153,7 @@ def config_hash(suite: Suite, entry: ModelEntry, dataset: str, device: str) -> s
         "batch_size": entry.batch_size, "train": entry.train, "seed": suite.seed,
         **({"flops": entry.budget.flops} if entry.budget.flops is not None else {}),
         **({"curve": list(entry.evaluation.curve)} if entry.evaluation.curve else {}),
+        **({"autoencoder_sha256": autoencoder_sha256} if autoencoder_sha256 else {}),
     }, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -175,12 +185,16 @@ def train_model(
     suite: Suite, entry: ModelEntry, dataset: str, run_dir: Path, device: torch.device,
     data_root: str | None = None, hook: Hook | None = None,
     flops_per_image: float | None = None, curve: Curve | None = None,
+    config: dict | None = None, autoencoder_sha256: str | None = None,
 ) -> tuple[GenerativeModel, dict, str]:
     """The trained model (EMA weights, eval mode) on ``device``, its training summary and
     config hash: reused when ``run_dir`` holds a finished run of the same hash, resumed when
     it holds an unfinished one, trained from scratch otherwise. Training runs in
-    ``stages``; after each, ``curve`` measures the model there (when its point is missing)."""
-    h = config_hash(suite, entry, dataset, device.type)
+    ``stages``; after each, ``curve`` measures the model there (when its point is missing).
+    ``config``: the model's options (default: the entry's; a latent model's add its
+    autoencoder run), ``autoencoder_sha256``: that autoencoder's weights (in the hash)."""
+    config = entry.config if config is None else config
+    h = config_hash(suite, entry, dataset, device.type, autoencoder_sha256)
     marker_path = run_dir / MARKER_FILE
     marker = _read_marker(marker_path)
     same = marker.get("config_hash") == h
@@ -190,7 +204,7 @@ def train_model(
         return model, marker["summary"], h
     main = zdist.is_main()
     text = json.dumps({"config_hash": h, "finished": False, "model": entry.name,
-                       "id": entry.id, "dataset": dataset, "config": entry.config}, indent=2)
+                       "id": entry.id, "dataset": dataset, "config": config}, indent=2)
     todo = stages(entry, budget_steps(entry, flops_per_image))
     announced = False
     for i, (fraction, budget) in enumerate(todo):
@@ -206,7 +220,7 @@ def train_model(
                 shutil.rmtree(run_dir)  # another configuration's run, or one that never saved
             zdist.barrier()
             torch.manual_seed(suite.seed)
-            model = registry.create(entry.name, dataset=suite.spec(dataset), **entry.config)
+            model = registry.create(entry.name, dataset=suite.spec(dataset), **config)
             # no end-of-training grid by default: the harness draws its own per sampler
             train = {"checkpoint_every": CHECKPOINT_EVERY, "sample_n": 0, **entry.train}
             trainer = Trainer(model, suite.spec(dataset), run_dir, progress=None,
@@ -418,6 +432,88 @@ def measure_variant(
     }
 
 
+# -- the two stages of a latent model ------------------------------------------------------------
+@dataclass
+class Trained:
+    """One entry's trained model on one dataset, and what its rows say of its training."""
+
+    entry: ModelEntry
+    run_dir: Path
+    model: GenerativeModel | None  # None once its rows are measured (memory)
+    summary: dict
+    config_hash: str
+    flops: float | None  # training FLOPs per image
+    curve: Curve
+    autoencoder: Trained | None = None  # the autoencoder entry a latent model works over
+
+    @property
+    def train_flops(self) -> float | None:
+        return self.summary["steps"] * self.entry.batch_size * self.flops if self.flops else None
+
+
+def _trained(suite: Suite, entry: ModelEntry, dataset: str, out: Path, dev: torch.device,
+             data_root: str | None, hook: Hook | None, curve_done: set,
+             trained: dict[str, Trained], flop_batch: Callable[[], Batch]) -> Trained:
+    """``entry`` trained on ``dataset`` (``train_model``: reused, resumed or trained), once
+    per run: ``trained`` remembers it by id. A latent entry's autoencoder entry comes first,
+    with its own budget, and its run directory is the latent model's ``autoencoder``."""
+    if entry.id in trained:
+        return trained[entry.id]
+    config, ae = entry.config, None
+    if entry.autoencoder is not None:
+        ae = _trained(suite, suite.entry(entry.autoencoder), dataset, out, dev, data_root,
+                      hook, curve_done, trained, flop_batch)
+        config = {**entry.config, "autoencoder": str(ae.run_dir)}
+    run_dir = _inside(out, out / "runs" / dataset / entry.id)
+    b = entry.batch_size
+    batch = Batch(flop_batch().images[:b], flop_batch().labels[:b])
+    # counted on a fresh model before training: a FLOPs budget needs it first
+    fresh = registry.create(entry.name, dataset=suite.spec(dataset), **config)
+    sha = getattr(fresh.config, "autoencoder_sha256", None) or None
+    flops = timing.train_flops_per_image(fresh.place(dev), batch)
+    del fresh
+    curve = Curve(out / CURVE_FILE, suite, entry, dataset, flops, data_root, curve_done, hook)
+    model, summary, h = train_model(suite, entry, dataset, run_dir, dev, data_root, hook,
+                                    flops, curve, config=config, autoencoder_sha256=sha)
+    trained[entry.id] = Trained(entry, run_dir, model, summary, h, flops, curve, ae)
+    return trained[entry.id]
+
+
+def measure_reconstruction(model: GenerativeModel, dataset, entry: ModelEntry, seed: int,
+                           data_root: str | None = None) -> dict:
+    """The reconstruction columns of a model that ``reconstruct``s (an autoencoder, a
+    latent model through its autoencoder): ``zoo.metrics.reconstruction.evaluate`` on the
+    first ``recon_images`` (default ``n_samples``) images of the reference split, with the
+    suite's extractor and bootstrap; all None for any other model."""
+    from ..metrics import reconstruction
+
+    if not reconstruction.reconstructs(model):
+        return dict.fromkeys(schema.RECON_COLUMNS)
+    ev = entry.evaluation
+    result = reconstruction.evaluate(
+        model, dataset, ev.ref_split, ev.extractor, ev.recon_images or ev.n_samples,
+        batch_size=ev.batch_size, root=data_root, bootstrap=ev.bootstrap, seed=seed,
+        device=model.device, n_reference=ev.n_reference)
+    return {k: result.get(k) for k in schema.RECON_COLUMNS}
+
+
+def first_stage(model: GenerativeModel, autoencoder: Trained | None) -> dict:
+    """A latent model's autoencoder columns: the entry's id, parameters and training compute
+    (FLOPs, seconds); all None for any other model. A latent model whose autoencoder is a
+    run outside the suite has its parameters only."""
+    out = dict.fromkeys(schema.AUTOENCODER_COLUMNS)
+    ae_model = getattr(model, "autoencoder", None)
+    if ae_model is None:
+        return out
+    out["autoencoder_params"] = ae_model.num_parameters()
+    if autoencoder is None:
+        out["autoencoder"] = str(model.config.autoencoder) or None
+        return out
+    out.update(autoencoder=autoencoder.entry.id, autoencoder_train_flops=autoencoder.train_flops,
+               autoencoder_train_seconds=autoencoder.summary["seconds"])
+    return out
+
+
 # -- the suite -----------------------------------------------------------------------------------
 def run_suite(
     suite_path: str | Path,
@@ -433,8 +529,9 @@ def run_suite(
     """Run every row of a suite that ``out_dir/results.jsonl`` lacks; returns its path.
 
     ``hook(event, **info)`` (for tests) is called with ``"train"``/``"resume"`` before a
-    model trains, ``"curve"`` after a curve point is written, ``"evaluate"`` before a row
-    is measured and ``"row"`` after it is written.
+    model trains, ``"curve"`` after a curve point is written, ``"reconstruction"`` after a
+    model's reconstruction figures are measured (once per model), ``"evaluate"`` before a
+    row is measured and ``"row"`` after it is written.
     """
     suite = load_suite(suite_path)
     out = Path(out_dir)
@@ -482,41 +579,43 @@ def _run_rows(suite: Suite, out: Path, dev: torch.device, only_model: str | None
     announced: set[str] = set()
     try:
         for dataset in suite.datasets:
-            flop_batch = None  # a training batch to count FLOPs on, loaded when needed
+            trained: dict[str, Trained] = {}  # entry id -> its trained model, this dataset
+            batches: list[Batch] = []
+
+            def flop_batch(dataset: str = dataset, batches: list = batches) -> Batch:
+                """A training batch to count FLOPs on, loaded when first needed."""
+                if not batches:
+                    images, labels = zdata.load(suite.spec(dataset), "train", root=data_root)
+                    batches.append(Batch(images[:128].clone(), labels[:128].clone()
+                                         if labels is not None else
+                                         Batch.unlabelled(images[:128]).labels))
+                return batches[0]
+
             for entry in suite.models:
                 todo = [v for d, m, v in rows
                         if d == dataset and m is entry and key_of(d, m, v) not in done]
                 if not todo:
                     continue
                 bar.set_postfix_str(f"{dataset}/{entry.id}: training", refresh=True)
-                run_dir = _inside(out, out / "runs" / dataset / entry.id)
-                if flop_batch is None:
-                    images, labels = zdata.load(suite.spec(dataset), "train", root=data_root)
-                    flop_batch = Batch(images[:128].clone(), labels[:128].clone()
-                                       if labels is not None else
-                                       Batch.unlabelled(images[:128]).labels)
-                # counted on a fresh model before training: a FLOPs budget needs it first
-                fresh = registry.create(entry.name, dataset=suite.spec(dataset), **entry.config)
-                b = entry.batch_size
-                flops = timing.train_flops_per_image(
-                    fresh.place(dev), Batch(flop_batch.images[:b], flop_batch.labels[:b]))
-                del fresh
-                curve = Curve(out / CURVE_FILE, suite, entry, dataset, flops, data_root,
-                              curve_done, hook)
-                model, summary, h = train_model(suite, entry, dataset, run_dir, dev,
-                                                data_root, hook, flops, curve)
-                if entry.evaluation.curve and curve.missing(1.0):
+                t = _trained(suite, entry, dataset, out, dev, data_root, hook, curve_done,
+                             trained, flop_batch)
+                model, summary, h, flops = t.model, t.summary, t.config_hash, t.flops
+                if entry.evaluation.curve and t.curve.missing(1.0):
                     bar.set_postfix_str(f"{dataset}/{entry.id}: curve", refresh=True)
-                    curve.measure(model, 1.0, summary)
+                    t.curve.measure(model, 1.0, summary)
                 bar.set_postfix_str(f"{dataset}/{entry.id}: nll", refresh=True)
                 nll = measure_nll(model, suite.spec(dataset), entry, suite.seed, data_root)
                 train_speed = timing.training_speed(summary, entry.batch_size)
                 ips = train_speed["train_images_per_s"]  # the global batch's: per device
                 train_speed.update(
-                    train_flops_per_image=flops,
-                    train_flops=(summary["steps"] * entry.batch_size * flops
-                                 if flops else None),
+                    train_flops_per_image=flops, train_flops=t.train_flops,
                     train_mfu=timing.mfu(flops, ips / zdist.world_size() if ips else None, dev))
+                bar.set_postfix_str(f"{dataset}/{entry.id}: reconstructions", refresh=True)
+                recon = measure_reconstruction(model, suite.spec(dataset), entry, suite.seed,
+                                               data_root)
+                if recon["recon_n"] is not None and hook is not None:
+                    hook("reconstruction", dataset=dataset, model=entry.id)
+                stage1 = first_stage(model, t.autoencoder)
                 for v in todo:
                     bar.set_postfix_str(f"{dataset}/{entry.id} {v.label}", refresh=True)
                     if hook is not None:
@@ -541,7 +640,7 @@ def _run_rows(suite: Suite, out: Path, dev: torch.device, only_model: str | None
                         "sampler_options": v.canonical,
                         "network_calls": v.sampler.network_calls(),
                         "params": model.num_parameters(), "config_hash": h,
-                        **train_speed, **measured, **nll,
+                        **train_speed, **measured, **nll, **recon, **stage1,
                         **timing.environment(dev, suite.seed, dtype),
                     }
                     cols = columns()  # the registry's metric columns included
@@ -554,6 +653,7 @@ def _run_rows(suite: Suite, out: Path, dev: torch.device, only_model: str | None
                     bar.update(1)
                     if hook is not None:
                         hook("row", row=row)
+                t.model = model = None  # its rows are done: a second stage needs its run only
     finally:
         bar.close()
     return results

@@ -19,6 +19,20 @@ from ..options import literal_value
 
 QUALITY = "<quality>"  # where the registry's metric columns go in COLUMNS
 
+# reconstruction figures of a model that reconstructs (an autoencoder, a latent model through
+# its autoencoder; zoo.metrics.reconstruction, with the row's extractor), once per model
+RECON_COLUMNS: tuple[str, ...] = (
+    "recon_n",  # reference-split images reconstructed
+    "recon_psnr", "recon_psnr_ci95",  # dB, mean over the images, 95% t interval
+    "recon_fid", "recon_fid_ci95",  # FID of the reconstructions against the split
+    "codebook_perplexity", "dead_codes", "codebook_size",  # a VQ-VAE's codebook use
+)
+# a latent model's first stage: the suite's autoencoder entry (id), its parameters, and the
+# compute of its training (beside the second stage's own train_flops and train_seconds)
+AUTOENCODER_COLUMNS: tuple[str, ...] = (
+    "autoencoder", "autoencoder_params", "autoencoder_train_flops", "autoencoder_train_seconds",
+)
+
 # every row carries every column, in this order
 _COLUMNS: tuple[str, ...] = (
     # identity
@@ -35,6 +49,7 @@ _COLUMNS: tuple[str, ...] = (
     QUALITY,
     "extractor", "extractor_hash", "ref_split", "n_samples", "n_reference",
     "nll_bpd", "nll_stderr", "nll_kind", "nll_detail", "nll_images",
+    *RECON_COLUMNS, *AUTOENCODER_COLUMNS,
     # speed and memory
     "sample_images_per_s",  # {batch size (str): images/s}
     "latency_ms_p50", "latency_ms_p95",  # {batch size (str): ms per sampling call}
@@ -52,10 +67,12 @@ _COLUMNS: tuple[str, ...] = (
 # is a number; a column named in neither (a sampler option, an extra key) takes its values'
 _TEXT = ("suite", "dataset", "model", "family", "sampler", "config_hash", "extractor",
          "extractor_hash", "ref_split", "nll_kind", "nll_detail", "memory_kind", "device",
-         "device_peak_dtype", "dtype", "commit", "grid", "memorization_panel", "timestamp")
+         "device_peak_dtype", "dtype", "commit", "grid", "memorization_panel", "timestamp",
+         "autoencoder")
 _INTEGER = ("params", "network_calls", "train_steps", "train_flops_per_image",
             "sample_flops_per_image", "n_samples", "n_reference", "nll_images",
-            "latency_batch_size", "max_batch_size", "world_size", "seed")
+            "latency_batch_size", "max_batch_size", "world_size", "seed", "recon_n",
+            "dead_codes", "codebook_size", "autoencoder_params")
 
 
 def column_kind(column: str) -> str | None:
@@ -82,12 +99,16 @@ LEGACY_OPTION_COLUMNS = ("steps", "eta", "temperature")
 
 # the direction of each comparable figure (zoo compare): +1 higher is better, -1 lower is;
 # the metrics' own come first in each group
-_LOWER_IS_BETTER = ("nll_bpd", "latency_ms_p50", "latency_ms_p95", "peak_mem_mb")
-_HIGHER_IS_BETTER = ("sample_images_per_s", "train_images_per_s", "train_mfu", "sample_mfu")
+_LOWER_IS_BETTER = ("nll_bpd", "latency_ms_p50", "latency_ms_p95", "peak_mem_mb",
+                    "recon_fid", "dead_codes")
+_HIGHER_IS_BETTER = ("sample_images_per_s", "train_images_per_s", "train_mfu", "sample_mfu",
+                     "recon_psnr", "codebook_perplexity")
 
 # figures that are identical for identical code, seed and machine (safe to gate on in CI);
-# timings and memory vary with the machine's load and are reported, not gated, by default
-_DETERMINISTIC = ("nll_bpd",)
+# timings and memory vary with the machine's load and are reported, not gated, by default.
+# dead_codes is deterministic too but not gated by default: a count whose tolerable change
+# depends on the codebook's size (codebook_perplexity gates the codebook's use)
+_DETERMINISTIC = ("nll_bpd", "recon_psnr", "recon_fid", "codebook_perplexity")
 
 
 INTERVAL = "_ci95"  # suffix of a figure's 95% interval column: [lo, hi]
@@ -102,7 +123,7 @@ def quality_columns() -> tuple[str, ...]:
 def interval_of(column: str) -> str | None:
     """The ``<key>_ci95`` column of a figure that has one in the schema, else None."""
     key = column + INTERVAL
-    return key if key in quality_columns() else None
+    return key if key in quality_columns() or key in RECON_COLUMNS else None
 
 
 def columns() -> tuple[str, ...]:

@@ -30,6 +30,7 @@ bootstrap = 200                # resamples behind each figure's 95% interval (0:
 curve = [0.25, 0.5, 1.0]       # quality along the way (curve.jsonl): fractions of the budget
 curve_n_samples = 500          # ... measured at one N, with curve_metrics (fid, kid) and
 curve_nll_images = 200         # ... NLL on this many images (0: none)
+recon_images = 1000            # reconstruction figures' images (default: n_samples)
 
 [timing]
 batch_sizes = [1, 16]          # sampling throughput and latency at each
@@ -47,7 +48,17 @@ samplers = [                   # sampler options (model.sample's), plus n_sample
     { sampler = "B", steps = 5 },
 ]
 timing = { repeats = 2 }       # overrides [timing] for this model
+datasets = ["mnist"]           # only these of the suite's datasets (default: all)
+
+[[models]]                     # a latent model over an autoencoder entry of this suite
+name = "vq-transformer"        # (or latent-diffusion over a kl-autoencoder)
+autoencoder = "vq-vae"         # that entry's id: trained first (its own budget, reused
+                               # when its hash matches), its run passed as the model's
+                               # autoencoder option; its weights' hash is in this hash
 ```
+
+A model that ``reconstruct``s (an autoencoder, a latent model) also gets reconstruction
+figures on ``[evaluation] recon_images`` images (default: ``n_samples``) of ``ref_split``.
 """
 
 from __future__ import annotations
@@ -99,6 +110,9 @@ class Evaluation:
     curve_n_samples: int = 500  # one N for every point of every model: comparable figures
     curve_metrics: tuple[str, ...] = ("fid", "kid")
     curve_nll_images: int = 200  # 0: no NLL along the way
+    # reconstruction figures (autoencoders, latent models): the first N images of
+    # ref_split (None: n_samples)
+    recon_images: int | None = None
 
 
 @dataclass
@@ -158,6 +172,11 @@ class ModelEntry:
     variants: list[Variant]
     evaluation: Evaluation
     timing: Timing
+    autoencoder: str | None = None  # the id of the autoencoder entry it works over
+    datasets: list[str] | None = None  # the suite's datasets it runs on (None: all)
+
+    def runs_on(self, dataset: str) -> bool:
+        return self.datasets is None or dataset in self.datasets
 
 
 @dataclass
@@ -179,6 +198,10 @@ class Suite:
         """The canonical spec string of a label (what run.json and config hashes record)."""
         return str(self.spec(label))
 
+    def entry(self, model_id: str) -> ModelEntry:
+        """The model entry of an id."""
+        return next(m for m in self.models if m.id == model_id)
+
     def rows(self, only_model: str | None = None, only_dataset: str | None = None):
         """(dataset, model entry, variant) of every row, in run order."""
         for d in self.datasets:
@@ -187,6 +210,8 @@ class Suite:
             for m in self.models:
                 if only_model is not None and only_model not in (m.id, m.name):
                     continue
+                if not m.runs_on(d):
+                    continue
                 for v in m.variants:
                     yield d, m, v
 
@@ -194,7 +219,7 @@ class Suite:
 # -- parsing ---------------------------------------------------------------------------------
 _TOP = {"name", "seed", "device", "datasets", "defaults", "evaluation", "timing", "models"}
 _MODEL = {"name", "id", "config", "budget", "batch_size", "train", "nll", "samplers",
-          "evaluation", "timing"}
+          "evaluation", "timing", "autoencoder", "datasets"}
 _DEFAULTS = {"budget", "batch_size", "train"}
 BUDGET_KEYS = ("steps", "seconds", "flops")
 _RUNNER_TRAIN = {"steps", "seconds", "batch_size", "seed", "device"}  # set by the suite
@@ -303,6 +328,8 @@ def _check_evaluation(ctx: _Ctx, e: Evaluation, where: str) -> None:
     if e.ref_split not in ("train", "test"):
         raise ctx.error(f"{where}.ref_split", f"must be 'train' or 'test', got {e.ref_split!r}")
     _check_metrics(ctx, e.metrics, e.n_samples, f"{where}.metrics", f"{where}.n_samples")
+    if e.recon_images is not None and e.recon_images < 2:
+        raise ctx.error(f"{where}.recon_images", f"must be >= 2, got {e.recon_images}")
 
 
 def _check_metrics(ctx: _Ctx, metrics, n: int, at_metrics: str, at_n: str) -> None:
@@ -376,16 +403,19 @@ def _variant(ctx: _Ctx, raw, where: str, ev: Evaluation, tm: Timing) -> Variant:
     return Variant(opts, n_samples, vtiming)
 
 
-def _check_model(ctx: _Ctx, entry: ModelEntry, datasets: list[str], where: str) -> None:
+def _check_model(ctx: _Ctx, entry: ModelEntry, datasets: list, where: str,
+                 extra: dict | None = None) -> None:
     """Build the model for each dataset (checks the config overrides) and dry-run each
-    sampler variant and the NLL options."""
+    sampler variant and the NLL options. ``extra``: config options added per dataset (a
+    latent model's autoencoder file)."""
     import torch
 
     from .. import registry
 
     for dataset in datasets:
         try:
-            model = registry.create(entry.name, dataset=dataset, **entry.config)
+            model = registry.create(entry.name, dataset=dataset, **entry.config,
+                                    **(extra or {}).get(str(dataset), {}))
         except (ConfigError, TypeError, ValueError) as e:
             raise ctx.error(f"{where}.config", f"{e} (for {dataset})") from None
     for i, v in enumerate(entry.variants):
@@ -406,6 +436,102 @@ def _check_model(ctx: _Ctx, entry: ModelEntry, datasets: list[str], where: str) 
             model.describe_nll(**entry.nll)
         except (ConfigError, TypeError, ValueError) as e:
             raise ctx.error(f"{where}.nll", str(e)) from None
+
+
+def is_latent(name: str) -> bool:
+    """Whether registered model ``name`` works over an autoencoder (its config has an
+    ``autoencoder`` option: latent-diffusion, vq-transformer)."""
+    from .. import registry
+
+    cls = registry.spec(name).cls
+    return any(f.name == "autoencoder" for f in dataclasses.fields(cls.Config))
+
+
+def _entry_datasets(ctx: _Ctx, m: dict, suite_datasets: list[str], where: str):
+    """A model entry's ``datasets`` (None: all the suite's), each one of the suite's."""
+    chosen = _get(ctx, m, "datasets", list, f"{where}.datasets")
+    if chosen is None:
+        return None
+    if not chosen:
+        raise ctx.error(f"{where}.datasets", "give at least one of the suite's datasets (or "
+                        "leave the key out for all of them)")
+    for j, d in enumerate(chosen):
+        if d not in suite_datasets:
+            raise ctx.error(f"{where}.datasets[{j}]", f"{d!r} is not one of the suite's "
+                            f"datasets ({', '.join(suite_datasets)})")
+    if len(set(chosen)) != len(chosen):
+        raise ctx.error(f"{where}.datasets", "lists a dataset twice")
+    return [d for d in suite_datasets if d in chosen]  # the suite's order
+
+
+def _check_latent(ctx: _Ctx, models: list[ModelEntry], suite_datasets, sources: dict) -> None:
+    """Resolve each ``autoencoder = "ID"``: an earlier or later entry of this suite, an
+    autoencoder, on every dataset of the latent entry; then build the latent model over
+    a fresh autoencoder of that entry's config for each dataset (its config, samplers and
+    NLL options, and that the two kinds fit: a vq-transformer over a vq-vae)."""
+    import tempfile
+
+    from .. import registry
+
+    index = {e.id: i for i, e in enumerate(models)}
+    for i, entry in enumerate(models):
+        where = f"models[{i}]"
+        latent = is_latent(entry.name)
+        ref = entry.autoencoder
+        if ref is None:
+            if latent and not entry.config.get("autoencoder"):
+                raise ctx.error(f"{where}.autoencoder", f"{entry.name} works over a trained "
+                                "autoencoder: give autoencoder = \"ID\", the id of a "
+                                f"{_kind_hint(entry.name)} entry of this suite")
+            if latent:  # an autoencoder run outside the suite, named in its config
+                _check_model(ctx, entry, [sources[d] for d in entry.datasets or suite_datasets],
+                             where)
+            continue
+        at = f"{where}.autoencoder"
+        if not latent:
+            raise ctx.error(at, f"{entry.name} does not work over an autoencoder (only the "
+                            "latent models do: latent-diffusion, vq-transformer); drop the key")
+        if "autoencoder" in entry.config:
+            raise ctx.error(f"{where}.config.autoencoder", "give the autoencoder once: the "
+                            "entry's autoencoder = \"ID\" (a model of this suite) or "
+                            "config.autoencoder = PATH (a run outside it), not both")
+        if ref == entry.id:
+            raise ctx.error(at, f"{ref!r} is this entry itself; name the id of a "
+                            f"{_kind_hint(entry.name)} entry of this suite")
+        if ref not in index:
+            raise ctx.error(at, f"no model of this suite has the id {ref!r}; ids: "
+                            f"{', '.join(e.id for e in models)}")
+        ae = models[index[ref]]
+        if ae.family != "autoencoder":
+            raise ctx.error(at, f"{ref!r} (models[{index[ref]}]) is a {ae.name}, not an "
+                            f"autoencoder; name a {_kind_hint(entry.name)} entry")
+        mine = entry.datasets or suite_datasets
+        missing = [d for d in mine if not ae.runs_on(d)]
+        if missing:
+            raise ctx.error(at, f"{ref!r} does not run on {', '.join(missing)}, which this "
+                            "entry does; give the two entries the same datasets")
+        with tempfile.TemporaryDirectory(prefix="zoo-suite-") as tmp:
+            files = {}
+            for d in mine:
+                try:
+                    model = registry.create(ae.name, dataset=sources[d], **ae.config)
+                except (ConfigError, TypeError, ValueError):
+                    continue  # the autoencoder entry's own check names its error
+                files[str(sources[d])] = Path(tmp) / f"autoencoder-{len(files)}.pt"
+                model.save(files[str(sources[d])])
+            extra = {d: {"autoencoder": str(f)} for d, f in files.items()}
+            try:
+                _check_model(ctx, entry, [sources[d] for d in mine], where, extra)
+            except ConfigError as e:
+                text = str(e)
+                for f in files.values():
+                    text = text.replace(str(f), f"autoencoder {ref!r}")
+                raise ConfigError(text) from None
+
+
+def _kind_hint(name: str) -> str:
+    return {"latent-diffusion": "kl-autoencoder", "vq-transformer": "vq-vae"}.get(
+        name, "autoencoder")
 
 
 def load_suite(path: str | Path) -> Suite:
@@ -492,11 +618,15 @@ def load_suite(path: str | Path) -> Suite:
             config=_table(ctx, m, "config", f"{where}.config"), budget=budget,
             batch_size=batch, train=train, nll=_table(ctx, m, "nll", f"{where}.nll"),
             variants=variants, evaluation=ev, timing=tm,
+            autoencoder=_get(ctx, m, "autoencoder", str, f"{where}.autoencoder"),
+            datasets=_entry_datasets(ctx, m, datasets, where),
         )
         if entry.nll and registry.spec(mname).cls.likelihood is None:
             raise ctx.error(f"{where}.nll", f"{mname} defines no likelihood; drop the nll table")
-        _check_model(ctx, entry, [sources[d] for d in datasets], where)
+        if not is_latent(mname):  # a latent model is built once its autoencoder is known
+            _check_model(ctx, entry, [sources[d] for d in entry.datasets or datasets], where)
         models.append(entry)
+    _check_latent(ctx, models, datasets, sources)
     return Suite(name=name, path=path, seed=seed, device=device, datasets=datasets,
                  models=models, sources=sources)
 

@@ -117,6 +117,9 @@ def test_latent_models_need_their_autoencoder_and_say_so(autoencoders, tmp_path)
         zoo.create("vq-transformer", "mnist", autoencoder=str(autoencoders["kl-autoencoder"]))
     with pytest.raises(ConfigError, match="holds no trained model"):
         zoo.create("latent-diffusion", "mnist", autoencoder=str(tmp_path))
+    with pytest.raises(ConfigError, match="filled in by zoo"):
+        zoo.create("vq-transformer", "mnist", autoencoder=str(autoencoders["vq-vae"]),
+                   autoencoder_spec="{}")
     with pytest.raises(ConfigError, match="shape"):
         zoo.create("latent-diffusion", image_shape=(3, 28, 28),
                    autoencoder=str(autoencoders["kl-autoencoder"]))
@@ -214,6 +217,8 @@ def test_the_two_stages_through_the_cli(tmp_path):
             "--set", "depth=1", "--batch-size", "16")
     info = json.loads((prior / "run.json").read_text())
     assert len(info["model_config"]["autoencoder_sha256"]) == 64
+    card = (prior / "README.md").read_text()
+    assert f"--set autoencoder={ae}" in card and "autoencoder_spec" not in card
     zoo_cli("sample", str(prior), "-n", "4", "-o", str(tmp_path / "grid.png"))
     assert (tmp_path / "grid.png").stat().st_size > 0
     proc = zoo_cli("eval", str(prior), "--n", "64", "--metrics", "fid", "--bootstrap", "20")

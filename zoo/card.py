@@ -60,6 +60,16 @@ def _model_defaults(info: dict) -> dict:
         return {}
 
 
+def _filled(info: dict) -> set[str]:
+    """The run's model options that zoo filled in (not given by whoever trained it)."""
+    from . import registry
+
+    try:
+        return registry.filled_fields(info["model"])
+    except Exception:  # noqa: BLE001 - a model no longer registered: none known
+        return set()
+
+
 def train_command(info: dict, run: str | Path) -> str:
     """The ``zoo train`` command that trains the run again (the same weights: the data order
     and every RNG follow the seed), with every option that differs from its default."""
@@ -82,9 +92,10 @@ def train_command(info: dict, run: str | Path) -> str:
     words += ["--out", str(run)]
     model_defaults = _model_defaults(info)
     conditional = info.get("model_config", {}).get("conditional")
+    filled = _filled(info)
     for key, v in info.get("model_config", {}).items():
-        if key == "num_classes" and conditional:
-            continue  # counted from the dataset's labels
+        if key == "num_classes" and conditional or key in filled:
+            continue  # counted from the dataset's labels; filled in by zoo
         if key not in model_defaults or model_defaults[key] != v:
             words += ["--set", f"{key}={_value(v)}"]
     for key, v in tc.items():
@@ -184,7 +195,12 @@ def render_card(run: str | Path) -> str:
     if "image_shape" in info:
         out.append(f"- image shape: {'x'.join(map(str, info['image_shape']))}")
     if mc:
-        out.append("- options: " + ", ".join(f"`{k}={_value(v)}`" for k, v in mc.items()))
+        filled = _filled(info)
+        out.append("- options: " + ", ".join(f"`{k}={_value(v)}`" for k, v in mc.items()
+                                               if k not in filled))
+        if "autoencoder_sha256" in filled and mc.get("autoencoder_sha256"):
+            out.append(f"- autoencoder weights (held in this model's checkpoint): sha256 "
+                       f"`{mc['autoencoder_sha256']}`")
     out.append("")
 
     out += ["## Data", "", f"- dataset: `{info['dataset']}` (training split)"]

@@ -37,6 +37,12 @@ def config_fields(name: str) -> dict[str, dataclasses.Field]:
     return {f.name: f for f in dataclasses.fields(spec(name).cls.Config)}
 
 
+def filled_fields(name: str) -> set[str]:
+    """The config fields of model ``name`` that zoo fills in itself (a latent model's record
+    of its autoencoder): in run.json, but not options a user gives."""
+    return {k for k, f in config_fields(name).items() if f.metadata.get("filled")}
+
+
 def parse_value(name: str, key: str, text: str):
     """Turn the string of ``--set key=value`` into the type of config field ``key``."""
     fields = config_fields(name)
@@ -71,6 +77,10 @@ def create(
             image_shape = zdata.image_shape(ds)
     if image_shape is None:
         raise ConfigError("create() needs dataset=... or image_shape=(C, H, W)")
+    given = sorted(set(overrides) & filled_fields(name))
+    if given:
+        raise ConfigError(f"{', '.join(given)} of {name} {'is' if len(given) == 1 else 'are'} "
+                          "filled in by zoo when the model is built, not given")
     values = {**s.defaults, **s.dataset_defaults.get(key, {}), **overrides}
     if values.get("conditional") and values.get("num_classes") is None:
         values["num_classes"] = _num_classes(name, dataset)

@@ -32,6 +32,10 @@ from ..core import (
 )
 from ..runs import MODEL_FILE
 
+#: metadata of a config field that zoo fills in at creation (from ``autoencoder``): shown
+#: in run.json, never given by a user (``zoo.create`` refuses it, the model card omits it)
+FILLED = {"filled": True}
+
 
 def weights_sha256(module: nn.Module) -> str:
     """sha256 over a module's state dict: every tensor's name, dtype, shape and bytes."""

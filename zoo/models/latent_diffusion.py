@@ -16,7 +16,7 @@ deterministic encoder does not give; ``nll`` says so.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -25,7 +25,7 @@ from ..core import LikelihoodUnavailable, ModelSpec
 from ..nn.likelihood import from_unit
 from .autoencoders import KLAutoencoder
 from .diffusion import DDIM, DDPM, Ancestral, DDPMConfig, DPMSolver, EulerAncestral, Heun, UniPC
-from .latent import attach_autoencoder, check_autoencoder
+from .latent import FILLED, attach_autoencoder, check_autoencoder
 
 
 @dataclass
@@ -34,8 +34,8 @@ class LatentDiffusionConfig(DDPMConfig):
 
     channels: int = 64
     autoencoder: str = ""  # the kl-autoencoder run directory (or model file)
-    autoencoder_sha256: str = ""  # filled at creation: the autoencoder weights' hash
-    autoencoder_spec: str = ""  # filled at creation: its class, config and image shape
+    autoencoder_sha256: str = field(default="", metadata=FILLED)  # its weights' hash
+    autoencoder_spec: str = field(default="", metadata=FILLED)  # its class, config, shape
 
 
 @dataclass(frozen=True)

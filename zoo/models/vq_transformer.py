@@ -14,7 +14,7 @@ the summed cross-entropy of the codes) plus the VQ-VAE decoder's discretized lik
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -24,7 +24,7 @@ from ..core import ConfigError, ModelSpec, option_number
 from ..nn.likelihood import from_unit
 from .autoencoders import VQVAE
 from .autoregressive import ARTransformer, ARTransformerConfig
-from .latent import attach_autoencoder, check_autoencoder
+from .latent import FILLED, attach_autoencoder, check_autoencoder
 
 
 @dataclass
@@ -32,8 +32,8 @@ class VQTransformerConfig(ARTransformerConfig):
     """``ar-transformer``'s options, and the VQ-VAE run the prior is learned over."""
 
     autoencoder: str = ""  # the vq-vae run directory (or model file)
-    autoencoder_sha256: str = ""  # filled at creation: the autoencoder weights' hash
-    autoencoder_spec: str = ""  # filled at creation: its class, config and image shape
+    autoencoder_sha256: str = field(default="", metadata=FILLED)  # its weights' hash
+    autoencoder_spec: str = field(default="", metadata=FILLED)  # its class, config, shape
 
 
 class VQTransformer(ARTransformer):

@@ -17,6 +17,7 @@ deterministic encoder does not give; ``nll`` says so.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -58,6 +59,7 @@ class LatentDiffusion(DDPM):
     color = "#e377c2"
     Config = LatentDiffusionConfig
     samplers = (LatentAncestral, LatentDDIM, DPMSolver, Heun, EulerAncestral, UniPC)
+    autoencoder_model: ClassVar[str] = "kl-autoencoder"  # the model its autoencoder run is
 
     def diffusion_shape(self) -> tuple[int, int, int]:
         self.autoencoder = attach_autoencoder(self, KLAutoencoder, "latent-diffusion")

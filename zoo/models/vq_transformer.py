@@ -15,6 +15,7 @@ the summed cross-entropy of the codes) plus the VQ-VAE decoder's discretized lik
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -43,6 +44,7 @@ class VQTransformer(ARTransformer):
     likelihood = "bound"
     color = "#bcbd22"
     Config = VQTransformerConfig
+    autoencoder_model: ClassVar[str] = "vq-vae"  # the model its autoencoder run is
 
     def token_grid(self) -> tuple[int, tuple[int, int, int]]:
         self.autoencoder = attach_autoencoder(self, VQVAE, "vq-transformer")

@@ -327,11 +327,9 @@ class ARTransformer(GenerativeModel):
         return ("exact, conditional on the labels" if labels is not None
                 else "exact, unconditional (the null label)")
 
-    @torch.no_grad()
-    def nll(self, x, labels: Tensor | None = None, batch_size: int = 256, **opts) -> Tensor:
-        """Exact NLL in bits/dim, one value per image: the summed token cross-entropy / (D ln 2).
-        A conditional model's is -log2 p(x | labels) with ``labels`` (an int or one per
-        image), and under the null label (the unconditional model it learned) without."""
+    def nll_inputs(self, x, labels, batch_size, opts: dict) -> tuple[Tensor, Tensor | None, int]:
+        """``nll``'s arguments checked: the images on the device, each row's class (None for
+        an unconditional model; the null label where none is given) and the batch size."""
         if opts:
             raise ConfigError(f"unknown nll option(s) {', '.join(opts)} for {self.name}; "
                               "valid: labels, batch_size")
@@ -339,7 +337,14 @@ class ARTransformer(GenerativeModel):
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
         x = self.check_images(x)
-        labels = self._labels(self.check_labels(labels, x.shape[0]), x.shape[0])
+        return x, self._labels(self.check_labels(labels, x.shape[0]), x.shape[0]), batch_size
+
+    @torch.no_grad()
+    def nll(self, x, labels: Tensor | None = None, batch_size: int = 256, **opts) -> Tensor:
+        """Exact NLL in bits/dim, one value per image: the summed token cross-entropy / (D ln 2).
+        A conditional model's is -log2 p(x | labels) with ``labels`` (an int or one per
+        image), and under the null label (the unconditional model it learned) without."""
+        x, labels, batch_size = self.nll_inputs(x, labels, batch_size, opts)
         was_training = self.training
         self.eval()
         out = []

@@ -103,6 +103,20 @@ def attach_autoencoder(model: GenerativeModel, kind: type, name: str) -> nn.Modu
     return ae
 
 
+class LatentStage:
+    """Mixed into a latent model ahead of its pixel family: the held autoencoder
+    (``self.autoencoder``, set by ``attach_autoencoder``) stays frozen in inference mode and
+    is hash-checked when a checkpoint loads."""
+
+    def check_loaded(self, source: str) -> None:
+        check_autoencoder(self, source)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.autoencoder.eval()
+        return self
+
+
 def check_autoencoder(model: GenerativeModel, source: str) -> None:
     """Refuse a loaded latent model whose autoencoder weights do not hash to the recorded
     ``autoencoder_sha256`` (a corrupt file, or weights from another run)."""

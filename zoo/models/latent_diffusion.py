@@ -26,7 +26,7 @@ from ..core import LikelihoodUnavailable, ModelSpec
 from ..nn.likelihood import from_unit
 from .autoencoders import KLAutoencoder
 from .diffusion import DDIM, DDPM, Ancestral, DDPMConfig, DPMSolver, EulerAncestral, Heun, UniPC
-from .latent import FILLED, attach_autoencoder, check_autoencoder
+from .latent import FILLED, LatentStage, attach_autoencoder
 
 
 @dataclass
@@ -51,7 +51,7 @@ class LatentDDIM(DDIM):
     clip_x0: bool = False
 
 
-class LatentDiffusion(DDPM):
+class LatentDiffusion(LatentStage, DDPM):
     """DDPM over a frozen kl-autoencoder's unit-variance latents."""
 
     family = "latent-diffusion"
@@ -64,14 +64,6 @@ class LatentDiffusion(DDPM):
     def diffusion_shape(self) -> tuple[int, int, int]:
         self.autoencoder = attach_autoencoder(self, KLAutoencoder, "latent-diffusion")
         return self.autoencoder.latent_shape
-
-    def check_loaded(self, source: str) -> None:
-        check_autoencoder(self, source)
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        self.autoencoder.eval()  # frozen: always in inference mode
-        return self
 
     @property
     def latent_scale(self) -> Tensor:

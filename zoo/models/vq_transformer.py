@@ -21,11 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..core import ConfigError, ModelSpec, option_number
+from ..core import ConfigError, ModelSpec
 from ..nn.likelihood import from_unit
 from .autoencoders import VQVAE
 from .autoregressive import ARTransformer, ARTransformerConfig
-from .latent import FILLED, attach_autoencoder, check_autoencoder
+from .latent import FILLED, LatentStage, attach_autoencoder
 
 
 @dataclass
@@ -37,7 +37,7 @@ class VQTransformerConfig(ARTransformerConfig):
     autoencoder_spec: str = field(default="", metadata=FILLED)  # its class, config, shape
 
 
-class VQTransformer(ARTransformer):
+class VQTransformer(LatentStage, ARTransformer):
     """Decoder-only Transformer over a frozen VQ-VAE's codes."""
 
     family = "latent-autoregressive"
@@ -49,14 +49,6 @@ class VQTransformer(ARTransformer):
     def token_grid(self) -> tuple[int, tuple[int, int, int]]:
         self.autoencoder = attach_autoencoder(self, VQVAE, "vq-transformer")
         return self.autoencoder.config.codes, (1, *self.autoencoder.code_shape)
-
-    def check_loaded(self, source: str) -> None:
-        check_autoencoder(self, source)
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        self.autoencoder.eval()  # frozen: always in inference mode
-        return self
 
     @torch.no_grad()
     def to_tokens(self, x: Tensor) -> Tensor:
@@ -93,14 +85,7 @@ class VQTransformer(ARTransformer):
     def nll(self, x, labels: Tensor | None = None, batch_size: int = 256, **opts) -> Tensor:
         """-log2 p(z*) - log2 p(x | z*) per image dimension (``describe_nll``); a conditional
         model's prior term is -log p(z* | labels), or the null label's without."""
-        if opts:
-            raise ConfigError(f"unknown nll option(s) {', '.join(opts)} for {self.name}; "
-                              "valid: labels, batch_size")
-        batch_size = option_number(batch_size, "batch_size", int)
-        if batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
-        x = self.check_images(x)
-        labels = self._labels(self.check_labels(labels, x.shape[0]), x.shape[0])
+        x, labels, batch_size = self.nll_inputs(x, labels, batch_size, opts)
         was = self.training
         self.eval()
         done = 0

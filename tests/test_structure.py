@@ -1,4 +1,5 @@
-"""The package's import structure: no import cycles, no private names imported across modules.
+"""The package's import structure: the layers, no import cycles, no private names imported
+across modules.
 
 Every ``import`` and ``from ... import`` statement of every module of ``zoo`` counts, at
 module level and inside functions alike (a lazy import still ties two modules together),
@@ -8,6 +9,7 @@ relative or absolute; ``from . import x`` where ``x`` is a submodule is an edge 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import zoo
@@ -158,7 +160,106 @@ def private_imports(files: dict[str, Path]) -> list[str]:
     return sorted(found, key=lambda f: (f.split(":")[0], int(f.split(":")[1].split()[0])))
 
 
+# -- the layers ----------------------------------------------------------------------------------
+
+#: zoo's layers, bottom up: (name, modules). A module imports only from its own layer or below;
+#: an entry ``zoo.nn`` places the package and every module under it. The README's table
+#: ("How zoo is built") lists the same modules in the same layers (checked below).
+LAYERS: list[tuple[str, tuple[str, ...]]] = [
+    ("base", ("zoo.errors", "zoo.options", "zoo.limits", "zoo.distributed", "zoo.runtime",
+              "zoo.core", "zoo.nn")),
+    ("data, models", ("zoo.dataspec", "zoo.data", "zoo.owndata", "zoo.images", "zoo.models")),
+    ("registry, runs", ("zoo.registry", "zoo.runs", "zoo.sampling", "zoo.locks")),
+    ("metrics", ("zoo.metrics",)),
+    ("training", ("zoo.trainconfig", "zoo.logs", "zoo.card", "zoo.train")),
+    ("harness", ("zoo.bench",)),
+    ("api, CLI", ("zoo", "zoo.cli", "zoo.__main__")),
+]
+
+
+def layer_of(module: str, layers=LAYERS) -> int | None:
+    """The index of the layer that places ``module`` (the longest matching entry), or None."""
+    best, where = -1, None
+    for i, (_, entries) in enumerate(layers):
+        for entry in entries:
+            if (module == entry or module.startswith(entry + ".")) and len(entry) > best:
+                best, where = len(entry), i
+    return where
+
+
+def upward_imports(graph: dict[str, dict[str, int]], layers=LAYERS) -> list[str]:
+    """``module (layer) line L imports target (layer)`` for each import of a higher layer."""
+    found = []
+    for module, targets in sorted(graph.items()):
+        own = layer_of(module, layers)
+        for target, line in sorted(targets.items()):
+            up = layer_of(target, layers)
+            if own is not None and up is not None and up > own:
+                found.append(f"{module} ({layers[own][0]}) line {line} imports {target} "
+                             f"({layers[up][0]})")
+    return found
+
+
+def readme_layers(text: str) -> dict[str, set[str]]:
+    """{layer name: modules} of the README's layer table (rows ``| layer | `a`, `b/` | ... |``,
+    a module written as zoo sees it: `core`, `nn/`, `metrics/registry`)."""
+    start = text.index("| layer | modules |")
+    out = {}
+    for row in text[start:].splitlines()[2:]:
+        if not row.startswith("|"):
+            break
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        names = re.findall(r"`([^`]+)`", cells[1])
+        out[cells[0]] = {"zoo" if n == "zoo" else "zoo." + n.strip("/").replace("/", ".")
+                         for n in names}
+    return out
+
+
 # -- the checks on zoo ---------------------------------------------------------------------------
+
+
+def test_every_zoo_module_has_a_layer():
+    unplaced = [m for m in module_files() if layer_of(m) is None]
+    assert not unplaced, f"modules in no layer of LAYERS: {unplaced}"
+
+
+def test_zoo_imports_only_its_own_layer_or_below():
+    found = upward_imports(import_graph(module_files()))
+    assert not found, "imports up the layers:\n" + "\n".join(found)
+
+
+def test_the_readme_layer_table_is_the_tests():
+    text = (PACKAGE_DIR.parent / "README.md").read_text()
+    table = readme_layers(text)
+    assert list(table) == [name for name, _ in LAYERS], "the README's layer names or order"
+    modules = module_files()
+    for name, entries in LAYERS:
+        unknown = table[name] - set(modules)
+        assert not unknown, f"README layer {name!r} names no module of zoo: {unknown}"
+        assert {layer_of(m) for m in table[name]} == {LAYERS.index((name, entries))}, name
+        for entry in entries:  # every entry of the test's layer is named in the README's row
+            assert any(m == entry or m.startswith(entry + ".") for m in table[name]), (
+                f"README layer {name!r} lacks {entry}")
+
+
+def test_an_upward_import_fails_the_layer_check(tmp_path):
+    files = _fake_package(tmp_path, {
+        "__init__.py": "",
+        "low.py": "def f():\n    from .high import g\n    return g\n",
+        "high.py": "from .low import f\n\ndef g():\n    pass\n",
+        "mid/__init__.py": "",
+        "mid/x.py": "from ..low import f\n",
+    })
+    layers = [("low", ("pkg.low", "pkg")), ("mid", ("pkg.mid",)), ("high", ("pkg.high",))]
+    graph = import_graph(files)
+    assert layer_of("pkg.mid.x", layers) == 1
+    assert upward_imports(graph, layers) == ["pkg.low (low) line 2 imports pkg.high (high)"]
+    # and on zoo: a lazy import of the CLI from core is found
+    zoo_graph = import_graph(module_files())
+    zoo_graph["zoo.core"] = {**zoo_graph["zoo.core"], "zoo.cli": 9}
+    assert upward_imports(zoo_graph) == ["zoo.core (base) line 9 imports zoo.cli (api, CLI)"]
+
+
 
 
 def test_zoo_has_no_import_cycles():

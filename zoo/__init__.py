@@ -14,11 +14,10 @@ from .core import (
     TrainingDiverged,
     ZooError,
 )
+from .core import __version__ as __version__
 from .registry import available, create
 from .runs import load_run
 from .train import TrainConfig, Trainer
-
-__version__ = "0.1.0"
 
 
 def load(path) -> GenerativeModel:

@@ -41,7 +41,9 @@ from .options import option_flag as option_flag
 from .options import option_number as option_number
 from .runtime import TrainingRuntime
 
+__version__ = "0.1.0"
 CHECKPOINT_FORMAT = "zoo-model"
+MODEL_FILE = "model.pt"  # a run directory's trained model (the EMA weights)
 CHECKPOINT_VERSION = 1
 UNLABELLED = -1  # the label of an image whose dataset has none
 

@@ -14,11 +14,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .core import CheckpointError, GenerativeModel, first_line
+from .core import MODEL_FILE, CheckpointError, GenerativeModel, first_line
 
 RUN_FILE = "run.json"
 CHECKPOINT_FILE = "checkpoint.pt"
-MODEL_FILE = "model.pt"
 LOSSES_FILE = "losses.csv"
 EVAL_FILE = "eval.csv"
 SAMPLES_FILE = "samples.png"  # a grid drawn at the end of training (the model card's)

@@ -275,10 +275,10 @@ def _cpu_model() -> str | None:
 def versions() -> dict:
     import numpy
 
-    import zoo
+    from ..core import __version__
 
     out = {"python": platform.python_version(), "torch": torch.__version__,
-           "zoo": zoo.__version__, "numpy": numpy.__version__}
+           "zoo": __version__, "numpy": numpy.__version__}
     try:
         import torch_fidelity
 

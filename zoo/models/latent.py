@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from ..core import (
+    MODEL_FILE,
     CheckpointError,
     ConfigError,
     GenerativeModel,
@@ -30,7 +31,6 @@ from ..core import (
     model_class,
     torch_load,
 )
-from ..runs import MODEL_FILE
 
 #: metadata of a config field that zoo fills in at creation (from ``autoencoder``): shown
 #: in run.json, never given by a user (``zoo.create`` refuses it, the model card omits it)

@@ -48,3 +48,4 @@ def no_roots(tmp_path, monkeypatch) -> Path:
     for var in ("ZOO_DATA_ROOT", "ZOO_DATA_MIRROR", "ZOO_OFFLINE"):
         monkeypatch.delenv(var, raising=False)
     return home
+

@@ -13,7 +13,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_map
 
 import zoo
-from zoo import cli, data, registry
+from zoo import cli, data
 from zoo.train import Trainer
 
 SHAPE = (1, 8, 8)
@@ -45,19 +45,6 @@ def _max_diff(a: dict, b: dict) -> float:
     assert a.keys() == b.keys()
     return max((a[k].double() - b[k].double()).abs().max().item() for k in a
                if a[k].is_floating_point())
-
-
-@pytest.mark.parametrize("name", registry.available())
-def test_every_family_trains_with_fused_adam(name, tmp_path):
-    first = getattr(registry.spec(name).cls, "autoencoder_model", None)
-    extra = {}
-    if first is not None:  # a latent model: over an (untrained) autoencoder of its kind
-        zoo.create(first, dataset="mnist").save(tmp_path / "ae.pt")
-        extra = {"autoencoder": str(tmp_path / "ae.pt")}
-    model = zoo.create(name, dataset="mnist", **extra)
-    for opt in model.configure_optimizers().values():
-        assert isinstance(opt, torch.optim.Adam | torch.optim.AdamW)
-        assert opt.defaults["fused"] is True, f"{name}: {type(opt).__name__} is not fused"
 
 
 def test_channels_last_is_chosen_for_convolutional_models_on_cuda_only():

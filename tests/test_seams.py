@@ -91,14 +91,6 @@ def test_every_family_declares_its_samplers():
             assert json.loads(json.dumps(default.canonical())) == default.canonical()
 
 
-@pytest.mark.parametrize("name", ["vae-mlp", "gan-mlp", "ar-transformer", "ddpm"])
-def test_labels_are_refused_until_a_model_is_conditional(name):
-    m = zoo.create(name, image_shape=(1, 4, 4))
-    assert not m.conditional
-    with pytest.raises(ConfigError, match="not class-conditional"):
-        m.sample(2, labels=torch.tensor([3, 7]))
-
-
 # -- batches carry labels ----------------------------------------------------------------------
 
 

@@ -222,10 +222,26 @@ class Batch(NamedTuple):
 class GenerativeModel(TrainingRuntime, nn.Module):
     """One interface for every family: uint8 images in, uint8 images out.
 
-    Subclasses set ``family``, ``likelihood`` and ``Config`` (a dataclass with defaults)
-    and implement ``configure_optimizers``, ``train_step``, ``sample`` and (unless
-    ``likelihood`` is None) ``nll``. What the Trainer attaches for a run (DDP wrappers,
-    per-batch noise, the shard) comes from ``zoo.runtime.TrainingRuntime``.
+    A family (``tests/test_family_contract.py`` checks each point over every registered
+    model):
+
+    - sets ``family``, ``likelihood`` ("exact", "bound" or None), ``Config`` (a dataclass
+      whose defaults build a model for ``mnist``) and ``samplers``; a class-conditional
+      family names its config fields ``conditional`` and ``num_classes``;
+    - builds every optimizer with ``zoo.core.adam`` in ``configure_optimizers``;
+    - in ``train_step``, validates with ``check_batch``, updates through ``optimize``, draws
+      all its randomness with ``batch_randn``/``batch_rand``/``batch_randint`` (never the
+      global generator: DDP ranks must draw what one process draws), and computes its
+      losses in the ``forward`` of the modules ``ddp_modules`` names (default: the whole
+      model), called through ``wrapped(name)``;
+    - in ``sample``, accepts ``generator``, ``labels`` (checked with ``check_labels``) and
+      ``batch_size`` (how many images one network call takes; the harness times with it);
+    - implements ``nll`` when ``likelihood`` is set, else lets it raise
+      LikelihoodUnavailable;
+    - saves and loads through ``save``/``load`` (a family may finish its weights on save).
+
+    What the Trainer attaches for a run (DDP wrappers, per-batch noise, the shard) comes from
+    ``zoo.runtime.TrainingRuntime``.
     """
 
     family: ClassVar[str]
@@ -261,9 +277,11 @@ class GenerativeModel(TrainingRuntime, nn.Module):
         raise NotImplementedError
 
     def sample(self, n: int, *, generator: torch.Generator | None = None,
-               labels: Tensor | None = None, **options) -> Tensor:
+               labels: Tensor | None = None, batch_size: int | None = None,
+               **options) -> Tensor:
         """n uint8 images; ``options`` are the sampler's (``parse_sampler``); ``labels``
-        (int64 [n]) asks a class-conditional model for those classes."""
+        (int64 [n]) asks a class-conditional model for those classes; ``batch_size`` caps
+        the images one network call takes (the family's default when None)."""
         raise NotImplementedError
 
     @property

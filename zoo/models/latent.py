@@ -47,14 +47,15 @@ def weights_sha256(module: nn.Module) -> str:
     return h.hexdigest()
 
 
-def attach_autoencoder(model: GenerativeModel, kind: type, name: str) -> nn.Module:
-    """The frozen autoencoder (a ``kind``) of the latent model ``name`` being built, from its
-    config's ``autoencoder_spec`` (a checkpoint being loaded: the weights follow) or, on a
-    new model, read from the run its ``autoencoder`` option names; the model's config is
-    replaced by one with ``autoencoder_spec`` and ``autoencoder_sha256`` filled in. Its
-    image shape must be the latent model's. On the meta device (zoo sizing a model before
-    building it) only the architecture is built."""
+def attach_autoencoder(model: GenerativeModel, autoencoder_class: type, name: str) -> nn.Module:
+    """The frozen autoencoder (an ``autoencoder_class``) of the latent model ``name`` being
+    built, from its config's ``autoencoder_spec`` (a checkpoint being loaded: the weights
+    follow) or, on a new model, read from the run its ``autoencoder`` option names; the
+    model's config is replaced by one with ``autoencoder_spec`` and ``autoencoder_sha256``
+    filled in. Its image shape must be the latent model's. On the meta device (zoo sizing a
+    model before building it) only the architecture is built."""
     c = model.config
+    wanted = autoencoder_name(autoencoder_class)
     meta = torch.empty(0).device.type == "meta"
     if c.autoencoder_spec:
         try:
@@ -69,13 +70,13 @@ def attach_autoencoder(model: GenerativeModel, kind: type, name: str) -> nn.Modu
     else:
         if not c.autoencoder:
             raise ConfigError(f"{name} works over a trained autoencoder: give --set "
-                              f"autoencoder=RUN (a {kind_name(kind)} run directory, from "
-                              f"`zoo train {kind_name(kind)} --dataset D --out RUN`)")
+                              f"autoencoder=RUN (a {wanted} run directory, from "
+                              f"`zoo train {wanted} --dataset D --out RUN`)")
         path = Path(c.autoencoder)
         file = path / MODEL_FILE if path.is_dir() else path
         if not file.is_file():
             raise ConfigError(f"autoencoder {c.autoencoder} holds no trained model ({file} is "
-                              f"missing); train one with `zoo train {kind_name(kind)} "
+                              f"missing); train one with `zoo train {wanted} "
                               f"--dataset D --out {c.autoencoder}`")
         ckpt = torch_load(file, "autoencoder")
         if meta:
@@ -91,8 +92,8 @@ def attach_autoencoder(model: GenerativeModel, kind: type, name: str) -> nn.Modu
                     "name": ae.name, "config": json.dumps(config_to_dict(ae.config)),
                     "image_shape": list(ae.image_shape)}))
         where = str(c.autoencoder)
-    if not isinstance(ae, kind):
-        raise ConfigError(f"{name} works over a {kind_name(kind)}; {where} holds a "
+    if not isinstance(ae, autoencoder_class):
+        raise ConfigError(f"{name} works over a {wanted}; {where} holds a "
                           f"{ae.name} ({type(ae).__name__})")
     if tuple(ae.image_shape) != tuple(model.image_shape):
         raise ConfigError(f"the autoencoder ({where}) was trained on images of shape "
@@ -128,7 +129,7 @@ def check_autoencoder(model: GenerativeModel, source: str) -> None:
                               "corrupt or was edited")
 
 
-def kind_name(kind: type) -> str:
+def autoencoder_name(autoencoder_class: type) -> str:
     """The registered name of an autoencoder class."""
-    return {"KLAutoencoder": "kl-autoencoder", "VQVAE": "vq-vae"}.get(kind.__name__,
-                                                                     kind.__name__)
+    name = autoencoder_class.__name__
+    return {"KLAutoencoder": "kl-autoencoder", "VQVAE": "vq-vae"}.get(name, name)

@@ -12,7 +12,6 @@ import math
 import os
 import re
 import shlex
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -22,19 +21,11 @@ from tqdm.auto import tqdm
 
 from . import data as zdata
 from . import distributed as zdist
-from . import registry
+from . import registry, sampling
 from .card import write_card
 from .core import ConfigError, LikelihoodUnavailable, ZooError, atomic_write, first_line
-from .images import (
-    LEGIBLE_PIXELS,
-    MAX_GRID_IMAGES,
-    MAX_SCALE,
-    grid_size,
-    legible_scale,
-    save_grid,
-    save_labelled_grid,
-)
-from .limits import check_memory, duration, gib
+from .images import LEGIBLE_PIXELS, MAX_GRID_IMAGES, MAX_SCALE
+from .limits import check_memory, duration
 from .metrics import registry as metric_registry
 from .options import literal_value, parse_value
 from .runs import EVAL_JSON, NLL_JSON, RUN_FILE, load_run, run_info
@@ -167,20 +158,13 @@ def _at_least_one(value: int | None, flag: str) -> None:
 
 
 #: ``zoo sample`` draws at most this many images per call of ``model.sample``
-SAMPLE_CHUNK = 4096
+SAMPLE_CHUNK = sampling.SAMPLE_CHUNK
 
 
 def cmd_sample(args) -> int:
     _at_least_one(args.n, "-n")
     _at_least_one(args.nrow, "--nrow")
-    if args.scale != "auto":
-        try:
-            args.scale = int(args.scale)
-        except ValueError:
-            raise ConfigError(f"--scale takes auto or a whole number, got {args.scale!r}") \
-                from None
-        if not 1 <= args.scale <= MAX_SCALE:
-            raise ConfigError(f"--scale must be in 1..{MAX_SCALE}, got {args.scale}")
+    scale = _parse_scale(args.scale)
     known = run_classes(args.run) if args.labels is not None else []
     classes = parse_labels(args.labels, known) if args.labels is not None else None
     if args.per_class is not None:
@@ -192,98 +176,55 @@ def cmd_sample(args) -> int:
         raise ConfigError("with several --labels each class is one grid row; set the images "
                           "per row with --per-class K, not --nrow")
     model = _load(args.run, args.device)
-    labels = None
+    n, nrow, labels = args.n, args.nrow, None
     if classes is not None:
         model.check_labels(torch.tensor(classes), len(classes))  # conditional, in range
         if several:  # one row per class: -n divided among them, or --per-class
-            per = args.per_class or max(1, args.n // len(classes))
-            args.n, args.nrow = per * len(classes), per
+            nrow = args.per_class or max(1, n // len(classes))
+            n = nrow * len(classes)
         elif args.per_class:
-            args.n = args.per_class
-        labels = torch.tensor(classes).repeat_interleave(args.n // len(classes))
-    if args.n > MAX_GRID_IMAGES and not args.npy:
-        raise ConfigError(f"-n {args.n} is more than a grid shows ({MAX_GRID_IMAGES}); write "
-                          "the samples to an array with --npy FILE (the grid then shows the "
-                          f"first {MAX_GRID_IMAGES})")
+            n = args.per_class
+        labels = torch.tensor(classes).repeat_interleave(n // len(classes))
     options = {k: literal_value(v) for k, v in _parse_sets(args.set)}
-    c, h, w = model.image_shape
-    shown = min(args.n, MAX_GRID_IMAGES)
-    if args.scale == "auto":  # each image at least LEGIBLE_PIXELS: 8x8 samples drawn 4x
-        args.scale = legible_scale(h, w, shown, args.nrow)
-    grid_size(shown, h, w, args.nrow, args.scale)  # refused before drawing, not after
-    names = _named(known, classes) if several else None
-    gen = torch.Generator(device=model.device).manual_seed(args.seed)
-    # one call up to SAMPLE_CHUNK images (fewer for large images), then chunk by chunk
-    chunk = max(1, min(SAMPLE_CHUNK, (256 << 20) // (c * h * w)))
-    npy = npy_labels = None
-    if args.npy:
-        npy = Path(args.npy)
-        npy = npy if npy.suffix == ".npy" else npy.with_name(npy.name + ".npy")  # as np.save
-        # the images, and with --labels the int64 label of each beside them
-        _check_disk(npy, args.n * (c * h * w + (8 if labels is not None else 0)))
-        if labels is not None:  # the requested classes, beside the images: out.labels.npy
-            npy_labels = npy.with_name(npy.stem + ".labels.npy")
-    grid: list[torch.Tensor] = []
+    written = sampling.write_samples(
+        model, n, args.output, npy=args.npy, labels=labels,
+        names=_named(known, classes) if several else None, nrow=nrow, scale=scale,
+        seed=args.seed, batch_size=SAMPLE_CHUNK, **options)
+    print(f"wrote {n} samples of {model.name}{_sample_description(known, classes, n, options)}"
+          f" to {_written_files(written)}")
+    return 0
 
-    def draw(array=None) -> None:
-        with tqdm(total=args.n, unit="img", desc=f"sample {model.name}",
-                  disable=None if args.n > chunk else True) as bar:
-            for start in range(0, args.n, chunk):
-                b = min(chunk, args.n - start)
-                if labels is not None:
-                    options_b = {**options, "labels": labels[start:start + b].to(model.device)}
-                else:
-                    options_b = options
-                x = model.sample(b, generator=gen, **options_b)
-                if tuple(x.shape) != (b, c, h, w) or x.dtype != torch.uint8:
-                    raise ConfigError(f"{model.name}.sample({b}) returned {x.dtype} "
-                                      f"{tuple(x.shape)}, not uint8 {(b, c, h, w)}")
-                x = x.cpu()
-                if array is not None:
-                    array[start:start + b] = x.numpy()
-                taken = sum(g.shape[0] for g in grid)
-                if taken < shown:
-                    grid.append(x[: shown - taken])
-                bar.update(b)
 
-    if npy is None:
-        draw()
-    else:
-        from numpy.lib.format import open_memmap
+def _parse_scale(text: str) -> int | str:
+    """``--scale``: ``auto`` or a whole number in 1..MAX_SCALE."""
+    if text == "auto":
+        return text
+    try:
+        scale = int(text)
+    except ValueError:
+        raise ConfigError(f"--scale takes auto or a whole number, got {text!r}") from None
+    if not 1 <= scale <= MAX_SCALE:
+        raise ConfigError(f"--scale must be in 1..{MAX_SCALE}, got {scale}")
+    return scale
 
-        def write(tmp) -> None:
-            array = open_memmap(tmp, mode="w+", dtype="uint8", shape=(args.n, c, h, w))
-            try:
-                draw(array)
-                array.flush()
-            finally:
-                del array
 
-        atomic_write(npy, write)
-        if npy_labels is not None:
-            import numpy as np
-
-            def write_labels(tmp) -> None:
-                with open(tmp, "wb") as f:
-                    np.save(f, labels.numpy().astype(np.int64))
-
-            atomic_write(npy_labels, write_labels)
-    if names is not None and shown == args.n:
-        path = save_labelled_grid(torch.cat(grid), names, args.output, nrow=args.nrow,
-                                  scale=args.scale)
-    else:
-        path = save_grid(torch.cat(grid), args.output, nrow=args.nrow, scale=args.scale)
+def _sample_description(known: list[str], classes: list[int] | None, n: int,
+                        options: dict) -> str:
+    """`` (class 3 (3), sampler=ddim)``: the classes and sampler options drawn, or ''."""
     desc = ", ".join(f"{k}={v}" for k, v in options.items())
     if classes is not None:
         names = _named(known, classes)
         desc = ", ".join(filter(None, [
             (f"class {classes[0]} ({names[0]})" if len(classes) == 1 else
-             f"{len(classes)} classes, {args.n // len(classes)} per row"), desc]))
-    where = f"{path}" if npy is None else (
-        f"{npy}" + (f" (labels in {npy_labels})" if npy_labels is not None else "")
-        + (f" (the first {shown} in {path})" if shown < args.n else f" and {path}"))
-    print(f"wrote {args.n} samples of {model.name}{f' ({desc})' if desc else ''} to {where}")
-    return 0
+             f"{len(classes)} classes, {n // len(classes)} per row"), desc]))
+    return f" ({desc})" if desc else ""
+
+
+def _written_files(w: sampling.WrittenSamples) -> str:
+    if w.array is None:
+        return f"{w.grid}"
+    return (f"{w.array}" + (f" (labels in {w.labels})" if w.labels is not None else "")
+            + (f" (the first {w.shown} in {w.grid})" if w.shown < w.n else f" and {w.grid}"))
 
 
 def parse_labels(spec: str, names: list[str] | None = None) -> list[int]:
@@ -363,16 +304,6 @@ def _named(names: list[str], classes: list[int]) -> list[str]:
 def class_names(run, classes: list[int]) -> list[str]:
     """The names of ``classes`` in the run (``run_classes``), else their numbers."""
     return _named(run_classes(run), classes)
-
-
-def _check_disk(path: Path, nbytes: int) -> None:
-    """Refuse before writing ``nbytes`` to ``path`` when its file system has less room."""
-    folder = path.parent if str(path.parent) else Path(".")
-    folder.mkdir(parents=True, exist_ok=True)
-    free = shutil.disk_usage(folder).free
-    if nbytes + (1 << 20) > free:
-        raise ConfigError(f"{path} would take {gib(nbytes)}, but {folder} has only {gib(free)} "
-                          "free; draw fewer samples (-n) or write elsewhere")
 
 
 def _run_dataset(args) -> str:

@@ -79,48 +79,11 @@ def cmd_data_check(args) -> int:
 
 
 def cmd_train(args) -> int:
-    options = {
-        "steps": args.steps, "seconds": args.seconds, "batch_size": args.batch_size,
-        "seed": args.seed, "device": args.device, "compile": args.compile,
-    }
-    options = {k: v for k, v in options.items() if v is not None}
-    model_fields = registry.config_fields(args.model)
-    train_fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
-    data_fields = [k for k in (*zdata.DATA_OPTIONS, *zdata.DATA_OPTION_ALIASES)
-                   if k not in model_fields and k not in train_fields]
-    overrides, data_options = {}, {}
-    for key, text in _parse_sets(args.set):
-        if key in model_fields:
-            overrides[key] = registry.parse_value(args.model, key, text)
-        elif key in train_fields:
-            options[key] = parse_value(text, train_fields[key].type, f"training option {key}")
-        elif key in data_fields:
-            data_options[key] = text
-        else:
-            raise ConfigError(
-                f"unknown option {key!r} for {args.model}; model options: "
-                f"{', '.join(model_fields)}; training options: {', '.join(train_fields)}; "
-                f"dataset options: {', '.join(data_fields)}"
-            )
+    options, overrides, data_options = _train_settings(args)
     ds = zdata.spec(args.dataset, **data_options)  # parsed once, here; the object travels
     dataset = str(ds)
     out = Path(args.out or f"runs/{args.model}-{ds.name}")
-    if args.resume:
-        info = run_info(out)
-        if info and (info.get("model"), info.get("dataset")) != (args.model, dataset):
-            raise ConfigError(
-                f"{out} holds a run of {info.get('model')} on {info.get('dataset')}, "
-                f"not {args.model} on {dataset}"
-            )
-        if overrides:
-            raise ConfigError("a resumed run keeps its model options; drop the --set model keys")
-        trainer = Trainer.resume(out, data_root=args.root, **options)
-    else:
-        if "steps" not in options and "seconds" not in options:
-            raise ConfigError("give a training budget: --steps N and/or --seconds S")
-        torch.manual_seed(options.get("seed", TrainConfig.seed))
-        model = registry.create(args.model, dataset=ds, **overrides)
-        trainer = Trainer(model, ds, out, data_root=args.root, **options)
+    trainer = _trainer(args, ds, out, options, overrides)
     params = trainer.model.num_parameters()
     procs = f" x {trainer.world} processes" if trainer.world > 1 else ""
     if zdist.is_main():
@@ -144,6 +107,56 @@ def cmd_train(args) -> int:
     print(f"trained {s['model']} for {s['steps']} steps in {s['seconds']:.1f} s "
           f"({speed}); model: {out / 'model.pt'}")
     return 0
+
+
+def _train_settings(args) -> tuple[dict, dict, dict]:
+    """``zoo train``'s flags and ``--set`` pairs sorted into the Trainer's options, the
+    model's options (parsed) and the dataset's (text)."""
+    options = {
+        "steps": args.steps, "seconds": args.seconds, "batch_size": args.batch_size,
+        "seed": args.seed, "device": args.device, "compile": args.compile,
+    }
+    options = {k: v for k, v in options.items() if v is not None}
+    model_fields = registry.config_fields(args.model)
+    train_fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    data_fields = [k for k in (*zdata.DATA_OPTIONS, *zdata.DATA_OPTION_ALIASES)
+                   if k not in model_fields and k not in train_fields]
+    overrides, data_options = {}, {}
+    for key, text in _parse_sets(args.set):
+        if key in model_fields:
+            overrides[key] = registry.parse_value(args.model, key, text)
+        elif key in train_fields:
+            options[key] = parse_value(text, train_fields[key].type, f"training option {key}")
+        elif key in data_fields:
+            data_options[key] = text
+        else:
+            raise ConfigError(
+                f"unknown option {key!r} for {args.model}; model options: "
+                f"{', '.join(model_fields)}; training options: {', '.join(train_fields)}; "
+                f"dataset options: {', '.join(data_fields)}"
+            )
+    return options, overrides, data_options
+
+
+def _trainer(args, ds, out: Path, options: dict, overrides: dict) -> Trainer:
+    """The Trainer of ``zoo train``: resuming the run in ``out`` (``--resume``), or over a
+    new model."""
+    dataset = str(ds)
+    if args.resume:
+        info = run_info(out)
+        if info and (info.get("model"), info.get("dataset")) != (args.model, dataset):
+            raise ConfigError(
+                f"{out} holds a run of {info.get('model')} on {info.get('dataset')}, "
+                f"not {args.model} on {dataset}"
+            )
+        if overrides:
+            raise ConfigError("a resumed run keeps its model options; drop the --set model keys")
+        return Trainer.resume(out, data_root=args.root, **options)
+    if "steps" not in options and "seconds" not in options:
+        raise ConfigError("give a training budget: --steps N and/or --seconds S")
+    torch.manual_seed(options.get("seed", TrainConfig.seed))
+    model = registry.create(args.model, dataset=ds, **overrides)
+    return Trainer(model, ds, out, data_root=args.root, **options)
 
 
 def _load(run: str, device: str):
@@ -401,26 +414,10 @@ def cmd_eval(args) -> int:
     check_memory(2 * args.n * c * h * w, f"{args.n:,} samples of {c}x{h}x{w}",
                  "evaluate fewer samples (-n)")
     dataset = _run_dataset(args)
-    if chosen is None:  # the class metrics too, where the extractor knows the classes
-        extra = ("class_tv",) + (("class_accuracy", "intra_fid") if model.conditional else ())
-        ext = metrics.resolve_extractor(args.extractor, dataset, args.inception_weights,
-                                        announce=False)
-        if ext.name != metrics.INCEPTION:
-            args.metrics = ",".join(metric_registry.normalize_metrics(
-                args.metrics.split(",") + list(extra)))
-        else:
-            print(f"zoo eval: {', '.join(extra)} need the dataset's classifier (its classes); "
-                  f"add --extractor {dataset}-classifier --metrics ...,"
-                  f"{','.join(extra)} for them", file=sys.stderr)
+    if chosen is None:
+        _add_class_metrics(args, model, dataset)
     options = {k: literal_value(v) for k, v in _parse_sets(args.set)}
-    run = Path(args.run)
-    path = Path(args.json) if args.json else (
-        run / "eval.json" if run.is_dir() else run.with_suffix(".eval.json")
-    )
-    # beside the JSON: the samples closest to a training image, each beside that image
-    stem = path.name.removesuffix(".json").removesuffix(".eval")
-    panel = path.with_name("memorization.png" if path.name == "eval.json"
-                           else f"{stem}.memorization.png")
+    path, panel = _eval_files(args)
     result = metrics.evaluate(
         model, dataset, args.split, args.extractor, n=args.n, metrics=args.metrics,
         batch_size=args.batch_size, seed=args.seed, device=model.device,
@@ -435,6 +432,47 @@ def cmd_eval(args) -> int:
             inception_weights=args.inception_weights, cache=not args.no_cache))
     if not zdist.is_main():  # under torchrun: every rank sampled, rank 0 reports
         return 0
+    _report_eval(args, result, path)
+    return 0
+
+
+def _add_class_metrics(args, model, dataset: str) -> None:
+    """The default ``--metrics`` with the class metrics added where the extractor knows
+    the classes (a dataset's classifier); else a note of how to get them."""
+    from . import metrics
+
+    extra = ("class_tv",) + (("class_accuracy", "intra_fid") if model.conditional else ())
+    ext = metrics.resolve_extractor(args.extractor, dataset, args.inception_weights,
+                                    announce=False)
+    if ext.name != metrics.INCEPTION:
+        args.metrics = ",".join(metric_registry.normalize_metrics(
+            args.metrics.split(",") + list(extra)))
+    else:
+        print(f"zoo eval: {', '.join(extra)} need the dataset's classifier (its classes); "
+              f"add --extractor {dataset}-classifier --metrics ...,"
+              f"{','.join(extra)} for them", file=sys.stderr)
+
+
+def _eval_files(args) -> tuple[Path, Path]:
+    """Where ``zoo eval`` writes its JSON (``--json``, RUN/eval.json or MODEL.eval.json)
+    and, beside it, the memorization panel."""
+    run = Path(args.run)
+    path = Path(args.json) if args.json else (
+        run / "eval.json" if run.is_dir() else run.with_suffix(".eval.json")
+    )
+    # beside the JSON: the samples closest to a training image, each beside that image
+    stem = path.name.removesuffix(".json").removesuffix(".eval")
+    panel = path.with_name("memorization.png" if path.name == "eval.json"
+                           else f"{stem}.memorization.png")
+    return path, panel
+
+
+def _report_eval(args, result: dict, path: Path) -> None:
+    """``zoo eval``'s JSON written (with the run's card when it is RUN/eval.json) and its
+    figures printed."""
+    from . import metrics
+
+    run = Path(args.run)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path == run / EVAL_JSON and (run / RUN_FILE).is_file():
         _update_card(args.run, EVAL_JSON, result)  # eval.json with its command, the card
@@ -447,7 +485,6 @@ def cmd_eval(args) -> int:
     if result.get("memorization_panel"):
         print(f"wrote {result['memorization_panel']} (the {len(result['memorization_closest'])}"
               " samples closest to a training image, each beside it)", file=sys.stderr)
-    return 0
 
 
 def cmd_bench(args) -> int:

@@ -198,6 +198,10 @@ def cmd_sample(args) -> int:
         elif args.per_class:
             n = args.per_class
         labels = torch.tensor(classes).repeat_interleave(n // len(classes))
+    if n > MAX_GRID_IMAGES and not args.npy:
+        raise ConfigError(f"-n {n} is more than a grid shows ({MAX_GRID_IMAGES}); write "
+                          "the samples to an array with --npy FILE (the grid then shows the "
+                          f"first {MAX_GRID_IMAGES})")
     options = {k: literal_value(v) for k, v in _parse_sets(args.set)}
     written = sampling.write_samples(
         model, n, args.output, npy=args.npy, labels=labels,

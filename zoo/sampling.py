@@ -168,8 +168,8 @@ def _request(model, n, grid, npy, labels, names, nrow, scale, batch_size) -> _Re
         raise ConfigError(f"a grid of {len(names)} labelled rows takes nrow with "
                           f"{len(names)} * nrow == n ({n}), got nrow={nrow}")
     if grid is not None and n > MAX_GRID_IMAGES and npy is None:
-        raise ConfigError(f"-n {n} is more than a grid shows ({MAX_GRID_IMAGES}); write "
-                          "the samples to an array with --npy FILE (the grid then shows the "
+        raise ConfigError(f"{n} samples are more than a grid shows ({MAX_GRID_IMAGES}); "
+                          "write them to an array too (npy=PATH; the grid then shows the "
                           f"first {MAX_GRID_IMAGES})")
     c, h, w = model.image_shape
     shown = min(n, MAX_GRID_IMAGES) if grid is not None else 0

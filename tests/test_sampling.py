@@ -148,3 +148,19 @@ def test_npy_path_appends_the_suffix_as_numpy_does(tmp_path):
     assert npy_path(tmp_path / "s") == tmp_path / "s.npy"
     assert npy_path(tmp_path / "s.npy") == tmp_path / "s.npy"
     assert npy_path("a.b") == npy_path("a.b.npy")
+
+
+def test_sampler_options_reach_the_model_whatever_their_names(gan, tmp_path, monkeypatch):
+    """Options named like write_samples's own arguments (batch_size, seed, ...) are the
+    sampler's: passed to ``model.sample`` as given, as ``zoo sample --set`` passes them."""
+    seen = []
+    real = gan.sample
+
+    def sample(n, **kw):
+        seen.append({k: v for k, v in kw.items() if k != "generator"})
+        return real(n, generator=kw["generator"])
+
+    monkeypatch.setattr(gan, "sample", sample)
+    options = {"batch_size": 2, "seed": 5, "nrow": 1, "scale": 3, "progress": True}
+    write_samples(gan, 3, npy=tmp_path / "s.npy", batch_size=2, options=options)
+    assert seen == [options, options]

@@ -206,7 +206,7 @@ def cmd_sample(args) -> int:
     written = sampling.write_samples(
         model, n, args.output, npy=args.npy, labels=labels,
         names=_named(known, classes) if several else None, nrow=nrow, scale=scale,
-        seed=args.seed, batch_size=SAMPLE_CHUNK, **options)
+        seed=args.seed, batch_size=SAMPLE_CHUNK, options=options)
     print(f"wrote {n} samples of {model.name}{_sample_description(known, classes, n, options)}"
           f" to {_written_files(written)}")
     return 0

@@ -107,7 +107,7 @@ def write_samples(
     npy: str | Path | None = None, labels=None, names: list[str] | None = None,
     nrow: int | None = None, scale: int | str = "auto", seed: int = 0,
     generator: torch.Generator | None = None, batch_size: int = SAMPLE_CHUNK,
-    progress: bool | None = None, **sampler_options,
+    progress: bool | None = None, options: dict | None = None,
 ) -> WrittenSamples:
     """Draw ``n`` samples of ``model`` into a PNG ``grid`` (of the first
     ``MAX_GRID_IMAGES``), a uint8 ``.npy`` array ``[n, C, H, W]`` (``npy``), or both; each
@@ -121,11 +121,12 @@ def write_samples(
     and is saved beside the array as ``NAME.labels.npy`` (int64). ``names`` labels the
     grid's rows, each of ``nrow`` images (``save_labelled_grid``) when it shows all n.
     ``scale`` enlarges the grid (``auto``: ``legible_scale``). ``progress``: a bar (None:
-    on a terminal, when there is more than one chunk)."""
+    on a terminal, when there is more than one chunk). ``options`` are the sampler's, as
+    ``model.sample`` takes them (``{"sampler": "ddim", "steps": 50}``), passed as given."""
     request = _request(model, n, grid, npy, labels, names, nrow, scale, batch_size)
     if generator is None:
         generator = torch.Generator(device=model.device).manual_seed(seed)
-    draw = _drawer(model, request, generator, progress, sampler_options)
+    draw = _drawer(model, request, generator, progress, options or {})
     if request.array is None:
         shown = draw(None)
     else:

@@ -198,21 +198,22 @@ def test_sample_labels_draws_one_labelled_row_per_class(cli, capsys):
 
 
 def test_sample_labels_are_the_classes_asked_for(cli, extractor):
+    from zoo import sampling
     from zoo.metrics.fidelity import _extract
 
     seen = {}
-    real = cli.save_labelled_grid
+    real = sampling.save_labelled_grid
 
     def keep(images, names, *a, **k):
         seen["images"], seen["names"] = images, names
         return real(images, names, *a, **k)
 
-    cli.save_labelled_grid = keep
+    sampling.save_labelled_grid = keep
     try:
         assert cli.main(["sample", "cond", "--labels", "2,8", "--per-class", "5",
                          "-o", "g.png"]) == 0
     finally:
-        cli.save_labelled_grid = real
+        sampling.save_labelled_grid = real
     logits = _extract(1, seen["images"], extractor, ["logits"], torch.device("cpu"), 64,
                       False)["logits"]
     assert logits.argmax(1).tolist() == [2] * 5 + [8] * 5

@@ -378,7 +378,7 @@ def test_sample_draws_in_chunks_into_an_npy(run, tmp_path, capsys, monkeypatch):
 
 
 def test_sample_refuses_an_npy_the_disk_cannot_hold(run, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(cli.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(1, 0, 1))
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(1, 0, 1))
     _, line = run_cli(capsys, "sample", run, "-n", 10_000_000, "--npy", tmp_path / "s.npy",
                       "-o", tmp_path / "g.png")
     assert "7.3 GiB" in line and "free" in line

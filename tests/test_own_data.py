@@ -392,17 +392,17 @@ def pets_run(tmp_path_factory):
 def sample(pets_run, tmp_path, monkeypatch):
     """``zoo sample`` of the pets run (DDIM, 2 steps) in tmp_path, returning its exit code and
     the row names that reached ``save_labelled_grid``."""
-    from zoo import cli
+    from zoo import cli, sampling
 
     monkeypatch.chdir(tmp_path)
     seen = {}
-    real = cli.save_labelled_grid
+    real = sampling.save_labelled_grid
 
     def keep(images, names, *a, **k):
         seen["names"] = list(names)
         return real(images, names, *a, **k)
 
-    monkeypatch.setattr(cli, "save_labelled_grid", keep)
+    monkeypatch.setattr(sampling, "save_labelled_grid", keep)
 
     def run(*args, run=pets_run):
         seen.clear()

@@ -168,10 +168,16 @@ def render_card(run: str | Path) -> str:
     """The model card of the run in ``run``, as Markdown."""
     run = Path(run)
     info = run_info(run)
-    tc, trained = info.get("train_config", {}), info.get("trained", {})
-    mc = info.get("model_config", {})
-    params = info.get("params")
-    steps = trained.get("steps")
+    out = [*_header(run, info), *_model_section(info), *_data_section(info),
+           *_training_section(info)]
+    metrics, result, nll = _metrics_section(run, info.get("trained", {}).get("steps"))
+    return "\n".join([*out, *metrics, *_reproduce_section(run, info, result, nll)])
+
+
+def _header(run: Path, info: dict) -> list[str]:
+    """The title, one sentence of what the model is, and the end-of-training grid."""
+    tc, params = info.get("train_config", {}), info.get("params")
+    steps = info.get("trained", {}).get("steps")
     out = [f"# {info['model']} on {info['dataset']}", ""]
     family = {"gan": "GAN", "vae": "VAE", "autoregressive": "autoregressive",
               "diffusion": "diffusion"}.get(info.get("family"), info.get("family") or "")
@@ -188,8 +194,12 @@ def render_card(run: str | Path) -> str:
                 f"*{tc.get('sample_n', '')} samples drawn at the end of training with the "
                 "EMA weights (`samples.png`) and the model's preview sampler; "
                 "`zoo sample` below draws with any.*".replace("** ", "*"), ""]
+    return out
 
-    out += ["## Model", "", f"- model: `{info['model']}` ({info.get('family', '?')})"]
+
+def _model_section(info: dict) -> list[str]:
+    mc, params = info.get("model_config", {}), info.get("params")
+    out = ["## Model", "", f"- model: `{info['model']}` ({info.get('family', '?')})"]
     if params is not None:
         out.append(f"- parameters: {params:,}")
     if "image_shape" in info:
@@ -201,9 +211,11 @@ def render_card(run: str | Path) -> str:
         if "autoencoder_sha256" in filled and mc.get("autoencoder_sha256"):
             out.append(f"- autoencoder weights (held in this model's checkpoint): sha256 "
                        f"`{mc['autoencoder_sha256']}`")
-    out.append("")
+    return [*out, ""]
 
-    out += ["## Data", "", f"- dataset: `{info['dataset']}` (training split)"]
+
+def _data_section(info: dict) -> list[str]:
+    out = ["## Data", "", f"- dataset: `{info['dataset']}` (training split)"]
     if info.get("dataset_sha256"):
         out.append(f"- content sha256 (shape, pixels and labels of the training images): "
                    f"`{info['dataset_sha256']}`")
@@ -212,9 +224,12 @@ def render_card(run: str | Path) -> str:
         shown = ", ".join(names[:20]) + (f", … ({len(names)} classes)" if len(names) > 20
                                          else "")
         out.append(f"- classes: {shown}")
-    out.append("")
+    return [*out, ""]
 
-    out += ["## Training", ""]
+
+def _training_section(info: dict) -> list[str]:
+    tc, trained = info.get("train_config", {}), info.get("trained", {})
+    out = ["## Training", ""]
     budget = [f"{tc['steps']:,} steps" if tc.get("steps") is not None else "",
               f"{tc['seconds']:g} s" if tc.get("seconds") is not None else ""]
     budget = [b for b in budget if b]
@@ -231,9 +246,13 @@ def render_card(run: str | Path) -> str:
                    + (f", finished {trained['finished']}" if trained.get("finished") else ""))
     out.append("- training options: " + ", ".join(
         f"`{k}={_value(v)}`" for k, v in tc.items() if k not in {"steps", "seconds"}))
-    out.append("")
+    return [*out, ""]
 
-    out += ["## Metrics", ""]
+
+def _metrics_section(run: Path, steps: int | None) -> tuple[list[str], dict | None,
+                                                            dict | None]:
+    """The section's lines, and the run's ``eval.json`` and ``nll.json`` (None: none)."""
+    out = ["## Metrics", ""]
     measured = False
     stream = _last_streaming_fid(run)
     if stream:
@@ -258,9 +277,14 @@ def render_card(run: str | Path) -> str:
     if not measured:
         out += ["Not measured yet: `zoo eval` and `zoo nll` (below) add their figures here.",
                 ""]
+    return out, result, nll
 
+
+def _reproduce_section(run: Path, info: dict, result: dict | None,
+                       nll: dict | None) -> list[str]:
+    """The commands that made the run and its figures, or would."""
     q = shlex.quote(str(run))
-    out += ["## Reproduce", "", "```bash", train_command(info, run)]
+    out = ["## Reproduce", "", "```bash", train_command(info, run)]
     out.append(result.get("command") if result and result.get("command") else
                f"zoo eval {q}          # FID, KID, IS, precision/recall -> eval.json")
     if nll and nll.get("command"):
@@ -269,7 +293,7 @@ def render_card(run: str | Path) -> str:
         out.append(f"zoo nll {q}           # bits/dim -> nll.json")
     out += [f"zoo sample {q} -n 64 -o samples.png", "```", "",
             "*Written by zoo (`zoo.card`); `zoo eval` and `zoo nll` update it.*", ""]
-    return "\n".join(out)
+    return out
 
 
 def write_card(run: str | Path) -> Path:

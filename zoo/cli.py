@@ -12,7 +12,6 @@ import math
 import os
 import re
 import shlex
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -22,19 +21,11 @@ from tqdm.auto import tqdm
 
 from . import data as zdata
 from . import distributed as zdist
-from . import registry
+from . import registry, sampling
 from .card import write_card
 from .core import ConfigError, LikelihoodUnavailable, ZooError, atomic_write, first_line
-from .images import (
-    LEGIBLE_PIXELS,
-    MAX_GRID_IMAGES,
-    MAX_SCALE,
-    grid_size,
-    legible_scale,
-    save_grid,
-    save_labelled_grid,
-)
-from .limits import check_memory, duration, gib
+from .images import LEGIBLE_PIXELS, MAX_GRID_IMAGES, MAX_SCALE
+from .limits import check_memory, duration
 from .metrics import registry as metric_registry
 from .options import literal_value, parse_value
 from .runs import EVAL_JSON, NLL_JSON, RUN_FILE, load_run, run_info
@@ -88,48 +79,11 @@ def cmd_data_check(args) -> int:
 
 
 def cmd_train(args) -> int:
-    options = {
-        "steps": args.steps, "seconds": args.seconds, "batch_size": args.batch_size,
-        "seed": args.seed, "device": args.device, "compile": args.compile,
-    }
-    options = {k: v for k, v in options.items() if v is not None}
-    model_fields = registry.config_fields(args.model)
-    train_fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
-    data_fields = [k for k in (*zdata.DATA_OPTIONS, *zdata.DATA_OPTION_ALIASES)
-                   if k not in model_fields and k not in train_fields]
-    overrides, data_options = {}, {}
-    for key, text in _parse_sets(args.set):
-        if key in model_fields:
-            overrides[key] = registry.parse_value(args.model, key, text)
-        elif key in train_fields:
-            options[key] = parse_value(text, train_fields[key].type, f"training option {key}")
-        elif key in data_fields:
-            data_options[key] = text
-        else:
-            raise ConfigError(
-                f"unknown option {key!r} for {args.model}; model options: "
-                f"{', '.join(model_fields)}; training options: {', '.join(train_fields)}; "
-                f"dataset options: {', '.join(data_fields)}"
-            )
+    options, overrides, data_options = _train_settings(args)
     ds = zdata.spec(args.dataset, **data_options)  # parsed once, here; the object travels
     dataset = str(ds)
     out = Path(args.out or f"runs/{args.model}-{ds.name}")
-    if args.resume:
-        info = run_info(out)
-        if info and (info.get("model"), info.get("dataset")) != (args.model, dataset):
-            raise ConfigError(
-                f"{out} holds a run of {info.get('model')} on {info.get('dataset')}, "
-                f"not {args.model} on {dataset}"
-            )
-        if overrides:
-            raise ConfigError("a resumed run keeps its model options; drop the --set model keys")
-        trainer = Trainer.resume(out, data_root=args.root, **options)
-    else:
-        if "steps" not in options and "seconds" not in options:
-            raise ConfigError("give a training budget: --steps N and/or --seconds S")
-        torch.manual_seed(options.get("seed", TrainConfig.seed))
-        model = registry.create(args.model, dataset=ds, **overrides)
-        trainer = Trainer(model, ds, out, data_root=args.root, **options)
+    trainer = _trainer(args, ds, out, options, overrides)
     params = trainer.model.num_parameters()
     procs = f" x {trainer.world} processes" if trainer.world > 1 else ""
     if zdist.is_main():
@@ -155,6 +109,56 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _train_settings(args) -> tuple[dict, dict, dict]:
+    """``zoo train``'s flags and ``--set`` pairs sorted into the Trainer's options, the
+    model's options (parsed) and the dataset's (text)."""
+    options = {
+        "steps": args.steps, "seconds": args.seconds, "batch_size": args.batch_size,
+        "seed": args.seed, "device": args.device, "compile": args.compile,
+    }
+    options = {k: v for k, v in options.items() if v is not None}
+    model_fields = registry.config_fields(args.model)
+    train_fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    data_fields = [k for k in (*zdata.DATA_OPTIONS, *zdata.DATA_OPTION_ALIASES)
+                   if k not in model_fields and k not in train_fields]
+    overrides, data_options = {}, {}
+    for key, text in _parse_sets(args.set):
+        if key in model_fields:
+            overrides[key] = registry.parse_value(args.model, key, text)
+        elif key in train_fields:
+            options[key] = parse_value(text, train_fields[key].type, f"training option {key}")
+        elif key in data_fields:
+            data_options[key] = text
+        else:
+            raise ConfigError(
+                f"unknown option {key!r} for {args.model}; model options: "
+                f"{', '.join(model_fields)}; training options: {', '.join(train_fields)}; "
+                f"dataset options: {', '.join(data_fields)}"
+            )
+    return options, overrides, data_options
+
+
+def _trainer(args, ds, out: Path, options: dict, overrides: dict) -> Trainer:
+    """The Trainer of ``zoo train``: resuming the run in ``out`` (``--resume``), or over a
+    new model."""
+    dataset = str(ds)
+    if args.resume:
+        info = run_info(out)
+        if info and (info.get("model"), info.get("dataset")) != (args.model, dataset):
+            raise ConfigError(
+                f"{out} holds a run of {info.get('model')} on {info.get('dataset')}, "
+                f"not {args.model} on {dataset}"
+            )
+        if overrides:
+            raise ConfigError("a resumed run keeps its model options; drop the --set model keys")
+        return Trainer.resume(out, data_root=args.root, **options)
+    if "steps" not in options and "seconds" not in options:
+        raise ConfigError("give a training budget: --steps N and/or --seconds S")
+    torch.manual_seed(options.get("seed", TrainConfig.seed))
+    model = registry.create(args.model, dataset=ds, **overrides)
+    return Trainer(model, ds, out, data_root=args.root, **options)
+
+
 def _load(run: str, device: str):
     model = load_run(run, map_location=resolve_device(device))
     model.eval()
@@ -167,20 +171,13 @@ def _at_least_one(value: int | None, flag: str) -> None:
 
 
 #: ``zoo sample`` draws at most this many images per call of ``model.sample``
-SAMPLE_CHUNK = 4096
+SAMPLE_CHUNK = sampling.SAMPLE_CHUNK
 
 
 def cmd_sample(args) -> int:
     _at_least_one(args.n, "-n")
     _at_least_one(args.nrow, "--nrow")
-    if args.scale != "auto":
-        try:
-            args.scale = int(args.scale)
-        except ValueError:
-            raise ConfigError(f"--scale takes auto or a whole number, got {args.scale!r}") \
-                from None
-        if not 1 <= args.scale <= MAX_SCALE:
-            raise ConfigError(f"--scale must be in 1..{MAX_SCALE}, got {args.scale}")
+    scale = _parse_scale(args.scale)
     known = run_classes(args.run) if args.labels is not None else []
     classes = parse_labels(args.labels, known) if args.labels is not None else None
     if args.per_class is not None:
@@ -192,98 +189,59 @@ def cmd_sample(args) -> int:
         raise ConfigError("with several --labels each class is one grid row; set the images "
                           "per row with --per-class K, not --nrow")
     model = _load(args.run, args.device)
-    labels = None
+    n, nrow, labels = args.n, args.nrow, None
     if classes is not None:
         model.check_labels(torch.tensor(classes), len(classes))  # conditional, in range
         if several:  # one row per class: -n divided among them, or --per-class
-            per = args.per_class or max(1, args.n // len(classes))
-            args.n, args.nrow = per * len(classes), per
+            nrow = args.per_class or max(1, n // len(classes))
+            n = nrow * len(classes)
         elif args.per_class:
-            args.n = args.per_class
-        labels = torch.tensor(classes).repeat_interleave(args.n // len(classes))
-    if args.n > MAX_GRID_IMAGES and not args.npy:
-        raise ConfigError(f"-n {args.n} is more than a grid shows ({MAX_GRID_IMAGES}); write "
+            n = args.per_class
+        labels = torch.tensor(classes).repeat_interleave(n // len(classes))
+    if n > MAX_GRID_IMAGES and not args.npy:
+        raise ConfigError(f"-n {n} is more than a grid shows ({MAX_GRID_IMAGES}); write "
                           "the samples to an array with --npy FILE (the grid then shows the "
                           f"first {MAX_GRID_IMAGES})")
     options = {k: literal_value(v) for k, v in _parse_sets(args.set)}
-    c, h, w = model.image_shape
-    shown = min(args.n, MAX_GRID_IMAGES)
-    if args.scale == "auto":  # each image at least LEGIBLE_PIXELS: 8x8 samples drawn 4x
-        args.scale = legible_scale(h, w, shown, args.nrow)
-    grid_size(shown, h, w, args.nrow, args.scale)  # refused before drawing, not after
-    names = _named(known, classes) if several else None
-    gen = torch.Generator(device=model.device).manual_seed(args.seed)
-    # one call up to SAMPLE_CHUNK images (fewer for large images), then chunk by chunk
-    chunk = max(1, min(SAMPLE_CHUNK, (256 << 20) // (c * h * w)))
-    npy = npy_labels = None
-    if args.npy:
-        npy = Path(args.npy)
-        npy = npy if npy.suffix == ".npy" else npy.with_name(npy.name + ".npy")  # as np.save
-        # the images, and with --labels the int64 label of each beside them
-        _check_disk(npy, args.n * (c * h * w + (8 if labels is not None else 0)))
-        if labels is not None:  # the requested classes, beside the images: out.labels.npy
-            npy_labels = npy.with_name(npy.stem + ".labels.npy")
-    grid: list[torch.Tensor] = []
+    written = sampling.write_samples(
+        model, n, args.output, npy=args.npy, labels=labels,
+        names=_named(known, classes) if several else None, nrow=nrow, scale=scale,
+        seed=args.seed, batch_size=SAMPLE_CHUNK, options=options)
+    print(f"wrote {n} samples of {model.name}{_sample_description(known, classes, n, options)}"
+          f" to {_written_files(written)}")
+    return 0
 
-    def draw(array=None) -> None:
-        with tqdm(total=args.n, unit="img", desc=f"sample {model.name}",
-                  disable=None if args.n > chunk else True) as bar:
-            for start in range(0, args.n, chunk):
-                b = min(chunk, args.n - start)
-                if labels is not None:
-                    options_b = {**options, "labels": labels[start:start + b].to(model.device)}
-                else:
-                    options_b = options
-                x = model.sample(b, generator=gen, **options_b)
-                if tuple(x.shape) != (b, c, h, w) or x.dtype != torch.uint8:
-                    raise ConfigError(f"{model.name}.sample({b}) returned {x.dtype} "
-                                      f"{tuple(x.shape)}, not uint8 {(b, c, h, w)}")
-                x = x.cpu()
-                if array is not None:
-                    array[start:start + b] = x.numpy()
-                taken = sum(g.shape[0] for g in grid)
-                if taken < shown:
-                    grid.append(x[: shown - taken])
-                bar.update(b)
 
-    if npy is None:
-        draw()
-    else:
-        from numpy.lib.format import open_memmap
+def _parse_scale(text: str) -> int | str:
+    """``--scale``: ``auto`` or a whole number in 1..MAX_SCALE."""
+    if text == "auto":
+        return text
+    try:
+        scale = int(text)
+    except ValueError:
+        raise ConfigError(f"--scale takes auto or a whole number, got {text!r}") from None
+    if not 1 <= scale <= MAX_SCALE:
+        raise ConfigError(f"--scale must be in 1..{MAX_SCALE}, got {scale}")
+    return scale
 
-        def write(tmp) -> None:
-            array = open_memmap(tmp, mode="w+", dtype="uint8", shape=(args.n, c, h, w))
-            try:
-                draw(array)
-                array.flush()
-            finally:
-                del array
 
-        atomic_write(npy, write)
-        if npy_labels is not None:
-            import numpy as np
-
-            def write_labels(tmp) -> None:
-                with open(tmp, "wb") as f:
-                    np.save(f, labels.numpy().astype(np.int64))
-
-            atomic_write(npy_labels, write_labels)
-    if names is not None and shown == args.n:
-        path = save_labelled_grid(torch.cat(grid), names, args.output, nrow=args.nrow,
-                                  scale=args.scale)
-    else:
-        path = save_grid(torch.cat(grid), args.output, nrow=args.nrow, scale=args.scale)
+def _sample_description(known: list[str], classes: list[int] | None, n: int,
+                        options: dict) -> str:
+    """`` (class 3 (3), sampler=ddim)``: the classes and sampler options drawn, or ''."""
     desc = ", ".join(f"{k}={v}" for k, v in options.items())
     if classes is not None:
         names = _named(known, classes)
         desc = ", ".join(filter(None, [
             (f"class {classes[0]} ({names[0]})" if len(classes) == 1 else
-             f"{len(classes)} classes, {args.n // len(classes)} per row"), desc]))
-    where = f"{path}" if npy is None else (
-        f"{npy}" + (f" (labels in {npy_labels})" if npy_labels is not None else "")
-        + (f" (the first {shown} in {path})" if shown < args.n else f" and {path}"))
-    print(f"wrote {args.n} samples of {model.name}{f' ({desc})' if desc else ''} to {where}")
-    return 0
+             f"{len(classes)} classes, {n // len(classes)} per row"), desc]))
+    return f" ({desc})" if desc else ""
+
+
+def _written_files(w: sampling.WrittenSamples) -> str:
+    if w.array is None:
+        return f"{w.grid}"
+    return (f"{w.array}" + (f" (labels in {w.labels})" if w.labels is not None else "")
+            + (f" (the first {w.shown} in {w.grid})" if w.shown < w.n else f" and {w.grid}"))
 
 
 def parse_labels(spec: str, names: list[str] | None = None) -> list[int]:
@@ -363,16 +321,6 @@ def _named(names: list[str], classes: list[int]) -> list[str]:
 def class_names(run, classes: list[int]) -> list[str]:
     """The names of ``classes`` in the run (``run_classes``), else their numbers."""
     return _named(run_classes(run), classes)
-
-
-def _check_disk(path: Path, nbytes: int) -> None:
-    """Refuse before writing ``nbytes`` to ``path`` when its file system has less room."""
-    folder = path.parent if str(path.parent) else Path(".")
-    folder.mkdir(parents=True, exist_ok=True)
-    free = shutil.disk_usage(folder).free
-    if nbytes + (1 << 20) > free:
-        raise ConfigError(f"{path} would take {gib(nbytes)}, but {folder} has only {gib(free)} "
-                          "free; draw fewer samples (-n) or write elsewhere")
 
 
 def _run_dataset(args) -> str:
@@ -470,26 +418,10 @@ def cmd_eval(args) -> int:
     check_memory(2 * args.n * c * h * w, f"{args.n:,} samples of {c}x{h}x{w}",
                  "evaluate fewer samples (-n)")
     dataset = _run_dataset(args)
-    if chosen is None:  # the class metrics too, where the extractor knows the classes
-        extra = ("class_tv",) + (("class_accuracy", "intra_fid") if model.conditional else ())
-        ext = metrics.resolve_extractor(args.extractor, dataset, args.inception_weights,
-                                        announce=False)
-        if ext.name != metrics.INCEPTION:
-            args.metrics = ",".join(metric_registry.normalize_metrics(
-                args.metrics.split(",") + list(extra)))
-        else:
-            print(f"zoo eval: {', '.join(extra)} need the dataset's classifier (its classes); "
-                  f"add --extractor {dataset}-classifier --metrics ...,"
-                  f"{','.join(extra)} for them", file=sys.stderr)
+    if chosen is None:
+        _add_class_metrics(args, model, dataset)
     options = {k: literal_value(v) for k, v in _parse_sets(args.set)}
-    run = Path(args.run)
-    path = Path(args.json) if args.json else (
-        run / "eval.json" if run.is_dir() else run.with_suffix(".eval.json")
-    )
-    # beside the JSON: the samples closest to a training image, each beside that image
-    stem = path.name.removesuffix(".json").removesuffix(".eval")
-    panel = path.with_name("memorization.png" if path.name == "eval.json"
-                           else f"{stem}.memorization.png")
+    path, panel = _eval_files(args)
     result = metrics.evaluate(
         model, dataset, args.split, args.extractor, n=args.n, metrics=args.metrics,
         batch_size=args.batch_size, seed=args.seed, device=model.device,
@@ -504,6 +436,47 @@ def cmd_eval(args) -> int:
             inception_weights=args.inception_weights, cache=not args.no_cache))
     if not zdist.is_main():  # under torchrun: every rank sampled, rank 0 reports
         return 0
+    _report_eval(args, result, path)
+    return 0
+
+
+def _add_class_metrics(args, model, dataset: str) -> None:
+    """The default ``--metrics`` with the class metrics added where the extractor knows
+    the classes (a dataset's classifier); else a note of how to get them."""
+    from . import metrics
+
+    extra = ("class_tv",) + (("class_accuracy", "intra_fid") if model.conditional else ())
+    ext = metrics.resolve_extractor(args.extractor, dataset, args.inception_weights,
+                                    announce=False)
+    if ext.name != metrics.INCEPTION:
+        args.metrics = ",".join(metric_registry.normalize_metrics(
+            args.metrics.split(",") + list(extra)))
+    else:
+        print(f"zoo eval: {', '.join(extra)} need the dataset's classifier (its classes); "
+              f"add --extractor {dataset}-classifier --metrics ...,"
+              f"{','.join(extra)} for them", file=sys.stderr)
+
+
+def _eval_files(args) -> tuple[Path, Path]:
+    """Where ``zoo eval`` writes its JSON (``--json``, RUN/eval.json or MODEL.eval.json)
+    and, beside it, the memorization panel."""
+    run = Path(args.run)
+    path = Path(args.json) if args.json else (
+        run / "eval.json" if run.is_dir() else run.with_suffix(".eval.json")
+    )
+    # beside the JSON: the samples closest to a training image, each beside that image
+    stem = path.name.removesuffix(".json").removesuffix(".eval")
+    panel = path.with_name("memorization.png" if path.name == "eval.json"
+                           else f"{stem}.memorization.png")
+    return path, panel
+
+
+def _report_eval(args, result: dict, path: Path) -> None:
+    """``zoo eval``'s JSON written (with the run's card when it is RUN/eval.json) and its
+    figures printed."""
+    from . import metrics
+
+    run = Path(args.run)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path == run / EVAL_JSON and (run / RUN_FILE).is_file():
         _update_card(args.run, EVAL_JSON, result)  # eval.json with its command, the card
@@ -516,7 +489,6 @@ def cmd_eval(args) -> int:
     if result.get("memorization_panel"):
         print(f"wrote {result['memorization_panel']} (the {len(result['memorization_closest'])}"
               " samples closest to a training image, each beside it)", file=sys.stderr)
-    return 0
 
 
 def cmd_bench(args) -> int:

@@ -38,7 +38,7 @@ import os
 import shutil
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -199,9 +199,7 @@ def train_model(
     marker = _read_marker(marker_path)
     same = marker.get("config_hash") == h
     if same and marker.get("finished") and (run_dir / MODEL_FILE).is_file():
-        model = load_run(run_dir, map_location=device)
-        model.eval()
-        return model, marker["summary"], h
+        return load_run(run_dir, map_location=device).eval(), marker["summary"], h
     main = zdist.is_main()
     text = json.dumps({"config_hash": h, "finished": False, "model": entry.name,
                        "id": entry.id, "dataset": dataset, "config": config}, indent=2)
@@ -211,44 +209,48 @@ def train_model(
         last = i == len(todo) - 1
         if not last and (curve is None or not curve.missing(fraction)):
             continue  # measured already: the next stage resumes past it
-        options = {**budget, "device": str(device)}
-        if same and (run_dir / CHECKPOINT_FILE).is_file():
-            trainer = Trainer.resume(run_dir, progress=None, data_root=data_root, **options)
-            what = "resume"
-        else:
-            if run_dir.exists() and main:
-                shutil.rmtree(run_dir)  # another configuration's run, or one that never saved
-            zdist.barrier()
-            torch.manual_seed(suite.seed)
-            model = registry.create(entry.name, dataset=suite.spec(dataset), **config)
-            # no end-of-training grid by default: the harness draws its own per sampler
-            train = {"checkpoint_every": CHECKPOINT_EVERY, "sample_n": 0, **entry.train}
-            trainer = Trainer(model, suite.spec(dataset), run_dir, progress=None,
-                              data_root=data_root, batch_size=entry.batch_size,
-                              seed=suite.seed, **options, **train)
-            what = "train"
+        resume = same and (run_dir / CHECKPOINT_FILE).is_file()
+        trainer = _stage_trainer(suite, entry, dataset, run_dir, data_root, config,
+                                 {**budget, "device": str(device)}, resume)
         if main and not same:
             run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write(marker_path, lambda tmp: Path(tmp).write_text(text))
         same = True
         if hook is not None and not announced:
-            hook(what, dataset=dataset, model=entry.id)
+            hook("resume" if resume else "train", dataset=dataset, model=entry.id)
         announced = True
-        summary = trainer.fit()
-        summary = {k: summary[k] for k in ("steps", "seconds", "images_per_s",
-                                           "first_step_seconds", "steady_images_per_s")}
+        fit = trainer.fit()
+        summary = {k: fit[k] for k in SUMMARY_KEYS}
         if not last:
             zdist.barrier()  # rank 0 has written model.pt
-            model = load_run(run_dir, map_location=device)
-            model.eval()
-            curve.measure(model, fraction, summary)
+            curve.measure(load_run(run_dir, map_location=device).eval(), fraction, summary)
     text = json.dumps({**json.loads(text), "finished": True, "summary": summary}, indent=2)
     if main:
         atomic_write(marker_path, lambda tmp: Path(tmp).write_text(text))
     zdist.barrier()  # rank 0 has written model.pt
-    model = load_run(run_dir, map_location=device)
-    model.eval()
-    return model, summary, h
+    return load_run(run_dir, map_location=device).eval(), summary, h
+
+
+#: what bench.json and the rows keep of a Trainer's summary
+SUMMARY_KEYS = ("steps", "seconds", "images_per_s", "first_step_seconds", "steady_images_per_s")
+
+
+def _stage_trainer(suite: Suite, entry: ModelEntry, dataset: str, run_dir: Path,
+                   data_root: str | None, config: dict, options: dict,
+                   resume: bool) -> Trainer:
+    """The Trainer of one stage: resuming ``run_dir``'s checkpoint, or over a new model
+    (``run_dir`` of another configuration cleared first)."""
+    if resume:
+        return Trainer.resume(run_dir, progress=None, data_root=data_root, **options)
+    if run_dir.exists() and zdist.is_main():
+        shutil.rmtree(run_dir)  # another configuration's run, or one that never saved
+    zdist.barrier()
+    torch.manual_seed(suite.seed)
+    model = registry.create(entry.name, dataset=suite.spec(dataset), **config)
+    # no end-of-training grid by default: the harness draws its own per sampler
+    train = {"checkpoint_every": CHECKPOINT_EVERY, "sample_n": 0, **entry.train}
+    return Trainer(model, suite.spec(dataset), run_dir, progress=None, data_root=data_root,
+                   batch_size=entry.batch_size, seed=suite.seed, **options, **train)
 
 
 class Curve:
@@ -554,6 +556,24 @@ def _run_rows(suite: Suite, out: Path, dev: torch.device, only_model: str | None
               only_dataset: str | None, data_root: str | None, progress: bool | None,
               hook: Hook | None) -> Path:
     """The rows of ``run_suite`` that ``out/results.jsonl`` lacks, under its lock."""
+    done, curve_done = _open_out(suite, out)
+    rows = list(suite.rows(only_model, only_dataset))
+    run = _Rows(suite, out, dev, data_root, hook, done, curve_done)
+    initial = sum(run.key(*r) in done for r in rows)
+    run.bar = tqdm(total=len(rows), initial=initial, unit="row", desc=f"bench {suite.name}",
+                   disable=(None if progress is None else not progress) if zdist.is_main()
+                   else True, dynamic_ncols=True, file=sys.stderr)
+    try:
+        for dataset in suite.datasets:
+            _run_dataset(run, dataset, rows)
+    finally:
+        run.bar.close()
+    return out / RESULTS_FILE
+
+
+def _open_out(suite: Suite, out: Path) -> tuple[set, set]:
+    """``out`` made ready (the suite copied in, a torn last line cut from its files); the
+    keys of the rows and of the curve points it holds."""
     main = zdist.is_main()
     results = out / RESULTS_FILE
     if main:
@@ -566,94 +586,117 @@ def _run_rows(suite: Suite, out: Path, dev: torch.device, only_model: str | None
     if main:
         _repair_tail(out / CURVE_FILE)
     curve_done = {curve_key(r) for r in read_rows(out / CURVE_FILE)}
-    rows = list(suite.rows(only_model, only_dataset))
+    return done, curve_done
 
-    def key_of(dataset: str, entry: ModelEntry, v: Variant) -> tuple:
-        return row_key({"suite": suite.name, "dataset": dataset, "model": entry.id,
+
+@dataclass
+class _Rows:
+    """One ``_run_rows`` call: the suite, where its rows go, the keys done, the bar."""
+
+    suite: Suite
+    out: Path
+    dev: torch.device
+    data_root: str | None
+    hook: Hook | None
+    done: set
+    curve_done: set
+    bar: tqdm | None = None
+    announced: set[str] = field(default_factory=set)  # datasets whose extractor was named
+
+    def key(self, dataset: str, entry: ModelEntry, v: Variant) -> tuple:
+        return row_key({"suite": self.suite.name, "dataset": dataset, "model": entry.id,
                         "sampler": v.name, "sampler_options": v.canonical})
 
-    initial = sum(key_of(*r) in done for r in rows)
-    bar = tqdm(total=len(rows), initial=initial, unit="row", desc=f"bench {suite.name}",
-               disable=(None if progress is None else not progress) if main else True,
-               dynamic_ncols=True, file=sys.stderr)
-    announced: set[str] = set()
-    try:
-        for dataset in suite.datasets:
-            trained: dict[str, Trained] = {}  # entry id -> its trained model, this dataset
-            batches: list[Batch] = []
+    def status(self, text: str) -> None:
+        self.bar.set_postfix_str(text, refresh=True)
 
-            def flop_batch(dataset: str = dataset, batches: list = batches) -> Batch:
-                """A training batch to count FLOPs on, loaded when first needed."""
-                if not batches:
-                    images, labels = zdata.load(suite.spec(dataset), "train", root=data_root)
-                    batches.append(Batch(images[:128].clone(), labels[:128].clone()
-                                         if labels is not None else
-                                         Batch.unlabelled(images[:128]).labels))
-                return batches[0]
+    def event(self, name: str, **info) -> None:
+        if self.hook is not None:
+            self.hook(name, **info)
 
-            for entry in suite.models:
-                todo = [v for d, m, v in rows
-                        if d == dataset and m is entry and key_of(d, m, v) not in done]
-                if not todo:
-                    continue
-                bar.set_postfix_str(f"{dataset}/{entry.id}: training", refresh=True)
-                t = _trained(suite, entry, dataset, out, dev, data_root, hook, curve_done,
-                             trained, flop_batch)
-                model, summary, h, flops = t.model, t.summary, t.config_hash, t.flops
-                if entry.evaluation.curve and t.curve.missing(1.0):
-                    bar.set_postfix_str(f"{dataset}/{entry.id}: curve", refresh=True)
-                    t.curve.measure(model, 1.0, summary)
-                bar.set_postfix_str(f"{dataset}/{entry.id}: nll", refresh=True)
-                nll = measure_nll(model, suite.spec(dataset), entry, suite.seed, data_root)
-                train_speed = timing.training_speed(summary, entry.batch_size)
-                ips = train_speed["train_images_per_s"]  # the global batch's: per device
-                train_speed.update(
-                    train_flops_per_image=flops, train_flops=t.train_flops,
-                    train_mfu=timing.mfu(flops, ips / zdist.world_size() if ips else None, dev))
-                bar.set_postfix_str(f"{dataset}/{entry.id}: reconstructions", refresh=True)
-                recon = measure_reconstruction(model, suite.spec(dataset), entry, suite.seed,
-                                               data_root)
-                if recon["recon_n"] is not None and hook is not None:
-                    hook("reconstruction", dataset=dataset, model=entry.id)
-                stage1 = first_stage(model, t.autoencoder)
-                for v in todo:
-                    bar.set_postfix_str(f"{dataset}/{entry.id} {v.label}", refresh=True)
-                    if hook is not None:
-                        hook("evaluate", dataset=dataset, model=entry.id, sampler=v.name)
-                    grid_rel = Path("grids") / dataset / entry.id / f"{v.slug}.png"
-                    measured = measure_variant(
-                        model, suite.spec(dataset), entry, v, suite.seed,
-                        _inside(out, out / grid_rel),
-                        data_root,
-                        announce=dataset not in announced,
-                    )
-                    announced.add(dataset)
-                    if measured["grid"] is not None:
-                        measured["grid"] = grid_rel.as_posix()
-                    if measured["memorization_panel"] is not None:
-                        measured["memorization_panel"] = grid_rel.with_name(
-                            measured["memorization_panel"].name).as_posix()
-                    dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
-                    row = {
-                        "suite": suite.name, "dataset": dataset, "model": entry.id,
-                        "family": model.family, "sampler": v.name,
-                        "sampler_options": v.canonical,
-                        "network_calls": v.sampler.network_calls(),
-                        "params": model.num_parameters(), "config_hash": h,
-                        **train_speed, **measured, **nll, **recon, **stage1,
-                        **timing.environment(dev, suite.seed, dtype),
-                    }
-                    cols = columns()  # the registry's metric columns included
-                    missing = set(cols) - set(row)
-                    assert not missing, f"row lacks {missing}"
-                    row = _clean({k: row[k] for k in cols})
-                    if main:
-                        append_row(results, row)
-                    done.add(row_key(row))
-                    bar.update(1)
-                    if hook is not None:
-                        hook("row", row=row)
-                t.model = model = None  # its rows are done: a second stage needs its run only
-    finally:
-        bar.close()
-    return results
+
+def _run_dataset(run: _Rows, dataset: str, rows: list) -> None:
+    """The missing rows of every entry on ``dataset``, each entry trained once."""
+    trained: dict[str, Trained] = {}  # entry id -> its trained model, this dataset
+    batches: list[Batch] = []
+
+    def flop_batch() -> Batch:
+        """A training batch to count FLOPs on, loaded when first needed."""
+        if not batches:
+            images, labels = zdata.load(run.suite.spec(dataset), "train", root=run.data_root)
+            batches.append(Batch(images[:128].clone(), labels[:128].clone()
+                                 if labels is not None else
+                                 Batch.unlabelled(images[:128]).labels))
+        return batches[0]
+
+    for entry in run.suite.models:
+        todo = [v for d, m, v in rows
+                if d == dataset and m is entry and run.key(d, m, v) not in run.done]
+        if todo:
+            _run_entry(run, dataset, entry, todo, trained, flop_batch)
+
+
+def _run_entry(run: _Rows, dataset: str, entry: ModelEntry, todo: list[Variant],
+               trained: dict[str, Trained], flop_batch: Callable[[], Batch]) -> None:
+    """One entry's rows on ``dataset``: trained (or reused), then what its rows share
+    measured once (the curve's last point, NLL, training speed, reconstructions), then one
+    row per sampler variant in ``todo``."""
+    suite, where = run.suite, f"{dataset}/{entry.id}"
+    run.status(f"{where}: training")
+    t = _trained(suite, entry, dataset, run.out, run.dev, run.data_root, run.hook,
+                 run.curve_done, trained, flop_batch)
+    if entry.evaluation.curve and t.curve.missing(1.0):
+        run.status(f"{where}: curve")
+        t.curve.measure(t.model, 1.0, t.summary)
+    run.status(f"{where}: nll")
+    nll = measure_nll(t.model, suite.spec(dataset), entry, suite.seed, run.data_root)
+    train_speed = timing.training_speed(t.summary, entry.batch_size)
+    ips = train_speed["train_images_per_s"]  # the global batch's: per device
+    train_speed.update(
+        train_flops_per_image=t.flops, train_flops=t.train_flops,
+        train_mfu=timing.mfu(t.flops, ips / zdist.world_size() if ips else None, run.dev))
+    run.status(f"{where}: reconstructions")
+    recon = measure_reconstruction(t.model, suite.spec(dataset), entry, suite.seed,
+                                   run.data_root)
+    if recon["recon_n"] is not None:
+        run.event("reconstruction", dataset=dataset, model=entry.id)
+    after = {**nll, **recon, **first_stage(t.model, t.autoencoder)}  # over the variant's
+    for v in todo:
+        _run_variant(run, dataset, entry, v, t, train_speed, after)
+    t.model = None  # its rows are done: a second stage needs its run only
+
+
+def _run_variant(run: _Rows, dataset: str, entry: ModelEntry, v: Variant, t: Trained,
+                 before: dict, after: dict) -> None:
+    """One row: sampler variant ``v`` of the trained entry measured and appended, its
+    figures between the entry's ``before`` (training speed) and ``after`` (NLL, ...)."""
+    run.status(f"{dataset}/{entry.id} {v.label}")
+    run.event("evaluate", dataset=dataset, model=entry.id, sampler=v.name)
+    grid_rel = Path("grids") / dataset / entry.id / f"{v.slug}.png"
+    measured = measure_variant(t.model, run.suite.spec(dataset), entry, v, run.suite.seed,
+                               _inside(run.out, run.out / grid_rel), run.data_root,
+                               announce=dataset not in run.announced)
+    run.announced.add(dataset)
+    if measured["grid"] is not None:
+        measured["grid"] = grid_rel.as_posix()
+    if measured["memorization_panel"] is not None:
+        measured["memorization_panel"] = grid_rel.with_name(
+            measured["memorization_panel"].name).as_posix()
+    model = t.model
+    dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+    row = {
+        "suite": run.suite.name, "dataset": dataset, "model": entry.id,
+        "family": model.family, "sampler": v.name, "sampler_options": v.canonical,
+        "network_calls": v.sampler.network_calls(),
+        "params": model.num_parameters(), "config_hash": t.config_hash,
+        **before, **measured, **after, **timing.environment(run.dev, run.suite.seed, dtype),
+    }
+    cols = columns()  # the registry's metric columns included
+    missing = set(cols) - set(row)
+    assert not missing, f"row lacks {missing}"
+    row = _clean({k: row[k] for k in cols})
+    if zdist.is_main():
+        append_row(run.out / RESULTS_FILE, row)
+    run.done.add(row_key(row))
+    run.bar.update(1)
+    run.event("row", row=row)

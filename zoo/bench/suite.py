@@ -469,16 +469,10 @@ def _check_latent(ctx: _Ctx, models: list[ModelEntry], suite_datasets, sources: 
     autoencoder, on every dataset of the latent entry; then build the latent model over
     a fresh autoencoder of that entry's config for each dataset (its config, samplers and
     NLL options, and that the two kinds fit: a vq-transformer over a vq-vae)."""
-    import tempfile
-
-    from .. import registry
-
-    index = {e.id: i for i, e in enumerate(models)}
     for i, entry in enumerate(models):
         where = f"models[{i}]"
         latent = is_latent(entry.name)
-        ref = entry.autoencoder
-        if ref is None:
+        if entry.autoencoder is None:
             if latent and not entry.config.get("autoencoder"):
                 raise ctx.error(f"{where}.autoencoder", f"{entry.name} works over a trained "
                                 "autoencoder: give autoencoder = \"ID\", the id of a "
@@ -487,46 +481,66 @@ def _check_latent(ctx: _Ctx, models: list[ModelEntry], suite_datasets, sources: 
                 _check_model(ctx, entry, [sources[d] for d in entry.datasets or suite_datasets],
                              where)
             continue
-        at = f"{where}.autoencoder"
-        if not latent:
-            raise ctx.error(at, f"{entry.name} does not work over an autoencoder (only the "
-                            "latent models do: latent-diffusion, vq-transformer); drop the key")
-        if "autoencoder" in entry.config:
-            raise ctx.error(f"{where}.config.autoencoder", "give the autoencoder once: the "
-                            "entry's autoencoder = \"ID\" (a model of this suite) or "
-                            "config.autoencoder = PATH (a run outside it), not both")
-        if ref == entry.id:
-            raise ctx.error(at, f"{ref!r} is this entry itself; name the id of a "
-                            f"{_kind_hint(entry.name)} entry of this suite")
-        if ref not in index:
-            raise ctx.error(at, f"no model of this suite has the id {ref!r}; ids: "
-                            f"{', '.join(e.id for e in models)}")
-        ae = models[index[ref]]
-        if ae.family != "autoencoder":
-            raise ctx.error(at, f"{ref!r} (models[{index[ref]}]) is a {ae.name}, not an "
-                            f"autoencoder; name a {_kind_hint(entry.name)} entry")
+        ae = _autoencoder_entry(ctx, entry, models, where, latent)
         mine = entry.datasets or suite_datasets
         missing = [d for d in mine if not ae.runs_on(d)]
         if missing:
-            raise ctx.error(at, f"{ref!r} does not run on {', '.join(missing)}, which this "
-                            "entry does; give the two entries the same datasets")
-        with tempfile.TemporaryDirectory(prefix="zoo-suite-") as tmp:
-            files = {}
-            for d in mine:
-                try:
-                    model = registry.create(ae.name, dataset=sources[d], **ae.config)
-                except (ConfigError, TypeError, ValueError):
-                    continue  # the autoencoder entry's own check names its error
-                files[str(sources[d])] = Path(tmp) / f"autoencoder-{len(files)}.pt"
-                model.save(files[str(sources[d])])
-            extra = {d: {"autoencoder": str(f)} for d, f in files.items()}
+            raise ctx.error(f"{where}.autoencoder", f"{entry.autoencoder!r} does not run on "
+                            f"{', '.join(missing)}, which this entry does; give the two "
+                            "entries the same datasets")
+        _check_over_fresh(ctx, entry, ae, [sources[d] for d in mine], where)
+
+
+def _autoencoder_entry(ctx: _Ctx, entry: ModelEntry, models: list[ModelEntry], where: str,
+                       latent: bool) -> ModelEntry:
+    """The autoencoder entry that latent ``entry`` names (``autoencoder = "ID"``), checked."""
+    ref, at = entry.autoencoder, f"{where}.autoencoder"
+    index = {e.id: i for i, e in enumerate(models)}
+    if not latent:
+        raise ctx.error(at, f"{entry.name} does not work over an autoencoder (only the "
+                        "latent models do: latent-diffusion, vq-transformer); drop the key")
+    if "autoencoder" in entry.config:
+        raise ctx.error(f"{where}.config.autoencoder", "give the autoencoder once: the "
+                        "entry's autoencoder = \"ID\" (a model of this suite) or "
+                        "config.autoencoder = PATH (a run outside it), not both")
+    if ref == entry.id:
+        raise ctx.error(at, f"{ref!r} is this entry itself; name the id of a "
+                        f"{_kind_hint(entry.name)} entry of this suite")
+    if ref not in index:
+        raise ctx.error(at, f"no model of this suite has the id {ref!r}; ids: "
+                        f"{', '.join(e.id for e in models)}")
+    ae = models[index[ref]]
+    if ae.family != "autoencoder":
+        raise ctx.error(at, f"{ref!r} (models[{index[ref]}]) is a {ae.name}, not an "
+                        f"autoencoder; name a {_kind_hint(entry.name)} entry")
+    return ae
+
+
+def _check_over_fresh(ctx: _Ctx, entry: ModelEntry, ae: ModelEntry, specs: list,
+                      where: str) -> None:
+    """``_check_model`` of latent ``entry`` over a fresh, untrained autoencoder of entry
+    ``ae``'s config on each dataset; its errors name the autoencoder entry, not a file."""
+    import tempfile
+
+    from .. import registry
+
+    with tempfile.TemporaryDirectory(prefix="zoo-suite-") as tmp:
+        files = {}
+        for source in specs:
             try:
-                _check_model(ctx, entry, [sources[d] for d in mine], where, extra)
-            except ConfigError as e:
-                text = str(e)
-                for f in files.values():
-                    text = text.replace(str(f), f"autoencoder {ref!r}")
-                raise ConfigError(text) from None
+                model = registry.create(ae.name, dataset=source, **ae.config)
+            except (ConfigError, TypeError, ValueError):
+                continue  # the autoencoder entry's own check names its error
+            files[str(source)] = Path(tmp) / f"autoencoder-{len(files)}.pt"
+            model.save(files[str(source)])
+        extra = {d: {"autoencoder": str(f)} for d, f in files.items()}
+        try:
+            _check_model(ctx, entry, specs, where, extra)
+        except ConfigError as e:
+            text = str(e)
+            for f in files.values():
+                text = text.replace(str(f), f"autoencoder {entry.autoencoder!r}")
+            raise ConfigError(text) from None
 
 
 def _kind_hint(name: str) -> str:
@@ -536,16 +550,9 @@ def _kind_hint(name: str) -> str:
 
 def load_suite(path: str | Path) -> Suite:
     """Read and check a suite file (see the module docstring for its keys)."""
-    from .. import registry
-
     path = Path(path)
     ctx = _Ctx(path)
-    if not path.is_file():
-        raise ConfigError(f"suite file {path} does not exist")
-    try:
-        raw = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    raw = _read_toml(path)
     _unknown(ctx, raw, _TOP, "")
     name = _get(ctx, raw, "name", str, "name", path.stem)
     seed = _get(ctx, raw, "seed", int, "seed", 0)
@@ -553,7 +560,39 @@ def load_suite(path: str | Path) -> Suite:
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
         raise ctx.error("device", f"must be auto, cpu, cuda or cuda:N, got {device!r}")
     datasets, sources = _datasets(ctx, raw, path)
+    defaults = _defaults(ctx, raw)
+    models_raw = _get(ctx, raw, "models", list, "models")
+    if not models_raw:
+        raise ctx.error("models", "give at least one [[models]] table")
+    models: list[ModelEntry] = []
+    for i, m in enumerate(models_raw):
+        models.append(_model_entry(ctx, m, f"models[{i}]", models, defaults, datasets, sources))
+    _check_latent(ctx, models, datasets, sources)
+    return Suite(name=name, path=path, seed=seed, device=device, datasets=datasets,
+                 models=models, sources=sources)
 
+
+def _read_toml(path: Path) -> dict:
+    if not path.is_file():
+        raise ConfigError(f"suite file {path} does not exist")
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+
+
+@dataclass(frozen=True)
+class _Defaults:
+    """What every model entry inherits: ``[defaults]``, ``[evaluation]``, ``[timing]``."""
+
+    budget: Budget
+    batch_size: int
+    train: dict
+    evaluation: Evaluation
+    timing: Timing
+
+
+def _defaults(ctx: _Ctx, raw: dict) -> _Defaults:
     defaults = _table(ctx, raw, "defaults", "defaults")
     _unknown(ctx, defaults, _DEFAULTS, "defaults")
     d_budget_t = _table(ctx, defaults, "budget", "defaults.budget")
@@ -576,59 +615,57 @@ def load_suite(path: str | Path) -> Suite:
     _check_evaluation(ctx, evaluation, "evaluation")
     timing = _dataclass_from(ctx, Timing, _table(ctx, raw, "timing", "timing"), "timing")
     _check_timing(ctx, timing, "timing")
+    return _Defaults(d_budget, d_batch, d_train, evaluation, timing)
 
-    models_raw = _get(ctx, raw, "models", list, "models")
-    if not models_raw:
-        raise ctx.error("models", "give at least one [[models]] table")
-    models: list[ModelEntry] = []
-    for i, m in enumerate(models_raw):
-        where = f"models[{i}]"
-        if not isinstance(m, dict):
-            raise ctx.error(where, "must be a table ([[models]])")
-        _unknown(ctx, m, _MODEL, where)
-        mname = _get(ctx, m, "name", str, f"{where}.name")
-        if mname is None:
-            raise ctx.error(f"{where}.name", "missing: the registered model name")
-        if mname not in registry.available():
-            raise ctx.error(f"{where}.name", f"unknown model {mname!r}; available: "
-                            f"{', '.join(registry.available())}")
-        family = registry.spec(mname).cls.family
-        mid = _folder_name(ctx, _get(ctx, m, "id", str, f"{where}.id", mname), f"{where}.id")
-        if any(e.id == mid for e in models):
-            raise ctx.error(f"{where}.id", f"model {mid!r} appears twice; give one an id")
-        budget_t = _table(ctx, m, "budget", f"{where}.budget")
-        budget = _budget(ctx, budget_t, f"{where}.budget", d_budget)
-        batch = _positive(ctx, _get(ctx, m, "batch_size", int, f"{where}.batch_size", d_batch),
-                          f"{where}.batch_size")
-        train = {**d_train, **_train_options(ctx, _table(ctx, m, "train", f"{where}.train"),
-                                             f"{where}.train")}
-        ev = _dataclass_from(ctx, Evaluation, _table(ctx, m, "evaluation", f"{where}.evaluation"),
-                             f"{where}.evaluation", evaluation)
-        _check_evaluation(ctx, ev, f"{where}.evaluation")
-        tm = _dataclass_from(ctx, Timing, _table(ctx, m, "timing", f"{where}.timing"),
-                             f"{where}.timing", timing)
-        _check_timing(ctx, tm, f"{where}.timing")
-        samplers = _get(ctx, m, "samplers", list, f"{where}.samplers", [{}])
-        if not samplers:
-            raise ctx.error(f"{where}.samplers", "give at least one variant (or leave it out)")
-        variants = [_variant(ctx, s, f"{where}.samplers[{j}]", ev, tm)
-                    for j, s in enumerate(samplers)]
-        entry = ModelEntry(
-            name=mname, id=mid, family=family,
-            config=_table(ctx, m, "config", f"{where}.config"), budget=budget,
-            batch_size=batch, train=train, nll=_table(ctx, m, "nll", f"{where}.nll"),
-            variants=variants, evaluation=ev, timing=tm,
-            autoencoder=_get(ctx, m, "autoencoder", str, f"{where}.autoencoder"),
-            datasets=_entry_datasets(ctx, m, datasets, where),
-        )
-        if entry.nll and registry.spec(mname).cls.likelihood is None:
-            raise ctx.error(f"{where}.nll", f"{mname} defines no likelihood; drop the nll table")
-        if not is_latent(mname):  # a latent model is built once its autoencoder is known
-            _check_model(ctx, entry, [sources[d] for d in entry.datasets or datasets], where)
-        models.append(entry)
-    _check_latent(ctx, models, datasets, sources)
-    return Suite(name=name, path=path, seed=seed, device=device, datasets=datasets,
-                 models=models, sources=sources)
+
+def _model_entry(ctx: _Ctx, m, where: str, models: list[ModelEntry], defaults: _Defaults,
+                 datasets: list[str], sources: dict) -> ModelEntry:
+    """One ``[[models]]`` table as an entry, checked (a latent one by ``_check_latent``,
+    once its autoencoder is known); ``models`` are the entries before it."""
+    from .. import registry
+
+    if not isinstance(m, dict):
+        raise ctx.error(where, "must be a table ([[models]])")
+    _unknown(ctx, m, _MODEL, where)
+    mname = _get(ctx, m, "name", str, f"{where}.name")
+    if mname is None:
+        raise ctx.error(f"{where}.name", "missing: the registered model name")
+    if mname not in registry.available():
+        raise ctx.error(f"{where}.name", f"unknown model {mname!r}; available: "
+                        f"{', '.join(registry.available())}")
+    mid = _folder_name(ctx, _get(ctx, m, "id", str, f"{where}.id", mname), f"{where}.id")
+    if any(e.id == mid for e in models):
+        raise ctx.error(f"{where}.id", f"model {mid!r} appears twice; give one an id")
+    budget = _budget(ctx, _table(ctx, m, "budget", f"{where}.budget"), f"{where}.budget",
+                     defaults.budget)
+    batch = _positive(ctx, _get(ctx, m, "batch_size", int, f"{where}.batch_size",
+                                defaults.batch_size), f"{where}.batch_size")
+    train = {**defaults.train, **_train_options(ctx, _table(ctx, m, "train", f"{where}.train"),
+                                                f"{where}.train")}
+    ev = _dataclass_from(ctx, Evaluation, _table(ctx, m, "evaluation", f"{where}.evaluation"),
+                         f"{where}.evaluation", defaults.evaluation)
+    _check_evaluation(ctx, ev, f"{where}.evaluation")
+    tm = _dataclass_from(ctx, Timing, _table(ctx, m, "timing", f"{where}.timing"),
+                         f"{where}.timing", defaults.timing)
+    _check_timing(ctx, tm, f"{where}.timing")
+    samplers = _get(ctx, m, "samplers", list, f"{where}.samplers", [{}])
+    if not samplers:
+        raise ctx.error(f"{where}.samplers", "give at least one variant (or leave it out)")
+    variants = [_variant(ctx, s, f"{where}.samplers[{j}]", ev, tm)
+                for j, s in enumerate(samplers)]
+    entry = ModelEntry(
+        name=mname, id=mid, family=registry.spec(mname).cls.family,
+        config=_table(ctx, m, "config", f"{where}.config"), budget=budget,
+        batch_size=batch, train=train, nll=_table(ctx, m, "nll", f"{where}.nll"),
+        variants=variants, evaluation=ev, timing=tm,
+        autoencoder=_get(ctx, m, "autoencoder", str, f"{where}.autoencoder"),
+        datasets=_entry_datasets(ctx, m, datasets, where),
+    )
+    if entry.nll and registry.spec(mname).cls.likelihood is None:
+        raise ctx.error(f"{where}.nll", f"{mname} defines no likelihood; drop the nll table")
+    if not is_latent(mname):  # a latent model is built once its autoencoder is known
+        _check_model(ctx, entry, [sources[d] for d in entry.datasets or datasets], where)
+    return entry
 
 
 def _datasets(ctx: _Ctx, raw: dict, path: Path) -> tuple[list[str], dict]:

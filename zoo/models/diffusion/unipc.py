@@ -5,18 +5,15 @@ the predictor steps on: one network call per step."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import ClassVar, Literal
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
 from .dpm_solver import karras_multistep, lambdas
-from .sampler import DiffusionSampler
 from .sigmas import (
+    MultistepSampler,
     SigmaPlan,
-    bound_steps,
-    check_order,
-    check_spacing,
     interp_sigmas,
     lincomb,
     make_plan,
@@ -46,7 +43,7 @@ def _bh(lam, i_t: int, i_s0: int, order: int, prev: list[int]):
 
 
 @dataclass(frozen=True)
-class UniPC(DiffusionSampler):
+class UniPC(MultistepSampler):
     """``sampler="unipc"``: UniPC, ``steps`` S (default min(50, T - 1)), ``spacing`` (default
     ``"linspace"``), ``karras`` sigmas, ``order`` (diffusers' ``solver_order``, 2),
     ``disable_corrector`` (the steps
@@ -54,22 +51,9 @@ class UniPC(DiffusionSampler):
 
     name: ClassVar[str] = "unipc"
     marker: ClassVar[str] = "X"
-    headline: ClassVar = (("steps", "{} steps"),)
 
-    steps: int | None = None  # None: min(50, T)
-    spacing: Literal["linspace", "leading", "trailing"] = "linspace"
-    karras: bool = False
-    order: int = 2
     disable_corrector: tuple[int, ...] = ()
     clip_x0: bool = False  # as dpmpp-2m's: diffusers' thresholding=True, sample_max_value=1
-
-    def check(self) -> None:
-        super().check()
-        check_spacing(self.spacing)
-        check_order(self.order)
-
-    def bind(self, model) -> UniPC:
-        return replace(self, steps=bound_steps(self, model, multistep=True))
 
     def plan(self, schedule) -> SigmaPlan:
         S, p = self.steps, self.order

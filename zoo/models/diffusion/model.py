@@ -6,7 +6,7 @@ variational bound in bits/dim.
 The pieces live beside this file: ``schedule`` (the noise schedule, q(x_t|x_0) and its
 posterior), one sampler per file (``ancestral``, ``ddim``, ``dpm_solver``, ``unipc``,
 ``heun``, ``euler_ancestral`` on the contract of ``sampler``; ``sigmas`` the sigma-space
-pieces the ports share),
+pieces and option fields the ports share),
 ``objectives`` (what the network predicts, the training target and weights, the conversion
 to eps) and ``bound`` (the variational bound). This file holds the model: the U-Net, its training
 step, the sampling loop (eager or replayed as one CUDA graph) and ``nll``.

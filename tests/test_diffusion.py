@@ -353,6 +353,28 @@ def test_save_load_roundtrip(tmp_path):
                        m.sample(2, generator=torch.Generator().manual_seed(1), **kw))
 
 
+def test_the_config_is_flat_with_the_unet_fields_declared_once():
+    import json
+    from dataclasses import fields
+    from pathlib import Path
+
+    from zoo.core import config_from_dict, config_to_dict
+    from zoo.models.diffusion import DDPMConfig
+    from zoo.nn.unet import UNetConfig
+
+    run = Path(__file__).resolve().parents[1] / "reports/latent-fashion-cpu/ddpm/run.json"
+    old = json.loads(run.read_text())["model_config"]  # a run.json written before the change
+    c = config_from_dict(DDPMConfig, old)
+    assert config_to_dict(c) == old  # the same flat keys, in the same order
+    assert list(config_to_dict(c)) == list(old)
+    assert c.unet == UNetConfig(channels=32, channel_mult=(1, 2, 2))
+    unet = {f.name for f in fields(UNetConfig)}
+    assert unet <= {f.name for f in fields(DDPMConfig)}
+    assert not unet & set(DDPMConfig.__annotations__)  # inherited, not declared again
+    m = zoo.create("ddpm", image_shape=(1, 8, 8), channels="8", timesteps="20")  # as --set
+    assert m.net.config == m.config.unet and m.config.channels == 8
+
+
 # -- the variational bound ------------------------------------------------------------------
 
 

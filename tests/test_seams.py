@@ -195,6 +195,23 @@ def test_the_readme_toy_sampler_works_as_a_sampler(monkeypatch, tmp_path):
                                  "sampler_options": variants[0].canonical}) == "oneshot"
 
 
+def test_the_readme_toy_sampler_reaches_latent_diffusion_unclipped(monkeypatch, tmp_path):
+    monkeypatch.setattr(DDPM, "samplers", DDPM.samplers)
+    exec(compile(_readme_block("example: sampler"), "README.md", "exec"), {})
+    torch.manual_seed(0)
+    zoo.create("kl-autoencoder", "mnist", channels=8).save(tmp_path / "ae.pt")
+    m = zoo.create("latent-diffusion", "mnist", autoencoder=str(tmp_path / "ae.pt"),
+                   **TINY_DDPM).eval()
+    assert m.parse_sampler({"sampler": "oneshot"}).clip_x0 is False
+    assert m.parse_sampler({"sampler": "oneshot", "clip_x0": "true"}).clip_x0 is True
+    assert tiny_ddpm().parse_sampler({"sampler": "oneshot"}).clip_x0 is True
+    a = m.sample(3, generator=torch.Generator().manual_seed(2), sampler="oneshot")
+    b = m.sample(3, generator=torch.Generator().manual_seed(2), sampler="ddim", steps=1)
+    c = m.sample(3, generator=torch.Generator().manual_seed(2), sampler="ddim", steps=1,
+                 clip_x0=True)
+    assert torch.equal(a, b) and not torch.equal(a, c)  # unclipped, as ddim is here
+
+
 def test_the_readme_toy_metric_reaches_the_schema():
     from zoo.metrics import registry
 

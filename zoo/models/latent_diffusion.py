@@ -5,9 +5,10 @@ model, U-Net and every sampler (``zoo.models.diffusion``), run over the latents 
 An image is encoded to its posterior mean and divided by the autoencoder's running standard
 deviation of its latents (Stable Diffusion's scale factor: unit-variance latents); a sample
 is denoised in that space and decoded. Class-conditional training and classifier-free
-guidance work as in ``ddpm``. The latents are not bounded, so the samplers that clip the
-predicted x0 to [-1, 1] by default (``ddpm``, ``ddim``) do not here (``clip_x0=false``, as
-diffusers' latent pipelines).
+guidance work as in ``ddpm``. Its samplers are ``DDPM.samplers``, read at each access (a
+sampler added there reaches this model too); the latents are not bounded, so the ones that
+clip the predicted x0 to [-1, 1] by default (``ddpm``, ``ddim``) do not here
+(``clip_x0=false``, as diffusers' latent pipelines).
 
 No likelihood: the diffusion bound is for the discrete pixels it decodes with L_0, and a
 bound on an image through continuous latents needs the encoder's density too, which a
@@ -16,6 +17,8 @@ deterministic encoder does not give; ``nll`` says so.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -25,7 +28,7 @@ from torch import Tensor
 from ..core import LikelihoodUnavailable, ModelSpec
 from ..nn.likelihood import from_unit
 from .autoencoders import KLAutoencoder
-from .diffusion import DDIM, DDPM, Ancestral, DDPMConfig, DPMSolver, EulerAncestral, Heun, UniPC
+from .diffusion import DDIM, DDPM, Ancestral, DDPMConfig
 from .latent import FILLED, LatentStage, attach_autoencoder
 
 
@@ -39,16 +42,29 @@ class LatentDiffusionConfig(DDPMConfig):
     autoencoder_spec: str = field(default="", metadata=FILLED)  # its class, config, shape
 
 
-@dataclass(frozen=True)
-class LatentAncestral(Ancestral):
-    __doc__ = Ancestral.__doc__ + " Latents are not clipped unless ``clip_x0=true``."
-    clip_x0: bool = False
+@functools.cache
+def unclipped(sampler: type) -> type:
+    """``sampler`` with x0 clipping off by default: a ``Latent<Name>`` subclass (made once)
+    where its ``clip_x0`` defaults to true, else ``sampler`` itself."""
+    clip = next((f for f in dataclasses.fields(sampler) if f.name == "clip_x0"), None)
+    if clip is None or clip.default is not True:
+        return sampler
+    name = "Latent" + sampler.__name__
+    doc = (sampler.__doc__ or "") + " Latents are not clipped unless ``clip_x0=true``."
+    body = {"__annotations__": {"clip_x0": clip.type}, "clip_x0": False,
+            "__module__": __name__, "__qualname__": name, "__doc__": doc}
+    return dataclass(frozen=True)(type(name, (sampler,), body))
 
 
-@dataclass(frozen=True)
-class LatentDDIM(DDIM):
-    __doc__ = DDIM.__doc__ + " Latents are not clipped unless ``clip_x0=true``."
-    clip_x0: bool = False
+class _UnclippedDDPMSamplers:
+    """``DDPM.samplers`` as of each access, each ``unclipped``."""
+
+    def __get__(self, obj, owner=None) -> tuple[type, ...]:
+        return tuple(unclipped(s) for s in DDPM.samplers)
+
+
+LatentAncestral = unclipped(Ancestral)
+LatentDDIM = unclipped(DDIM)
 
 
 class LatentDiffusion(LatentStage, DDPM):
@@ -58,7 +74,7 @@ class LatentDiffusion(LatentStage, DDPM):
     likelihood = None
     color = "#e377c2"
     Config = LatentDiffusionConfig
-    samplers = (LatentAncestral, LatentDDIM, DPMSolver, Heun, EulerAncestral, UniPC)
+    samplers = _UnclippedDDPMSamplers()  # DDPM's, with x0 clipping off by default
     autoencoder_model: ClassVar[str] = "kl-autoencoder"  # the model its autoencoder run is
 
     def diffusion_shape(self) -> tuple[int, int, int]:

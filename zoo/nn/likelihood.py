@@ -71,14 +71,13 @@ class _DiscretizedLogistic(torch.autograd.Function):
         c = c.mul_(inv_s) if torch.broadcast_shapes(c.shape, inv_s.shape) == c.shape \
             else c * inv_s
         # float masks, written by the comparison itself (no bool tensor to convert):
-        # multiplying by them is 10x faster than masked_fill on CPU
+        # multiplying by them is faster than masked_fill on the CPU
         mask = torch.empty(x.shape, dtype=c.dtype, device=c.device)
         keep_a = torch.lt(x, 0.999, out=mask)  # not the top bin: the mass below counts
         keep_b = torch.gt(x, -0.999, out=torch.empty_like(mask))  # not the bottom bin
         interior = keep_a * keep_b
         a, b = c + k, k - c
-        # F.logsigmoid: one stable pass (torch 2.15, 2-core CPU: 83 us for 100k values
-        # against 143 us for min(z, 0) - log1p(exp(-|z|)) in four ops)
+        # F.logsigmoid: one stable pass, faster than min(z, 0) - log1p(exp(-|z|)) in four ops
         out = F.logsigmoid(a).mul_(keep_a)
         out.addcmul_(F.logsigmoid(b), keep_b)
         out.addcmul_(torch.log(-torch.expm1(-2.0 * k)), interior)

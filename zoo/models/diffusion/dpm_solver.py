@@ -3,17 +3,14 @@ with ``algorithm_type="dpmsolver++"`` (or ``"sde-dpmsolver++"``), midpoint solve
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import ClassVar, Literal
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
-from .sampler import DiffusionSampler
 from .sigmas import (
+    MultistepSampler,
     SigmaPlan,
-    bound_steps,
-    check_order,
-    check_spacing,
     interp_sigmas,
     karras,
     lincomb,
@@ -43,8 +40,26 @@ def lambdas(sig: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return alpha, sigma_t, lam
 
 
+def divided_differences(order: int, r0, r1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The multistep history terms D0, D1, D2 of DPM-Solver (Lu et al. 2022a, 2022b; diffusers'
+    names) as weights of m0, m1, m2, the x0 predictions at lambda_s and the two before, with
+    r0 h and r1 h the two lambda gaps before s: D0 = m0, D1 ~ h x0' and D2 ~ h^2 x0'' / 2
+    (derivatives in lambda; zero beyond ``order`` - 1)."""
+    zero = np.zeros(3)
+    D0 = np.array([1.0, 0.0, 0.0])
+    if order == 1:
+        return D0, zero, zero
+    D1_0 = (1.0 / r0) * np.array([1.0, -1.0, 0.0])  # (m0 - m1) / r0
+    if order == 2:
+        return D0, D1_0, zero
+    D1_1 = (1.0 / r1) * np.array([0.0, 1.0, -1.0])  # (m1 - m2) / r1
+    D1 = D1_0 + (r0 / (r0 + r1)) * (D1_0 - D1_1)
+    D2 = (1.0 / (r0 + r1)) * (D1_0 - D1_1)
+    return D0, D1, D2
+
+
 @dataclass(frozen=True)
-class DPMSolver(DiffusionSampler):
+class DPMSolver(MultistepSampler):
     """``sampler="dpmpp-2m"``: DPM-Solver++(2M). ``steps`` S (default min(50, T - 1)),
     ``spacing`` (default ``"linspace"``), ``karras`` sigmas, ``order`` (diffusers'
     ``solver_order``, 2), ``sde`` (``algorithm_type="sde-dpmsolver++"``: stochastic),
@@ -53,26 +68,13 @@ class DPMSolver(DiffusionSampler):
 
     name: ClassVar[str] = "dpmpp-2m"
     marker: ClassVar[str] = "P"
-    headline: ClassVar = (("steps", "{} steps"),)
 
-    steps: int | None = None  # None: min(50, T)
-    spacing: Literal["linspace", "leading", "trailing"] = "linspace"
-    karras: bool = False
-    order: int = 2
     sde: bool = False
     lower_order_final: bool = True
     # clip each predicted x0 to [-1, 1]: diffusers' thresholding=True at sample_max_value=1
     # (its dynamic threshold is then exactly 1); off as there, but an undertrained model's
     # x0 at high noise runs far outside the data range (DDIM clips by default)
     clip_x0: bool = False
-
-    def check(self) -> None:
-        super().check()
-        check_spacing(self.spacing)
-        check_order(self.order)
-
-    def bind(self, model) -> DPMSolver:
-        return replace(self, steps=bound_steps(self, model, multistep=True))
 
     def row_orders(self, S: int) -> list[int]:
         out = []
@@ -108,38 +110,35 @@ class DPMSolver(DiffusionSampler):
         return make_plan(schedule, ts, sig[:-1], coef, noisy)
 
     def _update(self, i: int, order: int, alpha, sigma_t, lam) -> np.ndarray:
-        """diffusers' update of order ``order`` at step i, applied to basis vectors: the
-        coefficients of x, m0, m1, m2 and z in x_next."""
-        x, m0, m1, m2, z = np.eye(5)
-        a_t, s_t, s_s0 = alpha[i + 1], sigma_t[i + 1], sigma_t[i]
+        """Step i's coefficients of x, m0, m1, m2 (this step's x0 prediction and the previous
+        two) and z in x_next, from sigma index i (s) to i + 1 (t), h = lambda_t - lambda_s."""
+        a_t, s_t, ratio = alpha[i + 1], sigma_t[i + 1], sigma_t[i + 1] / sigma_t[i]
         h = lam[i + 1] - lam[i]
-        if order == 1:
-            D0, D1, D2 = m0, 0 * m0, 0 * m0
-        elif order == 2:
-            r0 = (lam[i] - lam[i - 1]) / h
-            D0, D1, D2 = m0, (1.0 / r0) * (m0 - m1), 0 * m0
-        else:
-            r0, r1 = (lam[i] - lam[i - 1]) / h, (lam[i - 1] - lam[i - 2]) / h
-            D1_0, D1_1 = (1.0 / r0) * (m0 - m1), (1.0 / r1) * (m1 - m2)
-            D0 = m0
-            D1 = D1_0 + (r0 / (r0 + r1)) * (D1_0 - D1_1)
-            D2 = (1.0 / (r0 + r1)) * (D1_0 - D1_1)
+        r0 = (lam[i] - lam[i - 1]) / h if order > 1 else None
+        r1 = (lam[i - 1] - lam[i - 2]) / h if order > 2 else None
+        D0, D1, D2 = divided_differences(order, r0, r1)
         if not self.sde:
-            out = (s_t / s_s0) * x - (a_t * (np.exp(-h) - 1.0)) * D0
-            if order == 2:
-                out = out - 0.5 * (a_t * (np.exp(-h) - 1.0)) * D1
-            elif order == 3:
-                out = (out + (a_t * ((np.exp(-h) - 1.0) / h + 1.0)) * D1
-                       - (a_t * ((np.exp(-h) - 1.0 + h) / h**2 - 0.5)) * D2)
-            return out
-        out = ((s_t / s_s0 * np.exp(-h)) * x + (a_t * (1 - np.exp(-2.0 * h))) * D0
-               + s_t * np.sqrt(1.0 - np.exp(-2 * h)) * z)
-        if order == 2:
-            out = out + 0.5 * (a_t * (1 - np.exp(-2.0 * h))) * D1
-        elif order == 3:
-            out = (out + (a_t * ((1.0 - np.exp(-2.0 * h)) / (-2.0 * h) + 1.0)) * D1
-                   + (a_t * ((1.0 - np.exp(-2.0 * h) - 2.0 * h) / (2.0 * h) ** 2 - 0.5)) * D2)
-        return out
+            # DPM-Solver++ (Lu et al. 2022b, arXiv 2211.01095): the data-prediction exponential
+            # integrator, x_t = (sigma_t / sigma_s) x - alpha_t (e^-h - 1) D0 (order 1: DDIM),
+            # - alpha_t (e^-h - 1) D1 / 2 at order 2 (algorithm 2, 2M), or at order 3 (3M) its
+            # Taylor terms + alpha_t ((e^-h - 1) / h + 1) D1 - alpha_t ((e^-h - 1 + h) / h^2
+            # - 1/2) D2
+            phi = np.exp(-h) - 1.0
+            cx, cz = ratio, 0.0
+            w0 = -(a_t * phi)
+            w1 = {1: 0.0, 2: -(0.5 * (a_t * phi)), 3: a_t * (phi / h + 1.0)}[order]
+            w2 = -(a_t * ((phi + h) / h**2 - 0.5)) if order == 3 else 0.0
+        else:
+            # SDE-DPM-Solver++ (diffusers' "sde-dpmsolver++"): x_t = (sigma_t / sigma_s) e^-h x
+            # + alpha_t (1 - e^-2h) (D0 + D1 / 2) + sigma_t sqrt(1 - e^-2h) z at order 2; at
+            # order 3 D1's weight is alpha_t ((1 - e^-2h) / (-2h) + 1) and D2's
+            # alpha_t ((1 - e^-2h - 2h) / (2h)^2 - 1/2)
+            psi = 1 - np.exp(-2.0 * h)
+            cx, cz = ratio * np.exp(-h), s_t * np.sqrt(1.0 - np.exp(-2 * h))
+            w0 = a_t * psi
+            w1 = {1: 0.0, 2: 0.5 * (a_t * psi), 3: a_t * (psi / (-2.0 * h) + 1.0)}[order]
+            w2 = a_t * ((psi - 2.0 * h) / (2.0 * h) ** 2 - 0.5) if order == 3 else 0.0
+        return np.array([cx, *(w0 * D0 + w1 * D1 + w2 * D2), cz])
 
     def step(self, plan, i, x, eps, noise, state):
         x0 = x * plan.coef[i, 5] - eps * plan.coef[i, 6]

@@ -3,16 +3,14 @@ diffusers' ``EulerAncestralDiscreteScheduler``, one network call per step."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import ClassVar, Literal
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
-from .sampler import DiffusionSampler
 from .sigmas import (
     SigmaPlan,
-    bound_steps,
-    check_spacing,
+    SpacedSampler,
     euler_timesteps,
     interp_sigmas,
     lincomb,
@@ -29,24 +27,13 @@ def sigma_init_scale(sig0: float, spacing: str) -> float:
 
 
 @dataclass(frozen=True)
-class EulerAncestral(DiffusionSampler):
+class EulerAncestral(SpacedSampler):
     """``sampler="euler-ancestral"``: ``steps`` S (default 50, at most T), ``spacing`` of the
     visited timesteps (diffusers' ``timestep_spacing``, default ``"linspace"``). Each step
     moves x_sigma along eps to sigma_down and adds sigma_up z (stochastic)."""
 
     name: ClassVar[str] = "euler-ancestral"
     marker: ClassVar[str] = "v"
-    headline: ClassVar = (("steps", "{} steps"),)
-
-    steps: int | None = None  # None: min(50, T)
-    spacing: Literal["linspace", "leading", "trailing"] = "linspace"
-
-    def check(self) -> None:
-        super().check()
-        check_spacing(self.spacing)
-
-    def bind(self, model) -> EulerAncestral:
-        return replace(self, steps=bound_steps(self, model, multistep=False))
 
     def plan(self, schedule) -> SigmaPlan:
         ts = euler_timesteps(schedule.timesteps, self.steps, self.spacing)

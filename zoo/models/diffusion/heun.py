@@ -4,17 +4,15 @@ correction at its end, for every step but the last, which is Euler to sigma = 0)
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import ClassVar, Literal
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
 from .euler_ancestral import sigma_init_scale
-from .sampler import DiffusionSampler
 from .sigmas import (
+    KarrasSampler,
     SigmaPlan,
-    bound_steps,
-    check_spacing,
     euler_timesteps,
     interp_sigmas,
     karras,
@@ -25,26 +23,15 @@ from .sigmas import (
 
 
 @dataclass(frozen=True)
-class Heun(DiffusionSampler):
+class Heun(KarrasSampler):
     """``sampler="heun"``: ``steps`` S (diffusers' ``num_inference_steps``, default 50, at most
     T; 2 S - 1 network calls), ``spacing`` (default ``"linspace"``), ``karras`` sigmas
     (``use_karras_sigmas``), ``clip_x0`` (``clip_sample``, default off). Deterministic."""
 
     name: ClassVar[str] = "heun"
     marker: ClassVar[str] = "D"
-    headline: ClassVar = (("steps", "{} steps"),)
 
-    steps: int | None = None  # None: min(50, T)
-    spacing: Literal["linspace", "leading", "trailing"] = "linspace"
-    karras: bool = False
     clip_x0: bool = False
-
-    def check(self) -> None:
-        super().check()
-        check_spacing(self.spacing)
-
-    def bind(self, model) -> Heun:
-        return replace(self, steps=bound_steps(self, model, multistep=False))
 
     def network_calls(self) -> int | None:
         return None if self.steps is None else 2 * self.steps - 1

@@ -6,7 +6,7 @@ variational bound in bits/dim.
 The pieces live beside this file: ``schedule`` (the noise schedule, q(x_t|x_0) and its
 posterior), one sampler per file (``ancestral``, ``ddim``, ``dpm_solver``, ``unipc``,
 ``heun``, ``euler_ancestral`` on the contract of ``sampler``; ``sigmas`` the sigma-space
-pieces the ports share),
+pieces and option fields the ports share),
 ``objectives`` (what the network predicts, the training target and weights, the conversion
 to eps) and ``bound`` (the variational bound). This file holds the model: the U-Net, its training
 step, the sampling loop (eager or replayed as one CUDA graph) and ``nll``.
@@ -42,22 +42,21 @@ from .unipc import UniPC
 
 
 @dataclass
-class DDPMConfig:
-    """The noise schedule, the U-Net (see ``zoo.nn.unet.UNetConfig``), training and nll()."""
+class ScheduleConfig:
+    """The noise schedule's options (``schedule``)."""
 
     schedule: Literal["linear", "cosine"] = "linear"
     timesteps: int = 1000
     beta_start: float = 1e-4  # linear schedule only
     beta_end: float = 0.02  # linear schedule only
-    channels: int = 32
-    channel_mult: tuple[int, ...] | None = None  # None: depth from the image size (max_levels)
-    max_levels: int = 3
-    num_res_blocks: int = 1
-    attention_levels: tuple[int, ...] = ()
-    mid_attention: bool = True
-    attention_heads: int = 1
-    dropout: float = 0.0
-    norm_groups: int = 4  # 32 groups of 32 channels normalise each channel alone (see unet.py)
+
+
+@dataclass
+class DDPMConfig(UNetConfig, ScheduleConfig):
+    """The noise schedule (``ScheduleConfig``), the U-Net (``zoo.nn.unet.UNetConfig``, declared
+    there once), training and nll(): one flat set of options, in that order, as ``--set``,
+    suite configs and run.json give them."""
+
     lr: float = 1e-3
     prediction: Literal["epsilon", "v", "x0"] = "epsilon"  # what the U-Net outputs
     loss_weighting: Literal["uniform", "min-snr"] = "uniform"  # per-timestep loss weight
@@ -68,6 +67,11 @@ class DDPMConfig:
     conditional: bool = False  # class-conditional (labels from the training data)
     num_classes: int | None = None  # filled from the dataset's labels when conditional
     label_dropout: float = 0.1  # share of training labels replaced by the null label
+
+    @property
+    def unet(self) -> UNetConfig:
+        """The U-Net's options alone."""
+        return UNetConfig(**{f.name: getattr(self, f.name) for f in fields(UNetConfig)})
 
 
 def _choice(value, valid: Sequence[str], name: str) -> str:
@@ -131,12 +135,10 @@ class DDPM(GenerativeModel):
             raise ConfigError(
                 f"a conditional model needs num_classes >= 2, got {c.num_classes}; train it on "
                 "a labelled dataset (which sets it) or give num_classes=K")
-        unet_fields = {f.name for f in fields(UNetConfig)}
-        unet_config = UNetConfig(**{k: getattr(c, k) for k in unet_fields})
         #: the shape the diffusion runs in: the image's, or a latent model's latent shape
         self.space_shape = self.diffusion_shape()
         ch, h, w = self.space_shape
-        self.net = UNet(ch, (h, w), unet_config,
+        self.net = UNet(ch, (h, w), c.unet,
                         num_classes=c.num_classes if c.conditional else None)
         # the config records the depth chosen for this size, so run.json shows what was built
         self.config = dataclasses.replace(self.config,

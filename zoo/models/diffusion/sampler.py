@@ -11,7 +11,7 @@ The model's loop is the same for every sampler::
 A step reads only tensors (the plan's, the state's) and never asks the device for a value,
 so the whole loop can be captured as one CUDA graph; ``state`` may carry anything a
 multistep solver needs across steps. A new sampler is one subclass in one file, listed in
-``DDPM.samplers``.
+``DDPM.samplers`` (which ``latent-diffusion`` reads too).
 """
 
 from __future__ import annotations

@@ -12,13 +12,15 @@ has abar = 1 / (1 + sigma^2) (``alpha_bar``), sigma being the row's (interpolate
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from ...core import ConfigError
+from .sampler import DiffusionSampler
 
 SPACINGS = ("linspace", "leading", "trailing")
 KARRAS_RHO = 7.0
@@ -167,3 +169,44 @@ def bound_steps(sampler, model, multistep: bool) -> int:
     elif not sampler.karras:
         check_distinct(multistep_timesteps(T, steps, sampler.spacing), steps, sampler.spacing)
     return steps
+
+
+@dataclass(frozen=True)
+class SpacedSampler(DiffusionSampler):
+    """The options every ported sampler has: ``steps`` S (None: min(50, T), a multistep
+    solver's min(50, T - 1)) and the ``spacing`` of the visited timesteps (diffusers'
+    ``timestep_spacing``), bound by ``bound_steps``."""
+
+    headline: ClassVar = (("steps", "{} steps"),)
+    #: whether it visits steps + 1 timesteps (DPM-Solver, UniPC) rather than steps
+    multistep: ClassVar[bool] = False
+
+    steps: int | None = None  # None: min(50, T)
+    spacing: Literal["linspace", "leading", "trailing"] = "linspace"
+
+    def check(self) -> None:
+        super().check()
+        check_spacing(self.spacing)
+
+    def bind(self, model):
+        return replace(self, steps=bound_steps(self, model, multistep=self.multistep))
+
+
+@dataclass(frozen=True)
+class KarrasSampler(SpacedSampler):
+    """A ported sampler that may take Karras sigmas (diffusers' ``use_karras_sigmas``)."""
+
+    karras: bool = False
+
+
+@dataclass(frozen=True)
+class MultistepSampler(KarrasSampler):
+    """A multistep solver (DPM-Solver++, UniPC): ``order`` is diffusers' ``solver_order``."""
+
+    multistep: ClassVar[bool] = True
+
+    order: int = 2
+
+    def check(self) -> None:
+        super().check()
+        check_order(self.order)

@@ -5,18 +5,15 @@ the predictor steps on: one network call per step."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import ClassVar, Literal
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
 from .dpm_solver import karras_multistep, lambdas
-from .sampler import DiffusionSampler
 from .sigmas import (
+    MultistepSampler,
     SigmaPlan,
-    bound_steps,
-    check_order,
-    check_spacing,
     interp_sigmas,
     lincomb,
     make_plan,
@@ -26,11 +23,15 @@ from .sigmas import (
 
 
 def _bh(lam, i_t: int, i_s0: int, order: int, prev: list[int]):
-    """The quantities UniP and UniC share (diffusers' ``multistep_uni_*_bh_update``): from
-    sigma index i_s0 to i_t, with earlier points at sigma indices ``prev`` (order - 1)."""
+    """What UniP and UniC share (Zhao et al. 2023, arXiv 2302.04867; diffusers'
+    ``multistep_uni_*_bh_update``), from sigma index i_s0 to i_t with earlier points at the
+    sigma indices ``prev`` (order - 1): the order conditions R a = b on the coefficients a
+    (rows R_k = r^(k-1), r_k = (lambda_k - lambda_s0) / h of those points and 1;
+    b_k = k! hh phi_(k+1)(hh) / B(h), phi_1(x) = (e^x - 1) / x, phi_(k+1)(x) = (phi_k(x) -
+    1/k!) / x, hh = -h in data prediction), r, h_phi_1 = hh phi_1(hh) = e^-h - 1 and
+    B(h) = e^hh - 1 ("bh2", diffusers' default; "bh1" would be B(h) = hh)."""
     h = lam[i_t] - lam[i_s0]
-    rks = [(lam[si] - lam[i_s0]) / h for si in prev] + [1.0]
-    rks = np.array(rks)
+    rks = np.array([(lam[si] - lam[i_s0]) / h for si in prev] + [1.0])
     hh = -h
     h_phi_1 = np.expm1(hh)
     h_phi_k = h_phi_1 / hh - 1
@@ -45,8 +46,18 @@ def _bh(lam, i_t: int, i_s0: int, order: int, prev: list[int]):
     return np.stack(R), np.array(b), rks, h_phi_1, B_h
 
 
+def _differences(rhos, rks, n: int, m0: int) -> np.ndarray:
+    """sum_k rho_k D1_k with D1_k = (m_k - m0) / r_k, as weights of ``n`` columns where m0
+    is column ``m0`` and m_k column m0 + k."""
+    out = np.zeros(n)
+    for k, rho in enumerate(rhos, start=1):
+        out[m0 + k] += rho * (1.0 / rks[k - 1])
+        out[m0] += rho * (-1.0 / rks[k - 1])
+    return out
+
+
 @dataclass(frozen=True)
-class UniPC(DiffusionSampler):
+class UniPC(MultistepSampler):
     """``sampler="unipc"``: UniPC, ``steps`` S (default min(50, T - 1)), ``spacing`` (default
     ``"linspace"``), ``karras`` sigmas, ``order`` (diffusers' ``solver_order``, 2),
     ``disable_corrector`` (the steps
@@ -54,22 +65,9 @@ class UniPC(DiffusionSampler):
 
     name: ClassVar[str] = "unipc"
     marker: ClassVar[str] = "X"
-    headline: ClassVar = (("steps", "{} steps"),)
 
-    steps: int | None = None  # None: min(50, T)
-    spacing: Literal["linspace", "leading", "trailing"] = "linspace"
-    karras: bool = False
-    order: int = 2
     disable_corrector: tuple[int, ...] = ()
     clip_x0: bool = False  # as dpmpp-2m's: diffusers' thresholding=True, sample_max_value=1
-
-    def check(self) -> None:
-        super().check()
-        check_spacing(self.spacing)
-        check_order(self.order)
-
-    def bind(self, model) -> UniPC:
-        return replace(self, steps=bound_steps(self, model, multistep=True))
 
     def plan(self, schedule) -> SigmaPlan:
         S, p = self.steps, self.order
@@ -98,26 +96,33 @@ class UniPC(DiffusionSampler):
         return make_plan(schedule, ts, sig[:-1], coef, [False] * S)
 
     def _predictor(self, i, order, alpha, sigma_t, lam, n) -> np.ndarray:
-        e = np.eye(n)
-        x, m = e[0], e[1:]  # m[k] = m_{i-k}
+        """UniP-p, step i: the weights of x, m_i, m_(i-1) .. m_(i-p) (x0 predictions) in
+        x_t = (sigma_t / sigma_s) x - alpha_t h phi_1 m_i - alpha_t B(h) sum_k a_k D1_k,
+        the a_k solving the first order - 1 order conditions (1/2 at order 2)."""
         R, b, rks, h_phi_1, B_h = _bh(lam, i + 1, i, order, [i - k for k in range(1, order)])
-        D1s = [(m[k] - m[0]) / rks[k - 1] for k in range(1, order)]
-        out = sigma_t[i + 1] / sigma_t[i] * x - alpha[i + 1] * h_phi_1 * m[0]
-        if D1s:
-            rhos = np.array([0.5]) if order == 2 else np.linalg.solve(R[:-1, :-1], b[:-1])
-            out = out - alpha[i + 1] * B_h * sum(r * d for r, d in zip(rhos, D1s, strict=True))
-        return out
+        base = np.zeros(n)
+        base[0] = sigma_t[i + 1] / sigma_t[i]
+        base[1] = -(alpha[i + 1] * h_phi_1)
+        if order == 1:
+            return base
+        rhos = np.array([0.5]) if order == 2 else np.linalg.solve(R[:-1, :-1], b[:-1])
+        return base - (alpha[i + 1] * B_h) * _differences(rhos, rks, n, 1)
 
     def _corrector(self, i, order, alpha, sigma_t, lam, n) -> np.ndarray:
-        e = np.eye(n)
-        last, m_t, m = e[1], e[2], e[3:]  # m[k] = m_{i-1-k}
+        """UniC-p at step i (of the step from i - 1 to i): the weights of x, the last x_c,
+        m_t (x0 at x), m_(i-1) .. m_(i-p) in x_c = (sigma_t / sigma_s) x_c,last
+        - alpha_t h phi_1 m_(i-1) - alpha_t B(h) (sum_k a_k D1_k + a_p (m_t - m_(i-1))),
+        the a solving all order conditions (1/2 at order 1); x itself is not used."""
         R, b, rks, h_phi_1, B_h = _bh(lam, i, i - 1, order,
                                      [i - (k + 1) for k in range(1, order)])
-        D1s = [(m[k] - m[0]) / rks[k - 1] for k in range(1, order)]
         rhos = np.array([0.5]) if order == 1 else np.linalg.solve(R, b)
-        corr = sum((r * d for r, d in zip(rhos[:-1], D1s, strict=True)), 0 * last)
-        return (sigma_t[i] / sigma_t[i - 1] * last - alpha[i] * h_phi_1 * m[0]
-                - alpha[i] * B_h * (corr + rhos[-1] * (m_t - m[0])))
+        base = np.zeros(n)
+        base[1] = sigma_t[i] / sigma_t[i - 1]
+        base[3] = -(alpha[i] * h_phi_1)
+        res = _differences(rhos[:-1], rks, n, 3)
+        res[2] += rhos[-1]
+        res[3] += -rhos[-1]
+        return base - (alpha[i] * B_h) * res
 
     def step(self, plan, i, x, eps, noise, state):
         p = self.order

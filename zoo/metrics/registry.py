@@ -175,9 +175,9 @@ def _check(metric: Metric) -> None:
         if c.figure not in FIGURES:
             raise ConfigError(f"{where}: column {c.key!r} figure must be one of "
                               f"{', '.join(map(str, FIGURES))}, got {c.figure!r}")
-        if c.headline and not (c.direction and c.label and c.figure == "speed"):
-            raise ConfigError(f"{where}: column {c.key!r}: the headline is a ranked, labelled "
-                              "figure drawn against speed")
+        if c.headline and not (c.direction < 0 and c.label and c.figure == "speed"):
+            raise ConfigError(f"{where}: column {c.key!r}: the headline is a labelled figure, "
+                              "lower is better, drawn against speed")
         if c.headline and any(h.headline for m in _REGISTRY.values() if m.name != metric.name
                               for h in m.columns):
             raise ConfigError(f"{where}: column {c.key!r}: the headline is taken by "

@@ -237,7 +237,8 @@ def small_n(key: str | None = None) -> str | None:
     """The column compared instead of ``key`` (default the headline) where N differs: its
     ``Column.small_n`` (KID for FID), None when it has none."""
     col = metric_registry.column(key or headline())
-    return col.small_n if col is not None else None
+    alt = col.small_n if col is not None else None
+    return alt if alt is not None and metric_registry.column(alt) is not None else None
 
 
 def comparison(ns, has_kid: bool, key: str | None = None) -> tuple[str, str | None]:

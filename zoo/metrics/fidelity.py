@@ -778,9 +778,11 @@ class StreamingFID:
 def format_result(result: dict) -> str:
     """A small text table of an ``evaluate`` result, with what it was measured against."""
     lines = []
-    memo = {c.key for c in registry.get("memorization").columns}
+    worded = [m for m in map(registry.get, registry.names()) if m.text is not None
+              and all(c.key in result for c in m.columns)]
+    in_words = {c.key for m in worded for c in m.columns}
     for col in registry.columns():
-        if col.label and col.key in result and col.key not in memo:
+        if col.label and col.key in result and col.key not in in_words:
             value = col.format.format(result[col.key])
             spread = result.get(col.spread) if col.spread else None
             if spread is not None and math.isfinite(spread):
@@ -789,8 +791,7 @@ def format_result(result: dict) -> str:
             if ci is not None:
                 value += " [" + ", ".join(col.format.format(v) for v in ci) + "]"
             lines.append(f"  {col.label:<10} {value}")
-    if "memorization_ratio" in result:
-        lines.append("  " + memorization_line(result))
+    lines += ["  " + m.describe(result) for m in worded]
     head = (f"{result.get('model', 'samples')} vs {result['dataset']} {result['split']}: "
             f"{result['n_generated']} generated, {result['n_reference']} reference images")
     ext = (f"extractor {result['extractor']} (weights sha256 "

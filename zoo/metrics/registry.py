@@ -103,6 +103,17 @@ class Metric:
     #: ``closest_pairs``, the k samples nearest a training image (``evaluate(panel=...)``
     #: draws them beside those images)
     closest: bool = False
+    #: ``"module:function"`` (or a callable) of an ``evaluate`` result giving the metric's
+    #: figures as one line of ``format_result`` in words, instead of a line per column
+    text: str | Callable | None = None
+
+    def describe(self, result: dict) -> str | None:
+        """The metric's line of ``format_result``, when it declares ``text``."""
+        fn = self.text
+        if isinstance(fn, str):
+            module, _, attr = fn.partition(":")
+            fn = getattr(importlib.import_module(module), attr)
+        return None if fn is None else fn(result)
 
     def compute(self, real, fake, train=None, **options) -> dict:
         """The figures of a function metric: ``function(real, fake, **params, **options)``
@@ -378,6 +389,7 @@ register(Metric(
 ))
 register(Metric(
     "memorization", aliases=("memo",), train=True, closest=True, min_images=2,
+    text="zoo.metrics.fidelity:memorization_line",
     function="zoo.metrics.memorization:memorization", params={"percentile": 1.0},
     columns=(Column("memorization_ratio", "memo ratio", "{:.4f}", +1,
                     tolerance=("abs", 0.05), figure=None),

@@ -1,11 +1,14 @@
 """The report's figures (PNG, matplotlib without pyplot: no global backend state).
 
-Per dataset: quality vs speed (FID against sampling images/s, one point per model and
-sampler, log x, the Pareto front drawn), the sampler frontier (FID against network calls
-and images/s), sampling throughput against batch size, and the training curves of
+Per dataset: quality vs speed (the metric registry's headline, FID, against sampling
+images/s, one point per model and sampler, log x, the Pareto front drawn), the same for
+each other column the registry draws against speed (``Column.figure``), the sampler
+frontier (FID against network calls and images/s), FID against each "guidance" column
+(class accuracy), sampling throughput against batch size, and the training curves of
 ``runs/<dataset>/<model>/losses.csv`` when present;
-``compute_curves``: KID, FID and NLL against training compute (``curve.jsonl``). A quality
-figure is drawn with its 95% interval as an error bar where the row has one.
+``compute_curves``: the "speed" columns (KID, FID) and NLL against training compute
+(``curve.jsonl``). A quality figure is drawn with its 95% interval as an error bar where
+the row has one.
 """
 
 from __future__ import annotations
@@ -65,7 +68,7 @@ def _words(col: metric_registry.Column) -> str:
     return (col.axis or col.label).split(" (")[0]
 
 
-def _fid_label(rows: list[dict], name: str | None = None, direction: int = -1) -> str:
+def _quality_label(rows: list[dict], name: str | None = None, direction: int = -1) -> str:
     """"FID (mnist-classifier, N = 100-2000; lower is better)": what the points were
     measured with, since FID depends on the extractor and is biased upward at small N
     (``name`` default the headline's label)."""
@@ -203,7 +206,7 @@ def quality_vs_speed(ds: str, rows: list[dict], path: Path,
     _place_labels(fig, ax, [((s, f), f"{r.get('model')}\n{variant(r)}") for r, f, s in pts])
     at = f"at batch size {bs}" if common else "at each row's largest batch size"
     ax.set_xlabel(f"sampling throughput {at} (images/s, log scale)")
-    ax.set_ylabel(_fid_label([r for r, *_ in pts], col.label, col.direction))
+    ax.set_ylabel(_quality_label([r for r, *_ in pts], col.label, col.direction))
     bars = "; bars: 95% intervals" if any(interval(r, key) for r, *_ in pts) else ""
     corner = "lower right" if col.direction < 0 else "upper right"
     what = "sample quality" if col.headline or _column(headline()).small_n == key \
@@ -276,7 +279,7 @@ def frontier(ds: str, rows: list[dict], path: Path) -> Path | None:
     every = [r for rs in lines.values() for r in rs]
     fids = [float(r[key]) for r in every]
     for ax in axes:
-        ax.set_ylabel(_fid_label(every))
+        ax.set_ylabel(_quality_label(every))
         if min(fids) > 0 and max(fids) > 10 * min(fids):
             ax.set_yscale("log")  # one sampler far behind would flatten the others
         ax.grid(True, alpha=0.3)
@@ -417,7 +420,7 @@ def trade_off(ds: str, rows: list[dict], path: Path, key: str) -> Path | None:
             ax.annotate(f"w={w:g}", (x, y), textcoords="offset points", xytext=(5, 5),
                         fontsize=8)
     ax.set_xlabel(col.axis or col.label)
-    ax.set_ylabel(_fid_label(scored))
+    ax.set_ylabel(_quality_label(scored))
     ax.set_title(f"{ds}: {_column(top).label} against {_words(col)} across guidance w "
                  "(bars: 95% intervals)")
     ax.legend(fontsize=8)
@@ -555,7 +558,7 @@ def compute_curves(ds: str, cdf, names, path: Path) -> Path | None:
                ncols=min(len(handles), 4), title="model (colour: family)", title_fontsize=8)
     labels = [_column(k).label for k, _ in panels if k != "nll_bpd"] or ["quality"]
     what = " and ".join([", ".join(labels[:-1]), labels[-1]] if len(labels) > 1 else labels)
-    measured = _fid_label(records(cdf[["extractor", "n_samples"]]), what)
+    measured = _quality_label(records(cdf[["extractor", "n_samples"]]), what)
     fig.suptitle(f"{ds}: sample quality against training compute; "
                  f"{measured.removesuffix('; lower is better)')}; bars: 95% intervals)")
     return _save(fig, path)

@@ -3,10 +3,11 @@
 A ``Metric`` says what it is computed from (torch-fidelity under one of its flags, or a
 function over the extractor's features, its logits or the images), the fewest images it
 needs per side, whether ``zoo eval`` / a suite computes it by default, and its result
-``Column``s: key, table label, format, direction, determinism and default ``zoo compare``
-tolerance. ``zoo.metrics.evaluate``, ``zoo eval``, the results schema, the runner, the
-report and the CI gate all read these declarations, so a new metric is one function and
-one ``register`` call.
+``Column``s: key, table label, format, direction, determinism, default ``zoo compare``
+tolerance and the report figure it is drawn in. ``zoo.metrics.evaluate``, ``zoo eval``,
+the results schema, the runner, the report's tables and figures, the training curves and
+the CI gate all read these declarations, so a new metric is one function and one
+``register`` call.
 
 Light on purpose (no torch or torch-fidelity here): ``zoo.bench.schema``, ``compare`` and
 ``report`` read it, and they never import torch-fidelity.
@@ -52,8 +53,8 @@ class Column:
     #: the report's headline quality figure (one column): the summary's sample-quality axis,
     #: its Pareto front, the sampler frontier and the "quality vs speed" figure
     headline: bool = False
-    #: a column of the same metric set compared instead where the rows' N differ (and in
-    #: the curves' ranking, at one small N): this figure is biased by N, that one is not
+    #: the key of a column (of any metric) compared instead where the rows' N differ, and
+    #: in the curves' ranking at one small N: this figure is biased by N, that one is not
     small_n: str | None = None
     axis: str = ""  #: a figure's axis label; "" for the label
 

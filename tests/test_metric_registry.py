@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import copy
 import json
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +19,7 @@ import torch
 
 import zoo
 from zoo import data, metrics
-from zoo.bench import compare, report, schema
+from zoo.bench import compare, figures, frame, report, schema
 from zoo.bench.runner import read_rows, run_suite
 from zoo.bench.suite import load_suite
 from zoo.core import ConfigError
@@ -26,16 +28,30 @@ from zoo.metrics.density_coverage import density_coverage
 
 REPO = Path(__file__).resolve().parents[1]
 
-# the schema as it was before the registry, which existing results files follow
+# the metrics zoo ships and the schema as it was before the registry, which existing
+# results files follow: kept in this order, whatever is registered after them
+SHIPPED = ("fid", "kid", "is", "pr", "dc", "memorization", "class_accuracy", "intra_fid",
+           "class_tv")
 OLD_QUALITY = ("fid", "kid", "kid_std", "is", "is_std", "precision", "recall")
-MEMO = ("memorization_ratio", "near_copies")
-CLASSES = ("class_accuracy", "intra_fid", "class_tv")  # zoo.metrics.classes, after memorization
 OLD_TOLERANCES = {"fid": ("rel", 0.10), "kid": ("rel", 0.10), "is": ("rel", 0.05),
                   "precision": ("abs", 0.05), "recall": ("abs", 0.05), "nll_bpd": ("abs", 0.02)}
 OLD_DIRECTION = {"fid": -1, "kid": -1, "nll_bpd": -1, "latency_ms_p50": -1,
                  "latency_ms_p95": -1, "peak_mem_mb": -1, "is": 1, "precision": 1, "recall": 1,
                  "sample_images_per_s": 1, "train_images_per_s": 1, "train_mfu": 1,
                  "sample_mfu": 1}
+
+
+def in_order(items, within) -> bool:
+    """``items`` appear in ``within`` in this order (others may come between)."""
+    rest = iter(within)
+    return all(any(x == y for y in rest) for x in items)
+
+
+def readme_metric_block() -> str:
+    text = (REPO / "README.md").read_text()
+    m = re.search(r"<!-- example: metric -->\s*```python\n(.*?)```", text, re.S)
+    assert m, "README has no python block after <!-- example: metric -->"
+    return m.group(1)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -56,6 +72,24 @@ def scratch(monkeypatch):
     return registry
 
 
+@pytest.fixture
+def readme_metric(monkeypatch):
+    """The registry with the README's external example registered on top (a copy: the
+    shipped registry comes back after the test)."""
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    exec(compile(readme_metric_block(), "README.md", "exec"), {})
+    assert registry.names()[-1] == "spread"
+    return registry
+
+
+@pytest.fixture(params=["shipped", "with the README's metric"])
+def any_registry(request):
+    """The registry as zoo ships it, and with the README's external example left
+    registered: nothing below may depend on the shipped set being the whole set."""
+    return request.getfixturevalue("readme_metric") if request.param != "shipped" \
+        else registry
+
+
 def mean_gap(real, fake) -> dict:
     """A toy metric: the distance between the feature means."""
     return {"mean_gap": float((real.double().mean(0) - fake.double().mean(0)).norm())}
@@ -70,25 +104,44 @@ TOY = registry.Metric(
 # -- declarations and invariants -----------------------------------------------------------
 
 
-def test_registry_declares_todays_metrics_and_density_coverage():
-    assert registry.names() == ("fid", "kid", "is", "pr", "dc", "memorization", *CLASSES)
-    assert registry.default_metrics() == ("fid", "kid", "is", "pr", "dc") == metrics.METRICS
-    assert registry.column_keys() == (*OLD_QUALITY, "density", "coverage", *MEMO, *CLASSES)
-    assert registry.column_keys("pr") == ("precision", "recall")
-    assert registry.metric_of("kid_std").name == "kid" and registry.metric_of("nll_bpd") is None
+def test_every_metric_has_a_column_a_direction_and_a_tolerance(any_registry):
+    names = registry.names()
+    assert in_order(SHIPPED, names) and set(registry.default_metrics()) <= set(names)
+    assert metrics.METRICS == ("fid", "kid", "is", "pr", "dc")  # the default set when zoo loaded
+    keys = registry.column_keys()
+    assert len(set(keys)) == len(keys) and in_order(OLD_QUALITY, keys)
+    for name in names:
+        m = registry.get(name)
+        assert m.columns and all(registry.metric_of(c.key) is m for c in m.columns), name
+        ranked = [c for c in m.columns if c.direction]
+        assert ranked, f"{name} has no ranked column"
+        for c in m.columns:
+            # a table column is ranked; a spread (no label) is shown beside its figure,
+            # ranked by nothing and gated by nothing
+            assert bool(c.label) == bool(c.direction), c
+            assert (c.tolerance is not None) == (c.deterministic and bool(c.direction)), c
+            assert c.spread is None or c.spread in registry.column_keys(name), c
+            assert c.figure in registry.FIGURES, c
+        for alias in (name, *m.aliases):
+            assert registry.normalize_metrics(alias) == (name,)
+    assert registry.metric_of("nll_bpd") is None
+    assert [c.key for c in registry.columns() if c.headline] == ["fid"]
+    assert registry.headline().small_n == "kid"
+    assert registry.default_tolerances() == {c.key: c.tolerance for c in registry.columns()
+                                             if c.tolerance is not None}
+    assert {k: v for k, v in registry.default_tolerances().items() if k in OLD_TOLERANCES} \
+        == {k: v for k, v in OLD_TOLERANCES.items() if k != "nll_bpd"}
+
+
+def test_density_coverage_declaration():
     dc = registry.get("coverage")
     assert (dc.name, dc.needs, dc.min_images, dc.default) == ("dc", "features", 6, True)
     assert dc.params == {"nearest_k": 5}
-    assert {k: v for k, v in registry.default_tolerances().items() if k in OLD_TOLERANCES} \
-        == {k: v for k, v in OLD_TOLERANCES.items() if k != "nll_bpd"}
+    assert registry.column_keys("pr") == ("precision", "recall")
     assert registry.default_tolerances()["density"] == ("abs", 0.05)
-    # spreads are shown beside their figure, ranked by nothing and gated by nothing
-    for key in ("kid_std", "is_std"):
-        col = next(c for c in registry.columns() if c.key == key)
-        assert (col.label, col.direction, col.tolerance) == ("", 0, None)
 
 
-def test_normalize_metrics_aliases_order_and_errors():
+def test_normalize_metrics_aliases_order_and_errors(any_registry):
     assert registry.normalize_metrics("recall, FID,isc") == ("fid", "is", "pr")
     assert registry.normalize_metrics(["coverage", "density", "kid"]) == ("kid", "dc")
     with pytest.raises(ConfigError, match=r"unknown metric 'lpips'; choose from fid, kid, is, "
@@ -107,27 +160,29 @@ def test_torch_fidelity_result_keys_are_its_constants():
     assert keys - {"kid_subset_size"} <= constants
 
 
-def test_schema_and_gate_are_built_from_the_registry():
+def test_schema_and_gate_are_built_from_the_registry(any_registry):
     cols = schema.COLUMNS
-    i = cols.index("fid")
-    quality = ("fid", "fid_ci95", "kid", "kid_ci95", "kid_std", "is", "is_ci95", "is_std",
-               "precision",
-               "precision_ci95", "recall", "recall_ci95", "density", "density_ci95",
-               "coverage", "coverage_ci95", *MEMO, "class_accuracy", "class_accuracy_ci95",
-               "intra_fid", "intra_fid_ci95", "class_tv", "class_tv_ci95")
-    assert cols[i:i + len(quality)] == quality  # each interval column after its figure
-    assert cols[i - 1] == "train_flops" and cols[i + len(quality)] == "extractor"
+    quality = schema.quality_columns()
     assert len(set(cols)) == len(cols)
+    i = cols.index("fid")
+    assert cols[i:i + len(quality)] == quality  # the metrics' columns, in one block
+    assert cols[i - 1] == "train_flops" and cols[i + len(quality)] == "extractor"
+    for c in registry.columns():  # each interval column right after its figure
+        j = quality.index(c.key)
+        assert (quality[j + 1:j + 2] == (c.key + schema.INTERVAL,)) == c.interval, c.key
     # today's directions in today's order (compare prints in this order), new ones added
     assert {k: v for k, v in schema.DIRECTION.items() if k in OLD_DIRECTION} == OLD_DIRECTION
     assert list(k for k in schema.DIRECTION if k in OLD_DIRECTION) == list(OLD_DIRECTION)
-    assert schema.DIRECTION["density"] == schema.DIRECTION["coverage"] == 1
-    assert schema.DETERMINISTIC == ("fid", "kid", "is", "precision", "recall", "density",
-                                    "coverage", *MEMO, *CLASSES, "nll_bpd", "recon_psnr",
-                                    "recon_fid", "codebook_perplexity")
+    assert {k: schema.DIRECTION[k] for k in registry.directions()} == registry.directions()
+    det = schema.DETERMINISTIC
+    assert det[:len(registry.deterministic_columns())] == registry.deterministic_columns()
+    assert in_order(("nll_bpd", "recon_psnr", "recon_fid", "codebook_perplexity"),
+                    det[len(registry.deterministic_columns()):])
     assert {k: v for k, v in compare.DEFAULT_TOLERANCES.items() if k in OLD_TOLERANCES} \
         == OLD_TOLERANCES
-    assert set(compare.DEFAULT_TOLERANCES) == set(schema.DETERMINISTIC)
+    assert set(compare.DEFAULT_TOLERANCES) == set(det)
+    assert all(compare.DEFAULT_TOLERANCES[k] == t
+               for k, t in registry.default_tolerances().items())
 
 
 def test_the_registry_is_read_without_torch_fidelity():
@@ -150,6 +205,13 @@ def test_the_registry_is_read_without_torch_fidelity():
     ({"columns": (registry.Column("x", "x", direction=1, tolerance=("pct", 1.0)),)},
      "tolerance must be"),
     ({"columns": (registry.Column("x", "x", spread="x_std"),)}, "spread"),
+    ({"columns": (registry.Column("x", "x", direction=1, tolerance=("abs", 1.0),
+                                  figure="pie"),)}, "figure must be one of"),
+    ({"columns": (registry.Column("x", "x", direction=-1, tolerance=("abs", 1.0),
+                                  headline=True),)}, "headline is taken by 'fid'"),
+    ({"columns": (registry.Column("x", "x", direction=1, tolerance=("abs", 1.0),
+                                  headline=True),)}, "lower is better"),
+    ({"closest": True}, "closest .* needs the training split"),
     ({"needs": "pixels"}, "needs must be"),
     ({"tf_flag": "fid"}, "either tf_flag"),
     ({"function": None}, "either tf_flag"),
@@ -296,7 +358,7 @@ def test_a_registered_metric_reaches_evaluate_rows_gate_and_report(
     assert "mean gap" in metrics.format_result(result)
 
     # the schema, the gate
-    assert schema.COLUMNS[schema.COLUMNS.index("class_tv_ci95") + 1] == "mean_gap"
+    assert schema.COLUMNS[schema.COLUMNS.index("mean_gap") + 1] == "extractor"  # the last
     assert schema.DIRECTION["mean_gap"] == -1 and "mean_gap" in schema.DETERMINISTIC
     assert compare.DEFAULT_TOLERANCES["mean_gap"] == ("abs", 0.1)
 
@@ -316,6 +378,8 @@ def test_a_registered_metric_reaches_evaluate_rows_gate_and_report(
     # density/coverage are default metrics: shown (empty) although the suite skipped them
     assert "| recall | density | coverage | mean gap | NLL bpd |" in head
     assert f"| {report.fmt(row['mean_gap'])} |" in md
+    assert "### mnist: mean gap vs speed" in md  # and its figure
+    assert (out / "figures" / "mean_gap_vs_speed_mnist.png").is_file()
     for delta, regressed in ((0.05, False), (0.2, True)):
         new_row = copy.deepcopy(row)
         new_row["mean_gap"] += delta
@@ -332,6 +396,38 @@ def test_a_registered_metric_reaches_evaluate_rows_gate_and_report(
     assert "mean_gap" not in schema.COLUMNS and "mean_gap" not in compare.DEFAULT_TOLERANCES
     with pytest.raises(ConfigError, match="unknown metric 'mean-gap'"):
         load_suite(suite_path)
+
+
+def test_the_readme_metric_gets_its_column_tolerance_figure_and_curve(
+        readme_metric, tmp_path):
+    """The README's metric, registered from outside with no other file edited: a report
+    column, a default tolerance, a figure against speed and a panel of the compute curves."""
+    col = registry.column("spread")
+    assert compare.DEFAULT_TOLERANCES["spread"] == ("abs", 0.05) == col.tolerance
+    assert schema.DIRECTION["spread"] == 1 and "spread" in frame.CURVE_COLUMNS
+    run = tmp_path / "ci-cpu"
+    shutil.copytree(REPO / "reports" / "ci-cpu", run, ignore=shutil.ignore_patterns(
+        "figures", "grids", "report.*", "results.csv"))
+    for name in ("results.jsonl", "curve.jsonl"):  # a spread on every row and curve point
+        recs = [json.loads(line) for line in (run / name).read_text().splitlines()]
+        for i, rec in enumerate(recs):
+            rec["spread"] = 0.5 + 0.01 * i
+        (run / name).write_text("".join(json.dumps(r) + "\n" for r in recs))
+    md = report.write_report(run).read_text()
+    head = next(ln for ln in md.splitlines() if ln.startswith("| model | family"))
+    assert "| near copy | spread | NLL bpd |" in head
+    assert f"| {report.fmt(0.5)} |" in md
+    for ds in ("mnist", "fashion-mnist"):
+        assert f"### {ds}: spread vs speed" in md
+        assert (run / "figures" / f"spread_vs_speed_{ds}.png").is_file()
+        # its compute curve: a panel beside KID's and FID's
+        cdf = frame.curves(run)
+        panels = [k for k, _ in figures.curve_panels(cdf[cdf["dataset"] == ds])]
+        assert panels == ["kid", "fid", "spread", "nll_bpd"]
+    # the headline figures are still FID's, and nothing else got a figure
+    titles = [ln for ln in md.splitlines() if ln.startswith("### mnist: ")]
+    assert titles == ["### mnist: quality vs speed", "### mnist: spread vs speed",
+                      "### mnist: sampler frontier", "### mnist: throughput vs batch size"]
 
 
 def test_a_suite_checks_the_samples_a_metric_needs(tmp_path):

@@ -212,18 +212,21 @@ def test_the_readme_toy_sampler_reaches_latent_diffusion_unclipped(monkeypatch, 
     assert torch.equal(a, b) and not torch.equal(a, c)  # unclipped, as ddim is here
 
 
-def test_the_readme_toy_metric_reaches_the_schema():
+def test_the_readme_toy_metric_reaches_the_schema(monkeypatch):
+    from zoo.bench import figures, frame
     from zoo.metrics import registry
 
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))  # restored after
     namespace: dict = {}
-    try:
-        exec(compile(_readme_block("example: metric"), "README.md", "exec"), namespace)
-        assert registry.normalize_metrics("fid,spread") == ("fid", "spread")
-        real = torch.randn(50, 8)
-        assert registry.get("spread").compute(real, real.clone())["spread"] == pytest.approx(1.0)
-        assert namespace["spread"](real, 2 * real)["spread"] == pytest.approx(2.0)
-        assert "spread" in schema.columns() and schema.directions()["spread"] == 1
-        assert "spread" in schema.deterministic()
-    finally:
-        registry.unregister("spread")
+    exec(compile(_readme_block("example: metric"), "README.md", "exec"), namespace)
+    assert registry.normalize_metrics("fid,spread") == ("fid", "spread")
+    real = torch.randn(50, 8)
+    assert registry.get("spread").compute(real, real.clone())["spread"] == pytest.approx(1.0)
+    assert namespace["spread"](real, 2 * real)["spread"] == pytest.approx(2.0)
+    assert "spread" in schema.columns() and schema.directions()["spread"] == 1
+    assert "spread" in schema.deterministic()
+    # a figure against speed and a panel of the compute curves, declared by default
+    assert registry.column("spread") in figures.speed_figures()
+    assert "spread" in frame.curve_columns()
+    monkeypatch.undo()
     assert "spread" not in schema.columns()

@@ -1,11 +1,14 @@
 """The report's figures (PNG, matplotlib without pyplot: no global backend state).
 
-Per dataset: quality vs speed (FID against sampling images/s, one point per model and
-sampler, log x, the Pareto front drawn), the sampler frontier (FID against network calls
-and images/s), sampling throughput against batch size, and the training curves of
+Per dataset: quality vs speed (the metric registry's headline, FID, against sampling
+images/s, one point per model and sampler, log x, the Pareto front drawn), the same for
+each other column the registry draws against speed (``Column.figure``), the sampler
+frontier (FID against network calls and images/s), FID against each "guidance" column
+(class accuracy), sampling throughput against batch size, and the training curves of
 ``runs/<dataset>/<model>/losses.csv`` when present;
-``compute_curves``: KID, FID and NLL against training compute (``curve.jsonl``). A quality
-figure is drawn with its 95% interval as an error bar where the row has one.
+``compute_curves``: the "speed" columns (KID, FID) and NLL against training compute
+(``curve.jsonl``). A quality figure is drawn with its 95% interval as an error bar where
+the row has one.
 """
 
 from __future__ import annotations
@@ -21,18 +24,21 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
+from ..metrics import registry as metric_registry
 from .frame import records
 from .rows import (
     by_dataset,
     calls,
     comparison,
     frontier_lines,
+    headline,
     interval,
     label,
     pareto_front,
     per_batch,
     per_model,
     present,
+    small_n,
     speed,
     speed_batch,
     variant,
@@ -53,15 +59,27 @@ def _marker(row: dict) -> str:
     return sampler_marker(row)
 
 
-def _fid_label(rows: list[dict], name: str = "FID") -> str:
+def _column(key: str) -> metric_registry.Column:
+    return metric_registry.column(key)
+
+
+def _words(col: metric_registry.Column) -> str:
+    """A column in words for a title: its axis label up to any parenthesis, or its label."""
+    return (col.axis or col.label).split(" (")[0]
+
+
+def _quality_label(rows: list[dict], name: str | None = None, direction: int = -1) -> str:
     """"FID (mnist-classifier, N = 100-2000; lower is better)": what the points were
-    measured with, since FID depends on the extractor and is biased upward at small N."""
+    measured with, since FID depends on the extractor and is biased upward at small N
+    (``name`` default the headline's label)."""
+    name = name or _column(headline()).label
     extractors = sorted({str(r.get("extractor")) for r in rows if present(r.get("extractor"))})
     ns = sorted({int(r["n_samples"]) for r in rows if present(r.get("n_samples"))})
     parts = [", ".join(extractors)] if extractors else []
     if ns:
         parts.append(f"N = {ns[0]}" if len(ns) == 1 else f"N = {ns[0]}-{ns[-1]}")
-    return f"{name} ({'; '.join(parts + ['lower is better'])})"
+    better = "lower is better" if direction < 0 else "higher is better"
+    return f"{name} ({'; '.join(parts + [better])})"
 
 
 def slug(text: str) -> str:
@@ -146,11 +164,18 @@ def _place_labels(fig: Figure, ax, items: list[tuple[tuple[float, float], str]])
         taken.append(best[1])
 
 
-def quality_vs_speed(ds: str, rows: list[dict], path: Path) -> Path | None:
-    bs, common = speed_batch(rows)
+def quality_vs_speed(ds: str, rows: list[dict], path: Path,
+                     key: str | None = None) -> Path | None:
+    """A quality column (default the headline, FID; its ``small_n`` stand-in, KID, where
+    the rows' N differ) against sampling images/s, one point per row, the Pareto front
+    drawn; log scales where the figures span over 20x."""
+    key = key or headline()
+    alt = small_n(key)
     key, _ = comparison([r.get("n_samples") for r in rows
-                         if present(r.get("fid")) or present(r.get("kid"))],
-                        any(present(r.get("kid")) for r in rows))
+                         if present(r.get(key)) or (alt and present(r.get(alt)))],
+                        alt is not None and any(present(r.get(alt)) for r in rows), key)
+    col = _column(key)
+    bs, common = speed_batch(rows)
     pts = [(r, float(r[key]), speed(r, bs)) for r in rows if present(r.get(key))]
     pts = [(r, f, s) for r, f, s in pts if s is not None and s > 0]
     if not pts:
@@ -181,9 +206,12 @@ def quality_vs_speed(ds: str, rows: list[dict], path: Path) -> Path | None:
     _place_labels(fig, ax, [((s, f), f"{r.get('model')}\n{variant(r)}") for r, f, s in pts])
     at = f"at batch size {bs}" if common else "at each row's largest batch size"
     ax.set_xlabel(f"sampling throughput {at} (images/s, log scale)")
-    ax.set_ylabel(_fid_label([r for r, *_ in pts], key.upper()))
+    ax.set_ylabel(_quality_label([r for r, *_ in pts], col.label, col.direction))
     bars = "; bars: 95% intervals" if any(interval(r, key) for r, *_ in pts) else ""
-    ax.set_title(f"{ds}: sample quality vs sampling speed (better: lower right{bars})")
+    corner = "lower right" if col.direction < 0 else "upper right"
+    what = "sample quality" if col.headline or _column(headline()).small_n == key \
+        else col.label
+    ax.set_title(f"{ds}: {what} vs sampling speed (better: {corner}{bars})")
     handles = _family_legend([r for r, *_ in pts])
     markers = {}  # sampler name -> marker, for the samplers of more than one family member
     for r, *_ in pts:
@@ -204,6 +232,7 @@ def frontier(ds: str, rows: list[dict], path: Path) -> Path | None:
     sampling images/s (right), one line per model, sampler and its other options, 95%
     intervals as error bars. Only models with rows at more than one count of calls (a
     guidance sweep at one count is no frontier); log y where FIDs span over 10x."""
+    key = headline()
     lines = frontier_lines(rows)
     spread: dict[str, set] = {}
     for (model, *_), rs in lines.items():
@@ -223,8 +252,8 @@ def frontier(ds: str, rows: list[dict], path: Path) -> Path | None:
         name = f"{rs[0].get('model')} · {sampler_label(unstepped)}"
         style = dict(marker=_marker(rs[0]), ls=LINESTYLES[i % len(LINESTYLES)], label=name,
                      color=_color(rs[0]) if len(lines) == 1 else f"C{i % 10}", capsize=3)
-        ys = [float(r["fid"]) for r in rs]
-        yerr = error_extents(ys, [interval(r, "fid") for r in rs])
+        ys = [float(r[key]) for r in rs]
+        yerr = error_extents(ys, [interval(r, key) for r in rs])
         axes[0].errorbar([calls(r) for r in rs], ys, yerr=yerr, **style)
         if timed:
             pts = [(speed(r, bs), y, lo, hi) for r, y, lo, hi
@@ -248,16 +277,16 @@ def frontier(ds: str, rows: list[dict], path: Path) -> Path | None:
         axes[1].set_xlabel("sampling images/s " + (f"at batch {bs} " if bs else "")
                            + "(log scale)")
     every = [r for rs in lines.values() for r in rs]
-    fids = [float(r["fid"]) for r in every]
+    fids = [float(r[key]) for r in every]
     for ax in axes:
-        ax.set_ylabel(_fid_label(every))
+        ax.set_ylabel(_quality_label(every))
         if min(fids) > 0 and max(fids) > 10 * min(fids):
             ax.set_yscale("log")  # one sampler far behind would flatten the others
         ax.grid(True, alpha=0.3)
     axes[-1].legend(fontsize=8)
-    fig.suptitle(f"{ds}: sampler frontier, FID against network calls" +
+    fig.suptitle(f"{ds}: sampler frontier, {_column(key).label} against network calls" +
                  (" and against images/s" if timed else "") +
-                 (" (bars: 95% intervals)" if any(interval(r, "fid") for r in every) else ""))
+                 (" (bars: 95% intervals)" if any(interval(r, key) for r in every) else ""))
     return _save(fig, path)
 
 
@@ -357,9 +386,16 @@ def training_curves(ds: str, rows: list[dict], run_dir: Path, path: Path) -> Pat
 
 
 def fid_vs_class_accuracy(ds: str, rows: list[dict], path: Path) -> Path | None:
-    """The trade-off guidance makes: FID against class accuracy, one line per model and
-    sampler through its guidance values (annotated), both with their 95% intervals."""
-    scored = [r for r in rows if present(r.get("fid")) and present(r.get("class_accuracy"))]
+    """``trade_off`` of FID against class accuracy."""
+    return trade_off(ds, rows, path, "class_accuracy")
+
+
+def trade_off(ds: str, rows: list[dict], path: Path, key: str) -> Path | None:
+    """The trade-off guidance makes: the headline (FID) against a column drawn as
+    "guidance" (class accuracy), one line per model and sampler through its guidance
+    values (annotated), both with their 95% intervals."""
+    top, col = headline(), _column(key)
+    scored = [r for r in rows if present(r.get(top)) and present(r.get(key))]
     if not scored:
         return None
     groups: dict[tuple, list[dict]] = {}
@@ -373,36 +409,52 @@ def fid_vs_class_accuracy(ds: str, rows: list[dict], path: Path) -> Path | None:
     for i, (_, pairs) in enumerate(sorted(groups.items(), key=lambda t: t[0])):
         pairs.sort(key=lambda p: p[0])
         rs = [r for _, r in pairs]
-        xs = [float(r["class_accuracy"]) for r in rs]
-        ys = [float(r["fid"]) for r in rs]
+        xs = [float(r[key]) for r in rs]
+        ys = [float(r[top]) for r in rs]
         name = f"{rs[0].get('model')} · {rs[0].get('sampler')}"
-        ax.errorbar(xs, ys, yerr=error_extents(ys, [interval(r, "fid") for r in rs]),
-                    xerr=error_extents(xs, [interval(r, "class_accuracy") for r in rs]),
+        ax.errorbar(xs, ys, yerr=error_extents(ys, [interval(r, top) for r in rs]),
+                    xerr=error_extents(xs, [interval(r, key) for r in rs]),
                     marker=_marker(rs[0]), ls=LINESTYLES[i % len(LINESTYLES)], label=name,
                     color=_color(rs[0]), capsize=3)
         for (w, _), x, y in zip(pairs, xs, ys, strict=True):
             ax.annotate(f"w={w:g}", (x, y), textcoords="offset points", xytext=(5, 5),
                         fontsize=8)
-    ax.set_xlabel("class accuracy (the classifier agrees with the class asked for)")
-    ax.set_ylabel(_fid_label(scored))
-    ax.set_title(f"{ds}: FID against class accuracy across guidance w (bars: 95% intervals)")
+    ax.set_xlabel(col.axis or col.label)
+    ax.set_ylabel(_quality_label(scored))
+    ax.set_title(f"{ds}: {_column(top).label} against {_words(col)} across guidance w "
+                 "(bars: 95% intervals)")
     ax.legend(fontsize=8)
     ax.grid(True, alpha=0.3)
     return _save(fig, path)
 
 
+def speed_figures() -> list[metric_registry.Column]:
+    """The columns drawn against sampling speed, one figure each: the headline (FID, or KID
+    where N differs) first, then each other "speed" figure that stands in for none."""
+    cols = metric_registry.figure_columns("speed")
+    stand_ins = {c.small_n for c in cols}
+    return sorted((c for c in cols if c.key not in stand_ins), key=lambda c: not c.headline)
+
+
 def write_figures(rows: list[dict], run_dir: Path, fig_dir: Path) -> list[tuple[str, Path]]:
     """Write every figure the rows allow; return [(title, path)] in report order."""
     out = []
+    top = _column(headline())
     for ds, ds_rows in by_dataset(rows).items():
         s = slug(ds)
         made = [
             (f"{ds}: quality vs speed", quality_vs_speed(
-                ds, ds_rows, fig_dir / f"quality_vs_speed_{s}.png")),
-            (f"{ds}: sampler frontier", frontier(
-                ds, ds_rows, fig_dir / f"frontier_{s}.png")),
-            (f"{ds}: FID vs class accuracy", fid_vs_class_accuracy(
-                ds, ds_rows, fig_dir / f"fid_vs_class_accuracy_{s}.png")),
+                ds, ds_rows, fig_dir / f"quality_vs_speed_{s}.png"))
+            if c.headline else
+            (f"{ds}: {c.label} vs speed", quality_vs_speed(
+                ds, ds_rows, fig_dir / f"{c.key}_vs_speed_{s}.png", c.key))
+            for c in speed_figures()]
+        made.append((f"{ds}: sampler frontier", frontier(
+            ds, ds_rows, fig_dir / f"frontier_{s}.png")))
+        made += [(f"{ds}: {top.label} vs {_words(c)}", trade_off(
+            ds, ds_rows, fig_dir / f"{top.key}_vs_{c.key}_{s}.png", c.key))
+            for c in metric_registry.figure_columns("guidance")]
+        made += [
             (f"{ds}: throughput vs batch size", throughput_vs_batch(
                 ds, ds_rows, fig_dir / f"throughput_vs_batch_{s}.png")),
             (f"{ds}: training curves", training_curves(
@@ -412,67 +464,91 @@ def write_figures(rows: list[dict], run_dir: Path, fig_dir: Path) -> list[tuple[
     return out
 
 
-def compute_curves(ds: str, cdf, names, path: Path) -> Path | None:
-    """One dataset's quality against training compute (``frame.curves`` lines, ``names``
-    their curve names): KID, then FID and NLL (bits/dim, ± 1.96 standard errors; hollow
-    markers for upper bounds) when there are any, against training FLOPs (log x; training
-    seconds when some point has no FLOPs), one line per model coloured by family, 95%
-    intervals as error bars."""
-    cdf = cdf.assign(name=list(names))
-    flops = cdf["train_flops"].notna().all() and (cdf["train_flops"] > 0).all()
-    xcol = "train_flops" if flops else "train_seconds"
-    panels = [(k, t) for k, t in (("kid", "KID (lower is better)"),
-                                  ("fid", "FID (lower is better)"),
-                                  ("nll_bpd", "NLL (bits/dim, lower is better)"))
-              if k in cdf and cdf[k].notna().any()]
-    if not panels or not cdf[xcol].notna().any():
-        return None
-    fig = Figure(figsize=(5.2 * len(panels), 4.6), layout="constrained")
-    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+def curve_panels(cdf) -> list[tuple[str, str]]:
+    """(column, axis title) of the compute curves' panels that ``cdf`` has figures of: the
+    "speed" figures, each stand-in for small N first (KID, then FID: the curves are
+    measured at one small N), then NLL."""
+    cols = metric_registry.figure_columns("speed")
+    stand_ins = {c.small_n for c in cols}
+    cols = sorted(cols, key=lambda c: c.key not in stand_ins)
+    panels = [(c.key, f"{c.label} ({'lower' if c.direction < 0 else 'higher'} is better)")
+              for c in cols] + [("nll_bpd", "NLL (bits/dim, lower is better)")]
+    return [(k, t) for k, t in panels if k in cdf and cdf[k].notna().any()]
+
+
+def _curve_styles(cdf) -> dict[str, tuple]:
+    """{line name: (colour, line style, marker)}: the family's colour, then a style each."""
     n_in_family: dict[str, int] = {}
     styles = {}
     for name, g in cdf.groupby("name", sort=False):
         fam = str(g["family"].iloc[0])
         i = n_in_family[fam] = n_in_family.get(fam, -1) + 1
-        styles[name] = (family_color(fam), LINESTYLES[i % len(LINESTYLES)],
-                        "osD^v"[i % 5])
+        styles[name] = (family_color(fam), LINESTYLES[i % len(LINESTYLES)], "osD^v"[i % 5])
+    return styles
+
+
+def _curve_panel(ax, cdf, key: str, title: str, xcol: str, styles: dict) -> bool:
+    """One panel of the compute curves: a line per name with its error bars (a quality
+    figure's 95% interval; NLL's 1.96 standard errors, hollow markers for bounds); True
+    when it drew a bound."""
+    bound_drawn = False
+    for name, g in cdf.groupby("name", sort=False):
+        g = g[g[key].notna() & g[xcol].notna()].sort_values(xcol)
+        if not len(g):
+            continue
+        color, ls, marker = styles[name]
+        xs, ys = g[xcol].tolist(), g[key].tolist()
+        if key == "nll_bpd":
+            err = [1.96 * e if e == e else 0.0 for e in g["nll_stderr"].tolist()]
+            yerr = [err, err]
+            bound = (g["nll_kind"] == "bound").fillna(False).tolist()
+        else:
+            cis = [(lo, hi) if lo == lo and hi == hi else None for lo, hi in
+                   zip(g[f"{key}_ci95.lo"], g[f"{key}_ci95.hi"], strict=True)] \
+                if f"{key}_ci95.lo" in g else [None] * len(ys)
+            yerr = error_extents(ys, cis)
+            bound = [False] * len(ys)
+        ax.errorbar(xs, ys, yerr=yerr, color=color, ls=ls, marker=None, capsize=3,
+                    lw=1.4, label=name)
+        for x, y, b in zip(xs, ys, bound, strict=True):
+            ax.plot([x], [y], marker=marker, color=color, ls="", ms=6,
+                    mfc="white" if b else color, mec=color, zorder=3)
+            bound_drawn = bound_drawn or b
+    ax.set_xscale("log")
+    # a tick at each budget fraction (its median over the models), not matplotlib's
+    # crowded minor labels
+    ticks = sorted(cdf.groupby("fraction")[xcol].median().dropna())
+    ax.set_xticks(ticks, [f"{t:.2g}" for t in ticks])
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("training FLOPs (log scale)" if xcol == "train_flops"
+                  else "training seconds (log scale)")
+    shown = cdf[key].dropna()
+    if key != "nll_bpd" and (shown > 0).all() and shown.max() > 10 * shown.min():
+        ax.set_yscale("log")  # one model far behind would flatten the others
+        title = title.replace("(lower", "(log scale, lower").replace(
+            "(higher", "(log scale, higher")
+    ax.set_ylabel(title)
+    ax.grid(True, which="major", alpha=0.3)
+    return bound_drawn
+
+
+def compute_curves(ds: str, cdf, names, path: Path) -> Path | None:
+    """One dataset's quality against training compute (``frame.curves`` lines, ``names``
+    their curve names): a panel per ``curve_panels`` (KID, FID, then NLL in bits/dim)
+    against training FLOPs (log x; training seconds when some point has no FLOPs), one
+    line per model coloured by family, 95% intervals as error bars."""
+    cdf = cdf.assign(name=list(names))
+    flops = cdf["train_flops"].notna().all() and (cdf["train_flops"] > 0).all()
+    xcol = "train_flops" if flops else "train_seconds"
+    panels = curve_panels(cdf)
+    if not panels or not cdf[xcol].notna().any():
+        return None
+    fig = Figure(figsize=(5.2 * len(panels), 4.6), layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    styles = _curve_styles(cdf)
     bound_drawn = False
     for ax, (key, title) in zip(axes, panels, strict=True):
-        for name, g in cdf.groupby("name", sort=False):
-            g = g[g[key].notna() & g[xcol].notna()].sort_values(xcol)
-            if not len(g):
-                continue
-            color, ls, marker = styles[name]
-            xs, ys = g[xcol].tolist(), g[key].tolist()
-            if key == "nll_bpd":
-                err = [1.96 * e if e == e else 0.0 for e in g["nll_stderr"].tolist()]
-                yerr = [err, err]
-                bound = (g["nll_kind"] == "bound").fillna(False).tolist()
-            else:
-                cis = [(lo, hi) if lo == lo and hi == hi else None for lo, hi in
-                       zip(g[f"{key}_ci95.lo"], g[f"{key}_ci95.hi"], strict=True)]
-                yerr = error_extents(ys, cis)
-                bound = [False] * len(ys)
-            ax.errorbar(xs, ys, yerr=yerr, color=color, ls=ls, marker=None, capsize=3,
-                        lw=1.4, label=name)
-            for x, y, b in zip(xs, ys, bound, strict=True):
-                ax.plot([x], [y], marker=marker, color=color, ls="", ms=6,
-                        mfc="white" if b else color, mec=color, zorder=3)
-                bound_drawn = bound_drawn or b
-        ax.set_xscale("log")
-        # a tick at each budget fraction (its median over the models), not matplotlib's
-        # crowded minor labels
-        ticks = sorted(cdf.groupby("fraction")[xcol].median().dropna())
-        ax.set_xticks(ticks, [f"{t:.2g}" for t in ticks])
-        ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set_xlabel("training FLOPs (log scale)" if flops
-                      else "training seconds (log scale)")
-        shown = cdf[key].dropna()
-        if key != "nll_bpd" and (shown > 0).all() and shown.max() > 10 * shown.min():
-            ax.set_yscale("log")  # one model far behind would flatten the others
-            title = title.replace("(lower", "(log scale, lower")
-        ax.set_ylabel(title)
-        ax.grid(True, which="major", alpha=0.3)
+        bound_drawn = _curve_panel(ax, cdf, key, title, xcol, styles) or bound_drawn
     handles = [Line2D([], [], color=c, ls=ls, marker=m, label=n)
                for n, (c, ls, m) in styles.items()]
     if bound_drawn:
@@ -480,7 +556,9 @@ def compute_curves(ds: str, cdf, names, path: Path) -> Path | None:
                               label="NLL upper bound (hollow)"))
     fig.legend(handles=handles, loc="outside lower center", fontsize=8,
                ncols=min(len(handles), 4), title="model (colour: family)", title_fontsize=8)
-    measured = _fid_label(records(cdf[["extractor", "n_samples"]]), "KID and FID")
+    labels = [_column(k).label for k, _ in panels if k != "nll_bpd"] or ["quality"]
+    what = " and ".join([", ".join(labels[:-1]), labels[-1]] if len(labels) > 1 else labels)
+    measured = _quality_label(records(cdf[["extractor", "n_samples"]]), what)
     fig.suptitle(f"{ds}: sample quality against training compute; "
                  f"{measured.removesuffix('; lower is better)')}; bars: 95% intervals)")
     return _save(fig, path)

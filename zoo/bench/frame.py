@@ -23,22 +23,36 @@ from pathlib import Path
 import pandas as pd
 
 from ..core import ConfigError
+from ..metrics import registry as metric_registry
 from . import schema
 from .rows import PER_BATCH, per_batch, present, read_results, sort_key, variant
 
 LABEL = "sampler_label"  # the column beside "sampler" that rows.variant fills in
 CURVE_FILE = "curve.jsonl"  # quality along training, one line per model and budget fraction
-# curve.jsonl's keys, in order (the runner's ``[evaluation] curve``)
-CURVE_COLUMNS = (
-    "suite", "dataset", "model", "family", "sampler", "sampler_options", "fraction",
-    "train_steps", "train_images", "train_flops", "train_seconds", "budget",
-    "n_samples", "extractor", "ref_split", "fid", "fid_ci95", "kid", "kid_ci95",
-    "nll_bpd", "nll_stderr", "nll_kind", "nll_images",
-)
+# curve.jsonl's keys before and after the quality figures (``curve_columns``)
+_CURVE_HEAD = ("suite", "dataset", "model", "family", "sampler", "sampler_options", "fraction",
+               "train_steps", "train_images", "train_flops", "train_seconds", "budget",
+               "n_samples", "extractor", "ref_split")
+_CURVE_TAIL = ("nll_bpd", "nll_stderr", "nll_kind", "nll_images")
 _CURVE_KINDS = {"fraction": "float", "train_steps": "int", "train_images": "int",
                 "train_flops": "float", "train_seconds": "float", "n_samples": "int",
                 "nll_images": "int", "budget.steps": "int", "budget.seconds": "float",
                 "budget.flops": "float"}
+
+
+def curve_columns() -> tuple[str, ...]:
+    """curve.jsonl's keys, in order (the runner's ``[evaluation] curve``): each figure the
+    report draws along training (the registry's "speed" figures: FID, KID) with its
+    interval, between the point's identity and its NLL."""
+    quality = [k for c in metric_registry.figure_columns("speed")
+               for k in (c.key, c.key + schema.INTERVAL)[:1 + c.interval]]
+    return (*_CURVE_HEAD, *quality, *_CURVE_TAIL)
+
+
+def __getattr__(name: str):
+    if name == "CURVE_COLUMNS":  # computed on access: includes a metric registered later
+        return curve_columns()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def columns(rows: list[dict]) -> list[str]:
@@ -175,7 +189,8 @@ def curve_frame(recs: list[dict]) -> pd.DataFrame:
     """Curve points (curve.jsonl's lines) as the typed DataFrame ``curves`` returns."""
     flat = [flatten(r) for r in recs]
     cols: list[str] = []
-    for col in list(CURVE_COLUMNS) + [k for r in recs for k in r if k not in CURVE_COLUMNS]:
+    known = curve_columns()
+    for col in list(known) + [k for r in recs for k in r if k not in known]:
         if col.endswith(schema.INTERVAL):
             cols += [f"{col}.lo", f"{col}.hi"]
         elif col == "budget":

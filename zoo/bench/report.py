@@ -33,11 +33,13 @@ from .rows import (
     fmt_params,
     fmt_pm,
     frontier_lines,
+    headline,
     interval,
     label,
     pareto,
     present,
     read_results,
+    small_n,
     speed,
     speed_batch,
     variant,
@@ -97,18 +99,34 @@ def _speed_batch(df) -> tuple[int | None, bool]:
     return (max(common), True) if common else (None, False)
 
 
+def _quality_keys() -> list[str]:
+    """The headline column (FID) and its small-N stand-in (KID) when it has one."""
+    return [k for k in (headline(), small_n()) if k]
+
+
+def _name(key: str) -> str:
+    return metric_registry.column(key).label
+
+
+def _better(key: str) -> str:
+    return "lower is better" if metric_registry.column(key).direction < 0 else "higher is better"
+
+
 def sample_sizes(df) -> list[int]:
     """The distinct N (generated samples) of the lines of ``df`` that have a quality
-    figure, ascending."""
+    figure (the headline or its small-N stand-in), ascending."""
     scored = df
-    if "fid" in df and "kid" in df:
-        scored = df[df["fid"].notna() | df["kid"].notna()]
+    keys = _quality_keys()
+    if all(k in df for k in keys):
+        scored = df[df[keys].notna().any(axis=1)]
     return sorted({int(n) for n in scored["n_samples"].dropna()}) if "n_samples" in df else []
 
 
 def comparison_figure(df) -> tuple[str, str | None]:
     """``rows.comparison`` of the lines of ``df``: KID when their N differ, else FID."""
-    return comparison(sample_sizes(df), "kid" in df and bool(df["kid"].notna().any()))
+    alt = small_n()
+    return comparison(sample_sizes(df), alt is not None and alt in df
+                      and bool(df[alt].notna().any()))
 
 
 def same_n_note(df) -> list[Block]:
@@ -116,12 +134,11 @@ def same_n_note(df) -> list[Block]:
     ns = sample_sizes(df)
     if len(ns) < 2:
         return []
+    name, alt = _name(headline()), small_n()
     return [Para(f"The rows of this table were measured at different N (generated samples: "
-            f"{', '.join(f'{n:,}' for n in ns)}); FID is biased upward at small N, so compare "
-            "FID only between rows of the same N. KID is unbiased at any N.")]
-
-
-NAME = {"fid": "FID", "kid": "KID"}
+            f"{', '.join(f'{n:,}' for n in ns)}); {name} is biased upward at small N, so "
+            f"compare {name} only between rows of the same N."
+            + (f" {_name(alt)} is unbiased at any N." if alt else ""))]
 
 
 def summary(df, datasets: list[str] | None = None) -> list[Block]:
@@ -130,85 +147,113 @@ def summary(df, datasets: list[str] | None = None) -> list[Block]:
     quality against sampling speed."""
     out: list[Block] = [Heading(2, "Summary")]
     datasets = datasets or list(dict.fromkeys(df["dataset"]))
+    keys = _quality_keys()
     out.append(Para(
         f"Computed from the {len(df)} rows of `{RESULTS_FILE}` "
-        f"({len(datasets)} dataset{'s' if len(datasets) != 1 else ''}). FID and KID: lower "
-        "is better, with 95% bootstrap intervals `[lo, hi]` where measured; "
+        f"({len(datasets)} dataset{'s' if len(datasets) != 1 else ''}). "
+        f"{' and '.join(_name(k) for k in keys)}: {_better(keys[0])}"
+        ", with 95% bootstrap intervals `[lo, hi]` where measured; "
         "NLL in bits per dimension on the test split, lower is better (exact, or an upper "
         "bound; `±` its standard error); speeds in images/s, higher is better."
     ))
     for ds in datasets:
-        sub = df[df["dataset"] == ds]
-        recs = frame.records(sub)
-        key, why = comparison_figure(sub)
-        name = NAME[key]
-        out.append(Heading(3, ds))
-        table: list[list[str]] = []
-        scored = [r for r in recs if present(r.get(key))]
-        if scored:
-            b = min(scored, key=lambda r: r[key])
-            table.append([f"sample quality: lowest {name}", _label(b),
-                          f"{name} {fmt_ci(b[key], *(interval(b, key) or ()))}"])
-        else:
-            table.append([f"sample quality: lowest {name}", NA, f"no row has a {name}"])
-        models = frame.records(sub.drop_duplicates("model"))
-        nll_rows = [r for r in models if present(r.get("nll_bpd"))]
-        kinds = sorted({r.get("nll_kind") or "?" for r in nll_rows},
-                       key=lambda k: (k != "exact", k != "bound", k))
-        for kind in kinds:
-            b = min((r for r in nll_rows if (r.get("nll_kind") or "?") == kind),
-                    key=lambda r: r["nll_bpd"])
-            what = {"exact": "exact", "bound": "upper bound"}.get(kind, kind)
-            table.append([f"likelihood: lowest NLL ({what})", b["model"], fmt_nll(b, " bpd")])
-        if not nll_rows:
-            table.append(["likelihood: lowest NLL", NA, "no model has an NLL"])
-        bs, common = _speed_batch(sub)
-        sizes = _sizes(sub)
-        fast = [r for r in recs if present(_speed(r, bs, sizes))]
-        at = f"at batch {bs}" if common else "at each row's largest batch (none in common)"
-        if fast:
-            b = max(fast, key=lambda r: _speed(r, bs, sizes))
-            table.append([f"sampling speed {at}", _label(b),
-                          f"{fmt(_speed(b, bs, sizes))} images/s"])
-        else:
-            table.append(["sampling speed", NA, "no row was timed"])
-        trained = [r for r in models if present(r.get("train_images_per_s"))]
-        if trained:
-            b = max(trained, key=lambda r: r["train_images_per_s"])
-            table.append(["training speed", b["model"],
-                          f"{fmt(b['train_images_per_s'])} images/s"])
-        else:
-            table.append(["training speed", NA, "no model has a training speed"])
-        out.append(Table(["axis", "best", "figure"], table))
-        if why:
-            out.append(Para(why))
-        if len(kinds) > 1 and "bound" in kinds:
-            best = min(nll_rows, key=lambda r: r["nll_bpd"])
-            if best.get("nll_kind") == "bound":
-                out.append(Para(
-                    f"Lowest NLL overall: {best['model']} (its upper bound is below every "
-                    "exact figure, so it ranks first for certain)."
-                ))
-            else:
-                out.append(Para(
-                    f"Lowest NLL overall: {best['model']} ({best.get('nll_kind')}); a bound is "
-                    "only an upper bound, so a model whose bound is higher may still have a "
-                    "lower true NLL."
-                ))
-        front = pareto([(r, r[key], _speed(r, bs, sizes)) for r in scored
-                        if present(_speed(r, bs, sizes))])
-        if front:
-            out.append(Para(
-                f"Pareto front of quality against sampling speed ({name} vs images/s {at}; no "
-                f"other row has both a lower {name} and a higher speed), best {name} first:"
-            ))
-            out.append(Items([
-                (0, f"{_label(r)}: {name} {fmt_ci(r[key], *(interval(r, key) or ()))}"
-                    f", {fmt(_speed(r, bs, sizes))} images/s") for r in front]))
-        else:
-            out.append(Para(f"Pareto front: n/a (no row has both a {name} and a sampling "
-                            "speed)."))
+        out += [Heading(3, ds), *_dataset_summary(df[df["dataset"] == ds])]
     return out
+
+
+def _best(recs: list[dict], key: str) -> dict:
+    """The record best on ``key`` in its column's direction (the first on a tie)."""
+    if metric_registry.column(key).direction > 0:
+        return max(recs, key=lambda r: r[key])
+    return min(recs, key=lambda r: r[key])
+
+
+def _dataset_summary(sub) -> list[Block]:
+    """One dataset's summary: the best on each axis, the NLL note, the Pareto front."""
+    recs = frame.records(sub)
+    key, why = comparison_figure(sub)
+    name = _name(key)
+    lead = "lowest" if metric_registry.column(key).direction < 0 else "highest"
+    table: list[list[str]] = []
+    scored = [r for r in recs if present(r.get(key))]
+    if scored:
+        b = _best(scored, key)
+        table.append([f"sample quality: {lead} {name}", _label(b),
+                      f"{name} {fmt_ci(b[key], *(interval(b, key) or ()))}"])
+    else:
+        table.append([f"sample quality: {lead} {name}", NA, f"no row has a {name}"])
+    models = frame.records(sub.drop_duplicates("model"))
+    nll_rows = [r for r in models if present(r.get("nll_bpd"))]
+    kinds = sorted({r.get("nll_kind") or "?" for r in nll_rows},
+                   key=lambda k: (k != "exact", k != "bound", k))
+    table += _nll_lines(nll_rows, kinds)
+    bs, common = _speed_batch(sub)
+    sizes = _sizes(sub)
+    at = f"at batch {bs}" if common else "at each row's largest batch (none in common)"
+    table += _speed_lines(recs, models, bs, sizes, at)
+    out: list[Block] = [Table(["axis", "best", "figure"], table)]
+    if why:
+        out.append(Para(why))
+    out += _nll_note(nll_rows, kinds)
+    front = pareto([(r, r[key] if metric_registry.column(key).direction < 0 else -r[key],
+                     _speed(r, bs, sizes)) for r in scored if present(_speed(r, bs, sizes))])
+    if front:
+        out.append(Para(
+            f"Pareto front of quality against sampling speed ({name} vs images/s {at}; no "
+            f"other row has both a {'lower' if lead == 'lowest' else 'higher'} {name} and a "
+            f"higher speed), best {name} first:"))
+        out.append(Items([
+            (0, f"{_label(r)}: {name} {fmt_ci(r[key], *(interval(r, key) or ()))}"
+                f", {fmt(_speed(r, bs, sizes))} images/s") for r in front]))
+    else:
+        out.append(Para(f"Pareto front: n/a (no row has both a {name} and a sampling "
+                        "speed)."))
+    return out
+
+
+def _nll_lines(nll_rows: list[dict], kinds: list[str]) -> list[list[str]]:
+    """The summary's likelihood lines: the lowest NLL of each kind (exact, bound)."""
+    lines = []
+    for kind in kinds:
+        b = min((r for r in nll_rows if (r.get("nll_kind") or "?") == kind),
+                key=lambda r: r["nll_bpd"])
+        what = {"exact": "exact", "bound": "upper bound"}.get(kind, kind)
+        lines.append([f"likelihood: lowest NLL ({what})", b["model"], fmt_nll(b, " bpd")])
+    if not nll_rows:
+        lines.append(["likelihood: lowest NLL", NA, "no model has an NLL"])
+    return lines
+
+
+def _speed_lines(recs: list[dict], models: list[dict], bs, sizes, at: str) -> list[list[str]]:
+    """The summary's speed lines: the fastest sampling row and training model."""
+    lines = []
+    fast = [r for r in recs if present(_speed(r, bs, sizes))]
+    if fast:
+        b = max(fast, key=lambda r: _speed(r, bs, sizes))
+        lines.append([f"sampling speed {at}", _label(b),
+                      f"{fmt(_speed(b, bs, sizes))} images/s"])
+    else:
+        lines.append(["sampling speed", NA, "no row was timed"])
+    trained = [r for r in models if present(r.get("train_images_per_s"))]
+    if trained:
+        b = max(trained, key=lambda r: r["train_images_per_s"])
+        lines.append(["training speed", b["model"], f"{fmt(b['train_images_per_s'])} images/s"])
+    else:
+        lines.append(["training speed", NA, "no model has a training speed"])
+    return lines
+
+
+def _nll_note(nll_rows: list[dict], kinds: list[str]) -> list[Block]:
+    """Which model has the lowest NLL overall, when exact figures and bounds are mixed."""
+    if not (len(kinds) > 1 and "bound" in kinds):
+        return []
+    best = min(nll_rows, key=lambda r: r["nll_bpd"])
+    if best.get("nll_kind") == "bound":
+        return [Para(f"Lowest NLL overall: {best['model']} (its upper bound is below every "
+                     "exact figure, so it ranks first for certain).")]
+    return [Para(f"Lowest NLL overall: {best['model']} ({best.get('nll_kind')}); a bound is "
+                 "only an upper bound, so a model whose bound is higher may still have a "
+                 "lower true NLL.")]
 
 
 def quality_columns(df) -> list[metric_registry.Column]:
@@ -310,6 +355,8 @@ def frontier_table(rows: list[dict]) -> list[Block]:
     that reach the reference's FID within its interval (FID at most its upper end, or at
     most its FID where it has no interval), with that row's speed-up over the reference."""
     out: list[Block] = []
+    key = headline()  # FID
+    name = _name(key)
     order = {id(r): i for i, r in enumerate(rows)}
     by_model: dict[str, list[dict]] = {}
     for (model, *_), rs in frontier_lines(rows).items():
@@ -319,25 +366,26 @@ def frontier_table(rows: list[dict]) -> list[Block]:
             continue
         bs, _ = speed_batch(rs)  # the largest batch this model's rows were all timed at
         ref = max(rs, key=lambda r: (calls(r), -order[id(r)]))
-        ci = interval(ref, "fid")
-        bar = ci[1] if ci is not None else float(ref["fid"])
-        rs = sorted(rs, key=lambda r: (calls(r), float(r["fid"])))
-        reach = next((r for r in rs if float(r["fid"]) <= bar), None)
-        body = [[variant(r), str(calls(r)), fmt_ci(r["fid"], *interval(r, "fid"))
-                 if interval(r, "fid") else fmt(r["fid"]), fmt(speed(r, bs)),
-                 "reference" if r is ref else ("yes" if float(r["fid"]) <= bar else "no")]
+        ci = interval(ref, key)
+        bar = ci[1] if ci is not None else float(ref[key])
+        rs = sorted(rs, key=lambda r: (calls(r), float(r[key])))
+        reach = next((r for r in rs if float(r[key]) <= bar), None)
+        body = [[variant(r), str(calls(r)), fmt_ci(r[key], *interval(r, key))
+                 if interval(r, key) else fmt(r[key]), fmt(speed(r, bs)),
+                 "reference" if r is ref else ("yes" if float(r[key]) <= bar else "no")]
                 for r in rs]
-        out.append(Para(f"**{model}**: reference {variant(ref)} ({calls(ref)} calls, FID "
-                        f"{fmt(ref['fid'])}, upper end {fmt(bar)})."))
-        out.append(Table(["sampler", "network calls", "FID",
+        out.append(Para(f"**{model}**: reference {variant(ref)} ({calls(ref)} calls, {name} "
+                        f"{fmt(ref[key])}, upper end {fmt(bar)})."))
+        out.append(Table(["sampler", "network calls", name,
                           "img/s" + (f" @{bs}" if bs else ""), "reaches the reference"], body))
         if reach is not None and reach is not ref:
             sr, sref = speed(reach, bs), speed(ref, bs)
             gain = f", {sr / sref:.2f}x its images/s" if sr and sref else ""
-            out.append(Para(f"Fewest calls that reach the reference's FID: **{calls(reach)}** "
+            out.append(Para(f"Fewest calls that reach the reference's {name}: "
+                            f"**{calls(reach)}** "
                             f"({variant(reach)}){gain}."))
         elif reach is ref:
-            out.append(Para("No sampler with fewer calls reaches the reference's FID."))
+            out.append(Para(f"No sampler with fewer calls reaches the reference's {name}."))
     return out
 
 
@@ -368,44 +416,49 @@ def fmt_budget(budget: tuple) -> str:
 
 
 def ranking(cdf) -> list[Block]:
-    """One dataset's curve lines (``frame.curves``) ranked by KID at each budget point (a
-    fraction where every model has a KID): models whose 95% interval overlaps the leader's
-    are tied with it (``≈ 1``). Only when every model had the same budget; otherwise one
-    line saying so."""
+    """One dataset's curve lines (``frame.curves``) ranked by KID (the headline's small-N
+    stand-in, else the headline) at each budget point (a fraction where every model has
+    one): models whose 95% interval overlaps the leader's are tied with it (``≈ 1``). Only
+    when every model had the same budget; otherwise one line saying so."""
     cdf = cdf.assign(name=curve_names(cdf))
     budgets = {n: _budget(frame.records(g.head(1))[0]) for n, g in cdf.groupby("name", sort=False)}
     if len(set(budgets.values())) > 1:
         per = "; ".join(f"{n}: {fmt_budget(b)}" for n, b in budgets.items())
         return [Para(f"The models' training budgets differ ({per}), so no ranking is made: "
                      "compare the curves at equal training compute instead.")]
-    scored = cdf[cdf["kid"].notna()] if "kid" in cdf else cdf.iloc[:0]
+    key = small_n() or headline()
+    name = _name(key)
+    scored = cdf[cdf[key].notna()] if key in cdf else cdf.iloc[:0]
     names = list(budgets)
     fractions = sorted(f for f, g in scored.groupby("fraction")
                        if set(g["name"]) >= set(names))
     if not fractions:
-        return [Para("No budget fraction at which every model has a KID: no ranking is "
+        return [Para(f"No budget fraction at which every model has a {name}: no ranking is "
                      "made.")]
     compute = "train_flops" if cdf["train_flops"].notna().any() else "train_seconds"
-    head = ["budget fraction", "rank", "model", "KID [95% interval]",
+    head = ["budget fraction", "rank", "model", f"{name} [95% interval]",
             "training FLOPs" if compute == "train_flops" else "training s", "train steps"]
     body = []
     for f in fractions:
         recs = frame.records(scored[scored["fraction"] == f].drop_duplicates("name"))
-        recs.sort(key=lambda r: r["kid"])
-        lead = interval(recs[0], "kid")
+        recs.sort(key=lambda r: -r[key] if metric_registry.column(key).direction > 0
+                  else r[key])
+        lead = interval(recs[0], key)
         for i, r in enumerate(recs):
-            ci = interval(r, "kid")
+            ci = interval(r, key)
             tied = i > 0 and lead is not None and ci is not None and \
                 ci[0] <= lead[1] and lead[0] <= ci[1]
             rank = "≈ 1" if tied else str(i + 1)
             v = r.get(compute)
-            body.append([f"{f:g}", rank, r["name"], fmt_ci(r["kid"], *(ci or ())),
+            body.append([f"{f:g}", rank, r["name"], fmt_ci(r[key], *(ci or ())),
                          (f"{v:.3g}" if compute == "train_flops" else fmt(v))
                          if present(v) else NA, fmt(r.get("train_steps"))])
     b = next(iter(budgets.values()))
     return [Para(f"Every model had the same budget ({fmt_budget(b)}). At each fraction of it, "
-                 "the models in order of KID (lower is better; unbiased at small N); `≈ 1`: its "
-                 "95% interval overlaps the leader's, so the two are not told apart."),
+                 f"the models in order of {name} ({_better(key)}"
+                 + ("; unbiased at small N" if key == small_n() else "")
+                 + "); `≈ 1`: its 95% interval overlaps the leader's, so the two are not told "
+                 "apart."),
             Table(head, body)]
 
 
@@ -611,48 +664,21 @@ def report_blocks(rows: list[dict], run_dir: Path, figs, partial: list[int],
         f"[`{CSV_FILE}`]({CSV_FILE}).")]
     for ds in datasets:
         out += [Heading(3, ds), *dataset_table(df[df["dataset"] == ds])]
-    recons = {ds: reconstruction_table(df[df["dataset"] == ds]) for ds in datasets}
-    if any(recons.values()):
-        out += [Heading(2, "Reconstruction"), Para(
-            "What the first stage's compression costs, per model that reconstructs (an "
-            "autoencoder, or a latent model through its autoencoder): the first N images of "
-            "the reference split encoded and decoded. PSNR: mean over the images with its 95% "
-            "t interval (higher is better); rFID: FID of the reconstructions against the "
-            "split with the rows' extractor, 0 for perfect ones (lower is better; bootstrap "
-            "interval); a VQ-VAE's codebook use over those images' codes: perplexity (at most "
-            "the codebook size) and codes never used. Training compute of both stages: a "
-            "latent model's budget, and its place in the training-compute ranking, count its "
-            "second stage only; its autoencoder's training comes on top (total).")]
-        for ds, table in recons.items():
-            if table:
-                out += [Heading(3, ds), *table]
-    fronts = {ds: frontier_table(ds_rows) for ds, ds_rows in by_dataset(rows).items()}
-    if any(fronts.values()):
-        out += [Heading(2, "Sampler frontier"), Para(
-            "How few network calls per image reach the quality of the most expensive "
-            "sampler measured (the reference): FID with its 95% interval at each count of "
-            "calls, and the sampling speed.")]
-        for ds, table in fronts.items():
-            if table:
-                out += [Heading(3, ds), *table]
+    out += _section("Reconstruction", RECONSTRUCTION, {
+        ds: reconstruction_table(df[df["dataset"] == ds]) for ds in datasets})
+    out += _section("Sampler frontier", (
+        "How few network calls per image reach the quality of the most expensive "
+        f"sampler measured (the reference): {_name(headline())} with its 95% interval at "
+        "each count of calls, and the sampling speed."),
+        {ds: frontier_table(ds_rows) for ds, ds_rows in by_dataset(rows).items()})
     out += training_compute(run_dir, figures)
-    computed = {ds: compute_table(df[df["dataset"] == ds]) for ds in datasets}
-    if any(computed.values()):
-        peaks = list(dict.fromkeys(
-            f"{r['device_peak_tflops'] * 1e3:.4g} GFLOP/s {r.get('device_peak_dtype') or ''}"
-            .strip() for r in rows if present(r.get("device_peak_tflops"))))
-        peak = (f" over the device's measured dense matmul peak ({'; '.join(peaks)})"
-                if peaks else "")
-        out += [Heading(2, "Compute"), Para(
-            "Model FLOPs per image, counted with `torch.utils.flop_counter` (matmuls, "
-            "convolutions, attention; forward and backward for a training step, one "
-            "image's whole sampling call), and MFU: achieved model FLOP/s per device "
-            f"(training, and sampling at the fastest batch size){peak}. The first "
-            "training step pays compilation (`train.compile`) and warm-up and is kept "
-            "out of the training throughput.")]
-        for ds, table in computed.items():
-            if table:
-                out += [Heading(3, ds), *table]
+    peaks = list(dict.fromkeys(
+        f"{r['device_peak_tflops'] * 1e3:.4g} GFLOP/s {r.get('device_peak_dtype') or ''}"
+        .strip() for r in rows if present(r.get("device_peak_tflops"))))
+    peak = (f" over the device's measured dense matmul peak ({'; '.join(peaks)})"
+            if peaks else "")
+    out += _section("Compute", COMPUTE.format(peak=peak), {
+        ds: compute_table(df[df["dataset"] == ds]) for ds in datasets})
     out.append(Heading(2, "Figures"))
     if figs:
         for title, path in figs:
@@ -661,4 +687,35 @@ def report_blocks(rows: list[dict], run_dir: Path, figs, partial: list[int],
         out.append(Para("No figures (no row has the figures they plot)."))
     out += environment(rows)
     out += grids(rows, run_dir)
+    return out
+
+
+RECONSTRUCTION = (
+    "What the first stage's compression costs, per model that reconstructs (an "
+    "autoencoder, or a latent model through its autoencoder): the first N images of "
+    "the reference split encoded and decoded. PSNR: mean over the images with its 95% "
+    "t interval (higher is better); rFID: FID of the reconstructions against the "
+    "split with the rows' extractor, 0 for perfect ones (lower is better; bootstrap "
+    "interval); a VQ-VAE's codebook use over those images' codes: perplexity (at most "
+    "the codebook size) and codes never used. Training compute of both stages: a "
+    "latent model's budget, and its place in the training-compute ranking, count its "
+    "second stage only; its autoencoder's training comes on top (total).")
+COMPUTE = (
+    "Model FLOPs per image, counted with `torch.utils.flop_counter` (matmuls, "
+    "convolutions, attention; forward and backward for a training step, one "
+    "image's whole sampling call), and MFU: achieved model FLOP/s per device "
+    "(training, and sampling at the fastest batch size){peak}. The first "
+    "training step pays compilation (`train.compile`) and warm-up and is kept "
+    "out of the training throughput.")
+
+
+def _section(title: str, text: str, tables: dict[str, list[Block]]) -> list[Block]:
+    """A section of per-dataset tables under ``title`` and ``text``; nothing when no
+    dataset has a table."""
+    if not any(tables.values()):
+        return []
+    out: list[Block] = [Heading(2, title), Para(text)]
+    for ds, table in tables.items():
+        if table:
+            out += [Heading(3, ds), *table]
     return out

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ..core import ConfigError
+from ..metrics import registry as metric_registry
 from . import schema
 
 RESULTS_FILE = "results.jsonl"
@@ -224,15 +225,35 @@ def per_model(rows: list[dict]) -> list[dict]:
     return list(seen.values())
 
 
-def comparison(ns, has_kid: bool) -> tuple[str, str | None]:
+def headline() -> str:
+    """The key of the registry's headline quality column (FID)."""
+    col = metric_registry.headline()
+    if col is None:
+        raise ConfigError("no registered metric declares the headline column (FID's)")
+    return col.key
+
+
+def small_n(key: str | None = None) -> str | None:
+    """The column compared instead of ``key`` (default the headline) where N differs: its
+    ``Column.small_n`` (KID for FID), None when it has none."""
+    col = metric_registry.column(key or headline())
+    alt = col.small_n if col is not None else None
+    return alt if alt is not None and metric_registry.column(alt) is not None else None
+
+
+def comparison(ns, has_kid: bool, key: str | None = None) -> tuple[str, str | None]:
     """The quality figure to compare rows measured at sample sizes ``ns`` by, and why when
-    it is not FID: "kid" when the Ns differ (FID is biased upward at small N, KID is
-    unbiased) and some row has a KID; "fid" otherwise."""
+    it is not ``key`` (default the headline, FID): its ``small_n`` stand-in (KID) when the
+    Ns differ (FID is biased upward at small N, KID is unbiased) and some row has it
+    (``has_kid``); ``key`` otherwise."""
+    key = key or headline()
     ns = sorted({int(n) for n in ns if present(n)})
-    if len(ns) > 1 and has_kid:
-        return "kid", (f"KID is the comparison figure here: the rows' N differ "
-                       f"({', '.join(str(n) for n in ns)}) and FID is biased at small N.")
-    return "fid", None
+    alt = small_n(key)
+    if len(ns) > 1 and has_kid and alt is not None:
+        name, alt_name = metric_registry.column(key).label, metric_registry.column(alt).label
+        return alt, (f"{alt_name} is the comparison figure here: the rows' N differ "
+                     f"({', '.join(str(n) for n in ns)}) and {name} is biased at small N.")
+    return key, None
 
 
 # ----------------------------------------------------------------------------- speed axis
@@ -259,10 +280,14 @@ def speed(row: dict, bs: int | None) -> float | None:
     return d.get(bs)
 
 
-def pareto_front(rows: list[dict], bs: int | None, key: str = "fid") -> list[dict]:
-    """The rows no other row beats on both ``key`` (FID; lower is better) and sampling
-    speed (higher), sorted from the best quality to the fastest."""
-    pts = [(r, float(r[key]), speed(r, bs)) for r in rows if present(r.get(key))]
+def pareto_front(rows: list[dict], bs: int | None, key: str | None = None) -> list[dict]:
+    """The rows no other row beats on both ``key`` (default the headline, FID; better in
+    its column's direction) and sampling speed (higher), sorted from the best quality to
+    the fastest."""
+    key = key or headline()
+    col = metric_registry.column(key)
+    sign = -1.0 if col is not None and col.direction > 0 else 1.0  # pareto: lower is better
+    pts = [(r, sign * float(r[key]), speed(r, bs)) for r in rows if present(r.get(key))]
     return pareto([(r, f, s) for r, f, s in pts if s is not None])
 
 
@@ -292,11 +317,13 @@ def calls(row: dict) -> int | None:
 
 
 def frontier_lines(rows: list[dict]) -> dict[tuple, list[dict]]:
-    """The rows with FID and a count of network calls, one line per model, sampler and its
-    options other than ``steps`` (sorted by calls): the sampler frontier's lines."""
+    """The rows with the headline figure (FID) and a count of network calls, one line per
+    model, sampler and its options other than ``steps`` (sorted by calls): the sampler
+    frontier's lines."""
     groups: dict[tuple, list[dict]] = {}
+    key = headline()
     for r in rows:
-        if present(r.get("fid")) and calls(r) is not None:
+        if present(r.get(key)) and calls(r) is not None:
             rest = {k: v for k, v in (r.get("sampler_options") or {}).items() if k != "steps"}
             groups.setdefault((str(r.get("model")), str(r.get("sampler")),
                                json.dumps(rest, sort_keys=True)), []).append(r)

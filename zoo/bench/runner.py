@@ -394,7 +394,8 @@ def measure_variant(
     # the counter cannot see into
     flops = timing.sample_flops_per_image(model, seed, **variant.options)
     samples, labels = draw(model, n, ev.batch_size, seed, variant.options)
-    memo = "memorization" in metrics.registry.normalize_metrics(ev.metrics)
+    # a metric that finds the samples nearest a training image draws them beside it
+    memo = bool(metrics.registry.closest_metrics(ev.metrics))
     panel = grid_path.with_name(grid_path.stem + "-memorization.png")
     result = metrics.evaluate(
         samples, dataset, ev.ref_split, ev.extractor, metrics=metrics_for(ev.metrics, labels),

@@ -192,48 +192,94 @@ def compute_metrics(
     labels: Tensor | None = None,
     reference_labels: Tensor | None = None,
 ) -> tuple[dict, str]:
-    """The figures of ``generated`` against ``reference`` (both uint8) with one extractor.
+    """The figures of ``generated`` against ``reference`` (both uint8) with one extractor,
+    and the reference cache status ("hit", "miss" or "off": no ``cache_key``).
 
-    Returns (figures, reference cache status: "hit", "miss" or "off"). The reference's
-    features are cached under ``cache_key`` when one is given. ``metrics``: names of
-    ``registry`` (None: its default set); torch-fidelity computes its own in one call, a
-    function metric gets the extractor's features of both sides (extracted once each).
-    ``train``: the training split's ``{layer: features}``, which a metric declared with
-    ``train`` reads (``evaluate`` passes them, from ``reference_features``).
-    ``bootstrap``: with B > 0, a 95% percentile-bootstrap interval ``<column>_ci95: [lo,
-    hi]`` of each interval column (``Column.interval``) from B resamples of the generated
-    features, seeded with ``seed`` (``intervals.bootstrap_intervals``); the figures
-    themselves do not change.
-    ``closest``: with k > 0 and ``memorization`` computed, ``memorization_closest``: the k
-    generated samples closest to a training image as ``[sample index, training index,
-    distance]``, closest first (``memorization.closest_pairs``).
-    ``labels``: the class each generated image was drawn for (int64 [N]), which a metric
-    declared with ``labels`` reads (``class_accuracy``, ``intra_fid``); without them such
-    a metric is refused. ``reference_labels``: the reference images' classes (int64 [M]),
-    for a metric declared with ``reference_labels`` (``intra_fid``).
+    ``metrics``: names of ``registry`` (None: its default set). ``train``: the training
+    split's ``{layer: features}`` for a metric declared with ``train``. ``bootstrap`` B > 0:
+    a 95% percentile interval ``<column>_ci95: [lo, hi]`` of each interval column from B
+    resamples of the generated features, seeded with ``seed``. ``closest`` k > 0 with a
+    metric declared with ``closest`` (``memorization``): ``memorization_closest``, the k
+    samples nearest a training image as ``[sample, training index, distance]``.
+    ``labels`` (int64 [N], the class each sample was drawn for) and ``reference_labels``
+    ([M]): for the metrics declared with them, which are refused without them.
     """
     metrics = normalize_metrics(registry.default_metrics() if metrics is None else metrics)
+    generated, reference, labels = _check_inputs(generated, reference, extractor, metrics,
+                                                 train, labels, reference_labels, batch_size,
+                                                 bootstrap)
+    dev = _device(device)
+    spec = {m: registry.get(m) for m in metrics}
+    tf = tuple(m for m in metrics if spec[m].tf_flag)
+    own = tuple(m for m in metrics if not spec[m].tf_flag)
+    binary = any(spec[m].reference for m in tf)  # IS alone never looks at the reference
+    # what reads the reference's features (torch-fidelity extracts its metrics' layers as one)
+    own_ref = tuple(m for m in own if spec[m].reference and _layer(extractor, m) is not None)
+    status = _cache_status(cache_key, cache_dir, extractor, (tf if binary else ()) + own_ref)
+    boot = interval_metrics(metrics) if bootstrap else ()
+    seen: dict[int, dict[str, Tensor]] = {}  # the features torch-fidelity extracted, by input
+    out = _tf_metrics(generated, reference, extractor, tf, binary, cache_key, cache_dir, dev,
+                      batch_size, seed, progress, seen if boot else None) if tf else {}
+    fake, real = _features(generated, reference, extractor, own, boot, seen, dev, batch_size,
+                           progress, cache_key, cache_dir)
+    out.update(_function_metrics(own, extractor, generated, reference, fake, real, train,
+                                 closest=closest, labels=labels, bootstrap=bootstrap, seed=seed,
+                                 reference_labels=reference_labels))
+    out = _plain(out)
+    if boot:
+        sides = {m: (fake[_layer(extractor, m)], real.get(_layer(extractor, m))
+                     if spec[m].reference else None) for m in boot}
+        out.update(bootstrap_intervals(sides, bootstrap, seed, figures=out))
+    return out, status
+
+
+def _features(generated: Tensor, reference: Tensor, extractor: Extractor, own: tuple,
+              boot: tuple, seen: dict, dev: torch.device, batch_size: int, progress: bool,
+              cache_key: str | None, cache_dir) -> tuple[dict, dict]:
+    """({layer: generated features}, {layer: reference features}) that the function metrics
+    ``own`` and the bootstrapped metrics ``boot`` read: torch-fidelity's (``seen``), the
+    rest extracted here once per side (the reference's through the cache)."""
+    fake, real = dict(seen.get(1, {})), dict(seen.get(2, {}))
+    if not (own or boot):
+        return fake, real
+    own_ref = {_layer(extractor, m) for m in own if registry.get(m).reference}
+    layers = ({_layer(extractor, m) for m in own}
+              | ({_layer(extractor, m) for m in boot} - set(fake))) - {None}
+    # IS has no reference side: its logits are never extracted from the reference
+    boot_ref = {_layer(extractor, m) for m in boot if registry.get(m).reference}
+    ref_layers = (own_ref | (boot_ref - set(real))) - {None}
+    fake.update(_extract(1, generated, extractor, sorted(layers), dev, batch_size, progress))
+    real.update(_extract(2, reference, extractor, sorted(ref_layers), dev, batch_size,
+                         progress, cache_key, cache_dir))
+    return fake, real
+
+
+def _check_inputs(generated: Tensor, reference: Tensor, extractor: Extractor,
+                  metrics: tuple[str, ...], train, labels, reference_labels,
+                  batch_size: int, bootstrap: int) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Refuse what ``metrics`` cannot be computed from; (generated, reference, labels as
+    int64 [N] on the CPU)."""
     generated = _check_batch(generated, "generated images")
     reference = _check_batch(reference, "reference images")
     if generated.shape[1:] != reference.shape[1:]:
         raise ConfigError(f"generated images are {tuple(generated.shape[1:])} but the "
                           f"reference images are {tuple(reference.shape[1:])}")
     n1, n2 = generated.shape[0], reference.shape[0]
-    spec = {m: registry.get(m) for m in metrics}
     for m in metrics:
-        need = spec[m].min_images
-        if min(n1, n2 if spec[m].reference else n1) < need:
+        spec = registry.get(m)
+        need = spec.min_images
+        if min(n1, n2 if spec.reference else n1) < need:
             raise ConfigError(f"{m} needs at least {need} images on each side, "
                               f"got {n1} generated and {n2} reference")
     for m in metrics:
-        if spec[m].train and _layer(extractor, m) not in (train or {}):
+        if registry.get(m).train and _layer(extractor, m) not in (train or {}):
             raise ConfigError(f"{m} needs the training split's features "
                               f"({_layer(extractor, m)!r} layer); evaluate passes them")
     for m in metrics:
-        if spec[m].labels and labels is None:
+        if registry.get(m).labels and labels is None:
             raise ConfigError(f"{m} needs the class each sample was drawn for: evaluate a "
                               "class-conditional model, or pass labels= with the images")
-        if spec[m].reference_labels and reference_labels is None:
+        if registry.get(m).reference_labels and reference_labels is None:
             raise ConfigError(f"{m} needs the reference images' labels (reference_labels=)")
     if labels is not None:
         labels = torch.as_tensor(labels).reshape(-1).long().cpu()
@@ -243,63 +289,53 @@ def compute_metrics(
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
     if bootstrap < 0:
         raise ConfigError(f"bootstrap must be >= 0 (0: no interval), got {bootstrap}")
-    dev = _device(device)
-    tf = tuple(m for m in metrics if spec[m].tf_flag)
-    own = tuple(m for m in metrics if not spec[m].tf_flag)
-    binary = any(spec[m].reference for m in tf)  # IS alone never looks at the reference
-    # what reads the reference's features (torch-fidelity extracts its metrics' layers as one)
-    own_ref = tuple(m for m in own if spec[m].reference and _layer(extractor, m) is not None)
-    reads = (tf if binary else ()) + own_ref
-    status = "off"
-    if cache_key is not None and reads:
-        root = cache_root(cache_dir)
-        root.mkdir(parents=True, exist_ok=True)
-        _vet_cache(root, cache_key)
-        status = "hit" if _reference_cached(root, cache_key, extractor, reads) else "miss"
+    return generated, reference, labels
+
+
+def _cache_status(cache_key: str | None, cache_dir, extractor: Extractor,
+                  reads: tuple[str, ...]) -> str:
+    """"hit" or "miss" of the reference features that ``reads`` (metrics) need; "off"
+    without a cache key or when none reads them. A corrupt entry is dropped first."""
+    if cache_key is None or not reads:
+        return "off"
+    root = cache_root(cache_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    _vet_cache(root, cache_key)
+    return "hit" if _reference_cached(root, cache_key, extractor, reads) else "miss"
+
+
+def _function_metrics(own: tuple[str, ...], extractor: Extractor, generated: Tensor,
+                      reference: Tensor, fake: dict, real: dict, train: dict | None,
+                      **options) -> dict:
+    """The figures of the function metrics ``own``, each given its side(s) (the images, or
+    their features ``fake``/``real``) and what its declaration asks for of ``options``."""
     out: dict = {}
-    boot = interval_metrics(metrics) if bootstrap else ()
-    seen: dict[int, dict[str, Tensor]] = {}  # the features torch-fidelity extracted, by input
-    if tf:
-        with _features_seen(seen) if boot else contextlib.nullcontext():
-            out.update(_tf_metrics(generated, reference, extractor, tf, binary, cache_key,
-                                   cache_dir, dev, batch_size, seed, progress))
-    fake, real = dict(seen.get(1, {})), dict(seen.get(2, {}))
-    if own or boot:
-        # each side's features once: torch-fidelity's, or extracted here for what it lacks
-        boot_layers = {_layer(extractor, m) for m in boot}
-        layers = sorted(({_layer(extractor, m) for m in own} | (boot_layers - set(fake)))
-                        - {None})
-        # IS has no reference side: its logits are never extracted from the reference
-        boot_ref = {_layer(extractor, m) for m in boot if spec[m].reference}
-        ref_layers = sorted({_layer(extractor, m) for m in own_ref} | (boot_ref - set(real)))
-        fake.update(_extract(1, generated, extractor, layers, dev, batch_size, progress))
-        real.update(_extract(2, reference, extractor, ref_layers, dev, batch_size, progress,
-                             cache_key, cache_dir))
-    if own:
-        for m in own:
-            layer = _layer(extractor, m)
-            mine = generated if layer is None else fake[layer]
-            theirs = None if not spec[m].reference else (
-                reference if layer is None else real[layer])
-            options = {"closest": int(closest)} if m == "memorization" and closest > 0 else {}
-            if spec[m].labels:
-                options["labels"] = labels
-            if spec[m].reference_labels:
-                options["reference_labels"] = reference_labels
-            if spec[m].own_interval:
-                options.update(bootstrap=int(bootstrap), seed=int(seed))
-            out.update(spec[m].compute(theirs, mine,
-                                       train[layer] if spec[m].train else None, **options))
+    for name in own:
+        metric, layer = registry.get(name), _layer(extractor, name)
+        mine, theirs = (generated, reference) if layer is None else (fake[layer],
+                                                                     real.get(layer))
+        given = {"closest": int(options["closest"])} if (
+            metric.closest and options["closest"] > 0) else {}
+        if metric.labels:
+            given["labels"] = options["labels"]
+        if metric.reference_labels:
+            given["reference_labels"] = options["reference_labels"]
+        if metric.own_interval:
+            given.update(bootstrap=int(options["bootstrap"]), seed=int(options["seed"]))
+        out.update(metric.compute(theirs if metric.reference else None, mine,
+                                  (train or {}).get(layer) if metric.train else None,
+                                  **given))
+    return out
+
+
+def _plain(out: dict) -> dict:
+    """Figures as Python floats (ints and lists kept); ``closest_pairs`` as the result's
+    ``memorization_closest``."""
     pairs = out.pop("closest_pairs", None)
     out = {k: v if isinstance(v, (int, list)) else float(v) for k, v in out.items()}
     if pairs is not None:
         out["memorization_closest"] = [[int(i), int(j), float(d)] for i, j, d in pairs]
-    if boot:
-        out.update(bootstrap_intervals(
-            {m: (fake[_layer(extractor, m)],
-                 real[_layer(extractor, m)] if spec[m].reference else None) for m in boot},
-            bootstrap, seed, figures=out))
-    return out, status
+    return out
 
 
 @contextlib.contextmanager
@@ -332,8 +368,9 @@ def _features_seen(seen: dict):
 
 def _tf_metrics(generated: Tensor, reference: Tensor, extractor: Extractor, metrics: tuple,
                 binary: bool, cache_key: str | None, cache_dir, dev: torch.device,
-                batch_size: int, seed: int, progress: bool) -> dict:
-    """The figures of torch-fidelity's metrics among ``metrics``, from one call."""
+                batch_size: int, seed: int, progress: bool, seen: dict | None = None) -> dict:
+    """The figures of torch-fidelity's metrics among ``metrics``, from one call; ``seen``
+    (when given) gets the features it extracted (``_features_seen``)."""
     n1, n2 = generated.shape[0], reference.shape[0]
     kwargs = {
         "input1": _Images(generated),
@@ -352,7 +389,7 @@ def _tf_metrics(generated: Tensor, reference: Tensor, extractor: Extractor, metr
     else:
         kwargs["cache"] = False
     ctx = torch.cuda.device(dev) if dev.type == "cuda" else contextlib.nullcontext()
-    with ctx:
+    with ctx, _features_seen(seen) if seen is not None else contextlib.nullcontext():
         raw = torch_fidelity.calculate_metrics(**kwargs)
     # a result is torch-fidelity's figure, or (kid_subset_size) the argument it was given
     return {key: raw[tf_key] if tf_key in raw else kwargs[tf_key]
@@ -741,9 +778,11 @@ class StreamingFID:
 def format_result(result: dict) -> str:
     """A small text table of an ``evaluate`` result, with what it was measured against."""
     lines = []
-    memo = {c.key for c in registry.get("memorization").columns}
+    worded = [m for m in map(registry.get, registry.names()) if m.text is not None
+              and all(c.key in result for c in m.columns)]
+    in_words = {c.key for m in worded for c in m.columns}
     for col in registry.columns():
-        if col.label and col.key in result and col.key not in memo:
+        if col.label and col.key in result and col.key not in in_words:
             value = col.format.format(result[col.key])
             spread = result.get(col.spread) if col.spread else None
             if spread is not None and math.isfinite(spread):
@@ -752,8 +791,7 @@ def format_result(result: dict) -> str:
             if ci is not None:
                 value += " [" + ", ".join(col.format.format(v) for v in ci) + "]"
             lines.append(f"  {col.label:<10} {value}")
-    if "memorization_ratio" in result:
-        lines.append("  " + memorization_line(result))
+    lines += ["  " + m.describe(result) for m in worded]
     head = (f"{result.get('model', 'samples')} vs {result['dataset']} {result['split']}: "
             f"{result['n_generated']} generated, {result['n_reference']} reference images")
     ext = (f"extractor {result['extractor']} (weights sha256 "

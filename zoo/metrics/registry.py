@@ -3,10 +3,11 @@
 A ``Metric`` says what it is computed from (torch-fidelity under one of its flags, or a
 function over the extractor's features, its logits or the images), the fewest images it
 needs per side, whether ``zoo eval`` / a suite computes it by default, and its result
-``Column``s: key, table label, format, direction, determinism and default ``zoo compare``
-tolerance. ``zoo.metrics.evaluate``, ``zoo eval``, the results schema, the runner, the
-report and the CI gate all read these declarations, so a new metric is one function and
-one ``register`` call.
+``Column``s: key, table label, format, direction, determinism, default ``zoo compare``
+tolerance and the report figure it is drawn in. ``zoo.metrics.evaluate``, ``zoo eval``,
+the results schema, the runner, the report's tables and figures, the training curves and
+the CI gate all read these declarations, so a new metric is one function and one
+``register`` call.
 
 Light on purpose (no torch or torch-fidelity here): ``zoo.bench.schema``, ``compare`` and
 ``report`` read it, and they never import torch-fidelity.
@@ -24,6 +25,7 @@ from ..core import ConfigError
 Tolerance = tuple[str, float]
 
 NEEDS = ("features", "logits", "images")
+FIGURES = ("speed", "guidance", None)  #: ``Column.figure``
 #: torch-fidelity flags whose figures ``zoo.metrics.intervals`` recomputes per bootstrap draw
 BOOTSTRAPPED_TF = ("fid", "kid", "isc", "prc")
 
@@ -44,6 +46,17 @@ class Column:
     #: gets a bootstrap interval (``<key>_ci95``) when ``evaluate(bootstrap=B)`` resamples
     #: the generated side's features or logits (the reference, if any, fixed)
     interval: bool = False
+    #: the report's figure of a ranked, labelled column: "speed" (against sampling speed,
+    #: and a panel of the quality-against-training-compute curves), "guidance" (against
+    #: the headline column across guidance values), or None (none)
+    figure: str | None = "speed"
+    #: the report's headline quality figure (one column): the summary's sample-quality axis,
+    #: its Pareto front, the sampler frontier and the "quality vs speed" figure
+    headline: bool = False
+    #: the key of a column (of any metric) compared instead where the rows' N differ, and
+    #: in the curves' ranking at one small N: this figure is biased by N, that one is not
+    small_n: str | None = None
+    axis: str = ""  #: a figure's axis label; "" for the label
 
 
 @dataclass(frozen=True, eq=False)
@@ -87,6 +100,21 @@ class Metric:
     #: reads the dataset classifier's classes (its logits or class-conditional statistics):
     #: meaningless under an ImageNet extractor, so ``evaluate`` refuses that pairing
     classes: bool = False
+    #: a metric reading the training split that also takes ``closest=k`` and returns
+    #: ``closest_pairs``, the k samples nearest a training image (``evaluate(panel=...)``
+    #: draws them beside those images)
+    closest: bool = False
+    #: ``"module:function"`` (or a callable) of an ``evaluate`` result giving the metric's
+    #: figures as one line of ``format_result`` in words, instead of a line per column
+    text: str | Callable | None = None
+
+    def describe(self, result: dict) -> str | None:
+        """The metric's line of ``format_result``, when it declares ``text``."""
+        fn = self.text
+        if isinstance(fn, str):
+            module, _, attr = fn.partition(":")
+            fn = getattr(importlib.import_module(module), attr)
+        return None if fn is None else fn(result)
 
     def compute(self, real, fake, train=None, **options) -> dict:
         """The figures of a function metric: ``function(real, fake, **params, **options)``
@@ -122,6 +150,9 @@ def _check(metric: Metric) -> None:
             metric.function is None or metric.needs == "images" or metric.train):
         raise ConfigError(f"{where}: labels, reference_labels and own_interval are for a "
                           "function metric of features or logits that reads no training split")
+    if metric.closest and not metric.train:
+        raise ConfigError(f"{where}: closest (the samples nearest a training image) needs "
+                          "the training split (train)")
     if metric.reference_labels and not metric.reference:
         raise ConfigError(f"{where}: reference_labels needs a reference side (reference)")
     if metric.min_images < 1:
@@ -153,6 +184,16 @@ def _check(metric: Metric) -> None:
                               "training split; a torch-fidelity metric needs its per-draw "
                               f"form in zoo.metrics.intervals ({', '.join(BOOTSTRAPPED_TF)}), "
                               "a metric of labels its own (own_interval)")
+        if c.figure not in FIGURES:
+            raise ConfigError(f"{where}: column {c.key!r} figure must be one of "
+                              f"{', '.join(map(str, FIGURES))}, got {c.figure!r}")
+        if c.headline and not (c.direction < 0 and c.label and c.figure == "speed"):
+            raise ConfigError(f"{where}: column {c.key!r}: the headline is a labelled figure, "
+                              "lower is better, drawn against speed")
+        if c.headline and any(h.headline for m in _REGISTRY.values() if m.name != metric.name
+                              for h in m.columns):
+            raise ConfigError(f"{where}: column {c.key!r}: the headline is taken by "
+                              f"{headline().key!r}")
         if c.spread is not None and c.spread not in keys:
             raise ConfigError(f"{where}: column {c.key!r} spread {c.spread!r} is not one of "
                               "its columns")
@@ -269,6 +310,28 @@ def interval_columns(metrics: str | Iterable[str] | None = None) -> tuple[str, .
     return tuple(c.key for c in columns(metrics) if c.interval)
 
 
+def column(key: str) -> Column | None:
+    """A result column by key (None for a column of no metric)."""
+    return next((c for c in columns() if c.key == key), None)
+
+
+def headline() -> Column | None:
+    """The report's headline quality column (``Column.headline``: FID)."""
+    return next((c for c in columns() if c.headline), None)
+
+
+def figure_columns(figure: str = "speed") -> tuple[Column, ...]:
+    """The ranked, labelled columns the report draws as ``figure`` (``Column.figure``)."""
+    return tuple(c for c in columns() if c.figure == figure and c.direction and c.label)
+
+
+def closest_metrics(metrics: str | Iterable[str] | None = None) -> tuple[str, ...]:
+    """The metrics of a set that find the samples nearest a training image (``closest``)."""
+    chosen = names() if metrics is None else normalize_metrics(
+        metrics if isinstance(metrics, str) else list(metrics))
+    return tuple(n for n in chosen if _REGISTRY[n].closest)
+
+
 def default_tolerances() -> dict[str, Tolerance]:
     """{column: default ``zoo compare`` tolerance} of the deterministic ranked columns."""
     return {c.key: c.tolerance for c in columns() if c.tolerance is not None}
@@ -283,7 +346,7 @@ DC_NEAREST_K = 5  #: density/coverage: k of the k-NN radii (the prdc package's d
 register(Metric(
     "fid", default=True, tf_flag="fid",
     columns=(Column("fid", "FID", "{:.3f}", -1, tolerance=("rel", 0.10),
-                    interval=True),),
+                    interval=True, headline=True, small_n="kid"),),
     tf_results=(("fid", "frechet_inception_distance"),),
     description="Fréchet distance of the Gaussians fitted to the features",
 ))
@@ -300,7 +363,7 @@ register(Metric(
 register(Metric(
     "is", aliases=("isc",), default=True, tf_flag="isc", needs="logits", reference=False,
     columns=(Column("is", "IS", "{:.3f}", +1, tolerance=("rel", 0.05), spread="is_std",
-                    interval=True),
+                    interval=True, figure=None),
              Column("is_std", "", "{:.3f}")),
     tf_results=(("is", "inception_score_mean"), ("is_std", "inception_score_std")),
     description="Inception score of the generated images' class logits",
@@ -309,9 +372,9 @@ register(Metric(
     "pr", aliases=("prc", "precision", "recall"), default=True, tf_flag="prc",
     min_images=PR_NEIGHBORHOOD + 1,
     columns=(Column("precision", "precision", "{:.4f}", +1, tolerance=("abs", 0.05),
-                    interval=True),
+                    interval=True, figure=None),
              Column("recall", "recall", "{:.4f}", +1, tolerance=("abs", 0.05),
-                    interval=True)),
+                    interval=True, figure=None)),
     tf_results=(("precision", "precision"), ("recall", "recall"), ("f_score", "f_score")),
     description="improved precision and recall (Kynkäänniemi et al. 2019), k=3",
 ))
@@ -320,17 +383,19 @@ register(Metric(
     function="zoo.metrics.density_coverage:density_coverage",
     params={"nearest_k": DC_NEAREST_K},
     columns=(Column("density", "density", "{:.4f}", +1, tolerance=("abs", 0.05),
-                    interval=True),
+                    interval=True, figure=None),
              Column("coverage", "coverage", "{:.4f}", +1, tolerance=("abs", 0.05),
-                    interval=True)),
+                    interval=True, figure=None)),
     description="density and coverage (Naeem et al. 2020), k=5",
 ))
 register(Metric(
-    "memorization", aliases=("memo",), train=True, min_images=2,
+    "memorization", aliases=("memo",), train=True, closest=True, min_images=2,
+    text="zoo.metrics.fidelity:memorization_line",
     function="zoo.metrics.memorization:memorization", params={"percentile": 1.0},
     columns=(Column("memorization_ratio", "memo ratio", "{:.4f}", +1,
-                    tolerance=("abs", 0.05)),
-             Column("near_copies", "near copy", "{:.4f}", -1, tolerance=("abs", 0.02))),
+                    tolerance=("abs", 0.05), figure=None),
+             Column("near_copies", "near copy", "{:.4f}", -1, tolerance=("abs", 0.02),
+                    figure=None)),
     description="nearest-training-image distance of the samples against the held-out "
                 "images': median ratio and the share of near copies (below the held-out "
                 "1st percentile)",
@@ -340,7 +405,8 @@ register(Metric(
     min_images=1, labels=True, own_interval=True,
     function="zoo.metrics.classes:class_accuracy",
     columns=(Column("class_accuracy", "class acc", "{:.4f}", +1, tolerance=("abs", 0.02),
-                    interval=True),),
+                    interval=True, figure="guidance",
+                    axis="class accuracy (the classifier agrees with the class asked for)"),),
     description="share of samples the dataset's classifier assigns to the class they were "
                 "drawn for (Wilson 95% interval); needs the requested labels",
 ))
@@ -348,7 +414,7 @@ register(Metric(
     "intra_fid", aliases=("ifid",), classes=True, min_images=2, labels=True, reference_labels=True,
     own_interval=True, function="zoo.metrics.classes:intra_fid",
     columns=(Column("intra_fid", "intra FID", "{:.3f}", -1, tolerance=("rel", 0.10),
-                    interval=True),),
+                    interval=True, figure=None),),
     description="FID of each class's samples against that class's reference images, "
                 "averaged over the classes (StudioGAN's iFID; bootstrap within classes); "
                 "needs the requested labels",
@@ -357,7 +423,7 @@ register(Metric(
     "class_tv", aliases=("tv",), classes=True, needs="logits", min_images=1,
     function="zoo.metrics.classes:class_tv",
     columns=(Column("class_tv", "class TV", "{:.4f}", -1, tolerance=("abs", 0.02),
-                    interval=True),),
+                    interval=True, figure=None),),
     description="total variation distance between the classifier's class histograms of "
                 "the samples and of the reference images (0: the reference's class "
                 "proportions; a mode-dropping signal, no labels needed)",

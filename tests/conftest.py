@@ -1,14 +1,28 @@
-"""Shared fixtures: a local HTTP server and an environment with no dataset roots."""
+"""Shared fixtures: a local HTTP server and an environment with no dataset roots; the
+cores shared out between pytest-xdist's workers."""
 
 from __future__ import annotations
 
 import functools
 import http.server
+import os
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+
+def pytest_configure(config) -> None:
+    """Under pytest-xdist, each worker (and each zoo process it starts) takes its share of
+    the cores: N workers at full width each would thrash them."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers:
+        import torch
+
+        threads = str(max(1, len(os.sched_getaffinity(0)) // int(workers)))
+        os.environ["OMP_NUM_THREADS"] = threads
+        torch.set_num_threads(int(threads))
 
 
 class _QuietFiles(http.server.SimpleHTTPRequestHandler):

@@ -5,6 +5,8 @@
 >>> images = model.sample(16)            # uint8 [16, 1, 28, 28]
 """
 
+from . import train as _train
+from .card import write_card as _write_card
 from .core import (
     CheckpointError,
     ConfigError,
@@ -14,11 +16,15 @@ from .core import (
     TrainingDiverged,
     ZooError,
 )
+from .metrics import streaming_fid as _streaming_fid
 from .registry import available, create
 from .runs import load_run
 from .train import TrainConfig, Trainer
 
 __version__ = "0.1.0"
+
+# what the Trainer (the training layer) uses from the layers above it unless told otherwise
+_train.SERVICES.update(evaluator=_streaming_fid, card=_write_card)
 
 
 def load(path) -> GenerativeModel:

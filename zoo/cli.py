@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from . import data as zdata
 from . import distributed as zdist
-from . import registry
+from . import metrics, registry
 from .card import write_card
 from .core import ConfigError, LikelihoodUnavailable, ZooError, atomic_write, first_line
 from .images import (
@@ -123,13 +123,15 @@ def cmd_train(args) -> int:
             )
         if overrides:
             raise ConfigError("a resumed run keeps its model options; drop the --set model keys")
-        trainer = Trainer.resume(out, data_root=args.root, **options)
+        trainer = Trainer.resume(out, data_root=args.root,
+                                 evaluator=metrics.streaming_fid, **options)
     else:
         if "steps" not in options and "seconds" not in options:
             raise ConfigError("give a training budget: --steps N and/or --seconds S")
         torch.manual_seed(options.get("seed", TrainConfig.seed))
         model = registry.create(args.model, dataset=ds, **overrides)
-        trainer = Trainer(model, ds, out, data_root=args.root, **options)
+        trainer = Trainer(model, ds, out, data_root=args.root,
+                          evaluator=metrics.streaming_fid, **options)
     params = trainer.model.num_parameters()
     procs = f" x {trainer.world} processes" if trainer.world > 1 else ""
     if zdist.is_main():

@@ -50,6 +50,7 @@ from .. import registry
 from ..core import Batch, CheckpointError, ConfigError, GenerativeModel, atomic_write
 from ..images import save_grid
 from ..locks import exclusive
+from ..metrics import streaming_fid
 from ..runs import CHECKPOINT_FILE, MODEL_FILE, load_run
 from ..train import Trainer, resolve_device
 from . import schema, timing
@@ -213,7 +214,8 @@ def train_model(
             continue  # measured already: the next stage resumes past it
         options = {**budget, "device": str(device)}
         if same and (run_dir / CHECKPOINT_FILE).is_file():
-            trainer = Trainer.resume(run_dir, progress=None, data_root=data_root, **options)
+            trainer = Trainer.resume(run_dir, progress=None, data_root=data_root,
+                                     evaluator=streaming_fid, **options)
             what = "resume"
         else:
             if run_dir.exists() and main:
@@ -224,7 +226,8 @@ def train_model(
             # no end-of-training grid by default: the harness draws its own per sampler
             train = {"checkpoint_every": CHECKPOINT_EVERY, "sample_n": 0, **entry.train}
             trainer = Trainer(model, suite.spec(dataset), run_dir, progress=None,
-                              data_root=data_root, batch_size=entry.batch_size,
+                              data_root=data_root, evaluator=streaming_fid,
+                              batch_size=entry.batch_size,
                               seed=suite.seed, **options, **train)
             what = "train"
         if main and not same:

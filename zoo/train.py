@@ -432,9 +432,9 @@ class Trainer:
         batches = iter(self._batches())
         if state is not None:
             self.saved_step = self.step
-        live = self._start_live(model, optimizers, ema, noise, resumed=state is not None)
         autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if self.amp
                     else contextlib.nullcontext())
+        live = self._start_live(model, optimizers, ema, noise, resumed=state is not None)
         try:
             while not self._done(live.clock):
                 x = next(batches)

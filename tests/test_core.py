@@ -201,3 +201,48 @@ def test_bad_training_options():
         _trainer("/tmp/unused", torch.zeros(8, 1, 28, 28, dtype=torch.uint8), steps=1, lr=3)
     with pytest.raises(ConfigError, match="built for images"):
         _trainer("/tmp/unused", torch.zeros(8, 3, 32, 32, dtype=torch.uint8), steps=1)
+
+
+def test_trainer_evaluates_with_the_evaluator_it_is_given(tmp_path, mnist_subset):
+    calls, seen = [], []
+
+    class Counting:
+        """Counts the images it is fed; its 'FID' is that count."""
+
+        extractor = type("E", (), {"name": "counter", "sha256": "0" * 64})()
+
+        def __init__(self, dataset, split, extractor, *, device, root):
+            calls.append((str(dataset), split, extractor, str(device), root))
+            self.n = 0
+
+        def update(self, images):
+            assert images.dtype == torch.uint8
+            self.n += images.shape[0]
+
+        def compute(self):
+            seen.append(self.n)
+            return float(self.n)
+
+        def reset(self):
+            self.n = 0
+
+    _trainer(tmp_path / "ev", mnist_subset, steps=4, eval_every=2, eval_n=10,
+             eval_extractor="mnist-classifier", evaluator=Counting).fit()
+    assert calls == [("mnist", "test", "mnist-classifier", "cpu", None)]
+    assert seen == [10, 10]
+    rows = (tmp_path / "ev" / "eval.csv").read_text().splitlines()
+    assert rows[1:] == [f"{s},10.0,10,counter,{'0' * 64}" for s in (2, 4)]
+
+
+def test_eval_mode_restores_the_training_flag_even_on_error():
+    from zoo.core import eval_mode
+
+    net = torch.nn.Sequential(torch.nn.Dropout(), torch.nn.Linear(2, 2))
+    with eval_mode(net):
+        assert not net.training and not net[0].training
+    assert net.training and net[0].training
+    net.eval()
+    with pytest.raises(RuntimeError), eval_mode(net):
+        net.train()
+        raise RuntimeError
+    assert not net.training

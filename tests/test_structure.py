@@ -171,7 +171,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("data, models", ("zoo.dataspec", "zoo.data", "zoo.owndata", "zoo.images", "zoo.models")),
     ("registry, runs", ("zoo.registry", "zoo.runs", "zoo.sampling", "zoo.locks")),
     ("metrics", ("zoo.metrics",)),
-    ("training", ("zoo.trainconfig", "zoo.logs", "zoo.card", "zoo.train")),
+    ("training", ("zoo.trainconfig", "zoo.trainloop", "zoo.logs", "zoo.card", "zoo.train")),
     ("harness", ("zoo.bench",)),
     ("api, CLI", ("zoo", "zoo.cli", "zoo.__main__")),
 ]

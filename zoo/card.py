@@ -16,21 +16,20 @@ import json
 import shlex
 from pathlib import Path
 
-import torch
-
 from .core import atomic_write, config_from_dict, config_to_dict
 from .limits import duration
-from .runs import CARD_FILE, EVAL_FILE, EVAL_JSON, NLL_JSON, SAMPLES_FILE, run_info
+from .runs import (
+    CARD_FILE,
+    EVAL_FILE,
+    EVAL_JSON,
+    NLL_JSON,
+    SAMPLES_FILE,
+    device_name,
+    run_info,
+)
 
 #: training options the command line takes as flags, not --set
 _TRAIN_FLAGS = {"steps", "seconds", "batch_size", "seed", "device", "compile"}
-
-
-def device_name(device: torch.device) -> str:
-    """A device in words: ``cuda (NVIDIA H200)``, ``cpu``."""
-    if device.type == "cuda" and torch.cuda.is_available():
-        return f"{device} ({torch.cuda.get_device_name(device)})"
-    return str(device)
 
 
 def _value(v) -> str:

@@ -609,3 +609,14 @@ class ModelSpec:
     description: str
     defaults: dict = dataclasses.field(default_factory=dict)
     dataset_defaults: dict = dataclasses.field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def eval_mode(module: nn.Module):
+    """``module`` in eval mode inside the block; its training flag as before after it."""
+    was = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was)

@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
+
 from .core import MODEL_FILE, CheckpointError, GenerativeModel, first_line
 
 RUN_FILE = "run.json"
@@ -97,6 +99,13 @@ def run_info(path: str | Path) -> dict:
     return info
 
 
+def device_name(device: torch.device) -> str:
+    """A device in words, as run.json records it: ``cuda (NVIDIA H200)``, ``cpu``."""
+    if device.type == "cuda" and torch.cuda.is_available():
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return str(device)
+
+
 __all__ = [
     "CARD_FILE",
     "CHECKPOINT_FILE",
@@ -107,6 +116,7 @@ __all__ = [
     "LOSSES_FILE",
     "MODEL_FILE",
     "RUN_FILE",
+    "device_name",
     "load_run",
     "run_info",
 ]

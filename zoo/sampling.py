@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from . import distributed as zdist
-from .core import GenerativeModel, atomic_write
+from .core import GenerativeModel, atomic_write, eval_mode
 from .errors import ConfigError, MetricsError
 from .images import MAX_GRID_IMAGES, grid_size, legible_scale, save_grid, save_labelled_grid
 from .limits import gib
@@ -43,25 +43,21 @@ def sample_slices(
     if generator is not None:
         base = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
     slices = zdist.my_share(-(-n // batch_size))
-    was_training = model.training
-    model.eval()
     from tqdm.auto import tqdm
 
     mine = sum(min(batch_size, n - i * batch_size) for i in slices)
-    try:
-        with torch.no_grad(), tqdm(total=mine, unit="img", desc=f"sample {model.name}",
-                                   disable=not progress or not zdist.is_main()) as bar:
-            for i in slices:
-                b = min(batch_size, n - i * batch_size)
-                gen = torch.Generator(device=model.device).manual_seed(zdist.mix_seed(base, i))
-                x = model.sample(b, generator=gen, **sampler_options)
-                if not isinstance(x, Tensor) or x.dtype != torch.uint8 or x.shape[0] != b:
-                    raise MetricsError(f"{model.name}.sample({b}) returned "
-                                       f"{getattr(x, 'dtype', type(x))} {tuple(x.shape)}")
-                bar.update(b)
-                yield i, x
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.no_grad(), tqdm(
+            total=mine, unit="img", desc=f"sample {model.name}",
+            disable=not progress or not zdist.is_main()) as bar:
+        for i in slices:
+            b = min(batch_size, n - i * batch_size)
+            gen = torch.Generator(device=model.device).manual_seed(zdist.mix_seed(base, i))
+            x = model.sample(b, generator=gen, **sampler_options)
+            if not isinstance(x, Tensor) or x.dtype != torch.uint8 or x.shape[0] != b:
+                raise MetricsError(f"{model.name}.sample({b}) returned "
+                                   f"{getattr(x, 'dtype', type(x))} {tuple(x.shape)}")
+            bar.update(b)
+            yield i, x
 
 
 def draw_samples(

@@ -22,6 +22,7 @@ import dataclasses
 import json
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -30,7 +31,7 @@ from tqdm.auto import tqdm
 
 from . import data as zdata
 from . import distributed as zdist
-from .card import device_name, write_card
+from .card import write_card
 from .core import (
     Batch,
     CheckpointError,
@@ -42,6 +43,7 @@ from .core import (
     atomic_write,
     config_from_dict,
     config_to_dict,
+    eval_mode,
     first_line,
     first_non_finite,
     from_checkpoint_dict,
@@ -52,6 +54,7 @@ from .core import (
 from .images import legible_scale, make_grid, save_grid
 from .locks import exclusive
 from .logs import Logger, check_logger, make_logger
+from .metrics import streaming_fid
 from .nn.ema import EMA
 from .nn.graphs import release_graphs
 from .owndata import tensor_sha256
@@ -62,11 +65,13 @@ from .runs import (
     MODEL_FILE,
     RUN_FILE,
     SAMPLES_FILE,
+    device_name,
     load_run,
     run_info,
 )
 from .sampling import sample_slices
 from .trainconfig import TrainConfig
+from .trainloop import LogWindow, TrainingClock, check_losses, due, mean_over_ranks
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -92,6 +97,19 @@ def _train_config(info: dict, path: Path) -> TrainConfig:
     return config
 
 
+def _configured(config: TrainConfig, options: dict) -> TrainConfig:
+    """``config`` with the training ``options`` set, checked (a tracker without its package
+    too)."""
+    for k, v in options.items():
+        if not hasattr(config, k):
+            valid = ", ".join(f.name for f in dataclasses.fields(TrainConfig))
+            raise ConfigError(f"unknown training option {k!r}; valid options: {valid}")
+        setattr(config, k, v)
+    config.validate()
+    check_logger(config.log)  # tensorboard without its package: refused here
+    return config
+
+
 class _ShardedBatches(zdata.BatchIterator):
     """This rank's images of each global batch of a ``BatchIterator``: rows rank, rank + N,
     ... (strided, so any contiguous split of the local batch, such as the GAN's critic
@@ -106,7 +124,12 @@ class _ShardedBatches(zdata.BatchIterator):
 
 
 class Trainer:
-    """Trains a GenerativeModel on a dataset into a run directory."""
+    """Trains a GenerativeModel on a dataset into a run directory.
+
+    ``evaluator``: what ``eval_every`` evaluates with, a factory called like
+    ``zoo.metrics.StreamingFID(dataset, "test", extractor, device=, root=)`` and returning an
+    object with ``update(images)``, ``compute() -> float``, ``reset()`` and ``extractor``;
+    None: ``zoo.metrics.streaming_fid`` (StreamingFID)."""
 
     def __init__(
         self,
@@ -119,16 +142,10 @@ class Trainer:
         labels: torch.Tensor | None = None,
         progress: bool | None = None,
         data_root: str | None = None,
+        evaluator: Callable | None = None,
         **options,
     ):
-        self.config = config or TrainConfig()
-        for k, v in options.items():
-            if not hasattr(self.config, k):
-                valid = ", ".join(f.name for f in dataclasses.fields(TrainConfig))
-                raise ConfigError(f"unknown training option {k!r}; valid options: {valid}")
-            setattr(self.config, k, v)
-        self.config.validate()
-        check_logger(self.config.log)  # tensorboard without its package: refused here
+        self.config = _configured(config or TrainConfig(), options)
         self.rank, self.world = zdist.rank(), zdist.world_size()
         b = self.config.batch_size
         if b % self.world:
@@ -142,11 +159,36 @@ class Trainer:
         self.dataset = str(ds)  # canonical: built-in name, or absolute path and options
         self.out = Path(out)
         self.progress = progress
+        self.evaluator = evaluator
         self.device = resolve_device(self.config.device)
         self.amp = self.config.amp if self.config.amp is not None else self.device.type == "cuda"
         own = images is None and not ds.builtin
         if images is None:
             images, labels = zdata.load(ds, "train", root=data_root)
+        self.images = images
+        #: int64 labels of the training images, UNLABELLED (-1) where the data has none
+        self.labels = labels if labels is not None else Batch.unlabelled(images).labels
+        self._check_data()
+        #: sha256 of the training images and labels (run.json, the model card): an own
+        #: dataset's split hash, else that of the images trained on
+        self.dataset_sha256 = (zdata.content_hash(ds, "train") if own else tensor_sha256(
+            images.cpu(), self.labels.cpu()))
+        #: the names of the dataset's classes (run.json: ``zoo sample --labels`` writes them
+        #: beside the grid rows and takes them for numbers); a folder's class subfolders, a
+        #: built-in set's names, () where unknown (an array, images passed in)
+        self.classes: tuple[str, ...] = (
+            tuple(zdata.DATASETS[ds.source].classes) if ds.builtin
+            else tuple(zdata.describe(ds, root=data_root)["classes"]) if own else ())
+        self.data_root = data_root
+        self.step = 0
+        self.elapsed = 0.0
+        self.saved_step: int | None = None  # the step of the checkpoint on disk
+        self.hook = None  # test hook: called as hook(trainer) after every step
+
+    def _check_data(self) -> None:
+        """Refuse training images of another shape than the model's, fewer than one batch,
+        or labels outside a class-conditional model's classes."""
+        model, images, labels = self.model, self.images, self.labels
         if tuple(images.shape[1:]) != model.image_shape:
             raise ConfigError(
                 f"{model.name} was built for images {model.image_shape}, "
@@ -158,22 +200,8 @@ class Trainer:
                 f"of {self.config.batch_size}: add images or train with a batch size of at most "
                 f"{images.shape[0]} (--batch-size)"
             )
-        #: sha256 of the training images and labels (run.json, the model card): an own
-        #: dataset's split hash, else that of the images trained on
-        self.dataset_sha256 = (zdata.content_hash(ds, "train") if own else tensor_sha256(
-            images.cpu(), (labels if labels is not None else
-                           Batch.unlabelled(images).labels).cpu()))
-        #: the names of the dataset's classes (run.json: ``zoo sample --labels`` writes them
-        #: beside the grid rows and takes them for numbers); a folder's class subfolders, a
-        #: built-in set's names, () where unknown (an array, images passed in)
-        self.classes: tuple[str, ...] = (
-            tuple(zdata.DATASETS[ds.source].classes) if ds.builtin
-            else tuple(zdata.describe(ds, root=data_root)["classes"]) if own else ())
-        self.images = images
-        #: int64 labels of the training images, UNLABELLED (-1) where the data has none
-        self.labels = labels if labels is not None else Batch.unlabelled(images).labels
-        if model.conditional and len(self.labels):
-            lo, hi = int(self.labels.min()), int(self.labels.max())
+        if model.conditional and len(labels):
+            lo, hi = int(labels.min()), int(labels.max())
             if lo < 0 or hi >= model.num_classes:
                 raise ConfigError(
                     f"{model.name} is class-conditional ({model.num_classes} classes) but "
@@ -181,11 +209,6 @@ class Trainer:
                     + (" (-1: images without a label)" if lo < 0 else "")
                     + ": train it on labelled data (a folder of class subfolders), or "
                     "without conditional=true")
-        self.data_root = data_root
-        self.step = 0
-        self.elapsed = 0.0
-        self.saved_step: int | None = None  # the step of the checkpoint on disk
-        self.hook = None  # test hook: called as hook(trainer) after every step
 
     # -- run directory ---------------------------------------------------------------------
     def _run_info(self) -> dict:
@@ -211,6 +234,7 @@ class Trainer:
         data_root: str | None = None,
         images: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        evaluator: Callable | None = None,
         **options,
     ) -> Trainer:
         """Rebuild the Trainer of the run in ``out`` from its checkpoint; ``options`` may
@@ -225,7 +249,7 @@ class Trainer:
         config = _train_config(info, info_path)
         trainer = cls(
             model, info["dataset"], out, config, images=images, labels=labels, progress=progress,
-            data_root=data_root, **options,
+            data_root=data_root, evaluator=evaluator, **options,
         )
         trainer._check_resumable(state)  # refused here, before the run is announced
         trainer._state_to_restore = state
@@ -323,14 +347,14 @@ class Trainer:
             raise CheckpointError(f"{where}: {type(e).__name__}: {first_line(e)}") from None
 
     # -- the loop --------------------------------------------------------------------------
-    def _done(self, start: float) -> bool:
+    def _done(self, clock: TrainingClock) -> bool:
         c = self.config
         if c.steps is not None and self.step >= c.steps:
             return True
         if c.seconds is None:
             return False
         # a time budget: ranks agree (any rank out of time stops all) so none is left waiting
-        return zdist.any_rank(self.elapsed + (time.perf_counter() - start) >= c.seconds)
+        return zdist.any_rank(self.elapsed + clock.running() >= c.seconds)
 
     def fit(self) -> dict:
         """Train until the budget is spent; returns a summary of the run. The run directory
@@ -398,35 +422,67 @@ class Trainer:
         return {name: DistributedDataParallel(m, device_ids=ids) for name, m in modules.items()}
 
     def _loop(self, model, optimizers, ema, noise, state) -> dict:
+        """Train step by step until the budget is spent, each step followed by its reports
+        and periodic work; then the finish."""
         c = self.config
-        main = zdist.is_main()
-        if self.world == 1:
-            batches = iter(zdata.BatchIterator(
-                self.images, c.batch_size, seed=c.seed, device=self.device, labels=self.labels,
-                start_step=self.step,
-            ))
-        else:
-            batches = iter(_ShardedBatches(
-                self.images, c.batch_size, self.rank, self.world, seed=c.seed, labels=self.labels,
-                device=self.device, start_step=self.step,
-            ))
+        batches = iter(self._batches())
         if state is not None:
             self.saved_step = self.step
+        autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if self.amp
+                    else contextlib.nullcontext())
+        live = self._start_live(model, optimizers, ema, noise, resumed=state is not None)
+        try:
+            while not self._done(live.clock):
+                x = next(batches)
+                with autocast, _compile_errors(c.compile):
+                    losses = model.train_step(x, optimizers)
+                losses = mean_over_ranks(losses, self.world)  # logged, and checked on all
+                check_losses(model.name, losses, c.max_loss)
+                if ema is not None:
+                    ema.update()
+                self.step += 1
+                live.clock.stepped()
+                live.window.add(losses, x.images.shape[0] * self.world)
+                self._report(live)
+                self._periodic(live)
+                if self.hook is not None:
+                    self.hook(self)
+        except TrainingDiverged as e:
+            live.close()
+            raise self._diverged(e, live.last_saved) from None
+        except KeyboardInterrupt:
+            self.elapsed += live.clock.lap()
+            live.close()
+            if self.world == 1:  # under DDP the ranks stop at different points: the last
+                self._save(ema, optimizers, noise)  # periodic checkpoint is the one kept
+            raise
+        return self._finish(live)
+
+    def _batches(self) -> zdata.BatchIterator:
+        """This rank's batches from the current step on (under DDP: its rows of each)."""
+        c = self.config
+        if self.world == 1:
+            return zdata.BatchIterator(
+                self.images, c.batch_size, seed=c.seed, device=self.device, labels=self.labels,
+                start_step=self.step,
+            )
+        return _ShardedBatches(
+            self.images, c.batch_size, self.rank, self.world, seed=c.seed, labels=self.labels,
+            device=self.device, start_step=self.step,
+        )
+
+    def _start_live(self, model, optimizers, ema, noise, resumed: bool) -> _Live:
+        """The logger, the evaluator and the progress bar of this call; its clock starts."""
+        c = self.config
+        main = zdist.is_main()
         # rank 0 logs; on resume, what was logged after the checkpoint is dropped (those
         # steps are logged again)
-        logger = (make_logger(c.log, self.out, self.step if state is not None else None)
-                  if main else Logger())
+        logger = make_logger(c.log, self.out, self.step if resumed else None) if main else Logger()
         logger.log_text("options", self._options_text(), self.step)
-        means = _LossMeans()
-        grid_step = None  # the step of the last sample grid logged
         evaluator = None
         if c.eval_every:
             with zdist.main_first():  # rank 0 fills the reference-feature cache
-                evaluator = self._evaluator()
-        autocast = (
-            torch.autocast(self.device.type, dtype=torch.bfloat16)
-            if self.amp else contextlib.nullcontext()
-        )
+                evaluator = self._make_evaluator()
         bar = tqdm(
             total=c.steps if c.steps is not None else c.seconds,
             initial=self.step if c.steps is not None else min(self.elapsed, c.seconds),
@@ -435,105 +491,70 @@ class Trainer:
             disable=(None if self.progress is None else not self.progress) if main else True,
             dynamic_ncols=True,
         )
-        start = time.perf_counter()
-        last_saved = self.step
-        window_t, window_n = time.perf_counter(), 0
-        first_step = self.step  # this call's first step pays compilation and warm-up
-        first_seconds, steady_from = None, None
+        return _Live(model, optimizers, ema, noise, logger, bar, evaluator,
+                     first_step=self.step, last_saved=self.step)
+
+    def _report(self, live: _Live) -> None:
+        """The mean losses and images/s to the log every ``log_every`` steps; the bar."""
+        c = self.config
+        if due(self.step, c.log_every):
+            ips, row = live.window.take()
+            live.logger.log_scalars(self.step, {"images_per_s": round(ips, 1), **row}, notes={
+                "seconds": round(self.elapsed + live.clock.running(), 3)})
+            live.bar.set_postfix({k: f"{v:.4g}" for k, v in row.items()}, refresh=False)
+        if c.steps is not None:
+            live.bar.update(1)
+        else:
+            live.bar.n = round(min(self.elapsed + live.clock.running(), c.seconds), 1)
+            live.bar.refresh()
+
+    def _periodic(self, live: _Live) -> None:
+        """This step's evaluation, sample grid and checkpoint, each when due; evaluating
+        and drawing the grid are not training time."""
+        c = self.config
+        if live.evaluator is not None and due(self.step, c.eval_every):
+            with live.clock.paused():
+                fid = self._evaluate(live.model, live.ema, live.evaluator, live.logger)
+                live.bar.set_postfix({"fid": f"{fid:.4g}"}, refresh=False)
+        if zdist.is_main() and due(self.step, c.sample_every):
+            with live.clock.paused():
+                grid = self._sample_grid(live.model, live.ema)
+                live.logger.log_images(self.step, "samples", grid)
+                live.grid_step = self.step
+        if due(self.step, c.checkpoint_every):
+            self.elapsed += live.clock.lap()
+            self._save(live.ema, live.optimizers, live.noise)
+            live.last_saved = self.step
+
+    def _diverged(self, e: TrainingDiverged, last_saved: int) -> TrainingDiverged:
+        """The error that ends a diverged run: where it stopped, what is kept, what to do."""
+        kept = (
+            f"the last good checkpoint (step {last_saved}) is kept in {self.out}"
+            if (self.out / CHECKPOINT_FILE).exists() else "no checkpoint had been written yet"
+        )
+        also = ", or raise max_loss if such losses are expected" if "beyond max_loss" in str(
+            e) else ""
+        return TrainingDiverged(
+            f"{e} at step {self.step + 1}; training stopped and {kept}. "
+            f"Lower the learning rate or enable gradient clipping (grad_clip){also}."
+        )
+
+    def _finish(self, live: _Live) -> dict:
+        """The last checkpoint and the end-of-training grid; run.json and the model card say
+        how far it trained. Returns the summary of this call."""
+        c, model = self.config, live.model
+        self.elapsed += live.clock.lap()
+        live.bar.close()
         try:
-            while not self._done(start):
-                x = next(batches)
-                with autocast, _compile_errors(c.compile):
-                    losses = model.train_step(x, optimizers)
-                if self.world > 1:  # the mean over ranks: logged, and NaN-checked on all
-                    keys = list(losses)
-                    mean = zdist.all_reduce(torch.tensor([losses[k] for k in keys],
-                                                         dtype=torch.float64)) / self.world
-                    losses = dict(zip(keys, mean.tolist(), strict=True))
-                bad = [k for k, v in losses.items() if not math.isfinite(v)]
-                if bad:
-                    raise TrainingDiverged(f"{model.name}: {', '.join(bad)} became non-finite")
-                big = [k for k, v in losses.items() if c.max_loss is not None
-                       and abs(v) > c.max_loss]
-                if big:
-                    raise TrainingDiverged(f"{model.name}: {big[0]} reached "
-                                           f"{losses[big[0]]:.4g}, beyond max_loss {c.max_loss:g}")
-                if ema is not None:
-                    ema.update()
-                self.step += 1
-                if first_seconds is None:
-                    steady_from = time.perf_counter()
-                    first_seconds = steady_from - start
-                window_n += x.images.shape[0] * self.world
-                means.add(losses)
-                if self.step % c.log_every == 0:
-                    now = time.perf_counter()
-                    ips = window_n / max(now - window_t, 1e-9)
-                    window_t, window_n = now, 0
-                    row = means.take()
-                    logger.log_scalars(self.step, {"images_per_s": round(ips, 1), **row},
-                                       notes={"seconds": round(self.elapsed + now - start, 3)})
-                    bar.set_postfix({k: f"{v:.4g}" for k, v in row.items()}, refresh=False)
-                if c.steps is not None:
-                    bar.update(1)
-                else:
-                    bar.n = round(min(self.elapsed + time.perf_counter() - start, c.seconds), 1)
-                    bar.refresh()
-                if evaluator is not None and self.step % c.eval_every == 0:
-                    t_eval = time.perf_counter()
-                    fid = self._evaluate(model, ema, evaluator, logger)
-                    bar.set_postfix({"fid": f"{fid:.4g}"}, refresh=False)
-                    t_eval = time.perf_counter() - t_eval  # evaluation is not training time
-                    start += t_eval
-                    steady_from += t_eval
-                if main and c.sample_every and self.step % c.sample_every == 0:
-                    t_grid = time.perf_counter()
-                    logger.log_images(self.step, "samples", self._sample_grid(model, ema))
-                    grid_step = self.step
-                    t_grid = time.perf_counter() - t_grid  # nor is drawing the grid
-                    start += t_grid
-                    steady_from += t_grid
-                if self.step % c.checkpoint_every == 0:
-                    self.elapsed += time.perf_counter() - start
-                    start = time.perf_counter()
-                    self._save(ema, optimizers, noise)
-                    last_saved = self.step
-                if self.hook is not None:
-                    self.hook(self)
-        except TrainingDiverged as e:
-            bar.close()
-            logger.close()
-            kept = (
-                f"the last good checkpoint (step {last_saved}) is kept in {self.out}"
-                if (self.out / CHECKPOINT_FILE).exists() else "no checkpoint had been written yet"
-            )
-            also = (", or raise max_loss if such losses are expected"
-                    if "beyond max_loss" in str(e) else "")
-            raise TrainingDiverged(
-                f"{e} at step {self.step + 1}; training stopped and {kept}. "
-                f"Lower the learning rate or enable gradient clipping (grad_clip){also}."
-            ) from None
-        except KeyboardInterrupt:
-            self.elapsed += time.perf_counter() - start
-            bar.close()
-            logger.close()
-            if self.world == 1:  # under DDP the ranks stop at different points: the last
-                self._save(ema, optimizers, noise)  # periodic checkpoint is the one kept
-            raise
-        end = time.perf_counter()
-        self.elapsed += end - start
-        bar.close()
-        try:
-            self._save(ema, optimizers, noise)
-            if main and c.sample_n:  # the model card's grid, and the tracker's last one
-                grid = self._sample_grid(model, ema)
+            self._save(live.ema, live.optimizers, live.noise)
+            if zdist.is_main() and c.sample_n:  # the model card's grid, and the tracker's last
+                grid = self._sample_grid(model, live.ema)
                 save_grid(grid.unsqueeze(0), self.out / SAMPLES_FILE, nrow=1,
                           scale=legible_scale(*model.image_shape[1:]))
-                if grid_step != self.step:
-                    logger.log_images(self.step, "samples", grid)
+                if live.grid_step != self.step:
+                    live.logger.log_images(self.step, "samples", grid)
         finally:
-            logger.close()
-        steady = self.step - first_step - 1
+            live.logger.close()
         summary = {
             "model": model.name,
             "out": str(self.out),
@@ -542,20 +563,24 @@ class Trainer:
             "images_per_s": self.step * c.batch_size / max(self.elapsed, 1e-9),
             # this call's first step alone (with --compile: compilation) and the steps
             # after it, checkpoints included (None with fewer than 2 steps)
-            "first_step_seconds": first_seconds,
-            "steady_images_per_s": (steady * c.batch_size / (end - steady_from)
-                                    if steady > 0 else None),
+            "first_step_seconds": live.clock.first_seconds,
+            "steady_images_per_s": live.clock.steady_images_per_s(
+                self.step - live.first_step - 1, c.batch_size),
         }
-        if main:  # run.json says how far it trained and where; the card says it in words
-            info = {**self._run_info(), "trained": {
-                "steps": self.step, "seconds": round(self.elapsed, 3),
-                "images_per_s": round(summary["images_per_s"], 1),
-                "device": device_name(self.device), "finished": time.strftime(
-                    "%Y-%m-%dT%H:%M:%S%z")}}
-            text = json.dumps(info, indent=2)
-            atomic_write(self.out / RUN_FILE, lambda tmp: Path(tmp).write_text(text))
-            write_card(self.out)
+        if zdist.is_main():
+            self._write_trained(summary)
         return summary
+
+    def _write_trained(self, summary: dict) -> None:
+        """run.json with how far the run trained and where; the model card says it in words."""
+        info = {**self._run_info(), "trained": {
+            "steps": self.step, "seconds": round(self.elapsed, 3),
+            "images_per_s": round(summary["images_per_s"], 1),
+            "device": device_name(self.device), "finished": time.strftime(
+                "%Y-%m-%dT%H:%M:%S%z")}}
+        text = json.dumps(info, indent=2)
+        atomic_write(self.out / RUN_FILE, lambda tmp: Path(tmp).write_text(text))
+        write_card(self.out)
 
     def _options_text(self) -> str:
         """The run's options (run.json's), as the tracker's text: a JSON code block."""
@@ -566,25 +591,22 @@ class Trainer:
         same seed every time (a conditional model: classes 0, 1, ... in turn). The RNG
         states are restored after it, so logging grids does not change what is trained."""
         c = self.config
-        was = model.training
-        model.eval()
         labels = (torch.arange(c.sample_n, device=self.device) % model.num_classes
                   if model.conditional else None)
         gpus = [self.device] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=gpus), torch.no_grad(), (
+        with eval_mode(model), torch.random.fork_rng(devices=gpus), torch.no_grad(), (
                 ema.swapped() if ema is not None else contextlib.nullcontext()):
             gen = torch.Generator(device=self.device).manual_seed(zdist.mix_seed(c.seed, 7))
             x = model.sample(c.sample_n, generator=gen, **model.preview,
                              **({"labels": labels} if labels is not None else {}))
-        model.train(was)
         return make_grid(x.cpu())
 
-    def _evaluator(self):
-        """A StreamingFID against the test split (imported here: metrics sits beside train)."""
-        from .metrics import StreamingFID
-
-        return StreamingFID(self.spec, "test", self.config.eval_extractor,
-                            device=self.device, root=self.data_root)
+    def _make_evaluator(self):
+        """The evaluator of ``eval_every`` against the test split, built by the Trainer's
+        ``evaluator`` factory, else StreamingFID."""
+        factory = self.evaluator or streaming_fid
+        return factory(self.spec, "test", self.config.eval_extractor, device=self.device,
+                       root=self.data_root)
 
     def _evaluate(self, model: GenerativeModel, ema: EMA | None, evaluator,
                   logger: Logger) -> float:
@@ -597,11 +619,10 @@ class Trainer:
         checkpoint, so a resumed run still matches an uninterrupted one.
         """
         c = self.config
-        model.eval()
-        with (ema.swapped() if ema is not None else contextlib.nullcontext()), torch.no_grad():
+        with eval_mode(model), (ema.swapped() if ema is not None else
+                                contextlib.nullcontext()), torch.no_grad():
             for _, images in sample_slices(model, c.eval_n, c.batch_size, c.seed):
                 evaluator.update(images)
-        model.train()
         fid = evaluator.compute()
         evaluator.reset()
         logger.log_scalars(self.step, {"fid": float(f"{fid:.6g}")}, section="eval", notes={
@@ -784,22 +805,26 @@ def _match_layouts(optimizer: torch.optim.Optimizer) -> None:
                 st[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
 
 
-class _LossMeans:
-    """Averages the losses between log points (on every rank: they are all-reduced)."""
+@dataclasses.dataclass
+class _Live:
+    """What one ``fit`` call trains and reports with."""
 
-    def __init__(self):
-        self.sums: dict[str, float] = {}
-        self.count = 0
+    model: GenerativeModel
+    optimizers: dict
+    ema: EMA | None
+    noise: torch.Generator
+    logger: Logger
+    bar: tqdm
+    evaluator: object | None
+    first_step: int  # this call's first step pays compilation and warm-up
+    last_saved: int  # the step of the last checkpoint written
+    grid_step: int | None = None  # the step of the last sample grid logged
+    clock: TrainingClock = dataclasses.field(default_factory=TrainingClock)
+    window: LogWindow = dataclasses.field(default_factory=LogWindow)
 
-    def add(self, losses: dict) -> None:
-        for k, v in losses.items():
-            self.sums[k] = self.sums.get(k, 0.0) + float(v)
-        self.count += 1
-
-    def take(self) -> dict:
-        means = {k: v / max(self.count, 1) for k, v in self.sums.items()}
-        self.sums, self.count = {}, 0
-        return means
+    def close(self) -> None:
+        self.bar.close()
+        self.logger.close()
 
 
 __all__ = ["CHECKPOINT_FILE", "EVAL_FILE", "LOSSES_FILE", "MODEL_FILE", "RUN_FILE",

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from .. import distributed as zdist
-from ..core import GenerativeModel, from_checkpoint_dict
+from ..core import GenerativeModel, eval_mode, from_checkpoint_dict
 from ..nn import graphs
 
 
@@ -127,8 +127,6 @@ def sampling_speed(
     by the batch size as a string), ``latency_ms`` (every timed call) and the peak memory.
     """
     device = model.device
-    was_training = model.training
-    model.eval()
     gen = torch.Generator(device=device).manual_seed(int(seed))
     out: dict = {"sample_images_per_s": {}, "latency_ms_p50": {}, "latency_ms_p95": {},
                  "latency_ms": {}, "max_batch_size": None}
@@ -148,7 +146,7 @@ def sampling_speed(
 
     sizes = [int(b) for b in batch_sizes]
     reset_peak_memory(device)
-    try:
+    with eval_mode(model):
         if max_batch and device.type == "cuda":
             out["max_batch_size"] = largest_batch(fits, max(sizes), int(max_batch_limit))
             if out["max_batch_size"] and out["max_batch_size"] not in sizes:
@@ -162,8 +160,6 @@ def sampling_speed(
             out["latency_ms_p50"][key] = p50
             out["latency_ms_p95"][key] = percentile(times, 95)
             out["sample_images_per_s"][key] = b / (p50 / 1000.0)
-    finally:
-        model.train(was_training)
     out["peak_mem_mb"], out["memory_kind"] = peak_memory(device)
     return out
 

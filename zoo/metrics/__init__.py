@@ -34,6 +34,14 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+def streaming_fid(*args, **kwargs):
+    """``StreamingFID(*args, **kwargs)``, imported when called: the Trainer's evaluator of
+    ``eval_every`` (``zoo.Trainer(..., evaluator=...)``) without torch-fidelity at import."""
+    from .fidelity import StreamingFID
+
+    return StreamingFID(*args, **kwargs)
+
+
 __all__ = [
     "INCEPTION",
     "METRICS",

@@ -5,7 +5,10 @@ and the metrics of ``registry`` that torch-fidelity lacks (density/coverage).
 split to ``torch_fidelity.calculate_metrics`` with one feature extractor for all metrics
 (a registered function metric gets the same extractor's features of both sides),
 and returns the figures together with what makes them comparable: the extractor and the
-sha256 of its weights, the reference dataset and split, and both image counts.
+sha256 of its weights, the reference dataset and split, and both image counts. In steps:
+``eval_request`` (the reference, extractor and metrics, checked once), ``generate`` (the
+images, their classes and where they came from) and ``score`` (features, metrics and
+their intervals).
 
 The reference side is cached on disk (``$ZOO_CACHE/metrics`` or ``~/.cache/zoo/metrics``)
 as torch-fidelity's per-layer *features* (KID and precision/recall need the features, not
@@ -31,7 +34,9 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -518,10 +523,82 @@ def evaluate(
     ``extractor``, ``extractor_weights_sha256``, ``extractor_choice``, ``dataset``,
     ``split``, ``n_generated``, ``n_reference``, the reference cache status and timings.
     """
+    request = eval_request(
+        dataset, split, extractor, metrics, batch_size=batch_size, seed=seed, device=device,
+        n_reference=n_reference, n_train=n_train, inception_weights=inception_weights,
+        cache=cache, cache_dir=cache_dir, root=root, progress=progress, announce=announce,
+        bootstrap=bootstrap, closest=closest, panel=panel)
+    generated = generate(samples_or_model, request, n, labels=labels, generator=generator,
+                         **sampler_options)
+    t1 = time.perf_counter()
+    figures, status = score(generated, request)
+    return _result_row(request, generated, figures, status, time.perf_counter() - t1)
+
+
+def _result_row(r: EvalRequest, generated: Generated, figures: dict, status: str,
+                seconds: float) -> dict:
+    """``evaluate``'s row: the figures and what makes them comparable."""
+    return {
+        **figures,
+        **r.extractor.record(),
+        **_dataset_record(r.dataset, r.split, r.root),
+        "split": r.split,
+        "n_generated": int(generated.images.shape[0]),
+        "n_reference": int(r.reference.shape[0]),
+        "metrics": list(r.metrics),
+        "seed": int(r.seed),
+        "bootstrap": int(r.bootstrap),
+        **generated.origin,
+        "reference_cache": status,
+        "seconds_metrics": round(seconds, 3),
+        "device": str(r.device),
+        "torch_fidelity": torch_fidelity.__version__,
+    }
+
+
+@dataclass(frozen=True, eq=False)
+class EvalRequest:
+    """What ``evaluate`` measures against and how, checked once (``eval_request``): the
+    reference split's images and classes, the extractor, the metrics and their options."""
+
+    dataset: Any
+    split: str
+    metrics: tuple[str, ...]
+    extractor: Extractor
+    reference: Tensor
+    reference_labels: Tensor
+    device: torch.device
+    key: str | None  # the reference features' cache name (None: no cache)
+    batch_size: int = 500
+    seed: int = 0
+    n_train: int | None = None
+    cache: bool = True
+    cache_dir: str | os.PathLike | None = None
+    root: str | os.PathLike | None = None
+    progress: bool = False
+    bootstrap: int = 200
+    closest: int = 0
+    panel: str | os.PathLike | None = None
+
+    @property
+    def train_layers(self) -> list[str]:
+        """The extractor layers whose training-split features a metric reads."""
+        return sorted({_layer(self.extractor, m) for m in self.metrics
+                       if registry.get(m).train})
+
+
+def eval_request(dataset, split: str = "test", extractor: str | None = None,
+                 metrics: str | Sequence[str] | None = None, *, device=None,
+                 n_reference: int | None = None, inception_weights=None,
+                 announce: bool = True, **options) -> EvalRequest:
+    """``evaluate``'s reference, extractor and metrics, refused here when they do not go
+    together (class metrics under InceptionV3, unlabelled references, a training-split
+    reference for a metric that reads the training split); ``options``: the rest of
+    ``EvalRequest``'s fields."""
     metrics = normalize_metrics(registry.default_metrics() if metrics is None else metrics)
     dev = _device(device)
-    reference, reference_labels = _reference_images(dataset, split, n_reference, root,
-                                                     with_labels=True)
+    reference, reference_labels = _reference_images(dataset, split, n_reference,
+                                                     options.get("root"), with_labels=True)
     ext = resolve_extractor(extractor, dataset, inception_weights,
                             announce=announce and zdist.is_main())
     classy = registry.class_metrics(metrics)
@@ -529,107 +606,139 @@ def evaluate(
         raise ConfigError(f"{', '.join(classy)} read the dataset classifier's classes, but "
                           f"the extractor is {ext.name} (ImageNet's classes); use "
                           "--extractor <dataset>-classifier")
-    if any(registry.get(m).reference_labels for m in metrics) and (
-            reference_labels.numel() == 0 or int(reference_labels.min()) < 0):
+    labelled = [m for m in metrics if registry.get(m).reference_labels]
+    if labelled and (reference_labels.numel() == 0 or int(reference_labels.min()) < 0):
         raise ConfigError(f"{dataset} {split} has unlabelled images; "
-                          f"{', '.join(m for m in metrics if registry.get(m).reference_labels)}"
-                          " needs every reference image's class")
-    meta: dict = {}
+                          f"{', '.join(labelled)} needs every reference image's class")
+    train = [m for m in metrics if registry.get(m).train]
+    if train and split == "train":
+        raise ConfigError(f"{', '.join(train)} compares the samples with the training split "
+                          "against held-out images: use a reference split other than train")
+    key = (reference_key(dataset, split, reference.shape[0], ext, options.get("root"))[0]
+           if options.get("cache", True) else None)
+    return EvalRequest(dataset, split, metrics, ext, reference, reference_labels, dev, key,
+                       **options)
+
+
+class Generated(NamedTuple):
+    """The images ``evaluate`` scores (uint8 [N, C, H, W] on the CPU), the class of each
+    (int64 [N]; None: not given), and where they came from (the result row's fields)."""
+
+    images: Tensor
+    labels: Tensor | None
+    origin: dict
+
+
+def generate(samples_or_model, request: EvalRequest, n: int | None = None, *,
+             labels=None, generator: torch.Generator | None = None,
+             **sampler_options) -> Generated:
+    """The images to score: ``n`` samples (default 10000) of a model, a run directory or a
+    model file, or a uint8 batch as given (its first ``n``); see ``evaluate``."""
     t0 = time.perf_counter()
     if isinstance(samples_or_model, (str, os.PathLike)):
-        samples_or_model = load_run(samples_or_model, map_location=dev)
+        samples_or_model = load_run(samples_or_model, map_location=request.device)
     if isinstance(samples_or_model, GenerativeModel):
-        model = samples_or_model
-        if tuple(model.image_shape) != tuple(reference.shape[1:]):
-            raise ConfigError(f"{model.name} makes {tuple(model.image_shape)} images but "
-                              f"{dataset} has {tuple(reference.shape[1:])}")
-        count = 10000 if n is None else int(n)
-        if model.conditional:
-            given = labels is not None
-            labels = (model.check_labels(labels, count) if given
-                      else balanced_labels(count, model.num_classes)).cpu()
-            generated = draw_labelled(model, labels, batch_size, seed, progress, generator,
-                                      **sampler_options)
-            meta.update(labels="given" if given else "balanced",
-                        num_classes=int(model.num_classes))
-        else:
-            if labels is not None:
-                model.check_labels(labels, count)  # the one-line refusal
-            generated = draw_samples(model, count, batch_size, seed, progress, generator,
-                                     **sampler_options)
-        meta.update(model=model.name, family=model.family, sampler_options=sampler_options,
-                    seconds_sampling=round(time.perf_counter() - t0, 3))
-    else:
-        if sampler_options or generator is not None:
-            given = [*sampler_options, *(["generator"] if generator is not None else [])]
-            raise ConfigError(f"sampler options ({', '.join(given)}) need a model, "
-                              "not a batch of images")
-        generated = _check_batch(samples_or_model, "samples")
-        if n is not None:
-            if not 1 <= n <= generated.shape[0]:
-                raise ConfigError(f"n={n} but only {generated.shape[0]} samples were given")
-        if labels is not None:
-            labels = torch.as_tensor(labels)
-            if (labels.is_floating_point() or labels.dim() != 1
-                    or labels.shape[0] != generated.shape[0]):
-                raise ConfigError(f"labels must be integers [N], one per image "
-                                  f"({generated.shape[0]}), got {tuple(labels.shape)}")
-            labels = labels.long().cpu()
-            meta["labels"] = "given"
-        if n is not None:
-            generated = generated[:n]
-            labels = None if labels is None else labels[:n]
-    if tuple(generated.shape[1:]) != tuple(reference.shape[1:]):
-        raise ConfigError(f"the samples are {tuple(generated.shape[1:])} images but {dataset} "
-                          f"has {tuple(reference.shape[1:])}")
-    key = reference_key(dataset, split, reference.shape[0], ext, root)[0] if cache else None
-    train_layers = sorted({_layer(ext, m) for m in metrics if registry.get(m).train})
-    if train_layers and split == "train":
-        raise ConfigError(f"{', '.join(m for m in metrics if registry.get(m).train)} "
-                          "compares the samples with the training split against held-out "
-                          "images: use a reference split other than train")
-    t1 = time.perf_counter()
-    figures, status, n_train_used = None, None, None
-    if zdist.is_main():  # under a process group rank 0 computes, once, and tells the others
-        train = None
-        if train_layers:
-            train = reference_features(dataset, "train", ext, train_layers, n_reference=n_train,
-                                       cache=cache, cache_dir=cache_dir, root=root,
-                                       batch_size=batch_size, device=dev)
-            n_train_used = int(train[train_layers[0]].shape[0])
-        figures, status = compute_metrics(
-            generated, reference, ext, metrics, cache_key=key, cache_dir=cache_dir,
-            batch_size=batch_size, seed=seed, device=dev, progress=progress, train=train,
-            bootstrap=bootstrap, closest=closest or (PANEL_PAIRS if panel else 0),
-            labels=labels, reference_labels=reference_labels,
-        )
-        if n_train_used is not None:
-            figures["n_train"] = n_train_used
-        if panel is not None and figures.get("memorization_closest"):
-            from .memorization import save_pairs_panel
+        return _model_samples(samples_or_model, request, n, labels, generator, t0,
+                              sampler_options)
+    if sampler_options or generator is not None:
+        given = [*sampler_options, *(["generator"] if generator is not None else [])]
+        raise ConfigError(f"sampler options ({', '.join(given)}) need a model, "
+                          "not a batch of images")
+    return _given_images(samples_or_model, request, n, labels)
 
-            train_images = _reference_images(dataset, "train", n_train, root)
-            figures["memorization_panel"] = str(save_pairs_panel(
-                generated, train_images, figures["memorization_closest"], panel))
-        if status != "off":
-            _write_key_card(cache_root(cache_dir), dataset, split, reference.shape[0], ext, root)
-    figures, status = zdist.broadcast_object((figures, status))
-    return {
-        **figures,
-        **ext.record(),
-        **_dataset_record(dataset, split, root),
-        "split": split,
-        "n_generated": int(generated.shape[0]),
-        "n_reference": int(reference.shape[0]),
-        "metrics": list(metrics),
-        "seed": int(seed),
-        "bootstrap": int(bootstrap),
-        **meta,
-        "reference_cache": status,
-        "seconds_metrics": round(time.perf_counter() - t1, 3),
-        "device": str(dev),
-        "torch_fidelity": torch_fidelity.__version__,
-    }
+
+def _model_samples(model: GenerativeModel, request: EvalRequest, n: int | None, labels,
+                   generator, t0: float, sampler_options: dict) -> Generated:
+    """``n`` samples of ``model`` (a conditional one: of the ``labels`` given, else of
+    balanced ones), with the model, its options and the sampling time as their origin."""
+    r = request
+    shape = tuple(r.reference.shape[1:])
+    if tuple(model.image_shape) != shape:
+        raise ConfigError(f"{model.name} makes {tuple(model.image_shape)} images but "
+                          f"{r.dataset} has {shape}")
+    count = 10000 if n is None else int(n)
+    origin: dict = {}
+    if model.conditional:
+        given = labels is not None
+        labels = (model.check_labels(labels, count) if given
+                  else balanced_labels(count, model.num_classes)).cpu()
+        images = draw_labelled(model, labels, r.batch_size, r.seed, r.progress, generator,
+                               **sampler_options)
+        origin.update(labels="given" if given else "balanced",
+                      num_classes=int(model.num_classes))
+    else:
+        if labels is not None:
+            model.check_labels(labels, count)  # the one-line refusal
+        images = draw_samples(model, count, r.batch_size, r.seed, r.progress, generator,
+                              **sampler_options)
+    origin.update(model=model.name, family=model.family, sampler_options=sampler_options,
+                  seconds_sampling=round(time.perf_counter() - t0, 3))
+    return Generated(images, labels, origin)
+
+
+def _given_images(samples, request: EvalRequest, n: int | None, labels) -> Generated:
+    """A uint8 batch (its first ``n``) and the classes it was drawn for, checked."""
+    images = _check_batch(samples, "samples")
+    if n is not None and not 1 <= n <= images.shape[0]:
+        raise ConfigError(f"n={n} but only {images.shape[0]} samples were given")
+    origin: dict = {}
+    if labels is not None:
+        labels = torch.as_tensor(labels)
+        if (labels.is_floating_point() or labels.dim() != 1
+                or labels.shape[0] != images.shape[0]):
+            raise ConfigError(f"labels must be integers [N], one per image "
+                              f"({images.shape[0]}), got {tuple(labels.shape)}")
+        labels = labels.long().cpu()
+        origin["labels"] = "given"
+    if n is not None:
+        images = images[:n]
+        labels = None if labels is None else labels[:n]
+    shape = tuple(request.reference.shape[1:])
+    if tuple(images.shape[1:]) != shape:
+        raise ConfigError(f"the samples are {tuple(images.shape[1:])} images but "
+                          f"{request.dataset} has {shape}")
+    return Generated(images, labels, origin)
+
+
+def score(generated: Generated, request: EvalRequest) -> tuple[dict, str]:
+    """(figures, reference cache status) of the generated images against the reference:
+    features, the metrics and their intervals (``compute_metrics``), the training split's
+    features for a metric that reads them, the memorization panel. Rank 0 of a process
+    group computes them once and sends them to every rank."""
+    figures, status = None, None
+    if zdist.is_main():
+        figures, status = _score_here(generated, request)
+    return zdist.broadcast_object((figures, status))
+
+
+def _score_here(generated: Generated, r: EvalRequest) -> tuple[dict, str]:
+    train, n_train_used = None, None
+    layers = r.train_layers
+    if layers:
+        train = reference_features(r.dataset, "train", r.extractor, layers,
+                                   n_reference=r.n_train, cache=r.cache,
+                                   cache_dir=r.cache_dir, root=r.root,
+                                   batch_size=r.batch_size, device=r.device)
+        n_train_used = int(train[layers[0]].shape[0])
+    figures, status = compute_metrics(
+        generated.images, r.reference, r.extractor, r.metrics, cache_key=r.key,
+        cache_dir=r.cache_dir, batch_size=r.batch_size, seed=r.seed, device=r.device,
+        progress=r.progress, train=train, bootstrap=r.bootstrap,
+        closest=r.closest or (PANEL_PAIRS if r.panel else 0), labels=generated.labels,
+        reference_labels=r.reference_labels,
+    )
+    if n_train_used is not None:
+        figures["n_train"] = n_train_used
+    if r.panel is not None and figures.get("memorization_closest"):
+        from .memorization import save_pairs_panel
+
+        train_images = _reference_images(r.dataset, "train", r.n_train, r.root)
+        figures["memorization_panel"] = str(save_pairs_panel(
+            generated.images, train_images, figures["memorization_closest"], r.panel))
+    if status != "off":
+        _write_key_card(cache_root(r.cache_dir), r.dataset, r.split, r.reference.shape[0],
+                        r.extractor, r.root)
+    return figures, status
 
 
 def _dataset_record(dataset, split: str, root=None) -> dict:

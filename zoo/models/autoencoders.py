@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..core import ConfigError, GenerativeModel, ModelSpec, adam, option_number
+from ..core import ConfigError, GenerativeModel, ModelSpec, adam, eval_mode, option_number
 from ..nn.autoencoder import Decoder, Encoder, VectorQuantizer, check_side
 from ..nn.likelihood import discretized_gaussian_log_prob, from_unit, nats_to_bpd, to_unit
 from ..options import SamplerOptions, check_range
@@ -93,13 +93,9 @@ class Autoencoder(GenerativeModel):
         """uint8 images -> their uint8 reconstructions (encode, decode the mean)."""
         x = self.check_images(x)
         batch_size = option_number(batch_size, "batch_size", int)
-        was = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             out = [from_unit(self.decode(self.encode(x[i:i + batch_size])))
                    for i in range(0, x.shape[0], batch_size)]
-        finally:
-            self.train(was)
         return torch.cat(out) if out else x.clone()
 
     @torch.no_grad()
@@ -112,15 +108,11 @@ class Autoencoder(GenerativeModel):
         if n < 0 or batch_size < 1:
             raise ConfigError(f"need n >= 0 and batch_size >= 1, got {n=}, {batch_size=}")
         self.check_labels(labels, n)
-        was = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             gdev = generator.device if generator is not None else self.device
             out = [from_unit(self.decode(self.prior_latents(min(batch_size, n - i), generator,
                                                             gdev).to(self.device)))
                    for i in range(0, n, batch_size)]
-        finally:
-            self.train(was)
         return torch.cat(out) if out else torch.empty(0, *self.image_shape, dtype=torch.uint8)
 
 
@@ -201,10 +193,8 @@ class KLAutoencoder(Autoencoder):
             raise ConfigError(f"unknown nll option(s) {', '.join(opts)} for {self.name}; "
                               "valid: batch_size")
         x = self.check_images(x)
-        was = self.training
-        self.eval()
         out = []
-        try:
+        with eval_mode(self):
             for i in range(0, x.shape[0], batch_size):
                 xu = to_unit(x[i:i + batch_size])
                 mean, logvar = self.posterior(xu)
@@ -214,8 +204,6 @@ class KLAutoencoder(Autoencoder):
                 kl = 0.5 * (mean.square() + logvar.exp() - 1.0 - logvar).flatten(1).sum(1)
                 out.append(nats_to_bpd(self.decoder_nll_nats(xu, self.decode(z)) + kl,
                                        self.dims))
-        finally:
-            self.train(was)
         return torch.cat(out) if out else torch.empty(0, device=self.device)
 
     def describe_nll(self, **options) -> str:
@@ -303,13 +291,9 @@ class VQVAE(Autoencoder):
     @torch.no_grad()
     def codebook_usage(self, x: Tensor, batch_size: int = 256) -> dict:
         """``usage`` of the codes of the uint8 images ``x`` (e.g. the test split)."""
-        was = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             codes = torch.cat([self.encode(x[i:i + batch_size])
                                for i in range(0, x.shape[0], batch_size)])
-        finally:
-            self.train(was)
         return self.usage(codes)
 
     def prior_nll_nats(self, codes: Tensor) -> Tensor:
@@ -329,17 +313,13 @@ class VQVAE(Autoencoder):
     def codes_bound(self, x: Tensor, prior_nll, batch_size: int = 256) -> Tensor:
         """The bound in bits/dim with the prior term ``prior_nll(codes)`` (nats per image)."""
         x = self.check_images(x)
-        was = self.training
-        self.eval()
         out = []
-        try:
+        with eval_mode(self):
             for i in range(0, x.shape[0], batch_size):
                 xb = x[i:i + batch_size]
                 codes = self.encode(xb)
                 nats = prior_nll(codes) + self.decoder_nll_nats(to_unit(xb), self.decode(codes))
                 out.append(nats_to_bpd(nats, self.dims))
-        finally:
-            self.train(was)
         return torch.cat(out) if out else torch.empty(0, device=self.device)
 
     def describe_nll(self, **options) -> str:

@@ -25,7 +25,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..core import ConfigError, GenerativeModel, ModelSpec, adam, option_flag, option_number
+from ..core import (
+    ConfigError,
+    GenerativeModel,
+    ModelSpec,
+    adam,
+    eval_mode,
+    option_flag,
+    option_number,
+)
 from ..nn.attention import TransformerBlock, new_kv_cache
 from ..nn.graphs import NOISE_BYTES, capture, graph_mode, model_graphs, weights_key
 from ..nn.likelihood import LN2
@@ -345,16 +353,15 @@ class ARTransformer(GenerativeModel):
         A conditional model's is -log2 p(x | labels) with ``labels`` (an int or one per
         image), and under the null label (the unconditional model it learned) without."""
         x, labels, batch_size = self.nll_inputs(x, labels, batch_size, opts)
-        was_training = self.training
-        self.eval()
         out = []
-        for i in range(0, x.shape[0], batch_size):
-            xb = x[i:i + batch_size]
-            logits = self.logits(xb, None if labels is None else labels[i:i + batch_size])
-            logits = logits.float()
-            ce = F.cross_entropy(logits.transpose(1, 2), self.to_tokens(xb), reduction="none")
-            out.append(ce.sum(1) / (self.seq_len * LN2))
-        self.train(was_training)
+        with eval_mode(self):
+            for i in range(0, x.shape[0], batch_size):
+                xb = x[i:i + batch_size]
+                logits = self.logits(xb, None if labels is None else labels[i:i + batch_size])
+                logits = logits.float()
+                ce = F.cross_entropy(logits.transpose(1, 2), self.to_tokens(xb),
+                                     reduction="none")
+                out.append(ce.sum(1) / (self.seq_len * LN2))
         return torch.cat(out) if out else torch.empty(0, device=self.device)
 
     @torch.no_grad()
@@ -400,9 +407,7 @@ class ARTransformer(GenerativeModel):
         prefix_tokens = self._check_prefix(prefix, n)
         graph = graph_mode(cuda_graph, self.device)
 
-        was_training = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             out = [
                 self._generate(
                     min(batch_size, n - i),
@@ -412,8 +417,6 @@ class ARTransformer(GenerativeModel):
                 )
                 for i in range(0, n, batch_size)
             ]
-        finally:
-            self.train(was_training)
         c, h, w = self.image_shape
         if not out:
             return torch.empty(0, c, h, w, dtype=torch.uint8, device=self.device)

@@ -40,6 +40,7 @@ from ..core import (
     ModelSpec,
     adam,
     atomic_write,
+    eval_mode,
 )
 from ..nn.likelihood import from_unit, to_unit
 from ..options import SamplerOptions, check_range, option_number
@@ -497,16 +498,12 @@ class GAN(GenerativeModel):
         z = self._latents(n, generator)
         if self.conditional and y is None:
             y = self._labels(n, generator)
-        was_training = self.gen.training
-        self.gen.eval()
-        try:
+        with eval_mode(self.gen):
             if y is None:
                 out = [from_unit(self.gen(z[i:i + batch_size])) for i in range(0, n, batch_size)]
             else:
                 out = [from_unit(self.gen(z[i:i + batch_size], y[i:i + batch_size]))
                        for i in range(0, n, batch_size)]
-        finally:
-            self.gen.train(was_training)
         return torch.cat(out) if out else torch.empty(0, *self.image_shape, dtype=torch.uint8)
 
     def nll(self, x, **options) -> Tensor:

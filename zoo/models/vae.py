@@ -25,7 +25,7 @@ from typing import ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
-from ..core import ConfigError, GenerativeModel, ModelSpec, adam
+from ..core import ConfigError, GenerativeModel, ModelSpec, adam, eval_mode
 from ..limits import check_memory
 from ..nn.likelihood import (
     bernoulli_log_prob,
@@ -288,17 +288,15 @@ class VAE(GenerativeModel):
             gdev = generator.device if generator is not None else self.device
             y = torch.randint(self.num_classes, (n,), generator=generator, device=gdev)
             y = y.to(self.device)
-        was_training = self.training
-        self.eval()
         dev = self.device
         out = []
-        for start in range(0, n, batch_size):
-            b = min(batch_size, n - start)
-            z = torch.randn(b, self.config.latent_dim, generator=generator,
-                            device=generator.device if generator is not None else dev)
-            yb = None if y is None else y[start:start + b]
-            out.append(self._decode(z.to(dev), decode, generator, yb))
-        self.train(was_training)
+        with eval_mode(self):
+            for start in range(0, n, batch_size):
+                b = min(batch_size, n - start)
+                z = torch.randn(b, self.config.latent_dim, generator=generator,
+                                device=generator.device if generator is not None else dev)
+                yb = None if y is None else y[start:start + b]
+                out.append(self._decode(z.to(dev), decode, generator, yb))
         c, h, w = self.image_shape
         return torch.cat(out) if out else torch.empty(0, c, h, w, dtype=torch.uint8)
 
@@ -361,14 +359,12 @@ class VAE(GenerativeModel):
         # the decoder's output, its log-probabilities and the expanded targets of k samples
         check_memory(12 * k * min(per, x.shape[0]) * self.out_channels * h * w,
                      f"the IWAE bound with k={k}", "use fewer importance samples (k)")
-        was_training = self.training
-        self.eval()
-        if self.conditional and y is None:  # marginal over the classes, uniform p(y)
-            out = [self._iwae_marginal(x[i:i + per], k) for i in range(0, x.shape[0], per)]
-        else:
-            out = [self._iwae(x[i:i + per], k, None if y is None else y[i:i + per])
-                   for i in range(0, x.shape[0], per)]
-        self.train(was_training)
+        with eval_mode(self):
+            if self.conditional and y is None:  # marginal over the classes, uniform p(y)
+                out = [self._iwae_marginal(x[i:i + per], k) for i in range(0, x.shape[0], per)]
+            else:
+                out = [self._iwae(x[i:i + per], k, None if y is None else y[i:i + per])
+                       for i in range(0, x.shape[0], per)]
         return nats_to_bpd(torch.cat(out), self.dims).float() if out else torch.empty(0)
 
     def _iwae_marginal(self, x: Tensor, k: int) -> Tensor:

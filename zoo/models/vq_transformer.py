@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..core import ConfigError, ModelSpec
+from ..core import ConfigError, ModelSpec, eval_mode
 from ..nn.likelihood import from_unit
 from .autoencoders import VQVAE
 from .autoregressive import ARTransformer, ARTransformerConfig
@@ -86,8 +86,6 @@ class VQTransformer(LatentStage, ARTransformer):
         """-log2 p(z*) - log2 p(x | z*) per image dimension (``describe_nll``); a conditional
         model's prior term is -log p(z* | labels), or the null label's without."""
         x, labels, batch_size = self.nll_inputs(x, labels, batch_size, opts)
-        was = self.training
-        self.eval()
         done = 0
 
         def prior_nll(codes: Tensor) -> Tensor:
@@ -98,10 +96,8 @@ class VQTransformer(LatentStage, ARTransformer):
             logits = self.forward(tokens, y).float()
             return F.cross_entropy(logits.transpose(1, 2), tokens, reduction="none").sum(1)
 
-        try:
+        with eval_mode(self):
             return self.autoencoder.codes_bound(x, prior_nll, batch_size)
-        finally:
-            self.train(was)
 
 
 MODELS = {

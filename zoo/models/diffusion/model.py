@@ -25,7 +25,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ...core import ConfigError, GenerativeModel, ModelSpec, adam, option_flag, option_number
+from ...core import (
+    ConfigError,
+    GenerativeModel,
+    ModelSpec,
+    adam,
+    eval_mode,
+    option_flag,
+    option_number,
+)
 from ...nn.graphs import NOISE_BYTES, capture, graph_mode, model_graphs, weights_key
 from ...nn.likelihood import from_unit, to_unit
 from ...nn.unet import UNet, UNetConfig
@@ -254,9 +262,7 @@ class DDPM(GenerativeModel):
             labels = torch.full((n,), self.num_classes, dtype=torch.long, device=self.device)
         graph, auto = graph_mode(cuda_graph, self.device)
         plan = sampler.plan(self.schedule)
-        was_training = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             gen = self._generator_for(generator, self.device)
             out = []
             for start in range(0, n, batch_size):
@@ -266,8 +272,6 @@ class DDPM(GenerativeModel):
                 denoise = self._denoise_graphed if use_graph else self._denoise
                 x_T = None if noise is None else noise[start:start + b]
                 out.append(denoise(sampler, plan, b, gen, y, x_T))
-        finally:
-            self.train(was_training)
         return torch.cat(out) if out else torch.empty(0, *self.space_shape)
 
     def _guided_labels(self, y: Tensor | None, guidance: float) -> Tensor | None:
@@ -424,16 +428,12 @@ class DDPM(GenerativeModel):
         if self.conditional and labels is None:
             labels = torch.full((x0.shape[0],), self.num_classes, dtype=torch.long,
                                 device=x0.device)
-        was_training = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             net = self.net if self.config.prediction == "epsilon" else self._eps_net
             return variational_bound(
                 net, self.schedule, x0, mode=mode, K=K, proposal=proposal,
                 draws=draws, batch_size=batch_size, clip_x0=clip_x0, dims=self.dims,
                 gen=self._generator_for(generator, x0.device), labels=labels)
-        finally:
-            self.train(was_training)
 
     def describe_nll(self, mode=None, K=None, proposal="importance", draws=None,
                      labels=None, **options) -> str:

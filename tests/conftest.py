@@ -63,3 +63,17 @@ def no_roots(tmp_path, monkeypatch) -> Path:
         monkeypatch.delenv(var, raising=False)
     return home
 
+
+
+@pytest.fixture
+def tiny_suite(tmp_path) -> Callable[..., Path]:
+    """``write(path=None, **overrides) -> path``: the tiny suite of ``helpers.tiny_suite``
+    (same overrides) written to ``path``, by default ``tmp_path / "suite.toml"``."""
+    from helpers import tiny_suite as text
+
+    def write(path: str | Path | None = None, **overrides) -> Path:
+        path = Path(path) if path is not None else tmp_path / "suite.toml"
+        path.write_text(text(**overrides))
+        return path
+
+    return write

@@ -7,11 +7,11 @@ import json
 import math
 import re
 import shutil
-import textwrap
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import tiny_model, tiny_suite
 
 import zoo
 from zoo import data
@@ -171,35 +171,10 @@ def test_killed_run_resumes_without_recomputing(smoke, tmp_path):
     assert third.log == [] and len(read_rows(out / "results.jsonl")) == 7
 
 
-TINY = """
-name = "tiny"
-seed = 3
-device = "cpu"
-datasets = ["mnist"]
-[evaluation]
-n_samples = 50
-extractor = "classifier"
-metrics = ["fid", "kid"]
-n_reference = 200
-nll_images = 16
-batch_size = 50
-grid_images = 4
-[timing]
-batch_sizes = [2]
-repeats = 2
-warmup = 0
-[[models]]
-name = "vae-mlp"
-config = {{ hidden = 32, latent_dim = 4, nll_samples = 2 }}
-budget = {{ steps = {steps} }}
-batch_size = 16
-train = {{ ema_decay = 0.0, checkpoint_every = 2 }}
-"""
-
-
 def _tiny(tmp_path: Path, steps: int = 6, name: str = "tiny.toml") -> Path:
     path = tmp_path / name
-    path.write_text(TINY.format(steps=steps))
+    path.write_text(tiny_suite(timing={"repeats": 2}, models=[tiny_model(
+        budget={"steps": steps}, train={"ema_decay": 0.0, "checkpoint_every": 2})]))
     return path
 
 
@@ -561,23 +536,14 @@ def test_suite_naming_a_folder_of_images(tmp_path):
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(x[i, 0].numpy()).save(folder / f"{i:04d}.png")
     suite = tmp_path / "own.toml"
-    suite.write_text(textwrap.dedent("""
-        datasets = [{ path = "my_images", test_size = 20 }]
-        [defaults]
-        batch_size = 16
-        budget = { steps = 2 }
-        [evaluation]
-        n_samples = 40
-        nll_images = 8
-        extractor = "mnist-classifier"
-        [timing]
-        batch_sizes = [4]
-        repeats = 1
-        warmup = 0
-        [[models]]
-        name = "vae-mlp"
-        config = { hidden = 16, latent_dim = 4 }
-    """))
+    suite.write_text(tiny_suite(
+        name=None, seed=None, device=None, datasets=[{"path": "my_images", "test_size": 20}],
+        defaults={"batch_size": 16, "budget": {"steps": 2}},
+        evaluation={"n_samples": 40, "nll_images": 8, "extractor": "mnist-classifier",
+                    "metrics": None, "n_reference": None, "batch_size": None,
+                    "grid_images": None},
+        timing={"batch_sizes": [4]},
+        models=[{"name": "vae-mlp", "config": {"hidden": 16, "latent_dim": 4}}]))
     loaded = load_suite(suite)
     assert loaded.datasets == ["my_images"]
     assert loaded.source("my_images").startswith(str(tmp_path / "my_images"))

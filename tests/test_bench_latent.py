@@ -10,6 +10,7 @@ import math
 from pathlib import Path
 
 import pytest
+from helpers import tiny_suite
 
 import zoo
 from zoo.bench import compare, schema
@@ -20,33 +21,12 @@ from zoo.core import ConfigError
 from zoo.models.latent import weights_sha256
 from zoo.runs import load_run
 
-HEAD = """
-name = "latent-tiny"
-seed = 0
-device = "cpu"
-datasets = ["mnist", "fashion-mnist"]
-
-[defaults]
-batch_size = 16
-budget = { steps = 3 }
-train = { ema_decay = 0.0 }
-
-[evaluation]
-n_samples = 64
-extractor = "classifier"
-metrics = ["fid", "kid"]
-n_reference = 500
-nll_images = 16
-nll_batch_size = 16
-batch_size = 64
-grid_images = 4
-bootstrap = 20
-
-[timing]
-batch_sizes = [2]
-repeats = 1
-warmup = 0
-"""
+HEAD = tiny_suite(
+    name="latent-tiny", seed=0, datasets=["mnist", "fashion-mnist"],
+    defaults={"batch_size": 16, "budget": {"steps": 3}, "train": {"ema_decay": 0.0}},
+    evaluation={"n_samples": 64, "n_reference": 500, "nll_batch_size": 16, "batch_size": 64,
+                "bootstrap": 20},
+    models=None)  # the models are the parts below, raw TOML the error tests edit
 
 VQ = """
 [[models]]

@@ -4,50 +4,26 @@ class accuracy and intra-class FID (with intervals), the FID-vs-class-accuracy f
 from __future__ import annotations
 
 import pytest
+from helpers import tiny_suite
 
 from zoo.bench import figures
 from zoo.bench.report import write_report
 from zoo.bench.runner import read_rows, run_suite
 
-TEXT = """
-name = "cond"
-seed = 0
-device = "cpu"
-datasets = ["mnist"]
-[defaults]
-batch_size = 32
-budget = { steps = 4 }
-train = { ema_decay = 0.0 }
-[evaluation]
-n_samples = 100
-extractor = "classifier"
-metrics = ["fid", "kid", "class_accuracy", "intra_fid"]
-n_reference = 1000
-nll_images = 0
-batch_size = 100
-grid_images = 16
-bootstrap = 50
-[timing]
-batch_sizes = [2]
-repeats = 1
-warmup = 0
-[[models]]
-name = "ddpm"
-samplers = [
-    { sampler = "ddim", steps = 4, guidance = 0.0 },
-    { sampler = "ddim", steps = 4, guidance = 1.0 },
-    { sampler = "ddim", steps = 4, guidance = 3.0 },
-]
-[models.config]
-conditional = true
-timesteps = 8
-channels = 8
-channel_mult = [1, 2]
-mid_attention = false
-[[models]]
-name = "gan-mlp"
-config = { conditional = true, g_hidden = [32], d_hidden = [32], latent_dim = 8 }
-"""
+TEXT = tiny_suite(
+    name="cond", seed=0,
+    defaults={"batch_size": 32, "budget": {"steps": 4}, "train": {"ema_decay": 0.0}},
+    evaluation={"n_samples": 100, "metrics": ["fid", "kid", "class_accuracy", "intra_fid"],
+                "n_reference": 1000, "nll_images": 0, "batch_size": 100, "grid_images": 16,
+                "bootstrap": 50},
+    models=[
+        {"name": "ddpm",
+         "samplers": [{"sampler": "ddim", "steps": 4, "guidance": g} for g in (0.0, 1.0, 3.0)],
+         "config": {"conditional": True, "timesteps": 8, "channels": 8, "channel_mult": [1, 2],
+                    "mid_attention": False}},
+        {"name": "gan-mlp",
+         "config": {"conditional": True, "g_hidden": [32], "d_hidden": [32], "latent_dim": 8}},
+    ])
 
 
 @pytest.fixture(scope="module")

@@ -6,58 +6,36 @@ refuse bad curve settings."""
 from __future__ import annotations
 
 import math
-import textwrap
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import tiny_model, tiny_suite
 
 from zoo.bench.runner import CURVE_FILE, read_rows, run_suite
 from zoo.bench.suite import load_suite
 from zoo.core import ConfigError
-
-SUITE = """
-name = "curve"
-seed = 0
-device = "cpu"
-datasets = ["mnist"]
-[defaults]
-batch_size = 32
-budget = {{ flops = 1.2e10 }}
-train = {{ ema_decay = 0.0, log_every = 50 }}
-[evaluation]
-n_samples = 100
-extractor = "classifier"
-metrics = ["fid", "kid"]
-n_reference = 500
-nll_images = 32
-nll_batch_size = 32
-batch_size = 100
-grid_images = 0
-bootstrap = 50
-curve = {curve}
-curve_n_samples = 60
-curve_nll_images = 16
-[timing]
-batch_sizes = [2]
-repeats = 1
-warmup = 0
-[[models]]
-name = "vae-mlp"
-config = {{ hidden = 32, latent_dim = 4, nll_samples = 2 }}
-[[models]]
-name = "gan-mlp"
-config = {{ g_hidden = [32], d_hidden = [32], latent_dim = 8 }}
-"""
 
 
 class Stop(Exception):
     pass
 
 
-def write(tmp_path: Path, curve: str = "[0.25, 0.5]", name: str = "s.toml") -> Path:
+def write(tmp_path: Path, curve: list | None = None, name: str = "s.toml",
+          flops: float = 1.2e10) -> Path:
+    """The curve suite, with ``curve`` [0.25, 0.5] unless given."""
     path = tmp_path / name
-    path.write_text(textwrap.dedent(SUITE.format(curve=curve)))
+    path.write_text(tiny_suite(
+        name="curve", seed=0,
+        defaults={"batch_size": 32, "budget": {"flops": flops},
+                  "train": {"ema_decay": 0.0, "log_every": 50}},
+        evaluation={"n_samples": 100, "n_reference": 500, "nll_images": 32,
+                    "nll_batch_size": 32, "batch_size": 100, "grid_images": 0, "bootstrap": 50,
+                    "curve": [0.25, 0.5] if curve is None else curve, "curve_n_samples": 60,
+                    "curve_nll_images": 16},
+        models=[tiny_model(budget=None, batch_size=None, train=None),
+                {"name": "gan-mlp", "config": {"g_hidden": [32], "d_hidden": [32],
+                                               "latent_dim": 8}}]))
     return path
 
 
@@ -117,7 +95,7 @@ def test_the_curve_has_a_point_per_fraction_with_intervals(staged):
 
 def test_staged_training_gives_the_weights_of_an_unstaged_run(staged, tmp_path):
     out = tmp_path / "plain"
-    run_suite(write(tmp_path, curve="[]"), out, progress=False)
+    run_suite(write(tmp_path, curve=[]), out, progress=False)
     assert not (out / CURVE_FILE).exists() or not read_rows(out / CURVE_FILE)
     for model in ("vae-mlp", "gan-mlp"):
         a = weights(staged / "runs" / "mnist" / model)
@@ -150,9 +128,9 @@ def test_a_killed_run_resumes_without_repeating_a_point(staged, tmp_path):
 
 
 @pytest.mark.parametrize("curve, message", [
-    ("[0.5, 1.5]", "fractions of the budget in (0, 1]"),
-    ("[0.5, 0.5]", "fractions of the budget in (0, 1]"),
-    ('["half"]', "items must be float"),
+    ([0.5, 1.5], "fractions of the budget in (0, 1]"),
+    ([0.5, 0.5], "fractions of the budget in (0, 1]"),
+    (["half"], "items must be float"),
 ])
 def test_bad_curves_are_refused_naming_the_key(tmp_path, curve, message):
     with pytest.raises(ConfigError, match=r"evaluation\.curve.*") as e:
@@ -161,7 +139,6 @@ def test_bad_curves_are_refused_naming_the_key(tmp_path, curve, message):
 
 
 def test_a_negative_flops_budget_is_refused(tmp_path):
-    path = write(tmp_path)
-    path.write_text(path.read_text().replace("flops = 1.2e10", "flops = -1"))
+    path = write(tmp_path, flops=-1)
     with pytest.raises(ConfigError, match=r"defaults\.budget\.flops.*> 0"):
         load_suite(path)

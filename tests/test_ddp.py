@@ -22,6 +22,7 @@ from pathlib import Path
 import ddp_worker as worker
 import pytest
 import torch
+from helpers import tiny_model, tiny_suite
 
 import zoo
 from zoo import data, metrics, runs
@@ -244,37 +245,20 @@ def test_torchrun_zoo_train(tmp_path):
     assert result["n_generated"] == 12 and result["fid"] > 0
 
 
-BENCH_SUITE = """
-name = "ddp"
-seed = 1
-device = "cpu"
-datasets = ["mnist"]
-[defaults]
-batch_size = 16
-budget = { steps = 3 }
-train = { ema_decay = 0.0 }
-[evaluation]
-n_samples = 40
-extractor = "classifier"
-metrics = ["fid", "kid", "is", "pr"]
-n_reference = 200
-nll_images = 30
-nll_batch_size = 8
-batch_size = 8
-grid_images = 4
-[timing]
-batch_sizes = [2]
-repeats = 1
-warmup = 0
-[[models]]
-name = "vae-mlp"
-config = { hidden = 32, latent_dim = 4, nll_samples = 3 }
-[[models]]
-name = "ddpm"
-config = { timesteps = 6, channels = 8, channel_mult = [1, 2], mid_attention = false }
-nll = { mode = "estimate", K = 2 }
-samplers = [{ sampler = "ddim", steps = 3 }]
-"""
+BENCH_SUITE = tiny_suite(
+    name="ddp", seed=1,
+    defaults={"batch_size": 16, "budget": {"steps": 3}, "train": {"ema_decay": 0.0}},
+    evaluation={"n_samples": 40, "metrics": ["fid", "kid", "is", "pr"], "nll_images": 30,
+                "nll_batch_size": 8, "batch_size": 8},
+    models=[
+        tiny_model(config={"hidden": 32, "latent_dim": 4, "nll_samples": 3},
+                   budget=None, batch_size=None, train=None),
+        {"name": "ddpm",
+         "config": {"timesteps": 6, "channels": 8, "channel_mult": [1, 2],
+                    "mid_attention": False},
+         "nll": {"mode": "estimate", "K": 2},
+         "samplers": [{"sampler": "ddim", "steps": 3}]},
+    ])
 
 
 def test_torchrun_zoo_bench_equals_one_process(tmp_path):

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import tiny_suite
 
 import zoo
 from zoo import data
@@ -60,25 +61,13 @@ def _one_error_line(err: str, *needles: str, alone: bool = True) -> str:
 
 
 # -- 1. suite values that reach a path ------------------------------------------------------------
-SUITE = """
-datasets = ["mnist"]
-[defaults]
-budget = { steps = 1 }
-batch_size = 8
-[evaluation]
-n_samples = 16
-n_reference = 100
-metrics = ["fid"]
-nll_images = 0
-grid_images = 4
-[timing]
-batch_sizes = [2]
-repeats = 1
-warmup = 0
-[[models]]
-name = "vae-mlp"
-config = { hidden = 16 }
-"""
+#: the tiny suite cut down: no name, seed, device or extractor (the defaults)
+_SUITE = {"name": None, "seed": None, "device": None,
+          "defaults": {"budget": {"steps": 1}, "batch_size": 8},
+          "evaluation": {"n_samples": 16, "n_reference": 100, "metrics": ["fid"],
+                         "nll_images": 0, "extractor": None, "batch_size": None},
+          "models": [{"name": "vae-mlp", "config": {"hidden": 16}}]}
+SUITE = tiny_suite(**_SUITE)  # ends in the model's table: a line appended is one of its keys
 
 
 @pytest.mark.parametrize("bad", ["../../../x", "/tmp/x", "a/b", "a\\\\b", "..", ".", "",
@@ -95,7 +84,7 @@ def test_suite_refuses_a_model_id_that_climbs_out(tmp_path, bad):
 def test_suite_refuses_a_dataset_label_that_climbs_out(tmp_path):
     (tmp_path / "images").mkdir()
     path = tmp_path / "s.toml"
-    path.write_text(SUITE.replace('["mnist"]', f'["{tmp_path / "images" / ".."}"]'))
+    path.write_text(tiny_suite(**{**_SUITE, "datasets": [str(tmp_path / "images" / "..")]}))
     with pytest.raises(ConfigError) as e:  # the folder's name, the row's label, is ".."
         load_suite(path)
     assert str(e.value).startswith(f"{path}: datasets[0]: "), e.value

@@ -10,6 +10,7 @@ import math
 from pathlib import Path
 
 import pytest
+from helpers import tiny_model, tiny_suite
 
 from zoo.bench import schema
 from zoo.bench.compare import (
@@ -131,29 +132,17 @@ def test_nll_stderr_is_the_uncertainty_of_nll(tmp_path):
 
 
 # -- end to end: real training, seeds only vs a planted regression -------------------------
-SUITE = """
-name = "gate"
-seed = {seed}
-device = "cpu"
-datasets = ["mnist"]
-[evaluation]
-n_samples = 500
-extractor = "classifier"
-metrics = ["fid", "kid", "pr"]
-nll_images = 16
-batch_size = 500
-grid_images = 4
-[timing]
-batch_sizes = [1]
-repeats = 1
-warmup = 0
-[[models]]
-name = "vae-mlp"
-config = {{ hidden = 128, latent_dim = 16, nll_samples = 2 }}
-budget = {{ steps = {steps} }}
-batch_size = 128
-train = {{ ema_decay = 0.0, checkpoint_every = {steps} }}
-"""
+def _suite(seed: int, steps: int) -> str:
+    return tiny_suite(
+        name="gate", seed=seed,
+        evaluation={"n_samples": 500, "metrics": ["fid", "kid", "pr"], "n_reference": None,
+                    "batch_size": 500},
+        timing={"batch_sizes": [1]},
+        models=[tiny_model(config={"hidden": 128, "latent_dim": 16, "nll_samples": 2},
+                           budget={"steps": steps}, batch_size=128,
+                           train={"ema_decay": 0.0, "checkpoint_every": steps})])
+
+
 # KID's default tolerance, 10% relative (an absolute 0.005, on the Inception features' scale,
 # raised false alarms: with the classifier features KID is ~1.0 here and moves by up to 0.04
 # between seeds); given explicitly so the tests do not depend on the default
@@ -169,7 +158,7 @@ def seed_runs(tmp_path_factory):
     def run(seed, steps):
         d = root / f"seed{seed}-{steps}"
         d.mkdir()
-        (d / "suite-in.toml").write_text(SUITE.format(seed=seed, steps=steps))
+        (d / "suite-in.toml").write_text(_suite(seed, steps))
         run_suite(d / "suite-in.toml", d / "out", progress=False)
         return d / "out"
 

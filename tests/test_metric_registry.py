@@ -16,6 +16,7 @@ import numpy as np
 import prdc
 import pytest
 import torch
+from helpers import tiny_suite
 
 import zoo
 from zoo import data, metrics
@@ -318,30 +319,9 @@ def test_evaluate_density_coverage_on_classifier_features(mnist, tmp_path, capsy
 
 # -- a metric registered at run time flows everywhere -----------------------------------------
 
-TOY_SUITE = """
-name = "toy"
-seed = 3
-device = "cpu"
-datasets = ["mnist"]
-[evaluation]
-n_samples = 50
-extractor = "classifier"
-metrics = ["fid", "mean-gap"]
-n_reference = 200
-nll_images = 16
-batch_size = 50
-grid_images = 4
-[timing]
-batch_sizes = [2]
-repeats = 2
-warmup = 0
-[[models]]
-name = "vae-mlp"
-config = { hidden = 32, latent_dim = 4, nll_samples = 2 }
-budget = { steps = 3 }
-batch_size = 16
-train = { ema_decay = 0.0 }
-"""
+#: the tiny suite asking for the toy metric
+_TOY = {"name": "toy", "evaluation": {"metrics": ["fid", "mean-gap"]}, "timing": {"repeats": 2}}
+TOY_SUITE = tiny_suite(**_TOY)
 
 
 def test_a_registered_metric_reaches_evaluate_rows_gate_and_report(
@@ -432,8 +412,8 @@ def test_the_readme_metric_gets_its_column_tolerance_figure_and_curve(
 
 def test_a_suite_checks_the_samples_a_metric_needs(tmp_path):
     path = tmp_path / "s.toml"
-    path.write_text(TOY_SUITE.replace('"mean-gap"', '"dc"').replace("n_samples = 50",
-                                                                      "n_samples = 5"))
+    path.write_text(tiny_suite(**{**_TOY, "evaluation": {"metrics": ["fid", "dc"],
+                                                         "n_samples": 5}}))
     with pytest.raises(ConfigError, match=r"evaluation\.n_samples.*must be >= 6 \(dc needs 6\)"):
         load_suite(path)
 

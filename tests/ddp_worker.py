@@ -1,4 +1,4 @@
-"""The per-process side of tests/test_ddp.py, run by torchrun (``python -m
+"""The per-process side of tests/test_distributed.py, run by torchrun (``python -m
 torch.distributed.run --nproc_per_node=2 tests/ddp_worker.py MODE OUT``) or, with the
 same arguments and no torchrun, as one process.
 

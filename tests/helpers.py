@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import re
+import subprocess
+import sys
 import tomllib
+import weakref
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten, tree_map
+
+import zoo
 
 #: float32 results stored on one machine and recomputed on another differ by rounding: a
 #: different summation order or vector width moves a reduction over D terms by a few units
@@ -148,3 +156,116 @@ def to_toml(doc: dict) -> str:
                 lines.append(f"[[{_toml_key(key)}]]")
                 lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in table.items()]
     return "\n".join(lines) + "\n"
+
+
+# -- tiny models -----------------------------------------------------------------------------------
+
+TINY_DDPM = {"channels": 8, "norm_groups": 4, "timesteps": 20, "max_levels": 2}
+
+
+def tiny_ddpm():
+    torch.manual_seed(0)
+    return zoo.create("ddpm", image_shape=(1, 8, 8), **TINY_DDPM).eval()
+
+
+# -- the command line ------------------------------------------------------------------------------
+
+
+def run_zoo(*args, check=True, cwd=None):
+    proc = subprocess.run(
+        [sys.executable, "-m", "zoo", *args], capture_output=True, text=True, cwd=cwd,
+        env={**os.environ, "ZOO_OFFLINE": "1"}, timeout=600,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"zoo {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def assert_one_line_error(proc, *needles):
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("zoo: error:")]
+    assert len(lines) == 1, proc.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+# -- a CUDA graph's semantics on the CPU ----------------------------------------------------------
+
+
+class _Slot:  # a tensor made inside the captured loop (the graph's own memory pool)
+    def __init__(self, i):
+        self.i = i
+
+
+class _Outside:  # a tensor from outside, which a graph reads without holding a reference
+    def __init__(self, tensor):
+        self.ref = weakref.ref(tensor)
+
+
+class StandInGraph(TorchDispatchMode):
+    """A CUDA graph's semantics on the CPU: the capture records every aten op with Python
+    scalars baked in, tensors made inside as slots of its own pool, and tensors from outside
+    by weak reference only; replay() re-runs the ops and fails when a tensor from outside
+    has been freed since the capture (a real graph would read reused memory there), and a
+    host synchronisation during the capture fails as it does on CUDA."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops, self.pool, self.slots = [], [], {}
+
+    def _ref(self, x):
+        if not isinstance(x, torch.Tensor):
+            return x
+        return _Slot(self.slots[id(x)]) if id(x) in self.slots else _Outside(x)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.ops.aten._local_scalar_dense.default:
+            raise AssertionError("a host synchronisation inside a captured loop")
+        out = func(*args, **kwargs)
+        inputs = [x for x in tree_flatten((args, kwargs))[0] if isinstance(x, torch.Tensor)]
+
+        def slot(x):
+            if not isinstance(x, torch.Tensor) or any(x is y for y in inputs):
+                return self._ref(x)  # an in-place op returns its input
+            self.slots[id(x)] = len(self.pool)
+            self.pool.append(x)
+            return _Slot(self.slots[id(x)])
+
+        self.ops.append((func, tree_map(self._ref, args), tree_map(self._ref, kwargs),
+                         tree_map(slot, out)))
+        return out
+
+    def replay(self):
+        now = [None] * len(self.pool)
+
+        def resolve(x):
+            if isinstance(x, _Slot):
+                return now[x.i]
+            if isinstance(x, _Outside):
+                tensor = x.ref()
+                assert tensor is not None, "the graph reads a tensor freed since its capture"
+                return tensor
+            return x
+
+        for func, args, kwargs, out in self.ops:
+            result = func(*tree_map(resolve, args), **tree_map(resolve, kwargs))
+            for where, value in zip(tree_flatten(out)[0], tree_flatten(result)[0], strict=True):
+                if isinstance(where, _Slot):
+                    now[where.i] = value
+        if self.output_slot is not None:  # the graph writes its output where it was captured
+            self.pool[self.output_slot].copy_(now[self.output_slot])
+
+
+def capture_on_cpu(loop, warmup, device):
+    warmup()
+    graph = StandInGraph()
+    with graph:
+        out = loop()
+    graph.output_slot = graph.slots.get(id(out))
+    # like a graph's pool, keep the memory made inside, not the Python objects (views keep
+    # their bases alive): only the output, which the replay writes back into
+    graph.pool = [out if i == graph.output_slot else None for i in range(len(graph.pool))]
+    graph.slots = {}
+    return graph, out

@@ -286,6 +286,7 @@ def test_save_load_roundtrip(tmp_path):
     torch.testing.assert_close(loaded.nll(x), m.nll(x))
 
 
+@pytest.mark.slow
 def test_learns_mnist(tmp_path):
     """Trained briefly on real MNIST (default size and config) it beats a measured test NLL,
     and its samples have MNIST's statistics: a mostly black background and bright strokes.

@@ -95,6 +95,8 @@ def run(tmp_path_factory):
     return path, out, read_rows(out / "results.jsonl"), events
 
 
+@pytest.mark.slow
+@pytest.mark.suite
 def test_each_autoencoder_is_trained_once_before_its_second_stage(run):
     _, out, rows, events = run
     assert events.models("train") == ["vae-mlp", "vq-vae", "vq-transformer",  # mnist first
@@ -114,6 +116,8 @@ def test_each_autoencoder_is_trained_once_before_its_second_stage(run):
         assert model.config.autoencoder_sha256 == weights_sha256(load_run(run_dir / ae))
 
 
+@pytest.mark.slow
+@pytest.mark.suite
 def test_rows_carry_reconstruction_and_first_stage_columns(run):
     _, _, rows, events = run
     by = {}
@@ -147,6 +151,8 @@ def test_rows_carry_reconstruction_and_first_stage_columns(run):
     assert all(pixel[k] is None for k in (*schema.RECON_COLUMNS, *schema.AUTOENCODER_COLUMNS))
 
 
+@pytest.mark.slow
+@pytest.mark.suite
 def test_the_report_has_a_reconstruction_section(run):
     _, out, rows, _ = run
     md = (out / "report.md").read_text()
@@ -169,6 +175,8 @@ def test_the_report_has_a_reconstruction_section(run):
     assert 'id="reconstruction"' in html
 
 
+@pytest.mark.slow
+@pytest.mark.suite
 def test_a_rerun_reuses_everything(run):
     path, out, rows, _ = run
     events = Events()
@@ -177,6 +185,8 @@ def test_a_rerun_reuses_everything(run):
     assert read_rows(out / "results.jsonl") == rows
 
 
+@pytest.mark.slow
+@pytest.mark.suite
 def test_only_model_trains_its_autoencoder_and_a_new_autoencoder_retrains_it(tmp_path):
     out = tmp_path / "out"
     first = Events()

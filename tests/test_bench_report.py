@@ -516,6 +516,7 @@ def test_tables_show_intervals_and_older_rows_render_without(tmp_path):
     assert "- ddpm · ddpm, 1000 steps: FID 8.000 [7.200, 8.800], " in front
 
 
+@pytest.mark.slow
 def test_same_n_note_and_kid_ranking_when_n_differs(tmp_path):
     md = write_report(write_run(tmp_path / "same", make_rows())).read_text()
     assert "different N" not in md and "KID is the comparison figure" not in md

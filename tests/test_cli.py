@@ -3,31 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
+from helpers import assert_one_line_error
+from helpers import run_zoo as zoo
 from PIL import Image
-
-
-def zoo(*args, check=True, cwd=None):
-    proc = subprocess.run(
-        [sys.executable, "-m", "zoo", *args], capture_output=True, text=True, cwd=cwd,
-        env={**os.environ, "ZOO_OFFLINE": "1"}, timeout=600,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"zoo {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
-    return proc
-
-
-def assert_one_line_error(proc, *needles):
-    assert proc.returncode != 0
-    assert "Traceback" not in proc.stderr, proc.stderr
-    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("zoo: error:")]
-    assert len(lines) == 1, proc.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +18,7 @@ def run(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_train_writes_a_run(run):
     names = {p.name for p in run.iterdir()}
     assert {"run.json", "checkpoint.pt", "model.pt", "losses.csv"} <= names
@@ -46,6 +27,7 @@ def test_train_writes_a_run(run):
     assert info["model_config"]["hidden"] == 64 and info["train_config"]["steps"] == 30
 
 
+@pytest.mark.slow
 def test_resume_extends_the_budget(run, tmp_path):
     proc = zoo("train", "vae-mlp", "--dataset", "mnist", "--steps", "40", "--out", str(run),
                "--resume")
@@ -55,6 +37,7 @@ def test_resume_extends_the_budget(run, tmp_path):
     assert_one_line_error(again, "already holds a run", "--resume")
 
 
+@pytest.mark.slow
 def test_sample_writes_a_png_grid(run, tmp_path):
     png = tmp_path / "grid.png"
     proc = zoo("sample", str(run), "-n", "16", "-o", str(png), "--seed", "1", "--scale", "1",
@@ -66,6 +49,7 @@ def test_sample_writes_a_png_grid(run, tmp_path):
     assert_one_line_error(bad, "decode")
 
 
+@pytest.mark.slow
 def test_sample_labels_of_an_unconditional_run_is_one_line(run, tmp_path):
     png = tmp_path / "grid.png"
     bad = zoo("sample", str(run), "--labels", "0-9", "-o", str(png), check=False)
@@ -75,6 +59,7 @@ def test_sample_labels_of_an_unconditional_run_is_one_line(run, tmp_path):
     assert not png.exists()
 
 
+@pytest.mark.slow
 def test_nll_prints_bits_per_dim(run, tmp_path):
     proc = zoo("nll", str(run), "--n", "50", "--set", "k=5", "--json", str(tmp_path / "n.json"))
     assert "bits/dim (bound, IWAE k=5)" in proc.stdout and "mnist test (50 images)" in proc.stdout
@@ -82,6 +67,7 @@ def test_nll_prints_bits_per_dim(run, tmp_path):
     assert 0.5 < result["nll_bpd"] < 9 and result["kind"] == "bound"
 
 
+@pytest.mark.slow
 def test_list_and_data_check():
     listing = zoo("list").stdout
     assert "vae-conv" in listing and "mnist" in listing and "searched:" in listing
@@ -89,6 +75,7 @@ def test_list_and_data_check():
     assert "ok" in check.stdout and "files verified" in check.stdout
 
 
+@pytest.mark.slow
 def test_user_errors_are_one_line(tmp_path):
     assert_one_line_error(zoo("train", "vae-huge", "--dataset", "mnist", "--steps", "1",
                               check=False), "unknown model", "vae-mlp")

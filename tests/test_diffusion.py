@@ -431,7 +431,7 @@ def test_nll_options_are_checked():
 
 
 def test_exact_is_a_deprecated_alias_of_all():
-    """mode="exact" (issue 17) was never exact: it is "all", with a standard error > 0."""
+    """mode="exact" was never exact: it is "all", with a standard error > 0."""
     m = tiny(timesteps=10)
     x = torch.zeros(2, 1, 8, 8, dtype=torch.uint8)
     with pytest.warns(DeprecationWarning, match="'exact' is deprecated"):
@@ -448,6 +448,7 @@ def test_exact_is_a_deprecated_alias_of_all():
         tiny(timesteps=10, nll_draws=1)
 
 
+@pytest.mark.slow
 def test_all_terms_stderr_matches_the_spread_over_seeds():
     """The all-terms sum is a Monte Carlo estimate: over generator seeds on the same images its
     spread matches the standard error it reports (from the per-term variances over draws),
@@ -504,6 +505,7 @@ def trained(tmp_path_factory):
     return zoo.train.load_run(out)
 
 
+@pytest.mark.slow
 def test_nll_estimate_agrees_with_all_terms(trained, mnist_test):
     x = mnist_test[:2]
     every = trained.nll_with_stderr(x, mode="all", generator=torch.Generator().manual_seed(0))
@@ -516,6 +518,7 @@ def test_nll_estimate_agrees_with_all_terms(trained, mnist_test):
     assert abs(est.mean() - every.mean()) < 3 * math.hypot(se, every.stderr_of_mean())
 
 
+@pytest.mark.slow
 def test_nll_untrained_near_8_trained_far_below(trained, mnist_test):
     x = mnist_test[:16]
     untrained = zoo.create("ddpm", dataset="mnist")
@@ -528,6 +531,7 @@ def test_nll_untrained_near_8_trained_far_below(trained, mnist_test):
     assert after.mean() + 3 * after.stderr_of_mean() < before.mean() - 3 * before.stderr_of_mean()
 
 
+@pytest.mark.slow
 def test_trained_samples_look_like_mnist(trained, tmp_path):
     """FID with the project's MNIST classifier, DDIM-10, 500 samples vs the test split."""
     from zoo import metrics

@@ -386,6 +386,7 @@ def pixel_distance(samples: torch.Tensor, reference: torch.Tensor, bins: int = 1
     return (tv + mean + std).item()
 
 
+@pytest.mark.slow
 def test_dcgan_learns_mnist(tmp_path):
     """gan-dcgan (ns loss) trained for 500 steps of 64 real MNIST images (about 70 CPU
     seconds) must be far closer to the test split in pixel statistics than untrained.

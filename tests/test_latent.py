@@ -10,8 +10,8 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from test_cli import assert_one_line_error
-from test_cli import zoo as zoo_cli
+from helpers import assert_one_line_error
+from helpers import run_zoo as zoo_cli
 
 import zoo
 from zoo import data
@@ -57,6 +57,7 @@ def autoencoders(mnist, tmp_path_factory):
     return paths
 
 
+@pytest.mark.slow
 def test_autoencoders_learn_to_reconstruct(mnist):
     torch.manual_seed(0)
     x, _ = mnist
@@ -110,6 +111,7 @@ def test_codebook_usage_counts_perplexity_and_dead_codes():
     assert usage["dead_codes"] == 6 and usage["codes"] == 8
 
 
+@pytest.mark.slow
 def test_latent_models_need_their_autoencoder_and_say_so(autoencoders, tmp_path):
     with pytest.raises(ConfigError, match="autoencoder=RUN.*kl-autoencoder"):
         zoo.create("latent-diffusion", "mnist")
@@ -125,6 +127,7 @@ def test_latent_models_need_their_autoencoder_and_say_so(autoencoders, tmp_path)
                    autoencoder=str(autoencoders["kl-autoencoder"]))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,ae", [("latent-diffusion", "kl-autoencoder"),
                                      ("vq-transformer", "vq-vae")])
 def test_a_latent_checkpoint_holds_both_stages_and_checks_the_hash(name, ae, autoencoders,
@@ -155,6 +158,7 @@ def test_a_latent_checkpoint_holds_both_stages_and_checks_the_hash(name, ae, aut
         zoo.load(tmp_path / "edited.pt")
 
 
+@pytest.mark.slow
 def test_latent_diffusion_runs_in_unit_variance_latents_and_does_not_clip(autoencoders,
                                                                           mnist):
     x, _ = mnist
@@ -169,6 +173,7 @@ def test_latent_diffusion_runs_in_unit_variance_latents_and_does_not_clip(autoen
     assert m.reconstruct(x[:3]).shape == (3, 1, 28, 28)
 
 
+@pytest.mark.slow
 def test_vq_transformer_bound_is_prior_cross_entropy_plus_decoder_term(autoencoders, mnist):
     x, _ = mnist
     m = zoo.create("vq-transformer", "mnist", autoencoder=str(autoencoders["vq-vae"]),
@@ -194,6 +199,7 @@ def test_vq_transformer_bound_is_prior_cross_entropy_plus_decoder_term(autoencod
         m.sample(1, top_k=300)
 
 
+@pytest.mark.slow
 def test_conditional_latent_models_take_labels(autoencoders, mnist):
     x, y = mnist
     for name, ae in (("latent-diffusion", "kl-autoencoder"), ("vq-transformer", "vq-vae")):
@@ -206,6 +212,7 @@ def test_conditional_latent_models_take_labels(autoencoders, mnist):
         assert s.shape == (3, 1, 28, 28)
 
 
+@pytest.mark.slow
 def test_the_two_stages_through_the_cli(tmp_path):
     """As a user: train a vq-vae, a vq-transformer over it, sample, eval (with the
     reconstruction figures); an autoencoder's eval has them too."""
@@ -235,6 +242,7 @@ def test_the_two_stages_through_the_cli(tmp_path):
     assert_one_line_error(wrong, "works over a kl-autoencoder")
 
 
+@pytest.mark.slow
 def test_latent_models_on_a_folder_of_32x32_colour_images(tmp_path):
     """Both pairs train and sample on a folder of colour images (8x8 latents at 32x32)."""
     import numpy as np

@@ -125,22 +125,25 @@ def trained_conv(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def test_nll(trained_conv):
+def bounds(trained_conv):
     """ELBO (k=1) and IWAE (k=100) bounds on 300 test images."""
     x, _ = data.load("mnist", "test")
     torch.manual_seed(0)
     return {k: trained_conv.nll(x[:300], k=k).mean().item() for k in (1, 100)}
 
 
-def test_trained_vae_conv_reaches_measured_nll(test_nll):
+@pytest.mark.slow
+def test_trained_vae_conv_reaches_measured_nll(bounds):
     # measured 1.446 bits/dim (IWAE k=100) and 1.477 (ELBO) for these 600 steps, seed 0
-    assert test_nll[100] < 1.6
+    assert bounds[100] < 1.6
 
 
-def test_iwae_bound_is_tighter_than_elbo(test_nll):
-    assert test_nll[100] < test_nll[1] - 0.01
+@pytest.mark.slow
+def test_iwae_bound_is_tighter_than_elbo(bounds):
+    assert bounds[100] < bounds[1] - 0.01
 
 
+@pytest.mark.slow
 def test_trained_samples_look_like_digits(trained_conv):
     x, _ = data.load("mnist", "test")
     s = trained_conv.sample(500, generator=torch.Generator().manual_seed(0))
@@ -151,6 +154,7 @@ def test_trained_samples_look_like_digits(trained_conv):
     assert (noise - real_mean).abs().mean() > 80
 
 
+@pytest.mark.slow
 def test_trained_vae_fid_with_the_mnist_classifier(trained_conv):
     from zoo import metrics
 

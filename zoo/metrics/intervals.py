@@ -27,7 +27,7 @@ the network or recomputes a reference-only quantity:
   into its 10 splits; per split ``exp(mean_i H(p_i, q) - H(p_i))`` computed as
   ``exp(sum q log(1/q) - mean_i H(p_i))`` with ``q`` the split's mean class distribution,
   so a draw costs sums of the softmax computed once. On the full sample this is
-  torch-fidelity's figure to ~1e-12 relative (tests/test_intervals.py).
+  torch-fidelity's figure to ~1e-12 relative (tests/test_metrics_intervals.py).
 - any other function metric over features or logits: ``metric.compute(real, fake[draw])``
   per draw (``real`` None for a metric without a reference side).
 
@@ -37,7 +37,7 @@ the same way): a resample holds ~63% distinct samples, so set-valued figures (re
 coverage) fall well below the full-sample figure on every draw, and a plug-in FID near 0
 rises; the plain percentile interval would then miss the figure it is reported with.
 The shift keeps the interval's width (the spread of the draws) and centres it on the
-figure; see tests/test_intervals.py for its measured coverage.
+figure; see tests/test_metrics_intervals.py for its measured coverage.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ Trainer's model.pt) stores BatchNorm statistics re-estimated for the weights it 
 ("standing statistics", as in BigGAN), so EMA weights never meet running statistics of
 other weights.
 
-Class-conditional (``conditional=True``, issue 18): both generators concatenate a class
+Class-conditional (``conditional=True``): both generators concatenate a class
 embedding to z, and the DCGAN generator's BatchNorms are conditional BatchNorms
 (class-dependent gain and bias, initialised to 1 and 0; with these alone its images hardly
 depended on the class after 600 MNIST steps, while D's scores did). The discriminator is a

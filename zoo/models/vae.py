@@ -4,7 +4,7 @@ decoder likelihood of 8-bit data (discretized logistic) or of binarized data (Be
 Training maximises the reparameterized ELBO; ``nll`` is the IWAE bound with k importance
 samples (k=1 is the ELBO), in bits/dim, with the log-mean-exp taken in float64.
 
-Class-conditional (``conditional=True``, issue 18): a conditional VAE (Sohn et al. 2015),
+Class-conditional (``conditional=True``): a conditional VAE (Sohn et al. 2015),
 the one-hot label concatenated to the input of the encoder's first dense layer and of the
 decoder, p(z) = N(0, I) for every class. ``sample(n, labels=...)`` decodes for the given
 classes (uniform random classes without them); ``nll(x, labels=y)`` bounds -log p(x|y), and

@@ -235,6 +235,7 @@ def test_sample_label_errors_are_one_line(cli, capsys, args, needle):
     assert needle in err and "\n" not in err and err.startswith("zoo: error:")
 
 
+@pytest.mark.slow
 def test_eval_of_a_conditional_model_prints_class_accuracy_and_intra_fid(cli, capsys):
     assert cli.main(["eval", "cond", "--dataset", "mnist", "--extractor", "mnist-classifier",
                      "-n", "500", "--bootstrap", "20", "--set", "guidance=2"]) == 0

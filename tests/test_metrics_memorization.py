@@ -74,6 +74,7 @@ def mnist():
     return data.load("mnist", "train")[0], data.load("mnist", "test")[0]
 
 
+@pytest.mark.slow
 def test_evaluate_memorization_on_real_digits(mnist, tmp_path):
     x_train, x_test = mnist
     # the first 10k training images, the first 1000 test images as the held-out reference
@@ -144,6 +145,7 @@ def test_pairs_panel_sets_each_sample_beside_its_training_image():
         pairs_panel(samples, train, [])
 
 
+@pytest.mark.slow
 def test_cli_eval_writes_the_memorization_panel(tmp_path, capsys, monkeypatch):
     import functools
     import json

@@ -128,6 +128,7 @@ def evaluated():
             metrics.evaluate(images, "mnist", bootstrap=0, **kw))
 
 
+@pytest.mark.slow
 def test_intervals_contain_the_figures_and_are_printed(evaluated):
     result = evaluated[0]
     keys = registry.interval_columns("fid,kid,pr,dc")
@@ -140,6 +141,7 @@ def test_intervals_contain_the_figures_and_are_printed(evaluated):
     assert f"FID        {result['fid']:.3f} [{lo:.3f}, {hi:.3f}]" in text
 
 
+@pytest.mark.slow
 def test_bootstrap_zero_gives_no_interval_and_the_same_figures(evaluated):
     with_ci, without = evaluated[0], evaluated[3]
     assert not [k for k in without if k.endswith("_ci95")] and without["bootstrap"] == 0
@@ -147,6 +149,7 @@ def test_bootstrap_zero_gives_no_interval_and_the_same_figures(evaluated):
         assert with_ci[key] == without[key]  # bit for bit: the figures stay torch-fidelity's
 
 
+@pytest.mark.slow
 def test_intervals_are_deterministic_given_the_seed(evaluated):
     a, b, other = evaluated[:3]
     ci = [k for k in a if k.endswith("_ci95")]
@@ -221,6 +224,7 @@ def test_is_draws_on_the_full_sample_are_torch_fidelitys_figure(seed):
         assert mine == pytest.approx(tf, rel=1e-12)  # measured equal bit for bit
 
 
+@pytest.mark.slow
 def test_is_interval_narrows_with_n_and_covers_the_large_sample_score():
     """200 draws per sample. The target: the IS of the population at the same split size
     (10 splits of N/10), estimated as the mean IS over 40 independent samples. Measured

@@ -282,6 +282,7 @@ def mnist():
     return data.load("mnist", "train")[0], data.load("mnist", "test")[0]
 
 
+@pytest.mark.slow
 def test_evaluate_density_coverage_on_classifier_features(mnist, tmp_path, capsys):
     x_train, x_test = mnist
     kw = {"extractor": "mnist-classifier", "n_reference": 1000, "cache_dir": tmp_path,
@@ -324,6 +325,8 @@ _TOY = {"name": "toy", "evaluation": {"metrics": ["fid", "mean-gap"]}, "timing":
 TOY_SUITE = tiny_suite(**_TOY)
 
 
+@pytest.mark.slow
+@pytest.mark.suite
 def test_a_registered_metric_reaches_evaluate_rows_gate_and_report(
         scratch, mnist, tmp_path, monkeypatch, capsys):
     scratch.register(TOY)
@@ -378,6 +381,7 @@ def test_a_registered_metric_reaches_evaluate_rows_gate_and_report(
         load_suite(suite_path)
 
 
+@pytest.mark.slow
 def test_the_readme_metric_gets_its_column_tolerance_figure_and_curve(
         readme_metric, tmp_path):
     """The README's metric, registered from outside with no other file edited: a report
@@ -421,6 +425,7 @@ def test_a_suite_checks_the_samples_a_metric_needs(tmp_path):
 # -- zoo eval --------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cli_eval_density_coverage(tmp_path, capsys):
     from zoo.cli import main
     from zoo.train import Trainer

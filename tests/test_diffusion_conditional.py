@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import assert_float32_close
-from test_fast_path import _capture_on_cpu
+from helpers import assert_float32_close, capture_on_cpu
 
 import zoo
 import zoo.data
@@ -134,11 +133,11 @@ def test_sampler_keys_and_labels_name_the_guidance():
 @pytest.mark.parametrize("options", [{"sampler": "ddim", "steps": 3, "eta": 1.0},
                                      {"sampler": "ddpm"}])
 def test_a_guided_conditional_loop_replays_like_the_eager_loop(options, monkeypatch):
-    """The stand-in graph of test_fast_path: no host sync in the guided loop, the labels an
+    """The stand-in graph of test_e2e_fast_path: no host sync in the guided loop, the labels an
     input of the captured loop (new labels, the same graph)."""
     import zoo.models.diffusion.model as module
 
-    monkeypatch.setattr(module, "capture", _capture_on_cpu)
+    monkeypatch.setattr(module, "capture", capture_on_cpu)
     monkeypatch.setattr(module, "graph_mode", lambda value, device: (value is True, False))
     m = tiny()
 
@@ -195,6 +194,7 @@ def class_accuracy(model, guidance: float, n_per_class: int = 10) -> float:
         return (clf(x)[1].argmax(1) == labels).float().mean().item()
 
 
+@pytest.mark.slow
 def test_samples_are_of_the_class_asked_for(trained):
     acc = {w: class_accuracy(trained, w, n_per_class=40) for w in (0.0, 1.0, 2.0, 5.0)}
     # measured (500 steps at batch 64, class embedding at N(0, 0.3^2)), these 400 samples:

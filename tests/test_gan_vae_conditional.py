@@ -1,4 +1,4 @@
-"""Class-conditional GANs and VAEs (issue 18): unconditional models unchanged, the
+"""Class-conditional GANs and VAEs: unconditional models unchanged, the
 conditional networks and losses, the label checks, the VAE's conditional and marginal
 bounds, and conditioning that is real (the shipped MNIST classifier reads the asked
 classes in samples of briefly trained models)."""
@@ -246,6 +246,7 @@ def train(model, steps, batch_size):
     return model
 
 
+@pytest.mark.slow
 def test_conditional_vae_samples_the_asked_classes():
     """vae-mlp, 400 steps of 128 (lr 2e-3, ~11 s on one thread): measured 0.25 class
     accuracy (chance 0.10), 0.28 at 1600 steps."""
@@ -254,6 +255,7 @@ def test_conditional_vae_samples_the_asked_classes():
     assert acc > 0.18, acc
 
 
+@pytest.mark.slow
 def test_conditional_gan_samples_the_asked_classes():
     """gan-dcgan (channels 16, ns), 400 steps of 64 (~21 s on one thread): measured 0.66
     class accuracy (chance 0.10); 0.10 at 200 steps, 0.65 at 600, 0.60 at 900."""

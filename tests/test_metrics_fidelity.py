@@ -57,6 +57,7 @@ def uniform_noise(n: int, seed: int = 0) -> torch.Tensor:
 # -- the shipped classifiers ------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dataset,minimum", [("mnist", 0.990), ("fashion-mnist", 0.91)])
 def test_shipped_classifier_accuracy_on_the_real_test_split(dataset, minimum):
     name = f"{dataset}-classifier"
@@ -88,6 +89,7 @@ def test_classifier_weights_that_do_not_match_their_card_are_refused(tmp_path):
 # -- the figures on real data -------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_fid_of_the_test_split_with_itself_is_zero_and_its_is_near_ten(mnist, mnist_clf):
     _, x_test, _ = mnist
     r = metrics.evaluate(x_test, "mnist", extractor="mnist-classifier", metrics=("fid", "is"))
@@ -99,6 +101,7 @@ def test_fid_of_the_test_split_with_itself_is_zero_and_its_is_near_ten(mnist, mn
     assert r["extractor_choice"] == "explicit"
 
 
+@pytest.mark.slow
 def test_fid_noise_floor_and_uniform_noise(mnist):
     x_train, _, _ = mnist
     floor = metrics.fid(x_train[:N], "mnist", extractor="mnist-classifier")
@@ -109,6 +112,7 @@ def test_fid_noise_floor_and_uniform_noise(mnist):
     assert noise > 150, noise
 
 
+@pytest.mark.slow
 def test_kid_precision_recall_of_two_halves_of_one_split(mnist, mnist_clf):
     _, x_test, _ = mnist
     # a random split: MNIST's test set is ordered (its first 5000 digits are cleaner)
@@ -139,6 +143,7 @@ def counted(monkeypatch):
     return seen
 
 
+@pytest.mark.slow
 def test_reference_features_are_cached_and_any_key_change_recomputes(
     mnist, tmp_path, counted
 ):
@@ -227,6 +232,8 @@ def _ddp_rank(rank: int, world: int, port: int, queue) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.ddp
+@pytest.mark.slow
 def test_streaming_fid_syncs_across_two_ddp_processes(mnist, cache_env):
     import socket
 
@@ -389,6 +396,7 @@ def vae_run(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_cli_eval_prints_a_table_and_writes_json(vae_run, capsys):
     from zoo.cli import main
 

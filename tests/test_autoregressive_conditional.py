@@ -1,4 +1,4 @@
-"""The class-conditional pixel Transformer (issue 18): the class in the start token's
+"""The class-conditional pixel Transformer: the class in the start token's
 place, label dropout, and classifier-free guidance on the logits."""
 
 from __future__ import annotations
@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import assert_float32_close
-from test_fast_path import _capture_on_cpu
+from helpers import assert_float32_close, capture_on_cpu
 
 import zoo
 import zoo.data
@@ -167,10 +166,10 @@ def test_training_uses_label_dropout():
 
 def test_graphed_guided_sampling_draws_what_the_eager_loop_draws(monkeypatch):
     """The captured loop with guidance, through the CPU stand-in of a CUDA graph
-    (tests/test_fast_path.py): labels are an input of the replay, not baked in."""
+    (tests/test_e2e_fast_path.py): labels are an input of the replay, not baked in."""
     import zoo.models.autoregressive as module
 
-    monkeypatch.setattr(module, "capture", _capture_on_cpu)
+    monkeypatch.setattr(module, "capture", capture_on_cpu)
     monkeypatch.setattr(module, "graph_mode", lambda value, device: (value is True, False))
     m = cond()
     y = torch.tensor([0, 1, 2, 1])
@@ -182,6 +181,7 @@ def test_graphed_guided_sampling_draws_what_the_eager_loop_draws(monkeypatch):
             assert torch.equal(draw(True), draw(False))
 
 
+@pytest.mark.slow
 def test_trained_on_mnist_the_class_conditions_and_guidance_sharpens_it(tmp_path):
     """Conditioning is real: after brief training on MNIST (the ci.toml transformer,
     conditional, 750 steps of 16), test images are likelier under their own class than

@@ -142,6 +142,7 @@ def zoo_cli(*args, cwd=None):
     return proc
 
 
+@pytest.mark.slow
 def test_model_card_is_written_by_train_eval_and_nll(tmp_path):
     run = tmp_path / "vae"
     zoo_cli("train", "vae-mlp", "--dataset", "mnist", "--steps", "6", "--out", str(run),
@@ -176,6 +177,7 @@ def test_model_card_is_written_by_train_eval_and_nll(tmp_path):
     assert "Not measured yet" not in card
 
 
+@pytest.mark.slow
 def test_sample_grids_of_tiny_images_are_enlarged(tmp_path):
     assert legible_scale(8, 8) == 4 and legible_scale(28, 28) == 2 and legible_scale(64, 64) == 2
     import numpy as np

@@ -167,6 +167,8 @@ def seed_runs(tmp_path_factory):
     return [run(s, 300) for s in range(3)], run(0, 30)
 
 
+@pytest.mark.slow
+@pytest.mark.suite
 def test_seed_only_runs_pass_the_gate_both_ways(seed_runs, capsys):
     runs, _ = seed_runs
     for a, b in itertools.permutations(runs, 2):
@@ -183,6 +185,8 @@ def test_seed_only_runs_pass_the_gate_both_ways(seed_runs, capsys):
             assert x["se"] is not None and x["se"] > 0, (m, x)
 
 
+@pytest.mark.slow
+@pytest.mark.suite
 def test_planted_regression_fails_naming_the_figure_and_its_interval(seed_runs, capsys):
     runs, planted = seed_runs
     for base in runs:

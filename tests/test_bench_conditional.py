@@ -34,6 +34,8 @@ def run(tmp_path_factory):
     return out / "out"
 
 
+@pytest.mark.slow
+@pytest.mark.suite
 def test_a_guidance_sweep_gives_a_row_per_value_with_class_metrics(run):
     rows = read_rows(run / "results.jsonl")
     ddpm = [r for r in rows if r["model"] == "ddpm"]
@@ -44,6 +46,8 @@ def test_a_guidance_sweep_gives_a_row_per_value_with_class_metrics(run):
         assert r["intra_fid"] > 0 and r["n_samples"] == 100
 
 
+@pytest.mark.slow
+@pytest.mark.suite
 def test_the_report_draws_fid_against_class_accuracy(run, tmp_path):
     write_report(run)
     assert (run / "figures" / "fid_vs_class_accuracy_mnist.png").is_file()
@@ -53,6 +57,8 @@ def test_the_report_draws_fid_against_class_accuracy(run, tmp_path):
     assert figures.fid_vs_class_accuracy("mnist", rows, tmp_path / "x.png") is None
 
 
+@pytest.mark.slow
+@pytest.mark.suite
 def test_the_figure_is_drawn_again_from_the_rows(run, tmp_path):
     made = figures.write_figures(read_rows(run / "results.jsonl"), run, tmp_path)
     assert [t for t, _ in made if "class accuracy" in t] == ["mnist: FID vs class accuracy"]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_fast_path import _capture_on_cpu
+from helpers import capture_on_cpu
 
 import zoo
 from zoo.core import ConfigError
@@ -22,7 +22,7 @@ OLD = Path(__file__).parent / "data" / "ddpm-unconditional-2bb93dd"
 TINY = {"timesteps": 20, "channels": 8, "channel_mult": (1, 2), "norm_groups": 4}
 SAMPLERS = [{"sampler": "ddpm"}, {"sampler": "ddim", "steps": 5},
             {"sampler": "ddim", "steps": 4, "eta": 1.0, "clip_x0": False}]
-# the diffusers ports (their conversions are checked against diffusers in test_samplers.py)
+# the diffusers ports (checked against diffusers in test_diffusion_samplers.py)
 PORTS = [{"sampler": "dpmpp-2m", "steps": 4}, {"sampler": "unipc", "steps": 4},
          {"sampler": "heun", "steps": 3}, {"sampler": "euler-ancestral", "steps": 4}]
 
@@ -261,7 +261,7 @@ def test_given_noise_with_a_stochastic_sampler_draws_only_the_step_noise():
 def test_given_noise_is_an_input_of_the_captured_loop(options, monkeypatch):
     import zoo.models.diffusion.model as module
 
-    monkeypatch.setattr(module, "capture", _capture_on_cpu)
+    monkeypatch.setattr(module, "capture", capture_on_cpu)
     monkeypatch.setattr(module, "graph_mode", lambda value, device: (value is True, False))
     m = tiny(prediction="v")
     for seed in (1, 2):

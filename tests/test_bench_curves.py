@@ -59,6 +59,8 @@ def staged(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
+@pytest.mark.suite
 def test_a_flops_budget_gives_every_model_the_same_compute(staged):
     rows = {r["model"]: r for r in read_rows(staged / "results.jsonl")}
     for r in rows.values():
@@ -70,6 +72,8 @@ def test_a_flops_budget_gives_every_model_the_same_compute(staged):
     assert rows["vae-mlp"]["train_steps"] != rows["gan-mlp"]["train_steps"]
 
 
+@pytest.mark.slow
+@pytest.mark.suite
 def test_the_curve_has_a_point_per_fraction_with_intervals(staged):
     points = read_rows(staged / CURVE_FILE)
     assert [(p["model"], p["fraction"]) for p in points] == [
@@ -93,6 +97,8 @@ def test_the_curve_has_a_point_per_fraction_with_intervals(staged):
     assert vae[-1]["kid"] < vae[0]["kid"]  # it learns: the last point beats the first
 
 
+@pytest.mark.slow
+@pytest.mark.suite
 def test_staged_training_gives_the_weights_of_an_unstaged_run(staged, tmp_path):
     out = tmp_path / "plain"
     run_suite(write(tmp_path, curve=[]), out, progress=False)
@@ -104,6 +110,8 @@ def test_staged_training_gives_the_weights_of_an_unstaged_run(staged, tmp_path):
         assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
+@pytest.mark.suite
 def test_a_killed_run_resumes_without_repeating_a_point(staged, tmp_path):
     out = tmp_path / "killed"
     suite = write(tmp_path)

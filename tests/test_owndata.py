@@ -259,6 +259,7 @@ def rgb_array(tmp_path_factory, mnist):
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(TINY))
 def test_every_family_trains_and_samples_at_every_size(name, rgb_array, tmp_path):
     for c, h, w in SHAPES:

@@ -1,4 +1,4 @@
-"""Hostile files and file-system faults (issue 16, the file half): suite values that would
+"""Hostile files and file-system faults: suite values that would
 write outside --out, one writer per run and bench directory, resuming after a kill, a full
 disk while saving, malformed run.json, losses that explode, budgets that never end."""
 
@@ -147,6 +147,7 @@ def _holder(directory: Path) -> subprocess.Popen:
     return proc
 
 
+@pytest.mark.slow
 def test_second_writer_is_refused_and_a_dead_holder_is_taken_over(tmp_path, mnist_subset,
                                                                    capsys):
     run = tmp_path / "run"
@@ -197,6 +198,8 @@ def test_stale_lock_of_a_dead_pid_is_taken_over(tmp_path, capsys):
         DirLock(d).acquire()
 
 
+@pytest.mark.slow
+@pytest.mark.suite
 def test_training_and_bench_hold_their_locks(tmp_path, mnist_subset, capsys):
     seen = []
 

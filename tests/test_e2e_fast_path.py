@@ -5,12 +5,9 @@ first step (compilation) apart from the steady-state throughput.
 
 from __future__ import annotations
 
-import weakref
-
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten, tree_map
+from helpers import capture_on_cpu
 
 import zoo
 from zoo import cli, data
@@ -77,6 +74,7 @@ def test_channels_last_trains_and_samples_like_contiguous(name, tmp_path):
     assert (s1.int() - s2.int()).abs().max() <= 1  # a pixel may round the other way
 
 
+@pytest.mark.slow
 def test_compiled_training_matches_eager_and_reports_the_compile(tmp_path, capsys):
     """``zoo train --compile`` trains the weights the eager Trainer trains; the first step
     (compilation) is reported apart from the steady-state throughput."""
@@ -151,84 +149,6 @@ def test_place_returns_to_the_plain_layout():
 
 
 # -- graph-captured sampling loops ------------------------------------------------------------
-class _Slot:  # a tensor made inside the captured loop (the graph's own memory pool)
-    def __init__(self, i):
-        self.i = i
-
-
-class _Outside:  # a tensor from outside, which a graph reads without holding a reference
-    def __init__(self, tensor):
-        self.ref = weakref.ref(tensor)
-
-
-class _StandInGraph(TorchDispatchMode):
-    """A CUDA graph's semantics on the CPU: the capture records every aten op with Python
-    scalars baked in, tensors made inside as slots of its own pool, and tensors from outside
-    by weak reference only; replay() re-runs the ops and fails when a tensor from outside
-    has been freed since the capture (a real graph would read reused memory there), and a
-    host synchronisation during the capture fails as it does on CUDA."""
-
-    def __init__(self):
-        super().__init__()
-        self.ops, self.pool, self.slots = [], [], {}
-
-    def _ref(self, x):
-        if not isinstance(x, torch.Tensor):
-            return x
-        return _Slot(self.slots[id(x)]) if id(x) in self.slots else _Outside(x)
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func is torch.ops.aten._local_scalar_dense.default:
-            raise AssertionError("a host synchronisation inside a captured loop")
-        out = func(*args, **kwargs)
-        inputs = [x for x in tree_flatten((args, kwargs))[0] if isinstance(x, torch.Tensor)]
-
-        def slot(x):
-            if not isinstance(x, torch.Tensor) or any(x is y for y in inputs):
-                return self._ref(x)  # an in-place op returns its input
-            self.slots[id(x)] = len(self.pool)
-            self.pool.append(x)
-            return _Slot(self.slots[id(x)])
-
-        self.ops.append((func, tree_map(self._ref, args), tree_map(self._ref, kwargs),
-                         tree_map(slot, out)))
-        return out
-
-    def replay(self):
-        now = [None] * len(self.pool)
-
-        def resolve(x):
-            if isinstance(x, _Slot):
-                return now[x.i]
-            if isinstance(x, _Outside):
-                tensor = x.ref()
-                assert tensor is not None, "the graph reads a tensor freed since its capture"
-                return tensor
-            return x
-
-        for func, args, kwargs, out in self.ops:
-            result = func(*tree_map(resolve, args), **tree_map(resolve, kwargs))
-            for where, value in zip(tree_flatten(out)[0], tree_flatten(result)[0], strict=True):
-                if isinstance(where, _Slot):
-                    now[where.i] = value
-        if self.output_slot is not None:  # the graph writes its output where it was captured
-            self.pool[self.output_slot].copy_(now[self.output_slot])
-
-
-def _capture_on_cpu(loop, warmup, device):
-    warmup()
-    graph = _StandInGraph()
-    with graph:
-        out = loop()
-    graph.output_slot = graph.slots.get(id(out))
-    # like a graph's pool, keep the memory made inside, not the Python objects (views keep
-    # their bases alive): only the output, which the replay writes back into
-    graph.pool = [out if i == graph.output_slot else None for i in range(len(graph.pool))]
-    graph.slots = {}
-    return graph, out
-
-
 TINY_AR = {"dim": 16, "depth": 2, "heads": 2}
 TINY_DDPM = {**CONV["ddpm"], "timesteps": 6}
 GRAPHED = [  # (model, config, sampler options), small enough for ops replayed from Python
@@ -248,7 +168,7 @@ def test_graphed_sampling_loop_draws_what_the_eager_loop_draws(name, config, opt
     # before the replay in the eager loop's order, no host sync in the loop, the reuse of a
     # captured loop for a second batch, a new capture when the weights' storage changes
     module = __import__(zoo.registry.spec(name).cls.__module__, fromlist=["capture"])
-    monkeypatch.setattr(module, "capture", _capture_on_cpu)
+    monkeypatch.setattr(module, "capture", capture_on_cpu)
     monkeypatch.setattr(module, "graph_mode", lambda value, device: (value is True, False))
     torch.manual_seed(0)
     shape = (1, 4, 4) if name == "ar-transformer" else SHAPE  # 16 tokens

@@ -64,6 +64,8 @@ def smoke(tmp_path_factory):
     return out, read_rows(out / "results.jsonl"), events
 
 
+@pytest.mark.slow
+@pytest.mark.suite
 def test_smoke_suite_end_to_end(smoke):
     out, rows, events = smoke
     suite = load_suite(SMOKE)
@@ -141,6 +143,8 @@ def _config(suite, model_id: str) -> dict:
     return next(m.config for m in suite.models if m.id == model_id)
 
 
+@pytest.mark.slow
+@pytest.mark.suite
 def test_killed_run_resumes_without_recomputing(smoke, tmp_path):
     _, full_rows, _ = smoke
     out = tmp_path / "run"
@@ -298,6 +302,8 @@ def test_the_objectives_suite_compares_the_four_at_equal_steps():
     assert {m.budget.steps for m in suite.models} == {1500}
 
 
+@pytest.mark.slow
+@pytest.mark.suite
 def test_smoke_suite_matches_the_committed_baseline(smoke):
     """The regression gate CI applies: this checkout's smoke run against
     reports/smoke-baseline with the default tolerances (deterministic metrics only)."""
@@ -492,6 +498,8 @@ def test_environment_columns():
 
 
 # -- the command line ----------------------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.suite
 def test_cli_bench_report_compare(smoke, tmp_path, capsys):
     out, rows, _ = smoke
     run = tmp_path / "cli"

@@ -239,6 +239,7 @@ def test_corrupt_training_checkpoint_is_one_line(run, subset, tmp_path, capsys, 
     assert (out / CHECKPOINT_FILE).read_bytes() == before  # nothing lost
 
 
+@pytest.mark.slow
 def test_moment_of_another_shape_never_reaches_fused_adam(run, tmp_path):
     """exp_avg replaced by zeros(2, 2) made fused Adam read out of bounds (exit 139)."""
     out = _corrupt_run(run, tmp_path, RESUME_CORRUPTIONS[0][1])

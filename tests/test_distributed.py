@@ -31,6 +31,8 @@ from zoo import train as ztrain
 from zoo.core import ConfigError
 from zoo.logs import SAMPLES_DIR
 
+pytestmark = pytest.mark.ddp
+
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_TIMEOUT = 240  # seconds; far beyond a healthy run, so a hang fails the test
 
@@ -88,6 +90,7 @@ def ddp_runs(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(worker.CASES))
 def test_two_ranks_equal_one_process(case, ddp_runs, tmp_path):
     ddp = ddp_runs / case
@@ -120,6 +123,7 @@ def test_two_ranks_equal_one_process(case, ddp_runs, tmp_path):
                      zoo.load_run(tmp_path / case).state_dict()) < tol
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["ddpm", "gan-wgan-gp"])
 def test_resume_under_ddp_continues_identically(case, ddp_runs):
     full, resumed = _checkpoint(ddp_runs / case), _checkpoint(ddp_runs / f"{case}-resumed")
@@ -131,6 +135,7 @@ def test_resume_under_ddp_continues_identically(case, ddp_runs):
     assert [r["step"] for r in _losses(ddp_runs / f"{case}-resumed")] == ["1", "2", "3", "4"]
 
 
+@pytest.mark.slow
 def test_a_ddp_run_resumes_on_one_process(ddp_runs, tmp_path):
     # the data order and the batch noise are global, so the number of processes may change
     half = tmp_path / "half"
@@ -146,6 +151,7 @@ def test_a_ddp_run_resumes_on_one_process(ddp_runs, tmp_path):
 # -- sharded evaluation --------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_sharded_evaluation_equals_one_process(tmp_path):
     ddp, one = tmp_path / "ddp", tmp_path / "one"
     proc, _ = run_worker("eval", ddp)
@@ -189,6 +195,7 @@ def test_sample_slices_do_not_depend_on_how_they_are_split():
 # -- failures bring the job down -------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_failing_rank_brings_the_job_down(tmp_path):
     proc, seconds = run_worker("fail", tmp_path)
     assert proc.returncode != 0
@@ -198,6 +205,7 @@ def test_a_failing_rank_brings_the_job_down(tmp_path):
         _checkpoint(tmp_path / "fail")["step"] == 2
 
 
+@pytest.mark.slow
 def test_nan_guard_stops_every_rank_together(tmp_path):
     # rank 1 alone gets a NaN loss at step 3: both ranks must stop with the error there
     proc, seconds = run_worker("nan", tmp_path)
@@ -209,6 +217,7 @@ def test_nan_guard_stops_every_rank_together(tmp_path):
     assert seconds < 120
 
 
+@pytest.mark.slow
 def test_a_silent_rank_times_out_instead_of_hanging(tmp_path):
     # rank 1 sleeps 300 s at step 2; rank 0 waits at most ZOO_DIST_TIMEOUT in a collective
     proc, seconds = run_worker("hang", tmp_path, ZOO_DIST_TIMEOUT="5")
@@ -220,6 +229,7 @@ def test_a_silent_rank_times_out_instead_of_hanging(tmp_path):
 # -- the command line ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_torchrun_zoo_train(tmp_path):
     out = tmp_path / "run"
     proc, _ = torchrun(
@@ -261,6 +271,8 @@ BENCH_SUITE = tiny_suite(
     ])
 
 
+@pytest.mark.slow
+@pytest.mark.suite
 def test_torchrun_zoo_bench_equals_one_process(tmp_path):
     """``zoo bench`` under torchrun: rank 0 alone writes the rows, the grids and the report,
     and the figures are those of one process (training equal up to float rounding)."""

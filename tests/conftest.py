@@ -25,6 +25,20 @@ def pytest_configure(config) -> None:
         torch.set_num_threads(int(threads))
 
 
+#: the files whose training runs take minutes: run first, so that under pytest-xdist
+#: (one file per worker) the short files fill in behind them instead of one worker
+#: finishing alone
+LONGEST_FIRST = ("test_diffusion_conditional.py", "test_diffusion.py",
+                 "test_autoregressive_conditional.py", "test_autoregressive.py", "test_gan.py",
+                 "test_vae.py", "test_bench_compare.py", "test_distributed.py",
+                 "test_bench_runner.py", "test_latent.py")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable within a file
+
+
 class _QuietFiles(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args) -> None:
         pass

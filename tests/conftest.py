@@ -39,6 +39,29 @@ def pytest_collection_modifyitems(config, items) -> None:
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable within a file
 
 
+@pytest.fixture(scope="module")
+def cache_env(tmp_path_factory):
+    """One fresh metrics cache for the module (its metrics folder); no InceptionV3 weights
+    anywhere. A module takes it with ``pytestmark = pytest.mark.usefixtures("cache_env")``."""
+    with pytest.MonkeyPatch.context() as mp:
+        root = tmp_path_factory.mktemp("zoo-cache")
+        mp.setenv("ZOO_CACHE", str(root))
+        mp.setenv("TORCH_HOME", str(tmp_path_factory.mktemp("torch-home")))
+        mp.delenv("ZOO_INCEPTION_WEIGHTS", raising=False)
+        yield root / "metrics"
+
+
+@pytest.fixture
+def one_thread():
+    """torch on one thread for the test (results that depend on the thread count)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 class _QuietFiles(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args) -> None:
         pass

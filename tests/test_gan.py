@@ -28,14 +28,7 @@ NAMES = ["gan-mlp", "gan-dcgan"]
 LOSSES = ["ns", "hinge", "wgan-gp"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: on the shared 2-core machines two threads per process oversubscribe
-    the cores, and torch's thread barriers then made these tests 5-7x slower (measured)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small(name: str, shape, **kw) -> GAN:

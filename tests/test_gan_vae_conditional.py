@@ -31,12 +31,7 @@ STATE_BEFORE = json.loads(
     (Path(__file__).parent / "data" / "conditional-state-before-2bb93dd.json").read_text())
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def build(name: str, **kw):

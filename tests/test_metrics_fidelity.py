@@ -28,15 +28,7 @@ N = 2000  # generated images in the quality checks, as in a per-family FID test
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def cache_env(tmp_path_factory):
-    """One fresh metrics cache for the module; no InceptionV3 weights anywhere."""
-    with pytest.MonkeyPatch.context() as mp:
-        root = tmp_path_factory.mktemp("zoo-cache")
-        mp.setenv("ZOO_CACHE", str(root))
-        mp.setenv("TORCH_HOME", str(tmp_path_factory.mktemp("torch-home")))
-        mp.delenv("ZOO_INCEPTION_WEIGHTS", raising=False)
-        yield root / "metrics"
+pytestmark = pytest.mark.usefixtures("cache_env")
 
 
 @pytest.fixture(scope="module")

@@ -17,11 +17,7 @@ from zoo.metrics import intervals, registry
 D = 8
 
 
-@pytest.fixture(scope="module", autouse=True)
-def cache_env(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ZOO_CACHE", str(tmp_path_factory.mktemp("zoo-cache")))
-        yield
+pytestmark = pytest.mark.usefixtures("cache_env")
 
 
 def _exact_gaussian_sample(n: int, mu: torch.Tensor, cov: torch.Tensor, seed: int):

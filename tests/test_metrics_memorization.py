@@ -18,15 +18,7 @@ from zoo.metrics.memorization import (
     pairs_panel,
 )
 
-
-@pytest.fixture(scope="module", autouse=True)
-def cache_env(tmp_path_factory):
-    """One fresh metrics cache for the module; no InceptionV3 weights anywhere."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ZOO_CACHE", str(tmp_path_factory.mktemp("zoo-cache")))
-        mp.setenv("TORCH_HOME", str(tmp_path_factory.mktemp("torch-home")))
-        mp.delenv("ZOO_INCEPTION_WEIGHTS", raising=False)
-        yield
+pytestmark = pytest.mark.usefixtures("cache_env")
 
 
 @pytest.mark.parametrize("m,n,d,chunk,train_chunk", [

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import assert_float32_close, capture_on_cpu
+from helpers import assert_float32_close, capture_on_cpu, gen, nonzero_ddpm
 
 import zoo
 import zoo.data
@@ -24,19 +24,8 @@ SAMPLERS = [{"sampler": "ddpm"}, {"sampler": "ddim", "steps": 3, "eta": 0.5}]
 
 def tiny(conditional: bool = True, seed: int = 0, **kw) -> DDPM:
     """A conditional U-Net on 8x8 images with 10 classes, its output not zero."""
-    torch.manual_seed(seed)
-    cfg = DDPMConfig(**TINY, conditional=conditional,
-                     num_classes=10 if conditional else None, **kw)
-    m = DDPM(cfg, (1, 8, 8))
-    with torch.no_grad():
-        for p in m.net.parameters():
-            if p.abs().sum() == 0 and p.dim() > 1:
-                p.normal_(0.0, 0.05)
-    return m.eval()
-
-
-def gen(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
+    return nonzero_ddpm({**TINY, "conditional": conditional,
+                         "num_classes": 10 if conditional else None, **kw}, seed)
 
 
 def test_a_checkpoint_from_before_conditioning_loads_and_samples_bit_identically():

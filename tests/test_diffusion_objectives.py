@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import capture_on_cpu
+from helpers import capture_on_cpu, gen, nonzero_ddpm
 
 import zoo
 from zoo.core import ConfigError
-from zoo.models.diffusion import DDPM, DDPMConfig
+from zoo.models.diffusion import DDPM
 from zoo.models.diffusion.objectives import from_eps, loss_weight, target, to_eps, to_x0
 
 OLD = Path(__file__).parent / "data" / "ddpm-unconditional-2bb93dd"
@@ -29,17 +29,7 @@ PORTS = [{"sampler": "dpmpp-2m", "steps": 4}, {"sampler": "unipc", "steps": 4},
 
 def tiny(seed: int = 0, **kw) -> DDPM:
     """A U-Net on 8x8 images whose output is not zero (unlike a fresh model's)."""
-    torch.manual_seed(seed)
-    m = DDPM(DDPMConfig(**{**TINY, **kw}), (1, 8, 8))
-    with torch.no_grad():
-        for p in m.net.parameters():
-            if p.abs().sum() == 0 and p.dim() > 1:
-                p.normal_(0.0, 0.05)
-    return m.eval()
-
-
-def gen(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
+    return nonzero_ddpm({**TINY, **kw}, seed)
 
 
 # -- conversions and weights against closed forms --------------------------------------------

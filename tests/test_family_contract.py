@@ -54,8 +54,8 @@ def build(name: str, autoencoders, shape=SHAPE, **options) -> GenerativeModel:
 
 
 def quick(model: GenerativeModel) -> dict:
-    """Sampler options for a fast draw: the preview sampler, at 2 steps when it has steps."""
-    options = dict(model.preview)
+    """Sampler options for a fast draw: the default sampler, at 2 steps when it has steps."""
+    options = dict(model.default_sampler)
     cls = registry.sampler_class(model.family, options.get("sampler", model.samplers[0].name))
     if cls is not None and "steps" in {f.name for f in dataclasses.fields(cls)}:
         options["steps"] = 2

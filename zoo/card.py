@@ -189,9 +189,10 @@ def _header(run: Path, info: dict) -> list[str]:
         summary.append(f"for {steps:,} steps")
     out += [" ".join(summary) + ".", ""]
     if (run / SAMPLES_FILE).is_file():
+        sampler = f" ({info['sampler']})" if isinstance(info.get("sampler"), str) else ""
         out += [f"![samples]({SAMPLES_FILE})", "",
                 f"*{tc.get('sample_n', '')} samples drawn at the end of training with the "
-                "EMA weights (`samples.png`) and the model's preview sampler; "
+                f"EMA weights (`samples.png`) and the model's default sampler{sampler}; "
                 "`zoo sample` below draws with any.*".replace("** ", "*"), ""]
     return out
 

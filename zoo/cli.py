@@ -207,7 +207,8 @@ def cmd_sample(args) -> int:
         model, n, args.output, npy=args.npy, labels=labels,
         names=_named(known, classes) if several else None, nrow=nrow, scale=scale,
         seed=args.seed, batch_size=SAMPLE_CHUNK, options=options)
-    print(f"wrote {n} samples of {model.name}{_sample_description(known, classes, n, options)}"
+    print(f"wrote {n} samples of {model.name}"
+          f"{_sample_description(known, classes, n, sampling.sampler_label(model, options))}"
           f" to {_written_files(written)}")
     return 0
 
@@ -226,9 +227,10 @@ def _parse_scale(text: str) -> int | str:
 
 
 def _sample_description(known: list[str], classes: list[int] | None, n: int,
-                        options: dict) -> str:
-    """`` (class 3 (3), sampler=ddim)``: the classes and sampler options drawn, or ''."""
-    desc = ", ".join(f"{k}={v}" for k, v in options.items())
+                        sampler: str) -> str:
+    """`` (class 3 (3), sampler ddim, 50 steps, eta 0)``: the classes and the sampler drawn
+    with (a family's only sampler, ``default``, unnamed), or ''."""
+    desc = f"sampler {sampler}" if sampler != "default" else ""
     if classes is not None:
         names = _named(known, classes)
         desc = ", ".join(filter(None, [

@@ -247,13 +247,13 @@ class GenerativeModel(TrainingRuntime, nn.Module):
     family: ClassVar[str]
     likelihood: ClassVar[str | None] = None
     Config: ClassVar[type]
-    #: the family's samplers (``zoo.options.SamplerOptions`` classes), the first the default
+    #: the family's samplers (``zoo.options.SamplerOptions`` classes)
     samplers: ClassVar[tuple[type, ...]] = ()
+    #: the sampler options a ``sample`` call that names no sampler uses (its own options
+    #: override them); {}: the first of ``samplers`` at its defaults
+    default_sampler: ClassVar[dict] = {}
     #: the family's colour in the report's figures
     color: ClassVar[str] = "#7f7f7f"
-    #: sampler options for a quick look (the grids a training run draws for its model card
-    #: and tracker), where the default sampler is slow; {} draws with the default
-    preview: ClassVar[dict] = {}
 
     def __init__(self, config: Any, image_shape: Iterable[int]):
         super().__init__()
@@ -307,7 +307,10 @@ class GenerativeModel(TrainingRuntime, nn.Module):
 
     def parse_sampler(self, options, also=()):
         """The sampler options of a ``sample`` call, parsed once into the sampler's class
-        (see ``zoo.options.choose_sampler``) and bound to this model."""
+        (see ``zoo.options.choose_sampler``) and bound to this model; without a ``sampler``
+        they complete ``default_sampler``."""
+        if "sampler" not in options:
+            options = {**self.default_sampler, **options}
         return choose_sampler(self.samplers, options, self.name, also).bind(self)
 
     def nll(self, x: Tensor, **options) -> Tensor:

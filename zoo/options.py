@@ -205,7 +205,8 @@ class Options:
 @dataclasses.dataclass(frozen=True)
 class SamplerOptions(Options):
     """One sampler's options. A family lists its samplers in ``GenerativeModel.samplers``
-    (the first is the default); ``sample(n, sampler=NAME, **options)`` parses the options
+    (the first is the default unless the model's ``default_sampler`` names another);
+    ``sample(n, sampler=NAME, **options)`` parses the options
     into the sampler's class once, and ``bind`` fills in what depends on the model."""
 
     name: ClassVar[str] = "default"

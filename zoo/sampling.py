@@ -76,6 +76,16 @@ def draw_samples(
 
 #: ``write_samples`` asks ``model.sample`` for at most this many images at a time
 SAMPLE_CHUNK = 4096
+
+#: keyword arguments of a family's ``sample`` that are not its sampler's options
+CALL_OPTIONS = frozenset({"labels", "batch_size", "prefix", "use_cache", "cuda_graph", "noise"})
+
+
+def sampler_label(model: GenerativeModel, options: dict) -> str:
+    """The sampler a ``sample(**options)`` call draws with, as rows name it: ``"unipc(
+    clip_x0=True), 10 steps"`` for a DDPM's default, ``"default"`` for a family's only one."""
+    return model.parse_sampler({k: v for k, v in options.items()
+                                if k not in CALL_OPTIONS}).label()
 #: ... and for at most this many bytes of them (fewer images per call when they are large)
 CHUNK_BYTES = 256 << 20
 

@@ -223,6 +223,8 @@ class Trainer:
             "train_config": dataclasses.asdict(self.config),
             "params": self.model.num_parameters(),
             "world_size": self.world,
+            # what samples.png and a plain `zoo sample` draw with
+            "sampler": self.model.parse_sampler({}).label(),
         }
 
     @classmethod
@@ -597,7 +599,7 @@ class Trainer:
         with eval_mode(model), torch.random.fork_rng(devices=gpus), torch.no_grad(), (
                 ema.swapped() if ema is not None else contextlib.nullcontext()):
             gen = torch.Generator(device=self.device).manual_seed(zdist.mix_seed(c.seed, 7))
-            x = model.sample(c.sample_n, generator=gen, **model.preview,
+            x = model.sample(c.sample_n, generator=gen,
                              **({"labels": labels} if labels is not None else {}))
         return make_grid(x.cpu())
 

@@ -75,6 +75,7 @@ class LatentDiffusion(LatentStage, DDPM):
     color = "#e377c2"
     Config = LatentDiffusionConfig
     samplers = _UnclippedDDPMSamplers()  # DDPM's, with x0 clipping off by default
+    default_clip = False
     autoencoder_model: ClassVar[str] = "kl-autoencoder"  # the model its autoencoder run is
 
     def diffusion_shape(self) -> tuple[int, int, int]:

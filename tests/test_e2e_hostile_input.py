@@ -23,10 +23,11 @@ from PIL import Image
 import zoo
 from zoo import cli, data
 from zoo.core import CheckpointError, ConfigError, DataError
+from zoo.errors import SettingError
 from zoo.images import MAX_GRID_IMAGES, make_grid, save_grid
 from zoo.limits import MEMORY_ENV, memory_limit
 from zoo.options import check_range, option_number
-from zoo.train import CHECKPOINT_FILE, MODEL_FILE, Trainer
+from zoo.train import CHECKPOINT_FILE, MODEL_FILE, Trainer, load_run
 
 
 def run_cli(capsys, *args) -> tuple[int, str]:
@@ -301,8 +302,20 @@ def test_memory_limit_can_be_set(monkeypatch):
     with pytest.raises(ConfigError, match=r"weights \(653,608 parameters\).*ZOO_MAX_MEMORY_GB"):
         zoo.create("vae-mlp", dataset="mnist")
     monkeypatch.setenv(MEMORY_ENV, "lots")
-    with pytest.raises(ConfigError, match="ZOO_MAX_MEMORY_GB must be a number"):
+    with pytest.raises(SettingError, match="ZOO_MAX_MEMORY_GB must be a number"):
         zoo.create("vae-mlp", dataset="mnist")
+
+
+@pytest.mark.parametrize("value", ["1e300", "lots", "0", "nan", "inf", "-1"])
+def test_a_bad_memory_limit_is_blamed_on_the_variable_not_a_file(run, tmp_path, capsys,
+                                                                  monkeypatch, value):
+    monkeypatch.setenv(MEMORY_ENV, value)
+    with pytest.raises(SettingError) as e:
+        load_run(run)
+    assert str(e.value) == (f"$ZOO_MAX_MEMORY_GB must be a number of gigabytes > 0 and at "
+                            f"most 1048576 (1 PiB), got {value!r}")
+    _, line = run_cli(capsys, "sample", run, "-o", tmp_path / "g.png")
+    assert "ZOO_MAX_MEMORY_GB" in line and MODEL_FILE not in line
 
 
 def test_checking_the_size_changes_neither_weights_nor_rng():

@@ -488,3 +488,14 @@ def test_grid_bounds():
         save_grid(x, "/nonexistent/g.png", scale=100000)
     with pytest.raises(ConfigError, match="grid images must be"):
         make_grid(torch.zeros(MAX_GRID_IMAGES + 1, 1, 2, 2, dtype=torch.uint8))
+
+
+def test_a_guidance_that_overflows_is_one_line_never_a_black_grid(tmp_path, capsys):
+    from helpers import TINY_DDPM, nonzero_ddpm
+
+    nonzero_ddpm({**TINY_DDPM, "conditional": True, "num_classes": 3}).save(tmp_path / "m.pt")
+    _, line = run_cli(capsys, "sample", tmp_path / "m.pt", "--labels", "1", "-n", "4",
+                      "--set", "sampler=dpmpp-2m", "--set", "steps=5", "--set", "guidance=1e30",
+                      "-o", tmp_path / "g.png")
+    assert "guidance 1e+30 overflowed to non-finite values" in line
+    assert not (tmp_path / "g.png").exists()

@@ -94,3 +94,44 @@ def test_user_errors_are_one_line(tmp_path):
     assert_one_line_error(zoo("--root", str(empty), "train", "vae-mlp", "--dataset", "cifar10",
                               "--steps", "1", "--out", str(tmp_path / "c"), check=False),
                           "cifar-10-python.tar.gz")
+
+
+def test_a_huge_labels_range_is_refused_before_it_is_expanded(monkeypatch):
+    from zoo import cli
+
+    def no_huge_range(*args):  # the old parser expanded (and de-duplicated) every number
+        assert len(range(*args)) <= 10**6, f"--labels expanded range{args}"
+        return range(*args)
+
+    monkeypatch.setattr(cli, "range", no_huge_range, raising=False)
+    with pytest.raises(cli.ConfigError, match=r"range '0-999999999' holds 1,000,000,000 "
+                                              r"classes, more than a grid shows \(4096\)"):
+        cli.parse_labels("0-999999999")
+    with pytest.raises(cli.ConfigError, match=r"more classes than a grid shows \(4096\)"):
+        cli.parse_labels("0-4000,5000-5100")
+    assert cli.parse_labels("3,0-4,2") == [3, 0, 1, 2, 4]
+
+
+def test_labels_for_huge_counts_are_refused_before_they_are_built(tmp_path, capsys,
+                                                                 monkeypatch):
+    import torch
+
+    import zoo
+    from zoo import cli
+
+    torch.manual_seed(0)
+    zoo.create("gan-mlp", image_shape=(1, 8, 8), g_hidden=(16,), d_hidden=(16,), latent_dim=4,
+               conditional=True, num_classes=3).save(tmp_path / "m.pt")
+    monkeypatch.setenv("ZOO_MAX_MEMORY_GB", "0.001")  # 1 MiB: 131,072 int64 labels
+    built = []
+    monkeypatch.setattr(torch.Tensor, "repeat_interleave",
+                        lambda self, k: built.append(k) or torch.zeros(0), raising=True)
+    for labels, n in (["--labels", "1", "-n", "200000"], "200,000"), \
+            (["--labels", "0-2", "--per-class", "200000"], "600,000"):
+        capsys.readouterr()
+        assert cli.main(["sample", str(tmp_path / "m.pt"), *labels, "--npy",
+                         str(tmp_path / "s.npy"), "-o", str(tmp_path / "g.png")]) != 0
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"the labels of {n} samples" in err[0], err
+        assert "memory limit" in err[0]
+    assert built == [] and not (tmp_path / "s.npy").exists()

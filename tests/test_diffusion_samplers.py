@@ -212,3 +212,24 @@ def test_bad_options():
         m.parse_sampler({"sampler": "dpmpp-2m", "order": 4})
     with pytest.raises(ConfigError, match="repeats timesteps"):
         m.parse_sampler({"sampler": "unipc", "steps": 50, "spacing": "leading"})
+
+
+def test_non_finite_samples_are_an_error_naming_the_guidance(monkeypatch):
+    from helpers import TINY_DDPM, gen, nonzero_ddpm
+
+    from zoo.errors import NonFiniteSamples
+    from zoo.nn.likelihood import from_unit
+
+    m = nonzero_ddpm({**TINY_DDPM, "conditional": True, "num_classes": 3})
+    with pytest.raises(NonFiniteSamples, match=r"^guidance 1e\+30 overflowed to non-finite "
+                                               r"values \(NaN or inf\); use a smaller"):
+        m.sample(2, generator=gen(), labels=1, sampler="dpmpp-2m", steps=5, guidance=1e30)
+    real_eps = m._eps
+    monkeypatch.setattr(m, "_eps", lambda *a, **k: real_eps(*a, **k) * math.nan)
+    with pytest.raises(NonFiniteSamples, match=r"^guidance 1e\+30 overflowed"):
+        m.sample(2, generator=gen(), labels=1, sampler="ddim", steps=5, guidance=1e30)
+    with pytest.raises(NonFiniteSamples, match=r"^sampling overflowed to non-finite values "
+                                               r"\(NaN or inf\); check the sampler's options"):
+        m.sample(2, generator=gen(), labels=1, sampler="ddim", steps=5)
+    with pytest.raises(NonFiniteSamples):  # every family's floats become pixels here
+        from_unit(torch.tensor([0.0, math.nan]))

@@ -23,10 +23,11 @@ from PIL import Image
 import zoo
 from zoo import cli, data
 from zoo.core import CheckpointError, ConfigError, DataError
+from zoo.errors import SettingError
 from zoo.images import MAX_GRID_IMAGES, make_grid, save_grid
 from zoo.limits import MEMORY_ENV, memory_limit
 from zoo.options import check_range, option_number
-from zoo.train import CHECKPOINT_FILE, MODEL_FILE, Trainer
+from zoo.train import CHECKPOINT_FILE, MODEL_FILE, Trainer, load_run
 
 
 def run_cli(capsys, *args) -> tuple[int, str]:
@@ -301,8 +302,20 @@ def test_memory_limit_can_be_set(monkeypatch):
     with pytest.raises(ConfigError, match=r"weights \(653,608 parameters\).*ZOO_MAX_MEMORY_GB"):
         zoo.create("vae-mlp", dataset="mnist")
     monkeypatch.setenv(MEMORY_ENV, "lots")
-    with pytest.raises(ConfigError, match="ZOO_MAX_MEMORY_GB must be a number"):
+    with pytest.raises(SettingError, match="ZOO_MAX_MEMORY_GB must be a number"):
         zoo.create("vae-mlp", dataset="mnist")
+
+
+@pytest.mark.parametrize("value", ["1e300", "lots", "0", "nan", "inf", "-1"])
+def test_a_bad_memory_limit_is_blamed_on_the_variable_not_a_file(run, tmp_path, capsys,
+                                                                  monkeypatch, value):
+    monkeypatch.setenv(MEMORY_ENV, value)
+    with pytest.raises(SettingError) as e:
+        load_run(run)
+    assert str(e.value) == (f"$ZOO_MAX_MEMORY_GB must be a number of gigabytes > 0 and at "
+                            f"most 1048576 (1 PiB), got {value!r}")
+    _, line = run_cli(capsys, "sample", run, "-o", tmp_path / "g.png")
+    assert "ZOO_MAX_MEMORY_GB" in line and MODEL_FILE not in line
 
 
 def test_checking_the_size_changes_neither_weights_nor_rng():
@@ -475,3 +488,14 @@ def test_grid_bounds():
         save_grid(x, "/nonexistent/g.png", scale=100000)
     with pytest.raises(ConfigError, match="grid images must be"):
         make_grid(torch.zeros(MAX_GRID_IMAGES + 1, 1, 2, 2, dtype=torch.uint8))
+
+
+def test_a_guidance_that_overflows_is_one_line_never_a_black_grid(tmp_path, capsys):
+    from helpers import TINY_DDPM, nonzero_ddpm
+
+    nonzero_ddpm({**TINY_DDPM, "conditional": True, "num_classes": 3}).save(tmp_path / "m.pt")
+    _, line = run_cli(capsys, "sample", tmp_path / "m.pt", "--labels", "1", "-n", "4",
+                      "--set", "sampler=dpmpp-2m", "--set", "steps=5", "--set", "guidance=1e30",
+                      "-o", tmp_path / "g.png")
+    assert "guidance 1e+30 overflowed to non-finite values" in line
+    assert not (tmp_path / "g.png").exists()

@@ -218,6 +218,50 @@ def test_bad_data_errors_name_the_file(tmp_path, mnist):
         data.load("mnist", test_size=0.2)
 
 
+def test_a_npz_member_that_is_no_array_is_ignored_never_inflated(tmp_path, monkeypatch):
+    import zipfile
+
+    from zoo.limits import MEMORY_ENV
+
+    path = tmp_path / "bomb.npz"
+    np.savez(path, images=np.zeros((4, 8, 8), np.uint8))
+    with zipfile.ZipFile(path, "a", zipfile.ZIP_DEFLATED) as z:  # 64 MiB of zeros in ~64 KiB
+        z.writestr("notes", b"\0" * 2**26)
+    monkeypatch.setenv(MEMORY_ENV, "0.01")
+    opened, real_open = [], zipfile.ZipFile.open
+    monkeypatch.setattr(zipfile.ZipFile, "open",
+                        lambda self, name, *a, **k: opened.append(getattr(name, "filename", name))
+                        or real_open(self, name, *a, **k))
+    assert data.load(path, test_size=0)[0].shape == (4, 1, 8, 8)
+    assert "notes" not in opened and "images.npy" in opened
+    only = tmp_path / "none.npz"
+    with zipfile.ZipFile(only, "w") as z:
+        z.writestr("notes.txt", "no arrays")
+    with pytest.raises(DataError, match=r"none\.npz holds no \.npy arrays"):
+        data.load(only)
+
+
+def test_image_sizes_are_checked_from_headers_before_decoding(tmp_path, monkeypatch):
+    from PIL import ImageFile
+
+    from zoo.limits import MEMORY_ENV
+
+    big = tmp_path / "big"
+    big.mkdir()
+    for i in range(3):  # 9 MB each decoded, a few KB each on disk
+        Image.new("L", (3000, 3000)).save(big / f"{i}.png")
+    monkeypatch.setenv(MEMORY_ENV, "0.02")
+
+    def no_decoding(self):
+        raise AssertionError(f"{self.filename} decoded before its size was checked")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)
+    for spec in (str(big), f"{big}?size=28"):  # fitted small, decoded at full size first
+        with pytest.raises(DataError, match=r"decoding the 3 images in .*big would take "
+                                            r"25\.7 MiB, more than zoo's memory limit"):
+            data.load(spec, test_size=0)
+
+
 def test_spec_strings_and_tables():
     s = data.spec("./pics", image_size=32, channels="3")
     assert str(s) == f"{Path('pics').absolute()}?size=32&channels=3" and s.name == "pics"

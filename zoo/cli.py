@@ -188,20 +188,21 @@ def cmd_sample(args) -> int:
     if several and args.nrow is not None:
         raise ConfigError("with several --labels each class is one grid row; set the images "
                           "per row with --per-class K, not --nrow")
-    model = _load(args.run, args.device)
     n, nrow, labels = args.n, args.nrow, None
-    if classes is not None:
-        model.check_labels(torch.tensor(classes), len(classes))  # conditional, in range
-        if several:  # one row per class: -n divided among them, or --per-class
-            nrow = args.per_class or max(1, n // len(classes))
-            n = nrow * len(classes)
-        elif args.per_class:
-            n = args.per_class
-        labels = torch.tensor(classes).repeat_interleave(n // len(classes))
+    if several:  # one row per class: -n divided among them, or --per-class
+        nrow = args.per_class or max(1, n // len(classes))
+        n = nrow * len(classes)
+    elif classes is not None and args.per_class:
+        n = args.per_class
     if n > MAX_GRID_IMAGES and not args.npy:
         raise ConfigError(f"-n {n} is more than a grid shows ({MAX_GRID_IMAGES}); write "
                           "the samples to an array with --npy FILE (the grid then shows the "
                           f"first {MAX_GRID_IMAGES})")
+    model = _load(args.run, args.device)
+    if classes is not None:
+        model.check_labels(torch.tensor(classes), len(classes))  # conditional, in range
+        check_memory(8 * n, f"the labels of {n:,} samples", "draw fewer with -n or --per-class")
+        labels = torch.tensor(classes).repeat_interleave(n // len(classes))
     options = {k: literal_value(v) for k, v in _parse_sets(args.set)}
     written = sampling.write_samples(
         model, n, args.output, npy=args.npy, labels=labels,
@@ -251,7 +252,7 @@ def parse_labels(spec: str, names: list[str] | None = None) -> list[int]:
     the run's classes (``sandal,sneaker``, matched ignoring case, and spaces, ``_`` and
     ``-`` alike) or a mix (``0-2,cat``), as distinct class numbers in the order given.
     A number is always a class number, even where a class is named like one."""
-    out: list[int] = []
+    out: dict[int, None] = {}  # ordered and distinct
     for part in str(spec).split(","):
         part = part.strip()
         lo, dash, hi = part.partition("-")
@@ -263,10 +264,14 @@ def parse_labels(spec: str, names: list[str] | None = None) -> list[int]:
             a = b = _class_named(part, names or [], spec)
         if b < a:
             raise ConfigError(f"--labels range {part!r} runs backwards; write {b}-{a}")
-        out.extend(i for i in range(a, b + 1) if i not in out)
-    if len(out) > MAX_GRID_IMAGES:
-        raise ConfigError(f"--labels asks for {len(out)} classes, more than a grid shows")
-    return out
+        if b - a + 1 > MAX_GRID_IMAGES:  # checked before the range is expanded
+            raise ConfigError(f"--labels range {part!r} holds {b - a + 1:,} classes, more than "
+                              f"a grid shows ({MAX_GRID_IMAGES})")
+        out.update(dict.fromkeys(range(a, b + 1)))
+        if len(out) > MAX_GRID_IMAGES:
+            raise ConfigError(f"--labels asks for more classes than a grid shows "
+                              f"({MAX_GRID_IMAGES})")
+    return list(out)
 
 
 def _fold(name: str) -> str:

@@ -36,6 +36,15 @@ class MetricsError(ZooError):
     """A metric cannot be computed as asked (missing extractor weights, too few images...)."""
 
 
+class SettingError(ZooError):
+    """An environment variable of zoo's (``$ZOO_MAX_MEMORY_GB``) holds a value zoo cannot
+    use: not a ConfigError, so that no reader of a file blames the file for it."""
+
+
+class NonFiniteSamples(ZooError):
+    """A model's samples came out NaN or infinite (an option or the weights overflowed)."""
+
+
 class LockHeld(ZooError):
     """Another process is writing the same run or bench directory (``zoo.locks``)."""
 
@@ -54,6 +63,8 @@ __all__ = [
     "LikelihoodUnavailable",
     "LockHeld",
     "MetricsError",
+    "NonFiniteSamples",
+    "SettingError",
     "TrainingDiverged",
     "ZooError",
     "first_line",

@@ -13,9 +13,12 @@ import math
 import os
 from pathlib import Path
 
-from .errors import ConfigError, ZooError
+from .errors import ConfigError, SettingError, ZooError
 
 MEMORY_ENV = "ZOO_MAX_MEMORY_GB"
+#: the largest ``$ZOO_MAX_MEMORY_GB`` taken: 1 PiB, past any machine's memory (a larger
+#: number is a typo, and 1e300 GB has no byte count)
+MAX_MEMORY_GB = 2**20
 MACHINE_FRACTION = 0.5
 #: the limit when the machine's memory cannot be read
 FALLBACK_BYTES = 8 * 2**30
@@ -42,15 +45,17 @@ def machine_memory() -> int | None:
 
 
 def memory_limit() -> tuple[int, str]:
-    """(the limit in bytes, where it comes from, in words)."""
+    """(the limit in bytes, where it comes from, in words). A ``$ZOO_MAX_MEMORY_GB`` that
+    is no number of gigabytes in (0, MAX_MEMORY_GB] is a SettingError naming it."""
     text = os.environ.get(MEMORY_ENV, "").strip()
     if text:
         try:
             gb = float(text)
         except ValueError:
             gb = math.nan
-        if not (math.isfinite(gb) and gb > 0):
-            raise ConfigError(f"${MEMORY_ENV} must be a number of gigabytes > 0, got {text!r}")
+        if not 0 < gb <= MAX_MEMORY_GB:  # NaN fails too
+            raise SettingError(f"${MEMORY_ENV} must be a number of gigabytes > 0 and at most "
+                               f"{MAX_MEMORY_GB} (1 PiB), got {text[:40]!r}")
         return int(gb * 2**30), f"${MEMORY_ENV}={text}"
     machine = machine_memory()
     if machine is None:
@@ -76,7 +81,7 @@ def check_memory(nbytes: float, what: str, hint: str = "",
                     f"raise the limit with {MEMORY_ENV}=GB")
 
 
-__all__ = ["MEMORY_ENV", "check_memory", "gib", "machine_memory", "memory_limit"]
+__all__ = ["MAX_MEMORY_GB", "MEMORY_ENV", "check_memory", "gib", "machine_memory", "memory_limit"]
 
 
 def duration(seconds: float, digits: int = 0) -> str:

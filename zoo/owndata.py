@@ -14,6 +14,7 @@ splits as ``x_train``/``y_train``/``x_test``/``y_test``. Unlabelled images get l
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import math
@@ -159,6 +160,7 @@ def _read_folder(root: Path) -> tuple[dict, tuple[str, ...]]:
                         "does not; use the same structure in both")
     classes = tuple(sorted({c for files in listed.values() for _, c in files if c is not None}))
     index = {c: i for i, c in enumerate(classes)}
+    _check_image_sizes(root, [p for files in listed.values() for p, _ in files])
     out = {}
     for split, files in listed.items():
         images = [(p, _read_image(p)) for p, _ in files]
@@ -167,24 +169,45 @@ def _read_folder(root: Path) -> tuple[dict, tuple[str, ...]]:
     return out, classes
 
 
-def _read_image(path: Path) -> np.ndarray:
-    from PIL import Image, ImageOps, UnidentifiedImageError
+def _check_image_sizes(root: Path, paths: list[Path]) -> None:
+    """Refuse, before any pixel is decoded, images whose decoded pixels would pass the memory
+    limit all together: each is held at its own size until all are fitted, whatever
+    ``size`` asks. Their dimensions and modes come from the headers (PIL opens lazily)."""
+    total = 0
+    for path in paths:
+        with _opened(path) as im:
+            w, h = im.size
+            total += w * h * (1 if im.mode in _GRAY_MODES else 3)
+    check_memory(total, f"decoding the {len(paths):,} images in {root}",
+                 "use fewer or smaller images", error=DataError)
+
+
+@contextlib.contextmanager
+def _opened(path: Path):
+    """The image at ``path`` opened lazily (its header read, no pixel decoded), 8-bit
+    grayscale or colour; a DataError when it cannot be read."""
+    from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as raw:
-            raw.load()
-            im = ImageOps.exif_transpose(raw)  # photos: upright as a viewer shows them
-            gray = im.mode in _GRAY_MODES
+        with Image.open(path) as im:
             if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
                 raise DataError(f"{path} has {im.mode} pixels (more than 8 bits); zoo reads "
                                 "8-bit grayscale or RGB images: convert it to 8 bits")
-            arr = np.asarray(im.convert("L" if gray else "RGB"))
+            yield im
     except DataError:
         raise
     except (OSError, SyntaxError, ValueError, UnidentifiedImageError,
             Image.DecompressionBombError) as e:
         raise DataError(f"{path} cannot be read as an image ({e}); fix or remove it") from None
-    return arr
+
+
+def _read_image(path: Path) -> np.ndarray:
+    from PIL import ImageOps
+
+    with _opened(path) as raw:
+        raw.load()
+        im = ImageOps.exif_transpose(raw)  # photos: upright as a viewer shows them
+        return np.asarray(im.convert("L" if im.mode in _GRAY_MODES else "RGB"))
 
 
 # -- arrays -------------------------------------------------------------------------------------
@@ -220,10 +243,11 @@ def _npy_header(f, where: str) -> tuple[tuple[int, ...], np.dtype]:
     return tuple(shape), dtype
 
 
-def _check_array_sizes(path: Path) -> None:
+def _check_array_sizes(path: Path) -> list[str]:
     """Read the headers of a .npy or of each array of a .npz and refuse, before reading any
     data, an array whose header claims more bytes than its file holds, or more than the
-    memory limit (``zoo.limits``)."""
+    memory limit (``zoo.limits``); the names of the .npz's arrays. A .npz member that is no
+    ``.npy`` (numpy.savez writes none) is ignored, never inflated."""
     where = str(path)
     total = 0
     try:
@@ -239,9 +263,9 @@ def _check_array_sizes(path: Path) -> None:
                     for info in z.infolist():
                         if not info.filename.endswith(".npy"):
                             continue
-                        name = f"{where} ({info.filename[:-4]})"
+                        name = info.filename[:-4]
                         with z.open(info) as f:
-                            shape, dtype = _npy_header(f, name)
+                            shape, dtype = _npy_header(f, f"{where} ({name})")
                             held = info.file_size - f.tell()
                         arrays.append((name, shape, dtype, held))
             except (zipfile.BadZipFile, zipfile.LargeZipFile) as e:
@@ -252,22 +276,29 @@ def _check_array_sizes(path: Path) -> None:
     for name, shape, dtype, held in arrays:
         nbytes = math.prod(shape) * dtype.itemsize
         if nbytes > held:
-            raise DataError(f"{name}: its header claims an array {shape} of {dtype} "
+            label = where if name == where else f"{where} ({name})"
+            raise DataError(f"{label}: its header claims an array {shape} of {dtype} "
                             f"({gib(nbytes)}), but the file holds {gib(max(held, 0))} of data; "
                             "it is truncated or corrupt")
         total += nbytes
     check_memory(total, f"reading {where}", "use a smaller array file", error=DataError)
+    return [name for name, *_ in arrays]
 
 
 def _read_array(path: Path, layout: str | None) -> dict:
-    _check_array_sizes(path)
+    names = _check_array_sizes(path)
     try:
         if path.suffix.lower() == ".npy":
             # memory-mapped: the images are read as they are fitted, into one new array
             arrays = {"images": np.load(path, mmap_mode="r", allow_pickle=False)}
-        else:
-            with np.load(path, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
+        else:  # the checked .npy members only, by their exact names
+            from numpy.lib import format as npy_format
+
+            with zipfile.ZipFile(path) as z:
+                arrays = {}
+                for k in names:
+                    with z.open(k + ".npy") as f:
+                        arrays[k] = npy_format.read_array(f, allow_pickle=False)
     except ValueError as e:
         if "pickle" not in str(e):
             raise DataError(f"{path} cannot be read as a numpy array file ({e})") from None
@@ -281,6 +312,8 @@ def _read_array(path: Path, layout: str | None) -> dict:
             pairs = {"train": (xtr, ytr), "test": (xte, yte)}
     if pairs is None:
         x_key = next((k for k in ("images", "x", "arr_0") if k in arrays), None)
+        if not arrays:
+            raise DataError(f"{path} holds no .npy arrays; save the images with numpy.savez")
         if x_key is None and len(arrays) == 1:
             x_key = next(iter(arrays))
         if x_key is None:

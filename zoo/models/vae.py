@@ -29,6 +29,7 @@ from ..core import ConfigError, GenerativeModel, ModelSpec, adam, eval_mode
 from ..limits import check_memory
 from ..nn.likelihood import (
     bernoulli_log_prob,
+    check_samples,
     discretized_logistic_log_prob,
     from_unit,
     nats_to_bpd,
@@ -307,7 +308,7 @@ class VAE(GenerativeModel):
             p = torch.sigmoid(out)
             if decode == "sample":
                 p = torch.bernoulli(p.to(gdev), generator=generator).to(out.device)
-            return (p * 255).round().to(torch.uint8)
+            return (check_samples(p) * 255).round().to(torch.uint8)
         mean, log_scale = self._split(out)
         if decode == "sample":
             u = torch.rand(mean.shape, generator=generator, device=gdev).to(out.device)

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..errors import NonFiniteSamples
+
 LN2 = math.log(2.0)
 BIN_HALF_WIDTH = 1.0 / 255.0
 
@@ -26,8 +28,18 @@ def to_unit(x: Tensor) -> Tensor:
 
 
 def from_unit(x: Tensor) -> Tensor:
-    """float in [-1, 1] -> uint8 0..255 (rounded, clamped)."""
-    return ((x.float().clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8)
+    """float in [-1, 1] -> uint8 0..255 (rounded, clamped); refused (``check_samples``)
+    when any value is NaN or infinite."""
+    return ((check_samples(x.float()).clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8)
+
+
+def check_samples(x: Tensor) -> Tensor:
+    """``x``, the float samples about to become uint8 pixels, or NonFiniteSamples when any
+    value is NaN or infinite: the cast would turn them into black or arbitrary pixels."""
+    if not bool(torch.isfinite(x).all()):
+        raise NonFiniteSamples("sampling overflowed to non-finite values (NaN or inf); "
+                               "check the sampler's options and the model's weights")
+    return x
 
 
 def nats_to_bpd(nll_nats: Tensor, dims: int) -> Tensor:

@@ -34,6 +34,7 @@ from ...core import (
     option_flag,
     option_number,
 )
+from ...errors import NonFiniteSamples
 from ...nn.graphs import NOISE_BYTES, capture, graph_mode, model_graphs, weights_key
 from ...nn.likelihood import from_unit, to_unit
 from ...nn.unet import UNet, UNetConfig
@@ -47,6 +48,9 @@ from .heun import Heun
 from .objectives import LOSS_WEIGHTINGS, PREDICTIONS, loss_weight, target, to_eps
 from .schedule import SCHEDULES, NoiseSchedule, make_betas
 from .unipc import UniPC
+
+#: ``sample``'s own arguments, beside the sampler's options
+_SAMPLE_ARGS = ("labels", "batch_size", "cuda_graph", "noise")
 
 
 @dataclass
@@ -258,17 +262,23 @@ class DDPM(GenerativeModel):
         any ``batch_size``, eager or graphed: for reproducibility across samplers and for
         interpolating between images.
         """
-        return self.from_space(self.sample_unit(n, generator=generator, labels=labels,
-                                          batch_size=batch_size, cuda_graph=cuda_graph,
-                                          noise=noise, **options))
+        x = self.sample_unit(n, generator=generator, labels=labels, batch_size=batch_size,
+                             cuda_graph=cuda_graph, noise=noise, **options)
+        try:
+            return self.from_space(x)
+        except NonFiniteSamples:
+            w = self.parse_sampler(options, also=_SAMPLE_ARGS).guidance
+            if w in (0.0, 1.0):
+                raise
+            raise NonFiniteSamples(f"guidance {w:g} overflowed to non-finite values (NaN or "
+                                   "inf); use a smaller guidance (usually 1 to 10)") from None
 
     @torch.inference_mode()
     def sample_unit(self, n, *, generator=None, labels=None, batch_size=256, cuda_graph="auto",
                     noise=None, **options) -> Tensor:
         """Like ``sample`` but returns the float samples of the diffused space (pixels in
         [-1, 1] before quantization; a latent model's latents)."""
-        sampler = self.parse_sampler(options, also=("labels", "batch_size", "cuda_graph",
-                                                    "noise"))
+        sampler = self.parse_sampler(options, also=_SAMPLE_ARGS)
         n = option_number(n, "n", int)
         batch_size = option_number(batch_size, "batch_size", int)
         if n < 0 or batch_size < 1:

@@ -7,7 +7,8 @@ constructs the report writes (``**bold**``, `` `code` ``, ``[text](link)``, back
 escapes and the character references ``zoo.markup.text`` writes) and escape everything else;
 a string from a file or a user enters the text only through ``zoo.markup`` (``text``,
 ``code``), so it shows as written and never as markup. A link whose target
-``zoo.markup.link_allowed`` refuses (``javascript:``, ``data:``, ...) is shown as text. The HTML page embeds each image as a ``data:image/png;base64`` URI, carries
+``zoo.markup.link_allowed`` refuses (``javascript:``, ``data:``, ...) is shown as text.
+The HTML page embeds each image as a ``data:image/png;base64`` URI, carries
 its own small style sheet and a few lines of plain JavaScript that sort a table by the
 column whose header is clicked; it needs no network and no file beside it.
 """

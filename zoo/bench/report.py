@@ -252,8 +252,8 @@ def _nll_note(nll_rows: list[dict], kinds: list[str]) -> list[Block]:
         return []
     best = min(nll_rows, key=lambda r: r["nll_bpd"])
     if best.get("nll_kind") == "bound":
-        return [Para(f"Lowest NLL overall: {markup.text(best['model'])} (its upper bound is below every "
-                     "exact figure, so it ranks first for certain).")]
+        return [Para(f"Lowest NLL overall: {markup.text(best['model'])} (its upper bound is "
+                     "below every exact figure, so it ranks first for certain).")]
     return [Para(f"Lowest NLL overall: {markup.text(best['model'])} "
                  f"({markup.text(best.get('nll_kind'))}); a bound is "
                  "only an upper bound, so a model whose bound is higher may still have a "

@@ -99,7 +99,7 @@ _INLINE = re.compile(
     r"|&(?P<ent>lt|gt|amp|quot|#39);"
     r"|(?P<tick>`+)(?!`)(?P<code>.+?)(?<!`)(?P=tick)(?!`)"
     r"|\*\*(?P<bold>(?:\\.|[^\\*])+)\*\*"
-    r"|\[(?P<ltext>(?:\\.|[^\\\]])+)\]\((?P<href>[^)\s]+)\)")
+    r"|\[(?P<ltext>(?:\\.|[^\\\]])+)\]\((?P<href>[^)]*)\)")
 _KINDS = ("esc", "ent", "code", "bold", "href")
 _MD_TEXT = str.maketrans({"<": "&lt;", ">": "&gt;", "&": "&amp;", "\n": " ", "\r": " "})
 
@@ -124,7 +124,7 @@ def _code(m) -> str:
 
 def _target(href: str) -> str:
     """A link's target as it is meant: backslash escapes and character references resolved."""
-    return html.unescape(re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", href))
+    return html.unescape(re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", href)).strip()
 
 
 def inline(text: str) -> str:

@@ -284,7 +284,7 @@ def test_card_of_a_run_json_with_nested_wrong_types_is_one_error(tmp_path, key, 
     run = card_run(tmp_path, **{key: value})
     bad = next(k for k, v in value.items() if not isinstance(v, int | float) or k == "seconds"
                and not isinstance(v, float))
-    with pytest.raises(CheckpointError, match=rf"run\.json: {key}\.{bad} must be"):
+    with pytest.raises(CheckpointError, match=rf"run\.json: {key}: {bad} must be"):
         write_card(run)
     assert not (run / "README.md").exists()
 

@@ -112,7 +112,7 @@ def run_info(path: str | Path) -> dict:
             value = info[key][name]
             if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
                 want = " or ".join(dict.fromkeys(_JSON_NAMES[t] for t in types))
-                raise CheckpointError(f"{p}: {key}.{name} must be {want}, got "
+                raise CheckpointError(f"{p}: {key}: {name} must be {want}, got "
                                       f"{_json_type(value)} {json.dumps(value)[:60]}; {fix}")
     return info
 

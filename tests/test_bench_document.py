@@ -10,7 +10,17 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from test_bench_report import curve_points, make_rows, with_intervals, write_curve, write_run
+from test_bench_report import (
+    DATASET,
+    MODEL,
+    SUITE,
+    curve_points,
+    make_rows,
+    with_intervals,
+    write_curve,
+    write_hostile_run,
+    write_run,
+)
 
 from zoo.bench import document
 from zoo.bench.document import Heading, Items, Para, Table
@@ -221,3 +231,40 @@ def test_zoo_report_writes_it(tmp_path, capsys):
     assert main(["report", str(run)]) == 0
     assert "report.html" in capsys.readouterr().out
     assert parse(run / "report.html").tables
+
+
+@pytest.mark.parametrize("href", [
+    "javascript:alert(1)", "JaVaScRiPt:alert(1)", " javascript:alert(1)",
+    "java\tscript:alert(1)", "&#106;avascript:alert(1)", "javascript&colon;alert(1)",
+    "java\\script:alert(1)", "javascript\\:alert(1)", "data:text/html,x", "vbscript:x",
+    "file:///etc/passwd"])
+def test_a_link_to_another_scheme_is_text(href):
+    text = f"see [here]({href}) now"
+    assert "<a" not in document.inline(text)
+    assert "[here]" in document.inline(text) and "here" in document.plain(text)
+    assert document.md_inline(text).startswith("see \\[here\\](")
+
+
+@pytest.mark.parametrize("href", ["https://example.org/x", "http://a.b", "mailto:a@b.c",
+                                  "suite.toml", "figures/a.png", "#summary", "../x.csv"])
+def test_links_to_http_mailto_and_relative_targets_stay(href):
+    assert document.inline(f"[a]({href})") == f'<a href="{href}">a</a>'
+    assert document.md_inline(f"[a]({href})") == f"[a]({href})"
+
+
+def test_html_in_markdown_text_is_escaped_and_one_line():
+    assert document.md_inline("a <script>x</script> & b\n# c") == \
+        "a &lt;script&gt;x&lt;/script&gt; &amp; b # c"
+    assert document.md_inline("`<b>`") == "`<b>`"  # code shows as text in Markdown
+
+
+def test_report_html_shows_hostile_names_as_text(tmp_path):
+    run = write_hostile_run(tmp_path / "run")
+    page = parse(run / "report.html")
+    hrefs = [a.get("href", "") for t, a in page.tags if t == "a"]
+    assert hrefs and all(h.startswith("#") or h in ("results.csv",) for h in hrefs), hrefs
+    assert len(page.scripts) == 1 and "alert" not in page.scripts[0]
+    assert all(set(a) <= {"src", "alt", "class", "width", "height"}
+               for t, a in page.tags if t == "img")
+    text = "".join(page.text)
+    assert SUITE.replace("\n", " ") in text and MODEL in text and DATASET in text

@@ -719,3 +719,32 @@ def test_unconditional_rows_leave_out_the_metrics_that_need_labels():
     names = ["fid", "class_accuracy", "intra_fid", "class_tv"]
     assert metrics_for(names, None) == ["fid", "class_tv"]
     assert metrics_for(names, [0, 1, 2]) == names
+
+
+# -- hostile names: the report shows them as text ----------------------------------------------
+
+SUITE = "s\n## Metrics <script>alert(1)</script> [x](javascript:alert(1))"
+MODEL = "<img src=x onerror=alert(1)>[m](JaVaScRiPt:alert(2))"
+DATASET = "[d](data:text/html,<script>alert(3)</script>)"
+
+
+def write_hostile_run(d: Path) -> Path:
+    """A run whose suite name, a model id and a dataset name carry script and links."""
+    rows = [r for r in make_rows() if r["dataset"] == "mnist"]
+    for r in rows:
+        r.update(suite=SUITE, dataset=DATASET)
+        if r["model"] == "gan-dcgan":
+            r.update(model=MODEL, device="cpu <script>alert(4)</script>")
+    write_run(d, rows, losses=False)
+    write_report(d)
+    return d
+
+
+def test_report_md_shows_hostile_names_as_text(tmp_path):
+    md = (write_hostile_run(tmp_path / "run") / "report.md").read_text()
+    assert "<script" not in md and "<img" not in md
+    assert not re.search(r"(?<!\\)\]\((javascript|data):", md, re.I)
+    assert [ln for ln in md.splitlines() if ln.startswith("## ")][0] == "## Summary"
+    assert md.splitlines()[0] == ("# Benchmark report: s ## Metrics &lt;script&gt;alert(1)"
+                                  "&lt;/script&gt; \\[x\\](javascript:alert(1))")
+    assert "&lt;img src=x onerror=alert(1)&gt;\\[m\\](JaVaScRiPt:alert(2))" in md

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -205,3 +206,98 @@ def test_nll_over_a_whole_split_says_how_long_it_takes(tmp_path):
     assert proc.returncode == 0, proc.stderr
     (line,) = [ln for ln in proc.stderr.splitlines() if ln.startswith("zoo nll: about")]
     assert line.endswith("for 10000 images (--n to use fewer)")
+
+
+# -- the model card of hostile files: nothing forged, no script, no traceback --------------------
+
+
+def card_run(tmp_path, **info):
+    """A run directory with only the files the card reads: run.json (``info`` over a vae-mlp
+    run's), and eval.json when ``info`` has ``eval``."""
+    run = tmp_path / "run"
+    run.mkdir()
+    result = info.pop("eval", None)
+    base = {"model": "vae-mlp", "dataset": "mnist", "family": "vae",
+            "train_config": {"steps": 6, "batch_size": 32, "seed": 0},
+            "trained": {"steps": 6, "seconds": 1.5, "images_per_s": 128.0, "device": "cpu"}}
+    (run / "run.json").write_text(json.dumps({**base, **info}))
+    if result is not None:
+        (run / "eval.json").write_text(json.dumps(result))
+    return run
+
+
+def outside_fences(card: str) -> list[str]:
+    """The card's lines outside fenced code blocks, as CommonMark reads them (a fence is
+    closed by a line of at least as many backticks and nothing else)."""
+    out, fence = [], None
+    for line in card.splitlines():
+        run = len(line) - len(line.lstrip("`"))
+        if fence is None and run >= 3:
+            fence = run
+        elif fence is not None and run >= fence and not line.strip("`").strip():
+            fence = None
+        elif fence is None:
+            out.append(line)
+    return out
+
+
+HOSTILE = ["cat\n## Metrics\n\n| FID | 0.001 |", "<script>alert(1)</script>",
+           "<img src=x onerror=alert(1)>", "[x](javascript:alert(1))"]
+
+
+def test_card_class_names_and_names_from_files_forge_nothing(tmp_path):
+    from zoo.card import render_card
+
+    run = card_run(tmp_path, classes=HOSTILE, dataset="/data/<script>x</script>\n## Fake",
+                   trained={"steps": 6, "seconds": 1.5, "images_per_s": 128.0,
+                            "device": "cpu\n## Metrics <b>"})
+    lines = outside_fences(render_card(run))
+    text = re.sub(r"(`+)(?!`).+?(?<!`)\1(?!`)", "", "\n".join(lines))  # code spans: text
+    assert [ln for ln in lines if ln.startswith("#")] == [
+        lines[0], "## Model", "## Data", "## Training", "## Metrics", "## Reproduce"]
+    assert "<script" not in text and "<img" not in text and "<b>" not in text
+    assert not re.search(r"(?<!\\)\]\(javascript:", text)
+    (classes,) = [ln for ln in lines if ln.startswith("- classes:")]
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in classes and "\\[x\\]" in classes
+
+
+def test_card_reproduce_fence_holds_any_command(tmp_path):
+    from zoo.card import render_card
+
+    command = "zoo eval run ````\n```\n## Metrics\n<script>alert(1)</script>"
+    card = render_card(card_run(tmp_path, eval={"fid": 12.5, "command": command}))
+    outside = "\n".join(outside_fences(card))
+    assert "<script" not in outside and outside.count("## Metrics") == 1
+    assert "zoo eval run ```` ``` ## Metrics <script>alert(1)</script>" in card
+
+
+@pytest.mark.parametrize("key,value", [
+    ("trained", {"steps": [6], "seconds": 1.5}), ("trained", {"steps": 6, "seconds": {}}),
+    ("trained", {"steps": 6, "images_per_s": "fast"}),
+    ("train_config", {"steps": {"a": 1}, "batch_size": 32}),
+    ("train_config", {"steps": 6, "seconds": "10", "batch_size": 32}),
+])
+def test_card_of_a_run_json_with_nested_wrong_types_is_one_error(tmp_path, key, value):
+    from zoo.card import write_card
+    from zoo.core import CheckpointError
+
+    run = card_run(tmp_path, **{key: value})
+    bad = next(k for k, v in value.items() if not isinstance(v, int | float) or k == "seconds"
+               and not isinstance(v, float))
+    with pytest.raises(CheckpointError, match=rf"run\.json: {key}: {bad} must be"):
+        write_card(run)
+    assert not (run / "README.md").exists()
+
+
+def test_card_shows_eval_figures_of_the_wrong_type_as_invalid(tmp_path):
+    from zoo.card import render_card
+
+    card = render_card(card_run(tmp_path, eval={
+        "fid": 12.5, "fid_ci95": ["low", {}], "kid": "x", "kid_std": [1],
+        "precision": 0.5, "precision_ci95": "wide",
+        "recon_psnr": "bad", "recon_n": 5, "recon_fid": [], "command": ["zoo", "eval"]}))
+    rows = {ln.split("|")[1].strip(): ln for ln in card.splitlines() if ln.startswith("| ")}
+    assert rows["FID"] == "| FID | 12.500 | [invalid, invalid] |"
+    assert rows["KID"] == "| KID | invalid ± invalid |  |"
+    assert rows["precision"] == "| precision | 0.5000 | invalid |"
+    assert "reconstruction figures: invalid (eval.json)" in card

@@ -6,6 +6,15 @@ parameters, dataset and its content hash, budget, training time and device), ``e
 ``samples.png``; the Trainer writes it at the end of training and ``zoo eval`` and
 ``zoo nll`` write it again after measuring, so every writer shows the same card. It ends
 with the commands that reproduce the run and its figures.
+
+Every string the card shows from those files (a model or dataset name, class names, options,
+a device, a command) goes through ``zoo.markup``: one line, shown as written, never
+markup, so a class folder's name cannot forge a section or carry script. ``run.json`` is
+checked by ``runs.run_info`` (a value of the wrong type, nested ones included, is one
+``CheckpointError`` naming the file and key); ``eval.json``, ``nll.json`` and ``eval.csv``
+are records of measurements beside it: one that is unreadable is left out, a figure of the
+wrong type is shown as ``invalid``, so that a bad record never fails the command that writes
+the card.
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ from pathlib import Path
 
 from .core import atomic_write, config_from_dict, config_to_dict
 from .limits import duration
+from .markup import code, fence, text
 from .runs import (
     CARD_FILE,
     EVAL_FILE,
@@ -106,7 +116,7 @@ def train_command(info: dict, run: str | Path) -> str:
 def _read_json(path: Path) -> dict | None:
     try:
         value = json.loads(path.read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     return value if isinstance(value, dict) else None
 
@@ -115,7 +125,7 @@ def _last_streaming_fid(run: Path) -> dict | None:
     try:
         with (run / EVAL_FILE).open(newline="") as f:
             rows = list(csv.DictReader(f))
-    except OSError:
+    except (OSError, ValueError, csv.Error):
         return None
     return rows[-1] if rows else None
 
@@ -129,38 +139,49 @@ def _eval_section(result: dict, steps) -> list[str]:
 
     lines = ["| metric | value | 95% interval |", "|---|---|---|"]
     for col in registry.columns():
-        if not col.label or col.key not in result or not isinstance(
-                result[col.key], int | float):
+        if not col.label or col.key not in result:
             continue
-        value = col.format.format(result[col.key])
+        value = _figure(col.format, result[col.key])
         spread = result.get(col.spread) if col.spread else None
-        if isinstance(spread, int | float):
-            value += " ± " + col.format.format(spread)
+        if spread is not None:
+            value += " ± " + _figure(col.format, spread)
         ci = result.get(f"{col.key}_ci95")
-        interval = ("[" + ", ".join(col.format.format(v) for v in ci) + "]"
-                    if isinstance(ci, list) else "")
+        interval = "" if ci is None else (
+            "[" + ", ".join(_figure(col.format, v) for v in ci) + "]"
+            if isinstance(ci, list) and len(ci) == 2 else "invalid")
         lines.append(f"| {col.label} | {value} | {interval} |")
-    sha = str(result.get("extractor_weights_sha256", ""))[:12]
+    sha = text(str(result.get("extractor_weights_sha256", ""))[:12])
     options = result.get("sampler_options") or result.get("options") or {}
-    how = (f"Measured by `zoo eval` on {result.get('n_generated', '?')} generated images "
-           f"against {result.get('n_reference', '?')} images of {result.get('dataset', '?')} "
-           f"{result.get('split', '?')}, features of `{result.get('extractor', '?')}`"
+    how = (f"Measured by `zoo eval` on {text(result.get('n_generated', '?'))} generated images "
+           f"against {text(result.get('n_reference', '?'))} images of "
+           f"{text(result.get('dataset', '?'))} {text(result.get('split', '?'))}, features of "
+           f"{code(result.get('extractor', '?'))}"
            + (f" (weights sha256 {sha}…)" if sha else "")
-           + (f", sampler options {json.dumps(options)}" if options else "")
-           + (f", after {result['trained_steps']} training steps" if "trained_steps" in result
-              else "") + ".")
+           + (f", sampler options {code(json.dumps(options))}" if options else "")
+           + (f", after {text(result['trained_steps'])} training steps"
+              if "trained_steps" in result else "") + ".")
     if "trained_steps" in result and steps is not None and result["trained_steps"] != steps:
         how += (f" The run has trained to step {steps} since: run `zoo eval` again for the "
                 "current weights.")
     recon = result.get("recon_psnr") is not None
-    return [*lines, "", how, *(["", "```", _reconstruction_text(result), "```"] if recon
-                               else [])]
+    return [*lines, "", how, *(["", *fence(_reconstruction_text(result).splitlines())]
+                               if recon else [])]
+
+
+def _figure(spec: str, value) -> str:
+    """A figure of eval.json in its column's format; ``invalid`` when it is not a number."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return "invalid"
+    return spec.format(value)
 
 
 def _reconstruction_text(result: dict) -> str:
     from .metrics.reconstruction import format_reconstruction  # noqa: PLC0415 - as above
 
-    return format_reconstruction(result)
+    try:
+        return format_reconstruction(result)
+    except (TypeError, ValueError, KeyError, IndexError):  # a figure of the wrong type
+        return "reconstruction figures: invalid (eval.json)"
 
 
 def render_card(run: str | Path) -> str:
@@ -177,14 +198,14 @@ def _header(run: Path, info: dict) -> list[str]:
     """The title, one sentence of what the model is, and the end-of-training grid."""
     tc, params = info.get("train_config", {}), info.get("params")
     steps = info.get("trained", {}).get("steps")
-    out = [f"# {info['model']} on {info['dataset']}", ""]
+    out = [f"# {text(info['model'])} on {text(info['dataset'])}", ""]
     family = {"gan": "GAN", "vae": "VAE", "autoregressive": "autoregressive",
-              "diffusion": "diffusion"}.get(info.get("family"), info.get("family") or "")
+              "diffusion": "diffusion"}.get(info.get("family"), text(info.get("family") or ""))
     summary = [f"{'An' if family[:1] in 'aeiou' and family else 'A'} {family} model"
                .replace("  ", " ")]
     if params is not None:
         summary.append(f"of {params / 1e6:.2f}M parameters ({params:,})")
-    summary.append(f"trained with zoo on {info['dataset']}")
+    summary.append(f"trained with zoo on {text(info['dataset'])}")
     if steps is not None:
         summary.append(f"for {steps:,} steps")
     out += [" ".join(summary) + ".", ""]
@@ -199,29 +220,29 @@ def _header(run: Path, info: dict) -> list[str]:
 
 def _model_section(info: dict) -> list[str]:
     mc, params = info.get("model_config", {}), info.get("params")
-    out = ["## Model", "", f"- model: `{info['model']}` ({info.get('family', '?')})"]
+    out = ["## Model", "", f"- model: {code(info['model'])} ({text(info.get('family', '?'))})"]
     if params is not None:
         out.append(f"- parameters: {params:,}")
     if "image_shape" in info:
         out.append(f"- image shape: {'x'.join(map(str, info['image_shape']))}")
     if mc:
         filled = _filled(info)
-        out.append("- options: " + ", ".join(f"`{k}={_value(v)}`" for k, v in mc.items()
+        out.append("- options: " + ", ".join(code(f"{k}={_value(v)}") for k, v in mc.items()
                                                if k not in filled))
         if "autoencoder_sha256" in filled and mc.get("autoencoder_sha256"):
             out.append(f"- autoencoder weights (held in this model's checkpoint): sha256 "
-                       f"`{mc['autoencoder_sha256']}`")
+                       f"{code(mc['autoencoder_sha256'])}")
     return [*out, ""]
 
 
 def _data_section(info: dict) -> list[str]:
-    out = ["## Data", "", f"- dataset: `{info['dataset']}` (training split)"]
+    out = ["## Data", "", f"- dataset: {code(info['dataset'])} (training split)"]
     if info.get("dataset_sha256"):
         out.append(f"- content sha256 (shape, pixels and labels of the training images): "
-                   f"`{info['dataset_sha256']}`")
+                   f"{code(info['dataset_sha256'])}")
     if info.get("classes"):
         names = info["classes"]
-        shown = ", ".join(names[:20]) + (f", … ({len(names)} classes)" if len(names) > 20
+        shown = ", ".join(map(text, names[:20])) + (f", … ({len(names)} classes)" if len(names) > 20
                                          else "")
         out.append(f"- classes: {shown}")
     return [*out, ""]
@@ -235,17 +256,18 @@ def _training_section(info: dict) -> list[str]:
     budget = [b for b in budget if b]
     out.append(f"- budget: {' or '.join(budget) or '?'}"
                + (" (whichever ends first)" if len(budget) > 1 else "")
-               + f", batch {tc.get('batch_size')}, seed {tc.get('seed')}")
+               + f", batch {text(tc.get('batch_size'))}, seed {text(tc.get('seed'))}")
     if trained:
         out.append(f"- trained: {trained.get('steps', 0):,} steps in "
                    f"{duration(trained.get('seconds', 0), digits=1)} "
                    f"({trained.get('images_per_s', 0):,.0f} images/s) on "
-                   f"{trained.get('device', '?')}"
+                   f"{text(trained.get('device', '?'))}"
                    + (f" x {info['world_size']} processes" if info.get("world_size", 1) > 1
                       else "")
-                   + (f", finished {trained['finished']}" if trained.get("finished") else ""))
+                   + (f", finished {text(trained['finished'])}" if trained.get("finished")
+                      else ""))
     out.append("- training options: " + ", ".join(
-        f"`{k}={_value(v)}`" for k, v in tc.items() if k not in {"steps", "seconds"}))
+        code(f"{k}={_value(v)}") for k, v in tc.items() if k not in {"steps", "seconds"}))
     return [*out, ""]
 
 
@@ -256,9 +278,9 @@ def _metrics_section(run: Path, steps: int | None) -> tuple[list[str], dict | No
     measured = False
     stream = _last_streaming_fid(run)
     if stream:
-        out += [f"- streaming FID during training: {stream.get('fid')} at step "
-                f"{stream.get('step')} ({stream.get('n')} samples, extractor "
-                f"`{stream.get('extractor')}`; `eval.csv`)", ""]
+        out += [f"- streaming FID during training: {text(stream.get('fid'))} at step "
+                f"{text(stream.get('step'))} ({text(stream.get('n'))} samples, extractor "
+                f"{code(stream.get('extractor'))}; `eval.csv`)", ""]
         measured = True
     result = _read_json(run / EVAL_JSON)
     if result:
@@ -269,9 +291,9 @@ def _metrics_section(run: Path, steps: int | None) -> tuple[list[str], dict | No
         stderr = nll.get("stderr")
         err = f" ± {stderr:.4f}" if isinstance(stderr, int | float) else ""
         out += [f"- NLL: {nll['nll_bpd']:.4f}{err} bits/dim ("
-                f"{nll.get('detail')}): mean ± standard error over {nll.get('n')} images of "
-                f"{nll.get('dataset')} {nll.get('split')}, measured by `zoo nll`"
-                + (f" after {nll['trained_steps']} training steps"
+                f"{text(nll.get('detail'))}): mean ± standard error over {text(nll.get('n'))} "
+                f"images of {text(nll.get('dataset'))} {text(nll.get('split'))}, measured by "
+                "`zoo nll`" + (f" after {text(nll['trained_steps'])} training steps"
                    if "trained_steps" in nll else "") + ".", ""]
         measured = True
     if not measured:
@@ -284,16 +306,16 @@ def _reproduce_section(run: Path, info: dict, result: dict | None,
                        nll: dict | None) -> list[str]:
     """The commands that made the run and its figures, or would."""
     q = shlex.quote(str(run))
-    out = ["## Reproduce", "", "```bash", train_command(info, run)]
-    out.append(result.get("command") if result and result.get("command") else
-               f"zoo eval {q}          # FID, KID, IS, precision/recall -> eval.json")
+    commands = [train_command(info, run)]
+    commands.append(str(result["command"]) if result and result.get("command") else
+                    f"zoo eval {q}          # FID, KID, IS, precision/recall -> eval.json")
     if nll and nll.get("command"):
-        out.append(nll["command"])
+        commands.append(str(nll["command"]))
     elif info.get("family") != "gan":
-        out.append(f"zoo nll {q}           # bits/dim -> nll.json")
-    out += [f"zoo sample {q} -n 64 -o samples.png", "```", "",
+        commands.append(f"zoo nll {q}           # bits/dim -> nll.json")
+    commands.append(f"zoo sample {q} -n 64 -o samples.png")
+    return ["## Reproduce", "", *fence(commands, "bash"), "",
             "*Written by zoo (`zoo.card`); `zoo eval` and `zoo nll` update it.*", ""]
-    return out
 
 
 def write_card(run: str | Path) -> Path:

@@ -51,6 +51,15 @@ _RUN_REQUIRED = {"model": str, "dataset": str, "train_config": dict}
 _RUN_OPTIONAL = {"family": str, "dataset_sha256": str, "image_shape": list,
                  "model_config": dict, "params": int, "world_size": int, "classes": list,
                  "trained": dict}
+#: the keys inside run.json's objects that its readers (the model card, resuming) use, and
+#: their JSON types (``NoneType``: null allowed)
+_RUN_NESTED = {
+    "train_config": {"steps": (int, type(None)), "seconds": (int, float, type(None)),
+                     "batch_size": (int,), "seed": (int,), "sample_n": (int,),
+                     "device": (str,), "compile": (bool,)},
+    "trained": {"steps": (int,), "seconds": (int, float), "images_per_s": (int, float),
+                "device": (str,), "finished": (str,)},
+}
 _JSON_NAMES = {dict: "an object", list: "a list", str: "a string", int: "an integer",
                float: "a number", bool: "true or false", type(None): "null"}
 
@@ -96,6 +105,15 @@ def run_info(path: str | Path) -> dict:
                     "classes": "a list of strings"}.get(key, _JSON_NAMES[tp])
             raise CheckpointError(f"{p}: {key} must be {want}, got {_json_type(value)} "
                                   f"{json.dumps(value)[:60]}; {fix}")
+    for key, fields in _RUN_NESTED.items():
+        for name, types in fields.items():
+            if name not in info.get(key, {}):
+                continue
+            value = info[key][name]
+            if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+                want = " or ".join(dict.fromkeys(_JSON_NAMES[t] for t in types))
+                raise CheckpointError(f"{p}: {key}: {name} must be {want}, got "
+                                      f"{_json_type(value)} {json.dumps(value)[:60]}; {fix}")
     return info
 
 

@@ -2,9 +2,13 @@
 (``report.md``) and one self-contained HTML file (``report.html``).
 
 ``zoo.bench.report`` formats every figure once, into the text of these blocks; the renderers
-only lay the text out. Text is Markdown-ish: the HTML renderer understands the few inline
-constructs the report writes (``**bold**``, `` `code` ``, ``[text](link)``) and escapes
-everything else. The HTML page embeds each image as a ``data:image/png;base64`` URI, carries
+only lay the text out. Text is Markdown-ish: both renderers understand the few inline
+constructs the report writes (``**bold**``, `` `code` ``, ``[text](link)``, backslash
+escapes and the character references ``zoo.markup.text`` writes) and escape everything else;
+a string from a file or a user enters the text only through ``zoo.markup`` (``text``,
+``code``), so it shows as written and never as markup. A link whose target
+``zoo.markup.link_allowed`` refuses (``javascript:``, ``data:``, ...) is shown as text.
+The HTML page embeds each image as a ``data:image/png;base64`` URI, carries
 its own small style sheet and a few lines of plain JavaScript that sort a table by the
 column whose header is clicked; it needs no network and no file beside it.
 """
@@ -16,6 +20,9 @@ import html
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
+
+from ..markup import link_allowed
 
 
 @dataclass(frozen=True)
@@ -58,22 +65,22 @@ Block = Heading | Para | Table | Image | Items
 
 def md_table(head: list[str], rows: list[list[str]]) -> list[str]:
     """A markdown table, ``|`` inside cells escaped."""
-    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    out += ["| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |" for cells in rows]
-    return out
+    def line(cells):
+        return "| " + " | ".join(md_inline(c).replace("|", "\\|") for c in cells) + " |"
+    return [line(head), "|" + "---|" * len(head), *(line(cells) for cells in rows)]
 
 
 def md_lines(block: Block) -> list[str]:
     if isinstance(block, Heading):
-        return ["#" * block.level + " " + block.text]
+        return ["#" * block.level + " " + md_inline(block.text)]
     if isinstance(block, Para):
-        return [block.text]
+        return [md_inline(block.text)]
     if isinstance(block, Table):
         return md_table(block.head, block.rows)
     if isinstance(block, Image):
-        return [f"![{block.title}]({block.path})"]
+        return [f"![{md_inline(block.title)}]({quote(block.path)})"]
     if isinstance(block, Items):
-        return ["  " * depth + "- " + text for depth, text in block.items]
+        return ["  " * depth + "- " + md_inline(text) for depth, text in block.items]
     raise TypeError(f"not a report block: {block!r}")
 
 
@@ -85,32 +92,108 @@ def to_markdown(blocks: list[Block]) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-# ----------------------------------------------------------------------------- HTML
+# ----------------------------------------------------------------------------- inline text
 
-_INLINE = re.compile(r"`([^`]+)`|\*\*(.+?)\*\*|\[([^\]]+)\]\(([^)\s]+)\)")
+_INLINE = re.compile(
+    r"\\(?P<esc>[!-/:-@\[-`{-~])"
+    r"|&(?P<ent>lt|gt|amp|quot|#39);"
+    r"|(?P<tick>`+)(?!`)(?P<code>.+?)(?<!`)(?P=tick)(?!`)"
+    r"|\*\*(?P<bold>(?:\\.|[^\\*])+)\*\*"
+    r"|\[(?P<ltext>(?:\\.|[^\\\]])+)\]\((?P<href>[^)]*)\)")
+_KINDS = ("esc", "ent", "code", "bold", "href")
+_MD_TEXT = str.maketrans({"<": "&lt;", ">": "&gt;", "&": "&amp;", "\n": " ", "\r": " "})
+
+
+def _tokens(text: str):
+    """The inline constructs of Markdown-ish ``text``: (kind, match), kind ``text`` (a str
+    in place of a match) for the text between them."""
+    pos = 0
+    for m in _INLINE.finditer(text):
+        if m.start() > pos:
+            yield "text", text[pos:m.start()]
+        yield next(k for k in _KINDS if m[k] is not None), m
+        pos = m.end()
+    if pos < len(text):
+        yield "text", text[pos:]
+
+
+def _code(m) -> str:
+    c = m["code"]
+    return c[1:-1] if c.startswith(" ") and c.endswith(" ") and c.strip() else c
+
+
+def _target(href: str) -> str:
+    """A link's target as it is meant: backslash escapes and character references resolved."""
+    return html.unescape(re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", href)).strip()
 
 
 def inline(text: str) -> str:
-    """Markdown-ish text as HTML: `` `code` ``, ``**bold**`` and ``[text](link)``; all
-    else escaped."""
-    out, pos = [], 0
-    for m in _INLINE.finditer(text):
-        out.append(html.escape(text[pos:m.start()]))
-        code, bold, link_text, href = m.groups()
-        if code is not None:
-            out.append(f"<code>{html.escape(code)}</code>")
-        elif bold is not None:
-            out.append(f"<strong>{inline(bold)}</strong>")
+    """Markdown-ish text as HTML: `` `code` ``, ``**bold**`` and ``[text](link)`` (a link
+    only where ``link_allowed``, else its text); all else escaped."""
+    out = []
+    for kind, m in _tokens(text):
+        if kind == "text":
+            out.append(html.escape(m))
+        elif kind == "esc":
+            out.append(html.escape(m["esc"]))
+        elif kind == "ent":
+            out.append(m[0])
+        elif kind == "code":
+            out.append(f"<code>{html.escape(_code(m))}</code>")
+        elif kind == "bold":
+            out.append(f"<strong>{inline(m['bold'])}</strong>")
+        elif link_allowed(m["href"]):
+            out.append(f'<a href="{html.escape(_target(m["href"]))}">{inline(m["ltext"])}</a>')
         else:
-            out.append(f'<a href="{html.escape(href)}">{inline(link_text)}</a>')
-        pos = m.end()
-    out.append(html.escape(text[pos:]))
+            out.append(f"[{inline(m['ltext'])}]({html.escape(m['href'])})")
     return "".join(out)
+
+
+def md_inline(text: str) -> str:
+    """Markdown-ish text as Markdown: on one line, ``<``, ``>`` and ``&`` outside code as
+    character references (a viewer that renders HTML shows them as text), and a link only
+    where ``link_allowed`` (else its brackets escaped: text)."""
+    out = []
+    for kind, m in _tokens(text):
+        if kind == "text":
+            out.append(m.translate(_MD_TEXT))
+        elif kind == "esc":
+            ch = m["esc"]
+            out.append(ch.translate(_MD_TEXT) if ch in "<>&" else m[0])
+        elif kind in ("ent", "code"):
+            out.append(m[0].translate({10: " ", 13: " "}))
+        elif kind == "bold":
+            out.append(f"**{md_inline(m['bold'])}**")
+        elif link_allowed(m["href"]):
+            out.append(f"[{md_inline(m['ltext'])}]({m['href']})")
+        else:
+            out.append(f"\\[{md_inline(m['ltext'])}\\]({m['href'].translate(_MD_TEXT)})")
+    return "".join(out)
+
+
+def plain(text: str) -> str:
+    """Markdown-ish text as the plain text it shows (an image's alt text, the page title)."""
+    out = []
+    for kind, m in _tokens(text):
+        if kind == "text":
+            out.append(m)
+        elif kind == "esc":
+            out.append(m["esc"])
+        elif kind == "ent":
+            out.append(html.unescape(m[0]))
+        elif kind == "code":
+            out.append(_code(m))
+        else:
+            out.append(plain(m["bold"] if kind == "bold" else m["ltext"]))
+    return "".join(out)
+
+
+# ----------------------------------------------------------------------------- HTML
 
 
 def slug(text: str, seen: dict[str, int]) -> str:
     """An id for a heading, unique within the page."""
-    base = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "section"
+    base = re.sub(r"[^a-z0-9]+", "-", plain(text).lower()).strip("-") or "section"
     n = seen.get(base, 0)
     seen[base] = n + 1
     return base if n == 0 else f"{base}-{n + 1}"
@@ -206,7 +289,7 @@ SCRIPT = r"""
 def _image(block: Image, base: Path, caption: bool = True) -> str:
     uri = data_uri(base / block.path)
     if uri is None:
-        return (f'<p class="missing">{html.escape(block.title)}: image '
+        return (f'<p class="missing">{inline(block.title)}: image '
                 f"<code>{html.escape(block.path)}</code> is missing</p>")
     size = ""
     try:
@@ -219,10 +302,10 @@ def _image(block: Image, base: Path, caption: bool = True) -> str:
     except Exception:  # noqa: BLE001 - only a size hint; the image is embedded regardless
         pass
     cap = f"<figcaption>{inline(block.title)}</figcaption>" if caption else ""
-    return f'<figure><img{size} src="{uri}" alt="{html.escape(block.title)}">{cap}</figure>'
+    return f'<figure><img{size} src="{uri}" alt="{html.escape(plain(block.title))}">{cap}</figure>'
 
 
-_INTERVAL = re.compile(r"(.*\S) (\[[^\]]+\])")
+_INTERVAL = re.compile(r"(.*[^\s\\]) (\[[^\]\\]+\])")
 
 
 def _cell(text: str) -> str:
@@ -283,6 +366,6 @@ def to_html(blocks: list[Block], base: Path, title: str) -> str:
         parts.insert(at, "<nav>" + " ".join(toc) + "</nav>")
     return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
             '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-            f"<title>{html.escape(title)}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n"
+            f"<title>{html.escape(plain(title))}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n"
             + "\n".join(parts)
             + f"\n<script>{SCRIPT}</script>\n</body>\n</html>\n")

@@ -17,6 +17,7 @@ import csv
 import json
 from pathlib import Path
 
+from .. import markup
 from ..core import ConfigError
 from ..metrics import registry as metric_registry
 from . import frame
@@ -70,7 +71,7 @@ def write_csv(rows: list[dict], path: Path) -> Path:
 
 
 def _label(rec: dict) -> str:
-    return f"{rec.get('model')} · {rec.get(frame.LABEL)}"
+    return markup.text(f"{rec.get('model')} · {rec.get(frame.LABEL)}")
 
 
 def _sizes(df, column: str = "sample_images_per_s") -> list[int]:
@@ -157,7 +158,7 @@ def summary(df, datasets: list[str] | None = None) -> list[Block]:
         "bound; `±` its standard error); speeds in images/s, higher is better."
     ))
     for ds in datasets:
-        out += [Heading(3, ds), *_dataset_summary(df[df["dataset"] == ds])]
+        out += [Heading(3, markup.text(ds)), *_dataset_summary(df[df["dataset"] == ds])]
     return out
 
 
@@ -217,8 +218,9 @@ def _nll_lines(nll_rows: list[dict], kinds: list[str]) -> list[list[str]]:
     for kind in kinds:
         b = min((r for r in nll_rows if (r.get("nll_kind") or "?") == kind),
                 key=lambda r: r["nll_bpd"])
-        what = {"exact": "exact", "bound": "upper bound"}.get(kind, kind)
-        lines.append([f"likelihood: lowest NLL ({what})", b["model"], fmt_nll(b, " bpd")])
+        what = markup.text({"exact": "exact", "bound": "upper bound"}.get(kind, kind))
+        lines.append([f"likelihood: lowest NLL ({what})", markup.text(b["model"]),
+                      fmt_nll(b, " bpd")])
     if not nll_rows:
         lines.append(["likelihood: lowest NLL", NA, "no model has an NLL"])
     return lines
@@ -237,7 +239,8 @@ def _speed_lines(recs: list[dict], models: list[dict], bs, sizes, at: str) -> li
     trained = [r for r in models if present(r.get("train_images_per_s"))]
     if trained:
         b = max(trained, key=lambda r: r["train_images_per_s"])
-        lines.append(["training speed", b["model"], f"{fmt(b['train_images_per_s'])} images/s"])
+        lines.append(["training speed", markup.text(b["model"]),
+                      f"{fmt(b['train_images_per_s'])} images/s"])
     else:
         lines.append(["training speed", NA, "no model has a training speed"])
     return lines
@@ -249,9 +252,10 @@ def _nll_note(nll_rows: list[dict], kinds: list[str]) -> list[Block]:
         return []
     best = min(nll_rows, key=lambda r: r["nll_bpd"])
     if best.get("nll_kind") == "bound":
-        return [Para(f"Lowest NLL overall: {best['model']} (its upper bound is below every "
-                     "exact figure, so it ranks first for certain).")]
-    return [Para(f"Lowest NLL overall: {best['model']} ({best.get('nll_kind')}); a bound is "
+        return [Para(f"Lowest NLL overall: {markup.text(best['model'])} (its upper bound is "
+                     "below every exact figure, so it ranks first for certain).")]
+    return [Para(f"Lowest NLL overall: {markup.text(best['model'])} "
+                 f"({markup.text(best.get('nll_kind'))}); a bound is "
                  "only an upper bound, so a model whose bound is higher may still have a "
                  "lower true NLL.")]
 
@@ -293,7 +297,8 @@ def dataset_table(df) -> list[Block]:
             lbs = max(there) if there else None
         lat = NA if lbs is None else (f"{fmt(r.get(f'latency_ms_p50@{lbs}'))} / "
                                       f"{fmt(r.get(f'latency_ms_p95@{lbs}'))} @{lbs}")
-        body.append([str(r.get("model")), str(r.get("family") or NA), str(r.get(frame.LABEL)),
+        body.append([markup.text(r.get("model")), markup.text(r.get("family") or NA),
+                     markup.text(r.get(frame.LABEL)),
                      fmt_params(r.get("params")), fmt(r.get("n_samples")),
                      *[quality_cell(r, c) for c in quality], fmt_nll(r),
                      *[fmt(r.get(f"sample_images_per_s@{bs}")) for bs in sizes], lat,
@@ -328,7 +333,7 @@ def reconstruction_table(df) -> list[Block]:
         own_flops, own_s = r.get("train_flops"), r.get("train_seconds")
         latent = present(r.get("autoencoder")) or present(r.get("autoencoder_params"))
         if latent:  # a second stage: its autoencoder's training is in addition to its own
-            ae = str(r.get("autoencoder") or NA)
+            ae = markup.text(r.get("autoencoder") or NA)
             stage1 = (r.get("autoencoder_train_flops"), r.get("autoencoder_train_seconds"))
             stage2 = (own_flops, own_s)
         else:  # the autoencoder itself: one stage
@@ -337,7 +342,7 @@ def reconstruction_table(df) -> list[Block]:
         book = (f"{fmt(r.get('codebook_perplexity'))} / {fmt(size)}" if present(size) else NA)
         total = ((_sum(stage1[0], stage2[0]), _sum(stage1[1], stage2[1])) if latent
                  else stage1)
-        body.append([str(r.get("model")), ae, fmt(r.get("recon_n")),
+        body.append([markup.text(r.get("model")), ae, fmt(r.get("recon_n")),
                      fmt_ci(r.get("recon_psnr"), *(interval(r, "recon_psnr") or ())),
                      fmt_ci(r.get("recon_fid"), *(interval(r, "recon_fid") or ())), book,
                      fmt(r.get("dead_codes")), _flops(stage1[0]), fmt(stage1[1]),
@@ -370,11 +375,12 @@ def frontier_table(rows: list[dict]) -> list[Block]:
         bar = ci[1] if ci is not None else float(ref[key])
         rs = sorted(rs, key=lambda r: (calls(r), float(r[key])))
         reach = next((r for r in rs if float(r[key]) <= bar), None)
-        body = [[variant(r), str(calls(r)), fmt_ci(r[key], *interval(r, key))
+        body = [[markup.text(variant(r)), str(calls(r)), fmt_ci(r[key], *interval(r, key))
                  if interval(r, key) else fmt(r[key]), fmt(speed(r, bs)),
                  "reference" if r is ref else ("yes" if float(r[key]) <= bar else "no")]
                 for r in rs]
-        out.append(Para(f"**{model}**: reference {variant(ref)} ({calls(ref)} calls, {name} "
+        out.append(Para(f"**{markup.text(model)}**: reference {markup.text(variant(ref))} "
+                        f"({calls(ref)} calls, {name} "
                         f"{fmt(ref[key])}, upper end {fmt(bar)})."))
         out.append(Table(["sampler", "network calls", name,
                           "img/s" + (f" @{bs}" if bs else ""), "reaches the reference"], body))
@@ -383,7 +389,7 @@ def frontier_table(rows: list[dict]) -> list[Block]:
             gain = f", {sr / sref:.2f}x its images/s" if sr and sref else ""
             out.append(Para(f"Fewest calls that reach the reference's {name}: "
                             f"**{calls(reach)}** "
-                            f"({variant(reach)}){gain}."))
+                            f"({markup.text(variant(reach))}){gain}."))
         elif reach is ref:
             out.append(Para(f"No sampler with fewer calls reaches the reference's {name}."))
     return out
@@ -423,7 +429,7 @@ def ranking(cdf) -> list[Block]:
     cdf = cdf.assign(name=curve_names(cdf))
     budgets = {n: _budget(frame.records(g.head(1))[0]) for n, g in cdf.groupby("name", sort=False)}
     if len(set(budgets.values())) > 1:
-        per = "; ".join(f"{n}: {fmt_budget(b)}" for n, b in budgets.items())
+        per = "; ".join(f"{markup.text(n)}: {fmt_budget(b)}" for n, b in budgets.items())
         return [Para(f"The models' training budgets differ ({per}), so no ranking is made: "
                      "compare the curves at equal training compute instead.")]
     key = small_n() or headline()
@@ -450,7 +456,7 @@ def ranking(cdf) -> list[Block]:
                 ci[0] <= lead[1] and lead[0] <= ci[1]
             rank = "≈ 1" if tied else str(i + 1)
             v = r.get(compute)
-            body.append([f"{f:g}", rank, r["name"], fmt_ci(r[key], *(ci or ())),
+            body.append([f"{f:g}", rank, markup.text(r["name"]), fmt_ci(r[key], *(ci or ())),
                          (f"{v:.3g}" if compute == "train_flops" else fmt(v))
                          if present(v) else NA, fmt(r.get("train_steps"))])
     b = next(iter(budgets.values()))
@@ -492,12 +498,12 @@ def training_compute(run_dir: Path, figures) -> list[Block]:
            "All points: `zoo.bench.curves(DIR)`.")]
     for ds in _file_order(run_dir / frame.CURVE_FILE, cdf["dataset"]):
         sub = cdf[cdf["dataset"] == ds]
-        out.append(Heading(3, ds))
+        out.append(Heading(3, markup.text(ds)))
         path = figures.compute_curves(ds, sub, curve_names(sub), run_dir / FIGURES_DIR /
                                       f"quality_vs_compute_{figures.slug(ds)}.png")
         if path is not None:
             rel = path.relative_to(run_dir).as_posix()
-            out.append(Image(f"{ds}: quality against training compute", rel))
+            out.append(Image(markup.text(f"{ds}: quality against training compute"), rel))
         out += [*ranking(sub), *same_n_note(sub)]
     return out
 
@@ -523,7 +529,7 @@ def compute_table(df) -> list[Block]:
     head = ["model", "sampler", "train GFLOP/image", "train MFU", "first train step s",
             "sample GFLOP/image", "sample MFU"]
     return [Table(head, [
-        [str(get(r, "model")), str(get(r, "sampler_label")),
+        [markup.text(get(r, "model")), markup.text(get(r, "sampler_label")),
          gflop(get(r, "train_flops_per_image")), pct(get(r, "train_mfu")),
          fmt(get(r, "train_first_step_s")), gflop(get(r, "sample_flops_per_image")),
          pct(get(r, "sample_mfu"))]
@@ -531,12 +537,13 @@ def compute_table(df) -> list[Block]:
 
 
 def _distinct(rows: list[dict], col: str) -> list[str]:
+    """The distinct values of a column, in order, as report text (``markup.text``)."""
     vals = []
     for r in rows:
         v = r.get(col)
         if isinstance(v, dict):
             v = ", ".join(f"{k} {x}" for k, x in v.items())
-        v = NA if not present(v) else str(v)
+        v = NA if not present(v) else markup.text(v)
         if v not in vals:
             vals.append(v)
     return vals
@@ -553,7 +560,7 @@ def environment(rows: list[dict]) -> list[Block]:
                         "are comparable only within one."))
     items: list[tuple[int, str]] = []
     for (device, dtype, versions, commit), rs in combos.items():
-        ds = ", ".join(dict.fromkeys(str(r.get("dataset")) for r in rs))
+        ds = ", ".join(dict.fromkeys(markup.text(r.get("dataset")) for r in rs))
         items += [(0, f"device: {device}; dtype: {dtype}; commit: {commit}"),
                   (1, f"versions: {versions}"), (1, f"{len(rs)} rows ({ds})")]
     out.append(Items(items))
@@ -572,7 +579,8 @@ def environment(rows: list[dict]) -> list[Block]:
         elif len(vals) > 1:  # say which dataset has which (an extractor per dataset)
             per = {v: [ds for ds, rs in by_dataset(rows).items() if v in _distinct(rs, col)]
                    for v in vals}
-            text = "; ".join(f"{v} ({', '.join(ds)})" for v, ds in per.items())
+            text = "; ".join(f"{v} ({', '.join(map(markup.text, ds))})"
+                             for v, ds in per.items())
         else:
             text = vals[0]
         items.append((0, f"{what}: {text}"))
@@ -600,18 +608,18 @@ def grids(rows: list[dict], run_dir: Path) -> list[Block]:
         if not with_grid:
             continue
         any_grid = True
-        out.append(Heading(3, ds))
+        out.append(Heading(3, markup.text(ds)))
         for r in with_grid:
-            rel = Path(r["grid"]).as_posix()
+            rel, name = Path(r["grid"]).as_posix(), markup.text(label(r))
             if (run_dir / rel).is_file():
-                out += [Para(label(r)), Image(label(r), rel)]
+                out += [Para(name), Image(name, rel)]
             else:
-                out.append(Para(f"{label(r)}: grid `{rel}` is missing"))
+                out.append(Para(f"{name}: grid {markup.code(rel)} is missing"))
             panel = r.get("memorization_panel")
             if present(panel) and (run_dir / panel).is_file():
-                out += [Para(f"{label(r)}: the samples closest to a training image, each "
+                out += [Para(f"{name}: the samples closest to a training image, each "
                              f"beside it ({_memorization(r)})"),
-                        Image(f"{label(r)}: closest to training", Path(panel).as_posix())]
+                        Image(f"{name}: closest to training", Path(panel).as_posix())]
     if not any_grid:
         out.append(Para("No row has a sample grid."))
     return out
@@ -663,7 +671,7 @@ def report_blocks(rows: list[dict], run_dir: Path, figs, partial: list[int],
         "model, repeated on each of its sampler rows; `≤` marks an upper bound. All rows: "
         f"[`{CSV_FILE}`]({CSV_FILE}).")]
     for ds in datasets:
-        out += [Heading(3, ds), *dataset_table(df[df["dataset"] == ds])]
+        out += [Heading(3, markup.text(ds)), *dataset_table(df[df["dataset"] == ds])]
     out += _section("Reconstruction", RECONSTRUCTION, {
         ds: reconstruction_table(df[df["dataset"] == ds]) for ds in datasets})
     out += _section("Sampler frontier", (
@@ -682,6 +690,7 @@ def report_blocks(rows: list[dict], run_dir: Path, figs, partial: list[int],
     out.append(Heading(2, "Figures"))
     if figs:
         for title, path in figs:
+            title = markup.text(title)
             out += [Heading(3, title), Image(title, path.relative_to(run_dir).as_posix())]
     else:
         out.append(Para("No figures (no row has the figures they plot)."))
@@ -717,5 +726,5 @@ def _section(title: str, text: str, tables: dict[str, list[Block]]) -> list[Bloc
     out: list[Block] = [Heading(2, title), Para(text)]
     for ds, table in tables.items():
         if table:
-            out += [Heading(3, ds), *table]
+            out += [Heading(3, markup.text(ds)), *table]
     return out

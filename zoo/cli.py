@@ -375,7 +375,8 @@ def cmd_nll(args) -> int:
         "options": options,
     }
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
+        text = json.dumps(result, indent=2)
+        atomic_write(args.json, lambda tmp: Path(tmp).write_text(text))
     _update_card(args.run, NLL_JSON, result)
     return 0
 
@@ -481,7 +482,8 @@ def _report_eval(args, result: dict, path: Path) -> None:
     if path == run / EVAL_JSON and (run / RUN_FILE).is_file():
         _update_card(args.run, EVAL_JSON, result)  # eval.json with its command, the card
     else:
-        path.write_text(json.dumps(result, indent=2) + "\n")
+        text = json.dumps(result, indent=2) + "\n"
+        atomic_write(path, lambda tmp: Path(tmp).write_text(text))
     print(metrics.format_result(result))
     if result.get("recon_psnr") is not None:
         print(metrics.reconstruction.format_reconstruction(result))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import http.server
 import os
+import signal
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -60,6 +61,29 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+class UnhandledSignal(Exception):
+    """A stop signal that zoo left to the test's own handler (``stop_signals``)."""
+
+
+@pytest.fixture
+def stop_signals():
+    """SIGTERM and SIGHUP sent to this process by a test raise ``UnhandledSignal`` unless
+    zoo handles them itself (without it their default would end the test run); the
+    handlers are checked to be the test's again after it."""
+
+    def unhandled(signum, frame):
+        raise UnhandledSignal(signal.Signals(signum).name)
+
+    stops = (signal.SIGTERM, signal.SIGHUP)
+    previous = {s: signal.signal(s, unhandled) for s in stops}
+    yield
+    try:
+        assert all(signal.getsignal(s) is unhandled for s in stops), "handlers not restored"
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 class _QuietFiles(http.server.SimpleHTTPRequestHandler):

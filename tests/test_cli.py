@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
+import torch
 from helpers import assert_one_line_error
 from helpers import run_zoo as zoo
 from PIL import Image
@@ -135,3 +141,60 @@ def test_labels_for_huge_counts_are_refused_before_they_are_built(tmp_path, caps
         assert len(err) == 1 and f"the labels of {n} samples" in err[0], err
         assert "memory limit" in err[0]
     assert built == [] and not (tmp_path / "s.npy").exists()
+
+
+def test_sigterm_during_train_saves_releases_and_says_how_to_resume(tmp_path):
+    """SIGTERM (what a scheduler, `timeout` or a container stop sends) stops `zoo train` as
+    Ctrl-C does: a checkpoint at the step it stopped at, the lock released, the resume
+    command printed; the exit status is 128 + 15, as a shell reports it."""
+    out = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "zoo", "train", "vae-mlp", "--dataset", "mnist", "--steps",
+         "1000000", "--batch-size", "8", "--out", str(out), "--set", "hidden=8",
+         "--set", "log_every=1", "--set", "checkpoint_every=1000000"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "ZOO_OFFLINE": "1"})
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "losses.csv").is_file() or len(
+                (out / "losses.csv").read_text().splitlines()) < 3:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err, err
+    line = next(ln for ln in err.splitlines() if "stopped by SIGTERM at step" in ln)
+    step = int(line.split("at step ")[1].split(";")[0])
+    assert step >= 2 and f"--out {out} --resume" in line
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == step
+    assert not (out / ".zoo.lock").exists()
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_sighup_during_bench_stops_it_as_ctrl_c_does(tiny_suite, tmp_path, monkeypatch, capsys,
+                                                     stop_signals):
+    """SIGHUP (a closed terminal) stops `zoo bench` as Ctrl-C does: the training run saves
+    a checkpoint at its step, both locks are released, the rerun is named; exit 128 + 1."""
+    from zoo import train
+    from zoo.cli import main
+
+    real, calls = train.check_losses, []
+
+    def check_losses(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # in the second step
+            os.kill(os.getpid(), signal.SIGHUP)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train, "check_losses", check_losses)
+    out = tmp_path / "bench"
+    assert main(["bench", str(tiny_suite()), "--out", str(out)]) == 129
+    err = capsys.readouterr().err
+    assert f"stopped by SIGHUP; the finished rows are in {out / 'results.jsonl'}" in err
+    assert "Run the same command again" in err and "Traceback" not in err
+    [checkpoint] = out.rglob("checkpoint.pt")
+    assert torch.load(checkpoint, weights_only=True)["step"] == 1
+    assert not list(out.rglob(".zoo.lock"))

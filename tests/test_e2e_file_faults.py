@@ -27,6 +27,8 @@ from zoo.bench.suite import Variant, load_suite
 from zoo.cli import main
 from zoo.core import CheckpointError, ConfigError, TrainingDiverged, atomic_write, save_torch
 from zoo.errors import LockHeld
+from zoo.files import open_append
+from zoo.images import save_grid
 from zoo.locks import LOCK_FILE, DirLock
 from zoo.train import CHECKPOINT_FILE, MODEL_FILE, TrainConfig, Trainer, load_run
 
@@ -234,6 +236,65 @@ def test_training_and_bench_hold_their_locks(tmp_path, mnist_subset, capsys):
 
     runner.run_suite(suite, out, progress=False, hook=hook)
     assert events == ["train", "evaluate"] and not (out / LOCK_FILE).exists()
+
+
+# -- 2b. symbolic links planted in --out ----------------------------------------------------------
+#: every way zoo writes a file in a run or output directory
+WRITERS = {
+    "atomic_write": lambda p: atomic_write(p, lambda tmp: Path(tmp).write_text("zoo")),
+    "save_torch": lambda p: save_torch({"step": 1}, p),
+    "save_grid": lambda p: save_grid(torch.zeros(1, 1, 8, 8, dtype=torch.uint8), p, nrow=1),
+    "append_row": lambda p: runner.append_row(p, {"step": 1}),
+    "open_append": lambda p: open_append(p).close(),
+    "lock": lambda p: DirLock(p.parent).acquire(),
+}
+
+
+@pytest.mark.parametrize("dangling", [False, True], ids=["existing", "dangling"])
+@pytest.mark.parametrize("writer", list(WRITERS))
+def test_no_writer_follows_a_planted_link(tmp_path, writer, dangling):
+    """A symbolic link where zoo writes a file is refused, naming it: the file it points to
+    (outside --out) is neither created, truncated nor appended to, and no temporary file is
+    left behind."""
+    out, victim = tmp_path / "out", tmp_path / "victim"
+    out.mkdir()
+    if not dangling:
+        victim.write_text("mine")
+    link = out / (LOCK_FILE if writer == "lock" else "file")
+    link.symlink_to(victim)
+    with pytest.raises(ConfigError, match=f"^{re.escape(str(link))} is a symbolic link"):
+        WRITERS[writer](link)
+    assert victim.read_text() == "mine" if not dangling else not victim.exists()
+    assert [p.name for p in out.iterdir()] == [link.name]
+
+
+def test_train_and_bench_refuse_links_planted_in_out(tmp_path, mnist_subset, capsys):
+    """Through the CLI, one line each: a linked lock file (zoo train, zoo bench), a linked
+    suite.toml (zoo bench copies its suite there); and a resumed run's linked losses.csv."""
+    victim = tmp_path / "victim"
+    victim.write_text("mine\n")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / LOCK_FILE).symlink_to(victim)
+    assert main(["train", "vae-mlp", "--dataset", "mnist", "--steps", "1", "--set",
+                 "hidden=16", "--out", str(run)]) == 2
+    _one_error_line(capsys.readouterr().err, f"{run / LOCK_FILE} is a symbolic link",
+                    alone=False)
+    suite = tmp_path / "s.toml"
+    suite.write_text(SUITE)
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    (bench / "suite.toml").symlink_to(victim)
+    assert main(["bench", str(suite), "--out", str(bench), "--no-report"]) == 2
+    _one_error_line(capsys.readouterr().err, f"{bench / 'suite.toml'} is a symbolic link")
+    assert victim.read_text() == "mine\n" and not (bench / LOCK_FILE).exists()
+
+    _trainer(tmp_path / "r", mnist_subset, steps=2).fit()
+    (tmp_path / "r" / "losses.csv").unlink()
+    (tmp_path / "r" / "losses.csv").symlink_to(victim)
+    with pytest.raises(ConfigError, match="losses.csv is a symbolic link"):
+        Trainer.resume(tmp_path / "r", images=mnist_subset, steps=4, progress=False).fit()
+    assert victim.read_text() == "mine\n" and not (tmp_path / "r" / LOCK_FILE).exists()
 
 
 # -- 3. resume after a kill -----------------------------------------------------------------------

@@ -272,3 +272,35 @@ def test_latent_models_on_a_folder_of_32x32_colour_images(tmp_path):
         model = zoo.load(run / "model.pt")
         assert model.image_shape == (3, 32, 32)
         assert model.autoencoder.latent_shape[1:] == (8, 8)
+
+
+def test_a_latent_checkpoint_without_its_autoencoder_hash_is_refused(tmp_path, capsys):
+    """A blank or missing autoencoder_sha256 does not turn the hash check off: the edited
+    weights are refused on load, and through `zoo sample` as one line."""
+    from zoo.cli import main
+
+    ae = zoo.create("kl-autoencoder", "mnist", **SMALL_AE)
+    ae.save(tmp_path / "ae.pt")
+    m = zoo.create("latent-diffusion", "mnist", autoencoder=str(tmp_path / "ae.pt"),
+                   channels=8, norm_groups=4, timesteps=20)
+    m.save(tmp_path / "m.pt")
+    for sha in ("", None):
+        ckpt = torch.load(tmp_path / "m.pt", weights_only=True)
+        config = json.loads(ckpt["config"])
+        if sha is None:
+            del config["autoencoder_sha256"]
+        else:
+            config["autoencoder_sha256"] = sha
+        ckpt["config"] = json.dumps(config)
+        key = next(k for k in ckpt["state_dict"] if k.startswith("autoencoder.decoder"))
+        ckpt["state_dict"][key] = ckpt["state_dict"][key] + 0.01
+        edited = tmp_path / "edited.pt"
+        torch.save(ckpt, edited)
+        with pytest.raises(CheckpointError, match="records no autoencoder_sha256"):
+            zoo.load(edited)
+    grid = tmp_path / "grid.png"
+    assert main(["sample", str(edited), "-n", "2", "-o", str(grid)]) != 0
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("zoo: error: ") and "\n" not in err
+    assert "records no autoencoder_sha256" in err and str(edited) in err
+    assert not grid.exists()

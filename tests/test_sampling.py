@@ -164,3 +164,30 @@ def test_sampler_options_reach_the_model_whatever_their_names(gan, tmp_path, mon
     options = {"batch_size": 2, "seed": 5, "nrow": 1, "scale": 3, "progress": True}
     write_samples(gan, 3, npy=tmp_path / "s.npy", batch_size=2, options=options)
     assert seen == [options, options]
+
+
+def test_sigterm_while_drawing_an_array_leaves_no_file(gan, tmp_path, monkeypatch, capsys,
+                                                       stop_signals):
+    """`zoo sample --npy` stopped by SIGTERM midway: exit 143 with one line, and neither the
+    array, its hidden temporary file nor the grid is left behind."""
+    import os
+    import signal
+
+    from zoo.cli import main
+
+    gan.save(tmp_path / "gan.pt")
+    real, calls = type(gan).sample, []
+
+    def sample(self, n, **kw):
+        calls.append(n)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(self, n, **kw)
+
+    monkeypatch.setattr(type(gan), "sample", sample)
+    out = tmp_path / "out"
+    code = main(["sample", str(tmp_path / "gan.pt"), "-n", "10000", "--npy",
+                 str(out / "s.npy"), "-o", str(out / "g.png")])
+    assert code == 143 and len(calls) == 2
+    assert capsys.readouterr().err.strip() == "zoo: stopped by SIGTERM"
+    assert not list(out.iterdir())

@@ -73,6 +73,32 @@ def test_existing_run_needs_resume(tmp_path, mnist_subset):
         _trainer(tmp_path / "r", mnist_subset, steps=2).fit()
 
 
+def test_a_folder_that_is_not_a_run_keeps_its_files(tmp_path, mnist_subset, monkeypatch,
+                                                    capsys):
+    """Training into a folder that is not a zoo run but holds files a run writes (a
+    project's README.md, say) is refused, naming them, and they are left as they were; a
+    folder of other files is trained into."""
+    from zoo.cli import main
+
+    mine = {"README.md": "my project", "samples.png": "my figure", "notes.txt": "kept"}
+    for name, text in mine.items():
+        (tmp_path / name).write_text(text)
+    with pytest.raises(ConfigError, match=r"not a zoo run .* holds README.md, samples.png, "
+                                          r"which training would replace"):
+        _trainer(tmp_path, mnist_subset, steps=1).fit()
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "vae-mlp", "--dataset", "mnist", "--steps", "1", "--set",
+                 "hidden=16", "--out", "."]) == 2
+    errors = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("zoo: ")]
+    assert len(errors) == 1 and "README.md, samples.png" in errors[0]
+    assert "empty or new directory (--out)" in errors[0]
+    assert {p.name: p.read_text() for p in tmp_path.iterdir()} == mine
+    (tmp_path / "README.md").unlink()
+    (tmp_path / "samples.png").unlink()
+    _trainer(tmp_path, mnist_subset, steps=1).fit()
+    assert (tmp_path / "notes.txt").read_text() == "kept" and (tmp_path / "run.json").is_file()
+
+
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, mnist_subset):
     trainer = _trainer(tmp_path / "nan", mnist_subset, steps=30, grad_clip=None)
 

@@ -210,7 +210,7 @@ def _header(run: Path, info: dict) -> list[str]:
         summary.append(f"for {steps:,} steps")
     out += [" ".join(summary) + ".", ""]
     if (run / SAMPLES_FILE).is_file():
-        sampler = f" ({info['sampler']})" if isinstance(info.get("sampler"), str) else ""
+        sampler = f" ({text(info['sampler'])})" if isinstance(info.get("sampler"), str) else ""
         out += [f"![samples]({SAMPLES_FILE})", "",
                 f"*{tc.get('sample_n', '')} samples drawn at the end of training with the "
                 f"EMA weights (`samples.png`) and the model's default sampler{sampler}; "

@@ -6,13 +6,16 @@ Every error a user can cause prints one line (``zoo: error: ...``) and exits non
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
 import os
 import re
 import shlex
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -40,6 +43,50 @@ def _parse_sets(items: list[str]) -> list[tuple[str, str]]:
             raise ConfigError(f"--set takes key=value, got {item!r}")
         pairs.append((key.strip().replace("-", "_"), value.strip()))
     return pairs
+
+
+# -- signals -----------------------------------------------------------------------------------
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP (what a scheduler, `timeout`, a container stop or a closed terminal
+    sends), raised as an interrupt so that a command stops as it does on Ctrl-C: a training
+    run saves a checkpoint at its step and releases its lock, temporary files are removed."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+#: the signals that stop a command as Ctrl-C (SIGINT) does
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+@contextlib.contextmanager
+def _stop_signals_interrupt():
+    """SIGTERM and SIGHUP raise ``Terminated`` in the main thread for the block; the
+    previous handlers are restored after it. (Elsewhere than in the main thread, where no
+    handler can be set, nothing changes.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise Terminated(signum)
+
+    previous = {s: signal.signal(s, stop) for s in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _stopped(e: KeyboardInterrupt) -> tuple[str, int]:
+    """How an interrupted command says it stopped, and its exit status: 128 + the signal's
+    number, as a shell reports a process a signal ended (130 for Ctrl-C, 143 for SIGTERM,
+    129 for SIGHUP)."""
+    if isinstance(e, Terminated):
+        return f"stopped by {signal.Signals(e.signum).name}", 128 + e.signum
+    return "interrupted", 128 + signal.SIGINT
 
 
 # -- commands ----------------------------------------------------------------------------------
@@ -91,11 +138,12 @@ def cmd_train(args) -> int:
               f"{dataset} [{trainer.device}{procs}] -> {out}", file=sys.stderr)
     try:
         s = trainer.fit()
-    except KeyboardInterrupt:
-        print(f"\ninterrupted at step {trainer.step}; the checkpoint in {out} is saved. "
+    except KeyboardInterrupt as e:
+        how, status = _stopped(e)
+        print(f"\n{how} at step {trainer.step}; the checkpoint in {out} is saved. "
               f"Continue with: zoo train {args.model} --dataset {shlex.quote(dataset)} --out {out} "
               "--resume", file=sys.stderr)
-        return 130
+        return status
     if not zdist.is_main():
         return 0
     steady = s["steady_images_per_s"]
@@ -382,7 +430,8 @@ def cmd_nll(args) -> int:
         "options": options,
     }
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
+        text = json.dumps(result, indent=2)
+        atomic_write(args.json, lambda tmp: Path(tmp).write_text(text))
     _update_card(args.run, NLL_JSON, result)
     return 0
 
@@ -488,7 +537,8 @@ def _report_eval(args, result: dict, path: Path) -> None:
     if path == run / EVAL_JSON and (run / RUN_FILE).is_file():
         _update_card(args.run, EVAL_JSON, result)  # eval.json with its command, the card
     else:
-        path.write_text(json.dumps(result, indent=2) + "\n")
+        text = json.dumps(result, indent=2) + "\n"
+        atomic_write(path, lambda tmp: Path(tmp).write_text(text))
     print(metrics.format_result(result))
     if result.get("recon_psnr") is not None:
         print(metrics.reconstruction.format_reconstruction(result))
@@ -507,10 +557,11 @@ def cmd_bench(args) -> int:
             args.suite, args.out, device=args.device, only_model=args.only_model,
             only_dataset=args.only_dataset, data_root=args.root,
         )
-    except KeyboardInterrupt:
-        print(f"\ninterrupted; the finished rows are in {Path(args.out) / 'results.jsonl'}. "
+    except KeyboardInterrupt as e:
+        how, status = _stopped(e)
+        print(f"\n{how}; the finished rows are in {Path(args.out) / 'results.jsonl'}. "
               "Run the same command again to continue where it stopped.", file=sys.stderr)
-        return 130
+        return status
     if not zdist.is_main():  # under torchrun rank 0 alone reports
         return 0
     print(f"wrote {results}", file=sys.stderr)
@@ -679,14 +730,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        with zdist.launched():  # under torchrun: join the process group (a no-op otherwise)
+        # under torchrun: join the process group (a no-op otherwise)
+        with _stop_signals_interrupt(), zdist.launched():
             return args.func(args)
     except ZooError as e:
         print(f"zoo: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("zoo: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        how, status = _stopped(e)
+        print(f"zoo: {how}", file=sys.stderr)
+        return status
     except (OSError, torch.cuda.OutOfMemoryError) as e:
         print(f"zoo: error: {e}", file=sys.stderr)
         return 1

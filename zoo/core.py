@@ -13,7 +13,6 @@ import dataclasses
 import importlib
 import json
 import os
-import tempfile
 import warnings
 import zipfile
 from collections.abc import Iterable, Mapping
@@ -33,6 +32,7 @@ from .errors import (
 from .errors import DataError as DataError
 from .errors import TrainingDiverged as TrainingDiverged
 from .errors import ZooError as ZooError
+from .files import atomic_write
 from .limits import check_memory
 from .options import FALSE_WORDS as FALSE_WORDS
 from .options import TRUE_WORDS as TRUE_WORDS
@@ -54,35 +54,6 @@ def adam(params, *, decoupled: bool = False, **kwargs) -> torch.optim.Optimizer:
     optimizers here, so all train with the fast path on every device."""
     cls = torch.optim.AdamW if decoupled else torch.optim.Adam
     return cls(params, fused=True, **kwargs)
-
-
-def atomic_write(path: str | os.PathLike, write) -> None:
-    """Call ``write(tmp_path)`` and rename the result onto ``path``; readers never see half.
-
-    The file is fsynced before the rename and the directory after it (where the system
-    allows), so a power loss leaves the previous version or the new one, never an empty or
-    partial file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        _fsync(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    with contextlib.suppress(OSError):  # not every system can open or sync a directory
-        _fsync(path.parent)
-
-
-def _fsync(path: str | os.PathLike) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def save_torch(obj, path: str | os.PathLike) -> None:

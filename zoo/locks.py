@@ -24,6 +24,7 @@ from pathlib import Path
 
 from . import distributed as zdist
 from .errors import ConfigError, LockHeld, ZooError
+from .files import open_fd
 
 LOCK_FILE = ".zoo.lock"
 
@@ -64,7 +65,7 @@ class DirLock:
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             while True:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+                fd = open_fd(self.path, os.O_RDWR | os.O_CREAT)  # a planted link: refused
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:

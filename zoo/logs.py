@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from .core import ConfigError, atomic_write
+from .files import open_append
 from .images import save_grid
 from .runs import EVAL_FILE, LOSSES_FILE
 
@@ -137,7 +138,7 @@ class CSVLogger(Logger):
         new = fields is None
         if new:
             fields = self.fields[section] = list(row)
-        with path.open("a", newline="") as f:
+        with open_append(path, newline="") as f:
             writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
             if new:
                 writer.writeheader()

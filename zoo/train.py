@@ -21,6 +21,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -53,12 +54,13 @@ from .core import (
 )
 from .images import legible_scale, make_grid, save_grid
 from .locks import exclusive
-from .logs import Logger, check_logger, make_logger
+from .logs import SAMPLES_DIR, Logger, check_logger, make_logger
 from .metrics import streaming_fid
 from .nn.ema import EMA
 from .nn.graphs import release_graphs
 from .owndata import tensor_sha256
 from .runs import (
+    CARD_FILE,
     CHECKPOINT_FILE,
     EVAL_FILE,
     LOSSES_FILE,
@@ -368,11 +370,7 @@ class Trainer:
         c = self.config
         state = getattr(self, "_state_to_restore", None)
         if state is None:
-            if (self.out / CHECKPOINT_FILE).exists():
-                raise ConfigError(
-                    f"{self.out} already holds a run; resume it (zoo train ... --resume) "
-                    "or choose another --out"
-                )
+            _check_new_run(self.out)
             # in-network randomness (dropout) differs between ranks; batch noise does not
             # come from here but from the shared noise generator below
             rank_seed = zdist.mix_seed(c.seed, 1 + self.rank)
@@ -631,6 +629,27 @@ class Trainer:
             "n": c.eval_n, "extractor": evaluator.extractor.name,
             "extractor_sha256": evaluator.extractor.sha256})
         return fid
+
+
+#: what a new run writes over in its directory (besides run.json, which marks it as a run)
+_RUN_WRITES = (MODEL_FILE, CARD_FILE, SAMPLES_FILE, LOSSES_FILE, EVAL_FILE, SAMPLES_DIR)
+
+
+def _check_new_run(out: Path) -> None:
+    """Refuse to start a new run in ``out`` over what it holds: a run (resumed instead), or,
+    in a directory that is not a zoo run, files of the names a run writes (a project's
+    README.md, say), which training would replace. An empty or new directory is fine."""
+    if (out / CHECKPOINT_FILE).exists():
+        raise ConfigError(f"{out} already holds a run; resume it (zoo train ... --resume) "
+                          "or choose another --out")
+    if (out / RUN_FILE).exists():
+        return  # a run stopped before its first checkpoint: its files are zoo's own
+    replaced = [n + "/" if n == SAMPLES_DIR else n for n in _RUN_WRITES
+                if os.path.lexists(out / n)]
+    if replaced:
+        raise ConfigError(f"{out} is not a zoo run ({RUN_FILE} is missing) but holds "
+                          f"{', '.join(replaced)}, which training would replace; train into an "
+                          "empty or new directory (--out), or move those files away")
 
 
 @contextlib.contextmanager

@@ -24,6 +24,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
+from ..files import atomic_write
 from ..metrics import registry as metric_registry
 from .frame import records
 from .rows import (
@@ -117,8 +118,8 @@ def _family_legend(rows: list[dict]) -> list[Line2D]:
 
 
 def _save(fig: Figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format=path.suffix.lstrip("."), dpi=DPI,
+                                               bbox_inches="tight"))
     return path
 
 

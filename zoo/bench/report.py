@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 
 from .. import markup
-from ..core import ConfigError
+from ..core import ConfigError, atomic_write
 from ..metrics import registry as metric_registry
 from . import frame
 from .document import Block, Heading, Image, Items, Para, Table, to_html, to_markdown
@@ -59,11 +59,15 @@ def write_csv(rows: list[dict], path: Path) -> Path:
     """results.csv: the DataFrame of the rows (``frame.frame``, what ``zoo.bench.results``
     returns), column for column; a figure that does not exist is an empty cell."""
     df = frame.frame(rows)
-    with path.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(df.columns)
-        for values in df.itertuples(index=False, name=None):
-            w.writerow([frame.cell(v) for v in values])
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(df.columns)
+            for values in df.itertuples(index=False, name=None):
+                w.writerow([frame.cell(v) for v in values])
+
+    atomic_write(path, write)
     return path
 
 
@@ -639,9 +643,11 @@ def write_report(run_dir: Path | str) -> Path:
     figs = figures.write_figures(rows, run_dir, run_dir / FIGURES_DIR)
     blocks = report_blocks(rows, run_dir, figs, partial, figures)
     path = run_dir / REPORT_FILE
-    path.write_text(to_markdown(blocks))
+    markdown = to_markdown(blocks)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(markdown))
     title = blocks[0].text if isinstance(blocks[0], Heading) else "Benchmark report"
-    (run_dir / HTML_FILE).write_text(to_html(blocks, run_dir, title), encoding="utf-8")
+    html = to_html(blocks, run_dir, title)
+    atomic_write(run_dir / HTML_FILE, lambda tmp: Path(tmp).write_text(html, encoding="utf-8"))
     return path
 
 

@@ -48,6 +48,7 @@ from .. import data as zdata
 from .. import distributed as zdist
 from .. import registry
 from ..core import Batch, CheckpointError, ConfigError, GenerativeModel, atomic_write
+from ..files import open_append
 from ..images import save_grid
 from ..locks import exclusive
 from ..runs import CHECKPOINT_FILE, MODEL_FILE, load_run
@@ -93,7 +94,7 @@ def _repair_tail(path: Path) -> None:
 def append_row(path: Path, row: dict) -> None:
     """Append one row as a JSON line, flushed and fsynced before returning."""
     line = json.dumps(row, allow_nan=False) + "\n"
-    with path.open("a") as f:
+    with open_append(path) as f:
         f.write(line)
         f.flush()
         os.fsync(f.fileno())
@@ -580,7 +581,8 @@ def _open_out(suite: Suite, out: Path) -> tuple[set, set]:
     if main:
         out.mkdir(parents=True, exist_ok=True)
         if suite.path.resolve() != (out / "suite.toml").resolve():
-            shutil.copyfile(suite.path, out / "suite.toml")
+            text = suite.path.read_bytes()
+            atomic_write(out / "suite.toml", lambda tmp: Path(tmp).write_bytes(text))
         _repair_tail(results)
     zdist.barrier()
     done = {row_key(r) for r in read_rows(results)}

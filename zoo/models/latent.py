@@ -120,10 +120,16 @@ class LatentStage:
 
 def check_autoencoder(model: GenerativeModel, source: str) -> None:
     """Refuse a loaded latent model whose autoencoder weights do not hash to the recorded
-    ``autoencoder_sha256`` (a corrupt file, or weights from another run)."""
+    ``autoencoder_sha256`` (a corrupt file, or weights from another run), or that records
+    none: zoo fills it in whenever it creates a latent model, so a checkpoint without one
+    was edited, and its weights could not be checked."""
     want = model.config.autoencoder_sha256
+    if not want:
+        raise CheckpointError(f"{source}: its config records no autoencoder_sha256, so its "
+                              "autoencoder weights cannot be checked; the file is corrupt or "
+                              "was edited")
     got = weights_sha256(model.autoencoder)
-    if want and got != want:
+    if got != want:
         raise CheckpointError(f"{source}: its autoencoder weights (sha256 {got[:12]}...) are not "
                               f"the ones it was trained over ({want[:12]}...); the file is "
                               "corrupt or was edited")

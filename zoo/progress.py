@@ -94,8 +94,8 @@ class Progress:
     and ``stage(text)`` show what goes with it. ``steps=True``: sampling loops reported
     through ``steps()`` inside the job count as the unit (``total`` is then the number of
     images, the steps' total worked out as the loops start). ``estimate``: after the first
-    ``update``, a line saying how long the whole job will take when that is at least
-    ``ESTIMATE_SECONDS`` (``estimate`` is appended to it: what to do about it)."""
+    ``update``, this line with ``{time}`` replaced by how long the whole job will take, at
+    the rate so far, when that is at least ``ESTIMATE_SECONDS``."""
 
     def __init__(self, desc: str, total: float | None = None, unit: str = "it", *,
                  enabled: bool | None = None, initial: float = 0, steps: bool = False,
@@ -163,11 +163,10 @@ class Progress:
 
     def _estimate(self) -> None:
         """Say once, from the work so far, how long the whole job will take."""
-        hint, self.estimate = self.estimate, None
+        text, self.estimate = self.estimate, None
         left = self.left()
         if left is not None and left >= ESTIMATE_SECONDS and self.mode != OFF:
-            self.write(f"{self.desc}: about {duration(left)} for {_count(self.total)} "
-                       f"{self.unit}{hint}")
+            self.write(text.replace("{time}", duration(left)))
 
     def left(self) -> float | None:
         """Seconds left at the rate so far (None before any work or without a total)."""
@@ -198,9 +197,9 @@ class Progress:
         """The job as one plain line: ``train ddpm: 120/500 step (24%), 0:20 elapsed, about
         1 min 4 s left, 5.9 step/s, loss=0.31``."""
         elapsed = time.monotonic() - self.start
-        count = f"{_count(self.n)}" + (f"/{_count(self.total)}" if self.total else "")
-        parts = [f"{count} {self.unit}" + (f" ({100 * self.n / self.total:.0f}%)"
-                                           if self.total else "")]
+        parts = [self._count()] if self.total or self.n else []
+        if self.total:
+            parts[0] += f" ({100 * self.n / self.total:.0f}%)"
         parts.append(f"{duration(elapsed)} elapsed")
         left = self.left()
         if left is not None:
@@ -210,6 +209,17 @@ class Progress:
         if self._tail():
             parts.append(self._tail())
         return f"{self.desc}: " + ", ".join(parts)
+
+    def _count(self) -> str:
+        """``120/500 step``, ``3 it`` without a total."""
+        return _count(self.n) + (f"/{_count(self.total)}" if self.total else "") + \
+            f" {self.unit}"
+
+    def outer(self) -> str:
+        """The job as it prefixes the line of a job inside it: ``bench smoke 2/6 row
+        (mnist/ddpm (entry 1 of 2): train)``."""
+        count = f" {self._count()}" if self.total or self.n else ""
+        return self.desc + count + (f" ({self.status})" if self.status else "")
 
     def write(self, text: str) -> None:
         """A message line that leaves the bars whole."""
@@ -307,9 +317,7 @@ def _beat() -> None:
                     if stop in _heart:
                         _heart.remove(stop)
                     return
-                outer = [f"{p.desc} {_count(p.n)}/{_count(p.total)} {p.unit}"
-                         + (f" ({p.status})" if p.status else "") for p in shown[:-1]]
-                text = " | ".join([*outer, shown[-1].line()])
+                text = " | ".join([*(p.outer() for p in shown[:-1]), shown[-1].line()])
                 try:
                     print(text, file=shown[-1]._out(), flush=True)
                 except (OSError, ValueError):  # the stream closed under us

@@ -46,7 +46,8 @@ def sample_slices(
     slices = zdist.my_share(-(-n // batch_size))
     mine = sum(min(batch_size, n - i * batch_size) for i in slices)
     with eval_mode(model), torch.no_grad(), Progress(
-            f"sample {model.name}", mine, "img", enabled=progress, steps=True) as bar:
+            f"sample {model.name}", mine, "img", enabled=progress, steps=True,
+            estimate=f"sample {model.name}: about {{time}} for {n} images") as bar:
         for i in slices:
             b = min(batch_size, n - i * batch_size)
             gen = torch.Generator(device=model.device).manual_seed(zdist.mix_seed(base, i))
@@ -192,7 +193,8 @@ def _drawer(model, request: _Request, generator, progress, options):
 
     def draw(array) -> list[Tensor]:
         kept: list[Tensor] = []
-        with Progress(f"sample {model.name}", n, "img", enabled=progress, steps=True) as bar:
+        with Progress(f"sample {model.name}", n, "img", enabled=progress, steps=True,
+                      estimate=f"sample {model.name}: about {{time}} for {n} images") as bar:
             for start in range(0, n, request.chunk):
                 b = min(request.chunk, n - start)
                 if labels is not None:

@@ -114,9 +114,8 @@ class Progress:
         if self.mode == BAR:
             from tqdm.auto import tqdm
 
-            cols = _columns(self._out())
             self.bar = tqdm(total=total, initial=initial, unit=unit, desc=desc, leave=None,
-                            file=self._out(), dynamic_ncols=cols is None, ncols=cols)
+                            file=self._out(), **_size(self._out()))
         with _lock:
             _active.append(self)
         if self.mode == LINES:
@@ -204,7 +203,7 @@ class Progress:
         left = self.left()
         if left is not None:
             parts.append(f"about {duration(left)} left")
-        if self.n > self.first and elapsed > 0:
+        if self.n > self.first and elapsed > 0 and self.unit != "s":  # a time budget: no rate
             parts.append(f"{(self.n - self.first) / elapsed:.3g} {self.unit}/s")
         if self._tail():
             parts.append(self._tail())
@@ -249,14 +248,16 @@ def _count(n: float | None) -> str:
     return "?" if n is None else f"{n:.1f}" if n != int(n) else f"{int(n)}"
 
 
-def _columns(file) -> int | None:
-    """A fixed bar width where the terminal reports none (a pseudo-terminal of size 0, on
-    which tqdm's own width would draw an empty line); None: follow the terminal."""
+def _size(file) -> dict:
+    """tqdm's size options: follow the terminal, or a fixed size where it reports none (a
+    pseudo-terminal of size 0x0, where tqdm would draw no bar at all, an empty line)."""
     try:
-        cols = os.get_terminal_size(file.fileno()).columns
+        size = os.get_terminal_size(file.fileno())
     except (AttributeError, OSError, ValueError):
-        return 100
-    return None if cols > 0 else 100
+        size = os.terminal_size((0, 0))
+    if size.columns > 0 and size.lines > 0:
+        return {"dynamic_ncols": True}
+    return {"ncols": size.columns or 100, "nrows": size.lines or 20}
 
 
 def _shown() -> list[Progress]:

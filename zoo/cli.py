@@ -413,6 +413,7 @@ def cmd_eval(args) -> int:
     options = {k: literal_value(v) for k, v in _parse_sets(args.set)}
     path, panel = _eval_files(args)
     with Progress(f"eval {model.name}") as job:  # its stages; sampling has its own bar
+        job.stage("metrics")
         result = _evaluate(args, model, dataset, options, panel)
         job.stage("reconstructions")
         # an autoencoder's: what its compression costs

@@ -106,6 +106,7 @@ class Progress:
         self.desc, self.total, self.unit, self.n = desc, total, unit, initial
         self.figures: dict[str, str] = {}
         self.status = ""
+        self.detail = ""  # what the code it calls is doing (``stage()``)
         self.start = time.monotonic()
         self.estimate, self.first = estimate, initial
         self.images = total if steps else None  # images to draw; None: no step counting
@@ -142,8 +143,9 @@ class Progress:
         self._postfix()
 
     def stage(self, text: str) -> None:
-        """What the job is doing now (``mnist/ddpm: train``)."""
-        self.status = text
+        """What the job is doing now (``mnist/ddpm: train``); the detail that ``stage()``
+        added is cleared."""
+        self.status, self.detail = text, ""
         self._postfix(refresh=True)
 
     def drew(self, images: int) -> None:
@@ -157,8 +159,8 @@ class Progress:
             self.bar.set_postfix_str(self._tail(), refresh=refresh)
 
     def _tail(self) -> str:
-        return ", ".join(filter(None, [self.status, *(f"{k}={v}" for k, v in
-                                                      self.figures.items())]))
+        doing = ": ".join(filter(None, [self.status, self.detail]))
+        return ", ".join(filter(None, [doing, *(f"{k}={v}" for k, v in self.figures.items())]))
 
     def _estimate(self) -> None:
         """Say once, from the work so far, how long the whole job will take."""
@@ -218,7 +220,8 @@ class Progress:
         """The job as it prefixes the line of a job inside it: ``bench smoke 2/6 row
         (mnist/ddpm (entry 1 of 2): train)``."""
         count = f" {self._count()}" if self.total or self.n else ""
-        return self.desc + count + (f" ({self.status})" if self.status else "")
+        doing = ": ".join(filter(None, [self.status, self.detail]))
+        return self.desc + count + (f" ({doing})" if doing else "")
 
     def write(self, text: str) -> None:
         """A message line that leaves the bars whole."""
@@ -272,10 +275,12 @@ def current() -> Progress | None:
 
 
 def stage(text: str) -> None:
-    """Tell the innermost shown job what it is doing now (no-op without one)."""
+    """Tell the innermost shown job what the code it runs is doing now, after what the job
+    itself says it does (no-op without one)."""
     job = current()
     if job is not None:
-        job.stage(text)
+        job.detail = text
+        job._postfix(refresh=True)
 
 
 def steps(iterable: Iterable, images: int, length: int | None = None) -> Iterator:

@@ -138,6 +138,8 @@ class Progress:
 
     def note(self, **figures) -> None:
         """Figures shown after the count (``loss=0.31``), replacing those of the same name."""
+        if self.mode == OFF:
+            return
         self.figures.update({k: v if isinstance(v, str) else f"{v:.4g}"
                              for k, v in figures.items()})
         self._postfix()

@@ -182,6 +182,7 @@ class Progress:
     def _loop(self, length: int, images: int) -> None:
         """A sampling loop of ``length`` steps over ``images`` images starts: the total
         becomes the steps done plus those of the images not yet started."""
+        images = max(images, 1)
         left = max(self.images - self.drawn, images)
         self.drawn += images
         if self.unit != "step":
@@ -197,7 +198,7 @@ class Progress:
 
     # -- output ------------------------------------------------------------------------------
     def line(self) -> str:
-        """The job as one plain line: ``train ddpm: 120/500 step (24%), 0:20 elapsed, about
+        """The job as one plain line: ``train ddpm: 120/500 step (24%), 20 s elapsed, about
         1 min 4 s left, 5.9 step/s, loss=0.31``."""
         elapsed = time.monotonic() - self.start
         parts = [self._count()] if self.total or self.n else []

@@ -374,8 +374,6 @@ def cmd_nll(args) -> int:
     return 0
 
 
-
-
 def _update_card(run: str, name: str, result: dict) -> None:
     """A run directory's record of a measurement (``nll.json``; ``eval.json`` is written by
     zoo eval itself), with the command that made it and the training step it measured, and

@@ -7,7 +7,7 @@ import io
 import time
 
 import pytest
-from helpers import tiny_ddpm
+from helpers import capture_on_cpu, tiny_ddpm
 
 import zoo
 from zoo import progress
@@ -125,3 +125,28 @@ def test_a_job_that_counts_no_steps_ignores_sampling_loops():
     with Progress("train", 5, "step", enabled=True, file=io.StringIO(), terminal=False) as job:
         model.sample(2)  # a sample grid drawn during training
     assert (job.unit, job.n, job.total) == ("step", 0, 5)
+
+
+@pytest.mark.parametrize("family", ["diffusion", "autoregressive"])
+def test_a_replayed_cuda_graph_counts_its_whole_loop(family, monkeypatch):
+    """The capture and its warm-up count nothing (``uncounted``, as ``zoo.nn.graphs.capture``
+    runs them); each replay counts one loop (the stand-in graph of test_e2e_fast_path)."""
+    if family == "diffusion":
+        import zoo.models.diffusion.model as module
+        model, steps = tiny_ddpm(), 20
+    else:
+        import zoo.models.autoregressive as module
+        model, steps = zoo.create("ar-transformer", image_shape=(1, 4, 4), dim=32, heads=4,
+                                  depth=1).eval(), 16
+
+    def capture(loop, warmup, device):
+        with progress.uncounted():
+            return capture_on_cpu(loop, warmup, device)
+
+    monkeypatch.setattr(module, "capture", capture)
+    monkeypatch.setattr(module, "graph_mode", lambda value, device: (value is True, False))
+    with Progress("sample", 6, "img", enabled=True, steps=True, file=io.StringIO(),
+                  terminal=False) as job:
+        model.sample(6, batch_size=3, cuda_graph=True)  # one capture, two replays
+        job.drew(6)
+    assert (job.unit, job.n, job.total) == ("step", 2 * steps, 2 * steps)

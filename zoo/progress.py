@@ -45,6 +45,7 @@ _lock = threading.RLock()
 _active: list[Progress] = []  # open jobs, outermost first
 _default: list[bool | None] = [None]  # None: a bar on a terminal, nothing elsewhere
 _heart: list[threading.Event] = []  # the stop event of the running heartbeat, if any
+_paused = [0]  # > 0: sampling loops are not counted (``uncounted``)
 
 
 def interval() -> float:
@@ -288,11 +289,9 @@ def stage(text: str) -> None:
 
 def steps(iterable: Iterable, images: int, length: int | None = None) -> Iterator:
     """``iterable`` (a sampling loop of ``length`` steps, default ``len(iterable)``, over
-    ``images`` images), each step counted by the innermost job when it counts steps. A loop
-    captured into a CUDA graph is not counted (its steps run on replay, all at once)."""
-    with _lock:
-        job = _active[-1] if _active else None
-    if job is None or job.images is None or job.mode == OFF or _capturing():
+    ``images`` images), each step counted by the innermost job when it counts steps."""
+    job = _counting()
+    if job is None:
         yield from iterable
         return
     job._loop(len(iterable) if length is None else length, images)
@@ -301,10 +300,33 @@ def steps(iterable: Iterable, images: int, length: int | None = None) -> Iterato
         job.update(1)
 
 
-def _capturing() -> bool:
-    import torch
+def ran(length: int, images: int) -> None:
+    """A sampling loop of ``length`` steps over ``images`` images ran at once (a CUDA
+    graph's replay): counted as a whole by the innermost job when it counts steps."""
+    job = _counting()
+    if job is not None:
+        job._loop(length, images)
+        job.update(length)
 
-    return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
+
+@contextlib.contextmanager
+def uncounted():
+    """Sampling loops inside the block are not counted (a CUDA graph's capture and warm-up:
+    its steps are counted when it is replayed, ``ran``)."""
+    with _lock:
+        _paused[0] += 1
+    try:
+        yield
+    finally:
+        with _lock:
+            _paused[0] -= 1
+
+
+def _counting() -> Progress | None:
+    """The innermost job, when it is shown and counts sampling steps."""
+    with _lock:
+        job = _active[-1] if _active and not _paused[0] else None
+    return job if job is not None and job.images is not None and job.mode != OFF else None
 
 
 # -- lines on a non-terminal ---------------------------------------------------------------------
@@ -336,4 +358,5 @@ def _beat() -> None:
 
 
 __all__ = ["BAR", "DEFAULT_INTERVAL", "ESTIMATE_SECONDS", "INTERVAL_ENV", "LINES", "OFF",
-           "Progress", "current", "default", "interval", "resolve", "stage", "steps"]
+           "Progress", "current", "default", "interval", "ran", "resolve", "stage", "steps",
+           "uncounted"]

@@ -542,6 +542,7 @@ class ARTransformer(GenerativeModel):
                 else:
                     noise[t].copy_(pick.noise.exponential_(generator=pick.generator))
         graph.replay()
+        progress.ran(length, b)
         return self.to_images(tokens)
 
 MODELS = {

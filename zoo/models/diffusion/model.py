@@ -378,6 +378,7 @@ class DDPM(GenerativeModel):
         if y_in is not None:
             y_in.copy_(y)
         graph.replay()
+        progress.ran(len(plan), b)
         return x_out.clone()
 
     # -- likelihood ----------------------------------------------------------------------

@@ -198,10 +198,10 @@ def test_nll_over_a_whole_split_says_how_long_it_takes(tmp_path):
 
     run = tmp_path / "r"
     _trainer(run, data.load("mnist", "train")[0][:256], steps=2, log="csv").fit()
-    proc = subprocess.run(  # stderr is a pipe: no terminal, no progress bar
-        [sys.executable, "-c", "import sys, zoo.cli as c; c.NLL_ESTIMATE_SECONDS = 0; "
-         "sys.exit(c.main(sys.argv[1:]))", "nll", str(run), "--batch-size", "2500",
-         "--set", "k=1"], capture_output=True, text=True,
+    proc = subprocess.run(  # stderr is a pipe: no terminal, progress as lines
+        [sys.executable, "-c", "import sys, zoo.cli as c, zoo.progress as p; "
+         "p.ESTIMATE_SECONDS = 0; sys.exit(c.main(sys.argv[1:]))", "nll", str(run),
+         "--batch-size", "2500", "--set", "k=1"], capture_output=True, text=True,
         env={**os.environ, "ZOO_OFFLINE": "1"}, timeout=600)
     assert proc.returncode == 0, proc.stderr
     (line,) = [ln for ln in proc.stderr.splitlines() if ln.startswith("zoo nll: about")]

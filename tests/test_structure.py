@@ -167,7 +167,7 @@ def private_imports(files: dict[str, Path]) -> list[str]:
 #: ("How zoo is built") lists the same modules in the same layers (checked below).
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("zoo.errors", "zoo.files", "zoo.options", "zoo.limits", "zoo.markup",
-              "zoo.distributed",
+              "zoo.distributed", "zoo.progress",
               "zoo.runtime", "zoo.core", "zoo.nn")),
     ("data, models", ("zoo.dataspec", "zoo.data", "zoo.owndata", "zoo.images", "zoo.models")),
     ("registry, runs", ("zoo.registry", "zoo.runs", "zoo.sampling", "zoo.locks")),

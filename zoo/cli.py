@@ -16,11 +16,9 @@ import shlex
 import signal
 import sys
 import threading
-import time
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from . import data as zdata
 from . import distributed as zdist
@@ -28,9 +26,11 @@ from . import registry, sampling
 from .card import write_card
 from .core import ConfigError, LikelihoodUnavailable, ZooError, atomic_write, first_line
 from .images import LEGIBLE_PIXELS, MAX_GRID_IMAGES, MAX_SCALE
-from .limits import check_memory, duration
+from .limits import check_memory
 from .metrics import registry as metric_registry
 from .options import literal_value, parse_value
+from .progress import Progress, interval
+from .progress import default as progress_default
 from .runs import EVAL_JSON, NLL_JSON, RUN_FILE, load_run, run_info
 from .train import TrainConfig, Trainer, resolve_device
 
@@ -403,20 +403,14 @@ def cmd_nll(args) -> int:
     torch.manual_seed(args.seed)
     values = []
     total = images.shape[0]
-    with tqdm(total=total, unit="img", desc=f"nll {model.name}", disable=None) as bar:
+    # the whole split: how long it will take is said after the first batch
+    estimate = f"zoo nll: about {{time}} for {total} images (--n to use fewer)"
+    with Progress(f"nll {model.name}", total, "img",
+                  estimate=estimate if args.n is None else None) as bar:
         for start in range(0, total, args.batch_size):
             batch = images[start:start + args.batch_size]
-            t0 = time.perf_counter()
             values.append(model.nll(batch, **options).double().cpu())
             bar.update(batch.shape[0])
-            if start == 0 and args.n is None and total > batch.shape[0]:
-                # the whole split: say how long it will take (from the first batch), on a
-                # terminal or not, before the rest of the work
-                left = (time.perf_counter() - t0) * (total - batch.shape[0]) / batch.shape[0]
-                if left >= NLL_ESTIMATE_SECONDS:
-                    bar.clear()
-                    print(f"zoo nll: about {duration(left)} for {total} images "
-                          f"(--n to use fewer)", file=sys.stderr, flush=True)
     nll = torch.cat(values)
     mean = nll.mean().item()
     stderr = nll.std().item() / math.sqrt(len(nll)) if len(nll) > 1 else float("nan")
@@ -434,12 +428,6 @@ def cmd_nll(args) -> int:
         atomic_write(args.json, lambda tmp: Path(tmp).write_text(text))
     _update_card(args.run, NLL_JSON, result)
     return 0
-
-
-#: ``zoo nll`` over a whole split says how long it will take when that is at least this long
-NLL_ESTIMATE_SECONDS = 10.0
-
-
 
 
 def _update_card(run: str, name: str, result: dict) -> None:
@@ -478,22 +466,34 @@ def cmd_eval(args) -> int:
         _add_class_metrics(args, model, dataset)
     options = {k: literal_value(v) for k, v in _parse_sets(args.set)}
     path, panel = _eval_files(args)
-    result = metrics.evaluate(
-        model, dataset, args.split, args.extractor, n=args.n, metrics=args.metrics,
-        batch_size=args.batch_size, seed=args.seed, device=model.device,
-        inception_weights=args.inception_weights, cache=not args.no_cache, root=args.root,
-        progress=sys.stderr.isatty(), bootstrap=args.bootstrap,
-        panel=panel if args.panel > 0 else None, closest=max(args.panel, 0), **options,
-    )
-    if metrics.reconstruction.reconstructs(model):  # what the autoencoder's compression costs
-        result.update(metrics.reconstruction.evaluate(
-            model, dataset, args.split, args.extractor, n=args.n, batch_size=args.batch_size,
-            root=args.root, bootstrap=args.bootstrap, seed=args.seed, device=model.device,
-            inception_weights=args.inception_weights, cache=not args.no_cache))
+    with Progress(f"eval {model.name}") as job:  # its stages; sampling has its own bar
+        job.stage("metrics")
+        result = _evaluate(args, model, dataset, options, panel)
+        job.stage("reconstructions")
+        # an autoencoder's: what its compression costs
+        if metrics.reconstruction.reconstructs(model):
+            result.update(metrics.reconstruction.evaluate(
+                model, dataset, args.split, args.extractor, n=args.n,
+                batch_size=args.batch_size, root=args.root, bootstrap=args.bootstrap,
+                seed=args.seed, device=model.device, inception_weights=args.inception_weights,
+                cache=not args.no_cache))
     if not zdist.is_main():  # under torchrun: every rank sampled, rank 0 reports
         return 0
     _report_eval(args, result, path)
     return 0
+
+
+def _evaluate(args, model, dataset: str, options: dict, panel: Path) -> dict:
+    """``zoo eval``'s metrics of the model's samples (``zoo.metrics.evaluate``)."""
+    from . import metrics
+
+    return metrics.evaluate(
+        model, dataset, args.split, args.extractor, n=args.n, metrics=args.metrics,
+        batch_size=args.batch_size, seed=args.seed, device=model.device,
+        inception_weights=args.inception_weights, cache=not args.no_cache, root=args.root,
+        progress=None, bootstrap=args.bootstrap,
+        panel=panel if args.panel > 0 else None, closest=max(args.panel, 0), **options,
+    )
 
 
 def _add_class_metrics(args, model, dataset: str) -> None:
@@ -599,6 +599,12 @@ def cmd_compare(args) -> int:
 
 
 # -- parser ------------------------------------------------------------------------------------
+def _quiet(s: argparse.ArgumentParser) -> None:
+    s.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress on stderr (bars on a terminal, else a line every "
+                        "$ZOO_PROGRESS_INTERVAL seconds, default 30)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="zoo", description="Generative model zoo: train, sample and score models."
@@ -630,6 +636,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch.compile the networks; the compile time is reported apart")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="a model or training option, e.g. --set lr=2e-4 (repeatable)")
+    _quiet(s)
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("sample", help="draw samples from a trained run into a PNG grid")
@@ -654,6 +661,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--per-class", type=int, metavar="K",
                    help="with --labels: K images of each class (default: -n divided among "
                         "the classes, at least 1)")
+    _quiet(s)
     s.set_defaults(func=cmd_sample)
 
     s = sub.add_parser("nll", help="negative log-likelihood in bits/dim on a dataset split")
@@ -669,6 +677,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="likelihood option, e.g. --set k=100 (VAE importance samples), "
                         "--set mode=all (diffusion: all T terms)")
+    _quiet(s)
     s.set_defaults(func=cmd_nll)
 
     s = sub.add_parser("eval", help="FID, KID, IS and precision/recall of a run's samples")
@@ -700,6 +709,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-cache", action="store_true", help="recompute the reference features")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="sampler option, e.g. --set sampler=ddim --set steps=50")
+    _quiet(s)
     s.set_defaults(func=cmd_eval)
 
     s = sub.add_parser("bench", help="run a benchmark suite: train, evaluate and time every "
@@ -710,6 +720,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--only-model", help="run only this model (its id or name)")
     s.add_argument("--only-dataset", help="run only this dataset")
     s.add_argument("--no-report", action="store_true", help="skip writing the report")
+    _quiet(s)
     s.set_defaults(func=cmd_bench)
 
     s = sub.add_parser("report", help="results.csv, report.md, report.html and figures of a "
@@ -730,8 +741,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        # under torchrun: join the process group (a no-op otherwise)
-        with _stop_signals_interrupt(), zdist.launched():
+        interval()  # a wrong $ZOO_PROGRESS_INTERVAL is refused before any work
+        # under torchrun: join the process group (a no-op otherwise); progress on stderr
+        # unless --quiet: a bar on a terminal, else a line now and then
+        with _stop_signals_interrupt(), zdist.launched(), progress_default(
+                not getattr(args, "quiet", False)):
             return args.func(args)
     except ZooError as e:
         print(f"zoo: error: {e}", file=sys.stderr)

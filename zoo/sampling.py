@@ -24,6 +24,7 @@ from .core import GenerativeModel, atomic_write, eval_mode
 from .errors import ConfigError, MetricsError
 from .images import MAX_GRID_IMAGES, grid_size, legible_scale, save_grid, save_labelled_grid
 from .limits import gib
+from .progress import Progress
 
 
 def sample_slices(
@@ -43,12 +44,10 @@ def sample_slices(
     if generator is not None:
         base = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
     slices = zdist.my_share(-(-n // batch_size))
-    from tqdm.auto import tqdm
-
     mine = sum(min(batch_size, n - i * batch_size) for i in slices)
-    with eval_mode(model), torch.no_grad(), tqdm(
-            total=mine, unit="img", desc=f"sample {model.name}",
-            disable=not progress or not zdist.is_main()) as bar:
+    with eval_mode(model), torch.no_grad(), Progress(
+            f"sample {model.name}", mine, "img", enabled=progress, steps=True,
+            estimate=f"sample {model.name}: about {{time}} for {n} images") as bar:
         for i in slices:
             b = min(batch_size, n - i * batch_size)
             gen = torch.Generator(device=model.device).manual_seed(zdist.mix_seed(base, i))
@@ -56,7 +55,7 @@ def sample_slices(
             if not isinstance(x, Tensor) or x.dtype != torch.uint8 or x.shape[0] != b:
                 raise MetricsError(f"{model.name}.sample({b}) returned "
                                    f"{getattr(x, 'dtype', type(x))} {tuple(x.shape)}")
-            bar.update(b)
+            bar.drew(b)
             yield i, x
 
 
@@ -126,8 +125,9 @@ def write_samples(
     ``labels`` (one class, or one per image) asks a conditional model for those classes
     and is saved beside the array as ``NAME.labels.npy`` (int64). ``names`` labels the
     grid's rows, each of ``nrow`` images (``save_labelled_grid``) when it shows all n.
-    ``scale`` enlarges the grid (``auto``: ``legible_scale``). ``progress``: a bar (None:
-    on a terminal, when there is more than one chunk). ``options`` are the sampler's, as
+    ``scale`` enlarges the grid (``auto``: ``legible_scale``). ``progress``: shown as
+    ``zoo.progress.Progress`` shows it, per sampling step or token where the model reports
+    them (None: as the enclosing job, else on a terminal). ``options`` are the sampler's, as
     ``model.sample`` takes them (``{"sampler": "ddim", "steps": 50}``), passed as given."""
     request = _request(model, n, grid, npy, labels, names, nrow, scale, batch_size)
     if generator is None:
@@ -197,15 +197,14 @@ def _request(model, n, grid, npy, labels, names, nrow, scale, batch_size) -> _Re
 
 def _drawer(model, request: _Request, generator, progress, options):
     """``draw(array)``: every chunk drawn in turn, checked, copied into ``array`` (when
-    given); returns the first ``request.shown`` images, chunk by chunk."""
-    from tqdm.auto import tqdm
-
+    given); returns the first ``request.shown`` images, chunk by chunk. The progress counts
+    the model's sampling steps or tokens where it reports them, else images."""
     n, labels, (c, h, w) = request.n, request.labels, request.shape
-    disable = (None if n > request.chunk else True) if progress is None else not progress
 
     def draw(array) -> list[Tensor]:
         kept: list[Tensor] = []
-        with tqdm(total=n, unit="img", desc=f"sample {model.name}", disable=disable) as bar:
+        with Progress(f"sample {model.name}", n, "img", enabled=progress, steps=True,
+                      estimate=f"sample {model.name}: about {{time}} for {n} images") as bar:
             for start in range(0, n, request.chunk):
                 b = min(request.chunk, n - start)
                 if labels is not None:
@@ -222,7 +221,7 @@ def _drawer(model, request: _Request, generator, progress, options):
                 taken = sum(g.shape[0] for g in kept)
                 if taken < request.shown:
                     kept.append(x[: request.shown - taken])
-                bar.update(b)
+                bar.drew(b)
         return kept
 
     return draw

@@ -28,7 +28,6 @@ from pathlib import Path
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from tqdm.auto import tqdm
 
 from . import data as zdata
 from . import distributed as zdist
@@ -59,6 +58,7 @@ from .metrics import streaming_fid
 from .nn.ema import EMA
 from .nn.graphs import release_graphs
 from .owndata import tensor_sha256
+from .progress import Progress
 from .runs import (
     CARD_FILE,
     CHECKPOINT_FILE,
@@ -456,6 +456,9 @@ class Trainer:
             if self.world == 1:  # under DDP the ranks stop at different points: the last
                 self._save(ema, optimizers, noise)  # periodic checkpoint is the one kept
             raise
+        except Exception:
+            live.close()  # the progress ends with the loop, whatever stopped it
+            raise
         return self._finish(live)
 
     def _batches(self) -> zdata.BatchIterator:
@@ -483,30 +486,28 @@ class Trainer:
         if c.eval_every:
             with zdist.main_first():  # rank 0 fills the reference-feature cache
                 evaluator = self._make_evaluator()
-        bar = tqdm(
-            total=c.steps if c.steps is not None else c.seconds,
-            initial=self.step if c.steps is not None else min(self.elapsed, c.seconds),
-            unit="step" if c.steps is not None else "s",
-            desc=f"train {model.name}",
-            disable=(None if self.progress is None else not self.progress) if main else True,
-            dynamic_ncols=True,
-        )
+        bar = Progress(  # of the budget: steps, else seconds
+            f"train {model.name}", c.steps if c.steps is not None else c.seconds,
+            "step" if c.steps is not None else "s", enabled=self.progress,
+            initial=self.step if c.steps is not None else min(self.elapsed, c.seconds))
         return _Live(model, optimizers, ema, noise, logger, bar, evaluator,
                      first_step=self.step, last_saved=self.step)
 
     def _report(self, live: _Live) -> None:
-        """The mean losses and images/s to the log every ``log_every`` steps; the bar."""
+        """The mean losses and images/s to the log every ``log_every`` steps; the progress
+        (steps or seconds of the budget) with the losses and images/s since the last log."""
         c = self.config
+        ips, means = live.window.peek()
+        live.bar.note(**means, **{"img/s": f"{ips:.0f}"})
         if due(self.step, c.log_every):
             ips, row = live.window.take()
             live.logger.log_scalars(self.step, {"images_per_s": round(ips, 1), **row}, notes={
                 "seconds": round(self.elapsed + live.clock.running(), 3)})
-            live.bar.set_postfix({k: f"{v:.4g}" for k, v in row.items()}, refresh=False)
         if c.steps is not None:
             live.bar.update(1)
         else:
-            live.bar.n = round(min(self.elapsed + live.clock.running(), c.seconds), 1)
-            live.bar.refresh()
+            live.bar.note(step=str(self.step))
+            live.bar.set(round(min(self.elapsed + live.clock.running(), c.seconds), 1))
 
     def _periodic(self, live: _Live) -> None:
         """This step's evaluation, sample grid and checkpoint, each when due; evaluating
@@ -515,7 +516,7 @@ class Trainer:
         if live.evaluator is not None and due(self.step, c.eval_every):
             with live.clock.paused():
                 fid = self._evaluate(live.model, live.ema, live.evaluator, live.logger)
-                live.bar.set_postfix({"fid": f"{fid:.4g}"}, refresh=False)
+                live.bar.note(fid=fid)
         if zdist.is_main() and due(self.step, c.sample_every):
             with live.clock.paused():
                 grid = self._sample_grid(live.model, live.ema)
@@ -835,7 +836,7 @@ class _Live:
     ema: EMA | None
     noise: torch.Generator
     logger: Logger
-    bar: tqdm
+    bar: Progress
     evaluator: object | None
     first_step: int  # this call's first step pays compilation and warm-up
     last_saved: int  # the step of the last checkpoint written

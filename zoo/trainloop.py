@@ -68,12 +68,15 @@ class LogWindow:
         self.count += 1
         self.images += images
 
+    def peek(self) -> tuple[float, dict]:
+        """(images/s, mean losses) of the window so far, the window kept."""
+        ips = self.images / max(time.perf_counter() - self.t, 1e-9)
+        return ips, {k: v / max(self.count, 1) for k, v in self.sums.items()}
+
     def take(self) -> tuple[float, dict]:
         """(images/s, mean losses) of the window, and a new window from now."""
-        now = time.perf_counter()
-        ips = self.images / max(now - self.t, 1e-9)
-        self.t, self.images = now, 0
-        means = {k: v / max(self.count, 1) for k, v in self.sums.items()}
+        ips, means = self.peek()
+        self.t, self.images = time.perf_counter(), 0
         self.sums, self.count = {}, 0
         return ips, means
 

@@ -36,13 +36,11 @@ import json
 import math
 import os
 import shutil
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from .. import data as zdata
 from .. import distributed as zdist
@@ -51,6 +49,7 @@ from ..core import Batch, CheckpointError, ConfigError, GenerativeModel, atomic_
 from ..files import open_append
 from ..images import save_grid
 from ..locks import exclusive
+from ..progress import Progress
 from ..runs import CHECKPOINT_FILE, MODEL_FILE, load_run
 from ..train import Trainer, resolve_device
 from . import schema, timing
@@ -385,16 +384,20 @@ def metrics_for(names, labels):
 def measure_variant(
     model: GenerativeModel, dataset: str, entry: ModelEntry, variant: Variant, seed: int,
     grid_path: Path, data_root: str | None = None, announce: bool = True,
+    stage: Callable[[str], None] = lambda text: None,
 ) -> dict:
-    """Sample quality, a sample grid and sampling speed of one sampler variant."""
+    """Sample quality, a sample grid and sampling speed of one sampler variant; ``stage``
+    is told each step (sample, eval, time) as it starts."""
     from .. import metrics
 
     ev, tm = entry.evaluation, variant.timing or entry.timing
     n = variant.n_samples or ev.n_samples
+    stage("sample")
     # counted first: on CUDA a later call of the same shape may replay a CUDA graph, which
     # the counter cannot see into
     flops = timing.sample_flops_per_image(model, seed, **variant.options)
     samples, labels = draw(model, n, ev.batch_size, seed, variant.options)
+    stage("eval")
     # a metric that finds the samples nearest a training image draws them beside it
     memo = bool(metrics.registry.closest_metrics(ev.metrics))
     panel = grid_path.with_name(grid_path.stem + "-memorization.png")
@@ -410,6 +413,7 @@ def measure_variant(
         if zdist.is_main():
             save_grid(samples[: ev.grid_images], grid_path)
         grid = grid_path
+    stage("time")
     speed = timing.sampling_speed(model, tm.batch_sizes, tm.repeats, tm.warmup, seed,
                                   tm.max_batch, tm.max_batch_limit, **variant.options)
     latency_bs = tm.latency_batch_size or max(tm.batch_sizes)
@@ -562,9 +566,13 @@ def _run_rows(suite: Suite, out: Path, dev: torch.device, only_model: str | None
     rows = list(suite.rows(only_model, only_dataset))
     run = _Rows(suite, out, dev, data_root, hook, done, curve_done)
     initial = sum(run.key(*r) in done for r in rows)
-    run.bar = tqdm(total=len(rows), initial=initial, unit="row", desc=f"bench {suite.name}",
-                   disable=(None if progress is None else not progress) if zdist.is_main()
-                   else True, dynamic_ncols=True, file=sys.stderr)
+    for d, m, v in rows:  # the entries with rows to measure, in the order they run
+        if run.key(d, m, v) not in done and (d, m.id) not in run.entries:
+            run.entries.append((d, m.id))
+    ids = [m.id for m in suite.models]
+    run.entries.sort(key=lambda e: (suite.datasets.index(e[0]), ids.index(e[1])))
+    run.bar = Progress(f"bench {suite.name}", len(rows), "row", enabled=progress,
+                       initial=initial)
     try:
         for dataset in suite.datasets:
             _run_dataset(run, dataset, rows)
@@ -603,15 +611,22 @@ class _Rows:
     hook: Hook | None
     done: set
     curve_done: set
-    bar: tqdm | None = None
+    bar: Progress | None = None
     announced: set[str] = field(default_factory=set)  # datasets whose extractor was named
+    entries: list[tuple[str, str]] = field(default_factory=list)  # (dataset, id) to run
 
     def key(self, dataset: str, entry: ModelEntry, v: Variant) -> tuple:
         return row_key({"suite": self.suite.name, "dataset": dataset, "model": entry.id,
                         "sampler": v.name, "sampler_options": v.canonical})
 
+    def where(self, dataset: str, entry: ModelEntry) -> str:
+        """``mnist/ddpm (entry 2 of 5)``: the entry and how far in the suite it is."""
+        i = self.entries.index((dataset, entry.id)) + 1 if (dataset, entry.id) in \
+            self.entries else 0
+        return f"{dataset}/{entry.id} (entry {i} of {len(self.entries)})"
+
     def status(self, text: str) -> None:
-        self.bar.set_postfix_str(text, refresh=True)
+        self.bar.stage(text)
 
     def event(self, name: str, **info) -> None:
         if self.hook is not None:
@@ -644,8 +659,8 @@ def _run_entry(run: _Rows, dataset: str, entry: ModelEntry, todo: list[Variant],
     """One entry's rows on ``dataset``: trained (or reused), then what its rows share
     measured once (the curve's last point, NLL, training speed, reconstructions), then one
     row per sampler variant in ``todo``."""
-    suite, where = run.suite, f"{dataset}/{entry.id}"
-    run.status(f"{where}: training")
+    suite, where = run.suite, run.where(dataset, entry)
+    run.status(f"{where}: train")
     t = _trained(suite, entry, dataset, run.out, run.dev, run.data_root, run.hook,
                  run.curve_done, trained, flop_batch)
     if entry.evaluation.curve and t.curve.missing(1.0):
@@ -673,12 +688,13 @@ def _run_variant(run: _Rows, dataset: str, entry: ModelEntry, v: Variant, t: Tra
                  before: dict, after: dict) -> None:
     """One row: sampler variant ``v`` of the trained entry measured and appended, its
     figures between the entry's ``before`` (training speed) and ``after`` (NLL, ...)."""
-    run.status(f"{dataset}/{entry.id} {v.label}")
+    where = f"{run.where(dataset, entry)} {v.label}"
     run.event("evaluate", dataset=dataset, model=entry.id, sampler=v.name)
     grid_rel = Path("grids") / dataset / entry.id / f"{v.slug}.png"
     measured = measure_variant(t.model, run.suite.spec(dataset), entry, v, run.suite.seed,
                                _inside(run.out, run.out / grid_rel), run.data_root,
-                               announce=dataset not in run.announced)
+                               announce=dataset not in run.announced,
+                               stage=lambda text: run.status(f"{where}: {text}"))
     run.announced.add(dataset)
     if measured["grid"] is not None:
         measured["grid"] = grid_rel.as_posix()

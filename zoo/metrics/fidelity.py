@@ -46,6 +46,7 @@ from torch.utils.data import Dataset
 
 from .. import data as zdata
 from .. import distributed as zdist
+from .. import progress as zprogress
 from ..core import ConfigError, GenerativeModel, atomic_write
 from ..runs import load_run
 from ..sampling import draw_samples
@@ -174,7 +175,7 @@ def _tf_common(device: torch.device, batch_size: int, seed: int, progress: bool)
         "cuda": device.type == "cuda",
         "batch_size": int(batch_size),
         "rng_seed": int(seed),
-        "verbose": bool(progress),
+        "verbose": zprogress.resolve(progress) == zprogress.BAR,  # its bars: a terminal's
         "save_cpu_ram": True,  # no DataLoader worker processes; batched precision/recall
     }
 
@@ -652,6 +653,7 @@ def _model_samples(model: GenerativeModel, request: EvalRequest, n: int | None, 
     """``n`` samples of ``model`` (a conditional one: of the ``labels`` given, else of
     balanced ones), with the model, its options and the sampling time as their origin."""
     r = request
+    zprogress.stage("sample")
     shape = tuple(r.reference.shape[1:])
     if tuple(model.image_shape) != shape:
         raise ConfigError(f"{model.name} makes {tuple(model.image_shape)} images but "
@@ -706,6 +708,7 @@ def score(generated: Generated, request: EvalRequest) -> tuple[dict, str]:
     features for a metric that reads them, the memorization panel. Rank 0 of a process
     group computes them once and sends them to every rank."""
     figures, status = None, None
+    zprogress.stage("features and metrics")
     if zdist.is_main():
         figures, status = _score_here(generated, request)
     return zdist.broadcast_object((figures, status))

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .. import progress
 from ..core import (
     ConfigError,
     GenerativeModel,
@@ -474,7 +475,7 @@ class ARTransformer(GenerativeModel):
                          lambda t, logits: pick(logits), rows, w)
         else:
             reps = 1 if w == 1.0 else 2
-            for t in range(p, length):
+            for t in progress.steps(range(p, length), b):  # each token counted by a progress bar
                 inp = self._shifted(tokens[:, :t]).repeat(reps, 1)
                 logits = self.head(self.hidden(inp, labels=rows)[:, -1])
                 tokens[:, t] = pick(self._guide(logits, w))
@@ -498,7 +499,7 @@ class ARTransformer(GenerativeModel):
         cls = None if rows is None else self.class_emb(rows)
         inp = self._shifted(tokens[:, :p]).repeat(reps, 1)
         logits = self.head(self.hidden(inp, cache, labels=rows)[:, -1])
-        for t in range(p, end):
+        for t in progress.steps(range(p, end), tokens.shape[0]):  # counted by a bar, if any
             tok = pick(t, self._guide(logits, w))
             tokens[:, t] = tok
             if t + 1 < end:
@@ -541,6 +542,7 @@ class ARTransformer(GenerativeModel):
                 else:
                     noise[t].copy_(pick.noise.exponential_(generator=pick.generator))
         graph.replay()
+        progress.ran(length, b)
         return self.to_images(tokens)
 
 MODELS = {

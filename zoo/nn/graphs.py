@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from ..core import ConfigError, option_flag
+from ..progress import uncounted
 
 NOISE_BYTES = 1 << 30  # a captured sampler pre-draws its noise; beyond this it runs eagerly
 MAX_GRAPHS = 4  # each graph holds its own memory pool
@@ -111,10 +112,10 @@ def capture(loop: Callable[[], object], warmup: Callable[[], object],
     Returns the graph and what ``loop()`` returned (static tensors the replay rewrites)."""
     side = torch.cuda.Stream(device)
     side.wait_stream(torch.cuda.current_stream(device))
-    with torch.cuda.stream(side):
+    with torch.cuda.stream(side), uncounted():  # no sampling steps shown: only replays are
         warmup()
     torch.cuda.current_stream(device).wait_stream(side)
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
+    with torch.cuda.graph(graph), uncounted():
         out = loop()
     return graph, out

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ... import progress
 from ...core import (
     ConfigError,
     GenerativeModel,
@@ -358,7 +359,7 @@ class DDPM(GenerativeModel):
         x = sampler.start(plan, x)  # N(0, I) scaled as the sampler's reference starts
         y = self._guided_labels(y, sampler.guidance)
         state = sampler.init_state(x)
-        for i in range(len(plan)):
+        for i in progress.steps(range(len(plan)), b):  # counted by a progress bar, if any
             eps = self._eps(x, plan.t[i:i + 1], y, sampler.guidance, plan.alpha_bar[i:i + 1])
             z = torch.randn(x.shape, generator=gen, device=dev) if plan.noisy[i] else None
             x, _, state = sampler.step(plan, i, x, eps, z, state)
@@ -404,6 +405,7 @@ class DDPM(GenerativeModel):
         if y_in is not None:
             y_in.copy_(y)
         graph.replay()
+        progress.ran(len(plan), b)
         return x_out.clone()
 
     # -- likelihood ----------------------------------------------------------------------

@@ -57,12 +57,13 @@ def test_train_in_a_log_prints_a_line_every_interval(images, tmp_path, capsys, f
 
 
 def test_sample_in_a_log_counts_sampler_steps(run, tmp_path, capsys, fast_lines):
-    assert cli.main(["sample", str(run), "-n", "16", "-o", str(tmp_path / "s.png")]) == 0
+    assert cli.main(["sample", str(run), "-n", "16", "-o", str(tmp_path / "s.png"),
+                     "--set", "sampler=ddpm"]) == 0
     out, err = capsys.readouterr()
     lines = _lines(err, "sample ddpm: ")
     assert len(lines) >= 2, err
     assert all("/100 step (" in ln and "img=16/16" in ln for ln in lines), lines
-    assert out.startswith("wrote 16 samples")
+    assert out.startswith("wrote 16 samples of ddpm (sampler ddpm, ")
 
 
 def test_quiet_prints_no_progress(run, images, tmp_path, capsys, fast_lines):

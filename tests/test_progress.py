@@ -105,7 +105,7 @@ def test_sampling_counts_diffusion_steps_over_all_batches():
     model = tiny_ddpm()  # 20 timesteps: the ancestral sampler takes 20 steps
     with Progress("sample", 10, "img", enabled=True, steps=True, file=io.StringIO(),
                   terminal=False) as job:
-        model.sample(10, batch_size=4)  # three loops of 20 steps
+        model.sample(10, batch_size=4, sampler="ddpm")  # three loops of 20 steps
         job.drew(10)
     assert (job.unit, job.n, job.total) == ("step", 60, 60)
 
@@ -147,6 +147,7 @@ def test_a_replayed_cuda_graph_counts_its_whole_loop(family, monkeypatch):
     monkeypatch.setattr(module, "graph_mode", lambda value, device: (value is True, False))
     with Progress("sample", 6, "img", enabled=True, steps=True, file=io.StringIO(),
                   terminal=False) as job:
-        model.sample(6, batch_size=3, cuda_graph=True)  # one capture, two replays
+        options = {"sampler": "ddpm"} if family == "diffusion" else {}
+        model.sample(6, batch_size=3, cuda_graph=True, **options)  # one capture, two replays
         job.drew(6)
     assert (job.unit, job.n, job.total) == ("step", 2 * steps, 2 * steps)

@@ -27,7 +27,7 @@ from .core import ConfigError, LikelihoodUnavailable, ZooError, atomic_write, fi
 from .images import LEGIBLE_PIXELS, MAX_GRID_IMAGES, MAX_SCALE
 from .limits import check_memory, duration
 from .metrics import registry as metric_registry
-from .options import literal_value, parse_value
+from .options import check_seed, literal_value, parse_value
 from .runs import EVAL_JSON, NLL_JSON, RUN_FILE, load_run, run_info
 from .train import TrainConfig, Trainer, resolve_device
 
@@ -154,7 +154,7 @@ def _trainer(args, ds, out: Path, options: dict, overrides: dict) -> Trainer:
         return Trainer.resume(out, data_root=args.root, **options)
     if "steps" not in options and "seconds" not in options:
         raise ConfigError("give a training budget: --steps N and/or --seconds S")
-    torch.manual_seed(options.get("seed", TrainConfig.seed))
+    torch.manual_seed(check_seed(options.get("seed", TrainConfig.seed)))
     model = registry.create(args.model, dataset=ds, **overrides)
     return Trainer(model, ds, out, data_root=args.root, **options)
 
@@ -672,6 +672,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "seed", None) is not None:
+            check_seed(args.seed, "--seed")
         with zdist.launched():  # under torchrun: join the process group (a no-op otherwise)
             return args.func(args)
     except ZooError as e:

@@ -53,6 +53,7 @@ from ..locks import exclusive
 from ..runs import CHECKPOINT_FILE, MODEL_FILE, load_run
 from ..train import Trainer, resolve_device
 from . import schema, timing
+from .rows import check_point, check_row, read_jsonl
 from .schema import columns, row_key
 from .suite import ModelEntry, Suite, Variant, load_suite
 
@@ -66,19 +67,14 @@ Hook = Callable[..., None]
 
 # -- results.jsonl -----------------------------------------------------------------------------
 def read_rows(path: str | Path) -> list[dict]:
-    """The rows of a results.jsonl; a last line cut short by a kill is dropped."""
+    """The rows of a results.jsonl (or the points of a curve.jsonl) to resume from, each
+    checked (``rows.check_row``): [] when there is none yet; a last line cut short by a kill
+    is dropped; a damaged or poisoned line is a ConfigError naming the file, line and key."""
     path = Path(path)
     if not path.is_file():
         return []
-    rows = []
-    for line in path.read_text().splitlines():
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return rows
+    return read_jsonl(path, check_point if path.name == CURVE_FILE else check_row,
+                      partial_tail=[])
 
 
 def _repair_tail(path: Path) -> None:

@@ -62,9 +62,8 @@ def attach_autoencoder(model: GenerativeModel, autoencoder_class: type, name: st
         try:
             spec = parse_json(c.autoencoder_spec, f"{name}'s autoencoder_spec")
             cls = model_class(spec["class"], f"{name}'s autoencoder_spec")
-            ae = build_model(cls, config_from_dict(cls.Config,
-                                                   parse_json(spec["config"], f"{name}'s autoencoder config")),
-                             spec["image_shape"])
+            config = parse_json(spec["config"], f"{name}'s autoencoder config")
+            ae = build_model(cls, config_from_dict(cls.Config, config), spec["image_shape"])
         except (ValueError, KeyError, TypeError) as e:
             raise ConfigError(f"{name}'s autoencoder_spec is not a valid autoencoder "
                               f"description ({e})") from None

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from .core import MODEL_FILE, CheckpointError, GenerativeModel, first_line
+from .core import MODEL_FILE, CheckpointError, ConfigError, GenerativeModel, first_line
 
 RUN_FILE = "run.json"
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -26,6 +26,20 @@ SAMPLES_FILE = "samples.png"  # a grid drawn at the end of training (the model c
 CARD_FILE = "README.md"  # the model card (zoo.card)
 EVAL_JSON = "eval.json"  # zoo eval's result
 NLL_JSON = "nll.json"  # zoo nll's result
+
+
+def check_folder(path: str | Path, what: str = "run directory") -> Path:
+    """``path`` when it is a folder or can be made one (the directory a run or a benchmark
+    writes, before its lock is taken); a ConfigError naming the file in the way otherwise."""
+    path = Path(path)
+    for p in (path, *path.parents):
+        if p.is_dir():
+            return path
+        if p.exists() or p.is_symlink():
+            where = "it" if p == path else p
+            raise ConfigError(f"{what} {path} cannot be a folder: {where} is a file; give "
+                              "a folder (it is made when missing)")
+    return path
 
 
 def load_run(path: str | Path, map_location="cpu") -> GenerativeModel:

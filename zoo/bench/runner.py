@@ -50,7 +50,7 @@ from .. import registry
 from ..core import Batch, CheckpointError, ConfigError, GenerativeModel, atomic_write
 from ..images import save_grid
 from ..locks import exclusive
-from ..runs import CHECKPOINT_FILE, MODEL_FILE, load_run
+from ..runs import CHECKPOINT_FILE, MODEL_FILE, check_folder, load_run
 from ..train import Trainer, resolve_device
 from . import schema, timing
 from .rows import check_point, check_row, read_jsonl
@@ -545,7 +545,8 @@ def run_suite(
 
         raise ConfigError(f"--only-dataset {only_dataset}: the suite has "
                           f"{', '.join(suite.datasets)}")
-    with exclusive(out, "bench output"):  # one writer; its Trainers lock their run dirs
+    # one writer; its Trainers lock their run dirs
+    with exclusive(check_folder(out, "bench output"), "bench output"):
         return _run_rows(suite, out, dev, only_model, only_dataset, data_root, progress, hook)
 
 

@@ -153,6 +153,20 @@ def test_corrupt_model_file_is_one_line(run, tmp_path, capsys, name, corruption,
     assert not (tmp_path / "g.png").exists()
 
 
+@pytest.mark.parametrize("seed", [2**64, -(2**63) - 1, 10**30])
+def test_seed_beyond_64_bits_is_one_line_naming_the_range(run, tmp_path, capsys, seed):
+    """torch's generators take one 64-bit word: a larger seed was an OverflowError
+    traceback from ``manual_seed``, in zoo train (--seed and --set seed) and zoo sample."""
+    for args in (("train", "vae-mlp", "--dataset", "mnist", "--steps", 1, "--out",
+                  tmp_path / "new", "--seed", seed),
+                 ("train", "vae-mlp", "--dataset", "mnist", "--steps", 1, "--out",
+                  tmp_path / "new", "--set", f"seed={seed}"),
+                 ("sample", run, "-n", 4, "-o", tmp_path / "g.png", "--seed", seed)):
+        _, line = run_cli(capsys, *args)
+        assert "seed must be an integer in [-2**63, 2**64)" in line
+    assert not (tmp_path / "new").exists() and not (tmp_path / "g.png").exists()
+
+
 def test_truncated_checkpoint_says_so(run, tmp_path):
     raw = (run / MODEL_FILE).read_bytes()
     (tmp_path / "m.pt").write_bytes(raw[: len(raw) // 2])

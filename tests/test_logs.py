@@ -205,3 +205,20 @@ def test_nll_over_a_whole_split_says_how_long_it_takes(tmp_path):
     assert proc.returncode == 0, proc.stderr
     (line,) = [ln for ln in proc.stderr.splitlines() if ln.startswith("zoo nll: about")]
     assert line.endswith("for 10000 images (--n to use fewer)")
+
+
+def test_unwritable_tensorboard_folder_is_one_error_before_the_writer_thread(tmp_path,
+                                                                           monkeypatch):
+    """RUN/tensorboard where no file can be made (here a link into /proc, which refuses new
+    files even to root): one ConfigError naming the folder; it was an OSError raised in
+    the event writer's own thread, whose traceback was printed beside the error."""
+    import threading
+
+    from zoo.logs import TensorBoardLogger
+
+    crashed = []
+    monkeypatch.setattr(threading, "excepthook", lambda a: crashed.append(a.exc_value))
+    (tmp_path / "tensorboard").symlink_to("/proc/1")
+    with pytest.raises(ConfigError, match="cannot write TensorBoard events to .*tensorboard"):
+        TensorBoardLogger(tmp_path)
+    assert crashed == []

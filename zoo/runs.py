@@ -16,7 +16,8 @@ from pathlib import Path
 
 import torch
 
-from .core import MODEL_FILE, CheckpointError, ConfigError, GenerativeModel, first_line
+from .core import MODEL_FILE, CheckpointError, ConfigError, GenerativeModel
+from .readers import read_json
 
 RUN_FILE = "run.json"
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -83,13 +84,9 @@ def run_info(path: str | Path) -> dict:
         return {}
     fix = "restore it, or train the run again"
     try:
-        info = json.loads(p.read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(
-            f"{p} is not valid JSON ({e.msg} at line {e.lineno} column {e.colno}); {fix}"
-        ) from None
-    except (OSError, ValueError, RecursionError) as e:
-        raise CheckpointError(f"{p} cannot be read ({first_line(e)}); {fix}") from None
+        info = read_json(p, "run information", CheckpointError)
+    except CheckpointError as e:
+        raise CheckpointError(f"{e}; {fix}") from None
     if not isinstance(info, dict):
         raise CheckpointError(f"{p} holds {_json_type(info)}, not an object of run "
                               f"information; {fix}")

@@ -50,6 +50,7 @@ from .. import registry
 from ..core import Batch, CheckpointError, ConfigError, GenerativeModel, atomic_write
 from ..images import save_grid
 from ..locks import exclusive
+from ..readers import read_json
 from ..runs import CHECKPOINT_FILE, MODEL_FILE, check_folder, load_run
 from ..train import Trainer, resolve_device
 from . import schema, timing
@@ -125,8 +126,8 @@ def _read_marker(path: Path) -> dict:
     if not path.is_file():
         return {}
     try:
-        marker = json.loads(path.read_text())
-    except (OSError, ValueError):
+        marker = read_json(path, "marker")
+    except ConfigError:
         marker = None
     if not isinstance(marker, dict) or (marker.get("finished")
                                         and not isinstance(marker.get("summary"), dict)):

@@ -418,7 +418,7 @@ def test_suite_not_utf8_or_nested_too_deeply_is_one_error(tmp_path, content, wha
 @pytest.mark.parametrize("line, what", [
     ('{"dataset": "mnist", "model": ["ddpm"]}', "model must be a name"),
     ('{"dataset": "mnist", "model": "ddpm", "fid": "12"}', "fid must be a number"),
-    ('{"dataset": "mnist", "model": "ddpm", "sampler_options": {"steps": [5]}}',
+    ('{"dataset": "mnist", "model": "ddpm", "sampler_options": {"steps": {"n": 5}}}',
      "sampler_options must be an object of plain values"),
     ('{"dataset": "mnist", "model": "ddpm", "x": ' + "[" * 3000 + "]" * 3000 + "}",
      "more than 32 levels deep"),

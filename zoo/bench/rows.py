@@ -109,9 +109,12 @@ def _fits(v, kind: str) -> bool:
 
 
 def _flat(v) -> bool:
-    """A dict or list of scalars (a column the schema does not type, e.g. a budget)."""
+    """A scalar, or a dict or list of scalars and lists of scalars (sampler options such as
+    UniPC's ``disable_corrector = []``, a column the schema does not type)."""
     values = v.values() if isinstance(v, dict) else v if isinstance(v, list) else [v]
-    return all(_fits(x, "scalar") for x in values)
+    return all(_fits(x, "scalar") or (isinstance(x, list) and all(_fits(y, "scalar")
+                                                                   for y in x))
+               for x in values)
 
 
 def _shown(v) -> str:

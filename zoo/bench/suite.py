@@ -560,7 +560,7 @@ def load_suite(path: str | Path) -> Suite:
     try:
         seed = check_seed(_get(ctx, raw, "seed", int, "seed", 0))
     except ConfigError as e:
-        raise ctx.error("seed", str(e)) from None
+        raise ctx.error("seed", str(e).removeprefix("seed ")) from None
     device = _get(ctx, raw, "device", str, "device", "auto")
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
         raise ctx.error("device", f"must be auto, cpu, cuda or cuda:N, got {device!r}")

@@ -297,6 +297,67 @@ def test_report_of_a_missing_or_corrupt_run(tmp_path):
         write_report(tmp_path)
 
 
+BIG = 10**400  # parses as a Python int; converts to no float and no int64
+
+POISONED_ROWS = [  # (key, value, what the error says about it)
+    ("fid", "abc", "fid must be a number, got text"),
+    ("fid", BIG, "fid must be a number, got the number 1000"),
+    ("fid", [1, 2], "fid must be a number, got a list"),
+    ("fid", {"a": 1}, "fid must be a number, got an object"),
+    ("nll_bpd", "abc", "nll_bpd must be a number"),
+    ("nll_bpd", BIG, "nll_bpd must be a number"),
+    ("train_seconds", BIG, "train_seconds must be a number"),
+    ("params", "abc", "params must be a whole number within 64 bits"),
+    ("params", [1, 2], "params must be a whole number"),
+    ("n_samples", {"a": 1}, "n_samples must be a whole number"),
+    ("train_steps", BIG, "train_steps must be a whole number within 64 bits"),
+    ("seed", BIG, "seed must be a whole number within 64 bits"),
+    ("network_calls", "abc", "network_calls must be a whole number"),
+    ("sample_images_per_s", {"64": "x"}, "sample_images_per_s must be an object of"),
+    ("sample_images_per_s", {"64": BIG}, "sample_images_per_s must be an object of"),
+    ("fid_ci95", ["a", "b"], "fid_ci95 must be a [low, high] pair of numbers"),
+    ("fid_ci95", [1, BIG], "fid_ci95 must be a [low, high] pair of numbers"),
+    ("model", [1, 2], "model must be a name"),
+    ("dataset", {"a": 1}, "dataset must be a name"),
+    ("dataset", BIG, "dataset must be a name"),
+    ("sampler_options", {"steps": BIG}, "sampler_options must be an object of plain values"),
+]
+
+
+@pytest.mark.parametrize("key, value, what", POISONED_ROWS,
+                         ids=[f"{k}-{type(v).__name__}" for k, v, _ in POISONED_ROWS])
+def test_poisoned_row_is_one_error_naming_file_line_and_key(tmp_path, key, value, what):
+    """A value of the wrong type (text, a list or an object where a number goes, an integer
+    beyond 64 bits or any float) is refused where results.jsonl is read, for the report and
+    both sides of the gate; it was a ValueError, TypeError or OverflowError deep inside."""
+    rows = make_rows()
+    rows[2][key] = value
+    bad = write_run(tmp_path / "bad", rows, grids=False, losses=False)
+    good = write_run(tmp_path / "good", make_rows(), grids=False, losses=False)
+    pattern = rf"bad/results.jsonl line 3 is not a row zoo wrote: {re.escape(what)}"
+    for action in (lambda: write_report(bad), lambda: compare_dirs(good, bad),
+                   lambda: compare_dirs(bad, good)):
+        with pytest.raises(ConfigError, match=pattern):
+            action()
+
+
+def test_deeply_nested_or_overlong_line_is_one_error(tmp_path):
+    row = json.dumps(make_rows()[0])
+    for text, what in ((row[:-1] + ', "x": ' + "[" * 5000 + "]" * 5000 + "}", "32 levels"),
+                       (row[:-1] + ', "x": ' + "9" * 5000 + "}", "not valid JSON")):
+        (tmp_path / "results.jsonl").write_text(row + "\n" + text + "\n")
+        with pytest.raises(ConfigError, match=f"results.jsonl line 2 .*{what}"):
+            write_report(tmp_path)
+
+
+def test_poisoned_curve_point_is_one_error(tmp_path):
+    write_run(tmp_path, make_rows(), grids=False, losses=False)
+    point = curve_point("ddpm", "diffusion", 0.5, 0.01, 0.001)
+    write_curve(tmp_path, [point, {**point, "fraction": "half"}])
+    with pytest.raises(ConfigError, match="curve.jsonl line 2 .*fraction must be a number"):
+        write_report(tmp_path)
+
+
 def test_report_of_a_run_killed_mid_write(tmp_path):
     """A partial unterminated last line is left out of the report (and said so), but the
     CI gate refuses it."""

@@ -370,6 +370,11 @@ name = "vae-mlp"
     ("datasets = ['mnist']\n", "models", "give at least one [[models]] table"),
     ("datasets = ['mnist']\nmodels = 3\n", "models", "must be list"),
     (GOOD.replace('["mnist"]', '"mnist"'), "datasets", "must be list"),
+    ("seed = 99999999999999999999\n" + GOOD, "seed", "integer in [-2**63, 2**64)"),
+    (GOOD.replace("steps = 1 }", "seconds = nan }"), "defaults.budget.seconds",
+     "a finite number"),
+    (GOOD.replace('name = "vae-mlp"', 'name = "vae-mlp"\nbudget = { seconds = inf }'),
+     "models[1].budget.seconds", "a finite number"),
 ])
 def test_malformed_suite_names_the_key(tmp_path, text, key, what):
     path = tmp_path / "bad.toml"
@@ -394,6 +399,39 @@ def test_good_suite_and_not_toml(tmp_path):
         load_suite(path)
     with pytest.raises(ConfigError, match="does not exist"):
         load_suite(tmp_path / "missing.toml")
+
+
+@pytest.mark.parametrize("content, what", [
+    (b"name = '" + "caf\u00e9".encode("latin-1") + b"'\n" + GOOD.encode(),
+     "is not UTF-8 text (byte 0xe9 at offset 11)"),
+    (("x = " + "[" * 5000 + "]" * 5000 + "\n" + GOOD).encode(), "more than 32 levels deep"),
+    (("x = " + "[" * 40 + "]" * 40 + "\n" + GOOD).encode(), "more than 32 levels deep"),
+])
+def test_suite_not_utf8_or_nested_too_deeply_is_one_error(tmp_path, content, what):
+    path = tmp_path / "bad.toml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError, match=re.escape(what)) as e:
+        load_suite(path)
+    assert str(path) in str(e.value)
+
+
+@pytest.mark.parametrize("line, what", [
+    ('{"dataset": "mnist", "model": ["ddpm"]}', "model must be a name"),
+    ('{"dataset": "mnist", "model": "ddpm", "fid": "12"}', "fid must be a number"),
+    ('{"dataset": "mnist", "model": "ddpm", "sampler_options": {"steps": {"n": 5}}}',
+     "sampler_options must be an object of plain values"),
+    ('{"dataset": "mnist", "model": "ddpm", "x": ' + "[" * 3000 + "]" * 3000 + "}",
+     "more than 32 levels deep"),
+])
+def test_resume_from_a_poisoned_results_file_names_the_line(tmp_path, line, what):
+    """Resuming reads the rows done through the same checks as the report (a row the runner
+    cannot key, e.g. a list where the model name goes, was a TypeError)."""
+    suite, out = tmp_path / "suite.toml", tmp_path / "out"
+    suite.write_text(tiny_suite())
+    out.mkdir()
+    (out / "results.jsonl").write_text('{"dataset": "mnist", "model": "vae"}\n' + line + "\n")
+    with pytest.raises(ConfigError, match=rf"results.jsonl line 2 .*{re.escape(what)}"):
+        run_suite(suite, out, progress=False)
 
 
 # -- timing --------------------------------------------------------------------------------------

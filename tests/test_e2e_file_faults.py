@@ -500,7 +500,7 @@ def test_gan_at_a_huge_learning_rate_stops_at_max_loss(tmp_path, mnist_subset):
     ({"steps": 2.5}, "steps must be an integer (or None), got float"),
     ({"steps": True}, "steps must be an integer"),
     ({"batch_size": "8"}, "batch_size must be an integer, got str"),
-    ({"seed": 2**64}, "seed must be in"),
+    ({"seed": 2**64}, "seed must be an integer in"),
     ({"grad_clip": -1.0}, "grad_clip must be a finite number >= 0"),
     ({"grad_clip": float("nan")}, "grad_clip must be a finite number >= 0"),
     ({"ema_decay": float("nan")}, "ema_decay must be in [0, 1)"),

@@ -110,6 +110,10 @@ MODEL_CORRUPTIONS = [
     ("lr-zero", _config_with(lr=0), "lr must be > 0"),
     ("config-not-json", lambda c: c.__setitem__("config", "{hidden"), "invalid config"),
     ("config-missing", lambda c: c.pop("config"), "no 'config' entry"),
+    ("config-deep", lambda c: c.__setitem__("config", "[" * 100_000 + "]" * 100_000),
+     "invalid config: the config JSON nests .* more than 32 levels deep"),
+    ("config-deep-value", lambda c: c.__setitem__("config", json.dumps(
+        {"hidden": json.loads("[" * 40 + "]" * 40)})), "more than 32 levels deep"),
     ("image-shape", lambda c: c.__setitem__("image_shape", [1, -28, 28]), "invalid config"),
     ("missing-tensor", lambda c: c["state_dict"].pop("encoder.1.weight"),
      r"1 missing \(the first: 'encoder.1.weight'\)"),
@@ -150,6 +154,20 @@ def test_corrupt_model_file_is_one_line(run, tmp_path, capsys, name, corruption,
     assert not (tmp_path / "g.png").exists()
 
 
+@pytest.mark.parametrize("seed", [2**64, -(2**63) - 1, 10**30])
+def test_seed_beyond_64_bits_is_one_line_naming_the_range(run, tmp_path, capsys, seed):
+    """torch's generators take one 64-bit word: a larger seed was an OverflowError
+    traceback from ``manual_seed``, in zoo train (--seed and --set seed) and zoo sample."""
+    for args in (("train", "vae-mlp", "--dataset", "mnist", "--steps", 1, "--out",
+                  tmp_path / "new", "--seed", seed),
+                 ("train", "vae-mlp", "--dataset", "mnist", "--steps", 1, "--out",
+                  tmp_path / "new", "--set", f"seed={seed}"),
+                 ("sample", run, "-n", 4, "-o", tmp_path / "g.png", "--seed", seed)):
+        _, line = run_cli(capsys, *args)
+        assert "seed must be an integer in [-2**63, 2**64)" in line
+    assert not (tmp_path / "new").exists() and not (tmp_path / "g.png").exists()
+
+
 def test_truncated_checkpoint_says_so(run, tmp_path):
     raw = (run / MODEL_FILE).read_bytes()
     (tmp_path / "m.pt").write_bytes(raw[: len(raw) // 2])
@@ -184,6 +202,8 @@ RESUME_CORRUPTIONS = [
     ("exp-avg-nan", lambda c: _param_state(c, 1)["exp_avg_sq"].fill_(math.nan),
      "exp_avg_sq of parameter 1 .* holds NaN or Inf"),
     ("moment-missing", lambda c: _param_state(c).pop("exp_avg_sq"), "has no 'exp_avg_sq'"),
+    ("moment-negative", lambda c: _param_state(c, 2)["exp_avg_sq"].view(-1)[0].fill_(-1e-3),
+     r"exp_avg_sq of parameter 2 .* holds negative values"),
     ("step-shape", lambda c: _param_state(c).__setitem__("step", torch.zeros(3)),
      "step of parameter 0 is .*not one finite number"),
     ("groups", lambda c: _opt(c)["param_groups"].append(dict(_opt(c)["param_groups"][0])),

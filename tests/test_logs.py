@@ -301,3 +301,20 @@ def test_card_shows_eval_figures_of_the_wrong_type_as_invalid(tmp_path):
     assert rows["KID"] == "| KID | invalid ± invalid |  |"
     assert rows["precision"] == "| precision | 0.5000 | invalid |"
     assert "reconstruction figures: invalid (eval.json)" in card
+
+
+def test_unwritable_tensorboard_folder_is_one_error_before_the_writer_thread(tmp_path,
+                                                                           monkeypatch):
+    """RUN/tensorboard where no file can be made (here a link into /proc, which refuses new
+    files even to root): one ConfigError naming the folder; it was an OSError raised in
+    the event writer's own thread, whose traceback was printed beside the error."""
+    import threading
+
+    from zoo.logs import TensorBoardLogger
+
+    crashed = []
+    monkeypatch.setattr(threading, "excepthook", lambda a: crashed.append(a.exc_value))
+    (tmp_path / "tensorboard").symlink_to("/proc/1")
+    with pytest.raises(ConfigError, match="cannot write TensorBoard events to .*tensorboard"):
+        TensorBoardLogger(tmp_path)
+    assert crashed == []

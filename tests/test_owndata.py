@@ -404,6 +404,17 @@ def test_metrics_on_own_data(mnist_folder, tmp_path, monkeypatch):
 
 # -- a conditional model on a folder of class subfolders -------------------------------------
 
+
+def test_a_folder_of_one_class_is_told_it_has_one(tmp_path):
+    """It was told it "has no class labels"."""
+    for i in range(4):
+        _save(torch.full((1, 8, 8), 40 * i, dtype=torch.uint8), tmp_path / "pets" / "cat"
+              / f"{i}.png")
+    with pytest.raises(ConfigError, match=r"pets has one class \('cat'\), and a conditional "
+                       "model needs at least two"):
+        zoo.create("ddpm", dataset=str(tmp_path / "pets"), conditional=True)
+
+
 LONG = "a_very_long_folder_name_of_golden_retrievers_in_the_park"
 PETS = sorted(["cat", "dog", LONG])  # the classes: 0 = LONG, 1 = cat, 2 = dog
 

@@ -166,8 +166,8 @@ def private_imports(files: dict[str, Path]) -> list[str]:
 #: an entry ``zoo.nn`` places the package and every module under it. The README's table
 #: ("How zoo is built") lists the same modules in the same layers (checked below).
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("base", ("zoo.errors", "zoo.files", "zoo.options", "zoo.limits", "zoo.markup",
-              "zoo.distributed", "zoo.progress",
+    ("base", ("zoo.errors", "zoo.files", "zoo.readers", "zoo.options", "zoo.limits",
+              "zoo.markup", "zoo.distributed", "zoo.progress",
               "zoo.runtime", "zoo.core", "zoo.nn")),
     ("data, models", ("zoo.dataspec", "zoo.data", "zoo.owndata", "zoo.images", "zoo.models")),
     ("registry, runs", ("zoo.registry", "zoo.runs", "zoo.sampling", "zoo.locks")),

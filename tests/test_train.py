@@ -213,3 +213,16 @@ def test_ddp_shards_slice_labels_like_images():
         b = next(it)
         assert torch.equal(b.labels, b.images.view(-1).long() * 10)
         assert b.images.shape[0] == 4
+
+
+def test_out_that_is_a_file_is_said_to_be_one(tmp_path):
+    """It was reported as a lock that could not be taken ("is it writable?")."""
+    (tmp_path / "notes").write_text("mine")
+    images = zdata.load("mnist", "train")[0][:32]
+    for out, where in ((tmp_path / "notes", "it"), (tmp_path / "notes" / "run", "notes")):
+        model = zoo.create("vae-mlp", dataset="mnist", hidden=16)
+        trainer = Trainer(model, "mnist", out, images=images, steps=1, batch_size=16,
+                          progress=False)
+        with pytest.raises(ConfigError, match=f"cannot be a folder: .*{where} is a file"):
+            trainer.fit()
+    assert (tmp_path / "notes").read_text() == "mine"

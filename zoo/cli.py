@@ -28,7 +28,7 @@ from .core import ConfigError, LikelihoodUnavailable, ZooError, atomic_write, fi
 from .images import LEGIBLE_PIXELS, MAX_GRID_IMAGES, MAX_SCALE
 from .limits import check_memory
 from .metrics import registry as metric_registry
-from .options import literal_value, parse_value
+from .options import check_seed, literal_value, parse_value
 from .progress import Progress, interval
 from .progress import default as progress_default
 from .runs import EVAL_JSON, NLL_JSON, RUN_FILE, load_run, run_info
@@ -202,7 +202,7 @@ def _trainer(args, ds, out: Path, options: dict, overrides: dict) -> Trainer:
         return Trainer.resume(out, data_root=args.root, **options)
     if "steps" not in options and "seconds" not in options:
         raise ConfigError("give a training budget: --steps N and/or --seconds S")
-    torch.manual_seed(options.get("seed", TrainConfig.seed))
+    torch.manual_seed(check_seed(options.get("seed", TrainConfig.seed)))
     model = registry.create(args.model, dataset=ds, **overrides)
     return Trainer(model, ds, out, data_root=args.root, **options)
 
@@ -742,6 +742,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         interval()  # a wrong $ZOO_PROGRESS_INTERVAL is refused before any work
+        if getattr(args, "seed", None) is not None:
+            check_seed(args.seed, "--seed")
         # under torchrun: join the process group (a no-op otherwise); progress on stderr
         # unless --quiet: a bar on a terminal, else a line now and then
         with _stop_signals_interrupt(), zdist.launched(), progress_default(

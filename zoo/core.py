@@ -39,6 +39,7 @@ from .options import TRUE_WORDS as TRUE_WORDS
 from .options import choices, choose_sampler, parse_value
 from .options import option_flag as option_flag
 from .options import option_number as option_number
+from .readers import parse_json
 from .runtime import TrainingRuntime
 
 __version__ = "0.1.0"
@@ -544,7 +545,8 @@ def from_checkpoint_dict(
     try:
         if not isinstance(ckpt["config"], str):
             raise ConfigError(f"the config is a {type(ckpt['config']).__name__}, not JSON text")
-        config = config_from_dict(model_cls.Config, json.loads(ckpt["config"]))
+        config = config_from_dict(model_cls.Config,
+                                  parse_json(ckpt["config"], "the config JSON"))
         shape = ckpt["image_shape"]
         if not isinstance(shape, list | tuple) or not all(
                 isinstance(s, int) and not isinstance(s, bool) for s in shape):

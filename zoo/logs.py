@@ -19,6 +19,7 @@ name in ``LOGGERS``.
 from __future__ import annotations
 
 import csv
+import tempfile
 from pathlib import Path
 
 import torch
@@ -159,7 +160,15 @@ class TensorBoardLogger(Logger):
     def __init__(self, out: str | Path, resume_step: int | None = None):
         writer_class = tensorboard_writer()
         purge = None if resume_step is None else resume_step + 1
-        self.writer = writer_class(log_dir=str(Path(out) / TENSORBOARD_DIR), purge_step=purge)
+        folder = Path(out) / TENSORBOARD_DIR
+        try:  # the writer writes from a thread of its own: a failure there is a traceback
+            folder.mkdir(parents=True, exist_ok=True)
+            tempfile.TemporaryFile(dir=folder).close()
+        except OSError as e:
+            raise ConfigError(f"cannot write TensorBoard events to {folder} "
+                              f"({e.strerror or e}); make it a writable folder, or train with "
+                              "log=csv") from None
+        self.writer = writer_class(log_dir=str(folder), purge_step=purge)
 
     def log_scalars(self, step, values, section="train", notes=None) -> None:
         for name, value in values.items():

@@ -84,6 +84,21 @@ def check_range(value, name: str, *, least=None, above=None, most=None, below=No
                           f"got {value!r}")
 
 
+#: the seeds torch's generators take: one 64-bit word, read as signed or unsigned
+SEED_RANGE = (-(2**63), 2**64)
+
+
+def check_seed(seed, name: str = "seed") -> int:
+    """``seed`` when torch's generators take it (an integer in ``SEED_RANGE``); a
+    ConfigError naming ``name`` and the range otherwise."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not (
+            SEED_RANGE[0] <= seed < SEED_RANGE[1]):
+        text = repr(seed)
+        text = text if len(text) <= 40 else f"{text[:20]}... ({len(text)} characters)"
+        raise ConfigError(f"{name} must be an integer in [-2**63, 2**64) (64 bits), got {text}")
+    return seed
+
+
 def option_flag(value, name: str) -> bool:
     """A boolean: a bool, 0/1, or true/false/yes/no/on/off as a string."""
     if isinstance(value, bool):

@@ -101,8 +101,10 @@ def _num_classes(name: str, dataset) -> int:
 
     info = zdata.describe(dataset)
     if info["num_classes"] < 2:
-        raise ConfigError(f"{info['name']} has no class labels, so a conditional model "
-                          "cannot train on it: give a folder with one subfolder per class, "
+        what = (f"has one class ({info['classes'][0]!r}), and a conditional model needs at "
+                "least two" if info["num_classes"] == 1 else "has no class labels, so a "
+                "conditional model cannot train on it")
+        raise ConfigError(f"{info['name']} {what}: give a folder with one subfolder per class, "
                           "or train unconditionally")
     return int(info["num_classes"])
 

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import torch
 
-from .core import MODEL_FILE, CheckpointError, GenerativeModel, first_line
+from .core import MODEL_FILE, CheckpointError, ConfigError, GenerativeModel
+from .readers import read_json
 
 RUN_FILE = "run.json"
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -26,6 +27,20 @@ SAMPLES_FILE = "samples.png"  # a grid drawn at the end of training (the model c
 CARD_FILE = "README.md"  # the model card (zoo.card)
 EVAL_JSON = "eval.json"  # zoo eval's result
 NLL_JSON = "nll.json"  # zoo nll's result
+
+
+def check_folder(path: str | Path, what: str = "run directory") -> Path:
+    """``path`` when it is a folder or can be made one (the directory a run or a benchmark
+    writes, before its lock is taken); a ConfigError naming the file in the way otherwise."""
+    path = Path(path)
+    for p in (path, *path.parents):
+        if p.is_dir():
+            return path
+        if p.exists() or p.is_symlink():
+            where = "it" if p == path else p
+            raise ConfigError(f"{what} {path} cannot be a folder: {where} is a file; give "
+                              "a folder (it is made when missing)")
+    return path
 
 
 def load_run(path: str | Path, map_location="cpu") -> GenerativeModel:
@@ -78,13 +93,9 @@ def run_info(path: str | Path) -> dict:
         return {}
     fix = "restore it, or train the run again"
     try:
-        info = json.loads(p.read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(
-            f"{p} is not valid JSON ({e.msg} at line {e.lineno} column {e.colno}); {fix}"
-        ) from None
-    except (OSError, ValueError, RecursionError) as e:
-        raise CheckpointError(f"{p} cannot be read ({first_line(e)}); {fix}") from None
+        info = read_json(p, "run information", CheckpointError)
+    except CheckpointError as e:
+        raise CheckpointError(f"{e}; {fix}") from None
     if not isinstance(info, dict):
         raise CheckpointError(f"{p} holds {_json_type(info)}, not an object of run "
                               f"information; {fix}")

@@ -67,6 +67,7 @@ from .runs import (
     MODEL_FILE,
     RUN_FILE,
     SAMPLES_FILE,
+    check_folder,
     device_name,
     load_run,
     run_info,
@@ -363,7 +364,7 @@ class Trainer:
     def fit(self) -> dict:
         """Train until the budget is spent; returns a summary of the run. The run directory
         is locked meanwhile (``zoo.locks``): a second writer gets an error naming this one."""
-        with exclusive(self.out, "run directory"):
+        with exclusive(check_folder(self.out), "run directory"):
             return self._fit()
 
     def _fit(self) -> dict:
@@ -785,10 +786,17 @@ def _optimizer_problem(opt: torch.optim.Optimizer, saved) -> str | None:
                             f"parameter is {p.dtype} {tuple(p.shape)}")
                 if not bool(torch.isfinite(value).all()):
                     return f"{key} of parameter {pid} {tuple(p.shape)} holds NaN or Inf"
+                if key in _SQUARES and bool((value < 0).any()):
+                    return (f"{key} of parameter {pid} {tuple(p.shape)} holds negative values "
+                            "(a running mean of squared gradients is >= 0)")
             elif isinstance(value, bool) or not isinstance(value, int | float) or not (
                     math.isfinite(value)):
                 return f"{key} of parameter {pid} is {value!r}, not a tensor or a finite number"
     return None
+
+
+#: Adam's optimizer state of running means of squared gradients (never negative)
+_SQUARES = ("exp_avg_sq", "max_exp_avg_sq")
 
 
 def _amsgrad(opt: torch.optim.Optimizer, p: torch.Tensor) -> bool:

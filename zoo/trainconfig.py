@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from .core import ConfigError
 from .logs import LOGGERS
+from .options import check_seed
 
 
 @dataclass
@@ -48,8 +49,7 @@ class TrainConfig:
             raise ConfigError(f"steps must be >= 1, got {self.steps}")
         if self.seconds is not None and not (math.isfinite(self.seconds) and self.seconds > 0):
             raise ConfigError(f"seconds must be a finite number > 0, got {self.seconds}")
-        if not -(2**63) <= self.seed < 2**64:
-            raise ConfigError(f"seed must be in [-2**63, 2**64), got {self.seed}")
+        check_seed(self.seed)
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:

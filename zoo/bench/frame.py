@@ -25,7 +25,16 @@ import pandas as pd
 from ..core import ConfigError
 from ..metrics import registry as metric_registry
 from . import schema
-from .rows import PER_BATCH, per_batch, present, read_results, sort_key, variant
+from .rows import (
+    PER_BATCH,
+    check_point,
+    per_batch,
+    present,
+    read_jsonl,
+    read_results,
+    sort_key,
+    variant,
+)
 
 LABEL = "sampler_label"  # the column beside "sampler" that rows.variant fills in
 CURVE_FILE = "curve.jsonl"  # quality along training, one line per model and budget fraction
@@ -167,21 +176,7 @@ def curves(path: Path | str) -> pd.DataFrame:
     if not file.is_file():
         raise ConfigError(f"{file} does not exist; a suite with [evaluation] curve = [...] "
                           "writes it")
-    text = file.read_text()
-    lines = text.splitlines()
-    recs = []
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            if lineno == len(lines) and not text.endswith("\n"):
-                continue
-            raise ConfigError(f"{file} line {lineno} is not valid JSON ({e.msg})") from e
-        if not isinstance(rec, dict) or "model" not in rec or "fraction" not in rec:
-            raise ConfigError(f"{file} line {lineno} is not a curve point (no model/fraction)")
-        recs.append(rec)
+    recs = read_jsonl(file, check_point, partial_tail=[])
     return curve_frame(recs)
 
 

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable
+import sys
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from ..core import ConfigError
 from ..metrics import registry as metric_registry
+from ..readers import parse_json, read_text
 from . import schema
 
 RESULTS_FILE = "results.jsonl"
@@ -34,11 +36,11 @@ def results_path(path: Path | str) -> Path:
 def read_results(path: Path | str, partial_tail: list | None = None) -> list[dict]:
     """The rows of a run directory's ``results.jsonl`` (or of that file given directly).
 
-    Raises ConfigError naming the file (and line) when it is missing, empty or corrupt.
-    A key measured twice (a row appended again) keeps its last row. With ``partial_tail``
-    (a list), an unterminated invalid last line (a run killed mid-write; rerunning zoo bench
-    measures that row again) is left out and its line number appended to the list;
-    without it, that is an error too.
+    Raises ConfigError naming the file (and line) when it is missing, empty or corrupt, or
+    a row holds a value of the wrong type (``check_row``). A key measured twice (a row
+    appended again) keeps its last row. With ``partial_tail`` (a list), an unterminated
+    invalid last line (a run killed mid-write; rerunning zoo bench measures that row again)
+    is left out and its line number appended to the list; without it, that is an error too.
     """
     file = results_path(path)
     if not file.exists():
@@ -47,40 +49,118 @@ def read_results(path: Path | str, partial_tail: list | None = None) -> list[dic
             f"{where}; give a benchmark output directory "
             f"(zoo bench SUITE --out DIR) or its {RESULTS_FILE}"
         )
-    if not file.is_file():
-        raise ConfigError(f"{file} is not a file")
-    try:
-        text = file.read_text()
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"cannot read {file}: {e}") from e
-    rows: dict[tuple, dict] = {}
+    rows = {schema.row_key(row): row
+            for row in map(schema.upgrade, read_jsonl(file, check_row, partial_tail))}
+    if not rows:
+        raise ConfigError(f"{file} holds no results rows (it is empty)")
+    return list(rows.values())
+
+
+def read_jsonl(file: Path, check: Callable[[dict], str | None],
+               partial_tail: list | None = None) -> list[dict]:
+    """The objects of a JSON Lines file (``results.jsonl``, ``curve.jsonl``) in order, each
+    read by ``zoo.readers`` (depth bounded) and passed to ``check`` (what is wrong with it,
+    or None) before any caller uses it: one ConfigError naming the file, line and key
+    otherwise. ``partial_tail``: as in ``read_results``."""
+    text = read_text(file, "file")
+    found = []
     lines = text.splitlines()
     for lineno, line in enumerate(lines, 1):
         if not line.strip():
             continue
+        where = f"{file} line {lineno}"
         try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
+            row = parse_json(line, where)
+        except ConfigError as e:
             if partial_tail is not None and lineno == len(lines) and not text.endswith("\n"):
                 partial_tail.append(lineno)
                 continue
             raise ConfigError(
-                f"{file} line {lineno} is not valid JSON ({e.msg}); the file is corrupt "
-                "(an interrupted write leaves a partial last line: delete that line and rerun "
-                "zoo bench to measure the row again)"
-            ) from e
-        if not isinstance(row, dict):
-            raise ConfigError(f"{file} line {lineno} is not a JSON object (a results row)")
-        missing = [k for k in ("dataset", "model") if k not in row]
-        if missing:
-            raise ConfigError(
-                f"{file} line {lineno} is not a results row: it lacks {', '.join(missing)}"
-            )
-        row = schema.upgrade(row)
-        rows[schema.row_key(row)] = row
-    if not rows:
-        raise ConfigError(f"{file} holds no results rows (it is empty)")
-    return list(rows.values())
+                f"{e}; the file is corrupt (an interrupted write leaves a partial last line: "
+                "delete that line and rerun zoo bench to measure the row again)") from None
+        problem = check(row) if isinstance(row, dict) else "it is not a JSON object"
+        if problem is not None:
+            raise ConfigError(f"{where} is not a row zoo wrote: {problem}")
+        found.append(row)
+    return found
+
+
+_INT64 = 2**63
+_REQUIRED = ("dataset", "model")  # what makes a line a row (or a curve point) at all
+_WANT = {"str": "text", "int": "a whole number within 64 bits", "float": "a number",
+         "scalar": "text, a number or true/false"}
+
+
+def _fits(v, kind: str) -> bool:
+    """Whether one value is null or a ``kind``: "str", "int" (within 64 bits), "float" (a
+    number that converts to a float) or "scalar" (text, true/false, a float or an integer
+    within 64 bits)."""
+    if v is None:
+        return True
+    if isinstance(v, str | bool):
+        return kind == "scalar" or (kind == "str" and isinstance(v, str))
+    if kind == "str" or not isinstance(v, int | float):
+        return False
+    if kind == "float":
+        return isinstance(v, float) or abs(v) <= sys.float_info.max
+    if isinstance(v, float):
+        return kind == "scalar" or (math.isfinite(v) and v.is_integer() and abs(v) < _INT64)
+    return -_INT64 <= v < _INT64
+
+
+def _flat(v) -> bool:
+    """A scalar, or a dict or list of scalars and lists of scalars (sampler options such as
+    UniPC's ``disable_corrector = []``, a column the schema does not type)."""
+    values = v.values() if isinstance(v, dict) else v if isinstance(v, list) else [v]
+    return all(_fits(x, "scalar") or (isinstance(x, list) and all(_fits(y, "scalar")
+                                                                   for y in x))
+               for x in values)
+
+
+def _shown(v) -> str:
+    kind = {str: "text", bool: "true/false", dict: "an object", list: "a list"}.get(
+        type(v), "the number")
+    text = json.dumps(v)
+    return f"{kind} {text if len(text) <= 40 else text[:37] + '...'}"
+
+
+def check_row(row: dict) -> str | None:
+    """What is wrong with a results row or curve point read from a file (``"fid must be a
+    number, got text 'abc'"``), None when each column holds what the schema says: names as
+    short text, figures as numbers (integers within 64 bits), per-batch figures as
+    {batch size: number}, intervals as [lo, hi], options as plain values."""
+    for key in _REQUIRED:
+        if key not in row:
+            return f"it lacks {key}"
+    for key, v in row.items():
+        if key in PER_BATCH:
+            ok = v is None or isinstance(v, dict) and all(
+                k.isdigit() and len(k) < 10 and _fits(x, "float") for k, x in v.items())
+            want = "an object of {batch size: number}"
+        elif key.endswith(schema.INTERVAL):
+            ok = v is None or (isinstance(v, list) and len(v) == 2
+                               and all(_fits(x, "float") for x in v))
+            want = "a [low, high] pair of numbers"
+        elif key in ("sampler_options", "versions"):
+            ok, want = v is None or isinstance(v, dict) and _flat(v), "an object of plain values"
+        elif key in schema.KEY:
+            ok = isinstance(v, str) and 0 < len(v) <= 200 or (v is None and key not in _REQUIRED)
+            want = "a name (text of 1 to 200 characters)"
+        else:
+            kind = schema.column_kind(key)
+            ok = _fits(v, kind) if kind else _flat(v)
+            want = _WANT[kind or "scalar"]
+        if not ok:
+            return f"{key} must be {want}, got {_shown(v)}"
+    return None
+
+
+def check_point(point: dict) -> str | None:
+    """``check_row`` of a curve.jsonl point, which also has its ``fraction`` of the budget."""
+    f = point.get("fraction")
+    if isinstance(f, bool) or not isinstance(f, int | float) or not 0 < f <= 1:
+        return f"fraction must be a number in (0, 1], got {_shown(f)}"
+    return check_row(point)
 
 
 # ----------------------------------------------------------------------------- helpers

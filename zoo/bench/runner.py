@@ -50,9 +50,11 @@ from ..files import open_append
 from ..images import save_grid
 from ..locks import exclusive
 from ..progress import Progress
-from ..runs import CHECKPOINT_FILE, MODEL_FILE, load_run
+from ..readers import read_json
+from ..runs import CHECKPOINT_FILE, MODEL_FILE, check_folder, load_run
 from ..train import Trainer, resolve_device
 from . import schema, timing
+from .rows import check_point, check_row, read_jsonl
 from .schema import columns, row_key
 from .suite import ModelEntry, Suite, Variant, load_suite
 
@@ -66,19 +68,14 @@ Hook = Callable[..., None]
 
 # -- results.jsonl -----------------------------------------------------------------------------
 def read_rows(path: str | Path) -> list[dict]:
-    """The rows of a results.jsonl; a last line cut short by a kill is dropped."""
+    """The rows of a results.jsonl (or the points of a curve.jsonl) to resume from, each
+    checked (``rows.check_row``): [] when there is none yet; a last line cut short by a kill
+    is dropped; a damaged or poisoned line is a ConfigError naming the file, line and key."""
     path = Path(path)
     if not path.is_file():
         return []
-    rows = []
-    for line in path.read_text().splitlines():
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return rows
+    return read_jsonl(path, check_point if path.name == CURVE_FILE else check_row,
+                      partial_tail=[])
 
 
 def _repair_tail(path: Path) -> None:
@@ -129,8 +126,8 @@ def _read_marker(path: Path) -> dict:
     if not path.is_file():
         return {}
     try:
-        marker = json.loads(path.read_text())
-    except (OSError, ValueError):
+        marker = read_json(path, "marker")
+    except ConfigError:
         marker = None
     if not isinstance(marker, dict) or (marker.get("finished")
                                         and not isinstance(marker.get("summary"), dict)):
@@ -554,7 +551,8 @@ def run_suite(
 
         raise ConfigError(f"--only-dataset {only_dataset}: the suite has "
                           f"{', '.join(suite.datasets)}")
-    with exclusive(out, "bench output"):  # one writer; its Trainers lock their run dirs
+    # one writer; its Trainers lock their run dirs
+    with exclusive(check_folder(out, "bench output"), "bench output"):
         return _run_rows(suite, out, dev, only_model, only_dataset, data_root, progress, hook)
 
 

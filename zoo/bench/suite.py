@@ -64,9 +64,9 @@ figures on ``[evaluation] recon_images`` images (default: ``n_samples``) of ``re
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,7 +74,8 @@ from typing import Any
 from ..core import ConfigError
 from ..images import MAX_GRID_IMAGES
 from ..metrics import registry as metric_registry
-from ..options import OptionError
+from ..options import OptionError, check_seed
+from ..readers import read_toml
 
 
 @dataclass
@@ -273,8 +274,9 @@ def _folder_name(ctx: _Ctx, value: str, where: str) -> str:
 
 
 def _positive(ctx: _Ctx, v, where: str, zero_ok: bool = False):
-    if v is not None and (v < 0 or (v == 0 and not zero_ok)):
-        raise ctx.error(where, f"must be {'>= 0' if zero_ok else '> 0'}, got {v}")
+    if v is not None and (v < 0 or (v == 0 and not zero_ok) or v != v or v == math.inf):
+        raise ctx.error(where, f"must be {'>= 0' if zero_ok else '> 0'} (a finite number), "
+                        f"got {v}")
     return v
 
 
@@ -552,10 +554,13 @@ def load_suite(path: str | Path) -> Suite:
     """Read and check a suite file (see the module docstring for its keys)."""
     path = Path(path)
     ctx = _Ctx(path)
-    raw = _read_toml(path)
+    raw = read_toml(path, "suite file")
     _unknown(ctx, raw, _TOP, "")
     name = _get(ctx, raw, "name", str, "name", path.stem)
-    seed = _get(ctx, raw, "seed", int, "seed", 0)
+    try:
+        seed = check_seed(_get(ctx, raw, "seed", int, "seed", 0))
+    except ConfigError as e:
+        raise ctx.error("seed", str(e).removeprefix("seed ")) from None
     device = _get(ctx, raw, "device", str, "device", "auto")
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
         raise ctx.error("device", f"must be auto, cpu, cuda or cuda:N, got {device!r}")
@@ -570,15 +575,6 @@ def load_suite(path: str | Path) -> Suite:
     _check_latent(ctx, models, datasets, sources)
     return Suite(name=name, path=path, seed=seed, device=device, datasets=datasets,
                  models=models, sources=sources)
-
-
-def _read_toml(path: Path) -> dict:
-    if not path.is_file():
-        raise ConfigError(f"suite file {path} does not exist")
-    try:
-        return tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: not valid TOML: {e}") from None
 
 
 @dataclass(frozen=True)

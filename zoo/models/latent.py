@@ -31,6 +31,7 @@ from ..core import (
     model_class,
     torch_load,
 )
+from ..readers import parse_json
 
 #: metadata of a config field that zoo fills in at creation (from ``autoencoder``): shown
 #: in run.json, never given by a user (``zoo.create`` refuses it, the model card omits it)
@@ -59,10 +60,10 @@ def attach_autoencoder(model: GenerativeModel, autoencoder_class: type, name: st
     meta = torch.empty(0).device.type == "meta"
     if c.autoencoder_spec:
         try:
-            spec = json.loads(c.autoencoder_spec)
+            spec = parse_json(c.autoencoder_spec, f"{name}'s autoencoder_spec")
             cls = model_class(spec["class"], f"{name}'s autoencoder_spec")
-            ae = build_model(cls, config_from_dict(cls.Config, json.loads(spec["config"])),
-                             spec["image_shape"])
+            config = parse_json(spec["config"], f"{name}'s autoencoder config")
+            ae = build_model(cls, config_from_dict(cls.Config, config), spec["image_shape"])
         except (ValueError, KeyError, TypeError) as e:
             raise ConfigError(f"{name}'s autoencoder_spec is not a valid autoencoder "
                               f"description ({e})") from None
@@ -81,7 +82,8 @@ def attach_autoencoder(model: GenerativeModel, autoencoder_class: type, name: st
         ckpt = torch_load(file, "autoencoder")
         if meta:
             cls = model_class(ckpt.get("class", ""), str(file))
-            ae = build_model(cls, config_from_dict(cls.Config, json.loads(ckpt["config"])),
+            ae = build_model(cls, config_from_dict(cls.Config,
+                                                   parse_json(ckpt["config"], f"{file}'s config")),
                              ckpt["image_shape"])
         else:
             ae = from_checkpoint_dict(ckpt, source=str(file))

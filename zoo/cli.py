@@ -535,7 +535,8 @@ def cmd_compare(args) -> int:
         if not (Path(d) / "results.jsonl").is_file():
             raise ConfigError(f"{d} holds no results.jsonl (a `zoo bench --out` directory)")
     tolerances = parse_tolerances(args.tolerance or [])
-    table, regressed = compare_dirs(Path(args.base), Path(args.new), tolerances)
+    table, regressed = compare_dirs(Path(args.base), Path(args.new), tolerances,
+                                    wide=args.wide)
     print(table)
     return 1 if regressed else 0
 
@@ -665,6 +666,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tolerance", nargs="+", action="extend", metavar="METRIC=TOL",
                    help="allowed regression per metric, absolute or relative: fid=10%% "
                    "nll_bpd=0.02")
+    s.add_argument("--wide", action="store_true",
+                   help="every column on every line (default: grouped by row, 120 columns)")
     s.set_defaults(func=cmd_compare)
     return p
 

@@ -492,9 +492,19 @@ def _report_eval(args, result: dict, path: Path) -> None:
 
 
 def cmd_bench(args) -> int:
-    """Run a benchmark suite into --out (resuming an interrupted run), then write its report."""
+    """Run a benchmark suite into --out (resuming an interrupted run), then write its report;
+    ``zoo bench list``: the shipped suites."""
     from .bench.runner import run_suite
+    from .bench.suite import describe_suites
 
+    if args.suite == "list":
+        suites = describe_suites()
+        width = max(len(name) for name, _ in suites)
+        for name, description in suites:
+            print(f"{name.ljust(width)}  {description}")
+        return 0
+    if not args.out:
+        raise ConfigError("zoo bench SUITE needs --out DIR (where the rows, runs and report go)")
     try:
         results = run_suite(
             args.suite, args.out, device=args.device, only_model=args.only_model,
@@ -647,8 +657,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("bench", help="run a benchmark suite: train, evaluate and time every "
                        "model and sampler; rows to DIR/results.jsonl, then the report")
-    s.add_argument("suite", help="suite TOML file, e.g. benchmarks/smoke.toml")
-    s.add_argument("--out", required=True, help="output directory (rerun to resume)")
+    s.add_argument("suite", help="a shipped suite's name (smoke, ci, ...; `zoo bench list` "
+                   "describes them) or a suite TOML file")
+    s.add_argument("--out", help="output directory (rerun to resume); required to run a suite")
     s.add_argument("--device", help="override the suite's device: auto, cpu, cuda, cuda:N")
     s.add_argument("--only-model", help="run only this model (its id or name)")
     s.add_argument("--only-dataset", help="run only this dataset")

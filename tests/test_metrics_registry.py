@@ -36,7 +36,7 @@ SHIPPED = ("fid", "kid", "is", "pr", "dc", "memorization", "class_accuracy", "in
 OLD_QUALITY = ("fid", "kid", "kid_std", "is", "is_std", "precision", "recall")
 # the defaults chosen from the seed-only spread of reports/gate-cpu (the README's regression
 # gate section): a change is deliberate, with its measurement
-OLD_TOLERANCES = {"fid": ("rel", 0.15), "kid": ("rel", 0.15), "is": ("rel", 0.05),
+TOLERANCES = {"fid": ("rel", 0.15), "kid": ("rel", 0.15), "is": ("rel", 0.05),
                   "precision": ("abs", 0.05), "recall": ("abs", 0.10), "density": ("rel", 0.10),
                   "coverage": ("rel", 0.25), "nll_bpd": ("abs", 0.02)}
 OLD_DIRECTION = {"fid": -1, "kid": -1, "nll_bpd": -1, "latency_ms_p50": -1,
@@ -125,8 +125,8 @@ def test_every_metric_has_a_column_a_direction_and_a_tolerance(any_registry):
     assert registry.headline().small_n == "kid"
     assert registry.default_tolerances() == {c.key: c.tolerance for c in registry.columns()
                                              if c.tolerance is not None}
-    assert {k: v for k, v in registry.default_tolerances().items() if k in OLD_TOLERANCES} \
-        == {k: v for k, v in OLD_TOLERANCES.items() if k != "nll_bpd"}
+    assert {k: v for k, v in registry.default_tolerances().items() if k in TOLERANCES} \
+        == {k: v for k, v in TOLERANCES.items() if k != "nll_bpd"}
 
 
 def test_density_coverage_declaration():
@@ -176,8 +176,8 @@ def test_schema_and_gate_are_built_from_the_registry(any_registry):
     assert det[:len(registry.deterministic_columns())] == registry.deterministic_columns()
     assert in_order(("nll_bpd", "recon_psnr", "recon_fid", "codebook_perplexity"),
                     det[len(registry.deterministic_columns()):])
-    assert {k: v for k, v in compare.DEFAULT_TOLERANCES.items() if k in OLD_TOLERANCES} \
-        == OLD_TOLERANCES
+    assert {k: v for k, v in compare.DEFAULT_TOLERANCES.items() if k in TOLERANCES} \
+        == TOLERANCES
     assert set(compare.DEFAULT_TOLERANCES) == set(det)
     assert all(compare.DEFAULT_TOLERANCES[k] == t
                for k, t in registry.default_tolerances().items())

@@ -9,7 +9,7 @@ batch 1, 64 and the largest batch that fits, with and without CUDA graphs.
 Each part appends its rows to OUT/<part>.jsonl as it goes (a killed run keeps what it
 measured) and rewrites OUT/scale.md from every row there.
 
-train   each model at its ``full.toml`` batch size, trained by the Trainer as ``zoo train``
+train   each model at its batch size in the ``full`` suite, trained by the Trainer as ``zoo train``
         does (bf16 autocast, channels_last for the convolutional models, fused AdamW), once
         eager and once with ``--compile``: the first step (where compilation happens) apart
         from the steady-state images/s, model FLOPs per image counted with FlopCounterMode,
@@ -43,7 +43,7 @@ from zoo.bench import timing
 from zoo.nn.graphs import capture, release_graphs
 from zoo.train import Trainer
 
-# model, batch size (full.toml's), training steps timed (the first one apart)
+# model, batch size (the full suite's), training steps timed (the first one apart)
 TRAIN = [
     ("ar-transformer-full", 64, 120),
     ("ar-transformer", 64, 300),

@@ -11,7 +11,12 @@ full run, NEW: the planted one): those should say REGRESSED.
 Writes ``summary.json`` and ``summary.md`` to ``--out`` (the runs stay under
 ``--out/runs/``, reused when rerun with the same options) and prints the false-alarm count,
 the "can't tell" count per metric, the median smallest detectable change of FID and KID at
-this N, and the planted regressions' verdicts.
+this N, the planted regressions' verdicts and each gated figure's seed-only spread (the
+largest difference between two seeds, which the default tolerances are chosen from).
+
+    python benchmarks/gate_noise.py --out reports/gate-cpu --spread
+
+prints the seed-only spread again from ``--out/summary.json`` alone (no training).
 """
 
 from __future__ import annotations
@@ -68,6 +73,35 @@ def run(out: Path, tag: str, seed: int, steps: int, args) -> Path:
     return d
 
 
+def seed_spread(pair_details: list[dict]) -> dict[str, dict]:
+    """{metric: median, largest difference between two seeds (absolute and relative to the
+    median), standard deviation} of each gated figure over the seed-only runs."""
+    values: dict[str, dict[int, float]] = {}
+    for p_ in pair_details:
+        for x in p_["judgements"]:
+            if x["gated"] and x["base"] is not None and x["new"] is not None:
+                values.setdefault(x["metric"], {}).update({p_["base"]: x["base"],
+                                                           p_["new"]: x["new"]})
+    out = {}
+    for m, by_seed in values.items():
+        xs = list(by_seed.values())
+        med = statistics.median(xs)
+        largest = max(xs) - min(xs)
+        out[m] = {"seeds": len(xs), "median": med, "largest_difference": largest,
+                  "relative": largest / abs(med) if med else None,
+                  "sd": statistics.stdev(xs) if len(xs) > 1 else 0.0}
+    return out
+
+
+def print_spread(spread: dict[str, dict]) -> None:
+    print("seed-only spread (largest difference between two seeds, and its share of the "
+          "median):")
+    for m, s in spread.items():
+        rel = "n/a" if s["relative"] is None else f"{s['relative'] * 100:.1f}%"
+        print(f"  {m}: median {s['median']:.4g}, largest difference "
+              f"{s['largest_difference']:.4g} ({rel}), sd {s['sd']:.3g} over {s['seeds']} seeds")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="reports/gate-cpu")
@@ -83,8 +117,13 @@ def main(argv=None) -> int:
                    help="planted regressions (a tenth of the steps, seeds 0..P-1)")
     p.add_argument("--tolerance", nargs="*", default=[], metavar="METRIC=VALUE",
                    help="as zoo compare's (e.g. kid=10%%); summaries named after them")
+    p.add_argument("--spread", action="store_true",
+                   help="print the seed-only spread of --out/summary.json and stop")
     args = p.parse_args(argv)
     out = Path(args.out)
+    if args.spread:
+        print_spread(seed_spread(json.loads((out / "summary.json").read_text())["pair_details"]))
+        return 0
     t0 = time.perf_counter()
     print(f"{args.k} seed-only runs of {args.model} ({args.steps} steps) and {args.planted} "
           f"planted ({max(1, args.steps // 10)} steps), N = {args.n}", flush=True)
@@ -147,6 +186,7 @@ def main(argv=None) -> int:
         "per_metric": per_metric,
         "planted_detected": sum(x["fails"] for x in planted_summary),
         "planted_pairs": len(planted_summary), "planted": planted_summary,
+        "seed_spread": seed_spread(pairs),
         "seconds": round(time.perf_counter() - t0),
         "pair_details": [{"base": p_["base"], "new": p_["new"], "judgements": p_["judgements"]}
                          for p_ in pairs],
@@ -183,6 +223,7 @@ def main(argv=None) -> int:
               f"{len(pairs)}, median smallest detectable worsening "
               f"{f(s['median_smallest_detectable'])} (allowed {f(s['median_allowed'])}, "
               f"value {f(s['median_value'])}); planted: {s['planted']}")
+    print_spread(summary["seed_spread"])
     print(f"planted regressions caught: {summary['planted_detected']} / "
           f"{summary['planted_pairs']}")
     print(f"wrote {out / (stem + '.json')} and {out / (stem + '.md')} "

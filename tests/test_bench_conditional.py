@@ -65,10 +65,9 @@ def test_the_figure_is_drawn_again_from_the_rows(run, tmp_path):
 
 
 def test_the_shipped_conditional_suite_loads():
-    from pathlib import Path
 
     from zoo.bench.suite import load_suite
 
-    suite = load_suite(Path(__file__).resolve().parents[1] / "benchmarks" / "conditional.toml")
+    suite = load_suite("conditional")
     assert all(m.config.get("conditional") for m in suite.models)
     assert {m.family for m in suite.models} == {"vae", "gan", "autoregressive", "diffusion"}

@@ -7,6 +7,7 @@ import json
 import math
 import re
 import shutil
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -23,14 +24,14 @@ from zoo.bench.runner import (
     run_suite,
 )
 from zoo.bench.schema import COLUMNS, DETERMINISTIC, NLL_KINDS, row_key
-from zoo.bench.suite import load_suite
+from zoo.bench.suite import SUITES_DIR, load_suite, resolve_suite, shipped_suites
 from zoo.cli import main
 from zoo.core import ConfigError
 from zoo.train import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
-SMOKE = ROOT / "benchmarks" / "smoke.toml"
-SUITES = [ROOT / "benchmarks" / f"{n}.toml" for n in ("smoke", "ci", "full")]
+SMOKE = SUITES_DIR / "smoke.toml"
+SUITES = [SUITES_DIR / f"{n}.toml" for n in ("smoke", "ci", "full")]
 
 
 class Stop(Exception):
@@ -295,7 +296,7 @@ def test_ci_suite_covers_the_issue_and_is_reproducible():
 
 
 def test_the_objectives_suite_compares_the_four_at_equal_steps():
-    suite = load_suite(ROOT / "benchmarks" / "objectives.toml")
+    suite = load_suite("objectives")
     configs = {(m.config.get("prediction", "epsilon"),
                 m.config.get("loss_weighting", "uniform")) for m in suite.models}
     assert configs == {(p, w) for p in ("epsilon", "v") for w in ("uniform", "min-snr")}
@@ -556,6 +557,54 @@ def test_cli_bench_report_compare(smoke, tmp_path, capsys):
     capsys.readouterr()
     assert main(["compare", str(out), str(worse), "--tolerance", "fid=10%"]) == 1
     assert "fid" in capsys.readouterr().out
+
+
+# -- the shipped suites ---------------------------------------------------------------------------
+def test_the_suites_ship_in_the_package_and_load_by_name():
+    assert SUITES_DIR.parent == Path(zoo.__file__).resolve().parent
+    assert {"smoke", "ci", "full", "gpu-short", "conditional", "objectives"} <= set(
+        shipped_suites())
+    assert not list((ROOT / "benchmarks").glob("*.toml"))  # none left outside the package
+    # pyproject ships them as package data (what `pip install .` installs)
+    assert '"suites/*.toml"' in (ROOT / "pyproject.toml").read_text()
+    for name, path in shipped_suites().items():
+        assert resolve_suite(name) == path
+        assert tomllib.loads(path.read_text())["description"]
+
+
+def test_a_path_wins_over_a_name_and_an_unknown_name_lists_the_shipped(tmp_path, monkeypatch):
+    mine = tmp_path / "smoke"
+    mine.write_text(tiny_suite(name="mine"))
+    monkeypatch.chdir(tmp_path)
+    assert resolve_suite("smoke") == Path("smoke") and load_suite("smoke").name == "mine"
+    with pytest.raises(ConfigError, match=r"no shipped suite has that name \(shipped: ci, "):
+        resolve_suite("benchmarks/smoke.toml")
+
+
+def test_zoo_bench_list(capsys):
+    assert main(["bench", "list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [ln.split()[0] for ln in lines] == list(shipped_suites())
+    smoke = next(ln for ln in lines if ln.startswith("smoke "))
+    assert smoke.split(None, 1)[1] == load_suite("smoke").description
+    assert max(map(len, lines)) <= 120
+
+
+def test_zoo_bench_runs_a_shipped_suite_by_name(tmp_path, monkeypatch, capsys):
+    """``zoo bench smoke`` hands the runner the packaged file (the runner stubbed: it loads
+    the suite and trains nothing)."""
+    ran = []
+
+    def run_suite(suite, out, **kw):
+        ran.append(load_suite(suite).path)
+        return Path(out) / "results.jsonl"
+
+    monkeypatch.setattr("zoo.bench.runner.run_suite", run_suite)
+    monkeypatch.chdir(tmp_path)  # no file named smoke here
+    assert main(["bench", "smoke", "--out", str(tmp_path / "out"), "--no-report"]) == 0
+    assert ran == [SUITES_DIR / "smoke.toml"]
+    assert main(["bench", "smoke"]) == 2
+    assert "needs --out DIR" in capsys.readouterr().err
 
 
 def test_cli_errors(tmp_path, capsys):

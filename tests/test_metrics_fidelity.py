@@ -9,11 +9,9 @@ Figures measured on the CI machine (2 CPU cores) are quoted beside each threshol
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import math
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -328,50 +326,6 @@ def test_bad_input_is_a_config_error(mnist):
         metrics.evaluate(torch.zeros(4, 3, 32, 32, dtype=torch.uint8), "mnist", **kw)
     with pytest.raises(ConfigError, match="at least 4"):
         metrics.evaluate(x_train[:3], "mnist", metrics=("pr",), **kw)
-
-
-# -- the training script ----------------------------------------------------------------------
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location(
-        "train_feature_extractors", REPO / "benchmarks" / "train_feature_extractors.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_training_script_is_deterministic_and_writes_a_loadable_classifier(tmp_path):
-    script = _script()
-    opts = script.TrainOptions(epochs=1, limit=512, batch_size=64, threads=1)
-    a = script.train("mnist", opts, tmp_path / "a")
-    b = script.train("mnist", opts, tmp_path / "b")
-    assert a["sha256"] == b["sha256"]
-    assert (tmp_path / "a" / "mnist-classifier.pt").read_bytes() == \
-        (tmp_path / "b" / "mnist-classifier.pt").read_bytes()
-    net, card = feats.load_classifier(tmp_path / "a" / "mnist-classifier.pt")
-    assert card["sha256"] == a["sha256"] and card["train"]["limit"] == 512
-    assert card["test_images"] == 512 and 0.0 <= card["test_accuracy"] <= 1.0
-    assert net(torch.zeros(2, 1, 28, 28, dtype=torch.uint8))[1].shape == (2, 10)
-
-
-def test_training_script_takes_any_channel_count_and_size(tmp_path, monkeypatch):
-    script = _script()
-    g = torch.Generator().manual_seed(0)
-    labels = torch.randint(0, 4, (256,), generator=g)
-    images = (labels[:, None, None, None] * 60 + torch.randint(0, 40, (256, 3, 20, 24),
-                                                                 generator=g)).to(torch.uint8)
-    info = data.DatasetInfo("toy", (3, 20, 24), 4, {"train": 256, "test": 256}, {}, {})
-    monkeypatch.setattr(script.zdata, "load", lambda *a, **k: (images, labels))
-    monkeypatch.setattr(script.zdata, "dataset_info", lambda name: info)
-    card = script.train("toy", script.TrainOptions(epochs=4, batch_size=32, threads=1), tmp_path)
-    assert card["image_shape"] == [3, 20, 24] and card["config"]["in_channels"] == 3
-    net, _ = feats.load_classifier(tmp_path / "toy-classifier.pt")
-    f, logits = net(images[:5])
-    assert f.shape == (5, 128) and logits.shape == (5, 4)
-    assert card["test_accuracy"] > 0.9  # four well separated brightness classes
 
 
 # -- zoo eval --------------------------------------------------------------------------------

@@ -34,8 +34,11 @@ REPO = Path(__file__).resolve().parents[1]
 SHIPPED = ("fid", "kid", "is", "pr", "dc", "memorization", "class_accuracy", "intra_fid",
            "class_tv")
 OLD_QUALITY = ("fid", "kid", "kid_std", "is", "is_std", "precision", "recall")
-OLD_TOLERANCES = {"fid": ("rel", 0.10), "kid": ("rel", 0.10), "is": ("rel", 0.05),
-                  "precision": ("abs", 0.05), "recall": ("abs", 0.05), "nll_bpd": ("abs", 0.02)}
+# the defaults chosen from the seed-only spread of reports/gate-cpu (the README's regression
+# gate section): a change is deliberate, with its measurement
+TOLERANCES = {"fid": ("rel", 0.15), "kid": ("rel", 0.15), "is": ("rel", 0.05),
+                  "precision": ("abs", 0.05), "recall": ("abs", 0.10), "density": ("rel", 0.10),
+                  "coverage": ("rel", 0.25), "nll_bpd": ("abs", 0.02)}
 OLD_DIRECTION = {"fid": -1, "kid": -1, "nll_bpd": -1, "latency_ms_p50": -1,
                  "latency_ms_p95": -1, "peak_mem_mb": -1, "is": 1, "precision": 1, "recall": 1,
                  "sample_images_per_s": 1, "train_images_per_s": 1, "train_mfu": 1,
@@ -122,8 +125,8 @@ def test_every_metric_has_a_column_a_direction_and_a_tolerance(any_registry):
     assert registry.headline().small_n == "kid"
     assert registry.default_tolerances() == {c.key: c.tolerance for c in registry.columns()
                                              if c.tolerance is not None}
-    assert {k: v for k, v in registry.default_tolerances().items() if k in OLD_TOLERANCES} \
-        == {k: v for k, v in OLD_TOLERANCES.items() if k != "nll_bpd"}
+    assert {k: v for k, v in registry.default_tolerances().items() if k in TOLERANCES} \
+        == {k: v for k, v in TOLERANCES.items() if k != "nll_bpd"}
 
 
 def test_density_coverage_declaration():
@@ -131,7 +134,9 @@ def test_density_coverage_declaration():
     assert (dc.name, dc.needs, dc.min_images, dc.default) == ("dc", "features", 6, True)
     assert dc.params == {"nearest_k": 5}
     assert registry.column_keys("pr") == ("precision", "recall")
-    assert registry.default_tolerances()["density"] == ("abs", 0.05)
+    # relative: coverage is ~0.04 against the classifier's features, below any absolute 0.05
+    assert registry.default_tolerances()["density"] == ("rel", 0.10)
+    assert registry.default_tolerances()["coverage"] == ("rel", 0.25)
 
 
 def test_normalize_metrics_aliases_order_and_errors(any_registry):
@@ -171,8 +176,8 @@ def test_schema_and_gate_are_built_from_the_registry(any_registry):
     assert det[:len(registry.deterministic_columns())] == registry.deterministic_columns()
     assert in_order(("nll_bpd", "recon_psnr", "recon_fid", "codebook_perplexity"),
                     det[len(registry.deterministic_columns()):])
-    assert {k: v for k, v in compare.DEFAULT_TOLERANCES.items() if k in OLD_TOLERANCES} \
-        == OLD_TOLERANCES
+    assert {k: v for k, v in compare.DEFAULT_TOLERANCES.items() if k in TOLERANCES} \
+        == TOLERANCES
     assert set(compare.DEFAULT_TOLERANCES) == set(det)
     assert all(compare.DEFAULT_TOLERANCES[k] == t
                for k, t in registry.default_tolerances().items())

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -356,15 +354,6 @@ def test_cli_trains_on_a_folder(mnist_folder, tmp_path, capsys):
 # -- metrics ---------------------------------------------------------------------------------
 
 
-def _script():
-    spec = importlib.util.spec_from_file_location(
-        "train_feature_extractors", ROOT / "benchmarks" / "train_feature_extractors.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_metrics_on_own_data(mnist_folder, tmp_path, monkeypatch):
     from zoo import metrics
 
@@ -373,9 +362,10 @@ def test_metrics_on_own_data(mnist_folder, tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     x, _ = data.load(mnist_folder, "test")
     with pytest.raises(metrics.MetricsError,
-                       match=r"train_feature_extractors\.py --dataset .*digits --out DIR"):
+                       match=r"`zoo extractor train --dataset .*digits --out DIR`"):
         metrics.evaluate(x, str(mnist_folder), metrics="fid", cache_dir=tmp_path / "c")
-    script = _script()
+    from zoo.metrics import extractor_training as script
+
     opts = script.TrainOptions(epochs=1, batch_size=32, threads=1, channels=(8, 16),
                                feature_dim=16)
     card = script.train(str(mnist_folder), opts, tmp_path / "clf")
@@ -398,7 +388,7 @@ def test_metrics_on_own_data(mnist_folder, tmp_path, monkeypatch):
     unl = tmp_path / "unlabelled"
     for i in range(40):
         _save(x[i], unl / f"{i}.png")
-    with pytest.raises(SystemExit, match="no labels"):
+    with pytest.raises(DataError, match="no labels"):
         script.train(str(unl), opts, tmp_path / "clf2")
 
 

@@ -1,4 +1,5 @@
-"""The `zoo` command line: list, data, train, sample, nll, eval, bench, report, compare.
+"""The `zoo` command line: list, data, train, sample, nll, eval, bench, report, compare,
+extractor.
 
 Every error a user can cause prints one line (``zoo: error: ...``) and exits non-zero.
 """
@@ -549,9 +550,19 @@ def _report_eval(args, result: dict, path: Path) -> None:
 
 
 def cmd_bench(args) -> int:
-    """Run a benchmark suite into --out (resuming an interrupted run), then write its report."""
+    """Run a benchmark suite into --out (resuming an interrupted run), then write its report;
+    ``zoo bench list``: the shipped suites."""
     from .bench.runner import run_suite
+    from .bench.suite import describe_suites
 
+    if args.suite == "list":
+        suites = describe_suites()
+        width = max(len(name) for name, _ in suites)
+        for name, description in suites:
+            print(f"{name.ljust(width)}  {description}")
+        return 0
+    if not args.out:
+        raise ConfigError("zoo bench SUITE needs --out DIR (where the rows, runs and report go)")
     try:
         results = run_suite(
             args.suite, args.out, device=args.device, only_model=args.only_model,
@@ -593,9 +604,38 @@ def cmd_compare(args) -> int:
         if not (Path(d) / "results.jsonl").is_file():
             raise ConfigError(f"{d} holds no results.jsonl (a `zoo bench --out` directory)")
     tolerances = parse_tolerances(args.tolerance or [])
-    table, regressed = compare_dirs(Path(args.base), Path(args.new), tolerances)
+    table, regressed = compare_dirs(Path(args.base), Path(args.new), tolerances,
+                                    wide=args.wide)
     print(table)
     return 1 if regressed else 0
+
+
+def cmd_extractor_train(args) -> int:
+    """Train a metrics classifier per --dataset into --out (the extractor of FID, KID, ...)."""
+    from .metrics import extractor_training as et
+
+    given = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
+             "weight_decay": args.weight_decay, "shift": args.shift, "seed": args.seed,
+             "threads": args.threads, "device": args.device, "feature_dim": args.feature_dim,
+             "limit": args.limit, "bf16": not args.no_bf16,
+             "hflip": None if args.hflip == "auto" else args.hflip == "on",
+             "channels": args.channels and _int_list(args.channels, "--channels")}
+    opts = et.TrainOptions(**{k: v for k, v in given.items()
+                              if v is not None or k in ("hflip", "limit")})
+    et.check(opts)
+    for dataset in args.dataset:
+        card = et.train(dataset, opts, Path(args.out), args.root)
+        weights = Path(args.out) / f"{card['name']}.pt"
+        print(f"wrote {weights} (test accuracy {card['test_accuracy']:.4f}); use it with "
+              f"`zoo eval RUN --extractor {shlex.quote(str(weights))}`")
+    return 0
+
+
+def _int_list(text: str, flag: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(c) for c in text.split(","))
+    except ValueError:
+        raise ConfigError(f"{flag} takes comma-separated integers, got {text!r}") from None
 
 
 # -- parser ------------------------------------------------------------------------------------
@@ -714,8 +754,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("bench", help="run a benchmark suite: train, evaluate and time every "
                        "model and sampler; rows to DIR/results.jsonl, then the report")
-    s.add_argument("suite", help="suite TOML file, e.g. benchmarks/smoke.toml")
-    s.add_argument("--out", required=True, help="output directory (rerun to resume)")
+    s.add_argument("suite", help="a shipped suite's name (smoke, ci, ...; `zoo bench list` "
+                   "describes them) or a suite TOML file")
+    s.add_argument("--out", help="output directory (rerun to resume); required to run a suite")
     s.add_argument("--device", help="override the suite's device: auto, cpu, cuda, cuda:N")
     s.add_argument("--only-model", help="run only this model (its id or name)")
     s.add_argument("--only-dataset", help="run only this dataset")
@@ -734,8 +775,39 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tolerance", nargs="+", action="extend", metavar="METRIC=TOL",
                    help="allowed regression per metric, absolute or relative: fid=10%% "
                    "nll_bpd=0.02")
+    s.add_argument("--wide", action="store_true",
+                   help="every column on every line (default: grouped by row, 120 columns)")
     s.set_defaults(func=cmd_compare)
+    _extractor_parser(sub)
     return p
+
+
+def _extractor_parser(sub) -> None:
+    s = sub.add_parser("extractor", help="feature extractors for the metrics (FID, KID, ...)")
+    esub = s.add_subparsers(dest="extractor_command", required=True, metavar="ACTION")
+    t = esub.add_parser("train", help="train a dataset's classifier, the extractor of its "
+                        "FID/KID/IS/PR (any labelled dataset, your own folder included)")
+    t.add_argument("--dataset", action="append", required=True,
+                   help="a built-in name or a labelled folder/.npz, with options as in "
+                   "'path?size=32' (repeatable)")
+    t.add_argument("--out", default="extractors",
+                   help="where DATASET-classifier.pt and .json go (default extractors/)")
+    # defaults (None): zoo.metrics.extractor_training.TrainOptions's
+    t.add_argument("--epochs", type=int, help="default 6")
+    t.add_argument("--batch-size", type=int, help="default 128")
+    t.add_argument("--lr", type=float, help="peak learning rate (one-cycle), default 0.05")
+    t.add_argument("--weight-decay", type=float)
+    t.add_argument("--shift", type=int, help="random shifts of up to N pixels (default 2)")
+    t.add_argument("--hflip", choices=("auto", "on", "off"), default="auto",
+                   help="mirror flips (auto: off for digits, whose classes they change)")
+    t.add_argument("--seed", type=int)
+    t.add_argument("--threads", type=int, help="default: torch's")
+    t.add_argument("--device", help="default cpu")
+    t.add_argument("--no-bf16", action="store_true", help="train in float32")
+    t.add_argument("--channels", help="the conv stages' widths, default 32,64,128")
+    t.add_argument("--feature-dim", type=int, help="the feature layer's width, default 128")
+    t.add_argument("--limit", type=int, help="use the first N images of each split only")
+    t.set_defaults(func=cmd_extractor_train)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,12 +19,22 @@ the delta against it. The standard error of a figure is ``(hi - lo) / (2 * 1.96)
   (``w - 1.96 se_d <= allowed < w + 1.96 se_d``) and ``w > 0``: the runs' N is too small
   to decide. The row shows the smallest worsening this pair can detect,
   ``allowed + 1.96 se_d``. It does not fail the gate; the summary counts and lists it;
-- ``same`` / ``better`` / ``worse``: otherwise (within tolerance, or not gated);
+- ``better``: improved past the tolerance with 95% confidence (``w + 1.96 se_d <
+  -allowed``; a figure not gated: past zero);
+- ``worse``: a figure not gated got worse with 95% confidence (``w - 1.96 se_d > 0``);
+- ``same``: otherwise: the delta's 95% interval contains zero, or lies within the
+  tolerance, which is the figure's seed-to-seed spread (the defaults are chosen from a
+  measured one, ``zoo.metrics.registry``): a change that seeds alone make is no change;
 - ``n/a``: the figure exists in one run only and is not gated.
 
 A figure without an uncertainty in either row (rows written before intervals, NLL
-without a standard error, timings) is judged by the tolerance alone, and the table says
-"no interval" for it.
+without a standard error, timings) is judged by the tolerance alone (any change within it
+is better or worse by its sign), and the table says "no interval" for it.
+
+The table fits 120 columns (grouped by row; ``wide=True``: every column on every line), and
+a warning line names each setting in which the two runs' rows differ (``SETTINGS``: the
+training budget, the model's configuration, the extractor, N): their figures do not
+measure the same thing.
 
 Gated by default: the deterministic metrics (``schema.DETERMINISTIC``), which are identical
 for identical code, seed and machine. Timings and memory vary with the machine's load: they
@@ -36,6 +46,7 @@ from __future__ import annotations
 
 import math
 import re
+import textwrap
 from dataclasses import dataclass
 
 from ..core import ConfigError
@@ -64,9 +75,18 @@ def __getattr__(name: str):
         return default_tolerances()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-# settings under which quality figures are measured: a change makes them incomparable
-EVAL_SETTINGS = ("extractor", "extractor_hash", "ref_split", "n_samples", "n_reference",
-                 "nll_images", "recon_n")
+# what two runs' rows must share for their figures to measure the same thing: (what the
+# warning calls it, the row columns that say it). config_hash covers the model, its options,
+# the budget, the batch size, the device type and the seed: it is compared only between
+# rows of the same seed (a seed-only pair differs in it and nothing else)
+SETTINGS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("budget", ("train_steps", "train_flops")),
+    ("model config", ("params", "config_hash")),
+    ("extractor", ("extractor", "extractor_hash")),
+    ("N", ("n_samples", "n_reference", "nll_images", "recon_n")),
+    ("reference split", ("ref_split",)),
+)
+WIDTH = 120  # the default output's width in columns
 
 _NUMBER = re.compile(r"^[+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?$")
 
@@ -204,19 +224,21 @@ def judge(metric: str, b: float | None, n: float | None, tol: Tolerance | None,
     j = Judgement("", worsening, se, allowed)
     if abs(n - b) <= 1e-12 * max(abs(b), 1.0):
         return Judgement("same", worsening, se, allowed)
-    if worsening < 0:
+    if se is None:  # the tolerance alone
+        if allowed is not None and _beyond(worsening, allowed):
+            return Judgement("REGRESSED", worsening, se, allowed)
+        return Judgement("better" if worsening < 0 else "worse", worsening, se, allowed)
+    lo, hi = j.interval
+    margin = 0.0 if allowed is None else allowed  # a change within it is seed noise
+    if _beyond(lo, margin) and allowed is not None:
+        return Judgement("REGRESSED", worsening, se, allowed)
+    if worsening > 0 and allowed is not None and _beyond(hi, allowed):  # lo <= allowed < hi
+        return Judgement(CANT_TELL, worsening, se, allowed)
+    if _beyond(lo, margin):
+        return Judgement("worse", worsening, se, allowed)
+    if _beyond(-hi, margin):
         return Judgement("better", worsening, se, allowed)
-    if allowed is not None:
-        if se is None:
-            if _beyond(worsening, allowed):
-                return Judgement("REGRESSED", worsening, se, allowed)
-        else:
-            lo, hi = j.interval
-            if _beyond(lo, allowed):
-                return Judgement("REGRESSED", worsening, se, allowed)
-            if _beyond(hi, allowed):  # lo <= allowed < hi, and worsening > 0
-                return Judgement(CANT_TELL, worsening, se, allowed)
-    return Judgement("worse", worsening, se, allowed)
+    return Judgement("same", worsening, se, allowed)
 
 
 def verdict(metric: str, b: float | None, n: float | None, tol: Tolerance | None,
@@ -242,17 +264,6 @@ def _env(rows: list[dict]) -> str:
         return ", ".join(out)
     return (f"device {vals('device')}; dtype {vals('dtype')}; commit {vals('commit')}; "
             f"{vals('versions')}")
-
-
-def _table(lines: list[list[str]]) -> list[str]:
-    widths = [max(len(r[i]) for r in lines) for i in range(len(lines[0]))]
-    out = []
-    for j, r in enumerate(lines):
-        out.append("  ".join(c.ljust(w) if i < 2 else c.rjust(w)
-                             for i, (c, w) in enumerate(zip(r, widths, strict=True))).rstrip())
-        if j == 0:
-            out.append("  ".join("-" * w for w in widths))
-    return out
 
 
 def _num(v: float | None) -> str:
@@ -343,63 +354,130 @@ def _describe(x: dict) -> str:
     return text + ")"
 
 
-def compare_dirs(base, new, tolerances: dict | None = None) -> tuple[str, bool]:
-    """Compare two runs (directories or results.jsonl files): (printable table, whether
+def _differences(base_rows: dict, new_rows: dict, common: list) -> list[str]:
+    """One warning line per setting of ``SETTINGS`` in which the runs' rows differ."""
+    out = []
+    for label, cols in SETTINGS:
+        names, example = [], None
+        for k in common:
+            b, n = base_rows[k], new_rows[k]
+            differ = [c for c in cols if b.get(c) != n.get(c)
+                      and (c != "config_hash" or b.get("seed") == n.get("seed"))]
+            if differ:
+                names.append(_row_name(b))
+                example = example or ", ".join(f"{c} {b.get(c)} -> {n.get(c)}" for c in differ)
+        if names:
+            out.append(f"warning: the runs differ in {label} in {len(names)} of {len(common)} "
+                       f"row(s) (e.g. {names[0]}: {example}): their figures do not measure "
+                       "the same thing")
+    return out
+
+
+def _cells(x: dict) -> dict[str, str]:
+    """The printed cells of one judgement."""
+    b, n = x["base"], x["new"]
+    cells = {"delta": "n/a", "delta %": "n/a", "delta 95%": "n/a"}
+    if b is not None and n is not None and math.isfinite(n):
+        cells["delta"] = f"{n - b:+.4g}"
+        cells["delta %"] = f"{(n - b) / abs(b) * 100:+.1f}%" if b != 0 else "n/a"
+        if x["se"] is not None:
+            half = Z95 * x["se"]
+            cells["delta 95%"] = f"[{n - b - half:+.3g}, {n - b + half:+.3g}]"
+        else:
+            cells["delta 95%"] = "no interval"
+    det = x["detectable"]
+    lower = schema.DIRECTION[x["direction_of"]] < 0
+    return {"row": x["row"], "metric": x["metric"],
+            "direction": "lower better" if lower else "higher better",
+            "base": _num(b), "new": _num(n), "short base": _short_num(b),
+            "short new": _short_num(n), **cells,
+            "detectable": "-" if det is None else f"{det:.3g}",
+            "tolerance": x["tolerance"], "verdict": x["verdict"]}
+
+
+def _short_num(v: float | None) -> str:
+    return "n/a" if v is None else _short(v) if math.isfinite(v) else str(v)
+
+
+def _align(lines: list[list[str]], left: int, indent: str = "") -> list[str]:
+    """Columns padded to their widest cell (the first ``left`` to the left, the others to
+    the right), with a rule under the header (the first line)."""
+    widths = [max(len(r[i]) for r in lines) for i in range(len(lines[0]))]
+    out = []
+    for j, r in enumerate(lines):
+        out.append(indent + "  ".join(c.ljust(w) if i < left else c.rjust(w)
+                                      for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+                   .rstrip())
+        if j == 0:
+            out.append(indent + "  ".join("-" * w for w in widths))
+    return out
+
+
+def _table(judgements: list[dict], wide: bool) -> list[str]:
+    """The judgements as a table: every column on a line of its own (``wide``), or grouped
+    under each row's name with the figures a reviewer reads (within ``WIDTH`` columns)."""
+    cells = [_cells(x) for x in judgements]
+    if wide:
+        head = ["row", "metric", "base", "new", "delta", "delta %", "delta 95%",
+                "detectable", "tolerance", "verdict"]
+        return _align([head] + [[c["row"], f"{c['metric']} ({c['direction']})",
+                                 *(c[h] for h in head[2:])] for c in cells], 2)
+    head = ["metric", "better", "base", "new", "delta [95%]", "delta %", "tol", "verdict"]
+    body = [[c["metric"], c["direction"].split()[0], c["short base"], c["short new"],
+             c["delta"] if c["delta 95%"] == "n/a" else f"{c['delta']} ({c['delta 95%']})"
+             if c["delta 95%"] == "no interval" else f"{c['delta']} {c['delta 95%']}",
+             c["delta %"], c["tolerance"], c["verdict"]] for c in cells]
+    table = _align([head] + body, 2, "  ")
+    out, last = table[:2], None
+    for c, line in zip(cells, table[2:], strict=True):
+        if c["row"] != last:
+            out.append(c["row"])
+            last = c["row"]
+        out.append(line)
+    return out
+
+
+def _fit(lines: list[str], width: int) -> list[str]:
+    """Each line longer than ``width`` wrapped, its continuation indented under it."""
+    out = []
+    for line in lines:
+        if len(line) <= width:
+            out.append(line)
+            continue
+        indent = " " * (len(line) - len(line.lstrip()) + 4)
+        out += textwrap.wrap(line, width, subsequent_indent=indent, break_on_hyphens=False)
+    return out
+
+
+def compare_dirs(base, new, tolerances: dict | None = None,
+                 wide: bool = False) -> tuple[str, bool]:
+    """Compare two runs (directories or results.jsonl files): (printable text, whether
     anything regressed). ``tolerances``: {metric: (kind, value)} as from ``parse_tolerances``
-    (the metrics gated; None: the defaults)."""
+    (the metrics gated; None: the defaults). The text fits ``WIDTH`` columns unless
+    ``wide`` (every column on every line of the table, no wrapping)."""
     tol, base_rows, new_rows = _load(base, new, tolerances)
     common = [k for k in base_rows if k in new_rows]
     only_base = [k for k in base_rows if k not in new_rows]
     only_new = [k for k in new_rows if k not in base_rows]
-
-    lines = [["row", "metric", "base", "new", "delta", "delta %", "delta 95%",
-              "detectable", "tolerance", "verdict"]]
+    judgements = _judgements(tol, base_rows, new_rows)
     counts: dict[str, int] = {}
-    regressed_items, cant_tell_items = [], []
-    for x in _judgements(tol, base_rows, new_rows):
-        b, n, v = x["base"], x["new"], x["verdict"]
-        counts[v] = counts.get(v, 0) + 1
-        if b is not None and n is not None and math.isfinite(n):
-            delta = f"{n - b:+.4g}"
-            pct = f"{(n - b) / abs(b) * 100:+.1f}%" if b != 0 else "n/a"
-            if x["se"] is not None:
-                half = Z95 * x["se"]
-                ci = f"[{n - b - half:+.3g}, {n - b + half:+.3g}]"
-            else:
-                ci = "no interval"
-        else:
-            delta = pct = ci = "n/a"
-        det = x["detectable"]
-        arrow = "lower better" if schema.DIRECTION[x["direction_of"]] < 0 else "higher better"
-        lines.append([x["row"], f"{x['metric']} ({arrow})", _num(b), _num(n), delta, pct, ci,
-                      "-" if det is None else f"{det:.3g}", x["tolerance"], v])
-        if v == "REGRESSED":
-            regressed_items.append(_describe(x))
-        elif v == CANT_TELL:
-            cant_tell_items.append(_describe(x))
+    for x in judgements:
+        counts[x["verdict"]] = counts.get(x["verdict"], 0) + 1
+    regressed_items = [_describe(x) for x in judgements if x["verdict"] == "REGRESSED"]
+    cant_tell_items = [_describe(x) for x in judgements if x["verdict"] == CANT_TELL]
 
     out = [f"base: {base}", f"  {_env(list(base_rows.values()))}",
            f"new:  {new}", f"  {_env(list(new_rows.values()))}",
            "gated: " + (", ".join(f"{m} {_fmt_tol(t)}" for m, t in tol.items()) or "nothing"),
-           "rule: a metric regresses when its worsening's 95% interval lies beyond the "
-           "tolerance, can't tell when the interval straddles it (not a failure); "
-           "delta 95%: from both runs' intervals; detectable: the smallest worsening this "
-           "pair can flag",
+           "rule: same when the delta's 95% interval (from both runs' intervals) contains "
+           "zero or lies within the tolerance (a gated figure's seed-to-seed spread); "
+           "regressed or better when it lies beyond the tolerance, can't tell when a "
+           "worsening's interval straddles it (not a failure); a figure without an "
+           "interval: the tolerance alone",
            ""]
-    differ = {}
-    for k in common:
-        for col in EVAL_SETTINGS:
-            if base_rows[k].get(col) != new_rows[k].get(col):
-                differ.setdefault(col, []).append(_row_name(base_rows[k]))
-    for col, names in differ.items():
-        out.append(f"warning: {col} differs between the runs in {len(names)} row(s) (e.g. "
-                   f"{names[0]}): their quality figures are not measured the same way")
-    if differ:
-        out.append("")
-    if len(lines) > 1:
-        out += _table(lines)
-    else:
-        out.append("no rows in common")
+    warnings = _differences(base_rows, new_rows, common)
+    out += warnings + ([""] if warnings else [])
+    out += _table(judgements, wide) if judgements else ["no rows in common"]
     out.append("")
     if only_base:
         out.append(f"rows in BASE only (missing from NEW; this fails the gate): {len(only_base)}")
@@ -419,4 +497,4 @@ def compare_dirs(base, new, tolerances: dict | None = None) -> tuple[str, bool]:
         out.append("regressions past tolerance:")
         out += [f"  - {x}" for x in regressed_items]
     out.append("RESULT: REGRESSED" if regressed else "RESULT: OK (no regression past tolerance)")
-    return "\n".join(out), regressed
+    return "\n".join(out if wide else _fit(out, WIDTH)), regressed

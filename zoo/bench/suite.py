@@ -6,8 +6,13 @@ A suite names its datasets and models; each model has config overrides, a traini
 tables of the same name. Every mistake is a ``ConfigError`` naming the file and the key
 path (``models[2].budget.steps``), raised before any training starts.
 
+The suites zoo ships (``zoo/suites/*.toml``, package data) run by name: ``load_suite("ci")``,
+``zoo bench ci``; ``zoo bench list`` prints them with their ``description``. A path to
+a file of your own works the same way.
+
 ```toml
 name = "smoke"                 # default: the file's stem
+description = "..."            # one line for `zoo bench list`
 seed = 0
 device = "auto"                # auto, cpu, cuda, cuda:N
 datasets = ["mnist"]
@@ -188,6 +193,7 @@ class Suite:
     device: str
     datasets: list[str]  # labels: built-in names, or a folder's / array's name
     models: list[ModelEntry]
+    description: str = ""
     #: label -> the parsed dataset spec (``zoo.dataspec.DatasetSpec``), parsed once here
     sources: dict[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -218,7 +224,8 @@ class Suite:
 
 
 # -- parsing ---------------------------------------------------------------------------------
-_TOP = {"name", "seed", "device", "datasets", "defaults", "evaluation", "timing", "models"}
+_TOP = {"name", "description", "seed", "device", "datasets", "defaults", "evaluation", "timing",
+        "models"}
 _MODEL = {"name", "id", "config", "budget", "batch_size", "train", "nll", "samplers",
           "evaluation", "timing", "autoencoder", "datasets"}
 _DEFAULTS = {"budget", "batch_size", "train"}
@@ -550,13 +557,45 @@ def _kind_hint(name: str) -> str:
         name, "autoencoder")
 
 
+SUITES_DIR = Path(__file__).resolve().parents[1] / "suites"  #: the shipped suites
+
+
+def shipped_suites() -> dict[str, Path]:
+    """{name: file} of the suites zoo ships, by name."""
+    return {p.stem: p for p in sorted(SUITES_DIR.glob("*.toml"))}
+
+
+def resolve_suite(suite: str | Path) -> Path:
+    """The suite file of ``suite``: a path as given when that file exists, else the shipped
+    suite of that name (``ci``, ``smoke``, ...)."""
+    path = Path(suite).expanduser()
+    if path.is_file():
+        return path
+    shipped = shipped_suites()
+    if str(suite) in shipped:
+        return shipped[str(suite)]
+    raise ConfigError(f"suite file {suite} does not exist, and no shipped suite has that name "
+                      f"(shipped: {', '.join(shipped)}; `zoo bench list` describes them)")
+
+
+def describe_suites() -> list[tuple[str, str]]:
+    """(name, description) of each shipped suite, read without checking the suite."""
+    out = []
+    for name, path in shipped_suites().items():
+        description = read_toml(path, "suite file").get("description", "")
+        out.append((name, str(description)))
+    return out
+
+
 def load_suite(path: str | Path) -> Suite:
-    """Read and check a suite file (see the module docstring for its keys)."""
-    path = Path(path)
+    """Read and check a suite: a file, or a shipped suite by name (see the module docstring
+    for its keys)."""
+    path = resolve_suite(path)
     ctx = _Ctx(path)
     raw = read_toml(path, "suite file")
     _unknown(ctx, raw, _TOP, "")
     name = _get(ctx, raw, "name", str, "name", path.stem)
+    description = _get(ctx, raw, "description", str, "description", "")
     try:
         seed = check_seed(_get(ctx, raw, "seed", int, "seed", 0))
     except ConfigError as e:
@@ -574,7 +613,7 @@ def load_suite(path: str | Path) -> Suite:
         models.append(_model_entry(ctx, m, f"models[{i}]", models, defaults, datasets, sources))
     _check_latent(ctx, models, datasets, sources)
     return Suite(name=name, path=path, seed=seed, device=device, datasets=datasets,
-                 models=models, sources=sources)
+                 models=models, sources=sources, description=description)
 
 
 @dataclass(frozen=True)

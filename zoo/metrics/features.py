@@ -4,9 +4,9 @@ Two kinds, both ``torch_fidelity.FeatureExtractorBase`` subclasses so every metr
 through one torch-fidelity pipeline on uint8 ``[N, C, H, W]`` batches:
 
 - ``<dataset>-classifier`` (``mnist-classifier``, ``fashion-mnist-classifier``): small CNNs
-  trained by ``benchmarks/train_feature_extractors.py`` and shipped in ``weights/`` with a
-  JSON card (dataset, architecture, test accuracy, sha256). Layer ``features`` (the
-  penultimate layer) feeds FID/KID/PR; layer ``logits`` feeds IS.
+  trained by ``zoo extractor train`` (``zoo.metrics.extractor_training``) and shipped in
+  ``weights/`` with a JSON card (dataset, architecture, test accuracy, sha256). Layer
+  ``features`` (the penultimate layer) feeds FID/KID/PR; layer ``logits`` feeds IS.
 - ``inception-v3-compat``: torch-fidelity's InceptionV3, the standard FID network. Weights
   come from an explicit path, ``$ZOO_INCEPTION_WEIGHTS``, torch's hub cache, or a download
   when online; they are read with ``weights_only=True`` and checked against the
@@ -147,7 +147,7 @@ def classifier_card(name_or_path: str | os.PathLike) -> tuple[dict, Path]:
     if not card_path.is_file():
         raise CheckpointError(
             f"classifier weights {weights} have no JSON card {card_path} (write both with "
-            "benchmarks/train_feature_extractors.py)"
+            "`zoo extractor train`)"
         )
     try:
         card = json.loads(card_path.read_text())
@@ -382,9 +382,9 @@ def train_classifier_hint(ds) -> str:
     """How to train a metrics classifier on a (labelled) dataset and use it."""
     import shlex
 
-    return (f"train a classifier on its labelled images with `python "
-            f"benchmarks/train_feature_extractors.py --dataset {shlex.quote(str(ds))} --out DIR` "
-            f"and pass --extractor DIR/{ds.name}{CLASSIFIER_SUFFIX}.pt (extractor= in Python)")
+    return (f"train a classifier on its labelled images with `zoo extractor train --dataset "
+            f"{shlex.quote(str(ds))} --out DIR` and pass --extractor "
+            f"DIR/{ds.name}{CLASSIFIER_SUFFIX}.pt (extractor= in Python)")
 
 
 def resolve_extractor(

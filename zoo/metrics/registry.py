@@ -339,20 +339,26 @@ def default_tolerances() -> dict[str, Tolerance]:
 
 # -- the metrics ----------------------------------------------------------------------------
 
+# The default tolerances of fid, kid, precision, recall, density and coverage are the largest
+# difference between six trainings that differ only in their seed, rounded up to the next 5%
+# (relative) or 0.01 (absolute): a change that seeds alone make does not fail the gate (the
+# README's regression gate section has the measurement and its command). Density and
+# coverage are relative: their scale depends on the data and the extractor (coverage ~0.04
+# against the classifier's features, where an absolute 0.05 could never fire).
 PR_NEIGHBORHOOD = 3  #: torch-fidelity's precision/recall: k of the k-NN radii
 IS_SPLITS = 10  #: torch-fidelity's inception score: splits (fewer when fewer images)
 DC_NEAREST_K = 5  #: density/coverage: k of the k-NN radii (the prdc package's default)
 
 register(Metric(
     "fid", default=True, tf_flag="fid",
-    columns=(Column("fid", "FID", "{:.3f}", -1, tolerance=("rel", 0.10),
+    columns=(Column("fid", "FID", "{:.3f}", -1, tolerance=("rel", 0.15),
                     interval=True, headline=True, small_n="kid"),),
     tf_results=(("fid", "frechet_inception_distance"),),
     description="Fréchet distance of the Gaussians fitted to the features",
 ))
 register(Metric(
     "kid", default=True, tf_flag="kid",
-    columns=(Column("kid", "KID", "{:.5f}", -1, tolerance=("rel", 0.10), spread="kid_std",
+    columns=(Column("kid", "KID", "{:.5f}", -1, tolerance=("rel", 0.15), spread="kid_std",
                     interval=True),
              Column("kid_std", "", "{:.5f}")),
     tf_results=(("kid", "kernel_inception_distance_mean"),
@@ -373,7 +379,7 @@ register(Metric(
     min_images=PR_NEIGHBORHOOD + 1,
     columns=(Column("precision", "precision", "{:.4f}", +1, tolerance=("abs", 0.05),
                     interval=True, figure=None),
-             Column("recall", "recall", "{:.4f}", +1, tolerance=("abs", 0.05),
+             Column("recall", "recall", "{:.4f}", +1, tolerance=("abs", 0.10),
                     interval=True, figure=None)),
     tf_results=(("precision", "precision"), ("recall", "recall"), ("f_score", "f_score")),
     description="improved precision and recall (Kynkäänniemi et al. 2019), k=3",
@@ -382,9 +388,9 @@ register(Metric(
     "dc", aliases=("density", "coverage"), default=True, min_images=DC_NEAREST_K + 1,
     function="zoo.metrics.density_coverage:density_coverage",
     params={"nearest_k": DC_NEAREST_K},
-    columns=(Column("density", "density", "{:.4f}", +1, tolerance=("abs", 0.05),
+    columns=(Column("density", "density", "{:.4f}", +1, tolerance=("rel", 0.10),
                     interval=True, figure=None),
-             Column("coverage", "coverage", "{:.4f}", +1, tolerance=("abs", 0.05),
+             Column("coverage", "coverage", "{:.4f}", +1, tolerance=("rel", 0.25),
                     interval=True, figure=None)),
     description="density and coverage (Naeem et al. 2020), k=5",
 ))

@@ -1,7 +1,8 @@
-"""Train the metrics classifiers (``<dataset>-classifier``) that zoo ships for FID/KID/IS/PR.
+"""Train a metrics classifier (``<dataset>-classifier``), the extractor zoo ships for
+FID/KID/IS/PR on MNIST and Fashion-MNIST: ``zoo extractor train``.
 
-    python benchmarks/train_feature_extractors.py --dataset mnist --dataset fashion-mnist
-    python benchmarks/train_feature_extractors.py --dataset ./my_images --out classifiers
+    zoo extractor train --dataset ./my_images --out extractors
+    zoo extractor train --dataset mnist --dataset fashion-mnist --out zoo/metrics/weights
 
 For each dataset: train ``zoo.metrics.features.ClassifierNet`` on the train split
 (deterministic: fixed seed, deterministic algorithms, fixed thread count; bf16 autocast,
@@ -12,16 +13,14 @@ labelled dataset ``zoo.data.load`` returns, any channel count or image size: a b
 name, or your own folder with one subfolder per class (or a .npz with labels), with
 options as in ``path?size=32``; its classifier is ``<folder name>-classifier``, used by
 ``zoo eval RUN --extractor DIR/<folder name>-classifier.pt``. Mirror flips are used except
-for datasets whose classes they change (digits; ``--hflip off`` for yours if so).
+for datasets whose classes they change (digits; ``hflip=False`` for yours if so).
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import json
-import math
 import os
 import platform
 import sys
@@ -31,9 +30,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from zoo import data as zdata
-from zoo.core import atomic_write
-from zoo.metrics.features import WEIGHTS_DIR, ClassifierConfig, ClassifierNet, save_bytes
+from .. import data as zdata
+from ..core import ConfigError, DataError, atomic_write
+from .features import ClassifierConfig, ClassifierNet, save_bytes
 
 #: datasets whose labels a mirror image changes
 NO_FLIP = {"mnist"}
@@ -104,7 +103,7 @@ def _train(dataset: str, opts: TrainOptions, out: Path, root: str | None) -> dic
     x_train, y_train = zdata.load(ds, "train", root=root)
     x_test, y_test = zdata.load(ds, "test", root=root)
     if min(int(y_train.min()), int(y_test.min())) < 0:
-        raise SystemExit(
+        raise DataError(
             f"{ds}: its images have no labels, and a classifier needs them. Put the images in "
             "one subfolder per class (the folder names are the classes), or save the labels "
             "with the images: numpy.savez(path, images=..., labels=...)"
@@ -116,14 +115,15 @@ def _train(dataset: str, opts: TrainOptions, out: Path, root: str | None) -> dic
     num_classes = zdata.dataset_info(ds.source).num_classes if ds.builtin else \
         max(int(y_train.max()), int(y_test.max())) + 1
     if num_classes < 2:
-        raise SystemExit(f"{ds}: a classifier needs at least 2 classes, the labels have "
+        raise DataError(f"{ds}: a classifier needs at least 2 classes, the labels have "
                          f"{num_classes}")
     config = ClassifierConfig(in_channels=x_train.shape[1], num_classes=num_classes,
                               channels=tuple(opts.channels), feature_dim=opts.feature_dim)
     net = ClassifierNet(config).to(device, memory_format=torch.channels_last)
     steps_per_epoch = len(x_train) // opts.batch_size
     if steps_per_epoch < 1:
-        raise SystemExit(f"{dataset}: {len(x_train)} training images is less than one batch")
+        raise DataError(f"{dataset}: {len(x_train)} training images is less than one batch "
+                        f"of {opts.batch_size} (--batch-size)")
     total = steps_per_epoch * opts.epochs
     opt = torch.optim.SGD(net.parameters(), lr=opts.lr, momentum=0.9, nesterov=True,
                           weight_decay=opts.weight_decay)
@@ -170,7 +170,7 @@ def _train(dataset: str, opts: TrainOptions, out: Path, root: str | None) -> dic
                   "threads": torch.get_num_threads(), "seconds": round(seconds, 1)},
         "torch": torch.__version__,
         "machine": platform.machine(),
-        "script": "benchmarks/train_feature_extractors.py",
+        "command": "zoo extractor train",
     }
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / f"{name}.pt", lambda tmp: Path(tmp).write_bytes(blob))
@@ -183,41 +183,13 @@ def _train(dataset: str, opts: TrainOptions, out: Path, root: str | None) -> dic
     return card
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--dataset", action="append", required=True,
-                   help="a built-in name or a labelled folder/.npz, with options as in "
-                   "'path?size=32' (repeatable)")
-    p.add_argument("--out", type=Path, default=WEIGHTS_DIR)
-    p.add_argument("--root", help="dataset root (default $ZOO_DATA_ROOT)")
-    d = TrainOptions()
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--shift", type=int, default=d.shift)
-    p.add_argument("--hflip", choices=("auto", "on", "off"), default="auto")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--threads", type=int, default=d.threads)
-    p.add_argument("--device", default=d.device)
-    p.add_argument("--no-bf16", action="store_true", help="train in float32")
-    p.add_argument("--channels", default=",".join(map(str, d.channels)))
-    p.add_argument("--feature-dim", type=int, default=d.feature_dim)
-    p.add_argument("--limit", type=int, help="use the first N images of each split only")
-    a = p.parse_args(argv)
-    opts = TrainOptions(
-        epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, weight_decay=a.weight_decay,
-        shift=a.shift, hflip=None if a.hflip == "auto" else a.hflip == "on", seed=a.seed,
-        threads=a.threads, device=a.device, bf16=not a.no_bf16,
-        channels=tuple(int(c) for c in a.channels.split(",")), feature_dim=a.feature_dim,
-        limit=a.limit,
-    )
-    if opts.epochs < 1 or not math.isfinite(opts.lr) or opts.lr <= 0:
-        p.error("--epochs must be >= 1 and --lr > 0")
-    for dataset in a.dataset:
-        train(dataset, opts, a.out, a.root)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def check(opts: TrainOptions) -> None:
+    """Refuse options that cannot train (a ConfigError naming the option)."""
+    if opts.epochs < 1:
+        raise ConfigError(f"--epochs must be >= 1, got {opts.epochs}")
+    if not (opts.lr > 0 and opts.lr < float("inf")):
+        raise ConfigError(f"--lr must be a positive number, got {opts.lr}")
+    if opts.batch_size < 1 or opts.limit is not None and opts.limit < 1:
+        raise ConfigError("--batch-size and --limit must be >= 1")
+    if not opts.channels or min(opts.channels) < 1 or opts.feature_dim < 1:
+        raise ConfigError("--channels and --feature-dim must be positive")

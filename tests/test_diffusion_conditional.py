@@ -124,7 +124,7 @@ def test_sampler_keys_and_labels_name_the_guidance():
 def test_a_guided_conditional_loop_replays_like_the_eager_loop(options, monkeypatch):
     """The stand-in graph of test_e2e_fast_path: no host sync in the guided loop, the labels an
     input of the captured loop (new labels, the same graph)."""
-    import zoo.models.diffusion.model as module
+    import zoo.models.diffusion.loop as module
 
     monkeypatch.setattr(module, "capture", capture_on_cpu)
     monkeypatch.setattr(module, "graph_mode", lambda value, device: (value is True, False))

@@ -249,7 +249,7 @@ def test_given_noise_with_a_stochastic_sampler_draws_only_the_step_noise():
 
 @pytest.mark.parametrize("options", SAMPLERS[1:] + [{"sampler": "ddpm"}])
 def test_given_noise_is_an_input_of_the_captured_loop(options, monkeypatch):
-    import zoo.models.diffusion.model as module
+    import zoo.models.diffusion.loop as module
 
     monkeypatch.setattr(module, "capture", capture_on_cpu)
     monkeypatch.setattr(module, "graph_mode", lambda value, device: (value is True, False))

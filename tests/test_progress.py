@@ -132,7 +132,7 @@ def test_a_replayed_cuda_graph_counts_its_whole_loop(family, monkeypatch):
     """The capture and its warm-up count nothing (``uncounted``, as ``zoo.nn.graphs.capture``
     runs them); each replay counts one loop (the stand-in graph of test_e2e_fast_path)."""
     if family == "diffusion":
-        import zoo.models.diffusion.model as module
+        import zoo.models.diffusion.loop as module
         model, steps = tiny_ddpm(), 20
     else:
         import zoo.models.autoregressive as module

@@ -49,6 +49,12 @@ class UNetConfig:
     dropout: float = 0.0
     norm_groups: int = 4
 
+    @property
+    def unet(self) -> UNetConfig:
+        """The U-Net's options alone (of a model config that extends these)."""
+        return UNetConfig(**{f.name: getattr(self, f.name)
+                             for f in dataclasses.fields(UNetConfig)})
+
 
 #: the auto depth halves the image while its side stays even and at least this after halving
 MIN_SIDE = 4

@@ -8,24 +8,23 @@ posterior), one sampler per file (``ancestral``, ``ddim``, ``dpm_solver``, ``uni
 ``heun``, ``euler_ancestral`` on the contract of ``sampler``; ``sigmas`` the sigma-space
 pieces and option fields the ports share),
 ``objectives`` (what the network predicts, the training target and weights, the conversion
-to eps) and ``bound`` (the variational bound). This file holds the model: the U-Net, its training
-step, the sampling loop (eager or replayed as one CUDA graph) and ``nll``.
+to eps), ``bound`` (the variational bound) and ``loop`` (the sampling loop, eager or replayed as
+one CUDA graph, which ``flow-matching`` shares). This file holds the model: the U-Net, its
+training step, what the loop asks of it (the plan, the guided eps) and ``nll``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ... import progress
 from ...core import (
     ConfigError,
     GenerativeModel,
@@ -35,9 +34,7 @@ from ...core import (
     option_flag,
     option_number,
 )
-from ...errors import NonFiniteSamples
-from ...nn.graphs import NOISE_BYTES, capture, graph_mode, model_graphs, weights_key
-from ...nn.likelihood import from_unit, to_unit
+from ...nn.likelihood import to_unit
 from ...nn.unet import UNet, UNetConfig
 from ...options import check_range
 from .ancestral import Ancestral
@@ -46,12 +43,10 @@ from .ddim import DDIM
 from .dpm_solver import DPMSolver
 from .euler_ancestral import EulerAncestral
 from .heun import Heun
+from .loop import SamplingLoop
 from .objectives import LOSS_WEIGHTINGS, PREDICTIONS, loss_weight, target, to_eps
 from .schedule import SCHEDULES, NoiseSchedule, make_betas
 from .unipc import UniPC
-
-#: ``sample``'s own arguments, beside the sampler's options
-_SAMPLE_ARGS = ("labels", "batch_size", "cuda_graph", "noise")
 
 
 @dataclass
@@ -81,11 +76,6 @@ class DDPMConfig(UNetConfig, ScheduleConfig):
     num_classes: int | None = None  # filled from the dataset's labels when conditional
     label_dropout: float = 0.1  # share of training labels replaced by the null label
 
-    @property
-    def unet(self) -> UNetConfig:
-        """The U-Net's options alone."""
-        return UNetConfig(**{f.name: getattr(self, f.name) for f in fields(UNetConfig)})
-
 
 def _choice(value, valid: Sequence[str], name: str) -> str:
     if value not in valid:
@@ -110,7 +100,7 @@ def _nll_mode(value, name: str = "nll mode", stacklevel: int = 3) -> str:
 DEFAULT_SAMPLER_STEPS = 10
 
 
-class DDPM(GenerativeModel):
+class DDPM(SamplingLoop, GenerativeModel):
     """Denoising diffusion: a U-Net predicting epsilon (or v, x0), DDPM/DDIM samplers, VLB
     nll."""
 
@@ -179,19 +169,6 @@ class DDPM(GenerativeModel):
     def timesteps(self) -> int:
         return self.config.timesteps
 
-    # -- the space the diffusion runs in (a latent model's differs: latent_diffusion) -------
-    def diffusion_shape(self) -> tuple[int, int, int]:
-        """(C, H, W) of the diffused tensors: the image's."""
-        return self.image_shape
-
-    def to_space(self, x: Tensor) -> Tensor:
-        """uint8 images -> the diffused float tensors (here [-1, 1] pixels)."""
-        return to_unit(x)
-
-    def from_space(self, x: Tensor) -> Tensor:
-        """Diffused float tensors -> uint8 images."""
-        return from_unit(x)
-
     # -- training ------------------------------------------------------------------------
     def configure_optimizers(self):
         return {"ddpm": adam(self.net.parameters(), lr=self.config.lr)}
@@ -225,13 +202,6 @@ class DDPM(GenerativeModel):
         return {"loss": loss.item()}
 
     # -- sampling ------------------------------------------------------------------------
-    def _generator_for(self, generator: torch.Generator | None, device: torch.device):
-        """``generator`` itself if it lives on ``device``, else one there seeded from it."""
-        if generator is None or generator.device == device:
-            return generator
-        seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
-        return torch.Generator(device=device).manual_seed(seed)
-
     @torch.inference_mode()
     def sample(self, n, *, generator=None, labels=None, batch_size: int = 256,
                cuda_graph="auto", noise: Tensor | None = None, **options) -> Tensor:
@@ -263,68 +233,22 @@ class DDPM(GenerativeModel):
         any ``batch_size``, eager or graphed: for reproducibility across samplers and for
         interpolating between images.
         """
-        x = self.sample_unit(n, generator=generator, labels=labels, batch_size=batch_size,
-                             cuda_graph=cuda_graph, noise=noise, **options)
-        try:
-            return self.from_space(x)
-        except NonFiniteSamples:
-            w = self.parse_sampler(options, also=_SAMPLE_ARGS).guidance
-            if w in (0.0, 1.0):
-                raise
-            raise NonFiniteSamples(f"guidance {w:g} overflowed to non-finite values (NaN or "
-                                   "inf); use a smaller guidance (usually 1 to 10)") from None
+        return self._sample_images(n, options, generator=generator, labels=labels,
+                                   batch_size=batch_size, cuda_graph=cuda_graph, noise=noise)
 
-    @torch.inference_mode()
-    def sample_unit(self, n, *, generator=None, labels=None, batch_size=256, cuda_graph="auto",
-                    noise=None, **options) -> Tensor:
-        """Like ``sample`` but returns the float samples of the diffused space (pixels in
-        [-1, 1] before quantization; a latent model's latents)."""
-        sampler = self.parse_sampler(options, also=_SAMPLE_ARGS)
-        n = option_number(n, "n", int)
-        batch_size = option_number(batch_size, "batch_size", int)
-        if n < 0 or batch_size < 1:
-            raise ConfigError(f"need n >= 0 and batch_size >= 1, got {n=}, {batch_size=}")
-        labels = self.check_labels(labels, n)
-        noise = self._check_noise(noise, n)
-        if self.conditional and labels is None:  # no class asked: the null label's model
-            labels = torch.full((n,), self.num_classes, dtype=torch.long, device=self.device)
-        graph, auto = graph_mode(cuda_graph, self.device)
-        plan = sampler.plan(self.schedule)
-        with eval_mode(self):
-            gen = self._generator_for(generator, self.device)
-            out = []
-            for start in range(0, n, batch_size):
-                b = min(batch_size, n - start)
-                y = None if labels is None else labels[start:start + b]
-                use_graph = graph and model_graphs(self).worth_it((sampler.key(), b), auto)
-                denoise = self._denoise_graphed if use_graph else self._denoise
-                x_T = None if noise is None else noise[start:start + b]
-                out.append(denoise(sampler, plan, b, gen, y, x_T))
-        return torch.cat(out) if out else torch.empty(0, *self.space_shape)
+    def sampling_plan(self, sampler):
+        return sampler.plan(self.schedule)
 
-    def _guided_labels(self, y: Tensor | None, guidance: float) -> Tensor | None:
-        """The labels of the network's batch: ``y`` (guidance 1), the null label (0), or
-        both stacked for one call (classifier-free guidance with any other weight)."""
-        if y is None:
-            return None
-        null = torch.full_like(y, self.num_classes)
-        if guidance == 0:
-            return null
-        return y if guidance == 1 else torch.cat([y, null])
+    def _predict(self, x: Tensor, plan, i: int, y: Tensor | None, guidance: float) -> Tensor:
+        return self._eps(x, plan.t[i:i + 1], y, guidance, plan.alpha_bar[i:i + 1])
 
     def _eps(self, x: Tensor, t: Tensor, y: Tensor | None, guidance: float,
              abar: Tensor | None = None) -> Tensor:
         """The network's eps at x (timestep ``t``; alpha-bar ``abar``, the plan's row, or the
-        schedule's at an integer ``t`` when not given), guided: eps_null + w (eps_y -
-        eps_null) from one batched call over both labels when w is neither 0 nor 1 (``y``
-        from ``_guided_labels``). A v- or x0-predicting network's output is turned into eps
-        here, after the guidance mix (the conversion is affine in the output), so every
-        sampler sees eps."""
-        if y is None or y.shape[0] == x.shape[0]:
-            out = self.net(x, t, *(() if y is None else (y,))).float()
-        else:
-            cond, uncond = self.net(torch.cat([x, x]), t, y).float().chunk(2)
-            out = torch.lerp(uncond, cond, guidance)
+        schedule's at an integer ``t`` when not given), guided (``_guided_net``). A v- or
+        x0-predicting network's output is turned into eps here, after the guidance mix (the
+        conversion is affine in the output), so every sampler sees eps."""
+        out = self._guided_net(x, t, y, guidance)
         if self.config.prediction == "epsilon":
             return out
         return to_eps(self.config.prediction, out, x,
@@ -334,79 +258,6 @@ class DDPM(GenerativeModel):
         """The network as an eps-predictor at integer timesteps ``t`` (for the bound)."""
         return to_eps(self.config.prediction, self.net(x, t, *y).float(), x,
                       self.schedule.alphas_cumprod[t])
-
-    def _check_noise(self, noise, n: int) -> Tensor | None:
-        """``sample``'s ``noise=`` x_T as float32 on the model's device, or a ConfigError."""
-        if noise is None:
-            return None
-        shape = (n, *self.space_shape)
-        if not isinstance(noise, Tensor) or not noise.is_floating_point():
-            got = noise.dtype if isinstance(noise, Tensor) else type(noise).__name__
-            raise ConfigError(f"noise must be a float tensor of shape {list(shape)}, got {got}")
-        if tuple(noise.shape) != shape:
-            raise ConfigError(f"noise must have shape {list(shape)} (n, C, H, W), got "
-                              f"{list(noise.shape)}")
-        noise = noise.to(self.device, torch.float32)
-        if not torch.isfinite(noise).all():
-            raise ConfigError("noise must be finite")
-        return noise
-
-    def _denoise(self, sampler, plan, b: int, gen, y: Tensor | None = None,
-                 x_T: Tensor | None = None) -> Tensor:
-        dev = self.device
-        x = torch.randn((b, *self.space_shape), generator=gen, device=dev) if x_T is None \
-            else x_T.clone()
-        x = sampler.start(plan, x)  # N(0, I) scaled as the sampler's reference starts
-        y = self._guided_labels(y, sampler.guidance)
-        state = sampler.init_state(x)
-        for i in progress.steps(range(len(plan)), b):  # counted by a progress bar, if any
-            eps = self._eps(x, plan.t[i:i + 1], y, sampler.guidance, plan.alpha_bar[i:i + 1])
-            z = torch.randn(x.shape, generator=gen, device=dev) if plan.noisy[i] else None
-            x, _, state = sampler.step(plan, i, x, eps, z, state)
-        return x
-
-    def _loop(self, sampler, plan, x: Tensor, zs: Tensor, steps: int,
-              y: Tensor | None = None) -> Tensor:
-        """The first ``steps`` steps of the sampling loop over given initial noise, per-step
-        noise and labels (for capture)."""
-        j = 0
-        x = sampler.start(plan, x)
-        y = self._guided_labels(y, sampler.guidance)
-        state = sampler.init_state(x)
-        for i in range(steps):
-            eps = self._eps(x, plan.t[i:i + 1], y, sampler.guidance, plan.alpha_bar[i:i + 1])
-            z = zs[j] if plan.noisy[i] else None
-            j += plan.noisy[i]
-            x, _, state = sampler.step(plan, i, x, eps, z, state)
-        return x
-
-    def _denoise_graphed(self, sampler, plan, b: int, gen, y: Tensor | None = None,
-                         x_T: Tensor | None = None) -> Tensor:
-        """``_denoise`` replayed as one CUDA graph (``zoo.nn.graphs``). The noise is drawn
-        before the replay in the order ``_denoise`` draws it: the same samples. The labels
-        and a given x_T are inputs of the graph (copied into its buffers), not part of it."""
-        dev = self.device
-        if sum(plan.noisy) * b * math.prod(self.space_shape) * 4 > NOISE_BYTES:  # won't fit
-            return self._denoise(sampler, plan, b, gen, y, x_T)
-
-        def build():
-            x_in = torch.zeros((b, *self.space_shape), device=dev)
-            zs = torch.zeros((sum(plan.noisy), b, *self.space_shape), device=dev)
-            y_in = torch.zeros(b, dtype=torch.long, device=dev) if self.conditional else None
-            graph, x_out = capture(lambda: self._loop(sampler, plan, x_in, zs, len(plan), y_in),
-                                   lambda: self._loop(sampler, plan, x_in, zs, 1, y_in), dev)
-            return graph, x_in, zs, y_in, x_out, plan  # the plan's tables are read by the replay
-
-        graph, x_in, zs, y_in, x_out, _ = model_graphs(self).get((sampler.key(), b),
-                                                                 weights_key(self.net), build)
-        x_in.copy_(torch.randn(x_in.shape, generator=gen, device=dev) if x_T is None else x_T)
-        for j in range(zs.shape[0]):
-            zs[j].copy_(torch.randn(x_in.shape, generator=gen, device=dev))
-        if y_in is not None:
-            y_in.copy_(y)
-        graph.replay()
-        progress.ran(len(plan), b)
-        return x_out.clone()
 
     # -- likelihood ----------------------------------------------------------------------
     @torch.inference_mode()

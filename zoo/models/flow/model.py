@@ -1,0 +1,156 @@
+"""Flow matching (Lipman et al. 2023) on the linear path of rectified flow (Liu et al. 2023),
+as Stable Diffusion 3 trains (Esser et al. 2024): x_t = (1 - t) x_0 + t noise, t = 1 being
+noise (diffusers' convention), and the U-Net (``zoo.nn.unet``) regresses the path's velocity
+v = noise - x_0 at x_t. Times are drawn uniformly or logit-normally (SD3's choice, which
+weights the middle of the path); sampling integrates dx/dt = v from t = 1 to 0 with one of
+the samplers beside this file (``euler``, ``heun``, ``midpoint``) through the diffusion
+family's loop (``zoo.models.diffusion.loop``: ``noise=``, guidance, CUDA graphs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ...core import ConfigError, GenerativeModel, ModelSpec, adam
+from ...nn.unet import UNet, UNetConfig
+from ...options import check_range
+from ..diffusion.loop import SamplingLoop
+from .euler import Euler
+from .heun import Heun
+from .midpoint import Midpoint
+from .sampler import TIME_SCALE
+
+TIME_SAMPLINGS = ("uniform", "logit-normal")
+
+
+@dataclass
+class FlowMatchingConfig(UNetConfig):
+    """The U-Net (``zoo.nn.unet.UNetConfig``), then training: one flat set of options."""
+
+    lr: float = 1e-3
+    time_sampling: Literal["uniform", "logit-normal"] = "uniform"  # how training draws t
+    logit_mean: float = 0.0  # logit-normal t = sigmoid(m + s n), n ~ N(0, 1): m (SD3: 0)
+    logit_std: float = 1.0  # ... and s (SD3: 1)
+    conditional: bool = False  # class-conditional (labels from the training data)
+    num_classes: int | None = None  # filled from the dataset's labels when conditional
+    label_dropout: float = 0.1  # share of training labels replaced by the null label
+
+
+#: the default sampler (``FlowMatching.default_sampler``; docs/flow-matching.md says how
+#: it was chosen)
+DEFAULT_SAMPLER = {"sampler": "heun", "steps": 10}
+
+
+class FlowMatching(SamplingLoop, GenerativeModel):
+    """Flow matching: a U-Net predicting the velocity of the linear path, ODE samplers."""
+
+    family = "flow-matching"
+    likelihood = None
+    color = "#17becf"
+    Config = FlowMatchingConfig
+    samplers = (Euler, Heun, Midpoint)
+
+    @property
+    def default_sampler(self) -> dict:
+        """Heun at 10 steps (19 network calls): see docs/flow-matching.md for the
+        measurement behind it."""
+        return dict(DEFAULT_SAMPLER)
+
+    def __init__(self, config: FlowMatchingConfig, image_shape):
+        super().__init__(config, image_shape)
+        c = config
+        if c.time_sampling not in TIME_SAMPLINGS:
+            raise ConfigError(f"unknown time_sampling {c.time_sampling!r}; valid: "
+                              f"{', '.join(TIME_SAMPLINGS)}")
+        check_range(c.logit_mean, "logit_mean")
+        check_range(c.logit_std, "logit_std", above=0)
+        check_range(c.lr, "lr", above=0)
+        check_range(c.channels, "channels", least=1)
+        check_range(c.norm_groups, "norm_groups", least=1)
+        check_range(c.label_dropout, "label_dropout", least=0, below=1)
+        if c.conditional and (c.num_classes is None or c.num_classes < 2):
+            raise ConfigError(
+                f"a conditional model needs num_classes >= 2, got {c.num_classes}; train it on "
+                "a labelled dataset (which sets it) or give num_classes=K")
+        #: the shape the flow runs in: the image's, or a latent model's latent shape
+        self.space_shape = self.diffusion_shape()
+        ch, h, w = self.space_shape
+        self.net = UNet(ch, (h, w), c.unet,
+                        num_classes=c.num_classes if c.conditional else None)
+        # the config records the depth chosen for this size, so run.json shows what was built
+        self.config = dataclasses.replace(self.config,
+                                          channel_mult=tuple(self.net.config.channel_mult))
+
+    # -- training ------------------------------------------------------------------------
+    def configure_optimizers(self):
+        return {"flow": adam(self.net.parameters(), lr=self.config.lr)}
+
+    def ddp_modules(self):
+        return {"net": self.net}
+
+    def sample_times(self, n: int) -> Tensor:
+        """n training times in [0, 1] per ``time_sampling``, from the batch noise stream."""
+        c = self.config
+        if c.time_sampling == "uniform":
+            return self.batch_rand(n)
+        return torch.sigmoid(c.logit_mean + c.logit_std * self.batch_randn(n))
+
+    def train_step(self, x, optimizers):
+        """One step of || v_theta(x_t, t) - (noise - x_0) ||^2 at x_t = (1 - t) x_0 + t noise;
+        a conditional model sees the batch's labels, a ``label_dropout`` share of them
+        replaced by the null label (the unconditional model guidance uses)."""
+        batch = self.check_batch(x)
+        x0 = self.to_space(batch.images)
+        t = self.sample_times(x0.shape[0])
+        noise = self.batch_randn(*x0.shape)
+        x_t = torch.lerp(x0, noise, t.view(-1, *[1] * (x0.dim() - 1)))
+        args = (self.drop_labels(batch.labels, self.config.label_dropout),) \
+            if self.conditional else ()
+        out = self.wrapped("net")(x_t, t * TIME_SCALE, *args).float()
+        loss = F.mse_loss(out, noise - x0)
+        self.optimize(loss, optimizers["flow"])
+        return {"loss": loss.item()}
+
+    # -- sampling ------------------------------------------------------------------------
+    @torch.inference_mode()
+    def sample(self, n, *, generator=None, labels=None, batch_size: int = 256,
+               cuda_graph="auto", noise: Tensor | None = None, **options) -> Tensor:
+        """n uint8 images integrated from x_1 ~ N(0, I), or from the given ``noise`` x_1
+        [n, C, H, W] (then the same noise gives the same images, for any ``batch_size``,
+        eager or graphed).
+
+        Without a ``sampler``: ``default_sampler`` (Heun, 10 steps; its options may be given:
+        ``steps=20``). ``sampler="euler"`` (S calls), ``"heun"`` (2 S - 1) or ``"midpoint"``
+        (2 S), each with ``steps`` S (default 50) and ``shift`` (SD3's timestep shift,
+        default 1); the first two are diffusers' ``FlowMatchEulerDiscreteScheduler`` and
+        ``FlowMatchHeunDiscreteScheduler``. ``cuda_graph`` replays the loop as one CUDA graph
+        (``"auto"``: on CUDA from the second batch of the same shape and options on).
+
+        A class-conditional model takes ``labels`` (an int or one per image); without, it
+        samples from its null label. ``guidance`` w mixes the velocities, v_null + w (v_label
+        - v_null): 0 unconditional, 1 (default) conditional, > 1 guided (one batched call).
+        """
+        return self._sample_images(n, options, generator=generator, labels=labels,
+                                   batch_size=batch_size, cuda_graph=cuda_graph, noise=noise)
+
+    def sampling_plan(self, sampler):
+        return sampler.plan(self.device)
+
+    def _predict(self, x: Tensor, plan, i: int, y: Tensor | None, guidance: float) -> Tensor:
+        return self._guided_net(x, plan.t[i:i + 1], y, guidance)
+
+
+MODELS = {
+    "flow-matching": ModelSpec(
+        FlowMatching,
+        "flow matching / rectified flow (Lipman et al.; Liu et al.; SD3's objective), DDPM's "
+        "1.06M-parameter U-Net predicting velocity; sample with sampler=euler|heun|midpoint",
+        dataset_defaults={"cifar10": {"channels": 64}},
+    ),
+}

@@ -1,0 +1,263 @@
+"""The flow-matching family: its Euler and Heun samplers step for step against diffusers'
+FlowMatch schedulers from the same velocity function (defaults and a shift), every sampler
+against the exact flow of a Gaussian, training, guidance, ``noise=`` and the captured loop."""
+
+from __future__ import annotations
+
+import diffusers
+import pytest
+import torch
+from helpers import capture_on_cpu, gen
+
+import zoo
+from zoo.core import Batch, ConfigError
+from zoo.models.flow import TIME_SCALE, Euler, Heun, Midpoint
+
+SHAPE = (3, 1, 4, 4)
+TINY = {"channels": 8, "norm_groups": 4, "max_levels": 2}
+
+
+def tiny(seed: int = 0, **config):
+    """A flow model whose U-Net output is not zero (a fresh one's last layer is)."""
+    torch.manual_seed(seed)
+    m = zoo.create("flow-matching", image_shape=(1, 8, 8), **{**TINY, **config})
+    with torch.no_grad():
+        for p in m.net.parameters():
+            if p.abs().sum() == 0 and p.dim() > 1:
+                p.normal_(0.0, 0.05)
+    return m.eval()
+
+
+def velocity(x: torch.Tensor, t) -> torch.Tensor:
+    """A deterministic stand-in for a network: smooth in x, varying with the timestep."""
+    t = torch.as_tensor(t, dtype=x.dtype).reshape(-1, *[1] * (x.dim() - 1))
+    return 0.8 * torch.tanh(x) + 0.3 * torch.sin(t / 97.0) - 0.05 * x * torch.cos(t / 31.0)
+
+
+def compare(sampler, sched, steps: int, tol: float = 1e-5):
+    """zoo's sampler and diffusers' scheduler side by side in float64 from the same x_1 and
+    velocity function: the same timesteps (to the bit), network inputs and result."""
+    m = tiny()
+    sampler = sampler.bind(m)
+    plan = sampler.plan(torch.device("cpu"))
+    sched.set_timesteps(steps)
+    assert torch.equal(plan.t, sched.timesteps)
+    assert len(plan) == sampler.network_calls()
+    x1 = torch.randn(SHAPE, generator=gen(steps), dtype=torch.float64)
+    sample, x = x1.clone(), x1.clone()
+    state = sampler.init_state(x)
+    for i, t in enumerate(sched.timesteps):
+        torch.testing.assert_close(x, sample.double(), atol=tol, rtol=tol)
+        sample = sched.step(velocity(sample, t), t, sample).prev_sample
+        x, _, state = sampler.step(plan, i, x, velocity(x, plan.t[i]), None, state)
+    torch.testing.assert_close(x, sample.double(), atol=tol, rtol=tol)
+
+
+STEPS = [1, 2, 7, 10, 28]
+SHIFTS = [1.0, 3.0, 0.5]
+
+
+@pytest.mark.parametrize("steps", STEPS)
+@pytest.mark.parametrize("shift", SHIFTS)
+def test_euler_matches_diffusers(steps, shift):
+    sched = diffusers.FlowMatchEulerDiscreteScheduler(shift=shift)
+    compare(Euler(steps=steps, shift=shift), sched, steps)
+
+
+@pytest.mark.parametrize("steps", STEPS)
+@pytest.mark.parametrize("shift", SHIFTS)
+def test_heun_matches_diffusers(steps, shift):
+    sched = diffusers.FlowMatchHeunDiscreteScheduler(shift=shift)
+    compare(Heun(steps=steps, shift=shift), sched, steps)
+
+
+def test_the_defaults_are_diffusers_defaults():
+    for cls, ref in ((Euler, diffusers.FlowMatchEulerDiscreteScheduler),
+                     (Heun, diffusers.FlowMatchHeunDiscreteScheduler)):
+        sched = ref()
+        sched.set_timesteps(50)  # diffusers' pipelines' default num_inference_steps
+        bound = cls().bind(tiny())
+        assert bound.steps == 50 and bound.shift == sched.config.shift == 1.0
+        assert torch.equal(bound.plan(torch.device("cpu")).t, sched.timesteps)
+
+
+def _fake_net(m, fn):
+    """``m.net`` replaced by ``fn(x, t)``, counting its calls."""
+    calls = []
+
+    def forward(x, t, *labels):
+        calls.append(x.shape[0])
+        return fn(x, t).to(x.dtype)
+
+    m.net.forward = forward
+    return calls
+
+
+@pytest.mark.parametrize(("cls", "ref"), [(Euler, diffusers.FlowMatchEulerDiscreteScheduler),
+                                          (Heun, diffusers.FlowMatchHeunDiscreteScheduler)])
+def test_sample_through_the_model_matches_diffusers(cls, ref):
+    """The model feeds its network 1000 t and x exactly as diffusers' pipeline loop does."""
+    m = tiny()
+    calls = _fake_net(m, velocity)
+    x1 = torch.randn(2, 1, 8, 8, generator=gen(3))
+    ours = m.sample_unit(2, noise=x1, sampler=cls.name, steps=6, shift=2.0)
+    sched = ref(shift=2.0)
+    sched.set_timesteps(6)
+    x = x1.clone()
+    for t in sched.timesteps:
+        x = sched.step(velocity(x, t), t, x).prev_sample
+    torch.testing.assert_close(ours, x, atol=1e-5, rtol=1e-5)
+    assert len(calls) == cls(steps=6).network_calls()
+
+
+def gaussian_velocity(s: float):
+    """The exact velocity of the linear path from data N(0, s^2 I): E[noise - x0 | x_t] =
+    x (t - (1 - t) s^2) / ((1 - t)^2 s^2 + t^2); its flow maps x_1 to x_0 = s x_1."""
+    def v(x, t):
+        t = torch.as_tensor(t, dtype=torch.float64).reshape(-1, 1, 1, 1) / TIME_SCALE
+        return (x * (t - (1 - t) * s**2) / ((1 - t) ** 2 * s**2 + t**2)).to(x.dtype)
+    return v
+
+
+@pytest.mark.parametrize("name", ["euler", "heun", "midpoint"])
+def test_every_sampler_integrates_a_known_flow(name):
+    """Against the exact flow of a Gaussian: the error shrinks with the steps, at first
+    order for Euler and second order for Heun and midpoint."""
+    m = tiny()
+    _fake_net(m, gaussian_velocity(0.5))
+    x1 = torch.randn(4, 1, 8, 8, generator=gen(1))
+    errors = [(m.sample_unit(4, noise=x1, sampler=name, steps=s) - 0.5 * x1).abs().max()
+              for s in (16, 32)]
+    order = torch.log2(errors[0] / errors[1])
+    assert errors[1] < (0.1 if name == "euler" else 1e-3)
+    assert (0.8 < order < 1.3) if name == "euler" else (order > 1.7), (name, errors)
+
+
+def test_midpoint_is_second_order_with_its_own_tables():
+    m = tiny()
+    plan = Midpoint(steps=3).bind(m).plan(torch.device("cpu"))
+    assert len(plan) == 6 and Midpoint(steps=3).network_calls() == 6
+    assert torch.allclose(plan.sigma[1::2], (plan.sigma[::2] + torch.cat(
+        [plan.sigma[2::2], plan.sigma.new_zeros(1)])) / 2, atol=1e-7)
+    assert "6 network calls" in Midpoint(steps=3).bind(m).label()
+
+
+# -- training ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("time_sampling", ["uniform", "logit-normal"])
+def test_training_regresses_the_velocity_of_the_linear_path(time_sampling):
+    m = tiny(time_sampling=time_sampling).train()
+    m.attach_training(noise_generator=gen(4))
+    seen = {}
+
+    def forward(x, t, *labels):
+        seen.update(x=x, t=t)
+        return torch.zeros_like(x, requires_grad=True)
+
+    m.net.forward = forward
+    images = torch.randint(0, 256, (64, 1, 8, 8), dtype=torch.uint8, generator=gen(0))
+    m.attach_training(noise_generator=gen(4))
+    loss = m.train_step(images, m.configure_optimizers())["loss"]
+    # replay the draws: t, then the noise; the loss is ||0 - (noise - x0)||^2
+    m.attach_training(noise_generator=gen(4))
+    t = m.sample_times(64)
+    noise = m.batch_randn(64, 1, 8, 8)
+    x0 = images.float() / 127.5 - 1
+    torch.testing.assert_close(seen["t"], t * TIME_SCALE)
+    torch.testing.assert_close(seen["x"], (1 - t.view(-1, 1, 1, 1)) * x0
+                               + t.view(-1, 1, 1, 1) * noise)
+    assert loss == pytest.approx(float((noise - x0).square().mean()), rel=1e-5)
+    assert 0 <= float(t.min()) and float(t.max()) <= 1
+    if time_sampling == "logit-normal":  # concentrated in the middle
+        assert float(((t - 0.5).abs() < 0.25).float().mean()) > 0.6
+
+
+def test_a_few_steps_reduce_the_loss():
+    m = tiny().train()
+    m.attach_training(noise_generator=gen(0))
+    opt = m.configure_optimizers()
+    x = torch.zeros(16, 1, 8, 8, dtype=torch.uint8)
+    x[:, :, 2:6, 2:6] = 255
+    losses = [m.train_step(x, opt)["loss"] for _ in range(30)]
+    assert sum(losses[-5:]) < 0.7 * sum(losses[:5])
+
+
+def test_bad_options_are_config_errors():
+    with pytest.raises(ConfigError, match="time_sampling"):
+        tiny(time_sampling="cubic")
+    with pytest.raises(ConfigError, match="logit_std"):
+        tiny(time_sampling="logit-normal", logit_std=0)
+    m = tiny()
+    with pytest.raises(ConfigError, match="shift must be > 0"):
+        m.sample(1, shift=0)
+    with pytest.raises(ConfigError, match=r"steps must be in 1..1000"):
+        m.sample(1, steps=0)
+    with pytest.raises(ConfigError, match="guidance needs a class-conditional"):
+        m.sample(1, guidance=2.0)
+    with pytest.raises(ConfigError, match="unknown sampler 'ddim'"):
+        m.sample(1, sampler="ddim")
+
+
+# -- guidance, noise=, the captured loop ---------------------------------------------------------
+
+
+def test_guidance_mixes_the_velocities_in_one_batched_call():
+    m = tiny(conditional=True, num_classes=3)
+    calls = []
+    real = m.net.forward
+
+    def forward(x, t, *labels):
+        calls.append(x.shape[0])
+        return real(x, t, *labels)
+
+    m.net.forward = forward
+    x = torch.randn(2, 1, 8, 8, generator=gen(0))
+    t = torch.tensor([500.0])
+    y = torch.tensor([0, 2])
+    with torch.no_grad():
+        v_y, v_null = real(x, t, y), real(x, t, torch.tensor([3, 3]))
+        guided = m._guided_net(x, t, m._guided_labels(y, 2.5), 2.5)
+    torch.testing.assert_close(guided, v_null + 2.5 * (v_y - v_null))
+    calls.clear()
+    m.sample(2, labels=y, guidance=2.5, sampler="heun", steps=3, generator=gen(1))
+    assert calls == [4] * 5  # 2 S - 1 calls, both labels batched in each
+    null = m.sample(2, guidance=0.0, labels=y, sampler="euler", steps=3, generator=gen(1))
+    assert torch.equal(null, m.sample(2, sampler="euler", steps=3, generator=gen(1)))
+
+
+def test_given_noise_gives_the_same_images_for_any_batch_size():
+    m = tiny()
+    x1 = torch.randn(5, 1, 8, 8, generator=gen(2))
+    a = m.sample(5, noise=x1, batch_size=5, steps=3)
+    assert torch.equal(a, m.sample(5, noise=x1, batch_size=2, steps=3, generator=gen(9)))
+    assert not torch.equal(a, m.sample(5, noise=-x1, batch_size=5, steps=3))
+    with pytest.raises(ConfigError, match=r"shape \[5, 1, 8, 8\]"):
+        m.sample(5, noise=torch.randn(4, 1, 8, 8))
+
+
+@pytest.mark.parametrize("options", [{"sampler": "euler", "steps": 3},
+                                     {"sampler": "heun", "steps": 3, "shift": 3.0},
+                                     {"sampler": "midpoint", "steps": 2}])
+def test_the_captured_loop_replays_like_the_eager_loop(options, monkeypatch):
+    import zoo.models.diffusion.loop as module
+
+    monkeypatch.setattr(module, "capture", capture_on_cpu)
+    monkeypatch.setattr(module, "graph_mode", lambda value, device: (value is True, False))
+    m = tiny(conditional=True, num_classes=3)
+
+    def draw(graph, seed, labels):
+        return m.sample(3, labels=labels, guidance=2.0, generator=gen(seed), batch_size=3,
+                        cuda_graph=graph, **options)
+
+    for seed, labels in ((1, torch.tensor([0, 1, 2])), (2, torch.tensor([2, 2, 0]))):
+        assert torch.equal(draw(True, seed, labels), draw(False, seed, labels))
+    assert len(m._loop_graphs.graphs) == 1  # new labels and noise, the same graph
+
+
+def test_conditional_training_takes_labels():
+    m = tiny(conditional=True, num_classes=3).train()
+    m.attach_training(noise_generator=gen(0))
+    images = torch.randint(0, 256, (4, 1, 8, 8), dtype=torch.uint8, generator=gen(0))
+    out = m.train_step(Batch(images, torch.tensor([0, 1, 2, 0])), m.configure_optimizers())
+    assert out["loss"] > 0

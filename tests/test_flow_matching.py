@@ -261,3 +261,28 @@ def test_conditional_training_takes_labels():
     images = torch.randint(0, 256, (4, 1, 8, 8), dtype=torch.uint8, generator=gen(0))
     out = m.train_step(Batch(images, torch.tensor([0, 1, 2, 0])), m.configure_optimizers())
     assert out["loss"] > 0
+
+
+# -- over a kl-autoencoder -----------------------------------------------------------------------
+
+
+def test_latent_flow_matching_runs_in_the_autoencoders_latents(tmp_path):
+    torch.manual_seed(0)
+    ae = zoo.create("kl-autoencoder", image_shape=(1, 8, 8), channels=8)
+    ae.save(tmp_path / "ae.pt")
+    with pytest.raises(ConfigError, match="latent-flow-matching works over a trained"):
+        zoo.create("latent-flow-matching", image_shape=(1, 8, 8), **TINY)
+    m = zoo.create("latent-flow-matching", image_shape=(1, 8, 8),
+                   autoencoder=str(tmp_path / "ae.pt"), **TINY)
+    assert m.space_shape == ae.latent_shape != (1, 8, 8)
+    assert m.config.autoencoder_sha256 and m.samplers == (Euler, Heun, Midpoint)
+    z = torch.randn(2, *ae.latent_shape, generator=gen(0))
+    x = m.sample(2, noise=z, sampler="euler", steps=2)
+    assert x.shape == (2, 1, 8, 8) and x.dtype == torch.uint8
+    with pytest.raises(ConfigError, match="noise must have shape"):
+        m.sample(2, noise=torch.randn(2, 1, 8, 8))
+    m.train().attach_training(noise_generator=gen(0))
+    images = torch.randint(0, 256, (4, 1, 8, 8), dtype=torch.uint8, generator=gen(0))
+    before = {k: v.clone() for k, v in m.autoencoder.state_dict().items()}
+    assert m.train_step(images, m.configure_optimizers())["loss"] > 0
+    assert all(torch.equal(v, m.autoencoder.state_dict()[k]) for k, v in before.items())

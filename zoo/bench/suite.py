@@ -553,8 +553,11 @@ def _check_over_fresh(ctx: _Ctx, entry: ModelEntry, ae: ModelEntry, specs: list,
 
 
 def _kind_hint(name: str) -> str:
-    return {"latent-diffusion": "kl-autoencoder", "vq-transformer": "vq-vae"}.get(
-        name, "autoencoder")
+    """The autoencoder model a latent model ``name`` works over (its class says)."""
+    from .. import registry
+
+    cls = registry.spec(name).cls if name in registry.available() else None
+    return getattr(cls, "autoencoder_model", None) or "autoencoder"
 
 
 SUITES_DIR = Path(__file__).resolve().parents[1] / "suites"  #: the shipped suites

@@ -67,19 +67,15 @@ LatentAncestral = unclipped(Ancestral)
 LatentDDIM = unclipped(DDIM)
 
 
-class LatentDiffusion(LatentStage, DDPM):
-    """DDPM over a frozen kl-autoencoder's unit-variance latents."""
+class KLLatentSpace(LatentStage):
+    """Mixed into a latent model ahead of its pixel family (one whose loop runs in
+    ``diffusion_shape`` through ``to_space``/``from_space``): that space becomes a frozen
+    kl-autoencoder's unit-variance latents."""
 
-    family = "latent-diffusion"
-    likelihood = None
-    color = "#e377c2"
-    Config = LatentDiffusionConfig
-    samplers = _UnclippedDDPMSamplers()  # DDPM's, with x0 clipping off by default
-    default_clip = False
     autoencoder_model: ClassVar[str] = "kl-autoencoder"  # the model its autoencoder run is
 
     def diffusion_shape(self) -> tuple[int, int, int]:
-        self.autoencoder = attach_autoencoder(self, KLAutoencoder, "latent-diffusion")
+        self.autoencoder = attach_autoencoder(self, KLAutoencoder, self.family)
         return self.autoencoder.latent_shape
 
     @property
@@ -99,6 +95,17 @@ class LatentDiffusion(LatentStage, DDPM):
     def reconstruct(self, x: Tensor, batch_size: int = 256) -> Tensor:
         """The autoencoder's reconstructions of uint8 images (what the first stage costs)."""
         return self.autoencoder.reconstruct(x, batch_size)
+
+
+class LatentDiffusion(KLLatentSpace, DDPM):
+    """DDPM over a frozen kl-autoencoder's unit-variance latents."""
+
+    family = "latent-diffusion"
+    likelihood = None
+    color = "#e377c2"
+    Config = LatentDiffusionConfig
+    samplers = _UnclippedDDPMSamplers()  # DDPM's, with x0 clipping off by default
+    default_clip = False
 
     def nll_with_stderr(self, x, **options):
         raise LikelihoodUnavailable(
@@ -120,4 +127,4 @@ MODELS = {
     ),
 }
 
-__all__ = ["MODELS", "LatentDiffusion", "LatentDiffusionConfig"]
+__all__ = ["MODELS", "KLLatentSpace", "LatentDiffusion", "LatentDiffusionConfig"]

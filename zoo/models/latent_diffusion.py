@@ -96,27 +96,28 @@ class KLLatentSpace(LatentStage):
         """The autoencoder's reconstructions of uint8 images (what the first stage costs)."""
         return self.autoencoder.reconstruct(x, batch_size)
 
-
-class LatentDiffusion(KLLatentSpace, DDPM):
-    """DDPM over a frozen kl-autoencoder's unit-variance latents."""
-
-    family = "latent-diffusion"
-    likelihood = None
-    color = "#e377c2"
-    Config = LatentDiffusionConfig
-    samplers = _UnclippedDDPMSamplers()  # DDPM's, with x0 clipping off by default
-    default_clip = False
+    likelihood: ClassVar[str | None] = None
 
     def nll_with_stderr(self, x, **options):
         raise LikelihoodUnavailable(
-            f"{self.name} has no likelihood: the diffusion bound over continuous latents "
-            "needs the encoder's density, which its deterministic encoder does not give")
+            f"{self.name} has no likelihood: a likelihood of images through continuous "
+            "latents needs the encoder's density, which its deterministic encoder does not give")
 
     def nll(self, x, **options) -> Tensor:
         return self.nll_with_stderr(x, **options)
 
     def describe_nll(self, **options) -> str:
         return "none"
+
+
+class LatentDiffusion(KLLatentSpace, DDPM):
+    """DDPM over a frozen kl-autoencoder's unit-variance latents."""
+
+    family = "latent-diffusion"
+    color = "#e377c2"
+    Config = LatentDiffusionConfig
+    samplers = _UnclippedDDPMSamplers()  # DDPM's, with x0 clipping off by default
+    default_clip = False
 
 
 MODELS = {

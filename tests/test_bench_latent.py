@@ -313,3 +313,12 @@ def test_the_frame_types_the_new_columns(tmp_path):
     assert df["autoencoder_train_flops"].dtype == "float64"
     assert str(df["autoencoder"].dtype) == "string"
     assert df["autoencoder"].isna().sum() == 1  # the autoencoder's own row: n/a
+
+
+def test_a_latent_models_hint_names_the_autoencoder_it_works_over():
+    from zoo.bench.suite import _kind_hint
+
+    assert _kind_hint("latent-flow-matching") == "kl-autoencoder"  # read from its class
+    assert _kind_hint("latent-diffusion") == "kl-autoencoder"
+    assert _kind_hint("vq-transformer") == "vq-vae"
+    assert _kind_hint("no-such-model") == "autoencoder"

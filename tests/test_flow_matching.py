@@ -334,7 +334,7 @@ def test_nll_is_the_dequantized_bound_in_bits_per_dim(method):
     """Through the model, against a Gaussian of known density: bits/dim = E_u[-log p(z)] /
     (D ln 2) + log2(127.5), z the dequantized pixels."""
     s = 0.6
-    m = tiny(nll_steps=24)
+    m = tiny(nll_steps=48)
     _fake_net(m, gaussian_velocity(s))
     images = torch.randint(100, 156, (2, 1, 8, 8), dtype=torch.uint8, generator=gen(1))
     out = m.nll_with_stderr(images, method=method, K=8, generator=gen(2))
@@ -360,3 +360,9 @@ def test_nll_options_are_checked():
     with pytest.raises(ConfigError, match="nll_samples must be >= 2"):
         tiny(nll_samples=1)
     assert "K=4" in m.describe_nll() and "Hutchinson" in m.describe_nll()
+
+
+def test_the_default_sampler_is_midpoint_at_ten_network_calls():
+    s = tiny().parse_sampler({})
+    assert s == Midpoint(steps=5) and s.network_calls() == 10
+    assert tiny().parse_sampler({"steps": 8}) == Midpoint(steps=8)

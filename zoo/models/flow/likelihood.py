@@ -4,9 +4,12 @@
     log p_0(x_0) = log N(x_1; 0, I) + integral_0^1 div v(x_t, t) dt,
 
 integrated with x_t from t = 0 (data) to 1 (noise) by Heun's method (the trapezoid rule for
-the divergence) over ``steps`` equal steps. The divergence is exact (one backward pass per
-dimension: small images only) or Hutchinson's estimate eps^T (dv/dx) eps with one
-Rademacher eps per solve (Grathwohl et al. 2019: one backward pass), unbiased.
+the divergence) over ``steps`` steps at t_k = (k / steps)^2: near the data the field is
+sharp, and equal steps underestimate the NLL (on a 400-step MNIST model, 1.71 bits/dim at
+32 equal steps, 2.15 on this grid, 2.22 at 128 steps of either). The divergence is exact
+(one backward pass per dimension: small images only) or Hutchinson's estimate
+eps^T (dv/dx) eps with one Rademacher eps per solve (Grathwohl et al. 2019: one backward
+pass), unbiased.
 
 On 8-bit data the density is of uniformly dequantized pixels, z = (x + u - 1/2) / 127.5 - 1
 with u ~ U[0, 1)^D (each value's bin of width 2/255 around ``to_unit``'s value): by Jensen,
@@ -28,6 +31,9 @@ from ...nn.likelihood import LN2, to_unit
 NLL_METHODS = ("hutchinson", "exact")
 #: log of the dequantization bin's inverse width (2 / 255 per value in [-1, 1])
 LOG_BIN = math.log(127.5)
+#: the ODE's times t_k = (k / steps)^GRID_POWER: dense near the data, where the field is
+#: sharpest
+GRID_POWER = 2
 
 
 def _velocity_and_divergence(velocity: Callable, x: Tensor, t: float, method: str,
@@ -55,10 +61,12 @@ def ode_log_density(velocity: Callable, z: Tensor, steps: int, method: str = "ex
     if method == "hutchinson":
         eps = torch.randint(0, 2, z.shape, generator=generator, device=z.device,
                             dtype=z.dtype) * 2 - 1
-    x, logdet, h = z, torch.zeros(z.shape[0], dtype=torch.float64, device=z.device), 1 / steps
-    for k in range(steps):
-        v1, d1 = _velocity_and_divergence(velocity, x, k * h, method, eps)
-        v2, d2 = _velocity_and_divergence(velocity, x + h * v1, (k + 1) * h, method, eps)
+    x, logdet = z, torch.zeros(z.shape[0], dtype=torch.float64, device=z.device)
+    times = [(k / steps) ** GRID_POWER for k in range(steps + 1)]
+    for t0, t1 in zip(times, times[1:], strict=False):
+        h = t1 - t0
+        v1, d1 = _velocity_and_divergence(velocity, x, t0, method, eps)
+        v2, d2 = _velocity_and_divergence(velocity, x + h * v1, t1, method, eps)
         x = x + h / 2 * (v1 + v2)
         logdet += h / 2 * (d1.double() + d2.double())
     prior = -0.5 * x.double().square().flatten(1).sum(1) - 0.5 * x[0].numel() * math.log(

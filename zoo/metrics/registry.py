@@ -342,7 +342,7 @@ def default_tolerances() -> dict[str, Tolerance]:
 # The default tolerances of fid, kid, precision, recall, density and coverage are the largest
 # difference between six trainings that differ only in their seed, rounded up to the next 5%
 # (relative) or 0.01 (absolute): a change that seeds alone make does not fail the gate (the
-# README's regression gate section has the measurement and its command). Density and
+# regression gate section of docs/benchmarks.md has the measurement and its command). Density and
 # coverage are relative: their scale depends on the data and the extractor (coverage ~0.04
 # against the classifier's features, where an absolute 0.05 could never fire).
 PR_NEIGHBORHOOD = 3  #: torch-fidelity's precision/recall: k of the k-NN radii

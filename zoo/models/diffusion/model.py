@@ -244,7 +244,7 @@ class DDPM(GenerativeModel):
         ``spacing`` ``"trailing"`` (default), ``"leading"`` or ``"linspace"``. ``clip_x0``
         (both) clips each predicted x0 to [-1, 1]. ``sampler="dpmpp-2m"``, ``"unipc"``,
         ``"heun"``, ``"euler-ancestral"``: the diffusers schedulers of those names with
-        their defaults (README, "Fewer network calls"). ``sampler`` may also be a sampler's
+        their defaults (docs/models.md, "Fewer network calls"). ``sampler`` may also be a sampler's
         options object (``DDIM(steps=20)``). ``batch_size`` images are denoised at a time.
         ``cuda_graph`` replays the whole sampling loop as one captured CUDA graph: the same
         samples for the same generator, without a kernel launch from Python per operation;

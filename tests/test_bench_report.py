@@ -810,3 +810,22 @@ def test_report_md_shows_hostile_names_as_text(tmp_path):
     assert md.splitlines()[0] == ("# Benchmark report: s ## Metrics &lt;script&gt;alert(1)"
                                   "&lt;/script&gt; \\[x\\](javascript:alert(1))")
     assert "&lt;img src=x onerror=alert(1)&gt;\\[m\\](JaVaScRiPt:alert(2))" in md
+
+
+def test_a_row_image_path_outside_the_run_is_never_embedded(tmp_path):
+    """A results row naming an image by an absolute path or through ``..`` (a hand-edited or
+    planted results.jsonl) is reported missing: report.html embeds only files of the run."""
+    from PIL import Image
+
+    secret = tmp_path / "secret.png"
+    Image.new("L", (8, 8), 7).save(secret)
+    rows = [r for r in make_rows() if r["dataset"] == "mnist"][:2]
+    rows[0]["grid"] = str(secret)
+    rows[1]["grid"] = "../secret.png"
+    rows[1]["memorization_panel"] = str(secret)
+    d = write_run(tmp_path / "run", rows, grids=False, losses=False)
+    write_report(d)
+    md, page = (d / "report.md").read_text(), (d / "report.html").read_text()
+    assert "secret.png` is missing" in md and md.count("is missing") == 2
+    assert "closest to training" not in md and "](../secret.png)" not in md
+    assert page.count("data:image/png") == md.count("![")

@@ -71,6 +71,18 @@ def test_tensorboard_logs_losses_fid_grids_and_options(tmp_path, mnist_subset):
         "step-0000004.png", "step-0000008.png"]
 
 
+def test_a_run_shorter_than_log_every_logs_its_last_step(tmp_path, mnist_subset):
+    run = tmp_path / "short"
+    _trainer(run, mnist_subset, steps=3, log_every=100, sample_n=0).fit()
+    rows = (run / "losses.csv").read_text().splitlines()
+    assert len(rows) == 2 and rows[1].startswith("3,")  # the three steps' mean, at step 3
+    assert [e.step for e in _events(run).Scalars("train/loss_bpd")] == [3]
+    # a run that ends past its last log point logs the steps since then at its last step
+    run = tmp_path / "tail"
+    _trainer(run, mnist_subset, steps=5, log_every=2, sample_n=0).fit()
+    assert [e.step for e in _events(run).Scalars("train/loss_bpd")] == [2, 4, 5]
+
+
 def test_resume_continues_the_curves_without_repeating_a_step(tmp_path, mnist_subset):
     run = tmp_path / "cut"
     trainer = _trainer(run, mnist_subset, steps=10, checkpoint_every=4)

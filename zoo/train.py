@@ -501,14 +501,19 @@ class Trainer:
         ips, means = live.window.peek()
         live.bar.note(**means, **{"img/s": f"{ips:.0f}"})
         if due(self.step, c.log_every):
-            ips, row = live.window.take()
-            live.logger.log_scalars(self.step, {"images_per_s": round(ips, 1), **row}, notes={
-                "seconds": round(self.elapsed + live.clock.running(), 3)})
+            self._log(live)
         if c.steps is not None:
             live.bar.update(1)
         else:
             live.bar.note(step=str(self.step))
             live.bar.set(round(min(self.elapsed + live.clock.running(), c.seconds), 1))
+
+    def _log(self, live: _Live) -> None:
+        """The mean losses and images/s of the steps since the last log point, logged at this
+        step."""
+        ips, row = live.window.take()
+        live.logger.log_scalars(self.step, {"images_per_s": round(ips, 1), **row}, notes={
+            "seconds": round(self.elapsed + live.clock.running(), 3)})
 
     def _periodic(self, live: _Live) -> None:
         """This step's evaluation, sample grid and checkpoint, each when due; evaluating
@@ -548,6 +553,8 @@ class Trainer:
         self.elapsed += live.clock.lap()
         live.bar.close()
         try:
+            if live.window.count:  # the last step is logged, log_every or not
+                self._log(live)
             self._save(live.ema, live.optimizers, live.noise)
             if zdist.is_main() and c.sample_n:  # the model card's grid, and the tracker's last
                 grid = self._sample_grid(model, live.ema)

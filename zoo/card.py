@@ -160,6 +160,9 @@ def _eval_section(result: dict, steps) -> list[str]:
            + (f", sampler options {code(json.dumps(options))}" if options else "")
            + (f", after {text(result['trained_steps'])} training steps"
               if "trained_steps" in result else "") + ".")
+    small = registry.small_reference(result.get("n_reference"))
+    if small:
+        how += f" Note: {small}."
     if "trained_steps" in result and steps is not None and result["trained_steps"] != steps:
         how += (f" The run has trained to step {steps} since: run `zoo eval` again for the "
                 "current weights.")

@@ -541,6 +541,9 @@ def _report_eval(args, result: dict, path: Path) -> None:
         text = json.dumps(result, indent=2) + "\n"
         atomic_write(path, lambda tmp: Path(tmp).write_text(text))
     print(metrics.format_result(result))
+    small = metric_registry.small_reference(result.get("n_reference"))
+    if small:
+        print(f"zoo eval: warning: {small}", file=sys.stderr)
     if result.get("recon_psnr") is not None:
         print(metrics.reconstruction.format_reconstruction(result))
     print(f"wrote {path}", file=sys.stderr)

@@ -113,6 +113,20 @@ def train_command(info: dict, run: str | Path) -> str:
     return shlex.join(words)
 
 
+def reproduce_lines(info: dict, run: str | Path) -> list[str]:
+    """The card's ``zoo train`` line: the command as it was given (with the seed), which
+    run.json records; a run.json without one (older runs, the Python API) gets
+    ``train_command``'s. A time budget is followed by the steps that give the same weights."""
+    command = info.get("command")
+    if not command:
+        return [train_command(info, run)]
+    steps = info.get("trained", {}).get("steps")
+    if info.get("train_config", {}).get("seconds") is None or steps is None:
+        return [command]
+    return [command, f"# a time budget: --steps {steps} in place of --seconds trains the same "
+                     "weights on any machine"]
+
+
 def _read_json(path: Path) -> dict | None:
     try:
         value = json.loads(path.read_text())
@@ -309,7 +323,7 @@ def _reproduce_section(run: Path, info: dict, result: dict | None,
                        nll: dict | None) -> list[str]:
     """The commands that made the run and its figures, or would."""
     q = shlex.quote(str(run))
-    commands = [train_command(info, run)]
+    commands = reproduce_lines(info, run)
     commands.append(str(result["command"]) if result and result.get("command") else
                     f"zoo eval {q}          # FID, KID, IS, precision/recall -> eval.json")
     if nll and nll.get("command"):
@@ -329,4 +343,4 @@ def write_card(run: str | Path) -> Path:
     return path
 
 
-__all__ = ["device_name", "render_card", "train_command", "write_card"]
+__all__ = ["device_name", "render_card", "reproduce_lines", "train_command", "write_card"]

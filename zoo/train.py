@@ -163,6 +163,9 @@ class Trainer:
         self.out = Path(out)
         self.progress = progress
         self.evaluator = evaluator
+        #: the command line that started the run (``zoo train`` sets it; run.json and the
+        #: model card's reproduce line show it); None: the card rebuilds one from the options
+        self.command: str | None = None
         self.device = resolve_device(self.config.device)
         self.amp = self.config.amp if self.config.amp is not None else self.device.type == "cuda"
         own = images is None and not ds.builtin
@@ -226,6 +229,7 @@ class Trainer:
             "train_config": dataclasses.asdict(self.config),
             "params": self.model.num_parameters(),
             "world_size": self.world,
+            **({"command": self.command} if self.command else {}),
             # what samples.png and a plain `zoo sample` draw with
             "sampler": self.model.parse_sampler({}).label(),
         }
@@ -257,6 +261,8 @@ class Trainer:
             data_root=data_root, evaluator=evaluator, **options,
         )
         trainer._check_resumable(state)  # refused here, before the run is announced
+        if json.loads(json.dumps(dataclasses.asdict(trainer.config))) == info["train_config"]:
+            trainer.command = info.get("command")  # it still trains this run
         trainer._state_to_restore = state
         return trainer
 

@@ -268,6 +268,20 @@ def test_environment_and_grids(run):
     assert "ddim50.png` is missing" in grids  # the last row's grid is not on disk
 
 
+def test_a_reference_set_below_the_minimum_is_flagged(tmp_path):
+    from zoo.metrics.registry import MIN_REFERENCE_IMAGES
+
+    rows = make_rows()
+    for r in rows:
+        if r["dataset"] == "mnist":
+            r["n_reference"] = 180  # a small own dataset's test split
+    env = section(write_report(write_run(tmp_path / "small", rows, grids=False,
+                                         losses=False)).read_text(), "Environment")
+    (note,) = [ln for ln in env.splitlines() if "note:" in ln]
+    assert "only 180 reference images" in note and f"{MIN_REFERENCE_IMAGES:,}" in note
+    assert note.endswith("(mnist)")  # fashion-mnist's 10,000 reference images: no note
+
+
 def test_figures_exist_and_are_pngs(run):
     md = write_report(run).read_text()
     figs = sorted((run / "figures").glob("*.png"))

@@ -588,8 +588,24 @@ def environment(rows: list[dict]) -> list[Block]:
         else:
             text = vals[0]
         items.append((0, f"{what}: {text}"))
+        if col == "n_reference":
+            items += _small_references(rows)
     out.append(Items(items))
     return out
+
+
+def _small_references(rows: list[dict]) -> list[tuple[int, str]]:
+    """A note under the reference images for each reference set too small for a FID
+    (``metrics.registry.small_reference``), with the datasets measured against it."""
+    notes: dict[str, list[str]] = {}
+    for r in rows:
+        note = metric_registry.small_reference(r.get("n_reference"))
+        if note:
+            notes.setdefault(note, [])
+            if r.get("dataset") not in notes[note]:
+                notes[note].append(r.get("dataset"))
+    return [(1, f"note: {note} ({', '.join(map(markup.text, ds))})")
+            for note, ds in notes.items()]
 
 
 def _memorization(row: dict) -> str:

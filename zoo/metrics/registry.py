@@ -345,6 +345,22 @@ def default_tolerances() -> dict[str, Tolerance]:
 # regression gate section of docs/benchmarks.md has the measurement and its command). Density and
 # coverage are relative: their scale depends on the data and the extractor (coverage ~0.04
 # against the classifier's features, where an absolute 0.05 could never fire).
+#: the fewest reference images for a FID worth comparing: FID is biased upward the more,
+#: and spread the wider, the fewer the images, so a smaller reference set (a small own
+#: dataset's test split) is flagged by ``zoo eval``, the model card and the report
+MIN_REFERENCE_IMAGES = 1000
+
+
+def small_reference(n) -> str | None:
+    """A note that a reference set of ``n`` images is below ``MIN_REFERENCE_IMAGES``; None
+    when it is not (or ``n`` is not a count)."""
+    if isinstance(n, bool) or not isinstance(n, int) or n >= MIN_REFERENCE_IMAGES:
+        return None
+    return (f"only {n:,} reference images, fewer than the {MIN_REFERENCE_IMAGES:,} a FID "
+            "needs: it is biased upward and noisy at this size; compare it only with figures "
+            "measured against the same reference set")
+
+
 PR_NEIGHBORHOOD = 3  #: torch-fidelity's precision/recall: k of the k-NN radii
 IS_SPLITS = 10  #: torch-fidelity's inception score: splits (fewer when fewer images)
 DC_NEAREST_K = 5  #: density/coverage: k of the k-NN radii (the prdc package's default)

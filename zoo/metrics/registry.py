@@ -77,6 +77,8 @@ class Metric:
     needs: str = "features"
     min_images: int = 2  #: per side (the generated side only when ``reference`` is False)
     default: bool = False  #: computed when no metric set is named
+    #: measured along the way when a suite names no ``curve_metrics`` (cheap at small N)
+    curve: bool = False
     aliases: tuple[str, ...] = ()
     reference: bool = True  #: compared with the reference images (IS is not)
     #: a function metric that also reads the training split's features (``train=``)
@@ -232,6 +234,11 @@ def default_metrics() -> tuple[str, ...]:
     return tuple(n for n, m in _REGISTRY.items() if m.default)
 
 
+def curve_metrics() -> tuple[str, ...]:
+    """The metrics measured along the way when a suite names none."""
+    return tuple(n for n, m in _REGISTRY.items() if m.curve)
+
+
 def get(name: str) -> Metric:
     """A metric by name or alias."""
     return _REGISTRY[normalize_metrics(name)[0]]
@@ -366,14 +373,14 @@ IS_SPLITS = 10  #: torch-fidelity's inception score: splits (fewer when fewer im
 DC_NEAREST_K = 5  #: density/coverage: k of the k-NN radii (the prdc package's default)
 
 register(Metric(
-    "fid", default=True, tf_flag="fid",
+    "fid", default=True, curve=True, tf_flag="fid",
     columns=(Column("fid", "FID", "{:.3f}", -1, tolerance=("rel", 0.15),
                     interval=True, headline=True, small_n="kid"),),
     tf_results=(("fid", "frechet_inception_distance"),),
     description="Fréchet distance of the Gaussians fitted to the features",
 ))
 register(Metric(
-    "kid", default=True, tf_flag="kid",
+    "kid", default=True, curve=True, tf_flag="kid",
     columns=(Column("kid", "KID", "{:.5f}", -1, tolerance=("rel", 0.15), spread="kid_std",
                     interval=True),
              Column("kid_std", "", "{:.5f}")),

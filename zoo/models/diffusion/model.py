@@ -127,7 +127,8 @@ class DDPM(GenerativeModel):
     def default_sampler(self) -> dict:
         """UniPC at 10 steps (fewer where T is small): it reaches DDIM-50's FID within its
         interval at the fewest network calls on MNIST and Fashion-MNIST at the CI budget
-        (reports/default-sampler-cpu, the suite zoo bench default-sampler); ``sampler="ddpm"`` is the ancestral one."""
+        (``zoo bench default-sampler``, reports/default-sampler-cpu); ``sampler="ddpm"`` is
+        the ancestral one."""
         steps = min(DEFAULT_SAMPLER_STEPS, max(self.timesteps - 1, 1))
         return {"sampler": "unipc", "steps": steps,
                 **({"clip_x0": True} if self.default_clip else {})}

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tomllib
 import weakref
+from pathlib import Path
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -287,3 +288,30 @@ def capture_on_cpu(loop, warmup, device):
     graph.pool = [out if i == graph.output_slot else None for i in range(len(graph.pool))]
     graph.slots = {}
     return graph, out
+
+
+# -- the documentation -----------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+_FENCED = re.compile(r"\s*```(\w*)\n(.*?)```", re.S)
+
+
+def doc_files() -> list[Path]:
+    """The README and the pages of docs/, where the worked examples live."""
+    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def doc_example(name: str) -> tuple[dict[str, str], str]:
+    """The fenced blocks right after ``<!-- example: NAME -->`` by language (``{"python":
+    code, "text": what it prints}``) and the file that holds it, relative to the repository
+    (for ``compile``). Exactly one place in README.md and docs/*.md holds each example."""
+    marker = f"<!-- example: {name} -->"
+    found = [p for p in doc_files() for _ in range(p.read_text().count(marker))]
+    assert len(found) == 1, f"{marker} is in {len(found)} places of README.md and docs/*.md"
+    text = found[0].read_text()
+    pos, blocks = text.index(marker) + len(marker), {}
+    while m := _FENCED.match(text, pos):
+        blocks[m.group(1)], pos = m.group(2), m.end()
+    where = str(found[0].relative_to(ROOT))
+    assert "python" in blocks, f"{where} has no python block after {marker}"
+    return blocks, where

@@ -175,6 +175,23 @@ def test_the_sort_script_and_sortable_tables(report):
     assert tables and all("sortable" in a.get("class", "") for a in tables)
 
 
+def test_wide_tables_scroll_with_the_model_column_fixed(tmp_path):
+    """A table wider than the page scrolls in its own box, its first (model) column and
+    that column's header held at the left edge, above the cells scrolled under them."""
+    head = ["model", *(f"a long column name {i}" for i in range(40))]
+    page = document.to_html([Table(head, [["ddpm · ddim, 50 steps", *["17.78"] * 40]])],
+                            tmp_path, "wide")
+    assert re.search(r'<div class="scroll"><table class="sortable"><thead><tr><th>model</th>',
+                     page)
+    rules = {" ".join(sel.split()): body for sel, body in
+             re.findall(r"([^{}]+)\{([^}]*)\}", document.STYLE)}
+    assert "overflow-x: auto" in rules[".scroll"]
+    for sel in ("thead th:first-child", "tbody td:first-child"):
+        assert "position: sticky" in rules[sel] and "left: 0" in rules[sel], sel
+        assert re.search(r"z-index: [1-9]", rules[sel]), sel
+    assert "background" in rules["th"]  # the fixed header cell hides what scrolls under it
+
+
 def test_a_missing_grid_is_a_note(report):
     missing = make_rows()[-1]["grid"]
     text = "".join(parse(report / "report.html").text)

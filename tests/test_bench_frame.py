@@ -1,5 +1,5 @@
 """zoo.bench.results: benchmark rows as a typed pandas DataFrame, the results.csv written
-from it, and the README's example of it."""
+from it, and the documented example of it (the README's third recipe)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import csv
 import io
 import json
 import math
-import re
 import shutil
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from helpers import doc_example
 
 import zoo.bench
 from zoo.bench import frame
@@ -190,23 +190,20 @@ def test_csv_and_frame_agree_on_the_committed_reports(tmp_path, path):
     _agree(frame.results(tmp_path), tmp_path / "results.csv")
 
 
-# ----------------------------------------------------------------------------- the README
+# -------------------------------------------------------------------- the documented example
 
 
-def test_the_readme_example_runs_and_prints_what_it_shows(monkeypatch):
-    text = (ROOT / "README.md").read_text()
-    m = re.search(r"<!-- example: results-frame -->\s*```python\n(.*?)```\s*```text\n(.*?)```",
-                  text, re.S)
-    assert m, "README has no python block and output after <!-- example: results-frame -->"
-    code, shown = m.groups()
+def test_the_documented_example_runs_and_prints_what_it_shows(monkeypatch):
+    blocks, where = doc_example("results-frame")
+    assert "text" in blocks, f"{where} shows no output after the results-frame example"
     monkeypatch.chdir(ROOT)
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        exec(compile(code, "README.md", "exec"), {"__name__": "readme"})
+        exec(compile(blocks["python"], where, "exec"), {"__name__": "readme"})
 
     def lines(s):
         return [ln.rstrip() for ln in s.strip().splitlines()]
-    assert lines(out.getvalue()) == lines(shown)
+    assert lines(out.getvalue()) == lines(blocks["text"])
 
 
 def _curve(model, fraction, kid, **over) -> dict:

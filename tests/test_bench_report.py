@@ -268,6 +268,20 @@ def test_environment_and_grids(run):
     assert "ddim50.png` is missing" in grids  # the last row's grid is not on disk
 
 
+def test_a_reference_set_below_the_minimum_is_flagged(tmp_path):
+    from zoo.metrics.registry import MIN_REFERENCE_IMAGES
+
+    rows = make_rows()
+    for r in rows:
+        if r["dataset"] == "mnist":
+            r["n_reference"] = 180  # a small own dataset's test split
+    env = section(write_report(write_run(tmp_path / "small", rows, grids=False,
+                                         losses=False)).read_text(), "Environment")
+    (note,) = [ln for ln in env.splitlines() if "note:" in ln]
+    assert "only 180 reference images" in note and f"{MIN_REFERENCE_IMAGES:,}" in note
+    assert note.endswith("(mnist)")  # fashion-mnist's 10,000 reference images: no note
+
+
 def test_figures_exist_and_are_pngs(run):
     md = write_report(run).read_text()
     figs = sorted((run / "figures").glob("*.png"))
@@ -810,3 +824,22 @@ def test_report_md_shows_hostile_names_as_text(tmp_path):
     assert md.splitlines()[0] == ("# Benchmark report: s ## Metrics &lt;script&gt;alert(1)"
                                   "&lt;/script&gt; \\[x\\](javascript:alert(1))")
     assert "&lt;img src=x onerror=alert(1)&gt;\\[m\\](JaVaScRiPt:alert(2))" in md
+
+
+def test_a_row_image_path_outside_the_run_is_never_embedded(tmp_path):
+    """A results row naming an image by an absolute path or through ``..`` (a hand-edited or
+    planted results.jsonl) is reported missing: report.html embeds only files of the run."""
+    from PIL import Image
+
+    secret = tmp_path / "secret.png"
+    Image.new("L", (8, 8), 7).save(secret)
+    rows = [r for r in make_rows() if r["dataset"] == "mnist"][:2]
+    rows[0]["grid"] = str(secret)
+    rows[1]["grid"] = "../secret.png"
+    rows[1]["memorization_panel"] = str(secret)
+    d = write_run(tmp_path / "run", rows, grids=False, losses=False)
+    write_report(d)
+    md, page = (d / "report.md").read_text(), (d / "report.html").read_text()
+    assert "secret.png` is missing" in md and md.count("is missing") == 2
+    assert "closest to training" not in md and "](../secret.png)" not in md
+    assert page.count("data:image/png") == md.count("![")

@@ -618,6 +618,20 @@ def test_cli_errors(tmp_path, capsys):
     assert "holds no results.jsonl" in capsys.readouterr().err
 
 
+def test_sample_grids_are_enlarged_as_zoo_sample_draws_them(tmp_path, tiny_suite):
+    from PIL import Image
+
+    from zoo.images import grid_size, legible_scale
+
+    out = tmp_path / "out"
+    run_suite(tiny_suite(), out, progress=False)
+    (row,) = read_rows(out / "results.jsonl")
+    scale = legible_scale(28, 28, 4)  # the suite's 4 MNIST images, as zoo sample scales them
+    assert scale > 1
+    with Image.open(out / row["grid"]) as im:
+        assert im.size[::-1] == grid_size(4, 28, 28, scale=scale)
+
+
 def test_suite_naming_a_folder_of_images(tmp_path):
     """A suite may name a folder (here of real MNIST PNGs in class folders) as a table with
     options, relative to the suite's folder; rows carry the folder's name as the dataset."""

@@ -549,7 +549,7 @@ def test_trained_samples_look_like_mnist(trained, tmp_path):
     fid = {name: metrics.fid(s, "mnist", extractor="mnist-classifier")
            for name, s in (("trained", samples), ("untrained", base))}
     # measured: trained 43.2 (58.7 after 300 steps, 79.5 after 200), untrained 566; 200 s
-    # of GPU training of the default model reach 0.96 at n=10000 (README)
+    # of GPU training of the default model reach 0.96 at n=10000 (docs/models.md)
     assert fid["untrained"] > 300 and fid["trained"] < 60, fid
 
 

@@ -71,6 +71,18 @@ def test_tensorboard_logs_losses_fid_grids_and_options(tmp_path, mnist_subset):
         "step-0000004.png", "step-0000008.png"]
 
 
+def test_a_run_shorter_than_log_every_logs_its_last_step(tmp_path, mnist_subset):
+    run = tmp_path / "short"
+    _trainer(run, mnist_subset, steps=3, log_every=100, sample_n=0).fit()
+    rows = (run / "losses.csv").read_text().splitlines()
+    assert len(rows) == 2 and rows[1].startswith("3,")  # the three steps' mean, at step 3
+    assert [e.step for e in _events(run).Scalars("train/loss_bpd")] == [3]
+    # a run that ends past its last log point logs the steps since then at its last step
+    run = tmp_path / "tail"
+    _trainer(run, mnist_subset, steps=5, log_every=2, sample_n=0).fit()
+    assert [e.step for e in _events(run).Scalars("train/loss_bpd")] == [2, 4, 5]
+
+
 def test_resume_continues_the_curves_without_repeating_a_step(tmp_path, mnist_subset):
     run = tmp_path / "cut"
     trainer = _trainer(run, mnist_subset, steps=10, checkpoint_every=4)
@@ -156,8 +168,8 @@ def test_model_card_is_written_by_train_eval_and_nll(tmp_path):
     assert info["dataset_sha256"] in card
     assert info["trained"]["steps"] == 6 and "6 steps in" in card
     assert "![samples](samples.png)" in card and (run / "samples.png").is_file()
-    assert (f"zoo train vae-mlp --dataset mnist --steps 6 --batch-size 64 --out {run} "
-            "--set hidden=32 --set log_every=3") in card
+    assert (f"zoo train vae-mlp --dataset mnist --steps 6 --out {run} --batch-size 64 "
+            "--set hidden=32 --set log_every=3 --seed 0") in card  # as given, and the seed
     assert "Not measured yet" in card
 
     zoo_cli("nll", str(run), "--n", "40", "--set", "k=2")
@@ -259,6 +271,39 @@ def test_card_class_names_and_names_from_files_forge_nothing(tmp_path):
     assert not re.search(r"(?<!\\)\]\(javascript:", text)
     (classes,) = [ln for ln in lines if ln.startswith("- classes:")]
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in classes and "\\[x\\]" in classes
+
+
+def _reproduce(run) -> list[str]:
+    """The lines of the card's Reproduce fence."""
+    card = (run / "README.md").read_text()
+    return card.split("## Reproduce\n\n```bash\n", 1)[1].split("\n```", 1)[0].splitlines()
+
+
+def test_card_reproduce_line_is_the_command_as_given(tmp_path, capsys):
+    from zoo.cli import main
+
+    run = tmp_path / "r"
+    given = ["train", "vae-mlp", "--dataset", "mnist", "--steps", "2", "--batch-size", "16",
+             "--out", str(run), "--set", "hidden=16", "--quiet"]
+    assert main(given) == 0
+    # nothing zoo filled in (the dataset's defaults), the seed it trained with added
+    assert _reproduce(run)[0] == "zoo " + " ".join(given) + " --seed 0"
+    assert json.loads((run / "run.json").read_text())["command"] == _reproduce(run)[0]
+    # a resumed run that trains the same keeps it; a longer budget is not that command
+    assert main(["train", "vae-mlp", "--dataset", "mnist", "--out", str(run), "--resume"]) == 0
+    assert _reproduce(run)[0] == "zoo " + " ".join(given) + " --seed 0"
+    assert main(["train", "vae-mlp", "--dataset", "mnist", "--out", str(run), "--resume",
+                 "--steps", "3", "--quiet"]) == 0
+    assert "command" not in json.loads((run / "run.json").read_text())
+    assert _reproduce(run)[0].startswith("zoo train vae-mlp --dataset mnist --steps 3")
+    # a seed given is not repeated; a time budget says which steps give the same weights
+    timed = tmp_path / "t"
+    assert main(["train", "vae-mlp", "--dataset", "mnist", "--seconds", "600", "--steps", "2",
+                 "--seed", "7", "--out", str(timed), "--set", "hidden=16", "--quiet"]) == 0
+    line, note = _reproduce(timed)[:2]
+    assert line.endswith(f"--seed 7 --out {timed} --set hidden=16 --quiet")
+    assert line.count("--seed") == 1 and note.startswith("# a time budget: --steps 2 ")
+    capsys.readouterr()
 
 
 def test_card_reproduce_fence_holds_any_command(tmp_path):

@@ -357,6 +357,29 @@ def test_cli_eval_prints_a_table_and_writes_json(vae_run, capsys):
     assert result["fid"] > 20  # 30 training steps: far from the data (measured 95)
 
 
+def test_cli_eval_warns_of_a_reference_set_below_the_minimum(vae_run, tmp_path, capsys):
+    """A small own dataset (here 180 MNIST test images in an array) is the reference of
+    too few images for a FID: zoo eval says so on stderr, and the card beside the figures."""
+    import numpy as np
+
+    from zoo.cli import main
+    from zoo.metrics.registry import MIN_REFERENCE_IMAGES
+
+    x, _ = data.load("mnist", "test")
+    np.save(tmp_path / "small.npy", x[:900, 0].numpy())
+    args = ["eval", str(vae_run), "--n", "50", "--metrics", "fid", "--bootstrap", "0",
+            "--extractor", "mnist-classifier", "--device", "cpu", "--panel", "0"]
+    assert main([*args, "--dataset", f"{tmp_path / 'small.npy'}?test_size=180"]) == 0
+    (line,) = [ln for ln in capsys.readouterr().err.splitlines() if "warning" in ln]
+    assert line.startswith("zoo eval: warning: only 180 reference images")
+    assert f"{MIN_REFERENCE_IMAGES:,}" in line
+    (how,) = [ln for ln in (vae_run / "README.md").read_text().splitlines()
+              if ln.startswith("Measured by `zoo eval`")]
+    assert "against 180 images" in how and "Note: only 180 reference images" in how
+    assert main([*args, "--json", str(tmp_path / "big.json")]) == 0  # mnist: 10,000 images
+    assert "warning" not in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("args,needle", [
     (["--metrics", "fid,lpips"], "unknown metric"),
     (["--extractor", "nope"], "unknown feature extractor"),

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 import json
-import re
 import shutil
 import subprocess
 import sys
@@ -16,7 +15,7 @@ import numpy as np
 import prdc
 import pytest
 import torch
-from helpers import tiny_suite
+from helpers import doc_example, tiny_suite
 
 import zoo
 from zoo import data, metrics
@@ -34,8 +33,8 @@ REPO = Path(__file__).resolve().parents[1]
 SHIPPED = ("fid", "kid", "is", "pr", "dc", "memorization", "class_accuracy", "intra_fid",
            "class_tv")
 OLD_QUALITY = ("fid", "kid", "kid_std", "is", "is_std", "precision", "recall")
-# the defaults chosen from the seed-only spread of reports/gate-cpu (the README's regression
-# gate section): a change is deliberate, with its measurement
+# the defaults chosen from the seed-only spread of reports/gate-cpu (docs/benchmarks.md, "The
+# regression gate"): a change is deliberate, with its measurement
 TOLERANCES = {"fid": ("rel", 0.15), "kid": ("rel", 0.15), "is": ("rel", 0.05),
                   "precision": ("abs", 0.05), "recall": ("abs", 0.10), "density": ("rel", 0.10),
                   "coverage": ("rel", 0.25), "nll_bpd": ("abs", 0.02)}
@@ -51,11 +50,10 @@ def in_order(items, within) -> bool:
     return all(any(x == y for y in rest) for x in items)
 
 
-def readme_metric_block() -> str:
-    text = (REPO / "README.md").read_text()
-    m = re.search(r"<!-- example: metric -->\s*```python\n(.*?)```", text, re.S)
-    assert m, "README has no python block after <!-- example: metric -->"
-    return m.group(1)
+def doc_metric_code():
+    """The worked example of a metric registered from outside (docs/design.md), compiled."""
+    blocks, where = doc_example("metric")
+    return compile(blocks["python"], where, "exec")
 
 
 pytestmark = pytest.mark.usefixtures("cache_env")
@@ -69,20 +67,20 @@ def scratch(monkeypatch):
 
 
 @pytest.fixture
-def readme_metric(monkeypatch):
-    """The registry with the README's external example registered on top (a copy: the
+def doc_metric(monkeypatch):
+    """The registry with the documentation's external example registered on top (a copy: the
     shipped registry comes back after the test)."""
     monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
-    exec(compile(readme_metric_block(), "README.md", "exec"), {})
+    exec(doc_metric_code(), {})
     assert registry.names()[-1] == "spread"
     return registry
 
 
-@pytest.fixture(params=["shipped", "with the README's metric"])
+@pytest.fixture(params=["shipped", "with the documented metric"])
 def any_registry(request):
-    """The registry as zoo ships it, and with the README's external example left
+    """The registry as zoo ships it, and with the documentation's external example left
     registered: nothing below may depend on the shipped set being the whole set."""
-    return request.getfixturevalue("readme_metric") if request.param != "shipped" \
+    return request.getfixturevalue("doc_metric") if request.param != "shipped" \
         else registry
 
 
@@ -379,9 +377,9 @@ def test_a_registered_metric_reaches_evaluate_rows_gate_and_report(
 
 
 @pytest.mark.slow
-def test_the_readme_metric_gets_its_column_tolerance_figure_and_curve(
-        readme_metric, tmp_path):
-    """The README's metric, registered from outside with no other file edited: a report
+def test_the_documented_metric_gets_its_column_tolerance_figure_and_curve(
+        doc_metric, tmp_path):
+    """The documented metric, registered from outside with no other file edited: a report
     column, a default tolerance, a figure against speed and a panel of the compute curves."""
     col = registry.column("spread")
     assert compare.DEFAULT_TOLERANCES["spread"] == ("abs", 0.05) == col.tolerance

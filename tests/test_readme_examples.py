@@ -1,5 +1,5 @@
-"""The README's worked examples of a sampler and a metric, run as written: nothing else in zoo
-changes for them to work."""
+"""The worked examples of a sampler and a metric (docs/design.md, "Worked examples"), run as
+written: nothing else in zoo changes for them to work."""
 
 from __future__ import annotations
 
@@ -8,26 +8,23 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import TINY_DDPM, tiny_ddpm
+from helpers import TINY_DDPM, doc_example, doc_files, tiny_ddpm
 
 import zoo
 from zoo.bench import schema
 from zoo.models.diffusion import DDPM
 
-ROOT = Path(__file__).resolve().parents[1]
 
-
-def _readme_block(marker: str) -> str:
-    text = (ROOT / "README.md").read_text()
-    m = re.search(rf"<!-- {marker} -->\s*```python\n(.*?)```", text, re.S)
-    assert m, f"README has no python block after <!-- {marker} -->"
-    return m.group(1)
+def _example(name: str):
+    """A worked example's code, compiled under the name of the file that holds it."""
+    blocks, where = doc_example(name)
+    return compile(blocks["python"], where, "exec")
 
 
 def test_the_readme_toy_sampler_works_as_a_sampler(monkeypatch, tmp_path):
     monkeypatch.setattr(DDPM, "samplers", DDPM.samplers)  # the example registers one more
     namespace: dict = {}
-    exec(compile(_readme_block("example: sampler"), "README.md", "exec"), namespace)
+    exec(_example("sampler"), namespace)
     assert DDPM.samplers[-1].name == "oneshot"
     m = tiny_ddpm()
     a = m.sample(3, generator=torch.Generator().manual_seed(2), sampler="oneshot")
@@ -49,7 +46,7 @@ def test_the_readme_toy_sampler_works_as_a_sampler(monkeypatch, tmp_path):
 
 def test_the_readme_toy_sampler_reaches_latent_diffusion_unclipped(monkeypatch, tmp_path):
     monkeypatch.setattr(DDPM, "samplers", DDPM.samplers)
-    exec(compile(_readme_block("example: sampler"), "README.md", "exec"), {})
+    exec(_example("sampler"), {})
     torch.manual_seed(0)
     zoo.create("kl-autoencoder", "mnist", channels=8).save(tmp_path / "ae.pt")
     m = zoo.create("latent-diffusion", "mnist", autoencoder=str(tmp_path / "ae.pt"),
@@ -70,7 +67,7 @@ def test_the_readme_toy_metric_reaches_the_schema(monkeypatch):
 
     monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))  # restored after
     namespace: dict = {}
-    exec(compile(_readme_block("example: metric"), "README.md", "exec"), namespace)
+    exec(_example("metric"), namespace)
     assert registry.normalize_metrics("fid,spread") == ("fid", "spread")
     real = torch.randn(50, 8)
     assert registry.get("spread").compute(real, real.clone())["spread"] == pytest.approx(1.0)
@@ -82,3 +79,50 @@ def test_the_readme_toy_metric_reaches_the_schema(monkeypatch):
     assert "spread" in frame.curve_columns()
     monkeypatch.undo()
     assert "spread" not in schema.columns()
+
+
+# -- links -----------------------------------------------------------------------------------------
+
+_CODE = re.compile(r"^```.*?^```|`[^`\n]*`", re.S | re.M)
+_LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def _anchors(path: Path) -> set[str]:
+    """GitHub's anchors of a Markdown file's headings (lower case, punctuation dropped, spaces
+    to hyphens, ``-1``, ``-2`` ... on repeats)."""
+    seen: dict[str, int] = {}
+    for m in re.finditer(r"^#+ +(.+?) *$", re.sub(r"^```.*?^```", "", path.read_text(),
+                                                   flags=re.S | re.M), re.M):
+        slug = re.sub(r"[^\w\- ]", "", m.group(1).lower()).replace(" ", "-")
+        seen[slug] = seen.get(slug, -1) + 1
+        if seen[slug]:
+            seen[f"{slug}-{seen[slug]}"] = 0
+    return set(seen)
+
+
+def broken_links(path: Path) -> list[str]:
+    """The relative links of a Markdown file (outside code) whose file or heading is missing."""
+    broken = []
+    for target in _LINK.findall(_CODE.sub("``", path.read_text())):
+        if re.match(r"[a-z]+:", target):
+            continue  # http, https, mailto
+        file, _, anchor = target.partition("#")
+        dest = (path.parent / file).resolve() if file else path
+        if not dest.exists() or (anchor and dest.suffix == ".md"
+                                 and anchor not in _anchors(dest)):
+            broken.append(f"{path.name}: {target}")
+    return broken
+
+
+def test_every_relative_link_of_the_docs_resolves():
+    assert [b for p in doc_files() for b in broken_links(p)] == []
+
+
+def test_a_missing_file_or_heading_is_a_broken_link(tmp_path):
+    (tmp_path / "other.md").write_text("# Title\n\n## A `code` heading, again\n")
+    page = tmp_path / "page.md"
+    page.write_text("# Here\n[a](other.md#title) [b](other.md#a-code-heading-again) [c](#here)\n"
+                    "[d](gone.md) [e](other.md#nowhere) [f](#there) [g](https://x.org/y)\n"
+                    "`[h](in-code.md)`\n```\n[i](in-a-block.md)\n```\n")
+    assert broken_links(page) == ["page.md: gone.md", "page.md: other.md#nowhere",
+                                  "page.md: #there"]

@@ -15,6 +15,7 @@ from pathlib import Path
 import zoo
 
 PACKAGE_DIR = Path(zoo.__file__).resolve().parent
+DESIGN_DOC = PACKAGE_DIR.parent / "docs" / "design.md"  # the layer table, "How zoo is built"
 
 
 def module_files(package_dir: Path = PACKAGE_DIR, package: str = "zoo") -> dict[str, Path]:
@@ -163,8 +164,8 @@ def private_imports(files: dict[str, Path]) -> list[str]:
 # -- the layers ----------------------------------------------------------------------------------
 
 #: zoo's layers, bottom up: (name, modules). A module imports only from its own layer or below;
-#: an entry ``zoo.nn`` places the package and every module under it. The README's table
-#: ("How zoo is built") lists the same modules in the same layers (checked below).
+#: an entry ``zoo.nn`` places the package and every module under it. The layer table of
+#: docs/design.md ("How zoo is built") the same modules in the same layers (checked below).
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("zoo.errors", "zoo.files", "zoo.readers", "zoo.options", "zoo.limits",
               "zoo.markup", "zoo.distributed", "zoo.progress",
@@ -201,8 +202,8 @@ def upward_imports(graph: dict[str, dict[str, int]], layers=LAYERS) -> list[str]
     return found
 
 
-def readme_layers(text: str) -> dict[str, set[str]]:
-    """{layer name: modules} of the README's layer table (rows ``| layer | `a`, `b/` | ... |``,
+def documented_layers(text: str) -> dict[str, set[str]]:
+    """{layer name: modules} of docs/design.md's layer table (rows ``| layer | `a`, `b/` | ... |``,
     a module written as zoo sees it: `core`, `nn/`, `metrics/registry`)."""
     start = text.index("| layer | modules |")
     out = {}
@@ -229,18 +230,17 @@ def test_zoo_imports_only_its_own_layer_or_below():
     assert not found, "imports up the layers:\n" + "\n".join(found)
 
 
-def test_the_readme_layer_table_is_the_tests():
-    text = (PACKAGE_DIR.parent / "README.md").read_text()
-    table = readme_layers(text)
-    assert list(table) == [name for name, _ in LAYERS], "the README's layer names or order"
+def test_the_documented_layer_table_is_the_tests():
+    table = documented_layers(DESIGN_DOC.read_text())
+    assert list(table) == [name for name, _ in LAYERS], "docs/design.md's layer names or order"
     modules = module_files()
     for name, entries in LAYERS:
         unknown = table[name] - set(modules)
-        assert not unknown, f"README layer {name!r} names no module of zoo: {unknown}"
+        assert not unknown, f"docs/design.md layer {name!r} names no module of zoo: {unknown}"
         assert {layer_of(m) for m in table[name]} == {LAYERS.index((name, entries))}, name
-        for entry in entries:  # every entry of the test's layer is named in the README's row
+        for entry in entries:  # every entry of the test's layer is named in the table's row
             assert any(m == entry or m.startswith(entry + ".") for m in table[name]), (
-                f"README layer {name!r} lacks {entry}")
+                f"docs/design.md layer {name!r} lacks {entry}")
 
 
 def test_an_upward_import_fails_the_layer_check(tmp_path):

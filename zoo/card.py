@@ -113,6 +113,20 @@ def train_command(info: dict, run: str | Path) -> str:
     return shlex.join(words)
 
 
+def reproduce_lines(info: dict, run: str | Path) -> list[str]:
+    """The card's ``zoo train`` line: the command as it was given (with the seed), which
+    run.json records; a run.json without one (older runs, the Python API) gets
+    ``train_command``'s. A time budget is followed by the steps that give the same weights."""
+    command = info.get("command")
+    if not command:
+        return [train_command(info, run)]
+    steps = info.get("trained", {}).get("steps")
+    if info.get("train_config", {}).get("seconds") is None or steps is None:
+        return [command]
+    return [command, f"# a time budget: --steps {steps} in place of --seconds trains the same "
+                     "weights on any machine"]
+
+
 def _read_json(path: Path) -> dict | None:
     try:
         value = json.loads(path.read_text())
@@ -160,6 +174,9 @@ def _eval_section(result: dict, steps) -> list[str]:
            + (f", sampler options {code(json.dumps(options))}" if options else "")
            + (f", after {text(result['trained_steps'])} training steps"
               if "trained_steps" in result else "") + ".")
+    small = registry.small_reference(result.get("n_reference"))
+    if small:
+        how += f" Note: {small}."
     if "trained_steps" in result and steps is not None and result["trained_steps"] != steps:
         how += (f" The run has trained to step {steps} since: run `zoo eval` again for the "
                 "current weights.")
@@ -306,7 +323,7 @@ def _reproduce_section(run: Path, info: dict, result: dict | None,
                        nll: dict | None) -> list[str]:
     """The commands that made the run and its figures, or would."""
     q = shlex.quote(str(run))
-    commands = [train_command(info, run)]
+    commands = reproduce_lines(info, run)
     commands.append(str(result["command"]) if result and result.get("command") else
                     f"zoo eval {q}          # FID, KID, IS, precision/recall -> eval.json")
     if nll and nll.get("command"):
@@ -326,4 +343,4 @@ def write_card(run: str | Path) -> Path:
     return path
 
 
-__all__ = ["device_name", "render_card", "train_command", "write_card"]
+__all__ = ["device_name", "render_card", "reproduce_lines", "train_command", "write_card"]

@@ -132,6 +132,9 @@ def cmd_train(args) -> int:
     dataset = str(ds)
     out = Path(args.out or f"runs/{args.model}-{ds.name}")
     trainer = _trainer(args, ds, out, options, overrides)
+    if not args.resume:  # a resumed run keeps the command that started it (Trainer.resume)
+        seed = [] if "seed" in options else ["--seed", str(trainer.config.seed)]
+        trainer.command = _command_line(args, seed)
     params = trainer.model.num_parameters()
     procs = f" x {trainer.world} processes" if trainer.world > 1 else ""
     if zdist.is_main():
@@ -427,19 +430,27 @@ def cmd_nll(args) -> int:
     if args.json:
         text = json.dumps(result, indent=2)
         atomic_write(args.json, lambda tmp: Path(tmp).write_text(text))
-    _update_card(args.run, NLL_JSON, result)
+    _update_card(args, NLL_JSON, result)
     return 0
 
 
-def _update_card(run: str, name: str, result: dict) -> None:
+def _command_line(args, extra: list[str] = ()) -> str:
+    """The command as the user gave it (``zoo`` its program; under torchrun, torchrun's
+    words), ``extra`` words added: what run.json, eval.json and nll.json record."""
+    world = zdist.world_size()
+    head = ["zoo"] if world == 1 else ["torchrun", f"--nproc_per_node={world}", "-m", "zoo"]
+    return shlex.join([*head, *args.argv, *extra])
+
+
+def _update_card(args, name: str, result: dict) -> None:
     """A run directory's record of a measurement (``nll.json``; ``eval.json`` is written by
     zoo eval itself), with the command that made it and the training step it measured, and
     its model card written again (``zoo.card``). A bare model file has neither."""
-    run = Path(run)
+    run = Path(args.run)
     if not run.is_dir() or not (run / RUN_FILE).is_file():
         return
     trained = run_info(run).get("trained", {})
-    record = {**result, "command": shlex.join(["zoo", *sys.argv[1:]]),
+    record = {**result, "command": _command_line(args),
               **({"trained_steps": trained["steps"]} if "steps" in trained else {})}
     text = json.dumps(record, indent=2) + "\n"
     atomic_write(run / name, lambda tmp: Path(tmp).write_text(text))
@@ -536,11 +547,14 @@ def _report_eval(args, result: dict, path: Path) -> None:
     run = Path(args.run)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path == run / EVAL_JSON and (run / RUN_FILE).is_file():
-        _update_card(args.run, EVAL_JSON, result)  # eval.json with its command, the card
+        _update_card(args, EVAL_JSON, result)  # eval.json with its command, the card
     else:
         text = json.dumps(result, indent=2) + "\n"
         atomic_write(path, lambda tmp: Path(tmp).write_text(text))
     print(metrics.format_result(result))
+    small = metric_registry.small_reference(result.get("n_reference"))
+    if small:
+        print(f"zoo eval: warning: {small}", file=sys.stderr)
     if result.get("recon_psnr") is not None:
         print(metrics.reconstruction.format_reconstruction(result))
     print(f"wrote {path}", file=sys.stderr)
@@ -812,6 +826,7 @@ def _extractor_parser(sub) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # the command as given
     try:
         interval()  # a wrong $ZOO_PROGRESS_INTERVAL is refused before any work
         if getattr(args, "seed", None) is not None:

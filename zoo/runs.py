@@ -65,7 +65,7 @@ def load_run(path: str | Path, map_location="cpu") -> GenerativeModel:
 _RUN_REQUIRED = {"model": str, "dataset": str, "train_config": dict}
 _RUN_OPTIONAL = {"family": str, "dataset_sha256": str, "image_shape": list,
                  "model_config": dict, "params": int, "world_size": int, "classes": list,
-                 "trained": dict}
+                 "trained": dict, "command": str}
 #: the keys inside run.json's objects that its readers (the model card, resuming) use, and
 #: their JSON types (``NoneType``: null allowed)
 _RUN_NESTED = {

@@ -163,6 +163,9 @@ class Trainer:
         self.out = Path(out)
         self.progress = progress
         self.evaluator = evaluator
+        #: the command line that started the run (``zoo train`` sets it; run.json and the
+        #: model card's reproduce line show it); None: the card rebuilds one from the options
+        self.command: str | None = None
         self.device = resolve_device(self.config.device)
         self.amp = self.config.amp if self.config.amp is not None else self.device.type == "cuda"
         own = images is None and not ds.builtin
@@ -226,6 +229,7 @@ class Trainer:
             "train_config": dataclasses.asdict(self.config),
             "params": self.model.num_parameters(),
             "world_size": self.world,
+            **({"command": self.command} if self.command else {}),
             # what samples.png and a plain `zoo sample` draw with
             "sampler": self.model.parse_sampler({}).label(),
         }
@@ -257,6 +261,8 @@ class Trainer:
             data_root=data_root, evaluator=evaluator, **options,
         )
         trainer._check_resumable(state)  # refused here, before the run is announced
+        if json.loads(json.dumps(dataclasses.asdict(trainer.config))) == info["train_config"]:
+            trainer.command = info.get("command")  # it still trains this run
         trainer._state_to_restore = state
         return trainer
 
@@ -501,14 +507,19 @@ class Trainer:
         ips, means = live.window.peek()
         live.bar.note(**means, **{"img/s": f"{ips:.0f}"})
         if due(self.step, c.log_every):
-            ips, row = live.window.take()
-            live.logger.log_scalars(self.step, {"images_per_s": round(ips, 1), **row}, notes={
-                "seconds": round(self.elapsed + live.clock.running(), 3)})
+            self._log(live)
         if c.steps is not None:
             live.bar.update(1)
         else:
             live.bar.note(step=str(self.step))
             live.bar.set(round(min(self.elapsed + live.clock.running(), c.seconds), 1))
+
+    def _log(self, live: _Live) -> None:
+        """The mean losses and images/s of the steps since the last log point, logged at this
+        step."""
+        ips, row = live.window.take()
+        live.logger.log_scalars(self.step, {"images_per_s": round(ips, 1), **row}, notes={
+            "seconds": round(self.elapsed + live.clock.running(), 3)})
 
     def _periodic(self, live: _Live) -> None:
         """This step's evaluation, sample grid and checkpoint, each when due; evaluating
@@ -548,6 +559,8 @@ class Trainer:
         self.elapsed += live.clock.lap()
         live.bar.close()
         try:
+            if live.window.count:  # the last step is logged, log_every or not
+                self._log(live)
             self._save(live.ema, live.optimizers, live.noise)
             if zdist.is_main() and c.sample_n:  # the model card's grid, and the tracker's last
                 grid = self._sample_grid(model, live.ema)

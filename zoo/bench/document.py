@@ -224,7 +224,7 @@ code { font: .9em ui-monospace, "DejaVu Sans Mono", Menlo, Consolas, monospace;
 a { color: #0b5cad; }
 nav { font-size: .92em; margin: .5em 0 1.5em; }
 nav a { margin-right: 1em; white-space: nowrap; }
-.scroll { overflow-x: auto; margin: .6em 0 1em; }
+.scroll { overflow-x: auto; max-width: 100%; margin: .6em 0 1em; }
 table { border-collapse: collapse; font-size: .88em; font-variant-numeric: tabular-nums; }
 th, td { border: 1px solid #d0d7de; padding: .25em .5em; text-align: left; vertical-align: top; }
 td { white-space: nowrap; }
@@ -234,7 +234,8 @@ th:hover { background: #e4e8ee; }
 th[aria-sort=ascending]::after { content: " \\25B2"; font-size: .75em; }
 th[aria-sort=descending]::after { content: " \\25BC"; font-size: .75em; }
 tbody tr:nth-child(even) td { background: #f8f9fb; }
-tbody td:first-child { position: sticky; left: 0; background: #fff; }
+tbody td:first-child { position: sticky; left: 0; z-index: 1; background: #fff; }
+thead th:first-child { position: sticky; left: 0; z-index: 2; }
 figure { margin: .6em 0 1.2em; }
 figure img { max-width: 100%; height: auto; border: 1px solid #e4e8ee; }
 figure img.small { image-rendering: pixelated; }

@@ -588,8 +588,24 @@ def environment(rows: list[dict]) -> list[Block]:
         else:
             text = vals[0]
         items.append((0, f"{what}: {text}"))
+        if col == "n_reference":
+            items += _small_references(rows)
     out.append(Items(items))
     return out
+
+
+def _small_references(rows: list[dict]) -> list[tuple[int, str]]:
+    """A note under the reference images for each reference set too small for a FID
+    (``metrics.registry.small_reference``), with the datasets measured against it."""
+    notes: dict[str, list[str]] = {}
+    for r in rows:
+        note = metric_registry.small_reference(r.get("n_reference"))
+        if note:
+            notes.setdefault(note, [])
+            if r.get("dataset") not in notes[note]:
+                notes[note].append(r.get("dataset"))
+    return [(1, f"note: {note} ({', '.join(map(markup.text, ds))})")
+            for note, ds in notes.items()]
 
 
 def _memorization(row: dict) -> str:
@@ -604,6 +620,17 @@ def _memorization(row: dict) -> str:
     return "; ".join(parts) or "memorization not measured"
 
 
+def _inside(run_dir: Path, rel: str) -> bool:
+    """Whether ``rel`` names a file inside ``run_dir``: a row's image path is shown (and
+    embedded in report.html) only then, never an absolute path or one through ``..``."""
+    path = Path(rel)
+    if path.is_absolute() or ".." in path.parts:
+        return False
+    root = run_dir.resolve()
+    target = (run_dir / path).resolve()
+    return target.is_relative_to(root) and target.is_file()
+
+
 def grids(rows: list[dict], run_dir: Path) -> list[Block]:
     out: list[Block] = [Heading(2, "Sample grids")]
     any_grid = False
@@ -615,12 +642,12 @@ def grids(rows: list[dict], run_dir: Path) -> list[Block]:
         out.append(Heading(3, markup.text(ds)))
         for r in with_grid:
             rel, name = Path(r["grid"]).as_posix(), markup.text(label(r))
-            if (run_dir / rel).is_file():
+            if _inside(run_dir, rel):
                 out += [Para(name), Image(name, rel)]
             else:
                 out.append(Para(f"{name}: grid {markup.code(rel)} is missing"))
             panel = r.get("memorization_panel")
-            if present(panel) and (run_dir / panel).is_file():
+            if present(panel) and _inside(run_dir, panel):
                 out += [Para(f"{name}: the samples closest to a training image, each "
                              f"beside it ({_memorization(r)})"),
                         Image(f"{name}: closest to training", Path(panel).as_posix())]

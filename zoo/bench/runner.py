@@ -47,7 +47,7 @@ from .. import distributed as zdist
 from .. import registry
 from ..core import Batch, CheckpointError, ConfigError, GenerativeModel, atomic_write
 from ..files import open_append
-from ..images import save_grid
+from ..images import legible_scale, save_grid
 from ..locks import exclusive
 from ..progress import Progress
 from ..readers import read_json
@@ -408,7 +408,8 @@ def measure_variant(
     grid = None
     if ev.grid_images:
         if zdist.is_main():
-            save_grid(samples[: ev.grid_images], grid_path)
+            shown = samples[: ev.grid_images]  # enlarged as zoo sample draws them
+            save_grid(shown, grid_path, scale=legible_scale(*shown.shape[2:], len(shown)))
         grid = grid_path
     stage("time")
     speed = timing.sampling_speed(model, tm.batch_sizes, tm.repeats, tm.warmup, seed,

@@ -114,7 +114,8 @@ class Evaluation:
     # measured into curve.jsonl; the whole budget (1.0) is always one of them
     curve: tuple[float, ...] = ()
     curve_n_samples: int = 500  # one N for every point of every model: comparable figures
-    curve_metrics: tuple[str, ...] = ("fid", "kid")
+    curve_metrics: tuple[str, ...] = dataclasses.field(
+        default_factory=metric_registry.curve_metrics)
     curve_nll_images: int = 200  # 0: no NLL along the way
     # reconstruction figures (autoencoders, latent models): the first N images of
     # ref_split (None: n_samples)

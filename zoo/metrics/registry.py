@@ -77,6 +77,8 @@ class Metric:
     needs: str = "features"
     min_images: int = 2  #: per side (the generated side only when ``reference`` is False)
     default: bool = False  #: computed when no metric set is named
+    #: measured along the way when a suite names no ``curve_metrics`` (cheap at small N)
+    curve: bool = False
     aliases: tuple[str, ...] = ()
     reference: bool = True  #: compared with the reference images (IS is not)
     #: a function metric that also reads the training split's features (``train=``)
@@ -232,6 +234,11 @@ def default_metrics() -> tuple[str, ...]:
     return tuple(n for n, m in _REGISTRY.items() if m.default)
 
 
+def curve_metrics() -> tuple[str, ...]:
+    """The metrics measured along the way when a suite names none."""
+    return tuple(n for n, m in _REGISTRY.items() if m.curve)
+
+
 def get(name: str) -> Metric:
     """A metric by name or alias."""
     return _REGISTRY[normalize_metrics(name)[0]]
@@ -342,22 +349,38 @@ def default_tolerances() -> dict[str, Tolerance]:
 # The default tolerances of fid, kid, precision, recall, density and coverage are the largest
 # difference between six trainings that differ only in their seed, rounded up to the next 5%
 # (relative) or 0.01 (absolute): a change that seeds alone make does not fail the gate (the
-# README's regression gate section has the measurement and its command). Density and
+# regression gate section of docs/benchmarks.md has the measurement and its command). Density and
 # coverage are relative: their scale depends on the data and the extractor (coverage ~0.04
 # against the classifier's features, where an absolute 0.05 could never fire).
+#: the fewest reference images for a FID worth comparing: FID is biased upward the more,
+#: and spread the wider, the fewer the images, so a smaller reference set (a small own
+#: dataset's test split) is flagged by ``zoo eval``, the model card and the report
+MIN_REFERENCE_IMAGES = 1000
+
+
+def small_reference(n) -> str | None:
+    """A note that a reference set of ``n`` images is below ``MIN_REFERENCE_IMAGES``; None
+    when it is not (or ``n`` is not a count)."""
+    if isinstance(n, bool) or not isinstance(n, int) or n >= MIN_REFERENCE_IMAGES:
+        return None
+    return (f"only {n:,} reference images, fewer than the {MIN_REFERENCE_IMAGES:,} a FID "
+            "needs: it is biased upward and noisy at this size; compare it only with figures "
+            "measured against the same reference set")
+
+
 PR_NEIGHBORHOOD = 3  #: torch-fidelity's precision/recall: k of the k-NN radii
 IS_SPLITS = 10  #: torch-fidelity's inception score: splits (fewer when fewer images)
 DC_NEAREST_K = 5  #: density/coverage: k of the k-NN radii (the prdc package's default)
 
 register(Metric(
-    "fid", default=True, tf_flag="fid",
+    "fid", default=True, curve=True, tf_flag="fid",
     columns=(Column("fid", "FID", "{:.3f}", -1, tolerance=("rel", 0.15),
                     interval=True, headline=True, small_n="kid"),),
     tf_results=(("fid", "frechet_inception_distance"),),
     description="Fréchet distance of the Gaussians fitted to the features",
 ))
 register(Metric(
-    "kid", default=True, tf_flag="kid",
+    "kid", default=True, curve=True, tf_flag="kid",
     columns=(Column("kid", "KID", "{:.5f}", -1, tolerance=("rel", 0.15), spread="kid_std",
                     interval=True),
              Column("kid_std", "", "{:.5f}")),

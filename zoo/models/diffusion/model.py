@@ -117,7 +117,8 @@ class DDPM(SamplingLoop, GenerativeModel):
     def default_sampler(self) -> dict:
         """UniPC at 10 steps (fewer where T is small): it reaches DDIM-50's FID within its
         interval at the fewest network calls on MNIST and Fashion-MNIST at the CI budget
-        (reports/default-sampler-cpu); ``sampler="ddpm"`` is the ancestral one."""
+        (``zoo bench default-sampler``, reports/default-sampler-cpu); ``sampler="ddpm"`` is
+        the ancestral one."""
         steps = min(DEFAULT_SAMPLER_STEPS, max(self.timesteps - 1, 1))
         return {"sampler": "unipc", "steps": steps,
                 **({"clip_x0": True} if self.default_clip else {})}
@@ -214,7 +215,7 @@ class DDPM(SamplingLoop, GenerativeModel):
         ``spacing`` ``"trailing"`` (default), ``"leading"`` or ``"linspace"``. ``clip_x0``
         (both) clips each predicted x0 to [-1, 1]. ``sampler="dpmpp-2m"``, ``"unipc"``,
         ``"heun"``, ``"euler-ancestral"``: the diffusers schedulers of those names with
-        their defaults (README, "Fewer network calls"). ``sampler`` may also be a sampler's
+        their defaults (docs/models.md, "Fewer network calls"). ``sampler`` may also be a sampler's
         options object (``DDIM(steps=20)``). ``batch_size`` images are denoised at a time.
         ``cuda_graph`` replays the whole sampling loop as one captured CUDA graph: the same
         samples for the same generator, without a kernel launch from Python per operation;

@@ -11,7 +11,7 @@ from helpers import tiny_ddpm
 
 import zoo
 from zoo.core import ConfigError
-from zoo.models.diffusion import DDIM, Ancestral
+from zoo.models.diffusion import DDIM, Ancestral, UniPC
 from zoo.nn.graphs import model_graphs
 from zoo.options import OptionError, parse_value
 
@@ -37,7 +37,13 @@ def test_sampler_options_are_parsed_once_into_their_class_and_bound_to_the_model
     assert s.label() == "ddim, 5 steps, eta 0.5"
     # the model fills in what depends on it: ddim's default steps, ancestral's T
     assert m.parse_sampler({"sampler": "ddim"}).steps == 20
-    assert m.parse_sampler({}) == Ancestral(steps=20)
+    assert m.parse_sampler({"sampler": "ddpm"}) == Ancestral(steps=20)
+    # no sampler named: the model's default, its options completed by the call's
+    assert m.parse_sampler({}) == UniPC(steps=10, clip_x0=True)
+    assert m.parse_sampler({"steps": 4}) == UniPC(steps=4, clip_x0=True)
+    with pytest.raises(OptionError, match="variance is an option of sampler='ddpm', not of "
+                                          "'unipc'"):
+        m.parse_sampler({"variance": "beta"})
     assert DDIM(spacing="leading", steps=5).label() == "ddim(spacing=leading), 5 steps, eta 0"
     with pytest.raises(OptionError) as e:
         m.parse_sampler({"sampler": "ddim", "variance": "beta"})

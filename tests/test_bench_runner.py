@@ -664,3 +664,16 @@ def test_suite_naming_a_folder_of_images(tmp_path):
     bad.write_text(suite.read_text().replace('"my_images"', '"no_such_folder"'))
     with pytest.raises(ConfigError, match=r"datasets\[0\].*unknown dataset"):
         load_suite(bad)
+
+
+def test_a_bench_into_a_folder_with_a_report_of_its_own_is_refused(tmp_path, tiny_suite):
+    """A folder that is not a bench output but holds report.md (or figures/, runs/, ...):
+    refused before anything is trained or written, its files kept; a new folder is fine."""
+    out = tmp_path / "project"
+    out.mkdir()
+    (out / "report.md").write_text("my own report")
+    (out / "figures").mkdir()
+    with pytest.raises(ConfigError, match=r"is not a bench output .* report\.md, figures"):
+        run_suite(tiny_suite(), out, progress=False)
+    assert (out / "report.md").read_text() == "my own report"
+    assert sorted(p.name for p in out.iterdir()) == ["figures", "report.md"]

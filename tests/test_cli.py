@@ -198,3 +198,24 @@ def test_sighup_during_bench_stops_it_as_ctrl_c_does(tiny_suite, tmp_path, monke
     [checkpoint] = out.rglob("checkpoint.pt")
     assert torch.load(checkpoint, weights_only=True)["step"] == 1
     assert not list(out.rglob(".zoo.lock"))
+
+
+def test_an_error_that_quotes_a_multi_line_message_prints_one_line(tmp_path, capsys):
+    """A ZooError quoting numpy's three-line refusal of a huge .npy header (or any text with
+    line breaks) still prints as one line."""
+    import struct
+
+    from zoo import cli
+
+    header = ("{'descr': '|u1', 'fortran_order': False, 'shape': (2, 8, 8), "
+              + " " * 200_000 + "}\n").encode()
+    bad = tmp_path / "huge-header.npy"
+    bad.write_bytes(b"\x93NUMPY\x02\x00" + struct.pack("<I", len(header)) + header
+                    + bytes(128))
+    assert cli.main(["train", "vae-mlp", "--dataset", str(bad), "--steps", "1",
+                     "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert lines[-1].startswith("zoo: error: ") and "huge-header.npy" in lines[-1]
+    assert "max_header_size" in lines[-1] and "Traceback" not in err
+    assert not any("max_header_size" in ln for ln in lines[:-1])

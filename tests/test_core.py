@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import zoo
-from zoo.core import CheckpointError, GenerativeModel
+from zoo.core import CheckpointError, ConfigError, GenerativeModel
 
 
 def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
@@ -91,3 +91,12 @@ def test_eval_mode_restores_the_training_flag_even_on_error():
         net.train()
         raise RuntimeError
     assert not net.training
+
+
+def test_a_class_number_beyond_int64_is_a_config_error():
+    """A label too large for int64 is refused as out of range, not an overflow traceback."""
+    m = zoo.create("vae-mlp", image_shape=(1, 8, 8), hidden=8, latent_dim=2,
+                   conditional=True, num_classes=3)
+    for labels in (10**20, [0, 10**20], [-(10**20), 1]):
+        with pytest.raises(ConfigError, match=r"labels must lie in 0\.\.2"):
+            m.sample(2, labels=labels)

@@ -61,6 +61,8 @@ def test_guidance_and_labels_are_refused_where_they_mean_nothing():
     m = tiny()
     with pytest.raises(ConfigError, match="guidance must be >= 0"):
         m.sample(2, guidance=-1)
+    with pytest.raises(ConfigError, match=r"guidance must be >= 0 and <= 3\.40"):
+        m.sample(2, labels=3, sampler="ddim", steps=2, guidance=1e300)
     with pytest.raises(ConfigError, match=r"labels must lie in 0\.\.9"):
         m.sample(2, labels=torch.tensor([3, 10]))
     with pytest.raises(ConfigError, match=r"labels must lie in 0\.\.9"):

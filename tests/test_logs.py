@@ -334,6 +334,20 @@ def test_card_of_a_run_json_with_nested_wrong_types_is_one_error(tmp_path, key, 
     assert not (run / "README.md").exists()
 
 
+@pytest.mark.parametrize("key,value", [
+    ("params", 10**400), ("world_size", -(2**70)),
+    ("trained", {"steps": 10**30, "seconds": 1.5}),
+])
+def test_card_of_a_run_json_with_an_integer_beyond_64_bits_is_one_error(tmp_path, key, value):
+    from zoo.card import write_card
+    from zoo.core import CheckpointError
+
+    run = card_run(tmp_path, **{key: value})
+    with pytest.raises(CheckpointError, match=r"run\.json: .*an integer of at most 64 bits"):
+        write_card(run)
+    assert not (run / "README.md").exists()
+
+
 def test_card_shows_eval_figures_of_the_wrong_type_as_invalid(tmp_path):
     from zoo.card import render_card
 

@@ -223,6 +223,7 @@ def test_sample_labels_are_the_classes_asked_for(cli, extractor):
 @pytest.mark.parametrize("args, needle", [
     (["uncond", "--labels", "3"], "not class-conditional"),
     (["cond", "--labels", "10"], "labels must lie in 0..9"),
+    (["cond", "--labels", "99999999999999999999"], "labels must lie in 0..9"),
     (["cond", "--labels", "3-x"], "--labels takes class numbers"),
     (["cond", "--labels", "5-2"], "runs backwards"),
     (["cond", "--labels", ""], "--labels takes class numbers"),

@@ -116,6 +116,16 @@ def test_kid_precision_recall_of_two_halves_of_one_split(mnist, mnist_clf):
     assert r["fid"] < 0.5, r
 
 
+def test_kid_and_is_take_any_64_bit_seed(mnist_clf):
+    """A suite's or --seed's 64-bit seed reaches torch-fidelity's 32-bit numpy seed reduced."""
+    x, y = uniform_noise(40, 1), uniform_noise(40, 2)
+    r, _ = metrics.compute_metrics(x, y, mnist_clf, ("kid", "is"), seed=2**63 - 1,
+                                   batch_size=40)
+    same, _ = metrics.compute_metrics(x, y, mnist_clf, ("kid", "is"),
+                                      seed=(2**63 - 1) % 2**32, batch_size=40)
+    assert r["kid"] == same["kid"] and r["is"] == same["is"]
+
+
 # -- the reference cache ----------------------------------------------------------------------
 
 

@@ -308,3 +308,14 @@ def test_an_interval_is_moved_onto_the_figure_as_reported():
     assert moved[0] <= reported <= moved[1]
     assert moved[1] - moved[0] == pytest.approx(plain[1] - plain[0])
     assert moved[0] - plain[0] == pytest.approx(reported - full)
+
+
+def test_a_64_bit_seed_shuffles_as_its_value_mod_2_32():
+    """numpy's legacy RandomState (torch-fidelity's rng_seed) takes [0, 2**32): a zoo seed
+    beyond it, or negative, is reduced, not a ValueError."""
+    z = _logits(50, 0)
+    ones = torch.ones(1, 50, dtype=torch.float64)
+    for seed in (2**63 - 1, 2**64 - 1, -1, -(2**63)):
+        assert intervals.tf_seed(seed) == seed % 2**32
+        assert torch.equal(intervals.is_draws(z, ones, seed),
+                           intervals.is_draws(z, ones, seed % 2**32))

@@ -548,3 +548,27 @@ def test_long_row_labels_are_cut_to_fit():
     assert fit_label("two\nlines", font, 140) == "two lines"
     cut = fit_label(LONG, font, 140)
     assert cut.endswith("\u2026") and LONG.startswith(cut[:-1]) and font.getlength(cut) <= 140
+
+
+def test_an_npz_of_many_unnamed_arrays_lists_a_few(tmp_path):
+    """The error for a .npz without an 'images' array names a few of its arrays and how
+    many more, not every one of thousands."""
+    np.savez(tmp_path / "many.npz", **{f"a{i}": np.zeros((1, 8, 8), np.uint8)
+                                       for i in range(500)})
+    with pytest.raises(DataError, match=r"holds arrays a0, .*, a7 and 492 more; name") as e:
+        data.load(tmp_path / "many.npz")
+    assert "a8," not in str(e.value)
+
+
+def test_a_large_image_is_refused_by_zoos_limit_without_pils_warning(tmp_path, monkeypatch,
+                                                                     recwarn):
+    """Past PIL's decompression-bomb pixel count (lowered here) the header is read without
+    PIL's warning on stderr: zoo's memory limit alone decides."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    for c in "ab":
+        (tmp_path / "big" / c).mkdir(parents=True)
+        Image.new("L", (12, 12)).save(tmp_path / "big" / c / "0.png")
+    monkeypatch.setenv("ZOO_MAX_MEMORY_GB", "1e-7")
+    with pytest.raises(DataError, match=r"decoding the 2 images .* more than zoo's memory"):
+        data.load(tmp_path / "big")
+    assert not [w for w in recwarn if issubclass(w.category, Image.DecompressionBombWarning)]

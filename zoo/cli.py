@@ -28,6 +28,7 @@ from .card import write_card
 from .core import ConfigError, LikelihoodUnavailable, ZooError, atomic_write, first_line
 from .images import LEGIBLE_PIXELS, MAX_GRID_IMAGES, MAX_SCALE
 from .limits import check_memory
+from .markup import one_line
 from .metrics import registry as metric_registry
 from .options import check_seed, literal_value, parse_value
 from .progress import Progress, interval
@@ -252,7 +253,7 @@ def cmd_sample(args) -> int:
                           f"first {MAX_GRID_IMAGES})")
     model = _load(args.run, args.device)
     if classes is not None:
-        model.check_labels(torch.tensor(classes), len(classes))  # conditional, in range
+        model.check_labels(classes, len(classes))  # conditional, in range
         check_memory(8 * n, f"the labels of {n:,} samples", "draw fewer with -n or --per-class")
         labels = torch.tensor(classes).repeat_interleave(n // len(classes))
     options = {k: literal_value(v) for k, v in _parse_sets(args.set)}
@@ -836,15 +837,15 @@ def main(argv: list[str] | None = None) -> int:
         with _stop_signals_interrupt(), zdist.launched(), progress_default(
                 not getattr(args, "quiet", False)):
             return args.func(args)
-    except ZooError as e:
-        print(f"zoo: error: {e}", file=sys.stderr)
+    except ZooError as e:  # one line, whatever the message quotes (numpy's, a file name)
+        print(f"zoo: error: {one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
         how, status = _stopped(e)
         print(f"zoo: {how}", file=sys.stderr)
         return status
     except (OSError, torch.cuda.OutOfMemoryError) as e:
-        print(f"zoo: error: {e}", file=sys.stderr)
+        print(f"zoo: error: {one_line(e)}", file=sys.stderr)
         return 1
     except torch.distributed.DistError as e:  # a peer under torchrun died or went silent
         rank = os.environ.get("RANK", "?")

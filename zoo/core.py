@@ -361,9 +361,14 @@ class GenerativeModel(TrainingRuntime, nn.Module):
                 f"{self.name} is not class-conditional, so sample() takes no labels; "
                 "sample without labels=, or use a model trained conditionally"
             )
-        if isinstance(labels, int) and not isinstance(labels, bool):
-            labels = torch.full((n,), labels, dtype=torch.long)
-        labels = torch.as_tensor(labels, device=self.device)
+        try:  # a class number beyond int64 overflows the conversion
+            if isinstance(labels, int) and not isinstance(labels, bool):
+                labels = torch.full((n,), labels, dtype=torch.long)
+            labels = torch.as_tensor(labels, device=self.device)
+        except (OverflowError, RuntimeError, TypeError, ValueError) as e:
+            raise ConfigError(f"labels must lie in 0..{self.num_classes - 1} ({self.name} "
+                              f"has {self.num_classes} classes) and be integers; they cannot "
+                              f"be read as such ({first_line(e)[:80]})") from None
         if labels.dim() != 1 or labels.shape[0] != n or labels.is_floating_point():
             raise ConfigError(f"labels must be {n} integers (one per image), got "
                               f"{labels.dtype} {tuple(labels.shape)}")

@@ -19,6 +19,7 @@ import functools
 import hashlib
 import math
 import sys
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -189,7 +190,10 @@ def _opened(path: Path):
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
+        with warnings.catch_warnings():  # zoo's memory limit, not PIL's bomb warning, decides
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)
+        with im:
             if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
                 raise DataError(f"{path} has {im.mode} pixels (more than 8 bits); zoo reads "
                                 "8-bit grayscale or RGB images: convert it to 8 bits")
@@ -317,8 +321,11 @@ def _read_array(path: Path, layout: str | None) -> dict:
         if x_key is None and len(arrays) == 1:
             x_key = next(iter(arrays))
         if x_key is None:
-            raise DataError(f"{path} holds arrays {', '.join(arrays)}; name the images "
-                            "'images' (and the labels 'labels'), or give x_train/x_test")
+            names = list(arrays)  # a few, not every member of a huge archive
+            more = f" and {len(names) - 8:,} more" if len(names) > 8 else ""
+            raise DataError(f"{path} holds arrays {', '.join(names[:8])}{more}; name the "
+                            "images 'images' (and the labels 'labels'), or give "
+                            "x_train/x_test")
         pairs = {"all": (x_key, next((k for k in ("labels", "y") if k in arrays), None))}
     out = {}
     for split, (xk, yk) in pairs.items():

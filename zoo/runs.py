@@ -83,6 +83,12 @@ def _json_type(value) -> str:
     return _JSON_NAMES.get(type(value), type(value).__name__)
 
 
+def _huge(value) -> bool:
+    """An integer beyond 64 bits: JSON allows it, but no count or seed zoo writes is one, and
+    the card's arithmetic on it (``params / 1e6``) would overflow."""
+    return type(value) is int and not -2**63 <= value < 2**63
+
+
 def run_info(path: str | Path) -> dict:
     """The run.json of a run directory, checked ({} for a bare model file, or a directory
     without one). Every reader of run.json goes through here: a file that is not JSON, not
@@ -106,7 +112,8 @@ def run_info(path: str | Path) -> dict:
         if key not in info:
             continue
         value = info[key]
-        ok = isinstance(value, tp) and not (isinstance(value, bool) and tp is not bool)
+        ok = isinstance(value, tp) and not (isinstance(value, bool) and tp is not bool) \
+            and not _huge(value)
         if ok and key == "image_shape":
             ok = len(value) == 3 and all(type(s) is int and s > 0 for s in value)
         if ok and key == "classes":
@@ -114,6 +121,7 @@ def run_info(path: str | Path) -> dict:
         if not ok:
             want = {"image_shape": "3 positive integers",
                     "classes": "a list of strings"}.get(key, _JSON_NAMES[tp])
+            want += " of at most 64 bits" if _huge(value) else ""
             raise CheckpointError(f"{p}: {key} must be {want}, got {_json_type(value)} "
                                   f"{json.dumps(value)[:60]}; {fix}")
     for key, fields in _RUN_NESTED.items():
@@ -121,8 +129,10 @@ def run_info(path: str | Path) -> dict:
             if name not in info.get(key, {}):
                 continue
             value = info[key][name]
-            if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            if not isinstance(value, types) or (isinstance(value, bool) and bool not in types) \
+                    or _huge(value):
                 want = " or ".join(dict.fromkeys(_JSON_NAMES[t] for t in types))
+                want += " of at most 64 bits" if _huge(value) else ""
                 raise CheckpointError(f"{p}: {key}: {name} must be {want}, got "
                                       f"{_json_type(value)} {json.dumps(value)[:60]}; {fix}")
     return info

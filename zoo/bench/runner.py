@@ -580,12 +580,32 @@ def _run_rows(suite: Suite, out: Path, dev: torch.device, only_model: str | None
     return out / RESULTS_FILE
 
 
+#: what a bench writes over in its output directory (besides results.jsonl and suite.toml,
+#: which mark it as one): the report's files and the runs', grids' and figures' folders
+_BENCH_WRITES = ("report.md", "report.html", "results.csv", CURVE_FILE, "runs", "grids",
+                 "figures")
+
+
+def _check_new_out(out: Path) -> None:
+    """Refuse to start a bench in a directory that is not one (no results.jsonl, no
+    suite.toml) but holds files of the names a bench writes (a project's report.md, say),
+    which it would replace. An empty or new directory is fine."""
+    if (out / RESULTS_FILE).exists() or (out / "suite.toml").exists():
+        return
+    replaced = [n for n in _BENCH_WRITES if os.path.lexists(out / n)]
+    if replaced:
+        raise ConfigError(f"{out} is not a bench output ({RESULTS_FILE} is missing) but holds "
+                          f"{', '.join(replaced)}, which zoo bench would replace; give an "
+                          "empty or new directory (--out), or move those files away")
+
+
 def _open_out(suite: Suite, out: Path) -> tuple[set, set]:
     """``out`` made ready (the suite copied in, a torn last line cut from its files); the
     keys of the rows and of the curve points it holds."""
     main = zdist.is_main()
     results = out / RESULTS_FILE
     if main:
+        _check_new_out(out)
         out.mkdir(parents=True, exist_ok=True)
         if suite.path.resolve() != (out / "suite.toml").resolve():
             text = suite.path.read_bytes()

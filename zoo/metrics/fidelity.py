@@ -52,7 +52,7 @@ from ..runs import load_run
 from ..sampling import draw_samples
 from . import registry
 from .features import INCEPTION, Extractor, MetricsError, resolve_extractor
-from .intervals import bootstrap_intervals, interval_metrics
+from .intervals import bootstrap_intervals, interval_metrics, tf_seed
 from .registry import normalize_metrics
 
 CACHE_FORMAT = 1
@@ -174,7 +174,7 @@ def _tf_common(device: torch.device, batch_size: int, seed: int, progress: bool)
     return {
         "cuda": device.type == "cuda",
         "batch_size": int(batch_size),
-        "rng_seed": int(seed),
+        "rng_seed": tf_seed(seed),
         "verbose": zprogress.resolve(progress) == zprogress.BAR,  # its bars: a terminal's
         "save_cpu_ram": True,  # no DataLoader worker processes; batched precision/recall
     }

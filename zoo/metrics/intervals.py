@@ -237,18 +237,24 @@ def dc_draws(fake: Tensor, real: Tensor, counts: Tensor,
 
 # -- IS (torch-fidelity's isc: shuffled with its rng_seed, mean over splits) -----------------
 
+def tf_seed(seed: int) -> int:
+    """torch-fidelity's ``rng_seed`` for a zoo seed: it seeds numpy's legacy RandomState,
+    which takes [0, 2**32), while a zoo seed is any 64-bit integer (reduced mod 2**32)."""
+    return int(seed) % 2**32
+
+
 def is_draws(logits: Tensor, counts: Tensor, seed: int,
              splits: int = registry.IS_SPLITS) -> Tensor:
     """Inception score of each draw (``counts [B, N]``) of ``logits [N, C]``: the draw's
     samples (each as often as it was drawn, in index order) go through torch-fidelity's
-    shuffle (``np.random.RandomState(seed).permutation``) and its ``splits`` splits; the
+    shuffle (``np.random.RandomState(tf_seed(seed)).permutation``) and its ``splits`` splits; the
     mean of the splits' ``exp(KL)``."""
     z = logits.detach().cpu().double()
     n = z.shape[0]
     splits = min(splits, n)
     p = z.softmax(1)
     neg_h = (p * z.log_softmax(1)).sum(1)  # sum_c p log p of each sample
-    perm = torch.from_numpy(np.random.RandomState(int(seed)).permutation(n))
+    perm = torch.from_numpy(np.random.RandomState(tf_seed(seed)).permutation(n))
     bounds = [i * n // splits for i in range(splits + 1)]
     out = torch.empty(counts.shape[0], dtype=torch.float64)
     for b, c in enumerate(counts):

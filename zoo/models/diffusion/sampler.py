@@ -52,6 +52,9 @@ class SamplingPlan:
         return len(self.noisy)
 
 
+_FLOAT32_MAX = 3.4028234663852886e38
+
+
 @dataclass(frozen=True)
 class DiffusionSampler(SamplerOptions):
     """A sampler of the diffusion family (see the module docstring). ``guidance`` w is
@@ -62,7 +65,8 @@ class DiffusionSampler(SamplerOptions):
     guidance: float = field(default=1.0, kw_only=True)
 
     def check(self) -> None:
-        check_range(self.guidance, "guidance", least=0)
+        # beyond float32's range the network's mix (torch.lerp) cannot take the weight
+        check_range(self.guidance, "guidance", least=0, most=_FLOAT32_MAX)
 
     def bind_guidance(self, model) -> None:
         """Refuse guidance for a model without classes (the samplers' ``bind`` call it)."""

@@ -202,6 +202,7 @@ def test_partial_training_run_is_resumed_and_changed_config_retrained(tmp_path):
             device="cpu", ema_decay=0.0, checkpoint_every=2).fit()
     run_dir.joinpath(MARKER_FILE).write_text(json.dumps(
         {"config_hash": config_hash(suite, entry, "mnist", "cpu"), "finished": False}))
+    (out / "suite.toml").write_bytes(suite_path.read_bytes())  # a bench copies it first
     events = Events()
     run_suite(suite_path, out, progress=False, hook=events)
     assert [e for e, _ in events.log] == ["resume", "evaluate", "row"]

@@ -83,6 +83,8 @@ CALL_OPTIONS = frozenset({"labels", "batch_size", "prefix", "use_cache", "cuda_g
 def sampler_label(model: GenerativeModel, options: dict) -> str:
     """The sampler a ``sample(**options)`` call draws with, as rows name it: ``"unipc(
     clip_x0=True), 10 steps"`` for a DDPM's default, ``"default"`` for a family's only one."""
+    if not model.samplers:  # a family that declares none has one way to sample
+        return "default"
     return model.parse_sampler({k: v for k, v in options.items()
                                 if k not in CALL_OPTIONS}).label()
 #: ... and for at most this many bytes of them (fewer images per call when they are large)

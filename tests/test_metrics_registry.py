@@ -364,9 +364,9 @@ def test_a_registered_metric_reaches_evaluate_rows_gate_and_report(
         new = tmp_path / f"new{delta}"
         new.mkdir()
         (new / "results.jsonl").write_text(json.dumps(new_row) + "\n")
-        text, bad = compare.compare_dirs(out, new)
+        text, bad = compare.compare_dirs(out, new, wide=True)
         assert bad is regressed, text
-        line = next(ln for ln in text.splitlines() if " mean_gap (lower better)" in ln)
+        line = next((ln for ln in text.splitlines() if " mean_gap (lower better)" in ln), text)
         assert line.rstrip().endswith("REGRESSED" if regressed else "worse"), line
 
     # unregistered: gone from the schema again, and unknown to a suite

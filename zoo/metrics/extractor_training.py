@@ -100,6 +100,43 @@ def _train(dataset: str, opts: TrainOptions, out: Path, root: str | None) -> dic
     device = torch.device(opts.device)
     ds = zdata.spec(dataset)
     hflip = ds.name not in NO_FLIP if opts.hflip is None else opts.hflip
+    (x_train, y_train), (x_test, y_test), own_sha256, num_classes = _labelled(ds, opts, root)
+    config = ClassifierConfig(in_channels=x_train.shape[1], num_classes=num_classes,
+                              channels=tuple(opts.channels), feature_dim=opts.feature_dim)
+    net = ClassifierNet(config).to(device, memory_format=torch.channels_last)
+    start = time.perf_counter()
+    _fit(net, dataset, opts, hflip, (x_train, y_train), (x_test, y_test), device)
+    seconds = time.perf_counter() - start
+    acc = accuracy(net, x_test, y_test, device)
+    blob = save_bytes(net.state_dict())
+    name = f"{ds.name}-classifier"
+    card = {
+        "name": name,
+        "dataset": str(ds),
+        **({"dataset_sha256": own_sha256} if own_sha256 else {}),
+        "image_shape": list(x_train.shape[1:]),
+        "config": {**dataclasses.asdict(config), "channels": list(config.channels)},
+        "test_accuracy": round(acc, 5),
+        "test_images": len(x_test),
+        "sha256": hashlib.sha256(blob).hexdigest(),
+        "bytes": len(blob),
+        "parameters": sum(p.numel() for p in net.parameters()),
+        "train": {**dataclasses.asdict(opts), "channels": list(opts.channels), "hflip": hflip,
+                  "threads": torch.get_num_threads(), "seconds": round(seconds, 1)},
+        "torch": torch.__version__,
+        "machine": platform.machine(),
+        "command": "zoo extractor train",
+    }
+    _write(out, name, blob, card)
+    print(f"{name}: test accuracy {acc:.4f}, {len(blob) / 1024:.0f} KiB, sha256 "
+          f"{card['sha256']}, {seconds:.0f} s -> {out / name}.pt", file=sys.stderr)
+    return card
+
+
+def _labelled(ds, opts: TrainOptions, root: str | None):
+    """The train and test splits (each ``(images, labels)``, cut to ``opts.limit``), the
+    sha256 of an own dataset's training split (None for a built-in one) and the number of
+    classes; a DataError where there are no labels or fewer than two classes."""
     x_train, y_train = zdata.load(ds, "train", root=root)
     x_test, y_test = zdata.load(ds, "test", root=root)
     if min(int(y_train.min()), int(y_test.min())) < 0:
@@ -117,24 +154,27 @@ def _train(dataset: str, opts: TrainOptions, out: Path, root: str | None) -> dic
     if num_classes < 2:
         raise DataError(f"{ds}: a classifier needs at least 2 classes, the labels have "
                          f"{num_classes}")
-    config = ClassifierConfig(in_channels=x_train.shape[1], num_classes=num_classes,
-                              channels=tuple(opts.channels), feature_dim=opts.feature_dim)
-    net = ClassifierNet(config).to(device, memory_format=torch.channels_last)
+    return (x_train, y_train), (x_test, y_test), own_sha256, num_classes
+
+
+def _fit(net, dataset: str, opts: TrainOptions, hflip: bool, train, test, device) -> None:
+    """SGD with Nesterov momentum under a one-cycle schedule, ``opts.epochs`` passes over
+    ``train`` in seeded order; the loss and the test accuracy printed after each epoch."""
+    (x_train, y_train), (x_test, y_test) = train, test
     steps_per_epoch = len(x_train) // opts.batch_size
     if steps_per_epoch < 1:
         raise DataError(f"{dataset}: {len(x_train)} training images is less than one batch "
                         f"of {opts.batch_size} (--batch-size)")
-    total = steps_per_epoch * opts.epochs
     opt = torch.optim.SGD(net.parameters(), lr=opts.lr, momentum=0.9, nesterov=True,
                           weight_decay=opts.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=opts.lr, total_steps=total,
-                                                pct_start=0.15)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=opts.lr, total_steps=steps_per_epoch * opts.epochs, pct_start=0.15)
     gen = torch.Generator().manual_seed(opts.seed)
     start = time.perf_counter()
     for epoch in range(opts.epochs):
         net.train()
         perm = torch.randperm(len(x_train), generator=gen)
-        loss_sum = 0.0
+        loss_sum = torch.zeros((), device=device)  # summed on the device: no sync per step
         for i in range(steps_per_epoch):
             idx = perm[i * opts.batch_size:(i + 1) * opts.batch_size]
             x = augment(x_train[idx].to(device), opts.shift, hflip, gen)
@@ -146,41 +186,22 @@ def _train(dataset: str, opts: TrainOptions, out: Path, root: str | None) -> dic
             loss.backward()
             opt.step()
             sched.step()
-            loss_sum += loss.item()
+            loss_sum += loss.detach()
         acc = accuracy(net, x_test, y_test, device)
-        print(f"{dataset} epoch {epoch + 1}/{opts.epochs}: loss {loss_sum / steps_per_epoch:.4f}"
-              f" test accuracy {acc:.4f} ({time.perf_counter() - start:.0f} s)", file=sys.stderr)
-    seconds = time.perf_counter() - start
-    acc = accuracy(net, x_test, y_test, device)
-    blob = save_bytes(net.state_dict())
-    sha = hashlib.sha256(blob).hexdigest()
-    name = f"{ds.name}-classifier"
-    card = {
-        "name": name,
-        "dataset": str(ds),
-        **({"dataset_sha256": own_sha256} if own_sha256 else {}),
-        "image_shape": list(x_train.shape[1:]),
-        "config": {**dataclasses.asdict(config), "channels": list(config.channels)},
-        "test_accuracy": round(acc, 5),
-        "test_images": len(x_test),
-        "sha256": sha,
-        "bytes": len(blob),
-        "parameters": sum(p.numel() for p in net.parameters()),
-        "train": {**dataclasses.asdict(opts), "channels": list(opts.channels), "hflip": hflip,
-                  "threads": torch.get_num_threads(), "seconds": round(seconds, 1)},
-        "torch": torch.__version__,
-        "machine": platform.machine(),
-        "command": "zoo extractor train",
-    }
+        print(f"{dataset} epoch {epoch + 1}/{opts.epochs}: loss "
+              f"{loss_sum.item() / steps_per_epoch:.4f} test accuracy {acc:.4f} "
+              f"({time.perf_counter() - start:.0f} s)", file=sys.stderr)
+
+
+def _write(out: Path, name: str, blob: bytes, card: dict) -> None:
+    """The weights and their card, each written whole, readable by every user (they may be
+    installed as package data)."""
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / f"{name}.pt", lambda tmp: Path(tmp).write_bytes(blob))
     text = json.dumps(card, indent=2) + "\n"
     atomic_write(out / f"{name}.json", lambda tmp: Path(tmp).write_text(text))
     for suffix in (".pt", ".json"):
-        os.chmod(out / f"{name}{suffix}", 0o644)  # package data: readable by every user
-    print(f"{name}: test accuracy {acc:.4f}, {len(blob) / 1024:.0f} KiB, sha256 {sha}, "
-          f"{seconds:.0f} s -> {out / name}.pt", file=sys.stderr)
-    return card
+        os.chmod(out / f"{name}{suffix}", 0o644)
 
 
 def check(opts: TrainOptions) -> None:

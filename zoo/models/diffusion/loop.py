@@ -21,6 +21,8 @@ from ...core import ConfigError, eval_mode, option_number
 from ...errors import NonFiniteSamples
 from ...nn.graphs import NOISE_BYTES, capture, graph_mode, model_graphs, weights_key
 from ...nn.likelihood import from_unit, to_unit
+from ...nn.unet import UNet
+from ...options import check_range
 
 #: ``sample``'s own arguments, beside the sampler's options
 SAMPLE_ARGS = ("labels", "batch_size", "cuda_graph", "noise")
@@ -44,6 +46,23 @@ class SamplingLoop:
         return from_unit(x)
 
     # -- what a family supplies ----------------------------------------------------------
+    def build_unet(self) -> None:
+        """``self.net``, the U-Net over ``diffusion_shape()`` (class-conditional when the
+        config is), after the options every such family shares are checked;
+        ``space_shape``, the shape it runs in: the image's, or a latent model's latents."""
+        c = self.config
+        check_range(c.lr, "lr", above=0)
+        check_range(c.channels, "channels", least=1)
+        check_range(c.norm_groups, "norm_groups", least=1)
+        check_range(c.label_dropout, "label_dropout", least=0, below=1)
+        if c.conditional and (c.num_classes is None or c.num_classes < 2):
+            raise ConfigError(
+                f"a conditional model needs num_classes >= 2, got {c.num_classes}; train it on "
+                "a labelled dataset (which sets it) or give num_classes=K")
+        self.space_shape = self.diffusion_shape()
+        ch, h, w = self.space_shape
+        self.net = UNet(ch, (h, w), c.unet, num_classes=c.num_classes if c.conditional else None)
+
     def sampling_plan(self, sampler):
         """The bound ``sampler``'s per-step tensors on the model's device."""
         raise NotImplementedError

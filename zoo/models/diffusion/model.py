@@ -35,7 +35,7 @@ from ...core import (
     option_number,
 )
 from ...nn.likelihood import to_unit
-from ...nn.unet import UNet, UNetConfig
+from ...nn.unet import UNetConfig
 from ...options import check_range
 from .ancestral import Ancestral
 from .bound import NLL_MODE_ALIASES, NLL_MODES, PROPOSALS, NLLResult, variational_bound
@@ -146,19 +146,7 @@ class DDPM(SamplingLoop, GenerativeModel):
             raise ConfigError(
                 f"nll_draws must be >= 2 (a standard error needs two draws), got {c.nll_draws}"
             )
-        check_range(c.lr, "lr", above=0)
-        check_range(c.channels, "channels", least=1)
-        check_range(c.norm_groups, "norm_groups", least=1)
-        check_range(c.label_dropout, "label_dropout", least=0, below=1)
-        if c.conditional and (c.num_classes is None or c.num_classes < 2):
-            raise ConfigError(
-                f"a conditional model needs num_classes >= 2, got {c.num_classes}; train it on "
-                "a labelled dataset (which sets it) or give num_classes=K")
-        #: the shape the diffusion runs in: the image's, or a latent model's latent shape
-        self.space_shape = self.diffusion_shape()
-        ch, h, w = self.space_shape
-        self.net = UNet(ch, (h, w), c.unet,
-                        num_classes=c.num_classes if c.conditional else None)
+        self.build_unet()
         # the config records the depth chosen for this size, so run.json shows what was built
         self.config = dataclasses.replace(self.config,
                                           channel_mult=tuple(self.net.config.channel_mult),

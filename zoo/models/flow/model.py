@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ...core import ConfigError, GenerativeModel, ModelSpec, adam, eval_mode, option_number
-from ...nn.unet import UNet, UNetConfig
+from ...nn.unet import UNetConfig
 from ...options import check_range
 from ..diffusion.bound import NLLResult
 from ..diffusion.loop import SamplingLoop
@@ -76,20 +76,8 @@ class FlowMatching(SamplingLoop, GenerativeModel):
                               f"{', '.join(TIME_SAMPLINGS)}")
         check_range(c.logit_mean, "logit_mean")
         check_range(c.logit_std, "logit_std", above=0)
-        check_range(c.lr, "lr", above=0)
-        check_range(c.channels, "channels", least=1)
-        check_range(c.norm_groups, "norm_groups", least=1)
-        check_range(c.label_dropout, "label_dropout", least=0, below=1)
         self._nll_options(c.nll_method, c.nll_steps, c.nll_samples, "nll_")
-        if c.conditional and (c.num_classes is None or c.num_classes < 2):
-            raise ConfigError(
-                f"a conditional model needs num_classes >= 2, got {c.num_classes}; train it on "
-                "a labelled dataset (which sets it) or give num_classes=K")
-        #: the shape the flow runs in: the image's, or a latent model's latent shape
-        self.space_shape = self.diffusion_shape()
-        ch, h, w = self.space_shape
-        self.net = UNet(ch, (h, w), c.unet,
-                        num_classes=c.num_classes if c.conditional else None)
+        self.build_unet()
         # the config records the depth chosen for this size, so run.json shows what was built
         self.config = dataclasses.replace(self.config,
                                           channel_mult=tuple(self.net.config.channel_mult))

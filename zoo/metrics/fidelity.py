@@ -924,3 +924,25 @@ def memorization_line(result: dict) -> str:
         text += (f" ({round(near * n)} of {n} samples closer to a training image than "
                  f"{100 - pct:g}% of the {split} images are)")
     return text
+
+
+def features(images: Tensor, extractor: Extractor, metric: str = "kid",
+             device: str | torch.device | None = None, batch_size: int = 500) -> Tensor:
+    """The features ``metric`` reads of uint8 ``images`` (float64 ``[N, D]``, CPU)."""
+    layer = _layer(extractor, metric)
+    dev = _device(device)
+    return _extract(1, _check_batch(images, "images"), extractor, [layer], dev, batch_size,
+                    False)[layer].double().cpu()
+
+
+def reference_features(dataset: str, extractor: Extractor, metric: str = "kid",
+                       split: str = "test", device: str | torch.device | None = None,
+                       root: str | os.PathLike | None = None, batch_size: int = 500,
+                       cache: bool = True) -> Tensor:
+    """The features ``metric`` reads of a dataset split (float64 ``[M, D]``), cached like
+    ``evaluate``'s reference."""
+    images = _reference_images(dataset, split, None, root)
+    layer = _layer(extractor, metric)
+    key = reference_key(dataset, split, images.shape[0], extractor, root)[0] if cache else None
+    return _extract(2, images, extractor, [layer], _device(device), batch_size, False,
+                    key)[layer].double().cpu()

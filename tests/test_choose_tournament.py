@@ -4,8 +4,8 @@ machine's speed): rounds, a planted loser, seeds, the report, resuming, the CLI'
 import json
 
 import pytest
-
 from helpers import assert_one_line_error, run_zoo
+
 from zoo.choose import decision, presets
 from zoo.choose.plan import Probe
 from zoo.choose.tournament import STATE_FILE, Options, Tournament
@@ -41,7 +41,7 @@ def test_rounds_and_finalists(tournament):
     assert set(p["candidates"]) == {"vae-mlp", "gan-mlp", "vae-mlp-custom1"}
     assert p["candidates"]["vae-mlp"]["name"] == "tiny"  # the wide one never gets its steps
     # equal FLOPs: steps double from round to round; the finalists trained 2 seeds each
-    for c, steps in p["steps"].items():
+    for steps in p["steps"].values():
         assert steps[1] == pytest.approx(2 * steps[0], abs=1)
     assert len(state["alive"]) == 2 and len(state["alive"][1]) == 2
     for c in state["alive"][1]:

@@ -624,8 +624,8 @@ def cmd_choose(args) -> int:
         print(f"\n{how}; what was finished is kept in {out}. Run the same command again to "
               "go on where it stopped.", file=sys.stderr)
         return status
-    from .choose.document import headline
     from .choose.decision import recommend
+    from .choose.document import headline
 
     for line in headline(t.state, recommend(t.state, out)):
         print(line.replace("**", ""))

@@ -15,8 +15,8 @@ from .. import metrics
 from ..bench import timing
 from ..bench.runner import draw
 from ..images import legible_scale, save_grid
-from ..runs import load_run
 from ..metrics.intervals import kid_reference_term
+from ..runs import load_run
 from .scores import score
 
 #: the seed every evaluation draws its samples with (common random numbers)
@@ -38,8 +38,9 @@ class Reference:
         self.dataset, self.spec, self.device, self.root = dataset, spec, device, root
         #: resolved as ``evaluate`` resolves ``spec`` (None: the dataset's default, announced)
         self.extractor = metrics.features.resolve_extractor(spec, dataset)
-        self.features = metrics.fidelity.reference_features(dataset, self.extractor, "kid",
-                                                            device=device, root=root)
+        layer = metrics.fidelity.feature_layer(self.extractor, "kid")
+        self.features = metrics.fidelity.reference_features(
+            dataset, "test", self.extractor, [layer], device=device, root=root)[layer].double()
         self.k_yy = kid_reference_term(self.features)
 
 

@@ -9,8 +9,8 @@ import torch
 
 from .. import data as zdata
 from .. import registry
-from ..errors import TrainingDiverged, ZooError
 from ..bench import timing
+from ..errors import TrainingDiverged, ZooError
 from .plan import Probe
 from .presets import Preset
 

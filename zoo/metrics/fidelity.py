@@ -926,23 +926,16 @@ def memorization_line(result: dict) -> str:
     return text
 
 
+def feature_layer(extractor: Extractor, metric: str) -> str | None:
+    """The extractor layer ``metric`` reads (None: the images themselves)."""
+    return _layer(extractor, metric)
+
+
 def features(images: Tensor, extractor: Extractor, metric: str = "kid",
              device: str | torch.device | None = None, batch_size: int = 500) -> Tensor:
-    """The features ``metric`` reads of uint8 ``images`` (float64 ``[N, D]``, CPU)."""
+    """The features ``metric`` reads of generated uint8 ``images`` (float64 ``[N, D]``)."""
     layer = _layer(extractor, metric)
     dev = _device(device)
     return _extract(1, _check_batch(images, "images"), extractor, [layer], dev, batch_size,
                     False)[layer].double().cpu()
 
-
-def reference_features(dataset: str, extractor: Extractor, metric: str = "kid",
-                       split: str = "test", device: str | torch.device | None = None,
-                       root: str | os.PathLike | None = None, batch_size: int = 500,
-                       cache: bool = True) -> Tensor:
-    """The features ``metric`` reads of a dataset split (float64 ``[M, D]``), cached like
-    ``evaluate``'s reference."""
-    images = _reference_images(dataset, split, None, root)
-    layer = _layer(extractor, metric)
-    key = reference_key(dataset, split, images.shape[0], extractor, root)[0] if cache else None
-    return _extract(2, images, extractor, [layer], _device(device), batch_size, False,
-                    key)[layer].double().cpu()

@@ -24,17 +24,27 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def probe(preset: Preset, dataset, images: torch.Tensor, labels, device: torch.device,
-          count_flops: bool = False) -> Probe:
-    """Time ``STEPS`` training steps (after a first, timed apart) and ``IMAGES`` samples with
-    the default sampler of a fresh model of ``preset`` on ``device``."""
+def _fresh(preset: Preset, dataset, images, labels, device):
     torch.manual_seed(0)
     model = registry.create(preset.model, dataset=dataset, **preset.config).place(device)
     batches = zdata.BatchIterator(images, preset.batch_size, seed=0, device=device,
                                   labels=labels if model.conditional else None)
-    flops = None
-    if count_flops:
-        flops = timing.train_flops_per_image(model, next(iter(batches)))
+    return model, batches
+
+
+def train_flops(preset: Preset, dataset, images: torch.Tensor, labels,
+                device: torch.device) -> float | None:
+    """The counted training FLOPs per image of a fresh model of ``preset``."""
+    model, batches = _fresh(preset, dataset, images, labels, device)
+    return timing.train_flops_per_image(model, next(iter(batches)))
+
+
+def probe(preset: Preset, dataset, images: torch.Tensor, labels, device: torch.device,
+          flops: float | None = None) -> Probe:
+    """Time ``STEPS`` training steps (after a first, timed apart) and ``IMAGES`` samples with
+    the default sampler of a fresh model of ``preset`` on ``device``; ``flops``: its
+    training FLOPs per image, when counted (``train_flops``)."""
+    model, batches = _fresh(preset, dataset, images, labels, device)
     model.train()
     optimizers = model.configure_optimizers()
     model.attach_training(noise_generator=torch.Generator(device).manual_seed(0))

@@ -9,6 +9,7 @@ checkpoint, and the time already spent counts against the budget.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
@@ -29,7 +30,7 @@ from ..readers import read_json
 from ..runs import CHECKPOINT_FILE
 from ..train import Trainer, resolve_device
 from . import document, evaluation, plan, presets
-from .probe import probe
+from .probe import probe, train_flops
 
 STATE_FILE = "choose.json"
 #: arguments that must match to resume a tournament
@@ -182,64 +183,94 @@ class Tournament:
             out.append((f"{model}-custom{i + 1}", [p]))
         return out
 
-    def _probe(self, preset: presets.Preset) -> plan.Probe:
+    def _probe(self, preset: presets.Preset, flops: float | None = None) -> plan.Probe:
         self.say(f"measuring {preset.label} on {self.device.type}")
-        return probe(preset, self.ds, self.images, self.labels, self.device,
-                     count_flops=self.budget.flops is not None)
+        return probe(preset, self.ds, self.images, self.labels, self.device, flops)
 
     def _plan(self) -> None:
         entries = self._entries()
-        schedule = plan.rounds(len(entries))
-        probes = {cid: {p.name: self._probe(p) for p in ps[:1]} for cid, ps in entries}
-        first = schedule[0][0]
-
-        def first_steps(cid, final_seconds):
-            def steps(preset):
-                if preset.name not in probes[cid]:
-                    small = probes[cid][entries_by[cid][0].name]
-                    # a larger preset is slower: when the small one's steps fall short of the
-                    # larger one's need, so do its own, and it need not be measured
-                    if self.budget.flops is None and plan.steps_for(
-                            first * final_seconds, small) < preset.min_steps:
-                        return 0
-                    probes[cid][preset.name] = self._probe(preset)
-                pr = probes[cid][preset.name]
-                if self.budget.flops is not None:
-                    return plan.steps_for_flops(first * self.budget.flops, pr, preset.batch_size)
-                return plan.steps_for(first * final_seconds, pr)
-            return steps
-
-        entries_by = dict(entries)
-        final = self._final_seconds(schedule, [ps[next(iter(ps))] for ps in probes.values()])
-        picked, reasons = {}, {}
-        for cid, ps in entries:
-            preset, why = presets.pick(ps, first_steps(cid, final)) if cid in presets.PRESETS \
-                else (ps[0], "given with --candidate")
-            if preset is None:
-                self.state["left_out"][cid] = why
-                self.say(f"{cid}: {why}")
-                continue
-            picked[cid], reasons[cid] = preset, why
+        if self.budget.flops is not None:
+            picked, probes = self._pick_by_flops(entries)
+        else:
+            picked, probes = self._pick_by_time(entries)
         if not picked:
             raise ConfigError("no candidate can learn anything in this budget (" + "; ".join(
                 f"{c} {w.removeprefix('left out: ')}" for c, w in self.state["left_out"].items()
                 if c in dict(entries)) + ")")
         schedule = plan.rounds(len(picked))
-        chosen = {cid: probes[cid][p.name] for cid, p in picked.items()}
-        final = self._final_seconds(schedule, list(chosen.values()))
+        final = self._final_seconds(schedule, list(probes.values()))
         self.state["plan"] = {
             "schedule": schedule, "budget": str(self.budget), "device": str(self.device),
-            "candidates": {cid: {**asdict(p), "why": reasons[cid],
-                                 "probe": asdict(chosen[cid])} for cid, p in picked.items()},
+            "candidates": {cid: {**asdict(p), "why": why, "probe": asdict(probes[cid])}
+                           for cid, (p, why) in picked.items()},
             "final_seconds": final,
-            "steps": {cid: self._steps(chosen[cid], p, schedule, final)
-                      for cid, p in picked.items()},
+            "steps": {cid: self._steps(probes[cid], p, schedule, final)
+                      for cid, (p, _) in picked.items()},
         }
         self.state["alive"] = [sorted(picked)]
         self.save()
-        for cid, p in picked.items():
+        for cid, (p, why) in picked.items():
             steps = self.state["plan"]["steps"][cid]
-            self.say(f"{cid}: preset {p.name} ({reasons[cid]}); steps per round {steps}")
+            self.say(f"{cid}: preset {p.name} ({why}); steps per round {steps}")
+
+    def _settle(self, entries, first_steps) -> dict:
+        """{candidate: (preset, why)} by the preset rule, the left-out ones recorded."""
+        picked = {}
+        for cid, ps in entries:
+            if cid not in presets.PRESETS:
+                picked[cid] = (ps[0], "given with --candidate")
+                continue
+            preset, why = presets.pick(ps, lambda p, c=cid: first_steps(c, p))
+            if preset is None:
+                self.state["left_out"][cid] = why
+                self.say(f"{cid}: {why}")
+            else:
+                picked[cid] = (preset, why)
+        return picked
+
+    def _pick_by_flops(self, entries):
+        """Under a FLOPs budget: presets by their counted FLOPs, then the picked ones timed
+        (for the progress and the report)."""
+        first = plan.rounds(len(entries))[0][0]
+        flops = {}
+
+        def first_steps(cid, preset):
+            key = (cid, preset.name)
+            if key not in flops:
+                flops[key] = train_flops(preset, self.ds, self.images, self.labels,
+                                         self.device)
+            return plan.steps_for_flops(first * self.budget.flops,
+                                        plan.Probe(0.0, 0.0, flops_per_image=flops[key]),
+                                        preset.batch_size)
+
+        picked = self._settle(entries, first_steps)
+        probes = {cid: self._probe(p, flops.get((cid, p.name))) for cid, (p, _) in picked.items()}
+        for cid, (p, _) in picked.items():  # a --candidate is counted here
+            if probes[cid].flops_per_image is None:
+                probes[cid] = dataclasses.replace(probes[cid], flops_per_image=train_flops(
+                    p, self.ds, self.images, self.labels, self.device))
+        return picked, probes
+
+    def _pick_by_time(self, entries):
+        """Under a time budget: the smallest preset of each timed, the final length planned
+        from those, each larger preset timed only when the small one's first-round steps
+        reach its need (a larger one is slower)."""
+        entries_by = dict(entries)
+        probes = {cid: {ps[0].name: self._probe(ps[0])} for cid, ps in entries}
+        schedule = plan.rounds(len(entries))
+        final = self._final_seconds(schedule, [next(iter(p.values())) for p in probes.values()])
+        first = schedule[0][0] * final
+
+        def first_steps(cid, preset):
+            if preset.name not in probes[cid]:
+                small = probes[cid][entries_by[cid][0].name]
+                if plan.steps_for(first, small) < preset.min_steps:
+                    return 0
+                probes[cid][preset.name] = self._probe(preset)
+            return plan.steps_for(first, probes[cid][preset.name])
+
+        picked = self._settle(entries, first_steps)
+        return picked, {cid: probes[cid][p.name] for cid, (p, _) in picked.items()}
 
     def _final_seconds(self, schedule, probes) -> float:
         if self.budget.seconds is None:

@@ -259,6 +259,13 @@ class Tournament:
         probes = {cid: {ps[0].name: self._probe(ps[0])} for cid, ps in entries}
         schedule = plan.rounds(len(entries))
         final = self._final_seconds(schedule, [next(iter(p.values())) for p in probes.values()])
+        if final <= 0:
+            raise ConfigError(
+                f"--budget {self.opts.budget} is too small for these candidates: after "
+                f"{duration(self.clock.elapsed())} spent measuring them, their evaluations "
+                f"alone ({self.opts.n_round} samples each per round, {self.opts.n_final} per "
+                "finalist seed) would take the rest; give a larger --budget, or smaller --n "
+                "and --n-round")
         first = schedule[0][0] * final
 
         def first_steps(cid, preset):

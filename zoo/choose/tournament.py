@@ -142,8 +142,8 @@ class Tournament:
     def run(self) -> dict:
         total = self.budget.seconds
         with Progress(f"choose {self.ds.name}", total, "s" if total else "it",
-                      enabled=self.opts.progress, initial=min(self.clock.elapsed(), total or 0)
-                      ) as self.bar:
+                      enabled=self.opts.progress, initial=min(self.clock.elapsed(), total or 0),
+                      clock=self.clock.elapsed if total else None) as self.bar:
             self._data()
             self.ref = evaluation.Reference(self.ds, self.opts.extractor, self.device,
                                             self.opts.data_root)

@@ -7,7 +7,7 @@ import pytest
 from helpers import assert_one_line_error, run_zoo
 
 from zoo.choose import decision, presets
-from zoo.choose.plan import Probe
+from zoo.choose.plan import FINAL_EXTRA_SECONDS, Probe
 from zoo.choose.tournament import STATE_FILE, Options, Tournament
 
 TINY_VAE = presets.Preset("vae-mlp", "tiny", {"hidden": 32, "latent_dim": 4}, 32, {}, 5)
@@ -100,7 +100,8 @@ def test_a_replan_moves_the_remaining_rounds_to_the_time_left(tmp_path, monkeypa
     f = t.state["replans"]["1"]["final_seconds"]
     left = 600 * 0.94 - t.clock.elapsed()
     # two finalists: 0.5 more of the final length each, and two extra seeds each
-    assert f * (2 * 0.5 + 2 * 2) + 2 * 3 * 0.01 * 1000 + 5 == pytest.approx(left, rel=1e-3)
+    evals = 2 * 3 * 0.01 * 1000 + 2 * FINAL_EXTRA_SECONDS
+    assert f * (2 * 0.5 + 2 * 2) + evals + 5 == pytest.approx(left, rel=1e-3)
     assert t.state["plan"]["steps"]["a"][1] == int(f / 0.1)
     assert t.state["plan"]["steps"]["b"][1] == int(f / 0.2)
 

@@ -338,6 +338,7 @@ class Tournament:
             n = self.opts.n_final if final else self.opts.n_round
             evals += count * (self.opts.seeds if final else 1) * per_image * n
         finalists = schedule[-1][1]
+        evals += finalists * plan.FINAL_EXTRA_SECONDS
         starts = finalists * (self.opts.seeds - 1) * max(
             p["candidates"][c]["probe"]["first_step_seconds"] for c in alive)
         # the finalists' extra seeds train the final length from scratch

@@ -64,7 +64,7 @@ def test_pick_takes_the_largest_preset_that_gets_its_steps():
         return lambda p: int(seconds / (0.05 if p is small else 0.2))
     assert presets.pick((small, large), steps_at(1000))[0] is large  # 5000 steps >= 3000
     chosen, why = presets.pick((small, large), steps_at(100))  # large 500 < 3000
-    assert chosen is small and "2000 steps" in why
+    assert chosen is small and "2000 steps at the final length" in why
     chosen, why = presets.pick((small, large), steps_at(5))  # 100 < 400
     assert chosen is None and "fewer than the 400" in why
 
@@ -79,3 +79,13 @@ def test_candidates_default_and_narrowed():
         presets.candidates(["nope"])
     with pytest.raises(ConfigError, match="no candidate family left"):
         presets.candidates(["ddpm"], exclude=["ddpm"])
+
+
+@pytest.mark.parametrize("n, least, expected", [
+    (5, 0.3, [(0.3, 5), (0.5, 3), (1.0, 2)]),
+    (5, 0.54, [(0.54, 5), (1.0, 2)]),  # the first two rounds merged: 5 -> 2 at once
+    (5, 1.0, [(1.0, 5)]),  # nobody can be judged early: all train the whole length
+    (8, 0.2, [(0.25, 8), (0.5, 4), (1.0, 2)]),
+])
+def test_no_round_is_shorter_than_the_least_share(n, least, expected):
+    assert plan.rounds(n, least) == expected

@@ -74,16 +74,27 @@ def parse_budget(text: str) -> Budget:
     return Budget(flops=flops)
 
 
-def rounds(n: int) -> list[tuple[float, int]]:
+def rounds(n: int, least_share: float = 0.0) -> list[tuple[float, int]]:
     """(share of the final training length, candidates) of each round: halving (rounded up)
-    until ``FINALISTS`` remain, the shares doubling up to 1."""
+    until ``FINALISTS`` remain, the shares doubling up to 1. No round is shorter than
+    ``least_share`` (the share at which every candidate has had the steps it needs to be
+    judged): a round raised to the next one's share is merged into it, so that round
+    stops more than half of its candidates at once."""
     if n < 1:
         raise ConfigError("no candidates to choose from")
     counts = [n]
     while counts[-1] > FINALISTS:
         counts.append(math.ceil(counts[-1] / 2))
     last = len(counts) - 1
-    return [(2.0 ** (i - last), c) for i, c in enumerate(counts)]
+    out: list[tuple[float, int]] = []
+    for i, c in enumerate(counts):
+        share = min(1.0, max(2.0 ** (i - last), least_share))
+        if out and out[-1][0] >= share:
+            continue  # as long as the round before: merged into it
+        out.append((share, c))
+    if out[-1][0] < 1.0:  # the final round always trains the whole length
+        out.append((1.0, counts[-1]))
+    return out
 
 
 def training_units(schedule: list[tuple[float, int]], seeds: int = SEEDS) -> float:

@@ -9,9 +9,10 @@ DCGAN and the VAE draw digits by ~300), the large ones' set so that a bigger net
 only picked when it gets several times the steps its small sibling needs.
 
 The rule (``pick``): presets are ordered small to large; a candidate gets the largest
-preset whose steps in its *first round* (the least any candidate trains before it can be
-stopped) reach ``min_steps``; when not even the smallest does, the candidate is left out
-with a line saying so (``Excluded``) instead of being ranked on a model that never learnt.
+preset whose steps at the final training length reach ``min_steps``; when not even the
+smallest does, the candidate is left out with a line saying so instead of being ranked on a
+model that never learnt. The rounds then make sure no candidate is judged before it has had
+its ``min_steps`` (``plan.rounds``' ``least_share``).
 """
 
 from __future__ import annotations
@@ -119,15 +120,15 @@ def candidates(families: list[str] | None = None, exclude: list[str] | None = No
     return chosen, left_out
 
 
-def pick(presets, first_round_steps) -> tuple[Preset | None, str]:
-    """(the preset, why): the largest of ``presets`` (small to large) whose first-round
-    steps (``first_round_steps(preset) -> int``) reach its ``min_steps``; None with the
-    reason when not even the smallest does."""
+def pick(presets, final_steps) -> tuple[Preset | None, str]:
+    """(the preset, why): the largest of ``presets`` (small to large) whose steps at the
+    final training length (``final_steps(preset) -> int``) reach its ``min_steps``; None
+    with the reason when not even the smallest does."""
     for preset in reversed(presets):
-        steps = first_round_steps(preset)
+        steps = final_steps(preset)
         if steps >= preset.min_steps:
-            return preset, f"{steps} steps in the first round >= {preset.min_steps} needed"
+            return preset, f"{steps} steps at the final length >= {preset.min_steps} needed"
     small = presets[0]
-    steps = first_round_steps(small)
-    return None, (f"left out: its smallest preset gets {steps} steps in the first round, "
+    steps = final_steps(small)
+    return None, (f"left out: its smallest preset gets {steps} steps at the final length, "
                   f"fewer than the {small.min_steps} it needs to learn; give a larger budget")

@@ -197,8 +197,7 @@ class Tournament:
             raise ConfigError("no candidate can learn anything in this budget (" + "; ".join(
                 f"{c} {w.removeprefix('left out: ')}" for c, w in self.state["left_out"].items()
                 if c in dict(entries)) + ")")
-        schedule = plan.rounds(len(picked))
-        final = self._final_seconds(schedule, list(probes.values()))
+        schedule, final = self._schedule(picked, probes)
         self.state["plan"] = {
             "schedule": schedule, "budget": str(self.budget), "device": str(self.device),
             "candidates": {cid: {**asdict(p), "why": why, "probe": asdict(probes[cid])}
@@ -213,14 +212,33 @@ class Tournament:
             steps = self.state["plan"]["steps"][cid]
             self.say(f"{cid}: preset {p.name} ({why}); steps per round {steps}")
 
-    def _settle(self, entries, first_steps) -> dict:
+    def _schedule(self, picked: dict, probes: dict) -> tuple[list, float]:
+        """The rounds, none shorter than the share at which every candidate has had its
+        preset's ``min_steps``, and the final length in seconds (time budgets; it depends
+        on the rounds, which depend on it: settled by a few passes)."""
+        final = 0.0
+        schedule = plan.rounds(len(picked))
+        for _ in range(1 if self.budget.flops is not None else 4):
+            if self.budget.seconds is not None:
+                final = self._final_seconds(schedule, list(probes.values()))
+            least = max(p.min_steps / max(1, self._final_steps(probes[c], p, final))
+                        for c, (p, _) in picked.items())
+            schedule = plan.rounds(len(picked), least)
+        return schedule, final
+
+    def _final_steps(self, pr: plan.Probe, preset: presets.Preset, final_seconds: float) -> int:
+        if self.budget.flops is not None:
+            return plan.steps_for_flops(self.budget.flops, pr, preset.batch_size)
+        return plan.steps_for(final_seconds, pr)
+
+    def _settle(self, entries, final_steps) -> dict:
         """{candidate: (preset, why)} by the preset rule, the left-out ones recorded."""
         picked = {}
         for cid, ps in entries:
             if cid not in presets.PRESETS:
                 picked[cid] = (ps[0], "given with --candidate")
                 continue
-            preset, why = presets.pick(ps, lambda p, c=cid: first_steps(c, p))
+            preset, why = presets.pick(ps, lambda p, c=cid: final_steps(c, p))
             if preset is None:
                 self.state["left_out"][cid] = why
                 self.say(f"{cid}: {why}")
@@ -231,19 +249,18 @@ class Tournament:
     def _pick_by_flops(self, entries):
         """Under a FLOPs budget: presets by their counted FLOPs, then the picked ones timed
         (for the progress and the report)."""
-        first = plan.rounds(len(entries))[0][0]
         flops = {}
 
-        def first_steps(cid, preset):
+        def final_steps(cid, preset):
             key = (cid, preset.name)
             if key not in flops:
                 flops[key] = train_flops(preset, self.ds, self.images, self.labels,
                                          self.device)
-            return plan.steps_for_flops(first * self.budget.flops,
+            return plan.steps_for_flops(self.budget.flops,
                                         plan.Probe(0.0, 0.0, flops_per_image=flops[key]),
                                         preset.batch_size)
 
-        picked = self._settle(entries, first_steps)
+        picked = self._settle(entries, final_steps)
         probes = {cid: self._probe(p, flops.get((cid, p.name))) for cid, (p, _) in picked.items()}
         for cid, (p, _) in picked.items():  # a --candidate is counted here
             if probes[cid].flops_per_image is None:
@@ -253,12 +270,12 @@ class Tournament:
 
     def _pick_by_time(self, entries):
         """Under a time budget: the smallest preset of each timed, the final length planned
-        from those, each larger preset timed only when the small one's first-round steps
-        reach its need (a larger one is slower)."""
+        from those (halving rounds for all), each larger preset timed only when the small
+        one's steps reach its need (a larger one is slower)."""
         entries_by = dict(entries)
         probes = {cid: {ps[0].name: self._probe(ps[0])} for cid, ps in entries}
-        schedule = plan.rounds(len(entries))
-        final = self._final_seconds(schedule, [next(iter(p.values())) for p in probes.values()])
+        final = self._final_seconds(plan.rounds(len(entries)),
+                                    [next(iter(p.values())) for p in probes.values()])
         if final <= 0:
             raise ConfigError(
                 f"--budget {self.opts.budget} is too small for these candidates: after "
@@ -266,17 +283,16 @@ class Tournament:
                 f"alone ({self.opts.n_round} samples each per round, {self.opts.n_final} per "
                 "finalist seed) would take the rest; give a larger --budget, or smaller --n "
                 "and --n-round")
-        first = schedule[0][0] * final
 
-        def first_steps(cid, preset):
+        def final_steps(cid, preset):
             if preset.name not in probes[cid]:
                 small = probes[cid][entries_by[cid][0].name]
-                if plan.steps_for(first, small) < preset.min_steps:
+                if plan.steps_for(final, small) < preset.min_steps:
                     return 0
                 probes[cid][preset.name] = self._probe(preset)
-            return plan.steps_for(first, probes[cid][preset.name])
+            return plan.steps_for(final, probes[cid][preset.name])
 
-        picked = self._settle(entries, first_steps)
+        picked = self._settle(entries, final_steps)
         return picked, {cid: probes[cid][p.name] for cid, (p, _) in picked.items()}
 
     def _final_seconds(self, schedule, probes) -> float:

@@ -52,7 +52,7 @@ from dataclasses import dataclass
 from ..core import ConfigError
 from ..metrics import registry as metric_registry
 from . import schema
-from .rows import PER_BATCH, per_batch, present, read_results, variant
+from .rows import PER_BATCH, aggregated, per_batch, present, read_results, variant
 
 # (kind, value): ("rel", 0.10) allows a 10% worsening of the base value, ("abs", 0.02) 0.02
 Tolerance = tuple[str, float]
@@ -248,7 +248,9 @@ def verdict(metric: str, b: float | None, n: float | None, tol: Tolerance | None
 
 
 def _row_name(row: dict) -> str:
-    return f"{row.get('dataset')} / {row.get('model')} / {variant(row)}"
+    seeds = row.get("train_seeds")
+    over = f" ({seeds} training seeds)" if isinstance(seeds, int) and seeds > 1 else ""
+    return f"{row.get('dataset')} / {row.get('model')}{over} / {variant(row)}"
 
 
 def _env(rows: list[dict]) -> str:
@@ -302,8 +304,8 @@ def _load(base, new, tolerances):
     if unknown:
         raise ConfigError(f"tolerance for unknown metric(s) {', '.join(unknown)}; "
                           f"valid: {', '.join(schema.DIRECTION)}")
-    base_rows = {schema.row_key(r): r for r in read_results(base)}
-    new_rows = {schema.row_key(r): r for r in read_results(new)}
+    base_rows = {schema.row_key(r): r for r in aggregated(read_results(base))}
+    new_rows = {schema.row_key(r): r for r in aggregated(read_results(new))}
     return tol, base_rows, new_rows
 
 

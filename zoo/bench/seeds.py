@@ -160,3 +160,95 @@ def prob_best(candidates: Mapping[str, Sequence[float]], lower_is_better: bool
     best = values == values.min(0, keepdims=True)
     share = (best / best.sum(0, keepdims=True)).mean(1)
     return {n: float(p) for n, p in zip(names, share, strict=True)}
+
+
+# -- the aggregate row of a suite's seeds ---------------------------------------------------------
+
+def aggregate(rows: Sequence[Mapping], replicates: Sequence[Mapping[str, np.ndarray]],
+              draw_seed: int = 0) -> tuple[dict, dict[str, np.ndarray]]:
+    """(the aggregate row, its combined draws ``{column: [B]}``) of one candidate's rows,
+    one per training seed, and each row's bootstrap draws (``row_replicates``).
+
+    A figure with draws in every row: the mean over seeds, its interval the combined one
+    (``combine``); an interval without draws (a reconstruction figure's): each seed's
+    figure taken as normal with the sd its interval implies. NLL: the mean, its standard
+    error ``sqrt(((t/z)^2 sb2 + mean se^2) / K)``. Other numbers: the mean (whole numbers
+    rounded); the rest as the first row has them; ``train_seed`` None, ``train_seeds`` K."""
+    from . import schema
+
+    k = len(rows)
+    out = dict(rows[0])
+    out.update(train_seed=None, train_seeds=k, timestamp=rows[-1].get("timestamp"))
+    draws: dict[str, np.ndarray] = {}
+    for col in out:
+        values = [r.get(col) for r in rows]
+        if col.endswith(schema.INTERVAL) or col in schema.KEY or col in (
+                "train_seed", "train_seeds", "seed", "nll_stderr"):
+            continue
+        if all(isinstance(v, dict) for v in values) and col != "sampler_options":
+            out[col] = _mean_dict(values)
+        elif all(_number(v) for v in values):
+            out[col] = _mean(values, schema.column_kind(col) == "int")
+            ci = schema.interval_of(col)
+            if ci is not None:
+                out[ci], reps = _combined(col, ci, rows, replicates, draw_seed)
+                if reps is not None:
+                    draws[col] = reps
+        elif any(v != values[0] for v in values) and schema.interval_of(col):
+            out[col] = out[schema.interval_of(col)] = None  # missing in some seed
+    se = [r.get("nll_stderr") for r in rows]
+    if all(_number(v) for v in se) and all(_number(r.get("nll_bpd")) for r in rows):
+        out["nll_stderr"] = _nll_se([float(r["nll_bpd"]) for r in rows], se)
+    return out, draws
+
+
+def _number(v) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _mean(values, whole: bool):
+    m = float(np.mean(values))
+    return int(round(m)) if whole else m
+
+
+def _mean_dict(values: list[dict]) -> dict:
+    """{key: mean} over the keys every dict has a number at (per-batch speeds)."""
+    keys = [key for key in values[0] if all(_number(v.get(key)) for v in values)]
+    return {key: float(np.mean([v[key] for v in values])) for key in keys}
+
+
+def _combined(col: str, ci: str, rows, replicates, draw_seed: int):
+    """(the combined interval of ``col``, its draws or None when they are not measured)."""
+    x = [float(r[col]) for r in rows]
+    got = [reps.get(col) for reps in replicates]
+    if all(g is not None for g in got) and len({len(g) for g in got}) == 1:
+        m, reps = combine(x, got, draw_seed, str(rows[0].get("model")))
+        return percentile_interval(reps, LEVEL, m), reps
+    intervals = [r.get(ci) for r in rows]
+    if not all(isinstance(i, list | tuple) and len(i) == 2 and all(map(_number, i))
+               for i in intervals):
+        return None, None
+    sd = np.array([(hi - lo) / (2 * 1.959964) for lo, hi in intervals])
+    normal = np.random.default_rng(int(draw_seed)).standard_normal((len(x), 200))
+    m, reps = combine(x, np.array(x)[:, None] + sd[:, None] * normal, draw_seed,
+                      str(rows[0].get("model")))
+    return percentile_interval(reps, LEVEL, m), None
+
+
+def _nll_se(values: list[float], se: list[float]) -> float:
+    """The standard error of the mean over seeds of NLLs with standard errors ``se``."""
+    k = len(values)
+    w = float(np.mean(np.square(se)))
+    sb2 = max(float(np.var(values, ddof=1)) - w, 0.0) if k > 1 else 0.0
+    return math.sqrt((t_ratio(k) ** 2 * sb2 + w) / k)
+
+
+def t_ratio(k: int, level: float = LEVEL) -> float:
+    """Student's t quantile with ``k - 1`` degrees of freedom over the normal's at the
+    two-sided ``level`` (1 for one seed)."""
+    if k <= 1:
+        return 1.0
+    from scipy import stats
+
+    q = 0.5 + level / 2
+    return float(stats.t.ppf(q, k - 1) / stats.norm.ppf(q))

@@ -139,7 +139,8 @@ def test_aggregate_row_means_the_seeds_and_widens_the_interval():
         row.update(suite="s", dataset="mnist", model="m", sampler="default", sampler_options={},
                    train_seed=i, fid=float(v), fid_ci95=[v - 1.0, v + 1.0], train_steps=10 + i,
                    nll_bpd=1.0 + i / 10, nll_stderr=0.01, seed=0,
-                   sample_images_per_s={"1": 10.0 * (i + 1), "64": 5.0})
+                   sample_images_per_s={"1": 10.0 * (i + 1), "64": 5.0},
+                   versions={"torch": "2.5"})
         rows.append(row)
     row, draws_out = seeds.aggregate(rows, [{"fid": d} for d in draws])
     assert row["train_seed"] is None and row["train_seeds"] == 3
@@ -149,6 +150,7 @@ def test_aggregate_row_means_the_seeds_and_widens_the_interval():
     assert len(draws_out["fid"]) == 400
     assert row["nll_bpd"] == pytest.approx(1.1) and row["nll_stderr"] > 0.05
     assert row["sample_images_per_s"] == {"1": pytest.approx(20.0), "64": 5.0}
+    assert row["versions"] == {"torch": "2.5"}
     assert schema.row_key(row) == schema.row_key({**rows[0], "train_seed": None})
 
 

@@ -36,6 +36,11 @@ a warning line names each setting in which the two runs' rows differ (``SETTINGS
 training budget, the model's configuration, the extractor, N): their figures do not
 measure the same thing.
 
+A run with ``seeds = K`` holds one row per training seed and their aggregate
+(``zoo.bench.seeds``); the gate judges the aggregate, whose interval combines the
+training-seed spread with the sampling noise, and leaves its per-seed rows out (a seed-only
+pair's training seeds differ, so those rows would not join anyway).
+
 Gated by default: the deterministic metrics (``schema.DETERMINISTIC``), which are identical
 for identical code, seed and machine. Timings and memory vary with the machine's load: they
 are printed, and gated only when a tolerance is given for them. Rows present in one run only

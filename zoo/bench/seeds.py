@@ -44,7 +44,7 @@ import numpy as np
 from ..core import ConfigError
 from ..metrics.intervals import LEVEL, percentile_interval  # noqa: F401 (re-exported)
 from ..readers import read_json
-from .rows import present
+from .rows import PER_BATCH, present
 
 
 def draw_indices(k: int, b: int, draw_seed: int, candidate: str = ""
@@ -185,8 +185,8 @@ def aggregate(rows: Sequence[Mapping], replicates: Sequence[Mapping[str, np.ndar
         if col.endswith(schema.INTERVAL) or col in schema.KEY or col in (
                 "train_seed", "train_seeds", "seed", "nll_stderr"):
             continue
-        if all(isinstance(v, dict) for v in values) and col != "sampler_options":
-            out[col] = _mean_dict(values)
+        if col in PER_BATCH:
+            out[col] = _mean_dict(values) if all(isinstance(v, dict) for v in values) else None
         elif all(_number(v) for v in values):
             out[col] = _mean(values, schema.column_kind(col) == "int")
             ci = schema.interval_of(col)

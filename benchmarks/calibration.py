@@ -102,11 +102,15 @@ def training_table(runs: list[dict], k: int = 3) -> list[dict]:
             slo, shi = np.percentile(avg, [2.5, 97.5])
             sampling += slo <= truth <= shi
             sampling_widths.append(shi - slo)
+        implied = float(np.mean(widths)) / (2 * 1.959964)
         out.append({"metric": m, "runs": len(runs), "k": k, "subsets": len(subsets),
                     "mean": float(truth), "seed_sd": float(v.std(ddof=1)),
                     "combined_covered": int(combined), "sampling_covered": int(sampling),
                     "combined_width": float(np.mean(widths)),
-                    "sampling_width": float(np.mean(sampling_widths))})
+                    "sampling_width": float(np.mean(sampling_widths)),
+                    # the sd of a K-run mean (seed sd / sqrt K) over the sd the combined
+                    # interval implies
+                    "ratio": float(v.std(ddof=1) / np.sqrt(k) / implied)})
     return out
 
 
@@ -135,16 +139,20 @@ def readme(result: dict) -> str:
               "(`zoo.bench.seeds`: training-seed level and sampling level) and the "
               "sampling-only interval of the subset's mean are checked for covering the "
               "mean over all runs.", "",
-              "| metric | runs | K | subsets | seed sd | combined covers | width | "
-              "sampling-only covers | width |", "|---|---|---|---|---|---|---|---|---|"]
+              "| metric | runs | K | subsets | seed sd | combined covers | width | ratio | "
+              "sampling-only covers | width |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["training"]:
         s = r["subsets"]
         lines.append(f"| {r['metric']} | {r['runs']} | {r['k']} | {s} | {r['seed_sd']:.3g} | "
                      f"{r['combined_covered']}/{s} ({r['combined_covered'] / s:.0%}) | "
-                     f"{r['combined_width']:.3g} | {r['sampling_covered']}/{s} "
+                     f"{r['combined_width']:.3g} | {r['ratio']:.2f} | {r['sampling_covered']}/{s} "
                      f"({r['sampling_covered'] / s:.0%}) | {r['sampling_width']:.3g} |")
-    lines += ["", "The subsets overlap (they share runs), so their coverages are not "
-              "independent trials; `calibration.json` holds every figure.", ""]
+    lines += ["", "Ratio: the sd of a mean of K runs (the runs' sd / sqrt K) over the sd the "
+              "combined interval implies (its width / 3.92); below 1 the interval is wider "
+              "than the spread it covers (its t quantile for K - 1 = 2 degrees of freedom "
+              "is 2.2 times the normal's). The subsets overlap (they share runs), so their "
+              "coverages are not independent trials; `calibration.json` holds every "
+              "figure.", ""]
     return "\n".join(lines)
 
 
@@ -155,12 +163,16 @@ def main() -> None:
     ap.add_argument("--train-seeds", type=int, default=6)
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--work", default="/tmp/zoo-calibration", help="the training runs")
+    ap.add_argument("--sampling-from", help="a calibration.json whose sampling-seed figures "
+                    "to reuse (measure the training seeds only)")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     sampling = {}
-    for name in MODELS:
+    if args.sampling_from:
+        sampling = json.loads(Path(args.sampling_from).read_text())["runs"]["sampling"]
+    for name in [] if sampling else MODELS:
         model = train(name, 0, Path(args.work))
         sampling[name] = []
         for s in range(args.sampling_seeds):
@@ -178,7 +190,7 @@ def main() -> None:
               "runs": {"sampling": {k: [{m: {x: r[m][x] for x in ("value", "ci")}
                                         for m in METRICS} for r in v]
                                     for k, v in sampling.items()},
-                       "training": [{m: {x: r[m][x] for x in ("value", "ci")}
+                       "training": [{m: {x: r[m][x] for x in ("value", "ci", "draws")}
                                      for m in METRICS} for r in training]}}
     (out / "calibration.json").write_text(json.dumps(result, indent=1))
     (out / "README.md").write_text(readme(result))

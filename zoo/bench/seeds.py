@@ -19,10 +19,10 @@ with ``R`` the seeds' draws, ``T_b`` a Student's t draw with K - 1 degrees of fr
 per-seed figures, from which ``sw2`` (the mean variance of one seed's draws) takes out the
 sampling noise it holds. The seed level is drawn, not resampled: resampling K = 3 values
 with replacement spreads them by ``(K - 1) / K`` of their variance and ignores that the
-spread itself is estimated from three values; its intervals covered the true mean 77-80%
-of the time where training dominates (benchmarks/prob_best_calibration.py), the t draw
-92-97% everywhere, and its probabilities of being best match the observed frequencies
-(reports/calibration-cpu).
+spread itself is estimated from three values; that plain two-level bootstrap covered the
+true mean 76% of the time where training dominates (benchmarks/prob_best_calibration.py),
+the t draw 92-97% everywhere, its probabilities of being best within 2.6 points of the
+observed frequencies (reports/calibration-cpu/prob_best.md).
 
 Comparisons between candidates are paired: every candidate's replicate b takes the same
 sampling draws (the same bootstrap resamples of the same sample indices, common random

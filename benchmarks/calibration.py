@@ -152,7 +152,10 @@ def readme(result: dict) -> str:
               "than the spread it covers (its t quantile for K - 1 = 2 degrees of freedom "
               "is 2.2 times the normal's). The subsets overlap (they share runs), so their "
               "coverages are not independent trials; `calibration.json` holds every "
-              "figure.", ""]
+              "figure.", "",
+              "The probability of being best (`zoo.bench.seeds.prob_best`) and the "
+              "combined interval on synthetic scores whose truth is known: "
+              "[prob_best.md](prob_best.md) (`benchmarks/prob_best_calibration.py`).", ""]
     return "\n".join(lines)
 
 

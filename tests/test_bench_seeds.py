@@ -154,6 +154,16 @@ def test_aggregate_row_means_the_seeds_and_widens_the_interval():
     assert schema.row_key(row) == schema.row_key({**rows[0], "train_seed": None})
 
 
+def test_aggregate_without_bootstrap_draws_is_the_t_interval_over_seeds():
+    rows = [{"suite": "s", "dataset": "d", "model": "m", "sampler": "default",
+             "sampler_options": {}, "train_seed": i, "fid": v, "fid_ci95": None}
+            for i, v in enumerate([10.0, 12.0, 14.0])]
+    row, draws = seeds.aggregate(rows, [{}, {}, {}])
+    half = 4.303 * 2.0 / np.sqrt(3)  # t(2) 97.5% x sd / sqrt(K)
+    assert draws == {} and row["fid"] == 12.0
+    assert (row["fid_ci95"][1] - row["fid_ci95"][0]) / 2 == pytest.approx(half, rel=0.25)
+
+
 # -- suites ---------------------------------------------------------------------------------------
 
 def test_suite_seeds_top_level_and_per_model(tmp_path):

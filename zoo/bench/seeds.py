@@ -171,7 +171,8 @@ def aggregate(rows: Sequence[Mapping], replicates: Sequence[Mapping[str, np.ndar
 
     A figure with draws in every row: the mean over seeds, its interval the combined one
     (``combine``); an interval without draws (a reconstruction figure's): each seed's
-    figure taken as normal with the sd its interval implies. NLL: the mean, its standard
+    figure taken as normal with the sd its interval implies; a figure without an interval
+    (``bootstrap = 0``): the t interval over the seeds. NLL: the mean, its standard
     error ``sqrt(((t/z)^2 sb2 + mean se^2) / K)``. Other numbers: the mean (whole numbers
     rounded); the rest as the first row has them; ``train_seed`` None, ``train_seeds`` K."""
     from . import schema
@@ -225,10 +226,13 @@ def _combined(col: str, ci: str, rows, replicates, draw_seed: int):
         m, reps = combine(x, got, draw_seed, str(rows[0].get("model")))
         return percentile_interval(reps, LEVEL, m), reps
     intervals = [r.get(ci) for r in rows]
-    if not all(isinstance(i, list | tuple) and len(i) == 2 and all(map(_number, i))
-               for i in intervals):
+    if all(isinstance(i, list | tuple) and len(i) == 2 and all(map(_number, i))
+           for i in intervals):
+        sd = np.array([(hi - lo) / (2 * 1.959964) for lo, hi in intervals])
+    elif len(x) > 1:  # no sampling interval: the seeds' spread holds that noise too
+        sd = np.zeros(len(x))
+    else:
         return None, None
-    sd = np.array([(hi - lo) / (2 * 1.959964) for lo, hi in intervals])
     normal = np.random.default_rng(int(draw_seed)).standard_normal((len(x), 200))
     m, reps = combine(x, np.array(x)[:, None] + sd[:, None] * normal, draw_seed,
                       str(rows[0].get("model")))

@@ -121,7 +121,10 @@ def readme(result: dict) -> str:
              f"--sampling-seeds {a['sampling_seeds']} --train-seeds {a['train_seeds']} "
              f"--n {a['n']}` (OMP_NUM_THREADS=1, {result['seconds']:.0f} s). MNIST, the "
              "shipped MNIST classifier's features, N = "
-             f"{a['n']} samples against the test split, B = 200 bootstrap draws.", "",
+             f"{a['n']} samples against the test split, B = 200 bootstrap draws."
+             + (" The sampling-seed figures were reused from an earlier run of the same "
+                "command (`--sampling-from`), the seconds are the training seeds' alone."
+                if a.get("sampling_from") else ""), "",
              "## Sampling seeds: one trained model, many sampling seeds", "",
              "Coverage: how many of the seeds' 95% intervals hold the mean over the seeds "
              "(about 95% expected; the mean itself is noisy, so a little more). Ratio: the "

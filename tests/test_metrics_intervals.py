@@ -319,3 +319,20 @@ def test_a_64_bit_seed_shuffles_as_its_value_mod_2_32():
         assert intervals.tf_seed(seed) == seed % 2**32
         assert torch.equal(intervals.is_draws(z, ones, seed),
                            intervals.is_draws(z, ones, seed % 2**32))
+
+
+def test_replicates_are_the_draws_behind_the_interval_moved_with_it():
+    """``replicates=``: each column's B draws, moved onto the reported figure as the
+    interval is, so their (bias-shifted) percentile interval is the interval itself."""
+    g = torch.Generator().manual_seed(1)
+    fake = torch.randn(200, 8, generator=g, dtype=torch.float64) + 0.5
+    real = torch.randn(300, 8, generator=g, dtype=torch.float64)
+    kept: dict = {}
+    out = intervals.bootstrap_intervals({"fid": (fake, real), "kid": (fake, real)}, 50, 0,
+                                        figures={"kid": 0.3}, replicates=kept)
+    assert sorted(kept) == ["fid", "kid"] and all(len(v) == 50 for v in kept.values())
+    full = float(intervals.frechet_distance(fake, real))
+    assert intervals.percentile_interval(kept["fid"], centre=full) == pytest.approx(
+        out["fid_ci95"])
+    assert intervals.percentile_interval(kept["kid"], centre=0.3) == pytest.approx(
+        out["kid_ci95"])

@@ -36,6 +36,11 @@ a warning line names each setting in which the two runs' rows differ (``SETTINGS
 training budget, the model's configuration, the extractor, N): their figures do not
 measure the same thing.
 
+A run with ``seeds = K`` holds one row per training seed and their aggregate
+(``zoo.bench.seeds``); the gate judges the aggregate, whose interval combines the
+training-seed spread with the sampling noise, and leaves its per-seed rows out (a seed-only
+pair's training seeds differ, so those rows would not join anyway).
+
 Gated by default: the deterministic metrics (``schema.DETERMINISTIC``), which are identical
 for identical code, seed and machine. Timings and memory vary with the machine's load: they
 are printed, and gated only when a tolerance is given for them. Rows present in one run only
@@ -52,7 +57,7 @@ from dataclasses import dataclass
 from ..core import ConfigError
 from ..metrics import registry as metric_registry
 from . import schema
-from .rows import PER_BATCH, per_batch, present, read_results, variant
+from .rows import PER_BATCH, aggregated, per_batch, present, read_results, variant
 
 # (kind, value): ("rel", 0.10) allows a 10% worsening of the base value, ("abs", 0.02) 0.02
 Tolerance = tuple[str, float]
@@ -248,7 +253,9 @@ def verdict(metric: str, b: float | None, n: float | None, tol: Tolerance | None
 
 
 def _row_name(row: dict) -> str:
-    return f"{row.get('dataset')} / {row.get('model')} / {variant(row)}"
+    seeds = row.get("train_seeds")
+    over = f" ({seeds} training seeds)" if isinstance(seeds, int) and seeds > 1 else ""
+    return f"{row.get('dataset')} / {row.get('model')}{over} / {variant(row)}"
 
 
 def _env(rows: list[dict]) -> str:
@@ -302,8 +309,8 @@ def _load(base, new, tolerances):
     if unknown:
         raise ConfigError(f"tolerance for unknown metric(s) {', '.join(unknown)}; "
                           f"valid: {', '.join(schema.DIRECTION)}")
-    base_rows = {schema.row_key(r): r for r in read_results(base)}
-    new_rows = {schema.row_key(r): r for r in read_results(new)}
+    base_rows = {schema.row_key(r): r for r in aggregated(read_results(base))}
+    new_rows = {schema.row_key(r): r for r in aggregated(read_results(new))}
     return tol, base_rows, new_rows
 
 

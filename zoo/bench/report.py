@@ -25,6 +25,7 @@ from .document import Block, Heading, Image, Items, Para, Table, to_html, to_mar
 from .rows import (
     NA,
     RESULTS_FILE,
+    aggregated,
     by_dataset,
     calls,
     comparison,
@@ -665,8 +666,9 @@ def write_report(run_dir: Path | str) -> Path:
     if not run_dir.is_dir():
         raise ConfigError(f"{run_dir} is not a directory; give a zoo bench output directory")
     partial: list[int] = []
-    rows = read_results(run_dir, partial_tail=partial)
-    write_csv(rows, run_dir / CSV_FILE)
+    every = read_results(run_dir, partial_tail=partial)
+    write_csv(every, run_dir / CSV_FILE)
+    rows = aggregated(every)  # a model's seeds as their aggregate
     figs = figures.write_figures(rows, run_dir, run_dir / FIGURES_DIR)
     blocks = report_blocks(rows, run_dir, figs, partial, figures)
     path = run_dir / REPORT_FILE

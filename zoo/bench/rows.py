@@ -143,7 +143,7 @@ def check_row(row: dict) -> str | None:
             want = "a [low, high] pair of numbers"
         elif key in ("sampler_options", "versions"):
             ok, want = v is None or isinstance(v, dict) and _flat(v), "an object of plain values"
-        elif key in schema.KEY:
+        elif key in schema.KEY and schema.column_kind(key) == "str":
             ok = isinstance(v, str) and 0 < len(v) <= 200 or (v is None and key not in _REQUIRED)
             want = "a name (text of 1 to 200 characters)"
         else:
@@ -173,6 +173,16 @@ def present(v) -> bool:
     if isinstance(v, float) and not math.isfinite(v):
         return False
     return not (isinstance(v, (dict, list, str)) and len(v) == 0)
+
+
+def aggregated(rows: list[dict]) -> list[dict]:
+    """The rows a table or the gate judges: each row of one training seed (``train_seed``)
+    whose aggregate over the seeds is among ``rows`` left out (the aggregate stands for
+    it, with the interval that includes training-seed spread)."""
+    keys = {schema.row_key({**r, "train_seed": None}) for r in rows
+            if r.get("train_seeds") is not None and r.get("train_seed") is None}
+    return [r for r in rows if r.get("train_seed") is None
+            or schema.row_key({**r, "train_seed": None}) not in keys]
 
 
 def per_batch(row: dict, column: str) -> dict[int, float]:

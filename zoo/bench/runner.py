@@ -10,6 +10,15 @@ Layout of an output directory::
     runs/<dataset>/<model>/     the Trainer's run directory, plus bench.json (config hash,
                                 finished or not, the training summary)
     grids/<dataset>/<model>/<sampler>.png
+    replicates/<dataset>/<model>/<sampler>.json
+                                the bootstrap draws behind the row's intervals (its
+                                ``replicates`` column; ``zoo.bench.seeds`` combines them)
+
+A model with ``seeds = K`` > 1 trains K runs (``<model>@seed<S>`` in runs/, grids/ and
+replicates/), each measured with the suite's seed (the same sampling noise, common random
+numbers) into a row of its ``train_seed``; once all are measured, their aggregate row
+(``train_seed`` None, ``train_seeds`` K: the mean and the combined interval of
+``zoo.bench.seeds.aggregate``) follows them.
 
 Restarting the same command skips every row already in results.jsonl; a model whose
 finished run has the same config hash is loaded rather than retrained, and a run that was
@@ -138,16 +147,18 @@ def _read_marker(path: Path) -> dict:
 
 # -- training ----------------------------------------------------------------------------------
 def config_hash(suite: Suite, entry: ModelEntry, dataset: str, device: str,
-                autoencoder_sha256: str | None = None) -> str:
+                autoencoder_sha256: str | None = None, seed: int | None = None) -> str:
     """What decides the trained weights: model, overrides, dataset, budget, options, seed
     and the device type (a CPU run is not reused on a GPU); the curve's fractions, whose
     points can only be measured while training passes them; and a latent model's
-    autoencoder weights (``autoencoder_sha256``), so a retrained autoencoder retrains it."""
+    autoencoder weights (``autoencoder_sha256``), so a retrained autoencoder retrains it.
+    ``seed``: the training seed (default the suite's)."""
     blob = json.dumps({
         "model": entry.name, "config": entry.config, "dataset": suite.source(dataset),
         "device": device, "world_size": zdist.world_size(),
         "budget": {"steps": entry.budget.steps, "seconds": entry.budget.seconds},
-        "batch_size": entry.batch_size, "train": entry.train, "seed": suite.seed,
+        "batch_size": entry.batch_size, "train": entry.train,
+        "seed": suite.seed if seed is None else seed,
         **({"flops": entry.budget.flops} if entry.budget.flops is not None else {}),
         **({"curve": list(entry.evaluation.curve)} if entry.evaluation.curve else {}),
         **({"autoencoder_sha256": autoencoder_sha256} if autoencoder_sha256 else {}),
@@ -183,15 +194,18 @@ def train_model(
     data_root: str | None = None, hook: Hook | None = None,
     flops_per_image: float | None = None, curve: Curve | None = None,
     config: dict | None = None, autoencoder_sha256: str | None = None,
+    seed: int | None = None,
 ) -> tuple[GenerativeModel, dict, str]:
     """The trained model (EMA weights, eval mode) on ``device``, its training summary and
     config hash: reused when ``run_dir`` holds a finished run of the same hash, resumed when
     it holds an unfinished one, trained from scratch otherwise. Training runs in
     ``stages``; after each, ``curve`` measures the model there (when its point is missing).
     ``config``: the model's options (default: the entry's; a latent model's add its
-    autoencoder run), ``autoencoder_sha256``: that autoencoder's weights (in the hash)."""
+    autoencoder run), ``autoencoder_sha256``: that autoencoder's weights (in the hash);
+    ``seed``: the training seed (default the suite's)."""
     config = entry.config if config is None else config
-    h = config_hash(suite, entry, dataset, device.type, autoencoder_sha256)
+    seed = suite.seed if seed is None else seed
+    h = config_hash(suite, entry, dataset, device.type, autoencoder_sha256, seed)
     marker_path = run_dir / MARKER_FILE
     marker = _read_marker(marker_path)
     same = marker.get("config_hash") == h
@@ -208,13 +222,13 @@ def train_model(
             continue  # measured already: the next stage resumes past it
         resume = same and (run_dir / CHECKPOINT_FILE).is_file()
         trainer = _stage_trainer(suite, entry, dataset, run_dir, data_root, config,
-                                 {**budget, "device": str(device)}, resume)
+                                 {**budget, "device": str(device), "seed": seed}, resume)
         if main and not same:
             run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write(marker_path, lambda tmp: Path(tmp).write_text(text))
         same = True
         if hook is not None and not announced:
-            hook("resume" if resume else "train", dataset=dataset, model=entry.id)
+            hook("resume" if resume else "train", dataset=dataset, model=entry.id, seed=seed)
         announced = True
         fit = trainer.fit()
         summary = {k: fit[k] for k in SUMMARY_KEYS}
@@ -236,18 +250,20 @@ def _stage_trainer(suite: Suite, entry: ModelEntry, dataset: str, run_dir: Path,
                    data_root: str | None, config: dict, options: dict,
                    resume: bool) -> Trainer:
     """The Trainer of one stage: resuming ``run_dir``'s checkpoint, or over a new model
-    (``run_dir`` of another configuration cleared first)."""
-    if resume:
-        return Trainer.resume(run_dir, progress=None, data_root=data_root, **options)
+    (``run_dir`` of another configuration cleared first); ``options["seed"]``: its
+    training seed."""
+    if resume:  # its seed is the checkpoint's
+        return Trainer.resume(run_dir, progress=None, data_root=data_root,
+                              **{k: v for k, v in options.items() if k != "seed"})
     if run_dir.exists() and zdist.is_main():
         shutil.rmtree(run_dir)  # another configuration's run, or one that never saved
     zdist.barrier()
-    torch.manual_seed(suite.seed)
+    torch.manual_seed(options["seed"])
     model = registry.create(entry.name, dataset=suite.spec(dataset), **config)
     # no end-of-training grid by default: the harness draws its own per sampler
     train = {"checkpoint_every": CHECKPOINT_EVERY, "sample_n": 0, **entry.train}
     return Trainer(model, suite.spec(dataset), run_dir, progress=None, data_root=data_root,
-                   batch_size=entry.batch_size, seed=suite.seed, **options, **train)
+                   batch_size=entry.batch_size, **options, **train)
 
 
 class Curve:
@@ -256,16 +272,17 @@ class Curve:
 
     def __init__(self, path: Path, suite: Suite, entry: ModelEntry, dataset: str,
                  flops_per_image: float | None, data_root: str | None, done: set,
-                 hook: Hook | None = None):
+                 hook: Hook | None = None, train_seed: int | None = None):
         self.path, self.suite, self.entry, self.dataset = path, suite, entry, dataset
         self.flops_per_image, self.data_root, self.done = flops_per_image, data_root, done
-        self.hook = hook
+        self.hook, self.train_seed = hook, train_seed  # train_seed: the rows' column
 
     def key(self, fraction: float) -> tuple:
         v = self.entry.variants[0]
         return curve_key({"suite": self.suite.name, "dataset": self.dataset,
                           "model": self.entry.id, "sampler": v.name,
-                          "sampler_options": v.canonical, "fraction": fraction})
+                          "sampler_options": v.canonical, "fraction": fraction,
+                          "train_seed": self.train_seed})
 
     def missing(self, fraction: float) -> bool:
         return bool(self.entry.evaluation.curve) and self.key(fraction) not in self.done
@@ -297,7 +314,8 @@ class Curve:
         row = {
             "suite": self.suite.name, "dataset": self.dataset, "model": entry.id,
             "family": model.family, "sampler": v.name, "sampler_options": v.canonical,
-            "fraction": fraction, "train_steps": summary["steps"], "train_images": images,
+            "train_seed": self.train_seed, "fraction": fraction,
+            "train_steps": summary["steps"], "train_images": images,
             "train_flops": None if not self.flops_per_image else images * self.flops_per_image,
             "train_seconds": summary["seconds"], "budget": entry.budget.as_dict(),
             "n_samples": result["n_generated"], "extractor": result["extractor"],
@@ -403,7 +421,7 @@ def measure_variant(
         batch_size=ev.batch_size, seed=seed, device=model.device, n_reference=ev.n_reference,
         root=data_root, announce=announce,
         bootstrap=ev.bootstrap, panel=panel if memo and zdist.is_main() else None,
-        labels=labels,
+        labels=labels, replicates=True,
     )
     grid = None
     if ev.grid_images:
@@ -435,6 +453,8 @@ def measure_variant(
         "grid": grid,
         # the samples closest to a training image beside it (zoo.metrics.memorization)
         "memorization_panel": panel if result.get("memorization_panel") else None,
+        # the bootstrap draws behind the intervals (the row's replicates sidecar)
+        "bootstrap_replicates": result.get("bootstrap_replicates") or None,
     }
 
 
@@ -457,20 +477,33 @@ class Trained:
         return self.summary["steps"] * self.entry.batch_size * self.flops if self.flops else None
 
 
+def run_name(suite: Suite, entry: ModelEntry, seed: int) -> str:
+    """The folder of ``entry`` trained with ``seed`` (its runs, grids, replicates): its id,
+    ``ID@seedS`` when the entry trains several seeds or ``seed`` is not the suite's."""
+    return entry.id if entry.seeds == 1 and seed == suite.seed else f"{entry.id}@seed{seed}"
+
+
+def row_seed(entry: ModelEntry, seed: int) -> int | None:
+    """The ``train_seed`` column of ``entry``'s rows of ``seed``: None for one seed."""
+    return None if entry.seeds == 1 else seed
+
+
 def _trained(suite: Suite, entry: ModelEntry, dataset: str, out: Path, dev: torch.device,
              data_root: str | None, hook: Hook | None, curve_done: set,
-             trained: dict[str, Trained], flop_batch: Callable[[], Batch]) -> Trained:
-    """``entry`` trained on ``dataset`` (``train_model``: reused, resumed or trained), once
-    per run: ``trained`` remembers it by id. A latent entry's autoencoder entry comes first,
-    with its own budget, and its run directory is the latent model's ``autoencoder``."""
-    if entry.id in trained:
-        return trained[entry.id]
+             trained: dict[tuple, Trained], flop_batch: Callable[[], Batch],
+             seed: int) -> Trained:
+    """``entry`` trained on ``dataset`` with training seed ``seed`` (``train_model``:
+    reused, resumed or trained), once per run: ``trained`` remembers it by (id, seed). A
+    latent entry's autoencoder entry comes first, with its own budget and the same seed,
+    and its run directory is the latent model's ``autoencoder``."""
+    if (entry.id, seed) in trained:
+        return trained[(entry.id, seed)]
     config, ae = entry.config, None
     if entry.autoencoder is not None:
         ae = _trained(suite, suite.entry(entry.autoencoder), dataset, out, dev, data_root,
-                      hook, curve_done, trained, flop_batch)
+                      hook, curve_done, trained, flop_batch, seed)
         config = {**entry.config, "autoencoder": str(ae.run_dir)}
-    run_dir = _inside(out, out / "runs" / dataset / entry.id)
+    run_dir = _inside(out, out / "runs" / dataset / run_name(suite, entry, seed))
     b = entry.batch_size
     batch = Batch(flop_batch().images[:b], flop_batch().labels[:b])
     # counted on a fresh model before training: a FLOPs budget needs it first
@@ -478,11 +511,13 @@ def _trained(suite: Suite, entry: ModelEntry, dataset: str, out: Path, dev: torc
     sha = getattr(fresh.config, "autoencoder_sha256", None) or None
     flops = timing.train_flops_per_image(fresh.place(dev), batch)
     del fresh
-    curve = Curve(out / CURVE_FILE, suite, entry, dataset, flops, data_root, curve_done, hook)
+    curve = Curve(out / CURVE_FILE, suite, entry, dataset, flops, data_root, curve_done, hook,
+                  row_seed(entry, seed))
     model, summary, h = train_model(suite, entry, dataset, run_dir, dev, data_root, hook,
-                                    flops, curve, config=config, autoencoder_sha256=sha)
-    trained[entry.id] = Trained(entry, run_dir, model, summary, h, flops, curve, ae)
-    return trained[entry.id]
+                                    flops, curve, config=config, autoencoder_sha256=sha,
+                                    seed=seed)
+    trained[(entry.id, seed)] = Trained(entry, run_dir, model, summary, h, flops, curve, ae)
+    return trained[(entry.id, seed)]
 
 
 def measure_reconstruction(model: GenerativeModel, dataset, entry: ModelEntry, seed: int,
@@ -564,13 +599,14 @@ def _run_rows(suite: Suite, out: Path, dev: torch.device, only_model: str | None
     done, curve_done = _open_out(suite, out)
     rows = list(suite.rows(only_model, only_dataset))
     run = _Rows(suite, out, dev, data_root, hook, done, curve_done)
-    initial = sum(run.key(*r) in done for r in rows)
-    for d, m, v in rows:  # the entries with rows to measure, in the order they run
-        if run.key(d, m, v) not in done and (d, m.id) not in run.entries:
+    units = [(d, m, v, s) for d, m, v in rows for s in m.train_seeds(suite.seed)]
+    initial = sum(not run.missing(*u) for u in units)
+    for d, m, v, s in units:  # the entries with rows to measure, in the order they run
+        if run.missing(d, m, v, s) and (d, m.id) not in run.entries:
             run.entries.append((d, m.id))
     ids = [m.id for m in suite.models]
     run.entries.sort(key=lambda e: (suite.datasets.index(e[0]), ids.index(e[1])))
-    run.bar = Progress(f"bench {suite.name}", len(rows), "row", enabled=progress,
+    run.bar = Progress(f"bench {suite.name}", len(units), "row", enabled=progress,
                        initial=initial)
     try:
         for dataset in suite.datasets:
@@ -583,7 +619,7 @@ def _run_rows(suite: Suite, out: Path, dev: torch.device, only_model: str | None
 #: what a bench writes over in its output directory (besides results.jsonl and suite.toml,
 #: which mark it as one): the report's files and the runs', grids' and figures' folders
 _BENCH_WRITES = ("report.md", "report.html", "results.csv", CURVE_FILE, "runs", "grids",
-                 "figures")
+                 "figures", "replicates")
 
 
 def _check_new_out(out: Path) -> None:
@@ -634,9 +670,17 @@ class _Rows:
     announced: set[str] = field(default_factory=set)  # datasets whose extractor was named
     entries: list[tuple[str, str]] = field(default_factory=list)  # (dataset, id) to run
 
-    def key(self, dataset: str, entry: ModelEntry, v: Variant) -> tuple:
+    def key(self, dataset: str, entry: ModelEntry, v: Variant,
+            train_seed: int | None = None) -> tuple:
         return row_key({"suite": self.suite.name, "dataset": dataset, "model": entry.id,
-                        "sampler": v.name, "sampler_options": v.canonical})
+                        "sampler": v.name, "sampler_options": v.canonical,
+                        "train_seed": train_seed})
+
+    def missing(self, dataset: str, entry: ModelEntry, v: Variant, seed: int) -> bool:
+        """Whether the row of ``entry`` trained with ``seed`` is still to measure: neither
+        it nor the aggregate over the entry's seeds is done."""
+        return (self.key(dataset, entry, v, row_seed(entry, seed)) not in self.done
+                and self.key(dataset, entry, v) not in self.done)
 
     def where(self, dataset: str, entry: ModelEntry) -> str:
         """``mnist/ddpm (entry 2 of 5)``: the entry and how far in the suite it is."""
@@ -654,7 +698,7 @@ class _Rows:
 
 def _run_dataset(run: _Rows, dataset: str, rows: list) -> None:
     """The missing rows of every entry on ``dataset``, each entry trained once."""
-    trained: dict[str, Trained] = {}  # entry id -> its trained model, this dataset
+    trained: dict[tuple, Trained] = {}  # (entry id, seed) -> its trained model, this dataset
     batches: list[Batch] = []
 
     def flop_batch() -> Batch:
@@ -667,21 +711,60 @@ def _run_dataset(run: _Rows, dataset: str, rows: list) -> None:
         return batches[0]
 
     for entry in run.suite.models:
-        todo = [v for d, m, v in rows
-                if d == dataset and m is entry and run.key(d, m, v) not in run.done]
-        if todo:
-            _run_entry(run, dataset, entry, todo, trained, flop_batch)
+        mine = [v for d, m, v in rows if d == dataset and m is entry]
+        for seed in entry.train_seeds(run.suite.seed):
+            todo = [v for v in mine if run.missing(dataset, entry, v, seed)]
+            if todo:
+                _run_entry(run, dataset, entry, todo, trained, flop_batch, seed)
+        for v in mine:
+            if entry.seeds > 1 and run.key(dataset, entry, v) not in run.done:
+                _aggregate(run, dataset, entry, v)
+
+
+def _aggregate(run: _Rows, dataset: str, entry: ModelEntry, v: Variant) -> None:
+    """The aggregate row of variant ``v`` over the entry's training seeds (``seeds.
+    aggregate``: the mean, the combined interval), from their rows and bootstrap draws,
+    with its own draws beside it."""
+    from . import seeds
+
+    have = {row_key(r): r for r in read_rows(run.out / RESULTS_FILE)}
+    rows = [have[run.key(dataset, entry, v, s)] for s in entry.train_seeds(run.suite.seed)]
+    if zdist.is_main():
+        row, draws = seeds.aggregate(rows, [seeds.row_replicates(r, run.out) for r in rows],
+                                     run.suite.seed)
+        rel = Path("replicates") / dataset / entry.id / f"{v.slug}.json"
+        row["replicates"] = _write_replicates(run.out, rel, draws)
+        row = _clean({k: row.get(k) for k in columns()})
+        append_row(run.out / RESULTS_FILE, row)
+    run.done.add(run.key(dataset, entry, v))
+    run.event("aggregate", dataset=dataset, model=entry.id, sampler=v.name)
+
+
+def _write_replicates(out: Path, rel: Path, draws: dict | None) -> str | None:
+    """Bootstrap draws ``{column: [B]}`` written to ``out/rel`` (JSON); ``rel`` as the
+    row's ``replicates`` column, None when there are none."""
+    if not draws:
+        return None
+    path = _inside(out, out / rel)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps({k: [float(x) for x in v] for k, v in draws.items()})
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+    return rel.as_posix()
 
 
 def _run_entry(run: _Rows, dataset: str, entry: ModelEntry, todo: list[Variant],
-               trained: dict[str, Trained], flop_batch: Callable[[], Batch]) -> None:
-    """One entry's rows on ``dataset``: trained (or reused), then what its rows share
-    measured once (the curve's last point, NLL, training speed, reconstructions), then one
-    row per sampler variant in ``todo``."""
+               trained: dict[tuple, Trained], flop_batch: Callable[[], Batch],
+               seed: int) -> None:
+    """One entry's rows on ``dataset`` of training seed ``seed``: trained (or reused), then
+    what its rows share measured once (the curve's last point, NLL, training speed,
+    reconstructions), then one row per sampler variant in ``todo``. Every seed's model is
+    measured with the suite's seed (the same sampling noise: common random numbers)."""
     suite, where = run.suite, run.where(dataset, entry)
+    if entry.seeds > 1:
+        where += f" seed {seed}"
     run.status(f"{where}: train")
     t = _trained(suite, entry, dataset, run.out, run.dev, run.data_root, run.hook,
-                 run.curve_done, trained, flop_batch)
+                 run.curve_done, trained, flop_batch, seed)
     if entry.evaluation.curve and t.curve.missing(1.0):
         run.status(f"{where}: curve")
         t.curve.measure(t.model, 1.0, t.summary)
@@ -699,22 +782,28 @@ def _run_entry(run: _Rows, dataset: str, entry: ModelEntry, todo: list[Variant],
         run.event("reconstruction", dataset=dataset, model=entry.id)
     after = {**nll, **recon, **first_stage(t.model, t.autoencoder)}  # over the variant's
     for v in todo:
-        _run_variant(run, dataset, entry, v, t, train_speed, after)
+        _run_variant(run, dataset, entry, v, t, train_speed, after, seed)
     t.model = None  # its rows are done: a second stage needs its run only
 
 
 def _run_variant(run: _Rows, dataset: str, entry: ModelEntry, v: Variant, t: Trained,
-                 before: dict, after: dict) -> None:
-    """One row: sampler variant ``v`` of the trained entry measured and appended, its
-    figures between the entry's ``before`` (training speed) and ``after`` (NLL, ...)."""
+                 before: dict, after: dict, seed: int) -> None:
+    """One row: sampler variant ``v`` of the entry trained with ``seed`` measured and
+    appended, its figures between the entry's ``before`` (training speed) and ``after``
+    (NLL, ...), its bootstrap draws beside it (``replicates``)."""
     where = f"{run.where(dataset, entry)} {v.label}"
     run.event("evaluate", dataset=dataset, model=entry.id, sampler=v.name)
-    grid_rel = Path("grids") / dataset / entry.id / f"{v.slug}.png"
+    folder = run_name(run.suite, entry, seed)
+    grid_rel = Path("grids") / dataset / folder / f"{v.slug}.png"
     measured = measure_variant(t.model, run.suite.spec(dataset), entry, v, run.suite.seed,
                                _inside(run.out, run.out / grid_rel), run.data_root,
                                announce=dataset not in run.announced,
                                stage=lambda text: run.status(f"{where}: {text}"))
     run.announced.add(dataset)
+    draws = measured.pop("bootstrap_replicates")
+    measured["replicates"] = _write_replicates(
+        run.out, Path("replicates") / dataset / folder / f"{v.slug}.json",
+        draws if zdist.is_main() else None)
     if measured["grid"] is not None:
         measured["grid"] = grid_rel.as_posix()
     if measured["memorization_panel"] is not None:
@@ -727,6 +816,7 @@ def _run_variant(run: _Rows, dataset: str, entry: ModelEntry, v: Variant, t: Tra
         "family": model.family, "sampler": v.name, "sampler_options": v.canonical,
         "network_calls": v.sampler.network_calls(),
         "params": model.num_parameters(), "config_hash": t.config_hash,
+        "train_seed": row_seed(entry, seed), "train_seeds": None,
         **before, **measured, **after, **timing.environment(run.dev, run.suite.seed, dtype),
     }
     cols = columns()  # the registry's metric columns included

@@ -40,7 +40,11 @@ _COLUMNS: tuple[str, ...] = (
     "sampler_options",  # {option: value}: the sampler's canonical options, defaults filled in
     "network_calls",  # network evaluations per image of that sampler (where it counts them)
     # the model and its training
-    "params", "config_hash", "train_steps", "train_seconds", "train_images_per_s",
+    "params", "config_hash",
+    # with a suite's seeds = K > 1: the training seed of a run's row (None: the aggregate
+    # over the seeds, or a suite of one seed) and the aggregate's number of seeds
+    "train_seed", "train_seeds",
+    "train_steps", "train_seconds", "train_images_per_s",
     "train_first_step_s",  # the first step alone: compilation (train.compile) and warm-up
     # model FLOPs per image (counted) and the fraction of the device's matmul peak achieved
     "train_flops_per_image", "train_mfu", "sample_flops_per_image", "sample_mfu",
@@ -59,6 +63,7 @@ _COLUMNS: tuple[str, ...] = (
     # where it ran
     "device", "device_peak_tflops", "device_peak_dtype", "world_size", "dtype", "versions",
     "commit", "seed", "grid",
+    "replicates",  # the bootstrap draws behind the intervals, {column: [B]} (a JSON path)
     "memorization_panel",  # with the memorization metric: its closest pairs (a PNG path)
     "timestamp",
 )
@@ -68,11 +73,12 @@ _COLUMNS: tuple[str, ...] = (
 _TEXT = ("suite", "dataset", "model", "family", "sampler", "config_hash", "extractor",
          "extractor_hash", "ref_split", "nll_kind", "nll_detail", "memory_kind", "device",
          "device_peak_dtype", "dtype", "commit", "grid", "memorization_panel", "timestamp",
-         "autoencoder")
+         "autoencoder", "replicates")
 _INTEGER = ("params", "network_calls", "train_steps", "train_flops_per_image",
             "sample_flops_per_image", "n_samples", "n_reference", "nll_images",
             "latency_batch_size", "max_batch_size", "world_size", "seed", "recon_n",
-            "dead_codes", "codebook_size", "autoencoder_params")
+            "dead_codes", "codebook_size", "autoencoder_params", "train_seed",
+            "train_seeds")
 
 
 def column_kind(column: str) -> str | None:
@@ -93,7 +99,8 @@ def column_kind(column: str) -> str | None:
 
 
 # a row's identity: two runs' rows with the same key are the same measurement
-KEY: tuple[str, ...] = ("suite", "dataset", "model", "sampler", "sampler_options")
+KEY: tuple[str, ...] = ("suite", "dataset", "model", "sampler", "sampler_options",
+                        "train_seed")
 # rows written before sampler options were typed held these instead of sampler_options
 LEGACY_OPTION_COLUMNS = ("steps", "eta", "temperature")
 

@@ -14,6 +14,9 @@ a file of your own works the same way.
 name = "smoke"                 # default: the file's stem
 description = "..."            # one line for `zoo bench list`
 seed = 0
+seeds = 1                      # training seeds per model: seed, seed + 1, ... (a model's
+                               # own seeds = K overrides); with K > 1, one row per seed
+                               # and their aggregate (zoo.bench.seeds)
 device = "auto"                # auto, cpu, cuda, cuda:N
 datasets = ["mnist"]
 
@@ -181,6 +184,11 @@ class ModelEntry:
     timing: Timing
     autoencoder: str | None = None  # the id of the autoencoder entry it works over
     datasets: list[str] | None = None  # the suite's datasets it runs on (None: all)
+    seeds: int = 1  # training runs, seeds suite.seed, suite.seed + 1, ...
+
+    def train_seeds(self, seed: int) -> list[int]:
+        """The training seeds of this entry in a suite of ``seed``."""
+        return [seed + i for i in range(self.seeds)]
 
     def runs_on(self, dataset: str) -> bool:
         return self.datasets is None or dataset in self.datasets
@@ -225,10 +233,10 @@ class Suite:
 
 
 # -- parsing ---------------------------------------------------------------------------------
-_TOP = {"name", "description", "seed", "device", "datasets", "defaults", "evaluation", "timing",
-        "models"}
+_TOP = {"name", "description", "seed", "seeds", "device", "datasets", "defaults", "evaluation",
+        "timing", "models"}
 _MODEL = {"name", "id", "config", "budget", "batch_size", "train", "nll", "samplers",
-          "evaluation", "timing", "autoencoder", "datasets"}
+          "evaluation", "timing", "autoencoder", "datasets", "seeds"}
 _DEFAULTS = {"budget", "batch_size", "train"}
 BUDGET_KEYS = ("steps", "seconds", "flops")
 _RUNNER_TRAIN = {"steps", "seconds", "batch_size", "seed", "device"}  # set by the suite
@@ -279,6 +287,26 @@ def _folder_name(ctx: _Ctx, value: str, where: str) -> str:
         raise ctx.error(where, f"{value!r} cannot name a folder under --out: give a plain name "
                         "(no '/', '\\', '..', control characters or absolute path)")
     return value
+
+
+MAX_SEEDS = 1000  #: training seeds per model
+
+
+def _seeds(ctx: _Ctx, table: dict, where: str, default: int, seed: int) -> int:
+    """``seeds = K`` of a table (``default`` when absent): a whole number in [1, MAX_SEEDS]
+    whose last training seed (``seed + K - 1``) torch takes."""
+    key = where.rpartition(".")[2]
+    if key not in table:
+        return default
+    v = table[key]
+    if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_SEEDS:
+        raise ctx.error(where, f"must be a whole number of training seeds from 1 to "
+                        f"{MAX_SEEDS}, got {type(v).__name__} {v!r}")
+    try:
+        check_seed(seed + v - 1, f"the last training seed (seed + {v} - 1)")
+    except ConfigError as e:
+        raise ctx.error(where, str(e)) from None
+    return v
 
 
 def _positive(ctx: _Ctx, v, where: str, zero_ok: bool = False):
@@ -609,12 +637,14 @@ def load_suite(path: str | Path) -> Suite:
         raise ctx.error("device", f"must be auto, cpu, cuda or cuda:N, got {device!r}")
     datasets, sources = _datasets(ctx, raw, path)
     defaults = _defaults(ctx, raw)
+    seeds = _seeds(ctx, raw, "seeds", 1, seed)
     models_raw = _get(ctx, raw, "models", list, "models")
     if not models_raw:
         raise ctx.error("models", "give at least one [[models]] table")
     models: list[ModelEntry] = []
     for i, m in enumerate(models_raw):
         models.append(_model_entry(ctx, m, f"models[{i}]", models, defaults, datasets, sources))
+        models[-1].seeds = _seeds(ctx, m, f"models[{i}].seeds", seeds, seed)
     _check_latent(ctx, models, datasets, sources)
     return Suite(name=name, path=path, seed=seed, device=device, datasets=datasets,
                  models=models, sources=sources, description=description)

@@ -197,6 +197,7 @@ def compute_metrics(
     closest: int = 0,
     labels: Tensor | None = None,
     reference_labels: Tensor | None = None,
+    replicates: bool = False,
 ) -> tuple[dict, str]:
     """The figures of ``generated`` against ``reference`` (both uint8) with one extractor,
     and the reference cache status ("hit", "miss" or "off": no ``cache_key``).
@@ -209,6 +210,8 @@ def compute_metrics(
     samples nearest a training image as ``[sample, training index, distance]``.
     ``labels`` (int64 [N], the class each sample was drawn for) and ``reference_labels``
     ([M]): for the metrics declared with them, which are refused without them.
+    ``replicates`` with ``bootstrap``: also ``bootstrap_replicates``, ``{column: [B]
+    figures of the draws}`` (``intervals.bootstrap_intervals``).
     """
     metrics = normalize_metrics(registry.default_metrics() if metrics is None else metrics)
     generated, reference, labels = _check_inputs(generated, reference, extractor, metrics,
@@ -235,7 +238,10 @@ def compute_metrics(
     if boot:
         sides = {m: (fake[_layer(extractor, m)], real.get(_layer(extractor, m))
                      if spec[m].reference else None) for m in boot}
-        out.update(bootstrap_intervals(sides, bootstrap, seed, figures=out))
+        kept: dict = {}
+        out.update(bootstrap_intervals(sides, bootstrap, seed, figures=out, replicates=kept))
+        if replicates:
+            out["bootstrap_replicates"] = {k: [float(x) for x in v] for k, v in kept.items()}
     return out, status
 
 
@@ -486,6 +492,7 @@ def evaluate(
     closest: int = 0,
     panel: str | os.PathLike | None = None,
     labels: Tensor | Sequence[int] | None = None,
+    replicates: bool = False,
     **sampler_options,
 ) -> dict:
     """Sample quality of generated images against a dataset split, as one result row.
@@ -508,7 +515,8 @@ def evaluate(
     ``closest`` (k) with ``memorization``: ``memorization_closest``, the k samples closest
     to a training image as ``[sample index, training index, distance]``; ``panel``: a PNG
     path where those pairs are drawn (``memorization.save_pairs_panel``; k defaults to 8),
-    recorded as ``memorization_panel``.
+    recorded as ``memorization_panel``. ``replicates``: the result also holds
+    ``bootstrap_replicates``, ``{column: the B draws' figures}`` behind each interval.
     ``labels``: for a class-conditional model, the class of each sample to draw (int64
     [n]; default: balanced, ``i % num_classes``, every class drawn with its own seed,
     ``draw_labelled``); for a batch of images, the class each was drawn for. They reach
@@ -528,7 +536,7 @@ def evaluate(
         dataset, split, extractor, metrics, batch_size=batch_size, seed=seed, device=device,
         n_reference=n_reference, n_train=n_train, inception_weights=inception_weights,
         cache=cache, cache_dir=cache_dir, root=root, progress=progress, announce=announce,
-        bootstrap=bootstrap, closest=closest, panel=panel)
+        bootstrap=bootstrap, closest=closest, panel=panel, replicates=replicates)
     generated = generate(samples_or_model, request, n, labels=labels, generator=generator,
                          **sampler_options)
     t1 = time.perf_counter()
@@ -580,6 +588,7 @@ class EvalRequest:
     bootstrap: int = 200
     closest: int = 0
     panel: str | os.PathLike | None = None
+    replicates: bool = False  # keep the bootstrap draws' figures (bootstrap_replicates)
 
     @property
     def train_layers(self) -> list[str]:
@@ -728,7 +737,7 @@ def _score_here(generated: Generated, r: EvalRequest) -> tuple[dict, str]:
         cache_dir=r.cache_dir, batch_size=r.batch_size, seed=r.seed, device=r.device,
         progress=r.progress, train=train, bootstrap=r.bootstrap,
         closest=r.closest or (PANEL_PAIRS if r.panel else 0), labels=generated.labels,
-        reference_labels=r.reference_labels,
+        reference_labels=r.reference_labels, replicates=r.replicates,
     )
     if n_train_used is not None:
         figures["n_train"] = n_train_used

@@ -322,7 +322,8 @@ def interval_metrics(metrics) -> tuple[str, ...]:
 def bootstrap_intervals(features: dict[str, tuple[Tensor, Tensor | None]], draws: int,
                         seed: int,
                         level: float = LEVEL, centred: bool = True,
-                        figures: dict | None = None) -> dict[str, list[float]]:
+                        figures: dict | None = None,
+                        replicates: dict | None = None) -> dict[str, list[float]]:
     """``{<column>_ci95: [lo, hi]}`` of each interval column of the metrics in ``features``
     (``{metric: (fake [N, D], real [M, D])}``; ``real`` None for a metric without a
     reference side, IS, whose ``fake`` are the logits), from ``draws`` resamples of the
@@ -333,7 +334,10 @@ def bootstrap_intervals(features: dict[str, tuple[Tensor, Tensor | None]], draws
     figures as reported (``{column: value}``); a centred interval is moved onto each, so a
     figure computed another way than the draws' full-sample one still sits inside its
     interval (KID: torch-fidelity's mean over random reference subsets, against the draws'
-    MMD over the whole reference set; the two differ by the subsets' noise)."""
+    MMD over the whole reference set; the two differ by the subsets' noise).
+    ``replicates`` (a dict): filled with ``{column: [B] float64 array}``, each draw's
+    figure moved as the interval is (onto the figure as reported), for combining rows
+    later (``zoo.bench.seeds``: intervals over training seeds, paired differences)."""
     out: dict[str, list[float]] = {}
     for name, (fake, real) in features.items():
         metric = registry.get(name)
@@ -347,7 +351,10 @@ def bootstrap_intervals(features: dict[str, tuple[Tensor, Tensor | None]], draws
                 v = np.asarray(values[col.key], dtype=np.float64)
                 lo, hi = percentile_interval(v[1:], level, v[0] if centred else None)
                 shown = (figures or {}).get(col.key)
+                move = 0.0
                 if centred and isinstance(shown, (int, float)) and np.isfinite(shown):
-                    lo, hi = lo + shown - v[0], hi + shown - v[0]
-                out[f"{col.key}_ci95"] = [float(lo), float(hi)]
+                    move = shown - v[0]
+                out[f"{col.key}_ci95"] = [float(lo + move), float(hi + move)]
+                if replicates is not None:
+                    replicates[col.key] = v[1:] + move
     return out

@@ -15,8 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ..bench import seeds
 from ..runs import LOSSES_FILE
 from . import scores
+
+#: the seed of the joint replicates (``zoo.bench.seeds.combine``), the same for every
+#: finalist: their sampling draws paired
+DRAW_SEED = 0
 
 #: recall below this: the samples cover almost none of the data (collapsed)
 COLLAPSED_RECALL = 0.05
@@ -49,27 +54,27 @@ def mean_figure(evals: list[dict], name: str) -> float | None:
 
 
 def quality(state: dict, figure: str = "kid") -> dict:
-    """Per finalist: mean over seeds, its two-level interval, per-seed values; the
-    probability of being best; the winner, runner-up and their paired difference."""
+    """Per finalist: mean over seeds, its combined interval (``zoo.bench.seeds``: seeds and
+    samples), per-seed values; the probability of being best; the winner, runner-up and
+    their paired difference (the same sampling draws for both)."""
     names = finalists(state)
-    draws = {c: np.array([e[figure]["draws"] for e in seed_evals(state, c)]) for c in names}
     values = {c: [e[figure]["value"] for e in seed_evals(state, c)] for c in names}
-    means = {c: float(np.mean(v)) for c, v in values.items()}
-    reps = scores.combined(draws)
+    joint = {c: seeds.combine(values[c], [e[figure]["draws"] for e in seed_evals(state, c)],
+                              DRAW_SEED, c) for c in names}
     out = {"figure": figure, "candidates": {}}
-    for c in names:
-        lo, hi = scores.percentile_interval(reps[c], centre=means[c])
-        out["candidates"][c] = {"mean": means[c], "ci95": [lo, hi], "seeds": values[c]}
-    p = scores.prob_best(draws)
+    for c, (m, reps) in joint.items():
+        out["candidates"][c] = {"mean": m, "ci95": seeds.percentile_interval(reps, centre=m),
+                                "seeds": values[c]}
+    p = seeds.prob_best({c: reps for c, (_, reps) in joint.items()}, lower_is_better=True)
     wins = scores.seed_wins(values)
     for c in names:
         out["candidates"][c].update(prob_best=p[c], seed_wins=wins[c])
-    ranked = sorted(names, key=means.get)
+    ranked = sorted(names, key=lambda c: joint[c][0])
     out["winner"] = ranked[0]
     if len(ranked) > 1:
-        d, ci = scores.difference(draws[ranked[0]], draws[ranked[1]], means[ranked[0]],
-                                  means[ranked[1]])
-        out.update(runner_up=ranked[1], difference=d, difference_ci95=ci,
+        (ma, ra), (mb, rb) = joint[ranked[0]], joint[ranked[1]]
+        ci = seeds.percentile_interval(ra - rb, centre=ma - mb)
+        out.update(runner_up=ranked[1], difference=ma - mb, difference_ci95=ci,
                    tie=ci[0] <= 0 <= ci[1])
     return out
 

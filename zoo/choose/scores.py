@@ -6,18 +6,15 @@ seed for all): common random numbers, so two candidates' replicate ``b`` differ 
 models, not by which samples the bootstrap happened to repeat. A figure is kept with its
 ``B`` replicates (``Scored``).
 
-Across training seeds (``prob_best``, ``difference``): a two-level bootstrap. Replicate
-``b`` of a candidate resamples its seeds with replacement (independently per candidate:
-seed 1 of one family has nothing to do with seed 1 of another) and averages those seeds'
-sample-level replicate ``b``; so its spread holds both the training-seed spread and the
-sampling noise, and candidates stay paired on the sampling side.
+Across training seeds the replicates are combined by ``zoo.bench.seeds`` (a two-level
+bootstrap with a drawn training-seed term): the same draw seed for every candidate keeps
+them paired on the sampling side, while each candidate's seed level is its own.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from ..metrics.intervals import (
@@ -60,44 +57,6 @@ def score(fake: torch.Tensor, real: torch.Tensor, draws: int = DRAWS,
     kid = kid_draws(fake, real, counts, k_yy=k_yy).tolist()
     fid = fid_draws(fake, real, counts).tolist()
     return {"kid": Scored(kid[0], kid[1:]), "fid": Scored(fid[0], fid[1:])}
-
-
-def _combined(draws_by_seed: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """``[B]``: per replicate, the mean over seeds resampled with replacement."""
-    k, b = draws_by_seed.shape
-    pick = rng.integers(0, k, size=(b, k))
-    return draws_by_seed[pick, np.arange(b)[:, None]].mean(1)
-
-
-def combined(draws: dict[str, np.ndarray], seed: int = 0) -> dict[str, np.ndarray]:
-    """Each candidate's two-level replicates (``{name: [seeds, B]}`` -> ``{name: [B]}``)."""
-    rng = np.random.default_rng(seed)
-    return {name: _combined(np.atleast_2d(np.asarray(d, dtype=np.float64)), rng)
-            for name, d in draws.items()}
-
-
-def prob_best(draws: dict[str, np.ndarray], lower_is_better: bool = True,
-              seed: int = 0) -> dict[str, float]:
-    """The probability each candidate is best: the share of two-level replicates in which
-    it has the best figure (ties split)."""
-    reps = combined(draws, seed)
-    names = list(reps)
-    m = np.stack([reps[n] for n in names])  # [C, B]
-    best = m.min(0) if lower_is_better else m.max(0)
-    wins = (m == best)
-    share = wins / wins.sum(0, keepdims=True)
-    return {n: float(share[i].mean()) for i, n in enumerate(names)}
-
-
-def difference(a: np.ndarray, b: np.ndarray, a_value: float, b_value: float,
-               seed: int = 0) -> tuple[float, list[float]]:
-    """(mean over seeds of ``a`` minus that of ``b``, its 95% two-level interval): ``a``,
-    ``b`` are ``[seeds, B]`` replicates, ``a_value``/``b_value`` the means over seeds of the
-    full-sample figures."""
-    reps = combined({"a": a, "b": b}, seed)
-    d = reps["a"] - reps["b"]
-    centre = a_value - b_value
-    return centre, percentile_interval(d, centre=centre)
 
 
 def seed_wins(values: dict[str, list[float]], lower_is_better: bool = True) -> dict[str, int]:

@@ -50,6 +50,7 @@ def interval_weights(sigmas: np.ndarray) -> np.ndarray:
 
 
 def pseudo_huber(a: Tensor, b: Tensor, c: float) -> Tensor:
-    """sqrt(||a - b||^2 + c^2) - c per sample (rows of [B, ...])."""
+    """sqrt(||a - b||^2 + c^2) - c per sample (rows of [B, ...]), computed as ||a - b||^2 /
+    (sqrt(||a - b||^2 + c^2) + c), which keeps its digits where ||a - b|| << c."""
     d2 = (a - b).float().square().flatten(1).sum(1)
-    return torch.sqrt(d2 + c * c) - c
+    return d2 / (torch.sqrt(d2 + c * c) + c)

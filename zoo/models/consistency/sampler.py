@@ -88,7 +88,8 @@ def sampling_sigmas(steps: int, intervals: int, edm: EDM) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Multistep(DiffusionSampler):
-    """``sampler="consistency"``: ``steps`` S network calls (default 1), on the grid of
+    """``sampler="consistency"``: ``steps`` S network calls (default 1; the model's
+    default sampler takes 2), on the grid of
     ``intervals`` N (default 40, diffusers'); ``s_noise`` scales the re-noising (default 1);
     ``clip_x0`` clips each x0 to [-1, 1] (default true, diffusers' ``clip_denoised``)."""
 

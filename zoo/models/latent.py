@@ -6,7 +6,9 @@ the autoencoder's weights are read from there, frozen and held inside the latent
 and its class, config and the sha256 of its weights are recorded in the latent model's
 config; so the latent model's checkpoint holds both stages, rebuilds the autoencoder
 without the original run, and refuses to load when the autoencoder weights it holds are
-not the ones it was trained over (``check_autoencoder``).
+not the ones it was trained over (``check_autoencoder``). ``attach_stage`` and
+``check_stage`` do the same for any frozen first stage a model holds (a consistency
+model's teacher).
 """
 
 from __future__ import annotations
@@ -50,60 +52,71 @@ def weights_sha256(module: nn.Module) -> str:
 
 def attach_autoencoder(model: GenerativeModel, autoencoder_class: type, name: str) -> nn.Module:
     """The frozen autoencoder (an ``autoencoder_class``) of the latent model ``name`` being
-    built, from its config's ``autoencoder_spec`` (a checkpoint being loaded: the weights
-    follow) or, on a new model, read from the run its ``autoencoder`` option names; the
-    model's config is replaced by one with ``autoencoder_spec`` and ``autoencoder_sha256``
-    filled in. Its image shape must be the latent model's. On the meta device (zoo sizing a
-    model before building it) only the architecture is built."""
+    built (``attach_stage`` over its ``autoencoder`` option); a new model must name one."""
     c = model.config
     wanted = autoencoder_name(autoencoder_class)
+    if not c.autoencoder_spec and not c.autoencoder:
+        raise ConfigError(f"{name} works over a trained autoencoder: give --set "
+                          f"autoencoder=RUN (a {wanted} run directory, from "
+                          f"`zoo train {wanted} --dataset D --out RUN`)")
+    return attach_stage(model, "autoencoder", (autoencoder_class,), name,
+                        f"works over a {wanted}", wanted)
+
+
+def attach_stage(model: GenerativeModel, field: str, accepted: tuple[type, ...], name: str,
+                 role: str, train_as: str) -> nn.Module:
+    """The frozen first stage that model ``name``'s config option ``field`` names (a latent
+    model's autoencoder, a distilled model's teacher), one of the ``accepted`` classes,
+    from its config's ``<field>_spec`` (a checkpoint being loaded: the weights follow) or,
+    on a new model, read from the run the option names; the model's config is replaced by
+    one with ``<field>_spec`` and ``<field>_sha256`` filled in. Its image shape must be the
+    model's. On the meta device (zoo sizing a model before building it) only the
+    architecture is built. ``role`` says what ``name`` does with it ("works over a
+    kl-autoencoder"), ``train_as`` the model to train for it."""
+    c = model.config
+    given, spec_text = getattr(c, field), getattr(c, f"{field}_spec")
     meta = torch.empty(0).device.type == "meta"
-    if c.autoencoder_spec:
+    if spec_text:
         try:
-            spec = parse_json(c.autoencoder_spec, f"{name}'s autoencoder_spec")
-            cls = model_class(spec["class"], f"{name}'s autoencoder_spec")
-            config = parse_json(spec["config"], f"{name}'s autoencoder config")
-            ae = build_model(cls, config_from_dict(cls.Config, config), spec["image_shape"])
+            spec = parse_json(spec_text, f"{name}'s {field}_spec")
+            cls = model_class(spec["class"], f"{name}'s {field}_spec")
+            config = parse_json(spec["config"], f"{name}'s {field} config")
+            stage = build_model(cls, config_from_dict(cls.Config, config), spec["image_shape"])
         except (ValueError, KeyError, TypeError) as e:
-            raise ConfigError(f"{name}'s autoencoder_spec is not a valid autoencoder "
+            raise ConfigError(f"{name}'s {field}_spec is not a valid {field} "
                               f"description ({e})") from None
-        where = "its autoencoder_spec"
+        where = f"its {field}_spec"
     else:
-        if not c.autoencoder:
-            raise ConfigError(f"{name} works over a trained autoencoder: give --set "
-                              f"autoencoder=RUN (a {wanted} run directory, from "
-                              f"`zoo train {wanted} --dataset D --out RUN`)")
-        path = Path(c.autoencoder)
+        path = Path(given)
         file = path / MODEL_FILE if path.is_dir() else path
         if not file.is_file():
-            raise ConfigError(f"autoencoder {c.autoencoder} holds no trained model ({file} is "
-                              f"missing); train one with `zoo train {wanted} "
-                              f"--dataset D --out {c.autoencoder}`")
-        ckpt = torch_load(file, "autoencoder")
+            raise ConfigError(f"{field} {given} holds no trained model ({file} is "
+                              f"missing); train one with `zoo train {train_as} "
+                              f"--dataset D --out {given}`")
+        ckpt = torch_load(file, field)
         if meta:
             cls = model_class(ckpt.get("class", ""), str(file))
-            ae = build_model(cls, config_from_dict(cls.Config,
-                                                   parse_json(ckpt["config"], f"{file}'s config")),
-                             ckpt["image_shape"])
+            stage = build_model(cls, config_from_dict(
+                cls.Config, parse_json(ckpt["config"], f"{file}'s config")), ckpt["image_shape"])
         else:
-            ae = from_checkpoint_dict(ckpt, source=str(file))
-            model.config = dataclasses.replace(
-                c, autoencoder_sha256=weights_sha256(ae),
-                autoencoder_spec=json.dumps({
-                    "class": f"{type(ae).__module__}:{type(ae).__qualname__}",
-                    "name": ae.name, "config": json.dumps(config_to_dict(ae.config)),
-                    "image_shape": list(ae.image_shape)}))
-        where = str(c.autoencoder)
-    if not isinstance(ae, autoencoder_class):
-        raise ConfigError(f"{name} works over a {wanted}; {where} holds a "
-                          f"{ae.name} ({type(ae).__name__})")
-    if tuple(ae.image_shape) != tuple(model.image_shape):
-        raise ConfigError(f"the autoencoder ({where}) was trained on images of shape "
-                          f"{tuple(ae.image_shape)}, but {name} is built for "
+            stage = from_checkpoint_dict(ckpt, source=str(file))
+            model.config = dataclasses.replace(c, **{
+                f"{field}_sha256": weights_sha256(stage),
+                f"{field}_spec": json.dumps({
+                    "class": f"{type(stage).__module__}:{type(stage).__qualname__}",
+                    "name": stage.name, "config": json.dumps(config_to_dict(stage.config)),
+                    "image_shape": list(stage.image_shape)})})
+        where = str(given)
+    if not isinstance(stage, accepted):
+        raise ConfigError(f"{name} {role}; {where} holds a {stage.name} "
+                          f"({type(stage).__name__})")
+    if tuple(stage.image_shape) != tuple(model.image_shape):
+        raise ConfigError(f"the {field} ({where}) was trained on images of shape "
+                          f"{tuple(stage.image_shape)}, but {name} is built for "
                           f"{tuple(model.image_shape)}; train both on the same dataset")
-    ae.requires_grad_(False)
-    ae.eval()
-    return ae
+    stage.requires_grad_(False)
+    stage.eval()
+    return stage
 
 
 class LatentStage:
@@ -121,18 +134,23 @@ class LatentStage:
 
 
 def check_autoencoder(model: GenerativeModel, source: str) -> None:
-    """Refuse a loaded latent model whose autoencoder weights do not hash to the recorded
-    ``autoencoder_sha256`` (a corrupt file, or weights from another run), or that records
-    none: zoo fills it in whenever it creates a latent model, so a checkpoint without one
-    was edited, and its weights could not be checked."""
-    want = model.config.autoencoder_sha256
+    """``check_stage`` of a latent model's autoencoder."""
+    check_stage(model, "autoencoder", source)
+
+
+def check_stage(model: GenerativeModel, field: str, source: str) -> None:
+    """Refuse a loaded model whose first stage (``model.<field>``) does not hash to the
+    recorded ``<field>_sha256`` (a corrupt file, or weights from another run), or that
+    records none: zoo fills it in whenever it creates such a model, so a checkpoint
+    without one was edited, and its weights could not be checked."""
+    want = getattr(model.config, f"{field}_sha256")
     if not want:
-        raise CheckpointError(f"{source}: its config records no autoencoder_sha256, so its "
-                              "autoencoder weights cannot be checked; the file is corrupt or "
+        raise CheckpointError(f"{source}: its config records no {field}_sha256, so its "
+                              f"{field} weights cannot be checked; the file is corrupt or "
                               "was edited")
-    got = weights_sha256(model.autoencoder)
+    got = weights_sha256(getattr(model, field))
     if got != want:
-        raise CheckpointError(f"{source}: its autoencoder weights (sha256 {got[:12]}...) are not "
+        raise CheckpointError(f"{source}: its {field} weights (sha256 {got[:12]}...) are not "
                               f"the ones it was trained over ({want[:12]}...); the file is "
                               "corrupt or was edited")
 

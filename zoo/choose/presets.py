@@ -65,7 +65,16 @@ PRESETS: dict[str, tuple[Preset, ...]] = {
         Preset("flow-matching", "small", {"channels": 16}, 32, _EMA, 400),
         Preset("flow-matching", "default", {}, 128, _EMA, 3000),
     ),
+    # consistency training from scratch (improved recipe); its step curriculum is set to
+    # the tournament's final length when the run starts (``CURRICULUM``)
+    "consistency": (
+        Preset("consistency", "small", {"channels": 16, "lr": 1e-3}, 32, _EMA, 400),
+        Preset("consistency", "default", {}, 128, _EMA, 3000),
+    ),
 }
+
+#: a model option that must be the run's whole training length, set by the tournament
+CURRICULUM = "curriculum_steps"
 
 #: model -> the options of its NLL in a tournament (the CI suite's: a bound cheap enough for
 #: 100 test images)

@@ -397,7 +397,10 @@ class Tournament:
             if d.exists():
                 shutil.rmtree(d)  # interrupted before its first checkpoint
             torch.manual_seed(self.opts.seed + k)
-            model = registry.create(cand["model"], dataset=self.ds, **cand["config"])
+            config = dict(cand["config"])
+            if presets.CURRICULUM in registry.config_fields(cand["model"]):
+                config.setdefault(presets.CURRICULUM, self.state["plan"]["steps"][cid][-1])
+            model = registry.create(cand["model"], dataset=self.ds, **config)
             train = {"checkpoint_every": 200, "sample_n": 16, **cand["train"]}
             trainer = Trainer(model, self.ds, d, progress=None, data_root=self.opts.data_root,
                               batch_size=cand["batch_size"], seed=self.opts.seed + k,

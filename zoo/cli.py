@@ -646,6 +646,49 @@ def cmd_extractor_train(args) -> int:
     return 0
 
 
+def cmd_extractor_card(args) -> int:
+    """Measure an extractor's validity card and write card.json, card.md and card.png."""
+    from .metrics import validity
+    from .metrics.features import WEIGHTS_DIR, classifier_card, resolve_extractor
+    from .metrics.validity_card import write_card
+
+    _at_least_one(args.n, "--n")
+    _at_least_one(args.draws, "--draws")
+    spec = _card_extractor(args.extractor)
+    ext = resolve_extractor(spec, None, announce=False)
+    dataset = args.dataset
+    if dataset is None:
+        try:
+            dataset = classifier_card(ext.weights)[0]["dataset"]
+        except ZooError:
+            raise ConfigError(f"{ext.name} names no dataset: give it with --dataset") from None
+    weights = Path(ext.weights).resolve()
+    out = Path(args.out) if args.out else (
+        Path("extractor-cards") / ext.name if weights.parent == WEIGHTS_DIR.resolve()
+        else weights.parent / f"{ext.name}-card")
+    with Progress(f"card {ext.name}") as job:
+        card = validity.dataset_card(
+            ext, dataset, root=args.root, n=args.n, seed=args.seed, draws=args.draws,
+            baseline=not args.no_baseline, progress=job.stage)
+    paths = write_card(out, card)
+    fails = ", ".join(f"{f} under {d}" for who, d, f, _ in card["failures"]
+                      if who == "extractor") or "none"
+    print(f"wrote {paths[1]}; figures that fail their check: {fails}")
+    return 0
+
+
+def _card_extractor(given: str) -> str:
+    """A shipped name or a .pt path as given; a folder: the one classifier .pt in it."""
+    path = Path(given)
+    if not path.is_dir():
+        return given
+    found = sorted(p for p in path.glob("*.pt") if p.with_suffix(".json").is_file())
+    if len(found) != 1:
+        raise ConfigError(f"{given} holds {len(found)} extractors (a .pt with its .json "
+                          "card); name the .pt file")
+    return str(found[0])
+
+
 def _int_list(text: str, flag: str) -> tuple[int, ...]:
     try:
         return tuple(int(c) for c in text.split(","))
@@ -823,6 +866,22 @@ def _extractor_parser(sub) -> None:
     t.add_argument("--feature-dim", type=int, help="the feature layer's width, default 128")
     t.add_argument("--limit", type=int, help="use the first N images of each split only")
     t.set_defaults(func=cmd_extractor_train)
+    c = esub.add_parser("card", help="an extractor's validity card: how FID, KID, precision, "
+                        "recall, density, coverage and the memorization check respond to "
+                        "graded defects, and the N each needs")
+    c.add_argument("extractor", metavar="DIR_OR_NAME",
+                   help="a shipped extractor's name, a classifier .pt, or its folder")
+    c.add_argument("--dataset", help="the held-out images' dataset (default: the extractor's)")
+    c.add_argument("--n", type=int, default=2000,
+                   help="images per defective set (default 2000)")
+    c.add_argument("--draws", type=int, default=100,
+                   help="bootstrap draws for the N a 5%% interval needs (default 100)")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--no-baseline", action="store_true",
+                   help="skip the randomly initialised network's rows")
+    c.add_argument("--out", help="the card's folder (default: beside the weights, "
+                   "<name>-card/; extractor-cards/<name>/ for a shipped one)")
+    c.set_defaults(func=cmd_extractor_card)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -643,14 +643,17 @@ def cmd_extractor_train(args) -> int:
         weights = Path(args.out) / f"{card['name']}.pt"
         print(f"wrote {weights} (test accuracy {card['test_accuracy']:.4f}); use it with "
               f"`zoo eval RUN --extractor {shlex.quote(str(weights))}`")
+        if args.card:
+            from .metrics.features import resolve_extractor
+
+            _write_validity_card(resolve_extractor(str(weights), None, announce=False),
+                                 dataset, None, args.root)
     return 0
 
 
 def cmd_extractor_card(args) -> int:
     """Measure an extractor's validity card and write card.json, card.md and card.png."""
-    from .metrics import validity
-    from .metrics.features import WEIGHTS_DIR, classifier_card, resolve_extractor
-    from .metrics.validity_card import write_card
+    from .metrics.features import classifier_card, resolve_extractor
 
     _at_least_one(args.n, "--n")
     _at_least_one(args.draws, "--draws")
@@ -662,19 +665,24 @@ def cmd_extractor_card(args) -> int:
             dataset = classifier_card(ext.weights)[0]["dataset"]
         except ZooError:
             raise ConfigError(f"{ext.name} names no dataset: give it with --dataset") from None
-    weights = Path(ext.weights).resolve()
-    out = Path(args.out) if args.out else (
-        Path("extractor-cards") / ext.name if weights.parent == WEIGHTS_DIR.resolve()
-        else weights.parent / f"{ext.name}-card")
+    _write_validity_card(ext, dataset, Path(args.out) if args.out else None, args.root,
+                         n=args.n, seed=args.seed, draws=args.draws,
+                         baseline=not args.no_baseline)
+    return 0
+
+
+def _write_validity_card(ext, dataset, out: Path | None, root, **options) -> None:
+    """Measure ``ext``'s validity card on ``dataset`` and write it to ``out`` (default:
+    ``validity_card.default_dir``), saying where and which figures fail."""
+    from .metrics import validity, validity_card
+
+    out = out or validity_card.default_dir(ext.name, ext.weights)
     with Progress(f"card {ext.name}") as job:
-        card = validity.dataset_card(
-            ext, dataset, root=args.root, n=args.n, seed=args.seed, draws=args.draws,
-            baseline=not args.no_baseline, progress=job.stage)
-    paths = write_card(out, card)
+        card = validity.dataset_card(ext, dataset, root=root, progress=job.stage, **options)
+    paths = validity_card.write_card(out, card)
     fails = ", ".join(f"{f} under {d}" for who, d, f, _ in card["failures"]
                       if who == "extractor") or "none"
     print(f"wrote {paths[1]}; figures that fail their check: {fails}")
-    return 0
 
 
 def _card_extractor(given: str) -> str:
@@ -865,6 +873,9 @@ def _extractor_parser(sub) -> None:
     t.add_argument("--channels", help="the conv stages' widths, default 32,64,128")
     t.add_argument("--feature-dim", type=int, help="the feature layer's width, default 128")
     t.add_argument("--limit", type=int, help="use the first N images of each split only")
+    t.add_argument("--card", action="store_true",
+                   help="also measure its validity card into DIR/DATASET-classifier-card/ "
+                   "(`zoo extractor card`; a few minutes on a CPU)")
     t.set_defaults(func=cmd_extractor_train)
     c = esub.add_parser("card", help="an extractor's validity card: how FID, KID, precision, "
                         "recall, density, coverage and the memorization check respond to "
@@ -872,8 +883,9 @@ def _extractor_parser(sub) -> None:
     c.add_argument("extractor", metavar="DIR_OR_NAME",
                    help="a shipped extractor's name, a classifier .pt, or its folder")
     c.add_argument("--dataset", help="the held-out images' dataset (default: the extractor's)")
-    c.add_argument("--n", type=int, default=2000,
-                   help="images per defective set (default 2000)")
+    c.add_argument("--n", type=int,
+                   help="images per defective set (default 1000, at most the held-out "
+                   "images left beside the reference)")
     c.add_argument("--draws", type=int, default=100,
                    help="bootstrap draws for the N a 5%% interval needs (default 100)")
     c.add_argument("--seed", type=int, default=0)

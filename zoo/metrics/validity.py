@@ -71,6 +71,9 @@ RHO_PASS = 0.9
 CLASSES = 10  #: pseudo-classes (k-means clusters) of an unlabelled dataset
 WITHIN = 0.05  #: the interval half-width asked of a figure, relative to its value
 N_GRID = (250, 500, 1000, 2000, 5000)
+#: the defaults of ``measure``, each capped by what the data holds: a few minutes of one
+#: CPU thread per card with a small CNN
+N_GENERATED, N_REFERENCE, N_TRAIN = 1000, 2500, 5000
 #: near copies (the share of samples closer to a training image than 99% of held-out
 #: images are) at which the memorization check counts as flagging a set
 COPY_FLAG = 0.5
@@ -407,21 +410,23 @@ def n_for_interval(ys: Yardstick, data: HeldOut, groups: Tensor, grid: Sequence[
 
 
 def measure(extractor: Extractor | Yardstick, test_images: Tensor, test_labels: Tensor | None,
-            train_images: Tensor, *, n: int = 2000, n_reference: int | None = None,
-            n_train: int = 10000, seed: int = 0, grid: Sequence[int] = N_GRID,
+            train_images: Tensor, *, n: int | None = None, n_reference: int | None = None,
+            n_train: int = N_TRAIN, seed: int = 0, grid: Sequence[int] = N_GRID,
             draws: int = 100, baseline: Yardstick | None | bool = True,
             progress: Callable[[str], None] | None = None, device=None) -> dict:
     """The validity card of ``extractor`` as a dict (``validity_card.write_card`` writes
     it): held-out ``test_images`` (uint8, with their labels or None) cut into
-    ``n_reference`` reference images (default: half, at most 5000) and the pool the sets
-    of ``n`` images are drawn from; the copycat and the memorization check use
-    ``n_train`` of ``train_images``. ``baseline``: True for ``random_extractor`` of the
-    extractor's architecture, a Yardstick, or False/None for none."""
+    ``n_reference`` reference images (default: half, at most ``N_REFERENCE``) and the pool
+    the sets of ``n`` images are drawn from (default ``N_GENERATED``, at most the pool);
+    the copycat and the memorization check use ``n_train`` of ``train_images``.
+    ``baseline``: True for ``random_extractor`` of the extractor's architecture, a
+    Yardstick, or False/None."""
     ys = extractor if isinstance(extractor, Yardstick) else yardstick(extractor, device=device)
-    n_reference = n_reference or min(5000, test_images.shape[0] // 2)
+    n_reference = n_reference or min(N_REFERENCE, test_images.shape[0] // 2)
     train = train_images[torch.randperm(train_images.shape[0], generator=_gen(seed, 7))
                          [:n_train]]
     data = held_out(test_images, test_labels, train, n_reference, seed)
+    n = min(N_GENERATED, data.pool.shape[0]) if n is None else int(n)
     if not 2 * DC_NEAREST_K <= n <= data.pool.shape[0]:
         raise ConfigError(f"n must be in {2 * DC_NEAREST_K}..{data.pool.shape[0]} (the held-out "
                           f"images left after the {n_reference} reference images), got {n}")

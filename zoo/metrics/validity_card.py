@@ -36,6 +36,15 @@ def write_card(out_dir: str | os.PathLike, card: dict, figure: bool = True) -> l
     return paths
 
 
+def default_dir(name: str, weights: str | os.PathLike) -> Path:
+    """Where a card goes unless told: ``<name>-card/`` beside the weights, or
+    ``extractor-cards/<name>/`` for an extractor shipped in the package."""
+    weights = Path(weights).resolve()
+    if weights.parent == (Path(__file__).resolve().parent / "weights"):
+        return Path("extractor-cards") / name
+    return weights.parent / f"{name}-card"
+
+
 def _fmt(figure: str, v: float) -> str:
     return _FORMATS.get(figure, "{:.3f}").format(v)
 

@@ -23,6 +23,12 @@ def test_spearman_and_the_verdict_follow_the_expected_direction():
     assert validity.verdict(-0.9, -1) == "pass"
     assert validity.verdict(-0.8, -1) == "fail"
     assert validity.verdict(0.3, 0) == "n/a"
+    assert validity.verdict(validity.spearman([5, 4, 2, 3, 1]), -1) == "pass"  # -0.9 exactly
+    # recall at its floor: never rises, but ties cost the rank correlation
+    assert validity.spearman([0.58, 0.04, 0.0, 0.0, 0.0]) < -0.85
+    assert validity.saturates([0.58, 0.04, 0.0, 0.0, 0.0], -1)
+    assert not validity.saturates([0.90, 0.92, 0.91, 0.90, 0.88], -1)  # a step the wrong way
+    assert not validity.saturates([1, 2, 3, 4, 5], +1)  # no stall: a pass
     expected = validity.EXPECTED
     assert expected["noise"]["fid"] == +1 and expected["blur"]["kid"] == +1
     assert all(expected["noise"][f] == -1
@@ -178,3 +184,22 @@ def test_the_card_command_refuses_in_one_line(tmp_path):
                                   check=False), "--n must be >= 1")
     assert_one_line_error(run_zoo("extractor", "card", "mnist-classifier", "--n", "99999",
                                   check=False), "n must be in")
+
+
+def test_zoo_extractor_train_writes_the_card_beside_the_weights(tmp_path, monkeypatch,
+                                                               one_thread, cache_env):
+    from zoo import data
+    from zoo.cli import main
+
+    load = data.load
+    monkeypatch.setattr(data, "load", lambda *a, **k: tuple(t[:300] for t in load(*a, **k)))
+    ext = tmp_path / "ext"
+    assert main(["extractor", "train", "--dataset", "mnist", "--epochs", "1", "--limit", "256",
+                 "--batch-size", "64", "--channels", "8,16", "--feature-dim", "16",
+                 "--threads", "1", "--card", "--out", str(ext)]) == 0
+    card = json.loads((ext / "mnist-classifier-card" / "card.json").read_text())
+    weights = json.loads((ext / "mnist-classifier.json").read_text())
+    assert card["extractor_weights_sha256"] == weights["sha256"]
+    assert card["dataset"] == "mnist" and card["n_reference"] == 150
+    assert card["n_for_interval"]["grid"] == [150]  # the grid capped at the pool
+    assert (ext / "mnist-classifier-card" / "card.md").is_file()

@@ -308,7 +308,16 @@ def spearman(values: Sequence[float]) -> float:
     v = np.asarray(values, dtype=np.float64)
     if not np.all(np.isfinite(v)) or np.ptp(v) == 0:
         return 0.0
-    return float(spearmanr(np.arange(1, len(v) + 1), v).statistic)
+    # rounded: a rank correlation of five points is a multiple of 0.05, and 0.8999...
+    # must not fail a check at 0.9
+    return round(float(spearmanr(np.arange(1, len(v) + 1), v).statistic), 6)
+
+
+def saturates(values: Sequence[float], expected: int) -> bool:
+    """Whether ``values`` never step against the ``expected`` direction but stall (ties,
+    e.g. a figure at its floor): a failed check of a figure that did respond."""
+    steps = np.diff(np.asarray(values, dtype=np.float64)) * expected
+    return expected != 0 and bool(np.all(steps >= 0)) and bool(np.any(steps == 0))
 
 
 def verdict(rho: float, expected: int) -> str:
@@ -322,8 +331,8 @@ def verdict(rho: float, expected: int) -> str:
 def response(ys: Yardstick, data: HeldOut, n: int, groups: Tensor, seed: int = 0,
              progress: Callable[[str], None] | None = None) -> dict:
     """How each figure under ``ys`` responds to each defect: ``{"clean": {figure: value},
-    "defects": {defect: {"levels", "values": {figure: [5]}, "rho", "expected",
-    "verdict"}}}``."""
+    "defects": {defect: {"levels", "values": {figure: [5]}, "rho", "expected", "verdict",
+    "saturates": [failed figures that only stall, see ``saturates``]}}}``."""
     real = ys.features(data.reference)
     train = ys.features(data.train)
     clean = figures(ys.features(defective("noise", 0, data, n, groups, seed)), real, train)
@@ -338,7 +347,9 @@ def response(ys: Yardstick, data: HeldOut, n: int, groups: Tensor, seed: int = 0
         out["defects"][defect] = {
             "levels": list(LEVELS[defect]), "values": values, "rho": rho,
             "expected": dict(EXPECTED[defect]),
-            "verdict": {f: verdict(rho[f], EXPECTED[defect][f]) for f in FIGURES}}
+            "verdict": {f: verdict(rho[f], EXPECTED[defect][f]) for f in FIGURES},
+            "saturates": [f for f in FIGURES if verdict(rho[f], EXPECTED[defect][f]) == "fail"
+                          and saturates(values[f], EXPECTED[defect][f])]}
     return out
 
 
@@ -398,10 +409,11 @@ def n_for_interval(ys: Yardstick, data: HeldOut, groups: Tensor, grid: Sequence[
     {N: relative half-width}}, "n": {figure: N or None}}``."""
     middle = (len(LEVELS["noise"]) + 1) // 2
     n = data.pool.shape[0]
+    grid = sorted({min(int(g), n) for g in grid})  # capped by what the pool holds
     probe = ys.features(defective("noise", middle, data, n, groups, seed))
     widths = relative_halfwidths(probe, ys.features(data.reference), grid, draws, seed)
     return {"set": f"the {n} pool images with noise sigma {LEVELS['noise'][middle - 1]} x 255",
-            "grid": sorted(g for g in grid if g <= n), "draws": draws,
+            "grid": grid, "draws": draws,
             "halfwidth": {f: {str(k): v for k, v in w.items()} for f, w in widths.items()},
             "n": {f: smallest_n(w) for f, w in widths.items()}}
 

@@ -16,7 +16,6 @@ from ..core import atomic_write
 CARD_JSON, CARD_MD, CARD_PNG = "card.json", "card.md", "card.png"
 #: the committed cards of the shipped extractors, in a source checkout
 REPO_CARDS = Path(__file__).resolve().parents[2] / "reports" / "extractor-cards"
-_FORMATS = {"fid": "{:.3f}", "kid": "{:.4f}"}
 _SHORT = {"memorization_ratio": "memo ratio", "near_copies": "near copies",
           "drop_classes": "drop classes"}
 
@@ -45,15 +44,17 @@ def default_dir(name: str, weights: str | os.PathLike) -> Path:
     return weights.parent / f"{name}-card"
 
 
-def _fmt(figure: str, v: float) -> str:
-    return _FORMATS.get(figure, "{:.3f}").format(v)
+def _fmt(v: float) -> str:
+    return f"{v:.4g}"
 
 
 def _cell(d: dict, f: str) -> str:
     rho, v = d["rho"][f], d["verdict"][f]
     if v == "n/a":
         return f"({rho:+.2f})"
-    return f"{rho:+.2f} ok" if v == "pass" else f"**{rho:+.2f} FAIL**"
+    if v == "pass":
+        return f"{rho:+.2f} ok"
+    return f"**{rho:+.2f} FAIL**" + (" (stalls)" if f in d.get("saturates", ()) else "")
 
 
 def response_table(res: dict) -> list[str]:
@@ -72,11 +73,11 @@ def values_table(res: dict) -> list[str]:
     figs = list(res["clean"])
     lines = ["| defect | severity | " + " | ".join(_SHORT.get(f, f) for f in figs) + " |",
              "|---|---|" + "---|" * len(figs),
-             "| clean | 0 | " + " | ".join(_fmt(f, res["clean"][f]) for f in figs) + " |"]
+             "| clean | 0 | " + " | ".join(_fmt(res["clean"][f]) for f in figs) + " |"]
     for defect, d in res["defects"].items():
         for i, level in enumerate(d["levels"]):
             lines.append(f"| {_SHORT.get(defect, defect)} | {level:g} | "
-                         + " | ".join(_fmt(f, d["values"][f][i]) for f in figs) + " |")
+                         + " | ".join(_fmt(d["values"][f][i]) for f in figs) + " |")
     return lines
 
 
@@ -106,7 +107,9 @@ def markdown(card: dict, figure: str | None = None) -> str:
         f"{card['classes']}; seed {card['seed']}.", "",
         "## How each figure responds to graded defects", "",
         f"Spearman's rho between severity (1..5) and the figure. `ok`: it moves the "
-        f"expected way with |rho| >= {card['rho_pass']}; **FAIL**: it does not; "
+        f"expected way with |rho| >= {card['rho_pass']}; **FAIL**: it does not (`stalls`: "
+        "it never moves the wrong way but stops moving, e.g. at its floor, so the "
+        "severities past that point cannot be told apart); "
         "(in brackets): no direction expected (precision and density measure fidelity, "
         "so real images with classes missing need not lower them; the quality figures "
         "are not expected to see a copycat, the memorization check is). FID and KID "
@@ -123,7 +126,10 @@ def markdown(card: dict, figure: str | None = None) -> str:
                   "what training the extractor added.", "",
                   *response_table(base), ""]
     lines += ["## Verdict", ""]
-    lines += [f"- **{w}**: {f} does not respond to {d} as expected (rho {r:+.2f})"
+    stalls = {(w, d, f) for w, res in card["responses"].items()
+              for d, row in res["defects"].items() for f in row.get("saturates", ())}
+    lines += [f"- **{w}**: {f} does not respond to {d} as expected (rho {r:+.2f}"
+              + ("; it stalls" if (w, d, f) in stalls else "") + ")"
               for w, d, f, r in fails] or ["- every figure responds as expected"]
     for who, c in card["copycat"].items():
         lines.append(f"- {who}: the memorization check {'flags' if c['flagged'] else 'MISSES'} "

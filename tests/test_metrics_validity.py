@@ -6,7 +6,6 @@ import json
 
 import pytest
 import torch
-from helpers import assert_one_line_error, run_zoo
 
 from zoo.metrics import validity
 from zoo.metrics.validity_card import find_card, markdown, write_card
@@ -175,15 +174,20 @@ def test_the_report_links_the_card_of_its_extractor(tmp_path, monkeypatch):
     assert "no validity card" in other[0][1]
 
 
-def test_the_card_command_refuses_in_one_line(tmp_path):
-    assert_one_line_error(run_zoo("extractor", "card", "no-such-extractor", check=False),
-                          "unknown feature extractor")
-    assert_one_line_error(run_zoo("extractor", "card", str(tmp_path), check=False),
-                          "holds 0 extractors")
-    assert_one_line_error(run_zoo("extractor", "card", "mnist-classifier", "--n", "0",
-                                  check=False), "--n must be >= 1")
-    assert_one_line_error(run_zoo("extractor", "card", "mnist-classifier", "--n", "99999",
-                                  check=False), "n must be in")
+@pytest.mark.parametrize("args, needle", [
+    (["no-such-extractor"], "unknown feature extractor"),
+    (["{tmp}"], "holds 0 extractors"),
+    (["mnist-classifier", "--n", "0"], "--n must be >= 1"),
+    (["mnist-classifier", "--n", "99999"], "n must be in"),
+])
+def test_the_card_command_refuses_in_one_line(tmp_path, capsys, args, needle):
+    from zoo.cli import main
+
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    assert main(["extractor", "card", *args, "--out", str(tmp_path / "card")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("zoo: error:") and needle in err and "\n" not in err, err
+    assert not (tmp_path / "card").exists()
 
 
 def test_zoo_extractor_train_writes_the_card_beside_the_weights(tmp_path, monkeypatch,

@@ -161,7 +161,9 @@ def test_the_report_links_the_card_of_its_extractor(tmp_path, monkeypatch):
     card_dir = tmp_path / "cards" / "mnist-classifier"
     card_dir.mkdir(parents=True)
     (card_dir / "card.json").write_text(json.dumps(
-        {"extractor": "mnist-classifier", "extractor_weights_sha256": "abc"}))
+        {"extractor": "mnist-classifier", "extractor_weights_sha256": "abc",
+         "failures": [["extractor", "blur", "recall", -0.89],
+                      ["baseline", "noise", "fid", 0.1]]}))
     (card_dir / "card.md").write_text("# card\n")
     monkeypatch.setattr(validity_card, "REPO_CARDS", tmp_path / "cards")
     run = tmp_path / "bench"
@@ -169,7 +171,8 @@ def test_the_report_links_the_card_of_its_extractor(tmp_path, monkeypatch):
     rows = [{"extractor": "mnist-classifier", "extractor_hash": "abc"}]
     items = report._card_links(rows, run)
     assert items == [(1, "mnist-classifier: [validity card](../cards/mnist-classifier/card.md)"
-                         " (how each figure responds to graded defects; which fail)")]
+                         " (how each figure responds to graded defects); flagged, not "
+                         "monotone in its defect: recall under blur")]
     other = report._card_links([{"extractor": "mnist-classifier", "extractor_hash": "x"}], run)
     assert "no validity card" in other[0][1]
 

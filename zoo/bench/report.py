@@ -614,8 +614,11 @@ def _card_links(rows: list[dict], run_dir: Path | None) -> list[tuple[int, str]]
             continue
         href = quote(Path(os.path.relpath(card.resolve(), Path(run_dir or ".").resolve()))
                      .as_posix())
+        fails = validity_card.failing(card)
         out.append((1, f"{markup.text(name)}: [validity card]({href}) (how each figure "
-                       "responds to graded defects; which fail)"))
+                       "responds to graded defects); "
+                       + (f"flagged, not monotone in its defect: {', '.join(fails)}" if fails
+                          else "every figure responds as expected")))
     return out
 
 

@@ -186,3 +186,11 @@ def find_card(name: str, sha256: str | None, places: list[Path] | None = None
                 and (Path(place) / CARD_MD).is_file():
             return Path(place) / CARD_MD
     return None
+
+
+def failing(card_md: Path) -> list[str]:
+    """``<figure> under <defect>`` of each check the extractor (not its baseline) fails, from
+    the ``card.json`` beside ``card_md``."""
+    card = json.loads((Path(card_md).parent / CARD_JSON).read_text())
+    return [f"{f} under {d}" for who, d, f, _ in card.get("failures", ())
+            if who == "extractor"]

@@ -210,3 +210,14 @@ def test_zoo_extractor_train_writes_the_card_beside_the_weights(tmp_path, monkey
     assert card["dataset"] == "mnist" and card["n_reference"] == 150
     assert card["n_for_interval"]["grid"] == [150]  # the grid capped at the pool
     assert (ext / "mnist-classifier-card" / "card.md").is_file()
+
+
+def test_unlabelled_images_drop_k_means_clusters():
+    test, _ = _toy(400, 0)
+    train, _ = _toy(300, 1)
+    ys = validity.Yardstick("pixels", "0" * 64, _pixels)
+    card = validity.measure(ys, test, None, train, n=100, n_reference=200, n_train=200,
+                            grid=(100,), draws=10, baseline=False)
+    assert card["classes"].startswith("k-means") and set(card["responses"]) == {"extractor"}
+    drop = card["responses"]["extractor"]["defects"]["drop_classes"]
+    assert drop["verdict"]["coverage"] == "pass"  # clusters of the toy classes: mode dropping

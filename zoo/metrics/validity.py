@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..core import ConfigError
+from ..errors import ZooError
 from .density_coverage import density_coverage
 from .features import ClassifierConfig, ClassifierNet, Extractor, save_bytes
 from .intervals import bootstrap_intervals, fid_draws, kid_draws, pr_draws
@@ -124,7 +125,7 @@ def _classifier_config(extractor: Extractor) -> ClassifierConfig | None:
 
     try:
         cfg = classifier_card(extractor.weights)[0]["config"]
-    except Exception:  # noqa: BLE001 - not a classifier (InceptionV3): a default config
+    except ZooError:  # not a classifier (InceptionV3): a default config
         return None
     return ClassifierConfig(**{**cfg, "channels": tuple(cfg["channels"])})
 

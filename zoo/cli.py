@@ -643,7 +643,58 @@ def cmd_extractor_train(args) -> int:
         weights = Path(args.out) / f"{card['name']}.pt"
         print(f"wrote {weights} (test accuracy {card['test_accuracy']:.4f}); use it with "
               f"`zoo eval RUN --extractor {shlex.quote(str(weights))}`")
+        if args.card:
+            from .metrics.features import resolve_extractor
+
+            _write_validity_card(resolve_extractor(str(weights), None, announce=False),
+                                 dataset, None, args.root)
     return 0
+
+
+def cmd_extractor_card(args) -> int:
+    """Measure an extractor's validity card and write card.json, card.md and card.png."""
+    from .metrics.features import classifier_card, resolve_extractor
+
+    _at_least_one(args.n, "--n")
+    _at_least_one(args.draws, "--draws")
+    spec = _card_extractor(args.extractor)
+    ext = resolve_extractor(spec, None, announce=False)
+    dataset = args.dataset
+    if dataset is None:
+        try:
+            dataset = classifier_card(ext.weights)[0]["dataset"]
+        except ZooError:
+            raise ConfigError(f"{ext.name} names no dataset: give it with --dataset") from None
+    _write_validity_card(ext, dataset, Path(args.out) if args.out else None, args.root,
+                         n=args.n, seed=args.seed, draws=args.draws,
+                         baseline=not args.no_baseline)
+    return 0
+
+
+def _write_validity_card(ext, dataset, out: Path | None, root, **options) -> None:
+    """Measure ``ext``'s validity card on ``dataset`` and write it to ``out`` (default:
+    ``validity_card.default_dir``), saying where and which figures fail."""
+    from .metrics import validity, validity_card
+
+    out = out or validity_card.default_dir(ext.name, ext.weights)
+    with Progress(f"card {ext.name}") as job:
+        card = validity.dataset_card(ext, dataset, root=root, progress=job.stage, **options)
+    paths = validity_card.write_card(out, card)
+    fails = ", ".join(f"{f} under {d}" for who, d, f, _ in card["failures"]
+                      if who == "extractor") or "none"
+    print(f"wrote {paths[1]}; figures that fail their check: {fails}")
+
+
+def _card_extractor(given: str) -> str:
+    """A shipped name or a .pt path as given; a folder: the one classifier .pt in it."""
+    path = Path(given)
+    if not path.is_dir():
+        return given
+    found = sorted(p for p in path.glob("*.pt") if p.with_suffix(".json").is_file())
+    if len(found) != 1:
+        raise ConfigError(f"{given} holds {len(found)} extractors (a .pt with its .json "
+                          "card); name the .pt file")
+    return str(found[0])
 
 
 def _int_list(text: str, flag: str) -> tuple[int, ...]:
@@ -822,7 +873,27 @@ def _extractor_parser(sub) -> None:
     t.add_argument("--channels", help="the conv stages' widths, default 32,64,128")
     t.add_argument("--feature-dim", type=int, help="the feature layer's width, default 128")
     t.add_argument("--limit", type=int, help="use the first N images of each split only")
+    t.add_argument("--card", action="store_true",
+                   help="also measure its validity card into DIR/DATASET-classifier-card/ "
+                   "(`zoo extractor card`; a few minutes on a CPU)")
     t.set_defaults(func=cmd_extractor_train)
+    c = esub.add_parser("card", help="an extractor's validity card: how FID, KID, precision, "
+                        "recall, density, coverage and the memorization check respond to "
+                        "graded defects, and the N each needs")
+    c.add_argument("extractor", metavar="DIR_OR_NAME",
+                   help="a shipped extractor's name, a classifier .pt, or its folder")
+    c.add_argument("--dataset", help="the held-out images' dataset (default: the extractor's)")
+    c.add_argument("--n", type=int,
+                   help="images per defective set (default 1000, at most the held-out "
+                   "images left beside the reference)")
+    c.add_argument("--draws", type=int, default=100,
+                   help="bootstrap draws for the N a 5%% interval needs (default 100)")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--no-baseline", action="store_true",
+                   help="skip the randomly initialised network's rows")
+    c.add_argument("--out", help="the card's folder (default: beside the weights, "
+                   "<name>-card/; extractor-cards/<name>/ for a shipped one)")
+    c.set_defaults(func=cmd_extractor_card)
 
 
 def main(argv: list[str] | None = None) -> int:

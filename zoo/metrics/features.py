@@ -43,7 +43,7 @@ from torch_fidelity import FeatureExtractorBase, FeatureExtractorInceptionV3
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
 
 from .. import data as zdata
-from ..core import CheckpointError, ConfigError, atomic_write, first_line, torch_load
+from ..core import CheckpointError, ConfigError, DataError, atomic_write, first_line, torch_load
 from ..errors import MetricsError  # defined there so that zoo.sampling can raise it too
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -252,7 +252,10 @@ def extractor_cache() -> Path:
 def cached_extractor(dataset, root: str | os.PathLike | None = None) -> Path | None:
     """The weights of the extractor made for ``dataset`` (keyed by the content hash of
     its training split, so a moved or renamed copy finds it too), or None."""
-    folder = extractor_cache() / zdata.content_hash(dataset, "train", root)
+    try:
+        folder = extractor_cache() / zdata.content_hash(dataset, "train", root)
+    except DataError:  # its files are missing or unreadable: nothing was made from them
+        return None
     for card in sorted(folder.glob("*.json")) if folder.is_dir() else ():
         if card.with_suffix(".pt").is_file():
             return card.with_suffix(".pt")
@@ -513,9 +516,8 @@ def resolve_extractor(
         except MetricsError as e:
             if ds is None:
                 raise
-            raise MetricsError(f"no feature extractor for {ds}: zoo ships no classifier for "
-                               f"it, none was made for it and {e}; "
-                               f"{make_extractor_hint(ds)}") from None
+            raise MetricsError(f"no feature extractor for {ds}: {make_extractor_hint(ds)}. "
+                               f"(zoo ships no classifier for it, and {e})") from None
         ext = _inception(path, f"default: no classifier is shipped for {dataset!r}, "
                          "InceptionV3 weights downloaded")
     if announce:

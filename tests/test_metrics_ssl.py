@@ -164,3 +164,24 @@ def test_extractor_data_is_the_train_action():
     for kept in (["extractor", "card", "dir"], ["extractor", "train", "--dataset", "d"],
                  ["extractor", "--help"], ["eval", "extractor"]):
         assert _extractor_argv(kept, actions) == kept
+
+
+def test_labelled_data_gets_a_classifier_and_unlabelled_replaces_it_in_the_cache(
+        tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "shapes"
+    for k, colour in enumerate(((250, 20, 20), (20, 20, 250))):
+        (root / f"c{k}").mkdir(parents=True)
+        for i in range(20):
+            im = np.full((12, 12, 3), colour, dtype=np.uint8)
+            im[i % 12] = 128
+            Image.fromarray(im).save(root / f"c{k}" / f"{i:02d}.png")
+    tiny = ["--channels", "4,8", "--feature-dim", "8", "--threads", "1", "--batch-size", "8"]
+    assert main(["extractor", str(root), "--epochs", "1", *tiny]) == 0
+    assert "test accuracy" in capsys.readouterr().out
+    cached = feats.cached_extractor(str(root))
+    assert cached.name == "shapes-classifier.pt"
+    assert feats.resolve_extractor(None, str(root), announce=False).logits
+    assert main(["extractor", str(root), "--unlabelled", "--steps", "2", *tiny]) == 0
+    assert sorted(p.name for p in feats.cached_extractor(str(root)).parent.iterdir()) == \
+        ["shapes-ssl.json", "shapes-ssl.pt"]

@@ -839,9 +839,9 @@ def _extractor_parser(sub) -> dict:
                    help="ignore the labels: a self-supervised encoder even for labelled data")
     # defaults (None): zoo.metrics.extractor_training.TrainOptions's and ssl.SSLOptions's
     t.add_argument("--epochs", type=int, help="classifier: default 6")
-    t.add_argument("--steps", type=int, help="self-supervised: default 500")
+    t.add_argument("--steps", type=int, help="self-supervised: default 600")
     t.add_argument("--temperature", type=float, help="self-supervised: NT-Xent's, default 0.2")
-    t.add_argument("--batch-size", type=int, help="default 128 (classifier), 256 (encoder)")
+    t.add_argument("--batch-size", type=int, help="default 128")
     t.add_argument("--lr", type=float, help="peak learning rate, default 0.05 (classifier, "
                    "SGD), 0.002 (encoder, AdamW)")
     t.add_argument("--weight-decay", type=float)

@@ -7,7 +7,7 @@ The objective is SimCLR's NT-Xent (Chen et al. 2020): two augmented views of eac
 pulled together against the other 2B - 2 views of the batch. Chosen over BYOL (a second,
 momentum network: twice the forward passes on a CPU budget) and VICReg (its variance and
 covariance terms want a wide expander, 2048+ units, to work): NT-Xent trains a small
-encoder well at batch 256 with a 64-unit projector, needs one network, and its loss has
+encoder well at batch 128 with a 64-unit projector, needs one network, and its loss has
 a reference point (log(2B - 1) when the views are not told apart at all).
 
 The augmentations suit 28x28 and 32x32 images, made in one batched affine resampling
@@ -59,8 +59,8 @@ OBJECTIVE = "simclr-nt-xent"
 
 @dataclasses.dataclass
 class SSLOptions:
-    steps: int = 500
-    batch_size: int = 256
+    steps: int = 600
+    batch_size: int = 128
     lr: float = 2e-3
     weight_decay: float = 1e-4
     temperature: float = 0.2

@@ -4,7 +4,7 @@ Two kinds, both ``torch_fidelity.FeatureExtractorBase`` subclasses so every metr
 through one torch-fidelity pipeline on uint8 ``[N, C, H, W]`` batches:
 
 - ``<dataset>-classifier`` (``mnist-classifier``, ``fashion-mnist-classifier``): small CNNs
-  trained by ``zoo extractor train`` (``zoo.metrics.extractor_training``) and shipped in
+  trained by ``zoo extractor`` (``zoo.metrics.extractor_training``) and shipped in
   ``weights/`` with a JSON card (dataset, architecture, test accuracy, sha256). Layer
   ``features`` (the penultimate layer) feeds FID/KID/PR; layer ``logits`` feeds IS.
 - ``<data>-ssl``: a self-supervised encoder of the same architecture without class

@@ -177,10 +177,25 @@ def test_default_output_fits_120_columns_and_wide_has_every_column(tmp_path, cap
     assert header.split()[:4] == ["row", "metric", "base", "new"] and "detectable" in header
 
 
+@pytest.mark.parametrize("change", [{"extractor": "inception-v3-compat"},
+                                    {"extractor_hash": "b" * 64}])
+def test_runs_measured_with_different_extractors_are_not_compared(tmp_path, capsys, change):
+    base_row = _row(22.7, extractor_hash="a" * 64)
+    base = _run(tmp_path / "base", base_row)
+    new = _run(tmp_path / "new", {**base_row, **change})
+    assert main(["compare", str(base), str(new)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("zoo: error: the runs were measured with different feature "
+                          "extractors (mnist / vae / default: classifier (sha256 aaaaaaaaaaaa)")
+    assert "are not comparable" in err and "\n" not in err
+    # a row without quality figures in one run (no extractor) is no conflict
+    compare_dirs(base, _run(tmp_path / "none", {**base_row, "extractor": None}))
+
+
 @pytest.mark.parametrize("change, label", [
     ({"train_steps": 30}, "budget"), ({"train_flops": 1e12}, "budget"),
     ({"params": 999}, "model config"), ({"config_hash": "other"}, "model config"),
-    ({"extractor": "inception-v3-compat"}, "extractor"), ({"n_samples": 500}, "N"),
+    ({"n_samples": 500}, "N"),
     ({"nll_images": 100}, "N"),
 ])
 def test_a_warning_line_when_the_runs_differ_in_a_setting(tmp_path, change, label):

@@ -30,7 +30,7 @@ def test_training_is_deterministic_and_writes_a_loadable_classifier(tmp_path):
     net, card = feats.load_classifier(tmp_path / "a" / "mnist-classifier.pt")
     assert card["sha256"] == a["sha256"] and card["train"]["limit"] == 512
     assert card["test_images"] == 512 and 0.0 <= card["test_accuracy"] <= 1.0
-    assert card["command"] == "zoo extractor train"
+    assert card["command"] == "zoo extractor" and card["kind"] == "classifier"
     assert net(torch.zeros(2, 1, 28, 28, dtype=torch.uint8))[1].shape == (2, 10)
 
 

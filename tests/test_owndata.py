@@ -362,7 +362,7 @@ def test_metrics_on_own_data(mnist_folder, tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     x, _ = data.load(mnist_folder, "test")
     with pytest.raises(metrics.MetricsError,
-                       match=r"`zoo extractor train --dataset .*digits --out DIR`"):
+                       match=r"`zoo extractor .*digits`"):
         metrics.evaluate(x, str(mnist_folder), metrics="fid", cache_dir=tmp_path / "c")
     from zoo.metrics import extractor_training as script
 

@@ -475,6 +475,10 @@ def cmd_eval(args) -> int:
     check_memory(2 * args.n * c * h * w, f"{args.n:,} samples of {c}x{h}x{w}",
                  "evaluate fewer samples (-n)")
     dataset = _run_dataset(args)
+    if args.extractor == "auto":  # the one made for this data, made now if there is none
+        from .metrics import ssl
+
+        args.extractor = str(ssl.ensure(dataset, args.root))
     if chosen is None:
         _add_class_metrics(args, model, dataset)
     options = {k: literal_value(v) for k, v in _parse_sets(args.set)}
@@ -517,10 +521,10 @@ def _add_class_metrics(args, model, dataset: str) -> None:
     extra = ("class_tv",) + (("class_accuracy", "intra_fid") if model.conditional else ())
     ext = metrics.resolve_extractor(args.extractor, dataset, args.inception_weights,
                                     announce=False)
-    if ext.name != metrics.INCEPTION:
+    if ext.kind == "classifier":
         args.metrics = ",".join(metric_registry.normalize_metrics(
             args.metrics.split(",") + list(extra)))
-    else:
+    elif ext.name == metrics.INCEPTION:
         print(f"zoo eval: {', '.join(extra)} need the dataset's classifier (its classes); "
               f"add --extractor {dataset}-classifier --metrics ...,"
               f"{','.join(extra)} for them", file=sys.stderr)
@@ -659,24 +663,92 @@ def cmd_compare(args) -> int:
 
 
 def cmd_extractor_train(args) -> int:
-    """Train a metrics classifier per --dataset into --out (the extractor of FID, KID, ...)."""
+    """Make the feature extractor of each DATA (the extractor of FID, KID, ...): its
+    classifier where it has labels, else (or with --unlabelled) a self-supervised encoder;
+    into --out and the cache that zoo eval, zoo bench and the harness look in."""
     from .metrics import extractor_training as et
+    from .metrics import ssl
 
-    given = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
-             "weight_decay": args.weight_decay, "shift": args.shift, "seed": args.seed,
-             "threads": args.threads, "device": args.device, "feature_dim": args.feature_dim,
-             "limit": args.limit, "bf16": not args.no_bf16,
-             "hflip": None if args.hflip == "auto" else args.hflip == "on",
-             "channels": args.channels and _int_list(args.channels, "--channels")}
-    opts = et.TrainOptions(**{k: v for k, v in given.items()
-                              if v is not None or k in ("hflip", "limit")})
-    et.check(opts)
-    for dataset in args.dataset:
-        card = et.train(dataset, opts, Path(args.out), args.root)
-        weights = Path(args.out) / f"{card['name']}.pt"
-        print(f"wrote {weights} (test accuracy {card['test_accuracy']:.4f}); use it with "
-              f"`zoo eval RUN --extractor {shlex.quote(str(weights))}`")
+    datasets = [*args.data, *(args.dataset or [])]
+    if not datasets:
+        raise ConfigError("zoo extractor needs DATA: a built-in name, a folder of images or "
+                          "a .npz (e.g. zoo extractor ./my_images --out ext)")
+    channels = args.channels and _int_list(args.channels, "--channels")
+    shared = {"batch_size": args.batch_size, "lr": args.lr, "weight_decay": args.weight_decay,
+              "shift": args.shift, "seed": args.seed, "threads": args.threads,
+              "device": args.device, "feature_dim": args.feature_dim, "channels": channels,
+              "limit": args.limit, "bf16": not args.no_bf16,
+              "hflip": None if args.hflip == "auto" else args.hflip == "on"}
+    kept = ("hflip", "limit")  # None means something for these: keep it
+
+    def options(cls, **own):
+        return cls(**{k: v for k, v in {**shared, **own}.items() if v is not None or k in kept})
+
+    cls_opts = options(et.TrainOptions, epochs=args.epochs)
+    ssl_opts = options(ssl.SSLOptions, steps=args.steps, temperature=args.temperature)
+    et.check(cls_opts)
+    ssl.check(ssl_opts)
+    out = Path(args.out) if args.out else None
+    for dataset in datasets:
+        card, cached = ssl.make(dataset, out, unlabelled=args.unlabelled, ssl=ssl_opts,
+                                classifier=cls_opts, root=args.root)
+        weights = out / f"{card['name']}.pt" if out else cached
+        how = (f"test accuracy {card['test_accuracy']:.4f}" if card["kind"] == "classifier"
+               else f"{card['objective']} loss {card['final_loss']:.4f}")
+        print(f"wrote {weights} ({how}); zoo eval, zoo bench and the harness use it for "
+              f"this data without flags (cached in {cached.parent})")
+        if args.card:
+            from .metrics.features import resolve_extractor
+
+            _write_validity_card(resolve_extractor(str(weights), None, announce=False),
+                                 dataset, None, args.root)
     return 0
+
+
+def cmd_extractor_card(args) -> int:
+    """Measure an extractor's validity card and write card.json, card.md and card.png."""
+    from .metrics.features import classifier_card, resolve_extractor
+
+    _at_least_one(args.n, "--n")
+    _at_least_one(args.draws, "--draws")
+    spec = _card_extractor(args.extractor)
+    ext = resolve_extractor(spec, None, announce=False)
+    dataset = args.dataset
+    if dataset is None:
+        try:
+            dataset = classifier_card(ext.weights)[0]["dataset"]
+        except ZooError:
+            raise ConfigError(f"{ext.name} names no dataset: give it with --dataset") from None
+    _write_validity_card(ext, dataset, Path(args.out) if args.out else None, args.root,
+                         n=args.n, seed=args.seed, draws=args.draws,
+                         baseline=not args.no_baseline)
+    return 0
+
+
+def _write_validity_card(ext, dataset, out: Path | None, root, **options) -> None:
+    """Measure ``ext``'s validity card on ``dataset`` and write it to ``out`` (default:
+    ``validity_card.default_dir``), saying where and which figures fail."""
+    from .metrics import validity, validity_card
+
+    out = out or validity_card.default_dir(ext.name, ext.weights)
+    with Progress(f"card {ext.name}") as job:
+        card = validity.dataset_card(ext, dataset, root=root, progress=job.stage, **options)
+    paths = validity_card.write_card(out, card)
+    fails = ", ".join(f"{f} under {d}" for who, d, f, _ in card["failures"]
+                      if who == "extractor") or "none"
+    print(f"wrote {paths[1]}; figures that fail their check: {fails}")
+
+
+def _card_extractor(given: str) -> str:
+    """A shipped name or a .pt path as given; a folder: the one classifier .pt in it."""
+    path = Path(given)
+    if not path.is_dir():
+        return given
+    found = sorted(p for p in path.glob("*.pt") if p.with_suffix(".json").is_file())
+    if len(found) != 1:
+        raise ConfigError(f"{given} holds {len(found)} extractors (a .pt with its .json "
+                          "card); name the .pt file")
+    return str(found[0])
 
 
 def _int_list(text: str, flag: str) -> tuple[int, ...]:
@@ -774,9 +846,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--split", default="test", help="reference split (default test)")
     s.add_argument("-n", "--n", type=int, default=10000,
                    help="number of samples (default 10000; under torchrun write -n N)")
-    s.add_argument("--extractor", help="inception-v3-compat, <dataset>-classifier or classifier "
-                   "(default: InceptionV3 if its weights are on disk, else the dataset's "
-                   "classifier)")
+    s.add_argument("--extractor", help="inception-v3-compat, <dataset>-classifier, classifier, "
+                   "random (random weights, a baseline), auto (the one `zoo extractor DATA` "
+                   "made for this data, made now if there is none) or an extractor's .pt "
+                   "(default: the one made for this data, else InceptionV3 if its weights "
+                   "are on disk, else the dataset's classifier)")
     s.add_argument("--inception-weights", metavar="PATH",
                    help="torch-fidelity's InceptionV3 weights (or $ZOO_INCEPTION_WEIGHTS)")
     s.add_argument("--metrics", default=None,
@@ -850,24 +924,34 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--wide", action="store_true",
                    help="every column on every line (default: grouped by row, 120 columns)")
     s.set_defaults(func=cmd_compare)
-    _extractor_parser(sub)
+    p.extractor_actions = _extractor_parser(sub)
     return p
 
 
-def _extractor_parser(sub) -> None:
-    s = sub.add_parser("extractor", help="feature extractors for the metrics (FID, KID, ...)")
-    esub = s.add_subparsers(dest="extractor_command", required=True, metavar="ACTION")
-    t = esub.add_parser("train", help="train a dataset's classifier, the extractor of its "
-                        "FID/KID/IS/PR (any labelled dataset, your own folder included)")
-    t.add_argument("--dataset", action="append", required=True,
-                   help="a built-in name or a labelled folder/.npz, with options as in "
-                   "'path?size=32' (repeatable)")
-    t.add_argument("--out", default="extractors",
-                   help="where DATASET-classifier.pt and .json go (default extractors/)")
-    # defaults (None): zoo.metrics.extractor_training.TrainOptions's
-    t.add_argument("--epochs", type=int, help="default 6")
+def _extractor_parser(sub) -> dict:
+    """``zoo extractor``'s parser; returns its actions (``zoo extractor DATA`` is
+    ``zoo extractor train DATA``, see ``_extractor_argv``)."""
+    s = sub.add_parser("extractor", help="feature extractors for the metrics (FID, KID, ...): "
+                       "zoo extractor DATA [--out DIR] makes the one of your data")
+    esub = s.add_subparsers(dest="extractor_command", required=True, metavar="DATA | ACTION")
+    t = esub.add_parser("train", help="(the default action) make DATA's extractor: a "
+                        "classifier where it has labels, else a self-supervised encoder")
+    t.add_argument("data", nargs="*", metavar="DATA",
+                   help="a built-in name, a folder of images or a .npz, with options as in "
+                   "'path?size=32'")
+    t.add_argument("--dataset", action="append", help="DATA, the older spelling (repeatable)")
+    t.add_argument("--out", help="also write NAME.pt and NAME.json here (always: the cache, "
+                   "$ZOO_CACHE/extractors or ~/.cache/zoo/extractors, keyed by the data's "
+                   "content hash, where zoo eval finds it)")
+    t.add_argument("--unlabelled", action="store_true",
+                   help="ignore the labels: a self-supervised encoder even for labelled data")
+    # defaults (None): zoo.metrics.extractor_training.TrainOptions's and ssl.SSLOptions's
+    t.add_argument("--epochs", type=int, help="classifier: default 6")
+    t.add_argument("--steps", type=int, help="self-supervised: default 600")
+    t.add_argument("--temperature", type=float, help="self-supervised: NT-Xent's, default 0.2")
     t.add_argument("--batch-size", type=int, help="default 128")
-    t.add_argument("--lr", type=float, help="peak learning rate (one-cycle), default 0.05")
+    t.add_argument("--lr", type=float, help="peak learning rate, default 0.05 (classifier, "
+                   "SGD), 0.002 (encoder, AdamW)")
     t.add_argument("--weight-decay", type=float)
     t.add_argument("--shift", type=int, help="random shifts of up to N pixels (default 2)")
     t.add_argument("--hflip", choices=("auto", "on", "off"), default="auto",
@@ -879,12 +963,48 @@ def _extractor_parser(sub) -> None:
     t.add_argument("--channels", help="the conv stages' widths, default 32,64,128")
     t.add_argument("--feature-dim", type=int, help="the feature layer's width, default 128")
     t.add_argument("--limit", type=int, help="use the first N images of each split only")
+    t.add_argument("--card", action="store_true",
+                   help="also measure its validity card into DIR/DATASET-classifier-card/ "
+                   "(`zoo extractor card`; a few minutes on a CPU)")
+    _quiet(t)
     t.set_defaults(func=cmd_extractor_train)
+    c = esub.add_parser("card", help="an extractor's validity card: how FID, KID, precision, "
+                        "recall, density, coverage and the memorization check respond to "
+                        "graded defects, and the N each needs")
+    c.add_argument("extractor", metavar="DIR_OR_NAME",
+                   help="a shipped extractor's name, a classifier .pt, or its folder")
+    c.add_argument("--dataset", help="the held-out images' dataset (default: the extractor's)")
+    c.add_argument("--n", type=int,
+                   help="images per defective set (default 1000, at most the held-out "
+                   "images left beside the reference)")
+    c.add_argument("--draws", type=int, default=100,
+                   help="bootstrap draws for the N a 5%% interval needs (default 100)")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--no-baseline", action="store_true",
+                   help="skip the randomly initialised network's rows")
+    c.add_argument("--out", help="the card's folder (default: beside the weights, "
+                   "<name>-card/; extractor-cards/<name>/ for a shipped one)")
+    c.set_defaults(func=cmd_extractor_card)
+    return esub.choices
+
+
+def _extractor_argv(argv: list[str], actions) -> list[str]:
+    """``zoo extractor DATA ...`` as ``zoo extractor train DATA ...``: a word after
+    ``extractor`` that names no action is the data."""
+    i = 0
+    while i < len(argv) and argv[i].startswith("-"):  # global options: --root DIR
+        i += 1 if "=" in argv[i] or argv[i] in ("-h", "--help") else 2
+    if i + 1 < len(argv) and argv[i] == "extractor" and argv[i + 1] not in actions \
+            and not argv[i + 1].startswith("-"):
+        return [*argv[:i + 1], "train", *argv[i + 1:]]
+    return argv
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)  # the command as given
+    given = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(_extractor_argv(given, parser.extractor_actions))
+    args.argv = given  # the command as given
     try:
         interval()  # a wrong $ZOO_PROGRESS_INTERVAL is refused before any work
         if getattr(args, "seed", None) is not None:

@@ -33,8 +33,9 @@ is better or worse by its sign), and the table says "no interval" for it.
 
 The table fits 120 columns (grouped by row; ``wide=True``: every column on every line), and
 a warning line names each setting in which the two runs' rows differ (``SETTINGS``: the
-training budget, the model's configuration, the extractor, N): their figures do not
-measure the same thing.
+training budget, the model's configuration, N): their figures do not measure the same
+thing. Rows measured with different feature extractors (name or weights' sha256) are not
+compared at all: the comparison is refused with a line saying which.
 
 A run with ``seeds = K`` holds one row per training seed and their aggregate
 (``zoo.bench.seeds``); the gate judges the aggregate, whose interval combines the
@@ -87,7 +88,6 @@ def __getattr__(name: str):
 SETTINGS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("budget", ("train_steps", "train_flops")),
     ("model config", ("params", "config_hash")),
-    ("extractor", ("extractor", "extractor_hash")),
     ("N", ("n_samples", "n_reference", "nll_images", "recon_n")),
     ("reference split", ("ref_split",)),
 )
@@ -311,7 +311,26 @@ def _load(base, new, tolerances):
                           f"valid: {', '.join(schema.DIRECTION)}")
     base_rows = {schema.row_key(r): r for r in aggregated(read_results(base))}
     new_rows = {schema.row_key(r): r for r in aggregated(read_results(new))}
+    _same_extractor(base_rows, new_rows)
     return tol, base_rows, new_rows
+
+
+def _same_extractor(base_rows: dict, new_rows: dict) -> None:
+    """A ConfigError when a row of both runs was measured with different feature
+    extractors (name or weights): their FID, KID, ... are on different scales."""
+    for k, b in base_rows.items():
+        n = new_rows.get(k)
+        if n is None or not (present(b.get("extractor")) and present(n.get("extractor"))):
+            continue
+        was = (b.get("extractor"), b.get("extractor_hash"))
+        now = (n.get("extractor"), n.get("extractor_hash"))
+        if was != now:
+            def name(e):
+                return f"{e[0]} (sha256 {str(e[1])[:12]})"
+            raise ConfigError(f"the runs were measured with different feature extractors "
+                              f"({_row_name(b)}: {name(was)} in BASE, {name(now)} in NEW), "
+                              "so their figures are not comparable; evaluate both with the "
+                              "same extractor (a suite's extractor = ..., zoo eval --extractor)")
 
 
 def _judgements(tol, base_rows, new_rows) -> list[dict]:

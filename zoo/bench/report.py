@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
+from urllib.parse import quote
 
 from .. import markup
 from ..core import ConfigError, atomic_write
 from ..metrics import registry as metric_registry
+from ..metrics import validity_card
 from . import frame
 from .document import Block, Heading, Image, Items, Para, Table, to_html, to_markdown
 from .rows import (
@@ -554,7 +557,7 @@ def _distinct(rows: list[dict], col: str) -> list[str]:
     return vals
 
 
-def environment(rows: list[dict]) -> list[Block]:
+def environment(rows: list[dict], run_dir: Path | None = None) -> list[Block]:
     out: list[Block] = [Heading(2, "Environment")]
     combos: dict[tuple, list[dict]] = {}
     for r in rows:
@@ -589,9 +592,34 @@ def environment(rows: list[dict]) -> list[Block]:
         else:
             text = vals[0]
         items.append((0, f"{what}: {text}"))
+        if col == "extractor":
+            items += _card_links(rows, run_dir)
         if col == "n_reference":
             items += _small_references(rows)
     out.append(Items(items))
+    return out
+
+
+def _card_links(rows: list[dict], run_dir: Path | None) -> list[tuple[int, str]]:
+    """Under the extractor: a link to the validity card of each extractor the rows used
+    (``metrics.validity_card.find_card``, matched by its weights' sha256), or the command
+    that measures one."""
+    out = []
+    pairs = dict.fromkeys((r.get("extractor"), r.get("extractor_hash")) for r in rows
+                          if present(r.get("extractor")))
+    for name, sha in pairs:
+        card = validity_card.find_card(str(name), sha if present(sha) else None)
+        if card is None:
+            out.append((1, f"{markup.text(name)}: no validity card (`zoo extractor card "
+                           f"{markup.text(name)}` measures one)"))
+            continue
+        href = quote(Path(os.path.relpath(card.resolve(), Path(run_dir or ".").resolve()))
+                     .as_posix())
+        fails = validity_card.failing(card)
+        out.append((1, f"{markup.text(name)}: [validity card]({href}) (how each figure "
+                       "responds to graded defects); "
+                       + (f"flagged, not monotone in its defect: {', '.join(fails)}" if fails
+                          else "every figure responds as expected")))
     return out
 
 
@@ -729,7 +757,7 @@ def report_blocks(rows: list[dict], run_dir: Path, figs, partial: list[int],
             out += [Heading(3, title), Image(title, path.relative_to(run_dir).as_posix())]
     else:
         out.append(Para("No figures (no row has the figures they plot)."))
-    out += environment(rows)
+    out += environment(rows, run_dir)
     out += grids(rows, run_dir)
     return out
 

@@ -1,7 +1,8 @@
 """Train a metrics classifier (``<dataset>-classifier``), the extractor zoo ships for
-FID/KID/IS/PR on MNIST and Fashion-MNIST: ``zoo extractor train``.
+FID/KID/IS/PR on MNIST and Fashion-MNIST, and what ``zoo extractor DATA`` makes for
+labelled data (unlabelled data gets a self-supervised encoder, ``zoo.metrics.ssl``).
 
-    zoo extractor train --dataset ./my_images --out extractors
+    zoo extractor ./my_images --out extractors
     zoo extractor train --dataset mnist --dataset fashion-mnist --out zoo/metrics/weights
 
 For each dataset: train ``zoo.metrics.features.ClassifierNet`` on the train split
@@ -12,7 +13,8 @@ channels-last), measure the test accuracy in float32, and write
 labelled dataset ``zoo.data.load`` returns, any channel count or image size: a built-in
 name, or your own folder with one subfolder per class (or a .npz with labels), with
 options as in ``path?size=32``; its classifier is ``<folder name>-classifier``, used by
-``zoo eval RUN --extractor DIR/<folder name>-classifier.pt``. Mirror flips are used except
+``zoo eval RUN --extractor DIR/<folder name>-classifier.pt`` (or found without the flag in
+the cache ``zoo extractor`` also writes). Mirror flips are used except
 for datasets whose classes they change (digits; ``hflip=False`` for yours if so).
 """
 
@@ -20,8 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
-import os
 import platform
 import sys
 import time
@@ -31,8 +31,8 @@ import torch
 import torch.nn.functional as F
 
 from .. import data as zdata
-from ..core import ConfigError, DataError, atomic_write
-from .features import ClassifierConfig, ClassifierNet, save_bytes
+from ..core import ConfigError, DataError
+from .features import ClassifierConfig, ClassifierNet, save_bytes, write_extractor
 
 #: datasets whose labels a mirror image changes
 NO_FLIP = {"mnist"}
@@ -125,9 +125,10 @@ def _train(dataset: str, opts: TrainOptions, out: Path, root: str | None) -> dic
                   "threads": torch.get_num_threads(), "seconds": round(seconds, 1)},
         "torch": torch.__version__,
         "machine": platform.machine(),
-        "command": "zoo extractor train",
+        "kind": "classifier",
+        "command": "zoo extractor",
     }
-    _write(out, name, blob, card)
+    write_extractor(out, name, blob, card)
     print(f"{name}: test accuracy {acc:.4f}, {len(blob) / 1024:.0f} KiB, sha256 "
           f"{card['sha256']}, {seconds:.0f} s -> {out / name}.pt", file=sys.stderr)
     return card
@@ -191,17 +192,6 @@ def _fit(net, dataset: str, opts: TrainOptions, hflip: bool, train, test, device
         print(f"{dataset} epoch {epoch + 1}/{opts.epochs}: loss "
               f"{loss_sum.item() / steps_per_epoch:.4f} test accuracy {acc:.4f} "
               f"({time.perf_counter() - start:.0f} s)", file=sys.stderr)
-
-
-def _write(out: Path, name: str, blob: bytes, card: dict) -> None:
-    """The weights and their card, each written whole, readable by every user (they may be
-    installed as package data)."""
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / f"{name}.pt", lambda tmp: Path(tmp).write_bytes(blob))
-    text = json.dumps(card, indent=2) + "\n"
-    atomic_write(out / f"{name}.json", lambda tmp: Path(tmp).write_text(text))
-    for suffix in (".pt", ".json"):
-        os.chmod(out / f"{name}{suffix}", 0o644)
 
 
 def check(opts: TrainOptions) -> None:

@@ -4,9 +4,14 @@ Two kinds, both ``torch_fidelity.FeatureExtractorBase`` subclasses so every metr
 through one torch-fidelity pipeline on uint8 ``[N, C, H, W]`` batches:
 
 - ``<dataset>-classifier`` (``mnist-classifier``, ``fashion-mnist-classifier``): small CNNs
-  trained by ``zoo extractor train`` (``zoo.metrics.extractor_training``) and shipped in
+  trained by ``zoo extractor`` (``zoo.metrics.extractor_training``) and shipped in
   ``weights/`` with a JSON card (dataset, architecture, test accuracy, sha256). Layer
   ``features`` (the penultimate layer) feeds FID/KID/PR; layer ``logits`` feeds IS.
+- ``<data>-ssl``: a self-supervised encoder of the same architecture without class
+  logits, trained by ``zoo extractor DATA`` on unlabelled data (``zoo.metrics.ssl``); its
+  ``features`` feed FID/KID/PR/DC/memorization, IS and the class metrics are refused.
+- ``random-encoder``: the same architecture with random weights for a fixed seed, a
+  baseline that learned nothing from any data (``--extractor random``).
 - ``inception-v3-compat``: torch-fidelity's InceptionV3, the standard FID network. Weights
   come from an explicit path, ``$ZOO_INCEPTION_WEIGHTS``, torch's hub cache, or a download
   when online; they are read with ``weights_only=True`` and checked against the
@@ -15,6 +20,10 @@ through one torch-fidelity pipeline on uint8 ``[N, C, H, W]`` batches:
 
 A number computed with one extractor is never comparable with one from another, so every
 result names its extractor and the sha256 of its weights.
+
+An extractor made for a dataset that no shipped classifier fits is kept in a cache keyed
+by the content hash of its training split (``$ZOO_CACHE/extractors/<sha256>/`` or
+``~/.cache/zoo/extractors/<sha256>/``), where ``resolve_extractor`` finds it.
 """
 
 from __future__ import annotations
@@ -34,7 +43,7 @@ from torch_fidelity import FeatureExtractorBase, FeatureExtractorInceptionV3
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
 
 from .. import data as zdata
-from ..core import CheckpointError, ConfigError, first_line, torch_load
+from ..core import CheckpointError, ConfigError, DataError, atomic_write, first_line, torch_load
 from ..errors import MetricsError  # defined there so that zoo.sampling can raise it too
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -57,7 +66,8 @@ CLASSIFIER_SUFFIX = "-classifier"
 
 @dataclass
 class ClassifierConfig:
-    """Architecture of a metrics classifier; stored in its JSON card."""
+    """Architecture of a metrics classifier (``num_classes=0``: an encoder without class
+    logits); stored in its JSON card."""
 
     in_channels: int = 1
     num_classes: int = 10
@@ -88,18 +98,19 @@ class ClassifierNet(nn.Module):
         self.body = nn.Sequential(*layers)
         self.hidden = nn.Linear(c_in, config.feature_dim)
         self.dropout = nn.Dropout(0.2)
-        self.head = nn.Linear(config.feature_dim, config.num_classes)
+        self.head = nn.Linear(config.feature_dim, config.num_classes) \
+            if config.num_classes else None
 
     @staticmethod
     def preprocess(x: Tensor) -> Tensor:
         """uint8 0..255 -> float in [-1, 1]; float input is taken as already scaled."""
         return x.float() / 127.5 - 1.0 if x.dtype == torch.uint8 else x
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """(features [N, feature_dim], logits [N, num_classes])."""
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        """(features [N, feature_dim], logits [N, num_classes] or None without a head)."""
         h = self.body(self.preprocess(x))
         features = F.relu(self.hidden(h.mean(dim=(2, 3))))
-        return features, self.head(self.dropout(features))
+        return features, None if self.head is None else self.head(self.dropout(features))
 
 
 def save_bytes(state_dict: dict) -> bytes:
@@ -147,7 +158,7 @@ def classifier_card(name_or_path: str | os.PathLike) -> tuple[dict, Path]:
     if not card_path.is_file():
         raise CheckpointError(
             f"classifier weights {weights} have no JSON card {card_path} (write both with "
-            "`zoo extractor train`)"
+            "`zoo extractor DATA --out DIR`)"
         )
     try:
         card = json.loads(card_path.read_text())
@@ -212,6 +223,9 @@ class ClassifierExtractor(FeatureExtractorBase):
     def forward(self, x):
         if not torch.is_tensor(x) or x.dtype != torch.uint8 or x.dim() != 4:
             raise ConfigError(f"{self.name} takes uint8 [N, C, H, W] images")
+        if "logits" in self.features_list and self.net.head is None:
+            raise ConfigError(f"{self.name} is an encoder without class logits; IS and the "
+                              "class metrics need a classifier extractor")
         if tuple(x.shape[1:]) != self.image_shape:
             raise ConfigError(
                 f"{self.name} was trained on images of shape {self.image_shape}, "
@@ -220,6 +234,68 @@ class ClassifierExtractor(FeatureExtractorBase):
         features, logits = self.net(x.contiguous(memory_format=torch.channels_last))
         out = {"features": features, "logits": logits}
         return tuple(out[k].float() for k in self.features_list)
+
+
+# -- extractors made for a dataset: the cache, the random baseline ---------------------------
+
+RANDOM = "random-encoder"
+RANDOM_SEED = 0
+
+
+def extractor_cache() -> Path:
+    """Where extractors made for a dataset live: ``$ZOO_CACHE/extractors`` or
+    ``~/.cache/zoo/extractors``, one folder per content hash of a training split."""
+    env = os.environ.get("ZOO_CACHE", "").strip()
+    return (Path(env) if env else Path("~/.cache/zoo")).expanduser() / "extractors"
+
+
+def cached_extractor(dataset, root: str | os.PathLike | None = None) -> Path | None:
+    """The weights of the extractor made for ``dataset`` (keyed by the content hash of
+    its training split, so a moved or renamed copy finds it too), or None."""
+    try:
+        folder = extractor_cache() / zdata.content_hash(dataset, "train", root)
+    except DataError:  # its files are missing or unreadable: nothing was made from them
+        return None
+    for card in sorted(folder.glob("*.json")) if folder.is_dir() else ():
+        if card.with_suffix(".pt").is_file():
+            return card.with_suffix(".pt")
+    return None
+
+
+def write_extractor(out: Path, name: str, blob: bytes, card: dict) -> Path:
+    """An extractor's weights and JSON card, each written whole and readable by every user
+    (they may be installed as package data); returns the weights' path."""
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / f"{name}.pt", lambda tmp: Path(tmp).write_bytes(blob))
+    text = json.dumps(card, indent=2) + "\n"
+    atomic_write(out / f"{name}.json", lambda tmp: Path(tmp).write_text(text))
+    for suffix in (".pt", ".json"):
+        os.chmod(out / f"{name}{suffix}", 0o644)
+    return out / f"{name}.pt"
+
+
+def random_extractor(image_shape, seed: int = RANDOM_SEED) -> Path:
+    """The weights of ``random-encoder`` for images of ``image_shape``: the classifiers'
+    architecture without a head, He-initialised from ``seed`` (written to the cache once)."""
+    c, h, w = (int(v) for v in image_shape)
+    weights = extractor_cache() / f"random-{c}x{h}x{w}-seed{seed}" / f"{RANDOM}.pt"
+    if weights.is_file() and weights.with_suffix(".json").is_file():
+        return weights
+    config = ClassifierConfig(in_channels=c, num_classes=0)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = ClassifierNet(config)
+        for m in net.modules():  # variance-preserving, so the features are neither 0 nor huge
+            if isinstance(m, nn.Conv2d | nn.Linear):
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+    blob = save_bytes(net.state_dict())
+    card = {"name": RANDOM, "kind": "random", "image_shape": [c, h, w],
+            "config": {**dataclasses.asdict(config), "channels": list(config.channels)},
+            "seed": seed, "sha256": hashlib.sha256(blob).hexdigest(), "bytes": len(blob),
+            "torch": torch.__version__}
+    return write_extractor(weights.parent, RANDOM, blob, card)
 
 
 # -- InceptionV3 ---------------------------------------------------------------------------
@@ -329,6 +405,12 @@ class Extractor:
     choice: str  #: why this extractor was used (explicit, or the default and its reason)
     layers: dict = dataclasses.field(default_factory=dict)  #: metric -> feature layer
     official: bool | None = None  #: InceptionV3: whether these are the standard weights
+    kind: str = "inception"  #: inception, classifier, ssl (an encoder) or random
+
+    @property
+    def logits(self) -> bool:
+        """Whether it has class logits (IS's layer); an encoder has features only."""
+        return "isc" in self.layers
 
     def tf_kwargs(self) -> dict:
         """The keyword arguments that select this extractor in torch_fidelity.calculate_metrics."""
@@ -336,7 +418,9 @@ class Extractor:
 
     def record(self) -> dict:
         out = {"extractor": self.name, "extractor_weights_sha256": self.sha256,
-               "extractor_choice": self.choice}
+               "extractor_choice": self.choice, "extractor_kind": self.kind}
+        if self.kind != "inception":
+            out["extractor_weights"] = self.weights
         if self.official is not None:
             out["extractor_official_weights"] = self.official
         return out
@@ -349,17 +433,21 @@ class Extractor:
         return module.to(device) if device is not None else module
 
 
-def _classifier(spec: str, choice: str) -> Extractor:
+def _classifier(spec, choice: str) -> Extractor:
+    """A classifier, encoder or random extractor from its card; an encoder has no class
+    logits, so no IS layer (``Extractor.logits`` is False)."""
     card, weights = classifier_card(spec)
     name = card["name"]
     if name not in FEATURE_EXTRACTORS_REGISTRY:
         register_feature_extractor(name, ClassifierExtractor)
     elif FEATURE_EXTRACTORS_REGISTRY[name] is not ClassifierExtractor:
         raise ConfigError(f"classifier name {name!r} is taken by another torch-fidelity extractor")
+    metrics = ("isc", "fid", "kid", "prc") if card["config"].get("num_classes") else \
+        ("fid", "kid", "prc")
     return Extractor(
         name=name, tf_name=name, weights=str(weights), sha256=card["sha256"], choice=choice,
-        layers={m: ClassifierExtractor.get_default_feature_layer_for_metric(m)
-                for m in ("isc", "fid", "kid", "prc")},
+        layers={m: ClassifierExtractor.get_default_feature_layer_for_metric(m) for m in metrics},
+        kind=card.get("kind", "classifier"),
     )
 
 
@@ -378,13 +466,13 @@ def _inception(path: Path, choice: str) -> Extractor:
     )
 
 
-def train_classifier_hint(ds) -> str:
-    """How to train a metrics classifier on a (labelled) dataset and use it."""
+def make_extractor_hint(ds) -> str:
+    """The one command that makes an extractor for dataset ``ds`` (a classifier where it
+    has labels, else a self-supervised encoder), cached where ``zoo eval`` finds it."""
     import shlex
 
-    return (f"train a classifier on its labelled images with `zoo extractor train --dataset "
-            f"{shlex.quote(str(ds))} --out DIR` and pass --extractor "
-            f"DIR/{ds.name}{CLASSIFIER_SUFFIX}.pt (extractor= in Python)")
+    return (f"make one for it with `zoo extractor {shlex.quote(str(ds))}` (then found "
+            "without flags), or pass --extractor auto to make it now")
 
 
 def resolve_extractor(
@@ -396,28 +484,27 @@ def resolve_extractor(
     """Turn an extractor name (or None = the default for ``dataset``) into an Extractor.
 
     Names: ``inception-v3-compat``, ``<dataset>-classifier``, ``classifier`` (the one of
-    ``dataset``) or the path of a classifier ``.pt`` with its JSON card. The default is
-    InceptionV3 when its weights are on disk (explicit path, ``$ZOO_INCEPTION_WEIGHTS`` or
-    the hub cache), else the dataset's classifier; the choice is printed to stderr (when
-    ``announce``) and recorded in the Extractor, never silent.
+    ``dataset``), ``random`` (``random-encoder``), ``auto`` (the one made for ``dataset``)
+    or the path of an extractor ``.pt`` with its JSON card. The default: where no shipped
+    classifier fits the dataset, the extractor made for it (``zoo extractor DATA``, found
+    in the cache by the content hash of its training split); else InceptionV3 when its
+    weights are on disk (explicit path, ``$ZOO_INCEPTION_WEIGHTS`` or the hub cache), else
+    the dataset's classifier, else InceptionV3 downloaded. The choice is printed to stderr
+    (when ``announce``) and recorded in the Extractor, never silent.
     """
     ds = zdata.spec(dataset) if dataset is not None else None
     # a shipped classifier fits its built-in dataset as distributed (not resized copies)
     own = f"{ds.name}{CLASSIFIER_SUFFIX}" if ds is not None and ds.builtin \
         and not ds.transformed else None
     if extractor is not None:
-        spec = str(extractor)
-        if spec == INCEPTION:
-            return _inception(inception_weights(inception_weights_path), "explicit")
-        if spec == "classifier":
-            if own not in classifier_names():
-                raise ConfigError(f"no classifier is shipped for dataset {dataset!r}; "
-                                  f"available: {', '.join(classifier_names())}"
-                                  + (f". {train_classifier_hint(ds)}" if ds else ""))
-            spec = own
-        return _classifier(spec, "explicit")
+        return _explicit(str(extractor), ds, own, inception_weights_path)
     found = find_inception_weights(inception_weights_path)
-    if found is not None:
+    cached = cached_extractor(ds) if ds is not None and own not in classifier_names() \
+        else None
+    if cached is not None:
+        ext = _classifier(cached, f"default: the extractor made for this data (cached at "
+                          f"{cached.parent}, keyed by its content hash)")
+    elif found is not None:
         ext = _inception(found, f"default: InceptionV3 weights found at {found}")
     elif own in classifier_names():
         ext = _classifier(own, "default: InceptionV3 weights not found (set "
@@ -429,11 +516,35 @@ def resolve_extractor(
         except MetricsError as e:
             if ds is None:
                 raise
-            raise MetricsError(f"no feature extractor for {ds}: zoo ships no classifier for "
-                               f"it and {e}. Or {train_classifier_hint(ds)}") from None
+            raise MetricsError(f"no feature extractor for {ds}: {make_extractor_hint(ds)}. "
+                               f"(zoo ships no classifier for it, and {e})") from None
         ext = _inception(path, f"default: no classifier is shipped for {dataset!r}, "
                          "InceptionV3 weights downloaded")
     if announce:
         print(f"zoo.metrics: feature extractor {ext.name} (sha256 {ext.sha256[:12]}); "
               f"{ext.choice}", file=sys.stderr)
     return ext
+
+
+def _explicit(spec: str, ds, own: str | None, inception_weights_path) -> Extractor:
+    """The extractor a name or path asks for (see ``resolve_extractor``)."""
+    if spec == INCEPTION:
+        return _inception(inception_weights(inception_weights_path), "explicit")
+    if spec in ("random", "auto"):
+        if ds is None:
+            raise ConfigError(f"extractor {spec!r} needs the dataset it measures")
+        if spec == "random":
+            return _classifier(random_extractor(zdata.image_shape(ds)),
+                               f"explicit: random weights (seed {RANDOM_SEED})")
+        cached = cached_extractor(ds)
+        if cached is None:
+            raise MetricsError(f"no extractor was made for {ds}; {make_extractor_hint(ds)}")
+        return _classifier(cached, f"explicit (auto): the extractor made for this data "
+                           f"(cached at {cached.parent})")
+    if spec == "classifier":
+        if own not in classifier_names():
+            raise ConfigError(f"no classifier is shipped for dataset {ds}; "
+                              f"available: {', '.join(classifier_names())}"
+                              + (f". Or {make_extractor_hint(ds)}" if ds else ""))
+        spec = own
+    return _classifier(spec, "explicit")

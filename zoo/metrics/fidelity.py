@@ -612,10 +612,12 @@ def eval_request(dataset, split: str = "test", extractor: str | None = None,
     ext = resolve_extractor(extractor, dataset, inception_weights,
                             announce=announce and zdist.is_main())
     classy = registry.class_metrics(metrics)
-    if classy and ext.name == INCEPTION:
+    if classy and ext.kind != "classifier":
+        what = "ImageNet's classes" if ext.name == INCEPTION else "an encoder without classes"
         raise ConfigError(f"{', '.join(classy)} read the dataset classifier's classes, but "
-                          f"the extractor is {ext.name} (ImageNet's classes); use "
+                          f"the extractor is {ext.name} ({what}); use "
                           "--extractor <dataset>-classifier")
+    metrics = _with_logits_only(metrics, ext, announce and zdist.is_main())
     labelled = [m for m in metrics if registry.get(m).reference_labels]
     if labelled and (reference_labels.numel() == 0 or int(reference_labels.min()) < 0):
         raise ConfigError(f"{dataset} {split} has unlabelled images; "
@@ -628,6 +630,22 @@ def eval_request(dataset, split: str = "test", extractor: str | None = None,
            if options.get("cache", True) else None)
     return EvalRequest(dataset, split, metrics, ext, reference, reference_labels, dev, key,
                        **options)
+
+
+def _with_logits_only(metrics: tuple[str, ...], ext: Extractor, announce: bool):
+    """``metrics`` less those that read class logits (IS) when ``ext`` has none (an
+    encoder), said on stderr; a ConfigError when nothing is left."""
+    if ext.logits:
+        return metrics
+    kept = tuple(m for m in metrics if registry.get(m).needs != "logits")
+    left_out = [m for m in metrics if m not in kept]
+    why = f"the extractor {ext.name} is an encoder without class logits"
+    if not kept:
+        raise ConfigError(f"{', '.join(left_out)} read class logits, but {why}; ask for "
+                          "fid, kid, pr, dc or memorization, or use a classifier extractor")
+    if left_out and announce:
+        print(f"zoo.metrics: {', '.join(left_out)} left out: {why}", file=sys.stderr)
+    return kept
 
 
 class Generated(NamedTuple):

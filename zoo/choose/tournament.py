@@ -22,7 +22,7 @@ import torch
 
 from .. import data as zdata
 from .. import registry
-from ..errors import ConfigError, TrainingDiverged
+from ..errors import ConfigError, MetricsError, TrainingDiverged
 from ..files import atomic_write
 from ..limits import duration
 from ..progress import Progress
@@ -145,7 +145,7 @@ class Tournament:
                       enabled=self.opts.progress, initial=min(self.clock.elapsed(), total or 0),
                       clock=self.clock.elapsed if total else None) as self.bar:
             self._data()
-            self.ref = evaluation.Reference(self.ds, self.opts.extractor, self.device,
+            self.ref = evaluation.Reference(self.ds, self._extractor(), self.device,
                                             self.opts.data_root)
             self.state["extractor"] = self.ref.extractor.record()
             if "plan" not in self.state:
@@ -159,6 +159,23 @@ class Tournament:
             self.state["finished"] = True
             self.save()
         return self.state
+
+    def _extractor(self) -> str | None:
+        """The extractor to score with: the one asked for, else the data's default; where
+        the data has none (no shipped classifier, nothing made for it, no InceptionV3
+        weights), one is made now, within the budget, and cached for later commands."""
+        from ..metrics import features, ssl
+
+        if self.opts.extractor is not None:
+            return self.opts.extractor
+        try:
+            features.resolve_extractor(None, self.ds, announce=False)
+            return None
+        except MetricsError:
+            self.say(f"no feature extractor for {self.ds.name}: making one "
+                     "(zoo extractor DATA), cached for later commands")
+            ssl.ensure(self.ds, self.opts.data_root)
+            return "auto"
 
     def _data(self) -> None:
         self.images, labels = zdata.load(self.ds, "train", root=self.opts.data_root)

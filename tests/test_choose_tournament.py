@@ -129,3 +129,34 @@ def test_probe_of_a_diverging_candidate_times_the_steps_it_made():
 def test_cli_errors_are_one_line(tmp_path, args, needle):
     proc = run_zoo("choose", *args, "--out", str(tmp_path / "o"), check=False)
     assert_one_line_error(proc, needle)
+
+
+def test_a_folder_without_an_extractor_gets_one_made_first(tmp_path, monkeypatch):
+    """Unlabelled RGB images with no extractor: the tournament makes a self-supervised one
+    (tiny here), caches it and scores with it."""
+    import functools
+
+    import numpy as np
+    from PIL import Image
+
+    from zoo.metrics import features, ssl
+
+    monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("ZOO_INCEPTION_WEIGHTS", raising=False)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(ssl, "SSLOptions", functools.partial(
+        ssl.SSLOptions, steps=3, batch_size=8, channels=(4, 8), feature_dim=8, threads=1))
+    monkeypatch.setattr(presets, "PRESETS", {"vae-mlp": (TINY_VAE,)})
+    folder = tmp_path / "crops"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(120):
+        im = np.full((12, 12, 3), rng.integers(0, 80, 3), dtype=np.uint8)
+        y, x = rng.integers(0, 6, 2)
+        im[y:y + 6, x:x + 6] = rng.integers(100, 256, 3)
+        Image.fromarray(im).save(folder / f"{i:03d}.png")
+    state = Tournament(Options(data=str(folder), budget="1e9", out=tmp_path / "o", seeds=1,
+                               n_round=50, n_final=50, progress=False)).run()
+    made = features.cached_extractor(str(folder))
+    assert made is not None and state["extractor"]["extractor"] == made.stem
+    assert state["recommendation"]["winner"] == "vae-mlp"

@@ -151,3 +151,12 @@ def test_a_replayed_cuda_graph_counts_its_whole_loop(family, monkeypatch):
         model.sample(6, batch_size=3, cuda_graph=True, **options)  # one capture, two replays
         job.drew(6)
     assert (job.unit, job.n, job.total) == ("step", 2 * steps, 2 * steps)
+
+
+def test_a_clock_drives_a_time_budget_and_its_time_left():
+    spent = [100.0]
+    p = Progress("choose", 900, "s", enabled=False, clock=lambda: spent[0])
+    assert p.left() == 800 and p.n == 100
+    spent[0] = 950.0  # over the budget: nothing left, the count stops at the total
+    assert p.left() == 0 and p.n == 900
+    assert "0 s left" in p.line()

@@ -175,6 +175,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("metrics", ("zoo.metrics",)),
     ("training", ("zoo.trainconfig", "zoo.trainloop", "zoo.logs", "zoo.card", "zoo.train")),
     ("harness", ("zoo.bench",)),
+    ("decision", ("zoo.choose",)),
     ("api, CLI", ("zoo", "zoo.cli", "zoo.__main__")),
 ]
 

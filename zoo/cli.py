@@ -604,6 +604,39 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_choose(args) -> int:
+    """Train every candidate family on DATA within --budget, recommend one and say how sure."""
+    import shlex
+
+    from .choose.tournament import Options, Tournament
+
+    if not zdist.is_main() or zdist.world_size() > 1:
+        raise ConfigError("zoo choose runs in one process (one device); run it without "
+                          "torchrun")
+    out = Path(args.out or f"choose-{Path(str(args.data)).name}")
+    opts = Options(
+        data=args.data, budget=args.budget, out=out, families=args.families,
+        exclude=args.exclude, conditional=args.conditional, seeds=args.seeds, seed=args.seed,
+        device=args.device, extractor=args.extractor, n_round=args.n_round, n_final=args.n,
+        candidates=args.candidate or [], data_root=args.root,
+        command="zoo " + shlex.join(args.argv + ([] if args.out else ["--out", str(out)])))
+    try:
+        t = Tournament(opts)
+        t.run()
+    except KeyboardInterrupt as e:
+        how, status = _stopped(e)
+        print(f"\n{how}; what was finished is kept in {out}. Run the same command again to "
+              "go on where it stopped.", file=sys.stderr)
+        return status
+    from .choose.decision import recommend
+    from .choose.document import headline
+
+    for line in headline(t.state, recommend(t.state, out)):
+        print(line.replace("**", ""))
+    print(f"wrote {out / 'report.md'} and {t.report}")
+    return 0
+
+
 def cmd_report(args) -> int:
     from .bench.report import write_report
 
@@ -852,6 +885,30 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-report", action="store_true", help="skip writing the report")
     _quiet(s)
     s.set_defaults(func=cmd_bench)
+
+    s = sub.add_parser("choose", help="which model family for DATA: train the candidates within "
+                       "a budget (successive halving, finalists with several seeds) and "
+                       "recommend one, saying how sure")
+    s.add_argument("data", help="a dataset name (mnist, fashion-mnist, ...), a folder of "
+                   "images or an .npz")
+    s.add_argument("--budget", required=True, help="wall time of the whole command (15m, "
+                   "900s, 1h30m) or training FLOPs per finalist (6e12)")
+    s.add_argument("--out", help="output directory (default: choose-DATA; rerun to resume)")
+    s.add_argument("--families", nargs="+", metavar="MODEL", help="only these models")
+    s.add_argument("--exclude", nargs="+", metavar="MODEL", help="leave these models out")
+    s.add_argument("--candidate", action="append", metavar="MODEL:key=value,...",
+                   help="an extra candidate with its own options (repeatable)")
+    s.add_argument("--conditional", action="store_true",
+                   help="class-conditional candidates (the data must have labels)")
+    s.add_argument("--seeds", type=int, default=3, help="training seeds of each finalist (3)")
+    s.add_argument("--seed", type=int, default=0, help="the first training seed (0)")
+    s.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    s.add_argument("--extractor", help="feature extractor (default: the dataset's, announced)")
+    s.add_argument("--n", type=int, default=1000, help="samples per finalist seed (1000)")
+    s.add_argument("--n-round", type=int, default=500,
+                   help="samples per candidate in the earlier rounds (500)")
+    _quiet(s)
+    s.set_defaults(func=cmd_choose)
 
     s = sub.add_parser("report", help="results.csv, report.md, report.html and figures of a "
                        "bench directory")

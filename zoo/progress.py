@@ -100,8 +100,12 @@ class Progress:
 
     def __init__(self, desc: str, total: float | None = None, unit: str = "it", *,
                  enabled: bool | None = None, initial: float = 0, steps: bool = False,
-                 estimate: str | None = None, file=None, terminal: bool | None = None):
+                 estimate: str | None = None, file=None, terminal: bool | None = None,
+                 clock=None):
         self.file = file
+        #: a time budget's clock (seconds spent, maybe before this process): the count
+        #: follows it, and the time left is the budget's rest
+        self.clock = clock
         self.mode = resolve(enabled, file, terminal)
         self.enabled = self.mode != OFF if enabled is None else enabled
         self.desc, self.total, self.unit, self.n = desc, total, unit, initial
@@ -173,7 +177,11 @@ class Progress:
             self.write(text.replace("{time}", duration(left)))
 
     def left(self) -> float | None:
-        """Seconds left at the rate so far (None before any work or without a total)."""
+        """Seconds left at the rate so far (None before any work or without a total); with
+        a ``clock``, the budget's rest."""
+        if self.clock is not None and self.total is not None:
+            self.n = min(self.clock(), self.total)
+            return self.total - self.n
         done = self.n - self.first
         if self.total is None or done <= 0:
             return None
@@ -202,11 +210,11 @@ class Progress:
         """The job as one plain line: ``train ddpm: 120/500 step (24%), 20 s elapsed, about
         1 min 4 s left, 5.9 step/s, loss=0.31``."""
         elapsed = time.monotonic() - self.start
+        left = self.left()
         parts = [self._count()] if self.total or self.n else []
         if self.total:
             parts[0] += f" ({100 * self.n / self.total:.0f}%)"
         parts.append(f"{duration(elapsed)} elapsed")
-        left = self.left()
         if left is not None:
             parts.append(f"about {duration(left)} left")
         if self.n > self.first and elapsed > 0 and self.unit != "s":  # a time budget: no rate

@@ -951,3 +951,18 @@ def memorization_line(result: dict) -> str:
         text += (f" ({round(near * n)} of {n} samples closer to a training image than "
                  f"{100 - pct:g}% of the {split} images are)")
     return text
+
+
+def feature_layer(extractor: Extractor, metric: str) -> str | None:
+    """The extractor layer ``metric`` reads (None: the images themselves)."""
+    return _layer(extractor, metric)
+
+
+def features(images: Tensor, extractor: Extractor, metric: str = "kid",
+             device: str | torch.device | None = None, batch_size: int = 500) -> Tensor:
+    """The features ``metric`` reads of generated uint8 ``images`` (float64 ``[N, D]``)."""
+    layer = _layer(extractor, metric)
+    dev = _device(device)
+    return _extract(1, _check_batch(images, "images"), extractor, [layer], dev, batch_size,
+                    False)[layer].double().cpu()
+

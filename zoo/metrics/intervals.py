@@ -155,16 +155,27 @@ def _poly_kernel(a: Tensor, b: Tensor) -> Tensor:
     return (a @ b.T / a.shape[1] + 1) ** 3
 
 
-def kid_draws(fake: Tensor, real: Tensor, counts: Tensor, chunk: int = 2048) -> Tensor:
-    """Unbiased squared MMD (torch-fidelity's cubic kernel) of each draw against ``real``."""
-    x = fake.detach().cpu().double()
+def kid_reference_term(real: Tensor, chunk: int = 2048) -> float:
+    """KID's reference-reference term: the mean kernel over distinct pairs of ``real``
+    (the same for every generated set, so callers scoring many may compute it once)."""
     y = real.detach().cpu().double()
-    n, m = x.shape[0], y.shape[0]
+    m = y.shape[0]
     k_yy = 0.0
     for i in range(0, m, chunk):
         k = _poly_kernel(y[i:i + chunk], y)
         k_yy += float(k.sum()) - float(k[:, i:i + chunk].diagonal().sum())
-    k_yy /= m * (m - 1)
+    return k_yy / (m * (m - 1))
+
+
+def kid_draws(fake: Tensor, real: Tensor, counts: Tensor, chunk: int = 2048,
+              k_yy: float | None = None) -> Tensor:
+    """Unbiased squared MMD (torch-fidelity's cubic kernel) of each draw against ``real``;
+    ``k_yy``: ``kid_reference_term(real)`` when already known."""
+    x = fake.detach().cpu().double()
+    y = real.detach().cpu().double()
+    n = x.shape[0]
+    if k_yy is None:
+        k_yy = kid_reference_term(y, chunk)
     k_xy = torch.cat([_poly_kernel(x[i:i + chunk], y).mean(1) for i in range(0, n, chunk)])
     c = counts
     tot = c.sum(1)

@@ -106,11 +106,14 @@ def test_conditional_gan_networks(name):
             assert torch.equal(c.gain.weight, torch.ones_like(c.gain.weight))
             assert torch.equal(c.bias.weight, torch.zeros_like(c.bias.weight))
     assert m.gen.embed.weight.shape == (10, m.config.latent_dim)
-    # D(x, y) = psi(phi(x)) + <embed(y), phi(x)>
+    # D(x, y) = psi(h(x)) + <embed(y), phi(x)>, phi the DCGAN's feature map summed over
+    # positions (one projection weight per channel), the MLP's last hidden layer
     x = torch.randn(4, 1, 28, 28)
     y = torch.tensor([0, 3, 3, 9])
-    phi = m.disc.body(x)
-    want = m.disc.head(phi).flatten() + (m.disc.embed(y) * phi.flatten(1)).sum(1)
+    h = m.disc.body(x)
+    phi = h.sum((2, 3)) if name == "gan-dcgan" else h
+    assert m.disc.embed.weight.shape == (10, phi.shape[1])
+    want = m.disc.head(h).flatten() + (m.disc.embed(y) * phi).sum(1)
     assert torch.allclose(m.disc(x, y), want, atol=1e-5)
     # the labels reach both networks
     z = torch.randn(4, m.config.latent_dim)
@@ -144,9 +147,12 @@ def test_conditional_vae_trains_and_samples(name):
     m = build(name, conditional=True)
     u = build(name)
     keys = set(m.state_dict())
-    assert keys == set(u.state_dict())  # same layers, the first dense ones one-hot wider
-    first = [k for k in keys if m.state_dict()[k].shape != u.state_dict()[k].shape]
-    assert len(first) == 2, first
+    # same layers; the one-hot widens the encoder's first dense layer and every decoder layer
+    assert keys == set(u.state_dict())
+    wider = sorted(k for k in keys if m.state_dict()[k].shape != u.state_dict()[k].shape)
+    decoder_layers = [k for k in keys if k.startswith("decoder.") and k.endswith("weight")]
+    assert wider == sorted(["encoder.1.weight" if name == "vae-mlp" else "encoder.5.weight",
+                            *decoder_layers]), wider
     out = m.train_step(mnist_batch(), m.configure_optimizers())
     assert all(math.isfinite(v) for v in out.values())
     assert seeded(m, 4, labels=2).shape == (4, 1, 28, 28)
@@ -158,6 +164,26 @@ def test_conditional_vae_trains_and_samples(name):
         assert not torch.allclose(m.encode(x, torch.full((4,), 2))[0],
                                   m.encode(x, torch.full((4,), 7))[0])
     assert torch.equal(seeded(m, 4), seeded(m, 4))  # random classes from the generator
+
+
+def test_conditional_vae_kl_weight_falls_from_kl_start_to_one():
+    """A conditional VAE weighs the KL term by KL_START at step 0, falling linearly to 1
+    over kl_anneal_steps (keyed on the optimizer's step count); an unconditional one
+    trains on the ELBO throughout unless kl_start is given."""
+    from zoo.models.vae import KL_START
+
+    m = build("vae-mlp", conditional=True, kl_anneal_steps=4)
+    opt = m.configure_optimizers()
+    weights = []
+    for _ in range(6):
+        weights.append(m.kl_weight(opt["vae"]))
+        m.train_step(mnist_batch(8), opt)
+    step = (KL_START - 1) / 4
+    assert weights == pytest.approx([KL_START - i * step for i in range(5)] + [1.0])
+    u = build("vae-mlp")
+    assert u.kl_weight(u.configure_optimizers()["vae"]) == 1.0
+    v = build("vae-mlp", kl_start=3.0)
+    assert v.kl_weight(v.configure_optimizers()["vae"]) == 3.0
 
 
 def test_unlabelled_conditional_sampling_draws_classes_from_the_generator():

@@ -173,25 +173,25 @@ class ConditionalGenerator(nn.Module):
 
 
 class ProjectionDiscriminator(nn.Module):
-    """D(x, y) = psi(phi(x)) + <embed(y), phi(x)> (Miyato & Koyama 2018): ``body`` is phi,
-    ``head`` the unconditional score psi (the plain D's last layer). The DCGAN's psi is a
-    convolution over the whole last feature map, a linear map of the flattened map, so phi
-    there is the flattened map and embed(y) has one weight per channel and position."""
+    """D(x, y) = psi(h(x)) + <embed(y), phi(x)> (Miyato & Koyama 2018): ``body`` is h,
+    ``head`` the unconditional score psi (the plain D's last layer). For the DCGAN, h is the
+    last feature map and phi its sum over positions (one weight per channel and class, as
+    in the paper's ResNet D): a projection on the flattened map instead is a per-class
+    template of every pixel's features, which G satisfies with one image per class."""
 
     def __init__(self, net: nn.Sequential, num_classes: int):
         super().__init__()
         *body, head, _flatten = net
         self.body = nn.Sequential(*body)
         self.head = head
-        width = head.in_features if isinstance(head, nn.Linear) else (
-            head.in_channels * math.prod(head.kernel_size))
+        width = head.in_features if isinstance(head, nn.Linear) else head.in_channels
         self.embed = nn.Embedding(num_classes, width)
         nn.init.normal_(self.embed.weight, 0.0, 0.02)
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
         h = self.body(x)
         out = self.head(h).flatten()
-        phi = h.flatten(1)
+        phi = h.sum((2, 3)) if h.dim() == 4 else h
         return out + (self.embed(y).to(phi.dtype) * phi).sum(1)
 
 

@@ -80,6 +80,8 @@ class GANConfig:
     # dcgan D normalization; auto: batch (Radford), none with spectral_norm, layer for wgan-gp
     d_norm: Literal["auto", "batch", "layer", "none"] = "auto"
     conditional: bool = False  # class-conditional G and (projection) D; sample(labels=...)
+    # weight of the mode-seeking term (MSGAN) in G's loss; 0: none
+    diversity: float = 0.0
     num_classes: int | None = None  # conditional: the classes (create() reads the dataset's)
 
 
@@ -135,6 +137,25 @@ def gradient_penalty(
     (grad,) = torch.autograd.grad(critic(x_hat).float().sum(), x_hat, create_graph=True)
     norm = (grad.float().flatten(1).pow(2).sum(1) + 1e-12).sqrt()
     return weight * (norm - 1.0).pow(2).mean()
+
+
+def _paired_labels(y: Tensor | None) -> Tensor | None:
+    """The fakes' labels for the mode-seeking term: image i and i + b//2 share a class (the
+    first half's labels twice; an odd batch's last image keeps its own)."""
+    if y is None:
+        return None
+    h = y.shape[0] // 2
+    return torch.cat([y[:h], y[:h], y[2 * h:]])
+
+
+def mode_seeking_ratio(images: Tensor, z: Tensor) -> Tensor:
+    """Mao et al. 2019 (MSGAN): mean |G(z1) - G(z2)| / mean |z1 - z2| over the pairs
+    (i, i + b//2) of a batch; the generator's loss adds ``diversity / ratio``, so images that
+    do not move with z (one image per class) cost it."""
+    h = images.shape[0] // 2
+    di = (images[:h] - images[h:2 * h]).float().abs().mean()
+    dz = (z[:h] - z[h:2 * h]).float().abs().mean()
+    return di / dz
 
 
 # -- networks ------------------------------------------------------------------------------
@@ -368,6 +389,7 @@ class GAN(GenerativeModel):
                               f"betas={c.betas}")
         check_range(c.lr, "lr", above=0)
         check_range(c.gp_weight, "gp_weight", least=0)
+        check_range(c.diversity, "diversity", least=0)
         if c.conditional:
             if c.num_classes is None:
                 raise ConfigError("a conditional GAN needs num_classes (create() reads it from "
@@ -439,16 +461,20 @@ class GAN(GenerativeModel):
             return module(img) if y is None else module(img, y)
 
         latent = self.config.latent_dim
+        y_fake = _paired_labels(y_all) if self.config.diversity else y_all
         sums: dict[str, Tensor] = {}
-        fake = None
+        fake = z = None
         for real, y in zip(chunks, y_chunks, strict=True):
             if k == 1:
-                fake = G(gen, self.batch_randn(b, latent), y)
+                z = self.batch_randn(b, latent)
+                fake = G(gen, z, y_fake)
                 fake_d = fake.detach()
+                y_d = y_fake
             else:
                 with torch.no_grad():
                     fake_d = G(self.gen, self.batch_randn(real.shape[0], latent), y)
-            r, f = D(disc, real, y), D(disc, fake_d, y)
+                y_d = y
+            r, f = D(disc, real, y), D(disc, fake_d, y_d)
             loss_d = discriminator_loss(loss_kind, r, f)
             if loss_kind == "wgan-gp":
                 gp = gradient_penalty(lambda img, y=y: D(disc, img, y), real, fake_d,
@@ -460,15 +486,22 @@ class GAN(GenerativeModel):
                            ("loss_d", loss_d.detach())):
                 sums[key] = sums.get(key, 0.0) + v
         if fake is None:
-            fake = G(gen, self.batch_randn(b, latent), y_all)
+            z = self.batch_randn(b, latent)
+            fake = G(gen, z, y_fake)
         self.disc.requires_grad_(False)
         try:
-            loss_g = generator_loss(loss_kind, D(self.disc, fake, y_all))
+            loss_g = generator_loss(loss_kind, D(self.disc, fake, y_fake))
+            if self.config.diversity and b > 1:
+                ms = mode_seeking_ratio(fake, z)
+                sums["mode_seeking"] = ms.detach()
+                loss_g = loss_g + self.config.diversity / (ms + 1e-5)
             self.optimize(loss_g, optimizers["g"])
         finally:
             self.disc.requires_grad_(True)
         order = ("d_real", "d_fake", "loss_d", "gp")
         out = {key: (sums[key] / k).item() for key in order if key in sums}
+        if "mode_seeking" in sums:
+            out["mode_seeking"] = sums["mode_seeking"].item()
         out["loss_g"] = loss_g.item()
         return out
 

@@ -45,7 +45,7 @@ LIKELIHOODS = ("discretized-logistic", "bernoulli")
 LOG_SCALE_MIN = -7.0
 LOG_2PI = math.log(2 * math.pi)
 #: a conditional VAE's KL weight at step 0 (annealed to 1)
-KL_START = 4.0
+KL_START = 30.0
 
 
 @dataclass(frozen=True)

@@ -275,11 +275,12 @@ def train(model, steps, batch_size):
 
 @pytest.mark.slow
 def test_conditional_vae_samples_the_asked_classes():
-    """vae-mlp, 400 steps of 128 (lr 2e-3, ~11 s on one thread): measured 0.25 class
-    accuracy (chance 0.10), 0.28 at 1600 steps."""
-    model = train(build("vae-mlp", conditional=True, lr=2e-3), 400, 128)
+    """vae-mlp, 400 steps of 128 (lr 2e-3, ~11 s on one thread), the KL weight back at 1
+    after 200: measured 0.91 class accuracy (chance 0.10); 0.25 on the plain ELBO, whose
+    latent carries the class."""
+    model = train(build("vae-mlp", conditional=True, lr=2e-3, kl_anneal_steps=200), 400, 128)
     acc = class_accuracy(model)
-    assert acc > 0.18, acc
+    assert acc > 0.7, acc
 
 
 @pytest.mark.slow

@@ -142,6 +142,36 @@ def test_every_gan_loss_trains_conditionally(name, loss):
     assert s.shape == (4, 1, 28, 28) and s.dtype == torch.uint8
 
 
+def test_conditional_gan_mode_seeking_term():
+    """A conditional GAN's G loss adds diversity / ratio, ratio the mean image distance of
+    the fake pairs (i, i + b//2) over their latents', pairs that share a class; an
+    unconditional GAN adds nothing unless diversity is given."""
+    from zoo.models.gan import DIVERSITY, _paired_labels, mode_seeking_ratio
+
+    assert torch.equal(_paired_labels(torch.tensor([3, 1, 4, 1, 5])),
+                       torch.tensor([3, 1, 3, 1, 5]))
+    z = torch.zeros(4, 2)
+    z[2:] = 1.0  # |z1 - z2| = 1 per coordinate
+    img = torch.zeros(4, 1, 2, 2)
+    img[2:] = 0.5
+    assert mode_seeking_ratio(img, z).item() == pytest.approx(0.5)
+    m = build("gan-dcgan", conditional=True)
+    assert m.diversity == DIVERSITY > 0
+    seen = []
+    real_d = m.disc.forward
+    m.disc.forward = lambda x, y: (seen.append(y.clone()), real_d(x, y))[1]
+    out = m.train_step(mnist_batch(16), m.configure_optimizers())
+    assert out["mode_seeking"] > 0 and math.isfinite(out["loss_g"])
+    y = mnist_batch(16).labels
+    fake_labels = torch.cat([y[:8], y[:8]])
+    assert torch.equal(seen[0], y) and torch.equal(seen[1], fake_labels)
+    assert torch.equal(seen[2], fake_labels)  # the G update scores the paired fakes
+    assert build("gan-dcgan").diversity == 0.0
+    assert "mode_seeking" not in build("gan-dcgan").train_step(
+        mnist_batch(16), build("gan-dcgan").configure_optimizers())
+    assert build("gan-dcgan", diversity=0.5).diversity == 0.5
+
+
 @pytest.mark.parametrize("name", ["vae-mlp", "vae-conv"])
 def test_conditional_vae_trains_and_samples(name):
     m = build(name, conditional=True)

@@ -13,9 +13,13 @@ Class-conditional (``conditional=True``): both generators concatenate a class
 embedding to z, and the DCGAN generator's BatchNorms are conditional BatchNorms
 (class-dependent gain and bias, initialised to 1 and 0; with these alone its images hardly
 depended on the class after 600 MNIST steps, while D's scores did). The discriminator is a
-projection discriminator (Miyato & Koyama 2018): D(x, y) = psi(phi(x)) + <embed(y), phi(x)>,
-phi(x) the flattened last feature map for the DCGAN. Fakes in a train step take the real
-batch's labels; every loss (the gradient penalty too) scores with those labels. An
+projection discriminator (Miyato & Koyama 2018): D(x, y) = psi(h(x)) + <embed(y), phi(x)>,
+phi(x) the DCGAN's last feature map summed over positions. Fakes in a train step take the
+real batch's labels; every loss (the gradient penalty too) scores with those labels. Left
+to the adversarial loss alone the conditional generator ignores z (one image per class), so
+its loss adds a mode-seeking term (Mao et al. 2019, ``diversity``): the fakes come in pairs
+of one class, and G pays ``diversity / ratio`` where ratio is the pairs' mean image
+distance over their latents' (the fakes then take the first half's labels twice). An
 unconditional model builds exactly the networks it always did (same state_dict, samples).
 """
 
@@ -50,6 +54,8 @@ ARCHS = ("mlp", "dcgan")
 D_NORMS = ("auto", "batch", "layer", "none")
 #: DCGAN: the generator's first feature map has a side in this range, doubled per stage
 DCGAN_START = (4, 8)
+#: a conditional GAN's default weight of the mode-seeking term
+DIVERSITY = 0.1
 #: latents used to re-estimate the generator's BatchNorm statistics when saving
 BN_CALIBRATION_SAMPLES = 2048
 BN_CALIBRATION_BATCH = 128
@@ -80,8 +86,9 @@ class GANConfig:
     # dcgan D normalization; auto: batch (Radford), none with spectral_norm, layer for wgan-gp
     d_norm: Literal["auto", "batch", "layer", "none"] = "auto"
     conditional: bool = False  # class-conditional G and (projection) D; sample(labels=...)
-    # weight of the mode-seeking term (MSGAN) in G's loss; 0: none
-    diversity: float = 0.0
+    # weight of the mode-seeking term (MSGAN) in G's loss; None: DIVERSITY for a conditional
+    # model (whose G otherwise ignores z: one image per class), 0 (none) for an unconditional
+    diversity: float | None = None
     num_classes: int | None = None  # conditional: the classes (create() reads the dataset's)
 
 
@@ -342,6 +349,8 @@ class GAN(GenerativeModel):
         super().__init__(config, image_shape)
         self._validate(config)
         self.n_critic = config.n_critic or (5 if config.loss == "wgan-gp" else 1)
+        self.diversity = config.diversity if config.diversity is not None else (
+            DIVERSITY if config.conditional else 0.0)
         if config.arch == "mlp":
             self.gen = _mlp_generator(config, self.image_shape)
             self.disc = _mlp_discriminator(config, self.image_shape)
@@ -389,7 +398,8 @@ class GAN(GenerativeModel):
                               f"betas={c.betas}")
         check_range(c.lr, "lr", above=0)
         check_range(c.gp_weight, "gp_weight", least=0)
-        check_range(c.diversity, "diversity", least=0)
+        if c.diversity is not None:
+            check_range(c.diversity, "diversity", least=0)
         if c.conditional:
             if c.num_classes is None:
                 raise ConfigError("a conditional GAN needs num_classes (create() reads it from "
@@ -461,7 +471,7 @@ class GAN(GenerativeModel):
             return module(img) if y is None else module(img, y)
 
         latent = self.config.latent_dim
-        y_fake = _paired_labels(y_all) if self.config.diversity else y_all
+        y_fake = _paired_labels(y_all) if self.diversity else y_all
         sums: dict[str, Tensor] = {}
         fake = z = None
         for real, y in zip(chunks, y_chunks, strict=True):
@@ -491,10 +501,10 @@ class GAN(GenerativeModel):
         self.disc.requires_grad_(False)
         try:
             loss_g = generator_loss(loss_kind, D(self.disc, fake, y_fake))
-            if self.config.diversity and b > 1:
+            if self.diversity and b > 1:
                 ms = mode_seeking_ratio(fake, z)
                 sums["mode_seeking"] = ms.detach()
-                loss_g = loss_g + self.config.diversity / (ms + 1e-5)
+                loss_g = loss_g + self.diversity / (ms + 1e-5)
             self.optimize(loss_g, optimizers["g"])
         finally:
             self.disc.requires_grad_(True)

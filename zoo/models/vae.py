@@ -79,7 +79,7 @@ class VAEConfig:
     # (0: the ELBO from the first step); None: 1 for an unconditional model, KL_START for a
     # conditional one (a latent kept small at first leaves the class to the label)
     kl_start: float | None = None
-    kl_anneal_steps: int = 1000
+    kl_anneal_steps: int = 1432  # vae-conv's steps at the CI budget (6e12 FLOPs, batch 128)
 
 
 def gaussian_kl_standard(mu: Tensor, logvar: Tensor) -> Tensor:

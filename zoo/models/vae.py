@@ -5,14 +5,18 @@ Training maximises the reparameterized ELBO; ``nll`` is the IWAE bound with k im
 samples (k=1 is the ELBO), in bits/dim, with the log-mean-exp taken in float64.
 
 Class-conditional (``conditional=True``): a conditional VAE (Sohn et al. 2015),
-the one-hot label concatenated to the input of the encoder's first dense layer and of the
-decoder, p(z) = N(0, I) for every class. ``sample(n, labels=...)`` decodes for the given
-classes (uniform random classes without them); ``nll(x, labels=y)`` bounds -log p(x|y), and
-``nll(x)`` on a conditional model bounds -log p(x) of the model's uniform class prior,
-p(x) = mean_y p(x|y), by importance sampling over the pairs (y, z) with proposal
-uniform(y) q(z|x, y): k samples of z per class, one log-mean-exp over all K*k weights
-(a valid IWAE bound on log p(x), K times the cost). An unconditional model builds exactly
-the networks it always did.
+the one-hot label concatenated to the input of the encoder's first dense layer and of every
+decoder layer, p(z) = N(0, I) for every class. Trained on the plain ELBO, the latent learns
+the class before the decoder learns to read the label (decoding a test digit's posterior
+mean with another label still draws the digit), so prior samples take a random class; the
+KL term's weight therefore starts at ``KL_START`` and falls to 1 (``kl_start``,
+``kl_anneal_steps``): a costly latent leaves the class to the free label.
+``sample(n, labels=...)`` decodes for the given classes (uniform random classes without
+them); ``nll(x, labels=y)`` bounds -log p(x|y), and ``nll(x)`` on a conditional model
+bounds -log p(x) of the model's uniform class prior, p(x) = mean_y p(x|y), by importance
+sampling over the pairs (y, z) with proposal uniform(y) q(z|x, y): k samples of z per
+class, one log-mean-exp over all K*k weights (a valid IWAE bound on log p(x), K times the
+cost). An unconditional model builds exactly the networks it always did.
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ from ..options import SamplerOptions, check_range, option_number
 LIKELIHOODS = ("discretized-logistic", "bernoulli")
 LOG_SCALE_MIN = -7.0
 LOG_2PI = math.log(2 * math.pi)
+#: a conditional VAE's KL weight at step 0 (annealed to 1)
+KL_START = 30.0
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,11 @@ class VAEConfig:
     binarize_threshold: int = 128  # bernoulli: x >= threshold is a 1
     conditional: bool = False  # class-conditional VAE: the one-hot label into encoder/decoder
     num_classes: int | None = None  # conditional: the classes (create() reads the dataset's)
+    # the KL term's weight starts at kl_start and moves linearly to 1 over kl_anneal_steps
+    # (0: the ELBO from the first step); None: 1 for an unconditional model, KL_START for a
+    # conditional one (a latent kept small at first leaves the class to the label)
+    kl_start: float | None = None
+    kl_anneal_steps: int = 1432  # vae-conv's steps at the CI budget (6e12 FLOPs, batch 128)
 
 
 def gaussian_kl_standard(mu: Tensor, logvar: Tensor) -> Tensor:
@@ -113,6 +124,9 @@ class VAE(GenerativeModel):
             for ch in config.channels:
                 check_range(ch, "each of channels", least=1)
         check_range(config.lr, "lr", above=0)
+        if config.kl_start is not None:
+            check_range(config.kl_start, "kl_start", least=0)
+        check_range(config.kl_anneal_steps, "kl_anneal_steps", least=0)
         check_range(config.binarize_threshold, "binarize_threshold", least=1, most=255)
         if config.conditional:
             if config.num_classes is None:
@@ -138,7 +152,7 @@ class VAE(GenerativeModel):
             )
             self.decoder = nn.Sequential(
                 nn.Linear(zd + k_in, config.hidden), nn.ReLU(),
-                nn.Linear(config.hidden, self.out_channels * h * w),
+                nn.Linear(config.hidden + k_in, self.out_channels * h * w),
                 nn.Unflatten(1, (self.out_channels, h, w)),
             )
         elif config.arch == "conv":
@@ -181,15 +195,17 @@ class VAE(GenerativeModel):
             nn.Flatten(), nn.Linear(flat + k_in, config.conv_hidden), nn.SiLU(),
             nn.Linear(config.conv_hidden, 2 * config.latent_dim),
         ]
+        # the decoder takes the one-hot at every layer (planes of it at a convolution's
+        # input): the label then costs the decoder nothing to use at any scale
         dec: list[nn.Module] = [
             nn.Linear(config.latent_dim + k_in, config.conv_hidden), nn.SiLU(),
-            nn.Linear(config.conv_hidden, flat), nn.SiLU(),
+            nn.Linear(config.conv_hidden + k_in, flat), nn.SiLU(),
             nn.Unflatten(1, (prev, h // f, w // f)),
         ]
         rev = list(reversed(config.channels))
         for ch, nxt in zip(rev, rev[1:], strict=False):
-            dec += [nn.ConvTranspose2d(ch, nxt, 4, 2, 1), nn.SiLU()]
-        dec.append(nn.ConvTranspose2d(rev[-1], self.out_channels, 4, 2, 1))
+            dec += [nn.ConvTranspose2d(ch + k_in, nxt, 4, 2, 1), nn.SiLU()]
+        dec.append(nn.ConvTranspose2d(rev[-1] + k_in, self.out_channels, 4, 2, 1))
         return nn.Sequential(*enc), nn.Sequential(*dec)
 
     # -- pieces ------------------------------------------------------------------------------
@@ -209,15 +225,20 @@ class VAE(GenerativeModel):
         return nn.functional.one_hot(y.long(), self.num_classes).to(like.dtype)
 
     def _run(self, net: nn.Sequential, h: Tensor, y: Tensor | None) -> Tensor:
-        """``net`` on h, the one-hot label (conditional) concatenated to the input of its
-        first dense layer."""
+        """``net`` on h, the one-hot label (conditional) concatenated to the input of the
+        encoder's first dense layer and of every decoder layer (as constant planes at a
+        transposed convolution's input)."""
         if not self.conditional:
             return net(h)
+        every = net is self.decoder
         first = True
         for m in net:
-            if first and isinstance(m, nn.Linear):
+            if isinstance(m, nn.Linear) and (first or every):
                 h = torch.cat([h, self._one_hot(y, h)], 1)
                 first = False
+            elif every and isinstance(m, nn.ConvTranspose2d):
+                planes = self._one_hot(y, h)[:, :, None, None].expand(-1, -1, *h.shape[2:])
+                h = torch.cat([h, planes], 1)
             h = m(h)
         return h
 
@@ -255,6 +276,18 @@ class VAE(GenerativeModel):
         z = mu + self.batch_randn(*mu.shape) * torch.exp(0.5 * logvar)
         return -self.log_px_given_z(target, z, y), gaussian_kl_standard(mu, logvar)
 
+    def kl_weight(self, opt: torch.optim.Optimizer) -> float:
+        """The KL term's weight at this step, keyed on the optimizer's own step count (so a
+        resumed run continues the schedule)."""
+        start = self.config.kl_start
+        if start is None:
+            start = KL_START if self.conditional else 1.0
+        state = opt.state.get(opt.param_groups[0]["params"][0])
+        done = int(state["step"]) if state and "step" in state else 0
+        steps = self.config.kl_anneal_steps
+        left = max(0.0, 1.0 - done / steps) if steps else 0.0
+        return 1.0 + (start - 1.0) * left
+
     def train_step(self, x, optimizers):
         batch = self.check_batch(x)
         x_in, target = self._inputs(batch.images)
@@ -262,11 +295,12 @@ class VAE(GenerativeModel):
             recon, kl = self.wrapped("model")(x_in, target, batch.labels)
         else:
             recon, kl = self.wrapped("model")(x_in, target)
-        loss = (recon + kl).mean()
+        beta = self.kl_weight(optimizers["vae"])
+        loss = (recon + kl).mean() if beta == 1.0 else (recon + beta * kl).mean()
         self.optimize(loss, optimizers["vae"])
         scale = 1.0 / (self.dims * math.log(2))
         return {
-            "loss_bpd": loss.item() * scale,
+            "loss_bpd": (recon + kl).mean().item() * scale,
             "recon_bpd": recon.mean().item() * scale,
             "kl_bpd": kl.mean().item() * scale,
         }

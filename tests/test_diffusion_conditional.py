@@ -49,7 +49,7 @@ def test_the_config_is_checked():
     with pytest.raises(ConfigError, match="label_dropout"):
         tiny(label_dropout=1.0)
     m = zoo.create("ddpm", dataset="mnist", conditional=True, **TINY)
-    assert m.num_classes == 10 and m.net.class_emb.weight.shape == (11, m.net.emb_dim)
+    assert m.num_classes == 10 and m.net.class_emb.weight.shape == (11, 2 * sum(m.net._emb_splits))
 
 
 def test_guidance_and_labels_are_refused_where_they_mean_nothing():

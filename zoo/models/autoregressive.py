@@ -42,6 +42,9 @@ from ..options import SamplerOptions, check_range
 
 VOCAB = 256  # subpixel values; the start token is id VOCAB, the embedding has VOCAB + 1 rows
 POS_EMBEDDINGS = ("learned", "factorized")
+#: the sampler's classifier-free guidance of a class-conditional model when none is given
+#: (docs/models.md has the guidance sweep it was chosen from)
+DEFAULT_GUIDANCE = 3.0
 
 
 @dataclass
@@ -152,6 +155,11 @@ class ARTransformer(GenerativeModel):
     color = "#2ca02c"
     Config = ARTransformerConfig
     samplers = (Tokens,)
+
+    @property
+    def default_sampler(self) -> dict:
+        """A class-conditional model's sampler guides by ``DEFAULT_GUIDANCE`` unless told."""
+        return {"guidance": DEFAULT_GUIDANCE} if self.conditional else {}
 
     def __init__(self, config: ARTransformerConfig, image_shape):
         super().__init__(config, image_shape)

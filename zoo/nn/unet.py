@@ -112,12 +112,13 @@ class ResBlock(nn.Module):
 
     def forward(self, x: Tensor, emb: Tensor, mod: Tensor | None = None) -> Tensor:
         """``mod`` [B, 2 cout, 1, 1] (a class-conditional U-Net's): the class's shift and
-        scale of the channels after the timestep is added, h (1 + scale) + shift."""
-        h = self.conv1(F.silu(self.norm1(x), inplace=True)).add_(emb)
+        scale of the second normalisation's output, norm2(h) (1 + scale) + shift (ADM's
+        scale-shift norm)."""
+        h = self.norm2(self.conv1(F.silu(self.norm1(x), inplace=True)).add_(emb))
         if mod is not None:
             shift, scale = mod.chunk(2, dim=1)
             h = torch.addcmul(shift, h, 1 + scale)
-        h = self.conv2(self.dropout(F.silu(self.norm2(h), inplace=True)))
+        h = self.conv2(self.dropout(F.silu(h, inplace=True)))
         return h.add_(self.skip(x))
 
 
@@ -228,8 +229,9 @@ class UNet(nn.Module):
     ``t`` is [B] or [1] (one timestep for the whole batch, embedded once). H and W must be
     divisible by 2^(levels - 1). With ``num_classes`` K it is class-conditional: a class
     embedding (K + 1 rows, the last the null label) gives every residual block a shift and
-    a scale of its channels (FiLM, as adaptive normalisation does in ADM and DiT), starting
-    at zero (the unconditional network); without, it has no such parameters.
+    a scale of its second normalisation's output (ADM's scale-shift norm, with the class
+    alone), starting at zero (the unconditional network); without, it has no such
+    parameters.
 
     The class has its own path rather than being added to the timestep embedding: added
     there, at any scale of its own it either drowned the timestep (nn.Embedding's N(0, 1):

@@ -100,7 +100,7 @@ def _nll_mode(value, name: str = "nll mode", stacklevel: int = 3) -> str:
 DEFAULT_SAMPLER_STEPS = 10
 #: the default sampler's classifier-free guidance of a class-conditional model
 #: (docs/models.md has the guidance sweep it was chosen from)
-DEFAULT_GUIDANCE = 3.0
+DEFAULT_GUIDANCE = 4.0
 
 
 class DDPM(SamplingLoop, GenerativeModel):

@@ -223,6 +223,12 @@ def checked_config(config: UNetConfig, image_size: tuple[int, int]) -> UNetConfi
     return c
 
 
+#: the initial std of the class's shifts and scales: zero learnt the class slowly (class
+#: accuracy 0.44 at guidance 4 at the ci suite's budget on MNIST, FID 12.0), 0.2 sooner
+#: (0.72, FID 13.6); docs/models.md has the measurements
+CLASS_MOD_STD = 0.2
+
+
 class UNet(nn.Module):
     """Predicts a tensor shaped like ``x`` [B, C, H, W] from ``x`` and timesteps ``t``.
 
@@ -230,7 +236,7 @@ class UNet(nn.Module):
     divisible by 2^(levels - 1). With ``num_classes`` K it is class-conditional: a class
     embedding (K + 1 rows, the last the null label) gives every residual block a shift and
     a scale of its second normalisation's output (ADM's scale-shift norm, with the class
-    alone), starting at zero (the unconditional network); without, it has no such
+    alone), drawn at the start from N(0, ``CLASS_MOD_STD``^2); without, it has no such
     parameters.
 
     The class has its own path rather than being added to the timestep embedding: added
@@ -310,7 +316,7 @@ class UNet(nn.Module):
         self.emb_proj = nn.Linear(self.emb_dim, sum(self._emb_splits))
         if num_classes is not None:
             self.class_emb = nn.Embedding(num_classes + 1, 2 * sum(self._emb_splits))
-            nn.init.zeros_(self.class_emb.weight)
+            nn.init.normal_(self.class_emb.weight, std=CLASS_MOD_STD)
 
     def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
         """``y``: int64 class labels [B] of a class-conditional U-Net (required by one)."""

@@ -12,7 +12,12 @@ from helpers import assert_float32_close, capture_on_cpu
 import zoo
 import zoo.data
 from zoo.core import Batch, ConfigError
-from zoo.models.autoregressive import ARTransformer, ARTransformerConfig, Tokens
+from zoo.models.autoregressive import (
+    DEFAULT_GUIDANCE,
+    ARTransformer,
+    ARTransformerConfig,
+    Tokens,
+)
 
 DATA = Path(__file__).parent / "data" / "ar-uncond-2bb93dd"
 
@@ -25,6 +30,7 @@ def cond(image_shape=(1, 4, 5), num_classes=3, **overrides) -> ARTransformer:
     m = ARTransformer(cfg, image_shape).eval()
     with torch.no_grad():
         m.class_emb.weight.normal_(0, 1.0, generator=torch.Generator().manual_seed(1))
+        m.class_mod_emb.weight.normal_(0, 0.5, generator=torch.Generator().manual_seed(2))
         m.head.weight.mul_(5.0)
     return m
 
@@ -45,6 +51,25 @@ def test_old_unconditional_checkpoint_loads_and_samples_bit_identically():
                        expected["samples_t08_k20"])
     assert_float32_close(m.nll(expected["x"]), expected["nll"])
     assert m.describe_nll() == "exact"
+
+
+def test_the_class_reaches_every_layer_through_adaptive_layernorm():
+    """Beside the class embedding at the input, every LayerNorm's output is shifted and
+    scaled per class (zero at the start): with the input embedding equal for two classes,
+    the class still changes the logits, through each block's modulation alone."""
+    torch.manual_seed(0)
+    m = ARTransformer(ARTransformerConfig(dim=16, depth=2, heads=2, conditional=True,
+                                          num_classes=3), (1, 4, 4)).eval()
+    assert torch.equal(m.class_mod_emb.weight, torch.zeros(4, (4 * 2 + 2) * 16))
+    x = torch.randint(0, 256, (2, 1, 4, 4), dtype=torch.uint8)
+    with torch.no_grad():
+        m.class_emb.weight.zero_()
+        y0, y1 = torch.tensor([0, 0]), torch.tensor([1, 1])
+        assert torch.equal(m.logits(x, y0), m.logits(x, y1))
+        for part in range(5):  # block 0's two LNs, block 1's, the final LN
+            m.class_mod_emb.weight.zero_()
+            m.class_mod_emb.weight[1].view(-1, 16)[2 * part + 1] = 0.5  # a scale of class 1
+            assert not torch.equal(m.logits(x, y0), m.logits(x, y1)), part
 
 
 def test_guidance_stays_out_of_the_default_key():
@@ -99,11 +124,14 @@ def test_the_class_conditions_and_guidance_zero_is_the_null_label():
     assert torch.equal(m.sample(6, labels=y, guidance=0, generator=gen()), null)
     assert torch.equal(m.sample(6, labels=y, guidance=0.0, generator=gen(), batch_size=4),
                        m.sample(6, generator=gen(), batch_size=4))
-    plain = m.sample(6, labels=y, generator=gen())
+    plain = m.sample(6, labels=y, guidance=1, generator=gen())
     assert not torch.equal(plain, null)
-    assert torch.equal(m.sample(6, labels=y, guidance=1, generator=gen()), plain)
     guided = m.sample(6, labels=y, guidance=3, generator=gen())
     assert not torch.equal(guided, plain)
+    # without guidance= a conditional model guides by its default
+    assert torch.equal(m.sample(6, labels=y, generator=gen()),
+                       m.sample(6, labels=y, guidance=DEFAULT_GUIDANCE, generator=gen()))
+    assert DEFAULT_GUIDANCE != 1.0
     # an int asks for one class for every image
     assert torch.equal(m.sample(3, labels=2, generator=gen()),
                        m.sample(3, labels=torch.tensor([2, 2, 2]), generator=gen()))
@@ -136,7 +164,7 @@ def test_greedy_guided_tokens_are_the_argmax_of_the_mixed_logits():
         lc, lu = m.logits(s, y).float(), m.logits(s).float()
     assert torch.equal((lu + w * (lc - lu)).argmax(-1), m.to_tokens(s))
     # the guided samples differ from the conditional ones
-    assert not torch.equal(s, m.sample(4, labels=y, temperature=0))
+    assert not torch.equal(s, m.sample(4, labels=y, guidance=1, temperature=0))
 
 
 def test_nll_conditional_and_unconditional():

@@ -16,6 +16,7 @@ import zoo.data
 import zoo.train
 from zoo.core import ConfigError
 from zoo.models.diffusion import DDPM, DDPMConfig
+from zoo.models.diffusion.model import DEFAULT_GUIDANCE
 
 OLD = Path(__file__).parent / "data" / "ddpm-unconditional-2bb93dd"
 TINY = {"timesteps": 10, "channels": 8, "channel_mult": (1, 2), "norm_groups": 4}
@@ -49,7 +50,27 @@ def test_the_config_is_checked():
     with pytest.raises(ConfigError, match="label_dropout"):
         tiny(label_dropout=1.0)
     m = zoo.create("ddpm", dataset="mnist", conditional=True, **TINY)
-    assert m.num_classes == 10 and m.net.class_emb.weight.shape == (11, m.net.emb_dim)
+    widths = sum(m.net._emb_splits)  # a shift and a scale per channel of every residual block
+    assert m.num_classes == 10 and m.net.class_emb.weight.shape == (11, 2 * widths)
+
+
+def test_the_class_path_bypasses_the_timestep_and_the_default_sampler_guides():
+    """The class reaches the U-Net through its own shifts and scales (none when they are
+    zero), not through the timestep embedding; a conditional model's default sampler
+    guides, an unconditional one's has no guidance."""
+    torch.manual_seed(0)
+    m = DDPM(DDPMConfig(**TINY, conditional=True, num_classes=10), (1, 8, 8))
+    with torch.no_grad():
+        for p in m.net.parameters():  # the zero-initialised output layers
+            if p.dim() > 1 and p.abs().sum() == 0:
+                p.normal_(0, 0.05)
+        x, t = torch.randn(2, 1, 8, 8), torch.tensor([3, 3])
+        y0, y1 = torch.tensor([0, 0]), torch.tensor([1, 1])
+        assert not torch.equal(m.net(x, t, y0), m.net(x, t, y1))
+        m.net.class_emb.weight.zero_()
+        assert torch.equal(m.net(x, t, y0), m.net(x, t, y1))
+    assert m.default_sampler["guidance"] == DEFAULT_GUIDANCE != 1.0
+    assert "guidance" not in tiny(conditional=False).default_sampler
 
 
 def test_guidance_and_labels_are_refused_where_they_mean_nothing():

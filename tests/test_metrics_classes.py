@@ -24,6 +24,7 @@ class _Config:
     conditional: bool = True
     num_classes: int = 10
     ignore_labels: bool = False
+    one_per_class: bool = False  # every sample of a class the same image (a collapse)
 
 
 class RealImages(GenerativeModel):
@@ -47,8 +48,8 @@ class RealImages(GenerativeModel):
             for c in labels.unique():
                 pool = (self.labels == c).nonzero().flatten()
                 where = (labels == c).nonzero().flatten()
-                pick[where] = pool[torch.randint(0, pool.numel(), (where.numel(),),
-                                                 generator=generator)]
+                pick[where] = pool[0] if self.config.one_per_class else pool[torch.randint(
+                    0, pool.numel(), (where.numel(),), generator=generator)]
         return self.images[pick].clone()
 
 
@@ -170,7 +171,8 @@ def test_the_schema_and_the_table_show_the_class_metrics():
 def cli(monkeypatch, tmp_path):
     from zoo import cli as zcli
 
-    models = {"cond": RealImages(), "uncond": RealImages(_Config(conditional=False))}
+    models = {"cond": RealImages(), "uncond": RealImages(_Config(conditional=False)),
+              "same": RealImages(_Config(one_per_class=True))}
     monkeypatch.setattr(zcli, "_load", lambda run, device=None: models[run])
     monkeypatch.setattr(zcli, "run_info", lambda run: {"dataset": "fashion-mnist"})
     monkeypatch.chdir(tmp_path)
@@ -259,3 +261,77 @@ def test_eval_of_a_conditional_model_prints_class_accuracy_and_intra_fid(cli, ca
                      "mnist-classifier", "-n", "200", "--metrics", "class_accuracy"]) == 2
     err = capsys.readouterr().err.strip()
     assert "class_accuracy needs the class each sample" in err and "\n" not in err
+
+
+# -- within-class diversity (the collapse alarm) ------------------------------------------
+
+def _clusters(seed: int, per_class: int, spread: float, centres: torch.Tensor) -> tuple:
+    """Features of ``len(centres)`` classes, ``per_class`` each, around their centres."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(len(centres)).repeat_interleave(per_class)
+    noise = torch.randn(len(labels), centres.shape[1], generator=g)
+    return centres[labels] + spread * noise, labels
+
+
+def test_diversity_is_one_for_varied_samples_and_flags_a_collapsed_class():
+    centres = 10 * torch.randn(4, 16, generator=torch.Generator().manual_seed(0))
+    real, ref = _clusters(1, 300, 1.0, centres)
+    varied, labels = _clusters(2, 100, 1.0, centres)
+    out = classes.diversity(real, varied, reference_labels=ref, labels=labels)
+    assert 0.95 < out["diversity_min"] <= out["diversity"] < 1.05
+    assert out["class_recall_min"] > 0.6 and out["diversity_collapsed"] == []
+    assert out["diversity_classes"] == [0, 1, 2, 3]
+    assert registry.collapse_warning(out) is None
+    # class 2 drawn as one image (with a trace of noise), the rest as before
+    collapsed = varied.clone()
+    collapsed[labels == 2] = centres[2] + 0.01 * varied[labels == 2]
+    bad = classes.diversity(real, collapsed, reference_labels=ref, labels=labels)
+    assert bad["diversity_min"] < 0.05 and bad["diversity_per_class"][2] < 0.05
+    assert bad["diversity_collapsed"] == [2] and bad["class_recall_per_class"][2] < 0.1
+    assert 0.95 < bad["diversity_per_class"][0] < 1.05
+    assert "class 2" in registry.collapse_warning(bad)
+    # an unconditional model: its samples' classes are their nearest reference class mean
+    free = classes.diversity(real, collapsed, reference_labels=ref)
+    assert free["diversity_collapsed"] == [2] and free["diversity_per_class"][0] > 0.95
+
+
+def test_diversity_of_real_images_is_near_one_and_of_repeated_images_is_low(extractor):
+    """Real MNIST training images against the test split (the threshold's measurement), and
+    the same with each class's samples three images repeated."""
+    images, labels = zdata.load("mnist", "train")
+    x, y = images[:600], labels[:600].long()
+    real = evaluate(x, "mnist", "test", "mnist-classifier", metrics="diversity", labels=y,
+                    announce=False, bootstrap=0)
+    assert 0.93 < real["diversity"] < 1.07 and real["diversity_min"] > 0.8
+    assert real["class_recall_min"] > 0.6 and registry.collapse_warning(real) is None
+    few = torch.cat([(y == c).nonzero().flatten()[:3].repeat(20) for c in range(10)])
+    rep = evaluate(x[few], "mnist", "test", "mnist-classifier", metrics="diversity",
+                   labels=y[few], announce=False, bootstrap=0)
+    assert rep["diversity_min"] < registry.COLLAPSE_RATIO and rep["class_recall"] < 0.05
+    assert registry.collapse_warning(rep) is not None
+
+
+def test_diversity_columns_reach_the_rows_and_the_report_warns():
+    from zoo.bench import frame, report, schema
+
+    for key in ("diversity", "diversity_min", "class_recall", "class_recall_min"):
+        assert key in schema.quality_columns() and registry.directions()[key] == 1
+    rows = [dict.fromkeys(schema.COLUMNS) | {"dataset": "mnist", "model": m, "sampler": "default",
+                                             "diversity": d, "diversity_min": d}
+            for m, d in (("ok", 0.97), ("same", 0.12))]
+    notes = report.collapse_notes(frame.frame(rows))
+    text = str(notes)
+    assert len(notes) == 1 and "same" in text and "0.12" in text and "ok" not in text
+    assert report.collapse_notes(frame.frame(rows[:1])) == []
+
+
+def test_eval_warns_of_a_model_drawing_one_image_per_class(cli, capsys):
+    assert cli.main(["eval", "same", "--dataset", "mnist", "--extractor", "mnist-classifier",
+                     "-n", "100", "--bootstrap", "0", "--metrics", "diversity"]) == 0
+    captured = capsys.readouterr()
+    assert "diversity min" in captured.out
+    warning = [line for line in captured.err.splitlines() if "collapse" in line]
+    assert len(warning) == 1 and warning[0].startswith("zoo eval: warning:")
+    assert cli.main(["eval", "cond", "--dataset", "mnist", "--extractor", "mnist-classifier",
+                     "-n", "100", "--bootstrap", "0", "--metrics", "diversity"]) == 0
+    assert "collapse" not in capsys.readouterr().err

@@ -518,7 +518,8 @@ def _add_class_metrics(args, model, dataset: str) -> None:
     the classes (a dataset's classifier); else a note of how to get them."""
     from . import metrics
 
-    extra = ("class_tv",) + (("class_accuracy", "intra_fid") if model.conditional else ())
+    extra = ("class_tv", "diversity") + (("class_accuracy", "intra_fid") if model.conditional
+                                         else ())
     ext = metrics.resolve_extractor(args.extractor, dataset, args.inception_weights,
                                     announce=False)
     if ext.kind == "classifier":
@@ -560,6 +561,9 @@ def _report_eval(args, result: dict, path: Path) -> None:
     small = metric_registry.small_reference(result.get("n_reference"))
     if small:
         print(f"zoo eval: warning: {small}", file=sys.stderr)
+    collapse = metric_registry.collapse_warning(result)
+    if collapse:
+        print(f"zoo eval: warning: {collapse}", file=sys.stderr)
     if result.get("recon_psnr") is not None:
         print(metrics.reconstruction.format_reconstruction(result))
     print(f"wrote {path}", file=sys.stderr)

@@ -312,7 +312,16 @@ def dataset_table(df) -> list[Block]:
                      *[fmt(r.get(f"sample_images_per_s@{bs}")) for bs in sizes], lat,
                      fmt(r.get("train_steps")), fmt(r.get("train_seconds")),
                      fmt(r.get("train_images_per_s")), fmt(r.get("peak_mem_mb"))])
-    return [Table(head, body), *same_n_note(df)]
+    return [Table(head, body), *same_n_note(df), *collapse_notes(df)]
+
+
+def collapse_notes(df) -> list[Block]:
+    """A warning under the table for each line whose samples collapsed within a class
+    (``metrics.registry.collapse_warning``: ``diversity_min`` below its threshold)."""
+    items = [(0, f"warning: {markup.text(r.get('model'))} {markup.text(r.get(frame.LABEL))}: "
+                 f"{markup.text(note)}")
+             for r in frame.records(df) if (note := metric_registry.collapse_warning(r))]
+    return [Items(items)] if items else []
 
 
 # ----------------------------------------------------------------------------- reconstruction

@@ -30,6 +30,7 @@ from torch import Tensor
 
 from ..core import ConfigError
 from .intervals import LEVEL, fid_draws, percentile_interval, resample_counts
+from .registry import COLLAPSE_RATIO
 
 
 def wilson_interval(successes: int, n: int, level: float = LEVEL) -> list[float]:
@@ -103,3 +104,67 @@ def class_tv(real: Tensor, fake: Tensor) -> dict:
     p = torch.bincount(fake.argmax(1).cpu(), minlength=k).double() / fake.shape[0]
     q = torch.bincount(real.argmax(1).cpu(), minlength=k).double() / real.shape[0]
     return {"class_tv": float(0.5 * (p - q).abs().sum())}
+
+
+#: at most this many reference images per class enter the pairwise distances (the first ones)
+MAX_REFERENCE_PER_CLASS = 1000
+RECALL_K = 3  #: k of the k-NN balls of the per-class recall (as ``pr``'s)
+
+
+def _mean_pairwise(x: Tensor) -> float:
+    """The mean Euclidean distance over the distinct pairs of the rows of ``x``."""
+    d = torch.cdist(x, x)
+    n = x.shape[0]
+    return float(d.sum() / (n * (n - 1)))
+
+
+def _recall(real: Tensor, fake: Tensor, k: int) -> float:
+    """Improved recall (Kynkäänniemi et al. 2019): the share of ``real`` rows inside a
+    ball around some ``fake`` row whose radius is its distance to its k-th nearest other."""
+    k = min(k, fake.shape[0] - 1)
+    d = torch.cdist(fake, fake)
+    radii = d.topk(k + 1, dim=1, largest=False).values[:, -1]
+    return float((torch.cdist(real, fake) <= radii[None]).any(1).double().mean())
+
+
+def _sample_classes(real: Tensor, fake: Tensor, ref: Tensor) -> Tensor:
+    """The class of each sample of an unconditional model: its nearest reference class
+    mean in feature space."""
+    classes = sorted(int(c) for c in ref.unique())
+    means = torch.stack([real[ref == c].mean(0) for c in classes])
+    return torch.as_tensor(classes)[torch.cdist(fake, means).argmin(1)]
+
+
+def diversity(real: Tensor, fake: Tensor, *, reference_labels, labels=None) -> dict:
+    """Within-class diversity, a collapse alarm: per class, the mean pairwise feature
+    distance of the samples / that of the reference images of the class (1: as varied as
+    real images; near 0: one image per class), and the recall of the class's reference
+    images by its samples. The classes are the requested ``labels`` of a conditional
+    model's samples, else each sample's nearest reference class mean. Classes with fewer
+    than 2 samples are left out; ``diversity_collapsed`` lists those below
+    ``COLLAPSE_RATIO``."""
+    ref = _labels(reference_labels, real.shape[0], "diversity reference")
+    fake, real = fake.double().cpu(), real.double().cpu()
+    given = labels is not None
+    classes_of = (_labels(labels, fake.shape[0], "diversity") if given
+                  else _sample_classes(real, fake, ref))
+    classes, ratios, recalls = [], [], []
+    for c in sorted(int(c) for c in classes_of.unique()):
+        f, r = fake[classes_of == c], real[ref == c][:MAX_REFERENCE_PER_CLASS]
+        if f.shape[0] < 2 or r.shape[0] < 2:
+            continue
+        classes.append(c)
+        ratios.append(_mean_pairwise(f) / max(_mean_pairwise(r), 1e-12))
+        # as many reference images as samples: recall grows with the reference's size
+        recalls.append(_recall(r[:f.shape[0]], f, RECALL_K))
+    if not classes:
+        raise ConfigError("diversity needs at least 2 samples and 2 reference images of "
+                          "some class (draw more samples, -n)")
+    return {"diversity": float(np.mean(ratios)), "diversity_min": float(min(ratios)),
+            "class_recall": float(np.mean(recalls)), "class_recall_min": float(min(recalls)),
+            "diversity_per_class": [round(v, 4) for v in ratios],
+            "class_recall_per_class": [round(v, 4) for v in recalls],
+            "diversity_classes": classes,
+            "diversity_collapsed": [c for c, v in zip(classes, ratios, strict=True)
+                                    if v < COLLAPSE_RATIO]}
+

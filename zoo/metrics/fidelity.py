@@ -328,7 +328,7 @@ def _function_metrics(own: tuple[str, ...], extractor: Extractor, generated: Ten
                                                                      real.get(layer))
         given = {"closest": int(options["closest"])} if (
             metric.closest and options["closest"] > 0) else {}
-        if metric.labels:
+        if metric.labels or metric.optional_labels:
             given["labels"] = options["labels"]
         if metric.reference_labels:
             given["reference_labels"] = options["reference_labels"]

@@ -93,6 +93,8 @@ class Metric:
     #: a function metric of the requested class of each generated sample: gets them as
     #: ``labels=`` (int64 [N]); refused when the samples have none (an unconditional model)
     labels: bool = False
+    #: gets the requested classes as ``labels=`` where the samples have them, else None
+    optional_labels: bool = False
     #: ... and of the reference images' classes, as ``reference_labels=`` (int64 [M])
     reference_labels: bool = False
     #: the function computes its own interval columns (``<key>_ci95``) when given
@@ -148,7 +150,8 @@ def _check(metric: Metric) -> None:
                          or not metric.reference):
         raise ConfigError(f"{where}: a metric reading the training split (train) is a "
                           "function of features or logits, compared with the reference")
-    if (metric.labels or metric.reference_labels or metric.own_interval) and (
+    if (metric.labels or metric.optional_labels or metric.reference_labels
+            or metric.own_interval) and (
             metric.function is None or metric.needs == "images" or metric.train):
         raise ConfigError(f"{where}: labels, reference_labels and own_interval are for a "
                           "function metric of features or logits that reads no training split")
@@ -368,6 +371,25 @@ def small_reference(n) -> str | None:
             "measured against the same reference set")
 
 
+#: a class whose samples spread less than this share of its reference images' (mean pairwise
+#: feature distance, ``classes.diversity``) is called collapsed; real images of a class
+#: against that class's test images give ~1.0 (docs/metrics.md has the measurements)
+COLLAPSE_RATIO = 0.5
+
+
+def collapse_warning(result: dict) -> str | None:
+    """A one-line warning when a result's (or row's) within-class diversity says a class
+    collapsed (``diversity_min`` below ``COLLAPSE_RATIO``); None otherwise or unmeasured."""
+    low = result.get("diversity_min")
+    if isinstance(low, bool) or not isinstance(low, (int, float)) or not low < COLLAPSE_RATIO:
+        return None
+    which = result.get("diversity_collapsed")
+    classes = f" (class {', '.join(map(str, which))})" if which else ""
+    return (f"within-class collapse: the samples of a class{classes} spread {low:.2f}x as "
+            f"much as its real images (below {COLLAPSE_RATIO:g}: a few distinct images per "
+            "class)")
+
+
 PR_NEIGHBORHOOD = 3  #: torch-fidelity's precision/recall: k of the k-NN radii
 IS_SPLITS = 10  #: torch-fidelity's inception score: splits (fewer when fewer images)
 DC_NEAREST_K = 5  #: density/coverage: k of the k-NN radii (the prdc package's default)
@@ -456,4 +478,21 @@ register(Metric(
     description="total variation distance between the classifier's class histograms of "
                 "the samples and of the reference images (0: the reference's class "
                 "proportions; a mode-dropping signal, no labels needed)",
+))
+register(Metric(
+    "diversity", aliases=("collapse",), min_images=2, reference_labels=True,
+    function="zoo.metrics.classes:diversity", optional_labels=True,
+    columns=(Column("diversity", "diversity", "{:.3f}", +1, tolerance=("abs", 0.10),
+                    figure=None),
+             Column("diversity_min", "diversity min", "{:.3f}", +1, tolerance=("abs", 0.15),
+                    figure=None),
+             Column("class_recall", "class recall", "{:.3f}", +1, tolerance=("abs", 0.10),
+                    figure=None),
+             Column("class_recall_min", "class recall min", "{:.3f}", +1,
+                    tolerance=("abs", 0.15), figure=None)),
+    description="within-class diversity, a collapse alarm: per class, the samples' mean "
+                "pairwise feature distance / the reference images' (1: as varied; below "
+                f"{COLLAPSE_RATIO:g}: collapsed), mean and min over classes, and per-class "
+                "recall (k=3); classes by the requested labels, else by the nearest "
+                "reference class mean",
 ))

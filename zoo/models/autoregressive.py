@@ -35,13 +35,16 @@ from ..core import (
     option_flag,
     option_number,
 )
-from ..nn.attention import TransformerBlock, new_kv_cache
+from ..nn.attention import TransformerBlock, modulate, new_kv_cache
 from ..nn.graphs import NOISE_BYTES, capture, graph_mode, model_graphs, weights_key
 from ..nn.likelihood import LN2
 from ..options import SamplerOptions, check_range
 
 VOCAB = 256  # subpixel values; the start token is id VOCAB, the embedding has VOCAB + 1 rows
 POS_EMBEDDINGS = ("learned", "factorized")
+#: the sampler's classifier-free guidance of a class-conditional model when none is given
+#: (docs/models.md has the guidance sweep it was chosen from)
+DEFAULT_GUIDANCE = 3.0
 
 
 @dataclass
@@ -153,6 +156,11 @@ class ARTransformer(GenerativeModel):
     Config = ARTransformerConfig
     samplers = (Tokens,)
 
+    @property
+    def default_sampler(self) -> dict:
+        """A class-conditional model's sampler guides by ``DEFAULT_GUIDANCE`` unless told."""
+        return {"guidance": DEFAULT_GUIDANCE} if self.conditional else {}
+
     def __init__(self, config: ARTransformerConfig, image_shape):
         super().__init__(config, image_shape)
         cfg = config
@@ -206,6 +214,9 @@ class ARTransformer(GenerativeModel):
         self.head = nn.Linear(cfg.dim, self.vocab)
         if cfg.conditional:  # registered last: an unconditional model is unchanged
             self.class_emb = nn.Embedding(cfg.num_classes + 1, cfg.dim)  # last row: null
+            # adaLN: per class, a shift and scale of every LayerNorm's output (two per
+            # block, then the final one), zero at the start (the identity)
+            self.class_mod_emb = nn.Embedding(cfg.num_classes + 1, (4 * cfg.depth + 2) * cfg.dim)
         self._init_weights()
 
     @torch.no_grad()
@@ -219,6 +230,8 @@ class ARTransformer(GenerativeModel):
                 nn.init.normal_(m.weight, std=0.02)
         if self.config.pos_embedding == "learned":
             nn.init.normal_(self.pos_emb, std=0.02)
+        if self.conditional:
+            nn.init.zeros_(self.class_mod_emb.weight)
         for blk in self.blocks:
             for proj in (blk.attn.proj, blk.fc2):
                 proj.weight.mul_(1.0 / math.sqrt(2 * self.config.depth))
@@ -266,12 +279,22 @@ class ARTransformer(GenerativeModel):
         a conditional model adds the embedding of the class ``labels`` [B] at every position."""
         t = inp.shape[1]
         x = self.tok_emb(inp)
+        mods = [None] * (self.config.depth + 1)
         if labels is not None:
             x = x + self.class_emb(labels)[:, None]
+            mods = self._class_mods(labels)
         x = self.drop(x + self.position_table()[start:start + t])
         for i, blk in enumerate(self.blocks):
-            x = blk(x, None if cache is None else cache[i], start)
-        return self.ln_f(x)
+            x = blk(x, None if cache is None else cache[i], start, mods[i])
+        last = mods[-1]
+        return modulate(self.ln_f(x), None if last is None else last[:, :, None], 0)
+
+    def _class_mods(self, labels: Tensor) -> list[Tensor]:
+        """The adaLN shifts and scales of classes ``labels`` [B]: [B, 4, dim] per block,
+        then [B, 2, dim] of the final LayerNorm."""
+        d = self.config.dim
+        mod = self.class_mod_emb(labels).view(labels.shape[0], -1, d)
+        return list(mod.split([4] * self.config.depth + [2], dim=1))
 
     def logits(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
         """Logits [N, D, 256] of every subpixel of the uint8 batch ``x`` given the ones before
@@ -280,16 +303,20 @@ class ARTransformer(GenerativeModel):
         return self.forward(tokens, self._labels(labels, tokens.shape[0]))
 
     def _step(self, tok: Tensor, pos: int, cache: Tensor, table: Tensor,
-              cls: Tensor | None = None) -> Tensor:
+              cls: tuple | None = None) -> Tensor:
         """Logits for position pos + 1 after feeding token ``tok`` [B] at input position pos
-        (``cls`` [B, dim]: the class embedding of each row of a conditional model)."""
+        (``cls``: a conditional model's class embedding [B, dim] of each row and its adaLN
+        shifts and scales, ``_class_mods``)."""
         x = F.embedding(tok, self.tok_emb.weight) + table[pos]
+        mods = [None] * (self.config.depth + 1)
         if cls is not None:
-            x = x + cls
+            x = x + cls[0]
+            mods = cls[1]
         for i, blk in enumerate(self.blocks):
-            x = blk.step(x, cache[i], pos)
+            x = blk.step(x, cache[i], pos, mods[i])
         ln = self.ln_f
-        x = F.layer_norm(x, ln.normalized_shape, ln.weight, ln.bias, ln.eps)
+        x = modulate(F.layer_norm(x, ln.normalized_shape, ln.weight, ln.bias, ln.eps),
+                     mods[-1], 0)
         return F.linear(x, self.head.weight, self.head.bias)
 
     # -- interface -----------------------------------------------------------------------
@@ -496,7 +523,7 @@ class ARTransformer(GenerativeModel):
             return
         reps = 1 if w == 1.0 else 2
         table = self.position_table()
-        cls = None if rows is None else self.class_emb(rows)
+        cls = None if rows is None else (self.class_emb(rows), self._class_mods(rows))
         inp = self._shifted(tokens[:, :p]).repeat(reps, 1)
         logits = self.head(self.hidden(inp, cache, labels=rows)[:, -1])
         for t in progress.steps(range(p, end), tokens.shape[0]):  # counted by a bar, if any

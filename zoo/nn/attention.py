@@ -95,6 +95,12 @@ class SelfAttention(nn.Module):
         return F.linear(a.view(b, self.dim), self.proj.weight, self.proj.bias)
 
 
+def modulate(h: Tensor, mod: Tensor | None, i: int) -> Tensor:
+    """``h * (1 + mod[:, i + 1]) + mod[:, i]`` (adaptive LayerNorm, DiT's adaLN); ``h`` when
+    ``mod`` is None."""
+    return h if mod is None else torch.addcmul(mod[:, i], h, 1 + mod[:, i + 1])
+
+
 class TransformerBlock(nn.Module):
     """Pre-LN block: ``x + attn(ln(x))`` then ``x + mlp(ln(x))`` (GPT-2 layout)."""
 
@@ -116,16 +122,20 @@ class TransformerBlock(nn.Module):
     def mlp(self, x: Tensor) -> Tensor:
         return self.mlp_drop(self.fc2(F.gelu(self.fc1(x))))
 
-    def forward(self, x: Tensor, cache: Tensor | None = None, start: int = 0) -> Tensor:
-        x = x + self.attn(self.ln1(x), cache, start)
-        return x + self.mlp(self.ln2(x))
+    def forward(self, x: Tensor, cache: Tensor | None = None, start: int = 0,
+                mod: Tensor | None = None) -> Tensor:
+        """``mod`` [B, 4, dim] (adaptive LayerNorm, a conditional model's): the shift and
+        scale of ``ln1``'s output, then of ``ln2``'s, h * (1 + scale) + shift per row."""
+        if mod is not None:
+            mod = mod[:, :, None]  # [B, 4, 1, dim]: the same for every position
+        x = x + self.attn(modulate(self.ln1(x), mod, 0), cache, start)
+        return x + self.mlp(modulate(self.ln2(x), mod, 2))
 
-    def step(self, x: Tensor, cache: Tensor, pos: int) -> Tensor:
+    def step(self, x: Tensor, cache: Tensor, pos: int, mod: Tensor | None = None) -> Tensor:
         """Decode one token ``x`` [B, dim] at ``pos`` (eval only: no dropout, no hooks)."""
         ln1, ln2 = self.ln1, self.ln2
-        x = x + self.attn.step(
-            F.layer_norm(x, ln1.normalized_shape, ln1.weight, ln1.bias, ln1.eps), cache, pos
-        )
-        h = F.layer_norm(x, ln2.normalized_shape, ln2.weight, ln2.bias, ln2.eps)
+        h = F.layer_norm(x, ln1.normalized_shape, ln1.weight, ln1.bias, ln1.eps)
+        x = x + self.attn.step(modulate(h, mod, 0), cache, pos)
+        h = modulate(F.layer_norm(x, ln2.normalized_shape, ln2.weight, ln2.bias, ln2.eps), mod, 2)
         h = F.gelu(F.linear(h, self.fc1.weight, self.fc1.bias))
         return x + F.linear(h, self.fc2.weight, self.fc2.bias)

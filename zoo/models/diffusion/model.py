@@ -98,6 +98,9 @@ def _nll_mode(value, name: str = "nll mode", stacklevel: int = 3) -> str:
 
 #: the default sampler's steps (``DDPM.default_sampler``)
 DEFAULT_SAMPLER_STEPS = 10
+#: the default sampler's classifier-free guidance of a class-conditional model
+#: (docs/models.md has the guidance sweep it was chosen from)
+DEFAULT_GUIDANCE = 4.0
 
 
 class DDPM(SamplingLoop, GenerativeModel):
@@ -118,10 +121,11 @@ class DDPM(SamplingLoop, GenerativeModel):
         """UniPC at 10 steps (fewer where T is small): it reaches DDIM-50's FID within its
         interval at the fewest network calls on MNIST and Fashion-MNIST at the CI budget
         (``zoo bench default-sampler``, reports/default-sampler-cpu); ``sampler="ddpm"`` is
-        the ancestral one."""
+        the ancestral one. A class-conditional model's adds guidance ``DEFAULT_GUIDANCE``."""
         steps = min(DEFAULT_SAMPLER_STEPS, max(self.timesteps - 1, 1))
         return {"sampler": "unipc", "steps": steps,
-                **({"clip_x0": True} if self.default_clip else {})}
+                **({"clip_x0": True} if self.default_clip else {}),
+                **({"guidance": DEFAULT_GUIDANCE} if self.conditional else {})}
 
     def __init__(self, config: DDPMConfig, image_shape):
         super().__init__(config, image_shape)

@@ -127,7 +127,7 @@ def test_a_killed_run_resumes_without_repeating_a_point(staged, tmp_path):
         run_suite(suite, out, progress=False, hook=kill)
     events = []
     run_suite(suite, out, progress=False, hook=lambda e, **i: events.append((e, i)))
-    assert ("resume", {"dataset": "mnist", "model": "vae-mlp"}) in events
+    assert ("resume", {"dataset": "mnist", "model": "vae-mlp", "seed": 0}) in events
     points = read_rows(out / CURVE_FILE)
     keys = [(p["model"], p["fraction"]) for p in points]
     assert len(keys) == len(set(keys)) == 6

@@ -42,7 +42,7 @@ def test_final_seconds_spend_the_budget():
     f = plan.final_seconds(900, schedule, probes, 500, 1000, seeds=3)
     units = plan.training_units(schedule, 3)
     # rounds at N = 500, finalists' seeds at 1000 and their extra figures
-    evals = 5 * 2.5 + 3 * 2.5 + 2 * (3 * 3.0 + plan.FINAL_EXTRA_SECONDS)
+    evals = 5 * 2.5 + 3 * 2.5 + 2 * (3 * 3.0 + plan.FINAL_EXTRA_SECONDS)  # equal probes
     starts = 5 * 0.1 + 2 * 2 * 0.1
     assert f * units + evals + starts + 5 == pytest.approx(900 * (1 - plan.MARGIN))
     assert plan.final_seconds(10, schedule, probes, 500, 1000) == 0.0  # nothing left

@@ -129,11 +129,13 @@ def final_seconds(budget_left: float, schedule, probes: list[Probe], n_round: in
     """The final training length (seconds per candidate and seed) that spends
     ``budget_left`` on the whole schedule with every candidate's evaluations (each round
     at ``n_round`` images, the finalists' seeds at ``n_final``), held back ``MARGIN``."""
-    slowest = max(probes, key=lambda p: p.image_seconds)
-    evals = sum(count for _, count in schedule[:-1]) * max(
-        evaluation_seconds(p, n_round) for p in probes)
-    evals += schedule[-1][1] * (seeds * evaluation_seconds(slowest, n_final)
-                                + FINAL_EXTRA_SECONDS)
+    # the rounds' survivors are not known yet: each round's evaluations at the mean cost of
+    # one, the first round's at every candidate's own
+    mean_round = sum(evaluation_seconds(p, n_round) for p in probes) / len(probes)
+    mean_final = sum(evaluation_seconds(p, n_final) for p in probes) / len(probes)
+    evals = sum(evaluation_seconds(p, n_round) for p in probes) if len(schedule) > 1 else 0.0
+    evals += sum(count for _, count in schedule[1:-1]) * mean_round
+    evals += schedule[-1][1] * (seeds * mean_final + FINAL_EXTRA_SECONDS)
     starts = sum(p.first_step_seconds for p in probes) + schedule[-1][1] * (seeds - 1) * max(
         p.first_step_seconds for p in probes)
     left = budget_left * (1 - MARGIN) - evals - starts - report_seconds

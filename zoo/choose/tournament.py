@@ -362,7 +362,13 @@ class Tournament:
         p = self.state["plan"]
         schedule, alive = p["schedule"], self.state["alive"][i]
         rate = {c: self._step_seconds(c) for c in alive}
-        per_image = max(e["seconds"] / e["n"] for e in self.state["evals"].values())
+        # each alive candidate's own evaluation cost per sample so far, their mean for
+        # rounds whose survivors are not known yet
+        costs = [max(e["seconds"] / e["n"] for k, e in self.state["evals"].items()
+                     if k.startswith(f"{c}/")) for c in alive
+                 if any(k.startswith(f"{c}/") for k in self.state["evals"])]
+        per_image = sum(costs) / len(costs) if costs else max(
+            e["seconds"] / e["n"] for e in self.state["evals"].values())
         rest, evals = 0.0, 0.0
         for j in range(i, len(schedule)):
             share, count = schedule[j]

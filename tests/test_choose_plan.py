@@ -89,3 +89,18 @@ def test_candidates_default_and_narrowed():
 ])
 def test_no_round_is_shorter_than_the_least_share(n, least, expected):
     assert plan.rounds(n, least) == expected
+
+
+@pytest.mark.parametrize("model", sorted(presets.NLL_OPTIONS))
+def test_the_nll_options_of_a_tournament_are_valid(model):
+    import torch
+
+    import zoo
+    from zoo import data as zdata
+
+    small = {"channels": 8, "norm_groups": 4} if model != "vae-conv" else {}
+    m = zoo.create(model, dataset="mnist", **small).eval()
+    x, _ = zdata.load("mnist", "test")
+    with torch.no_grad():
+        bpd = m.nll(x[:2], **presets.NLL_OPTIONS[model])
+    assert bpd.shape == (2,) and torch.isfinite(bpd).all()

@@ -81,7 +81,7 @@ CURRICULUM = "curriculum_steps"
 NLL_OPTIONS: dict[str, dict] = {
     "vae-conv": {"k": 20},
     "ddpm": {"mode": "estimate", "K": 4},
-    "flow-matching": {"steps": 32, "K": 1},
+    "flow-matching": {"steps": 32, "K": 2},
 }
 
 #: families a tournament leaves out unless named, and why

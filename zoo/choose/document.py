@@ -59,10 +59,10 @@ def headline(state: dict, rec: dict | None) -> list[str]:
         kinds = {rec["nll"][x][2] for x in rec["nll"]}
         note = "" if kinds == {"exact"} else (" (bounds are upper bounds: a bound is not "
                                               "an exact value, compare with care)")
+        others = ", ".join(f"{x} {rec['nll'][x][0]:.3f} ({rec['nll'][x][2]})"
+                           for x in rec["nll"] if x != best)
         lines.append(f"Likelihood: {best}, {v:.3f} ± {1.96 * (se or 0):.3f} bits/dim "
-                     f"({kind}){note}; "
-                     + ", ".join(f"{x} {rec['nll'][x][0]:.3f} ({rec['nll'][x][2]})"
-                                 for x in rec["nll"] if x != best))
+                     f"({kind}){note}" + (f"; {others}" if others else ""))
     else:
         lines.append("Likelihood: no finalist has one")
     fast = rec["fastest_at_quality"]

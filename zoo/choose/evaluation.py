@@ -79,7 +79,8 @@ def final_figures(model, samples, labels, ref: Reference, nll_options: dict | No
         return out
     out.update(nll(model, ref, nll_options))
     speed = timing.sampling_speed(model, [SPEED_BATCH], repeats=2, warmup=1, seed=0)
-    out["sample_images_per_s"] = speed["sample_images_per_s"].get(SPEED_BATCH)
+    ips = speed["sample_images_per_s"]  # keyed by the batch size, as a string in rows
+    out["sample_images_per_s"] = ips.get(SPEED_BATCH, ips.get(str(SPEED_BATCH)))
     return out
 
 

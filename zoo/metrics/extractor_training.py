@@ -20,6 +20,7 @@ for datasets whose classes they change (digits; ``hflip=False`` for yours if so)
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import platform
@@ -82,17 +83,25 @@ def accuracy(net: ClassifierNet, images: torch.Tensor, labels: torch.Tensor, dev
     return correct / len(images)
 
 
-def train(dataset: str, opts: TrainOptions, out: Path, root: str | None = None) -> dict:
-    """Train one classifier and write its weights and card; returns the card."""
-    deterministic, threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
+@contextlib.contextmanager
+def deterministic(threads: int | None = None):
+    """Deterministic algorithms (and ``threads`` torch threads, when given) for the block;
+    both restored after it: an extractor's training is the same for a seed."""
+    before, n = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
     try:
         torch.use_deterministic_algorithms(True)
-        if opts.threads:
-            torch.set_num_threads(opts.threads)
-        return _train(dataset, opts, out, root)
+        if threads:
+            torch.set_num_threads(threads)
+        yield
     finally:
-        torch.use_deterministic_algorithms(deterministic)
-        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(before)
+        torch.set_num_threads(n)
+
+
+def train(dataset: str, opts: TrainOptions, out: Path, root: str | None = None) -> dict:
+    """Train one classifier and write its weights and card; returns the card."""
+    with deterministic(opts.threads):
+        return _train(dataset, opts, out, root)
 
 
 def _train(dataset: str, opts: TrainOptions, out: Path, root: str | None) -> dict:

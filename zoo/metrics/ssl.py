@@ -170,15 +170,8 @@ class _Projector(nn.Sequential):
 def train(dataset, opts: SSLOptions, out: Path, root: str | None = None) -> dict:
     """Train one encoder on the training split's images (labels ignored) and write its
     weights and card to ``out``; returns the card."""
-    deterministic, threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
-    try:
-        torch.use_deterministic_algorithms(True)
-        if opts.threads:
-            torch.set_num_threads(opts.threads)
+    with et.deterministic(opts.threads):
         return _train(dataset, opts, out, root)
-    finally:
-        torch.use_deterministic_algorithms(deterministic)
-        torch.set_num_threads(threads)
 
 
 def _train(dataset, opts: SSLOptions, out: Path, root: str | None) -> dict:

@@ -281,6 +281,33 @@ def test_zoo_imports_no_private_names_across_modules():
     assert not found, "private names imported across modules:\n" + "\n".join(found)
 
 
+#: functions allowed past MAX_FUNCTION_LINES: tables of command-line arguments
+LONG_TABLES = {("zoo.cli", "build_parser")}
+MAX_FUNCTION_LINES = 80
+
+
+def long_functions(files: dict[str, Path]) -> list[str]:
+    """'module.function: N lines' for every function or method longer than the limit."""
+    found = []
+    for module, path in files.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > MAX_FUNCTION_LINES and (module, node.name) not in LONG_TABLES:
+                    found.append(f"{module}.{node.name}: {lines} lines")
+    return found
+
+
+def test_no_function_is_longer_than_80_lines():
+    assert not long_functions(module_files()), long_functions(module_files())
+
+
+def test_a_long_function_is_found(tmp_path):
+    (tmp_path / "long.py").write_text("def f():\n" + "    x = 1\n" * 80)
+    (tmp_path / "short.py").write_text("def g():\n" + "    x = 1\n" * 79)
+    assert long_functions(module_files(tmp_path, "pkg")) == ["pkg.long.f: 81 lines"]
+
+
 # -- the finder itself, on fake packages -----------------------------------------------------------
 
 

@@ -66,7 +66,8 @@ def test_the_student_is_its_teacher_at_the_start(tmp_path):
     assert all(torch.equal(student[k], held[k]) for k in student)
     assert all(not p.requires_grad for p in m.teacher.parameters())
     assert m.configure_optimizers()["flow"].param_groups[0]["params"] == list(m.net.parameters())
-    with pytest.raises(ConfigError, match="channels of rectified-flow is filled in by zoo"):
+    with pytest.raises(ConfigError, match="channels of rectified-flow is filled in by zoo "
+                                          "from its teacher"):
         zoo.create("rectified-flow", image_shape=SHAPE, teacher=str(path), channels=16)
 
 

@@ -39,6 +39,8 @@ from ..readers import parse_json
 #: metadata of a config field that zoo fills in at creation (from ``autoencoder``): shown
 #: in run.json, never given by a user (``zoo.create`` refuses it, the model card omits it)
 FILLED = {"filled": True}
+#: a filled field taken from the model's teacher (its network's options)
+FROM_TEACHER = {**FILLED, "from": "its teacher"}
 
 
 def weights_sha256(module: nn.Module) -> str:

@@ -38,11 +38,8 @@ from ... import progress
 from ...core import ConfigError, ModelSpec
 from ...nn.unet import UNetConfig
 from ...options import check_range
-from ..latent import FILLED, TeacherStage
+from ..latent import FILLED, FROM_TEACHER, TeacherStage
 from .model import FlowMatching, FlowMatchingConfig
-
-#: the student's fields taken from its teacher: it is the teacher's network
-ADOPTED = (*(f.name for f in dataclasses.fields(UNetConfig)), "conditional", "num_classes")
 
 
 @dataclass
@@ -51,23 +48,27 @@ class RectifiedFlowConfig(FlowMatchingConfig):
     ``conditional``, ``num_classes``) are the teacher's, filled in; the teacher run, its ODE
     and what the student learns."""
 
-    channels: int = field(default=UNetConfig.channels, metadata=FILLED)
-    channel_mult: tuple[int, ...] | None = field(default=None, metadata=FILLED)
-    max_levels: int = field(default=UNetConfig.max_levels, metadata=FILLED)
-    num_res_blocks: int = field(default=UNetConfig.num_res_blocks, metadata=FILLED)
-    attention_levels: tuple[int, ...] = field(default=(), metadata=FILLED)
-    mid_attention: bool = field(default=UNetConfig.mid_attention, metadata=FILLED)
-    attention_heads: int = field(default=UNetConfig.attention_heads, metadata=FILLED)
-    dropout: float = field(default=UNetConfig.dropout, metadata=FILLED)
-    norm_groups: int = field(default=UNetConfig.norm_groups, metadata=FILLED)
-    conditional: bool = field(default=False, metadata=FILLED)
-    num_classes: int | None = field(default=None, metadata=FILLED)
+    channels: int = field(default=UNetConfig.channels, metadata=FROM_TEACHER)
+    channel_mult: tuple[int, ...] | None = field(default=None, metadata=FROM_TEACHER)
+    max_levels: int = field(default=UNetConfig.max_levels, metadata=FROM_TEACHER)
+    num_res_blocks: int = field(default=UNetConfig.num_res_blocks, metadata=FROM_TEACHER)
+    attention_levels: tuple[int, ...] = field(default=(), metadata=FROM_TEACHER)
+    mid_attention: bool = field(default=UNetConfig.mid_attention, metadata=FROM_TEACHER)
+    attention_heads: int = field(default=UNetConfig.attention_heads, metadata=FROM_TEACHER)
+    dropout: float = field(default=UNetConfig.dropout, metadata=FROM_TEACHER)
+    norm_groups: int = field(default=UNetConfig.norm_groups, metadata=FROM_TEACHER)
+    conditional: bool = field(default=False, metadata=FROM_TEACHER)
+    num_classes: int | None = field(default=None, metadata=FROM_TEACHER)
     teacher: str = ""  # the flow-matching or rectified-flow run to straighten (required)
     pair_steps: int = 20  # Euler steps (network calls) of the teacher's ODE per pair
     distill: bool = False  # learn the one-step map z -> x_0 (t = 1) instead of the flow
     teacher_sha256: str = field(default="", metadata=FILLED)  # its weights' hash
     teacher_spec: str = field(default="", metadata=FILLED)  # its class, config, shape
 
+
+#: the student's fields taken from its teacher: it is the teacher's network
+ADOPTED = tuple(f.name for f in dataclasses.fields(RectifiedFlowConfig)
+                if dict(f.metadata) == FROM_TEACHER)
 
 #: the default samplers (``RectifiedFlow.default_sampler``; docs/flow-matching.md has the
 #: measurement)

@@ -87,8 +87,9 @@ class RectifiedFlow(TeacherStage, FlowMatching):
 
     @property
     def default_sampler(self) -> dict:
-        """Euler: one step for a distilled model (what it was trained for), else two equal
-        steps (docs/flow-matching.md has the measurement)."""
+        """Euler: one step for a distilled model (what it was trained for: on MNIST FID 12.6
+        at 1 call, worse at 2 and 4), else two equal steps (on MNIST 1 to 2 calls gains 3.1,
+        2 to 4 calls 1.1; docs/flow-matching.md has the measurement)."""
         return dict(DISTILLED_SAMPLER if self.config.distill else DEFAULT_SAMPLER)
 
     def build_unet(self) -> None:

@@ -144,6 +144,20 @@ def test_midpoint_is_second_order_with_its_own_tables():
     assert "6 network calls" in Midpoint(steps=3).bind(m).label()
 
 
+def test_trailing_spacing_takes_equal_steps():
+    """Diffusers' grid spends its last step on [0.001, 0] (2 steps: one of nearly the whole
+    path); ``spacing="trailing"`` takes S equal ones, shifted as the default's are."""
+    m = tiny()
+    assert Euler(steps=2).bind(m).times()[0].tolist() == pytest.approx([1.0, 0.001])
+    t, dt = Euler(steps=4, spacing="trailing").bind(m).times()
+    assert t.tolist() == [1.0, 0.75, 0.5, 0.25] and dt.tolist() == [-0.25] * 4
+    shifted, _ = Heun(steps=2, shift=3.0, spacing="trailing").bind(m).times()
+    assert shifted.tolist() == pytest.approx([1.0, 0.75])  # 3 t / (1 + 2 t) at t = 1/2
+    assert "euler(spacing=trailing), 2 steps" == Euler(steps=2, spacing="trailing").label()
+    with pytest.raises(ConfigError, match="spacing"):
+        m.sample(1, spacing="leading")
+
+
 # -- training ------------------------------------------------------------------------------------
 
 

@@ -180,9 +180,10 @@ def _eval_section(result: dict, steps) -> list[str]:
     if "trained_steps" in result and steps is not None and result["trained_steps"] != steps:
         how += (f" The run has trained to step {steps} since: run `zoo eval` again for the "
                 "current weights.")
-    recon = result.get("recon_psnr") is not None
-    return [*lines, "", how, *(["", *fence(_reconstruction_text(result).splitlines())]
-                               if recon else [])]
+    model_figures = [text for text in (_reconstruction_text(result),
+                                       _straightness_text(result)) if text]
+    return [*lines, "", how, *(line for text in model_figures
+                               for line in ["", *fence(text.splitlines())])]
 
 
 def _figure(spec: str, value) -> str:
@@ -199,6 +200,15 @@ def _reconstruction_text(result: dict) -> str:
         return format_reconstruction(result)
     except (TypeError, ValueError, KeyError, IndexError):  # a figure of the wrong type
         return "reconstruction figures: invalid (eval.json)"
+
+
+def _straightness_text(result: dict) -> str:
+    from .metrics.straightness import format_straightness  # noqa: PLC0415 - as above
+
+    try:
+        return format_straightness(result)
+    except (TypeError, ValueError, KeyError, IndexError):  # a figure of the wrong type
+        return "straightness: invalid (eval.json)"
 
 
 def render_card(run: str | Path) -> str:

@@ -494,6 +494,10 @@ def cmd_eval(args) -> int:
                 batch_size=args.batch_size, root=args.root, bootstrap=args.bootstrap,
                 seed=args.seed, device=model.device, inception_weights=args.inception_weights,
                 cache=not args.no_cache))
+        job.stage("straightness")
+        if metrics.straightness.measures(model):  # a flow's: how many steps it needs
+            result.update(metrics.straightness.evaluate(
+                model, max(2, min(args.n, metrics.straightness.MAX_N)), seed=args.seed))
     if not zdist.is_main():  # under torchrun: every rank sampled, rank 0 reports
         return 0
     _report_eval(args, result, path)
@@ -566,6 +570,8 @@ def _report_eval(args, result: dict, path: Path) -> None:
         print(f"zoo eval: warning: {collapse}", file=sys.stderr)
     if result.get("recon_psnr") is not None:
         print(metrics.reconstruction.format_reconstruction(result))
+    if result.get("straightness") is not None:
+        print(metrics.straightness.format_straightness(result))
     print(f"wrote {path}", file=sys.stderr)
     if result.get("memorization_panel"):
         print(f"wrote {result['memorization_panel']} (the {len(result['memorization_closest'])}"

@@ -79,8 +79,10 @@ def create(
         raise ConfigError("create() needs dataset=... or image_shape=(C, H, W)")
     given = sorted(set(overrides) & filled_fields(name))
     if given:
+        source = config_fields(name)[given[0]].metadata.get("from")
         raise ConfigError(f"{', '.join(given)} of {name} {'is' if len(given) == 1 else 'are'} "
-                          "filled in by zoo when the model is built, not given")
+                          f"filled in by zoo{f' from {source}' if source else ''} when the "
+                          "model is built, not given")
     values = {**s.defaults, **s.dataset_defaults.get(key, {}), **overrides}
     if values.get("conditional") and values.get("num_classes") is None:
         values["num_classes"] = _num_classes(name, dataset)

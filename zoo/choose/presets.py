@@ -94,6 +94,7 @@ NOT_DEFAULT = {
     "vq-vae": "an autoencoder, the first stage of a latent model, not a generator",
     "latent-diffusion": "two-stage (an autoencoder run first); not yet a candidate",
     "latent-flow-matching": "two-stage (an autoencoder run first); not yet a candidate",
+    "rectified-flow": "two-stage (a flow-matching teacher run first); not yet a candidate",
     "vq-transformer": "two-stage (a VQ-VAE run first); not yet a candidate",
 }
 

@@ -18,7 +18,7 @@ from .registry import Column, Metric, normalize_metrics, register, unregister
 # the rest is imported on first use: torch-fidelity is slow to import, and the results
 # schema, report and compare read ``registry`` without it
 _SUBMODULES = ("classes", "density_coverage", "features", "fidelity", "memorization",
-               "reconstruction")
+               "reconstruction", "straightness")
 
 
 def __getattr__(name: str):

@@ -7,8 +7,9 @@ and its class, config and the sha256 of its weights are recorded in the latent m
 config; so the latent model's checkpoint holds both stages, rebuilds the autoencoder
 without the original run, and refuses to load when the autoencoder weights it holds are
 not the ones it was trained over (``check_autoencoder``). ``attach_stage`` and
-``check_stage`` do the same for any frozen first stage a model holds (a consistency
-model's teacher).
+``check_stage`` do the same for any frozen first stage a model holds; ``TeacherStage``
+is that bond for a model trained from a frozen teacher (a distilled consistency model, a
+rectified flow).
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ from ..readers import parse_json
 #: metadata of a config field that zoo fills in at creation (from ``autoencoder``): shown
 #: in run.json, never given by a user (``zoo.create`` refuses it, the model card omits it)
 FILLED = {"filled": True}
+#: a filled field taken from the model's teacher (its network's options)
+FROM_TEACHER = {**FILLED, "from": "its teacher"}
 
 
 def weights_sha256(module: nn.Module) -> str:
@@ -131,6 +134,47 @@ class LatentStage:
         super().train(mode)
         self.autoencoder.eval()
         return self
+
+
+class TeacherStage:
+    """Mixed into a model trained from a frozen pixel-space teacher run held inside it
+    (``self.teacher``, from ``attach_teacher``; None for a model trained without one): the
+    teacher stays in inference mode, is hash-checked when a checkpoint loads and is not
+    averaged by the Trainer's EMA (``ema_module`` is the model's own ``net``)."""
+
+    def attach_teacher(self, accepted: tuple[type, ...], role: str, train_as: str,
+                       adopt: tuple[str, ...] = ()) -> GenerativeModel:
+        """The frozen teacher that the config's ``teacher`` names (``attach_stage``), one of
+        the ``accepted`` classes and not a latent model; the config fields ``adopt`` are
+        taken from the teacher's config (a student built as its teacher), and a teacher
+        whose class conditioning differs from the model's is refused."""
+        teacher = attach_stage(self, "teacher", accepted, self.family, role, train_as)
+        if hasattr(teacher, "autoencoder"):
+            raise ConfigError(f"{self.family} {role} in pixel space; the teacher is a "
+                              f"{teacher.name} (over latents)")
+        if adopt:
+            self.config = dataclasses.replace(
+                self.config, **{k: getattr(teacher.config, k) for k in adopt})
+        if teacher.conditional != self.conditional or (
+                self.conditional and teacher.num_classes != self.num_classes):
+            raise ConfigError(
+                f"the teacher is {'not ' * (not teacher.conditional)}class-conditional"
+                f"{f' ({teacher.num_classes} classes)' if teacher.conditional else ''}; "
+                f"give conditional={str(teacher.conditional).lower()} to distill it")
+        return teacher
+
+    def check_loaded(self, source: str) -> None:
+        if self.teacher is not None:
+            check_stage(self, "teacher", source)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.teacher is not None:
+            self.teacher.eval()
+        return self
+
+    def ema_module(self):
+        return self.net
 
 
 def check_autoencoder(model: GenerativeModel, source: str) -> None:

@@ -16,7 +16,7 @@ Two ways to train, one model:
   (``teacher=RUN``): the same loss and noise distribution over a fixed grid of
   ``distill_intervals``, x at sigma_i being one Euler (DDIM) step of the teacher's
   probability-flow ODE from x at sigma_{i+1}. The teacher's weights are held frozen inside
-  the model (``zoo.models.latent.attach_stage``, as a latent model holds its autoencoder):
+  the model (``zoo.models.latent.TeacherStage``, as a latent model holds its autoencoder):
   the checkpoint is self-contained and refuses a teacher whose weights changed.
 """
 
@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ...core import ConfigError, GenerativeModel, ModelSpec, adam
+from ...core import GenerativeModel, ModelSpec, adam
 from ...nn.unet import UNetConfig
 from ...options import check_range
 from ..diffusion import DDPM
@@ -37,7 +37,7 @@ from ..diffusion.loop import SamplingLoop
 from ..diffusion.objectives import to_eps
 from ..diffusion.sigmas import sigma_to_t, train_sigmas
 from ..flow import TIME_SCALE, FlowMatching
-from ..latent import FILLED, attach_stage, check_stage
+from ..latent import FILLED, TeacherStage
 from .recipe import (
     HUBER_C,
     P_MEAN,
@@ -82,7 +82,7 @@ class ConsistencyConfig(UNetConfig):
 DEFAULT_SAMPLER = {"sampler": "consistency", "steps": 2}
 
 
-class Consistency(SamplingLoop, GenerativeModel):
+class Consistency(TeacherStage, SamplingLoop, GenerativeModel):
     """A consistency model: trained from scratch, or distilled from a held teacher."""
 
     family = "consistency"
@@ -117,32 +117,9 @@ class Consistency(SamplingLoop, GenerativeModel):
                                           channel_mult=tuple(self.net.config.channel_mult))
         self.register_buffer("trained_steps", torch.zeros((), dtype=torch.long))
         self._grids: dict = {}
-        self.teacher = self._attach_teacher() if c.teacher or c.teacher_spec else None
-
-    def _attach_teacher(self) -> GenerativeModel:
-        """The frozen teacher the ``teacher`` option names (or the checkpoint holds)."""
-        teacher = attach_stage(self, "teacher", (DDPM, FlowMatching), self.family,
-                               "distills a ddpm or flow-matching run", "flow-matching")
-        if hasattr(teacher, "autoencoder"):
-            raise ConfigError(f"{self.family} distills a pixel-space ddpm or flow-matching "
-                              f"run; the teacher is a {teacher.name} (over latents)")
-        if teacher.conditional != self.conditional or (
-                self.conditional and teacher.num_classes != self.num_classes):
-            raise ConfigError(
-                f"the teacher is {'not ' * (not teacher.conditional)}class-conditional"
-                f"{f' ({teacher.num_classes} classes)' if teacher.conditional else ''}; "
-                f"give conditional={str(teacher.conditional).lower()} to distill it")
-        return teacher
-
-    def check_loaded(self, source: str) -> None:
-        if self.teacher is not None:
-            check_stage(self, "teacher", source)
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if self.teacher is not None:
-            self.teacher.eval()
-        return self
+        self.teacher = self.attach_teacher(
+            (DDPM, FlowMatching), "distills a ddpm or flow-matching run", "flow-matching",
+        ) if c.teacher or c.teacher_spec else None
 
     # -- training ------------------------------------------------------------------------
     def configure_optimizers(self):
@@ -150,9 +127,6 @@ class Consistency(SamplingLoop, GenerativeModel):
 
     def ddp_modules(self):
         return {"net": self.net}
-
-    def ema_module(self):
-        return self.net  # the teacher is frozen; the step count is not averaged
 
     def intervals(self) -> int:
         """The grid's point count N now: N(k) of CT at this step, or distillation's fixed

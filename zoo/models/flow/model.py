@@ -27,6 +27,8 @@ from .heun import Heun
 from .likelihood import NLL_METHODS, dequantized_bpd
 from .midpoint import Midpoint
 from .sampler import TIME_SCALE
+from .straightness import STEPS as STRAIGHTNESS_STEPS
+from .straightness import euler_straightness
 
 TIME_SAMPLINGS = ("uniform", "logit-normal")
 
@@ -97,15 +99,20 @@ class FlowMatching(SamplingLoop, GenerativeModel):
         return torch.sigmoid(c.logit_mean + c.logit_std * self.batch_randn(n))
 
     def train_step(self, x, optimizers):
-        """One step of || v_theta(x_t, t) - (noise - x_0) ||^2 at x_t = (1 - t) x_0 + t noise;
-        a conditional model sees the batch's labels, a ``label_dropout`` share of them
-        replaced by the null label (the unconditional model guidance uses)."""
+        """One step of ``regress`` on the batch's images x_0 and independent noise."""
         batch = self.check_batch(x)
         x0 = self.to_space(batch.images)
         t = self.sample_times(x0.shape[0])
         noise = self.batch_randn(*x0.shape)
+        return self.regress(x0, noise, t, batch.labels, optimizers)
+
+    def regress(self, x0: Tensor, noise: Tensor, t: Tensor, labels: Tensor,
+                optimizers) -> dict[str, float]:
+        """One step of || v_theta(x_t, t) - (noise - x_0) ||^2 at x_t = (1 - t) x_0 + t noise;
+        a conditional model sees ``labels``, a ``label_dropout`` share of them replaced by
+        the null label (the unconditional model guidance uses)."""
         x_t = torch.lerp(x0, noise, t.view(-1, *[1] * (x0.dim() - 1)))
-        args = (self.drop_labels(batch.labels, self.config.label_dropout),) \
+        args = (self.drop_labels(labels, self.config.label_dropout),) \
             if self.conditional else ()
         out = self.wrapped("net")(x_t, t * TIME_SCALE, *args).float()
         loss = F.mse_loss(out, noise - x0)
@@ -139,6 +146,37 @@ class FlowMatching(SamplingLoop, GenerativeModel):
 
     def _predict(self, x: Tensor, plan, i: int, y: Tensor | None, guidance: float) -> Tensor:
         return self._guided_net(x, plan.t[i:i + 1], y, guidance)
+
+    @torch.inference_mode()
+    def straightness(self, n: int, *, steps: int = STRAIGHTNESS_STEPS, generator=None,
+                     batch_size: int = 256) -> tuple[float, float]:
+        """(S, its standard error) over ``n`` paths from z ~ N(0, I) drawn from
+        ``generator``: Liu et al.'s straightness of the model's flow, the mean over each
+        path's ``steps`` equal Euler steps of || (z - x_0) - v(x_t, t) ||^2 / D
+        (``straightness``; 0: straight paths, one Euler step exact). A conditional model's
+        paths take the classes in turn (0, 1, ...: the sample grid's labels)."""
+        n = option_number(n, "n", int)
+        steps = option_number(steps, "steps", int)
+        batch_size = option_number(batch_size, "batch_size", int)
+        check_range(n, "n", least=2)  # a standard error needs two paths
+        check_range(steps, "steps", least=1)
+        check_range(batch_size, "batch_size", least=1)
+        gen = self._generator_for(generator, self.device)
+        values = []
+        with eval_mode(self):
+            for start in range(0, n, batch_size):
+                b = min(batch_size, n - start)
+                z = torch.randn((b, *self.space_shape), generator=gen, device=self.device)
+                y = (torch.arange(start, start + b, device=self.device) % self.num_classes,) \
+                    if self.conditional else ()
+
+                def velocity(x, t, y=y):
+                    t = torch.full((1,), t * TIME_SCALE, device=x.device)
+                    return self.net(x, t, *y).float()
+
+                values.append(euler_straightness(velocity, z, steps))
+        s = torch.cat(values)
+        return float(s.mean()), float(s.std() / n ** 0.5)
 
     # -- likelihood ----------------------------------------------------------------------
     def _nll_options(self, method, steps, K, prefix: str = "") -> tuple[str, int, int]:

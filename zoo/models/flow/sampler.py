@@ -8,13 +8,17 @@ spaced evenly from 1 to the smallest of its ``num_train_timesteps`` = 1000 train
 each mapped by SD3's timestep shift t -> shift t / (1 + (shift - 1) t) (which spends more
 steps at high noise when shift > 1), then a last step to 0. The network sees 1000 t as its
 timestep, as diffusers' pipelines feed it. Computed in float32 as diffusers does, so the
-timesteps are diffusers' to the bit.
+timesteps are diffusers' to the bit. That grid (``spacing="linspace"``, the default) spends
+its last step on [t_min, 0] = [0.001, 0]: at 2 steps it is one step of nearly the whole
+path. ``spacing="trailing"`` visits 1, 1 - 1/S, ..., 1/S (shifted), then 0: S equal steps,
+what a few-step sampler of a straight flow (``rectified-flow``) needs; the name is that of
+DDIM's spacing ending its grid the same way.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
@@ -27,6 +31,7 @@ from ..diffusion.sampler import DiffusionSampler
 #: the network's timestep is TIME_SCALE t (diffusers' ``num_train_timesteps``)
 TIME_SCALE = 1000
 DEFAULT_STEPS = 50  # diffusers' pipelines' num_inference_steps
+SPACINGS = ("linspace", "trailing")
 
 
 def shifted(t, shift: float):
@@ -34,12 +39,16 @@ def shifted(t, shift: float):
     return shift * t / (1 + (shift - 1) * t)
 
 
-def flow_times(steps: int, shift: float) -> np.ndarray:
-    """The S times a sampler visits, descending from 1, then 0: [S + 1] float32 values,
-    diffusers' ``sigmas`` after ``set_timesteps(S)`` with ``shift``."""
-    ends = torch.tensor([TIME_SCALE, 1], dtype=torch.float32) / TIME_SCALE
-    t_max, t_min = shifted(ends, shift).tolist()  # its training table's first and last
-    t = np.linspace(t_max * TIME_SCALE, t_min * TIME_SCALE, steps) / TIME_SCALE
+def flow_times(steps: int, shift: float, spacing: str = "linspace") -> np.ndarray:
+    """The S times a sampler visits, descending from 1, then 0: [S + 1] float32 values;
+    with ``spacing="linspace"`` diffusers' ``sigmas`` after ``set_timesteps(S)`` with
+    ``shift``, with ``"trailing"`` the shifted 1 - k / S, k < S (equal steps unshifted)."""
+    if spacing == "trailing":
+        t = 1 - np.arange(steps, dtype=np.float64) / steps
+    else:
+        ends = torch.tensor([TIME_SCALE, 1], dtype=torch.float32) / TIME_SCALE
+        t_max, t_min = shifted(ends, shift).tolist()  # its training table's first and last
+        t = np.linspace(t_max * TIME_SCALE, t_min * TIME_SCALE, steps) / TIME_SCALE
     t = torch.from_numpy(shifted(t, shift)).to(torch.float32)
     return np.concatenate([t.numpy(), np.zeros(1, dtype=np.float32)])
 
@@ -72,16 +81,20 @@ def make_plan(device, sigma: np.ndarray, coef: np.ndarray) -> FlowPlan:
 @dataclass(frozen=True)
 class FlowSampler(DiffusionSampler):
     """A flow-matching sampler: ``steps`` S (default 50, at most 1000), ``shift`` (SD3's
-    timestep shift; 1: none, 3: SD3's), ``guidance`` (classifier-free, on the velocity)."""
+    timestep shift; 1: none, 3: SD3's), ``spacing`` of the times (``linspace``: diffusers';
+    ``trailing``: equal steps), ``guidance`` (classifier-free, on the velocity)."""
 
     headline: ClassVar = (("steps", "{} steps"),)
 
     steps: int | None = None
     shift: float = field(default=1.0)
+    spacing: Literal["linspace", "trailing"] = "linspace"
 
     def check(self) -> None:
         super().check()
         check_range(self.shift, "shift", above=0)
+        if self.spacing not in SPACINGS:
+            raise ConfigError(f"unknown spacing {self.spacing!r}; valid: {', '.join(SPACINGS)}")
         if self.steps is not None and not 1 <= self.steps <= TIME_SCALE:
             raise ConfigError(f"steps must be in 1..{TIME_SCALE}, got {self.steps}")
 
@@ -96,7 +109,7 @@ class FlowSampler(DiffusionSampler):
 
     def times(self) -> tuple[np.ndarray, np.ndarray]:
         """(t_k, dt_k = t_{k+1} - t_k) of the S steps, float64 from the float32 times."""
-        t = flow_times(self.steps, self.shift).astype(np.float64)
+        t = flow_times(self.steps, self.shift, self.spacing).astype(np.float64)
         return t[:-1], np.diff(t)
 
     def plan(self, device) -> FlowPlan:

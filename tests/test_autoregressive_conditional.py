@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import assert_float32_close, capture_on_cpu
+from helpers import assert_float32_close, capture_on_cpu, class_accuracy_14, mnist_14
 
 import zoo
 import zoo.data
@@ -211,37 +211,34 @@ def test_graphed_guided_sampling_draws_what_the_eager_loop_draws(monkeypatch):
 
 @pytest.mark.slow
 def test_trained_on_mnist_the_class_conditions_and_guidance_sharpens_it(tmp_path):
-    """Conditioning is real: after brief training on MNIST (the ci suite's transformer,
-    conditional, 400 steps of 16), test images are likelier under their own class than
-    under another, samples show the class asked for far above chance, and guidance raises
-    that share.
+    """Conditioning is real: after brief training on MNIST at 14x14 (``mnist_14``; the ci
+    suite's transformer, conditional, 400 steps of 16), test images are likelier under their
+    own class than under another, samples show the class asked for far above chance, and
+    guidance raises that share.
 
-    Measured once (this code, one CPU thread, 81 CPU-s of training): the true class's NLL
-    below the next class's by 0.028 bits/dim on 100 test images; class accuracy of 200
-    samples (classes 0..9 in turn) by the mnist-classifier 0.22 at w = 1 and 0.365 at w = 3
-    (chance 0.1; after 750 steps: 0.035 bits/dim, 0.255 and 0.455).
+    Measured once (one CPU thread, 13 CPU-s of training): the true class's NLL below the
+    next class's by 0.171 bits/dim on 100 test images; class accuracy of 200 samples
+    (classes 0..9 in turn) 0.35 at w = 1 and 0.62 at w = 3 (chance 0.1; at 28x28 the same
+    400 steps, at seven times the cost, gave 0.028 bits/dim, 0.22 and 0.365).
     """
-    from zoo.metrics.features import load_classifier
     from zoo.train import Trainer, load_run
 
     torch.manual_seed(0)
-    model = zoo.create("ar-transformer", dataset="mnist", conditional=True, dim=32, depth=2,
-                       heads=2, mlp_ratio=2.0, pos_embedding="factorized", lr=1e-2,
-                       warmup_steps=150)
-    Trainer(model, "mnist", out=tmp_path, steps=400, batch_size=16, ema_decay=None,
-            progress=False).fit()
+    images, labels = mnist_14()
+    model = zoo.create("ar-transformer", image_shape=(1, 14, 14), conditional=True,
+                       num_classes=10, dim=32, depth=2, heads=2, mlp_ratio=2.0,
+                       pos_embedding="factorized", lr=1e-2, warmup_steps=150)
+    Trainer(model, "mnist", out=tmp_path, images=images, labels=labels, steps=400,
+            batch_size=16, ema_decay=None, progress=False).fit()
     trained = load_run(tmp_path)
-    x, y = zoo.data.load("mnist", "test")
+    x, y = mnist_14("test")
     x, y = x[:100], y[:100].long()
     true, wrong = trained.nll(x, labels=y).mean(), trained.nll(x, labels=(y + 1) % 10).mean()
-    assert wrong - true > 0.015, (true, wrong)
+    assert wrong - true > 0.08, (true, wrong)
 
-    clf, _ = load_classifier("mnist-classifier")
-    labels = torch.arange(200) % 10
-    acc = {}
-    for w in (1.0, 3.0):
-        s = trained.sample(200, labels=labels, guidance=w,
-                           generator=torch.Generator().manual_seed(1))
-        with torch.no_grad():
-            acc[w] = (clf(s)[1].argmax(1) == labels).float().mean().item()
-    assert acc[3.0] > 0.25 and acc[3.0] > acc[1.0], acc
+    asked = torch.arange(200) % 10
+    acc = {w: class_accuracy_14(trained.sample(200, labels=asked, guidance=w,
+                                               generator=torch.Generator().manual_seed(1)),
+                                asked)
+           for w in (1.0, 3.0)}
+    assert acc[3.0] > 0.45 and acc[3.0] > acc[1.0] + 0.1, acc

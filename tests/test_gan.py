@@ -22,7 +22,7 @@ from zoo.models.gan import (
 from zoo.train import Trainer, load_run
 
 SHAPES = [(1, 28, 28), (3, 32, 32)]
-QUALITY_STEPS = 500
+QUALITY_STEPS = 300
 QUALITY_THRESHOLD = 0.25
 NAMES = ["gan-mlp", "gan-dcgan"]
 LOSSES = ["ns", "hinge", "wgan-gp"]
@@ -381,11 +381,11 @@ def pixel_distance(samples: torch.Tensor, reference: torch.Tensor, bins: int = 1
 
 @pytest.mark.slow
 def test_dcgan_learns_mnist(tmp_path):
-    """gan-dcgan (ns loss) trained for 500 steps of 64 real MNIST images (about 70 CPU
+    """gan-dcgan (ns loss) trained for 300 steps of 64 real MNIST images (about 45 CPU
     seconds) must be far closer to the test split in pixel statistics than untrained.
 
     Measured pixel_distance to the test split (2000 samples): untrained 1.648, trained
-    0.065 (0.116 after 300 steps), MNIST train vs test 0.039. References that must fail:
+    0.110 (0.065 after 500 steps), MNIST train vs test 0.039. References that must fail:
     all black 0.657, the mean image 0.642, one real digit repeated 0.538, real digits with
     shuffled pixels 0.479; binarized real digits pass with 0.155.
     """
@@ -401,7 +401,7 @@ def test_dcgan_learns_mnist(tmp_path):
     assert untrained > 1.2
     assert trained < QUALITY_THRESHOLD, (trained, untrained)
     # FID with the project's MNIST classifier, 2000 samples vs the test split: measured
-    # untrained 99.7, trained 18.4 (noise floor at this N: 0.09)
+    # untrained 99.7, trained 20.9 (18.4 after 500 steps; noise floor at this N: 0.09)
     from zoo import metrics
 
     fid = metrics.fid(samples, "mnist", extractor="mnist-classifier")

@@ -6,7 +6,16 @@ import math
 import tomllib
 
 import pytest
-from helpers import TINY_SUITE, tiny_model, tiny_suite, tiny_suite_dict, to_toml
+import torch
+from helpers import (
+    TINY_SUITE,
+    class_accuracy_14,
+    mnist_14,
+    tiny_model,
+    tiny_suite,
+    tiny_suite_dict,
+    to_toml,
+)
 
 from zoo.bench.suite import load_suite
 
@@ -78,3 +87,13 @@ def test_the_fixture_writes_the_suite(tiny_suite, tmp_path):
     other = tiny_suite(tmp_path / "other.toml", timing={"repeats": 3})
     assert other == tmp_path / "other.toml"
     assert tomllib.loads(other.read_text())["timing"]["repeats"] == 3
+
+
+def test_the_14x14_class_yardstick_reads_real_pooled_digits():
+    """The classifier that grades the conditional models trained at 14x14 labels real test
+    digits pooled to 14x14 and shown it at 28x28 (measured 0.967 of the first 2000), and
+    labels them at chance when asked for the wrong class."""
+    x, y = mnist_14("test")
+    assert x.shape == (10000, 1, 14, 14) and x.dtype == torch.uint8
+    assert class_accuracy_14(x[:2000], y[:2000]) > 0.95
+    assert class_accuracy_14(x[:2000], (y[:2000] + 1) % 10) < 0.05

@@ -168,28 +168,32 @@ def test_straightness_of_a_straight_flow_is_zero_and_of_a_curved_one_positive(tm
 SETS = ["--set", "channels=8", "--set", "max_levels=2"]
 
 
-@pytest.mark.slow
-def test_train_resume_sample_and_eval_through_the_cli(tmp_path):
+def test_train_resume_sample_and_eval_through_the_cli(tmp_path, capsys):
     """A tiny teacher, a reflow run from it, resumed, sampled (its default: two Euler
     calls), evaluated (straightness on stdout, in eval.json and the card)."""
+    from zoo.cli import main
+
+    def zoo_cli(*args: str) -> str:
+        assert main(list(args)) == 0
+        return capsys.readouterr().out
+
     t_run, run = tmp_path / "teacher", tmp_path / "reflow"
-    run_zoo("train", "flow-matching", "--dataset", "mnist", "--steps", "2", "--batch-size", "4",
+    zoo_cli("train", "flow-matching", "--dataset", "mnist", "--steps", "2", "--batch-size", "4",
             "--out", str(t_run), *SETS)
     train = ["train", "rectified-flow", "--dataset", "mnist", "--batch-size", "4",
              "--out", str(run)]
-    run_zoo(*train, "--steps", "2", "--set", f"teacher={t_run}", "--set", "pair_steps=2")
-    proc = run_zoo(*train, "--steps", "3", "--resume")
-    assert "3 steps" in proc.stdout
+    zoo_cli(*train, "--steps", "2", "--set", f"teacher={t_run}", "--set", "pair_steps=2")
+    assert "3 steps" in zoo_cli(*train, "--steps", "3", "--resume")
     info = json.loads((run / "run.json").read_text())
     config = info["model_config"]
     assert config["channels"] == 8 and len(config["teacher_sha256"]) == 64
-    run_zoo("sample", str(run), "-n", "4", "-o", str(tmp_path / "grid.png"))
-    proc = run_zoo("eval", str(run), "-n", "8", "--extractor", "mnist-classifier", "--metrics",
-                   "fid", "--batch-size", "8", "--bootstrap", "0")
+    zoo_cli("sample", str(run), "-n", "4", "-o", str(tmp_path / "grid.png"))
+    out = zoo_cli("eval", str(run), "-n", "8", "--extractor", "mnist-classifier", "--metrics",
+                  "fid", "--batch-size", "8", "--bootstrap", "0")
     result = json.loads((run / "eval.json").read_text())
     assert result["straightness"] > 0 and result["straightness_n"] == 8
     assert result["straightness_stderr"] > 0 and result["straightness_steps"] == 32
-    assert "straightness" in proc.stdout and "straightness" in (run / "README.md").read_text()
+    assert "straightness" in out and "straightness" in (run / "README.md").read_text()
 
 
 def test_a_checkpoint_whose_teacher_was_edited_is_refused_in_one_line(tmp_path):

@@ -26,13 +26,13 @@ def pytest_configure(config) -> None:
         torch.set_num_threads(int(threads))
 
 
-#: the files whose training runs take minutes: run first, so that under pytest-xdist
-#: (one file per worker) the short files fill in behind them instead of one worker
-#: finishing alone
-LONGEST_FIRST = ("test_diffusion_conditional.py", "test_diffusion.py",
-                 "test_autoregressive_conditional.py", "test_autoregressive.py", "test_gan.py",
-                 "test_vae.py", "test_bench_compare.py", "test_distributed.py",
-                 "test_bench_runner.py", "test_latent.py")
+#: the files that take the most CPU seconds (measured per file, most first): run first, so
+#: that under pytest-xdist (one file per worker) the short files fill in behind them
+#: instead of one worker finishing alone
+LONGEST_FIRST = ("test_distributed.py", "test_diffusion.py", "test_bench_runner.py",
+                 "test_latent.py", "test_bench_compare.py", "test_diffusion_conditional.py",
+                 "test_metrics_fidelity.py", "test_cli.py", "test_autoregressive.py",
+                 "test_gan.py", "test_bench_report.py", "test_vae.py", "test_bench_curves.py")
 
 
 def pytest_collection_modifyitems(config, items) -> None:

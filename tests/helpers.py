@@ -229,6 +229,28 @@ def run_zoo(*args, check=True, cwd=None):
     return proc
 
 
+def zoo_main(*args, check=True) -> subprocess.CompletedProcess:
+    """``zoo ARGS`` run in this process (``zoo.cli.main``), its stdout and stderr captured:
+    what ``run_zoo`` returns without the two seconds of starting Python and torch. For a
+    test of the command's behaviour, not of the process (signals, exit at import)."""
+    import contextlib
+    import io
+
+    from zoo.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as e:  # argparse's own exits
+            code = e.code if isinstance(e.code, int) else 2
+    proc = subprocess.CompletedProcess(["zoo", *args], code, out.getvalue(), err.getvalue())
+    if check and code != 0:
+        raise AssertionError(f"zoo {' '.join(map(str, args))} failed:\n{proc.stdout}\n"
+                             f"{proc.stderr}")
+    return proc
+
+
 def assert_one_line_error(proc, *needles):
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr, proc.stderr

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import assert_one_line_error, run_zoo, tiny_model, tiny_suite
+from helpers import assert_one_line_error, tiny_model, tiny_suite, zoo_main
 
 from zoo.bench import schema, seeds
 from zoo.bench.compare import compare_dirs, judge_dirs
@@ -204,7 +204,7 @@ def test_suite_seeds_past_the_seed_range_is_refused(tmp_path):
 def test_bad_seeds_through_the_cli_is_one_line(tmp_path):
     path = tmp_path / "s.toml"
     path.write_text(tiny_suite(seeds=0))
-    proc = run_zoo("bench", str(path), "--out", str(tmp_path / "out"), check=False)
+    proc = zoo_main("bench", str(path), "--out", str(tmp_path / "out"), check=False)
     assert_one_line_error(proc, "seeds: must be a whole number")
 
 

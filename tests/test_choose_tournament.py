@@ -4,7 +4,7 @@ machine's speed): rounds, a planted loser, seeds, the report, resuming, the CLI'
 import json
 
 import pytest
-from helpers import assert_one_line_error, run_zoo
+from helpers import assert_one_line_error, zoo_main
 
 from zoo.choose import decision, presets
 from zoo.choose.plan import FINAL_EXTRA_SECONDS, Probe
@@ -127,7 +127,7 @@ def test_probe_of_a_diverging_candidate_times_the_steps_it_made():
     (["mnist", "--budget", "6e12", "--seeds", "0"], "--seeds must be >= 1"),
 ])
 def test_cli_errors_are_one_line(tmp_path, args, needle):
-    proc = run_zoo("choose", *args, "--out", str(tmp_path / "o"), check=False)
+    proc = zoo_main("choose", *args, "--out", str(tmp_path / "o"), check=False)
     assert_one_line_error(proc, needle)
 
 

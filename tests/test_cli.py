@@ -1,4 +1,6 @@
-"""The `zoo` command as a user runs it: train, resume, sample, nll, list, data check, errors."""
+"""The `zoo` command as a user runs it: train, resume, sample, nll, list, data check, errors.
+Most run ``zoo.cli.main`` in this process (``zoo_main``); the process itself (its exit
+code and one-line error from ``python -m zoo``, signals) is tested with ``run_zoo``."""
 
 from __future__ import annotations
 
@@ -11,8 +13,8 @@ import time
 
 import pytest
 import torch
-from helpers import assert_one_line_error
-from helpers import run_zoo as zoo
+from helpers import assert_one_line_error, run_zoo
+from helpers import zoo_main as zoo
 from PIL import Image
 
 
@@ -83,8 +85,8 @@ def test_list_and_data_check():
 
 @pytest.mark.slow
 def test_user_errors_are_one_line(tmp_path):
-    assert_one_line_error(zoo("train", "vae-huge", "--dataset", "mnist", "--steps", "1",
-                              check=False), "unknown model", "vae-mlp")
+    assert_one_line_error(run_zoo("train", "vae-huge", "--dataset", "mnist", "--steps", "1",
+                                  check=False), "unknown model", "vae-mlp")
     assert_one_line_error(zoo("train", "vae-mlp", "--dataset", "mnist", "--steps", "1",
                               "--set", "widht=3", "--out", str(tmp_path / "x"), check=False),
                           "unknown option 'widht'", "hidden")

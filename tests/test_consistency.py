@@ -11,7 +11,7 @@ import diffusers
 import numpy as np
 import pytest
 import torch
-from helpers import assert_one_line_error, gen, run_zoo
+from helpers import assert_one_line_error, gen, zoo_main
 
 import zoo
 from zoo.core import CheckpointError, ConfigError
@@ -264,6 +264,6 @@ def test_a_bad_teacher_is_a_one_line_error(tmp_path):
         tiny(teacher=str(path))
     with pytest.raises(ConfigError, match="filled in by zoo"):
         tiny(teacher_sha256="0" * 64)
-    proc = run_zoo("train", "consistency", "--dataset", "mnist", "--steps", "1", "--out",
+    proc = zoo_main("train", "consistency", "--dataset", "mnist", "--steps", "1", "--out",
                    str(tmp_path / "run"), "--set", f"teacher={tmp_path / 'none'}", check=False)
     assert_one_line_error(proc, "teacher", "holds no trained model")

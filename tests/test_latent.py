@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from helpers import assert_one_line_error
-from helpers import run_zoo as zoo_cli
+from helpers import zoo_main as zoo_cli
 
 import zoo
 from zoo import data

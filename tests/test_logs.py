@@ -12,6 +12,7 @@ import sys
 
 import pytest
 import torch
+from helpers import zoo_main as zoo_cli
 from PIL import Image
 
 import zoo
@@ -146,13 +147,6 @@ def test_a_suite_takes_log_in_its_train_table(tmp_path):
 
 
 # -- the model card, and the command line -------------------------------------------------------
-
-
-def zoo_cli(*args, cwd=None):
-    proc = subprocess.run([sys.executable, "-m", "zoo", *args], capture_output=True, text=True,
-                          env={**os.environ, "ZOO_OFFLINE": "1"}, timeout=600, cwd=cwd)
-    assert proc.returncode == 0, proc.stderr
-    return proc
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import assert_one_line_error, gen, run_zoo
+from helpers import assert_one_line_error, gen, zoo_main
 
 import zoo
 from zoo.core import ConfigError
@@ -205,6 +205,6 @@ def test_a_checkpoint_whose_teacher_was_edited_is_refused_in_one_line(tmp_path):
     key = next(k for k in ckpt["state_dict"] if k.startswith("teacher.net."))
     ckpt["state_dict"][key] = ckpt["state_dict"][key] + 1
     torch.save(ckpt, tmp_path / "edited.pt")
-    proc = run_zoo("sample", str(tmp_path / "edited.pt"), "-n", "1", "-o",
+    proc = zoo_main("sample", str(tmp_path / "edited.pt"), "-n", "1", "-o",
                    str(tmp_path / "x.png"), check=False)
     assert_one_line_error(proc, "teacher weights", "not the ones it was trained over")

@@ -52,7 +52,8 @@ def test_training_takes_any_channel_count_and_size(tmp_path, monkeypatch):
 
 def test_zoo_extractor_train_writes_weights_zoo_eval_uses(tmp_path, capsys, one_thread):
     ext = tmp_path / "ext"
-    assert main(["extractor", "train", "--dataset", "mnist", *TINY, "--out", str(ext)]) == 0
+    assert main(["extractor", "train", "--dataset", "mnist", *TINY, "--out", str(ext),
+                 "--no-card"]) == 0
     weights = ext / "mnist-classifier.pt"
     assert f"wrote {weights}" in capsys.readouterr().out
     assert weights.is_file() and (ext / "mnist-classifier.json").is_file()

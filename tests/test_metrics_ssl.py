@@ -102,7 +102,8 @@ def test_eval_without_a_made_extractor_names_the_command_that_makes_it(
 def test_zoo_extractor_data_is_cached_and_zoo_eval_uses_it_without_flags(
         folder, model_file, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("ZOO_OFFLINE", "1")
-    assert main(["extractor", str(folder), *TINY_ARGS, "--out", str(tmp_path / "ext")]) == 0
+    assert main(["extractor", str(folder), *TINY_ARGS, "--out", str(tmp_path / "ext"),
+                 "--no-card"]) == 0
     out = capsys.readouterr().out
     cached = feats.cached_extractor(str(folder))
     assert cached is not None and cached.name == "crops-ssl.pt" and str(cached.parent) in out
@@ -177,11 +178,11 @@ def test_labelled_data_gets_a_classifier_and_unlabelled_replaces_it_in_the_cache
             im[i % 12] = 128
             Image.fromarray(im).save(root / f"c{k}" / f"{i:02d}.png")
     tiny = ["--channels", "4,8", "--feature-dim", "8", "--threads", "1", "--batch-size", "8"]
-    assert main(["extractor", str(root), "--epochs", "1", *tiny]) == 0
+    assert main(["extractor", str(root), "--epochs", "1", "--no-card", *tiny]) == 0
     assert "test accuracy" in capsys.readouterr().out
     cached = feats.cached_extractor(str(root))
     assert cached.name == "shapes-classifier.pt"
     assert feats.resolve_extractor(None, str(root), announce=False).logits
-    assert main(["extractor", str(root), "--unlabelled", "--steps", "2", *tiny]) == 0
+    assert main(["extractor", str(root), "--unlabelled", "--steps", "2", "--no-card", *tiny]) == 0
     assert sorted(p.name for p in feats.cached_extractor(str(root)).parent.iterdir()) == \
         ["shapes-ssl.json", "shapes-ssl.pt"]

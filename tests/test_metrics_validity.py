@@ -203,7 +203,7 @@ def test_zoo_extractor_train_writes_the_card_beside_the_weights(tmp_path, monkey
     ext = tmp_path / "ext"
     assert main(["extractor", "train", "--dataset", "mnist", "--epochs", "1", "--limit", "256",
                  "--batch-size", "64", "--channels", "8,16", "--feature-dim", "16",
-                 "--threads", "1", "--card", "--out", str(ext)]) == 0
+                 "--threads", "1", "--out", str(ext)]) == 0  # the card by default
     card = json.loads((ext / "mnist-classifier-card" / "card.json").read_text())
     weights = json.loads((ext / "mnist-classifier.json").read_text())
     assert card["extractor_weights_sha256"] == weights["sha256"]

@@ -973,9 +973,9 @@ def _extractor_parser(sub) -> dict:
     t.add_argument("--channels", help="the conv stages' widths, default 32,64,128")
     t.add_argument("--feature-dim", type=int, help="the feature layer's width, default 128")
     t.add_argument("--limit", type=int, help="use the first N images of each split only")
-    t.add_argument("--card", action="store_true",
-                   help="also measure its validity card into DIR/DATASET-classifier-card/ "
-                   "(`zoo extractor card`; a few minutes on a CPU)")
+    t.add_argument("--card", action=argparse.BooleanOptionalAction, default=True,
+                   help="measure its validity card beside the weights, NAME-card/ (`zoo "
+                   "extractor card`; 30 s to 2 min on a CPU); --no-card skips it")
     _quiet(t)
     t.set_defaults(func=cmd_extractor_train)
     c = esub.add_parser("card", help="an extractor's validity card: how FID, KID, precision, "

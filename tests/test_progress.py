@@ -155,8 +155,18 @@ def test_a_replayed_cuda_graph_counts_its_whole_loop(family, monkeypatch):
 
 def test_a_clock_drives_a_time_budget_and_its_time_left():
     spent = [100.0]
-    p = Progress("choose", 900, "s", enabled=False, clock=lambda: spent[0])
-    assert p.left() == 800 and p.n == 100
-    spent[0] = 950.0  # over the budget: nothing left, the count stops at the total
-    assert p.left() == 0 and p.n == 900
-    assert "0 s left" in p.line()
+    with Progress("choose", 900, "s", enabled=False, clock=lambda: spent[0]) as p:
+        assert p.left() == 800 and p.n == 100
+        spent[0] = 950.0  # over the budget: nothing left, the count stops at the total
+        assert p.left() == 0 and p.n == 900
+        assert "0 s left" in p.line()
+
+
+def test_a_clocked_outer_job_shows_the_time_spent_while_an_inner_job_runs():
+    """`choose DATA 16/900 s | train ...`: the outer count moves with the clock, not only
+    when the outer job is next told something."""
+    spent = [16.0]
+    with Progress("choose", 900, "s", enabled=False, clock=lambda: spent[0]) as p:
+        assert p.outer().startswith("choose 16/900 s")
+        spent[0] = 75.0
+        assert p.outer().startswith("choose 75/900 s")

@@ -176,11 +176,17 @@ class Progress:
         if left is not None and left >= ESTIMATE_SECONDS and self.mode != OFF:
             self.write(text.replace("{time}", duration(left)))
 
+    def _tick(self) -> bool:
+        """With a ``clock`` and a total, the count read from the clock (True)."""
+        if self.clock is None or self.total is None:
+            return False
+        self.n = min(self.clock(), self.total)
+        return True
+
     def left(self) -> float | None:
         """Seconds left at the rate so far (None before any work or without a total); with
         a ``clock``, the budget's rest."""
-        if self.clock is not None and self.total is not None:
-            self.n = min(self.clock(), self.total)
+        if self._tick():
             return self.total - self.n
         done = self.n - self.first
         if self.total is None or done <= 0:
@@ -231,6 +237,7 @@ class Progress:
     def outer(self) -> str:
         """The job as it prefixes the line of a job inside it: ``bench smoke 2/6 row
         (mnist/ddpm (entry 1 of 2): train)``."""
+        self._tick()  # a budget's clock moves while an inner job runs
         count = f" {self._count()}" if self.total or self.n else ""
         doing = ": ".join(filter(None, [self.status, self.detail]))
         return self.desc + count + (f" ({doing})" if doing else "")

@@ -336,3 +336,15 @@ def test_replicates_are_the_draws_behind_the_interval_moved_with_it():
         out["fid_ci95"])
     assert intervals.percentile_interval(kept["kid"], centre=0.3) == pytest.approx(
         out["kid_ci95"])
+
+
+def test_a_spread_of_zero_is_not_printed():
+    """KID's spread over subsets is 0 when N is one subset (1000 samples): `± 0.00000`
+    would read as an exact figure, so only the interval is shown."""
+    base = {"dataset": "mnist", "split": "test", "n_generated": 1000, "n_reference": 1000,
+            "extractor": "mnist-classifier", "extractor_weights_sha256": "0" * 64,
+            "extractor_choice": "explicit",
+            "kid": 0.0365, "kid_ci95": [0.0334, 0.0391]}
+    one_subset = metrics.format_result({**base, "kid_std": 0.0})
+    assert "KID        0.03650 [0.03340, 0.03910]" in one_subset and "±" not in one_subset
+    assert "KID        0.03650 ± 0.00100 [" in metrics.format_result({**base, "kid_std": 0.001})

@@ -924,7 +924,7 @@ def format_result(result: dict) -> str:
         if col.label and col.key in result and col.key not in in_words:
             value = col.format.format(result[col.key])
             spread = result.get(col.spread) if col.spread else None
-            if spread is not None and math.isfinite(spread):
+            if spread is not None and math.isfinite(spread) and spread > 0:  # 0: one subset
                 value += " ± " + col.format.format(spread)
             ci = result.get(f"{col.key}_ci95")
             if ci is not None:

@@ -64,7 +64,9 @@ def markdown(scores: dict, extractors: list[str], corr: dict, dataset: str, n: i
         lo, hi = ci
         return f"{value:.4g}" + (f" [{lo:.4g}, {hi:.4g}]" if lo is not None else "")
 
-    a, b = extractors
+    a, b = (Path(e).stem if Path(e).suffix == ".pt" else e for e in extractors)
+    scores = {run: {Path(e).stem if Path(e).suffix == ".pt" else e: v for e, v in s.items()}
+              for run, s in scores.items()}
     lines = [f"# Extractor agreement on {dataset}: {a} vs {b}", "",
              f"{len(scores)} models, {n} samples each (drawn once, scored by both), the "
              "test split as the reference; 95% bootstrap intervals.", "",

@@ -72,3 +72,15 @@ def test_a_collapsed_winner_is_passed_over_and_said_so(tmp_path):
     lines = document.headline(state, rec)
     assert "use b (default)" in lines[0]
     assert "a has the best KID but its samples are collapsed" in lines[1]
+
+
+def test_the_still_learning_flag_reads_the_first_seeds_run(tmp_path):
+    """With `--seed 1` the runs are seed1, seed2, ...: the loss read is seed1's."""
+    state = _state({"a": [0.1, 0.11, 0.12], "b": [0.5, 0.52, 0.51]}, {"a": 0.6, "b": 0.6})
+    state["args"]["seed"] = 1
+    falling = ["step,seconds,images_per_s,loss"] + [f"{i},0,0,{10 - 0.5 * i}" for i in range(20)]
+    (tmp_path / "runs" / "a" / "seed1").mkdir(parents=True)
+    (tmp_path / "runs" / "a" / "seed1" / "losses.csv").write_text("\n".join(falling) + "\n")
+    found = decision.flags(state, tmp_path)
+    assert any(f.startswith("still learning") for f in found.get("a", [])), found
+    assert not found.get("b")

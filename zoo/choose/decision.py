@@ -119,7 +119,7 @@ def flags(state: dict, out: Path) -> dict[str, list[str]]:
             mine.append(f"collapsed: recall {rec:.3f} (< {COLLAPSED_RECALL}): its samples "
                         "cover almost none of the data")
         if cands[cid]["model"].split("-")[0] not in _ADVERSARIAL:
-            fall = loss_trend(out / "runs" / cid / "seed0")
+            fall = loss_trend(out / "runs" / cid / f"seed{state['args'].get('seed', 0)}")
             if fall is not None and fall > STILL_FALLING:
                 mine.append(f"still learning: its loss fell {100 * fall:.0f}% over the last "
                             "fifth of training; a longer budget may rank it higher")

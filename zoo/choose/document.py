@@ -105,7 +105,7 @@ def blocks(state: dict, rec: dict) -> list:
                  "95% intervals over training seeds and samples (a two-level bootstrap); "
                  f"N = {state['args']['n_final']} samples per seed, extractor "
                  f"{state['extractor']['extractor']}. Precision, recall and class accuracy "
-                 "of seed 0."),
+                 f"of seed {state['args'].get('seed', 0)}."),
             Table(["candidate", "preset", "KID [95%]", "KID per seed", "P(best)", "FID [95%]",
                    "precision", "recall", "class acc.", "steps"], rows)]
     out += rounds_section(state)
@@ -115,7 +115,8 @@ def blocks(state: dict, rec: dict) -> list:
     for c, g in grids:
         last[c] = g  # the latest round's grid of each candidate
     out += [Heading(2, "Samples")]
-    out += [Image(f"{c}: its last round's samples (seed 0)", g) for c, g in last.items()]
+    out += [Image(f"{c}: its last round's samples (seed {state['args'].get('seed', 0)})", g)
+            for c, g in last.items()]
     out += [Heading(2, "Reproduce"),
             Para(f"`{state.get('command') or 'zoo choose ...'}`; every run is an ordinary run "
                  "directory under runs/ (`zoo sample`, `zoo eval` work on it).")]
@@ -143,7 +144,8 @@ def rounds_section(state: dict) -> list:
     left = state.get("left_out") or {}
     out = [Heading(2, "Rounds"),
            Para("Successive halving: every candidate trains the first round's share, the "
-                "better half by KID (seed 0) continues from its checkpoint to twice that, "
+                f"better half by KID (seed {state['args'].get('seed', 0)}) continues from its "
+                "checkpoint to twice that, "
                 "until two finalists remain. Each candidate gets the same training time per "
                 "round (its steps from its measured speed) under a time budget, the same "
                 "FLOPs under a FLOPs budget."),

@@ -403,8 +403,12 @@ class Tournament:
             return s["seconds"] / s["steps"]
         return self.state["plan"]["candidates"][cid]["probe"]["step_seconds"]
 
+    def seed(self, k: int) -> int:
+        """The training seed of a candidate's k-th run (``--seed`` is the first)."""
+        return self.opts.seed + k
+
     def run_dir(self, cid: str, k: int) -> Path:
-        return self.out / "runs" / cid / f"seed{k}"
+        return self.out / "runs" / cid / f"seed{self.seed(k)}"
 
     def _train(self, cid: str, k: int, steps: int) -> None:
         name = f"{cid}/{k}"
@@ -412,27 +416,27 @@ class Tournament:
             return
         d = self.run_dir(cid, k)
         cand = self.state["plan"]["candidates"][cid]
-        self.say(f"train {cid} ({cand['name']}) seed {k} to {steps} steps")
+        self.say(f"train {cid} ({cand['name']}) seed {self.seed(k)} to {steps} steps")
         options = {"steps": steps, "device": str(self.device)}
         if (d / CHECKPOINT_FILE).is_file():
             trainer = Trainer.resume(d, progress=None, data_root=self.opts.data_root, **options)
         else:
             if d.exists():
                 shutil.rmtree(d)  # interrupted before its first checkpoint
-            torch.manual_seed(self.opts.seed + k)
+            torch.manual_seed(self.seed(k))
             config = dict(cand["config"])
             if presets.CURRICULUM in registry.config_fields(cand["model"]):
                 config.setdefault(presets.CURRICULUM, self.state["plan"]["steps"][cid][-1])
             model = registry.create(cand["model"], dataset=self.ds, **config)
             train = {"checkpoint_every": 200, "sample_n": 16, **cand["train"]}
             trainer = Trainer(model, self.ds, d, progress=None, data_root=self.opts.data_root,
-                              batch_size=cand["batch_size"], seed=self.opts.seed + k,
+                              batch_size=cand["batch_size"], seed=self.seed(k),
                               **options, **train)
         trainer.command = self.opts.command
         try:
             summary = trainer.fit()
         except TrainingDiverged as e:
-            self.state["diverged"][cid] = f"seed {k}: {e}"
+            self.state["diverged"][cid] = f"seed {self.seed(k)}: {e}"
             self.save()
             self.say(f"{cid} diverged: {e}")
             return
@@ -446,7 +450,7 @@ class Tournament:
         if key in self.state["evals"]:
             return
         n = self.opts.n_final if final else self.opts.n_round
-        self.say(f"evaluate {cid} seed {k} ({n} samples)")
+        self.say(f"evaluate {cid} seed {self.seed(k)} ({n} samples)")
         started = time.monotonic()
         grid = self.out / "grids" / f"{cid}-round{i + 1}.png" if k == 0 else None
         cand = self.state["plan"]["candidates"][cid]
@@ -462,7 +466,7 @@ class Tournament:
         self.state["evals"][key] = result
         self.save()
         kid = result["kid"]
-        self.say(f"{cid} seed {k} round {i + 1}: KID {kid['value']:.4g} "
+        self.say(f"{cid} seed {self.seed(k)} round {i + 1}: KID {kid['value']:.4g} "
                  f"[{kid['ci95'][0]:.4g}, {kid['ci95'][1]:.4g}], "
                  f"{duration(self.clock.elapsed())} spent")
 

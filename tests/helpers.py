@@ -169,17 +169,23 @@ def tiny_ddpm():
     return zoo.create("ddpm", image_shape=(1, 8, 8), **TINY_DDPM).eval()
 
 
+def nonzero(model):
+    """``model`` with its U-Net's zero-initialised weights (a fresh model's output layers)
+    drawn from N(0, 0.05^2), so samplers, bounds and losses see a real network output."""
+    with torch.no_grad():
+        for p in model.net.parameters():
+            if p.abs().sum() == 0 and p.dim() > 1:
+                p.normal_(0.0, 0.05)
+    return model
+
+
 def nonzero_ddpm(config: dict, seed: int = 0, image_shape=(1, 8, 8)):
-    """A DDPM whose U-Net output is not zero (a fresh model's last layer is): the zeroed
-    weights drawn from N(0, 0.05^2), so samplers and bounds see a real network output."""
+    """A DDPM whose U-Net output is not zero (``nonzero``)."""
     from zoo.models.diffusion import DDPM, DDPMConfig
 
     torch.manual_seed(seed)
     m = DDPM(DDPMConfig(**config), image_shape)
-    with torch.no_grad():
-        for p in m.net.parameters():
-            if p.abs().sum() == 0 and p.dim() > 1:
-                p.normal_(0.0, 0.05)
+    nonzero(m)
     return m.eval()
 
 

@@ -11,7 +11,7 @@ import diffusers
 import numpy as np
 import pytest
 import torch
-from helpers import assert_one_line_error, gen, zoo_main
+from helpers import assert_one_line_error, gen, nonzero, zoo_main
 
 import zoo
 from zoo.core import CheckpointError, ConfigError
@@ -33,10 +33,7 @@ def tiny(seed: int = 0, **config):
     """A consistency model whose U-Net output is not zero (a fresh one's last layer is)."""
     torch.manual_seed(seed)
     m = zoo.create("consistency", image_shape=(1, 8, 8), **{**TINY, **config})
-    with torch.no_grad():
-        for p in m.net.parameters():
-            if p.abs().sum() == 0 and p.dim() > 1:
-                p.normal_(0.0, 0.05)
+    nonzero(m)
     return m.eval()
 
 
@@ -199,10 +196,7 @@ def test_bad_options_are_config_errors():
 def _teacher(tmp_path, name: str = "flow-matching", **config):
     torch.manual_seed(1)
     t = zoo.create(name, image_shape=(1, 8, 8), **{**TINY, **config})
-    with torch.no_grad():
-        for p in t.net.parameters():
-            if p.abs().sum() == 0 and p.dim() > 1:
-                p.normal_(0.0, 0.05)
+    nonzero(t)
     path = tmp_path / f"{name}.pt"
     t.save(path)
     return t, path

@@ -9,6 +9,7 @@ import math
 import diffusers
 import pytest
 import torch
+from helpers import nonzero
 
 import zoo
 import zoo.data
@@ -36,10 +37,7 @@ def tiny(timesteps: int = T, schedule: str = "linear", seed: int = 0, **kw) -> D
         "ddpm", image_shape=(1, 8, 8), timesteps=timesteps, schedule=schedule, channels=8,
         channel_mult=(1, 2), norm_groups=4, **kw,
     )
-    with torch.no_grad():
-        for p in m.net.parameters():
-            if p.abs().sum() == 0 and p.dim() > 1:
-                p.normal_(0.0, 0.05)
+    nonzero(m)
     return m.eval()
 
 

@@ -9,6 +9,7 @@ import math
 import diffusers
 import pytest
 import torch
+from helpers import nonzero
 
 import zoo
 from zoo.core import ConfigError
@@ -22,10 +23,7 @@ def tiny(schedule: str = "linear", timesteps: int = T):
     torch.manual_seed(0)
     m = zoo.create("ddpm", image_shape=(1, 8, 8), timesteps=timesteps, schedule=schedule,
                    channels=8, channel_mult=(1, 2), norm_groups=4)
-    with torch.no_grad():
-        for p in m.net.parameters():
-            if p.abs().sum() == 0 and p.dim() > 1:
-                p.normal_(0.0, 0.05)
+    nonzero(m)
     return m.eval()
 
 

@@ -9,7 +9,7 @@ import math
 import diffusers
 import pytest
 import torch
-from helpers import capture_on_cpu, gen
+from helpers import capture_on_cpu, gen, nonzero
 
 import zoo
 from zoo.core import Batch, ConfigError
@@ -23,10 +23,7 @@ def tiny(seed: int = 0, **config):
     """A flow model whose U-Net output is not zero (a fresh one's last layer is)."""
     torch.manual_seed(seed)
     m = zoo.create("flow-matching", image_shape=(1, 8, 8), **{**TINY, **config})
-    with torch.no_grad():
-        for p in m.net.parameters():
-            if p.abs().sum() == 0 and p.dim() > 1:
-                p.normal_(0.0, 0.05)
+    nonzero(m)
     return m.eval()
 
 

@@ -11,7 +11,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import assert_one_line_error, gen, zoo_main
+from helpers import assert_one_line_error, gen, nonzero, zoo_main
 
 import zoo
 from zoo.core import ConfigError
@@ -28,10 +28,7 @@ def teacher(tmp_path, seed: int = 1, **config):
     is), and its file."""
     torch.manual_seed(seed)
     t = zoo.create("flow-matching", image_shape=SHAPE, **{**TINY, **config})
-    with torch.no_grad():
-        for p in t.net.parameters():
-            if p.abs().sum() == 0 and p.dim() > 1:
-                p.normal_(0.0, 0.05)
+    nonzero(t)
     path = tmp_path / f"teacher-{seed}.pt"
     t.save(path)
     return t.eval(), path
